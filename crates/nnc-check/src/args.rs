@@ -1,0 +1,445 @@
+//! Binding call arguments to a schema, and reading typed values out of them.
+//!
+//! Every layer, activation, initialiser, optimizer and data source is a [`Call`] checked against
+//! a list of [`Spec`]s. Errors are pushed and a fallback is returned, so that one bad argument
+//! does not hide the next problem.
+
+use nnc_syntax::ast::{Call, Value, ValueKind};
+use nnc_syntax::diagnostic::quote;
+use nnc_syntax::{Diagnostic, Span};
+
+use crate::suggest;
+
+/// One argument a call accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    /// May be given by position (in schema order), e.g. `dense(128)`.
+    pub positional: bool,
+}
+
+pub const fn pos(name: &'static str) -> Spec {
+    Spec {
+        name,
+        positional: true,
+    }
+}
+
+pub const fn named(name: &'static str) -> Spec {
+    Spec {
+        name,
+        positional: false,
+    }
+}
+
+/// The arguments of one call, bound to their names.
+pub struct Bound<'a> {
+    /// `dense`, `momentum`, ...: how the call is named in messages.
+    pub what: &'a str,
+    pub span: Span,
+    values: Vec<(&'static str, &'a Value)>,
+    /// Binding reported an error (an unknown or surplus argument), so a "missing argument"
+    /// would most likely be the same mistake reported twice.
+    had_errors: bool,
+}
+
+/// Binds `call`'s arguments to `specs`, reporting unknown, duplicate and surplus arguments.
+pub fn bind<'a>(call: &'a Call, specs: &[Spec], diags: &mut Vec<Diagnostic>) -> Bound<'a> {
+    let what = call.name.name.as_str();
+    let errors_before = diags.len();
+    let mut values: Vec<(&'static str, &'a Value)> = Vec::new();
+    let positional: Vec<&Spec> = specs.iter().filter(|s| s.positional).collect();
+    let mut next_pos = 0;
+    let mut seen_named = false;
+    for arg in call.args() {
+        let spec = match &arg.name {
+            None => {
+                if seen_named {
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::arg::positional_after_named",
+                            "positional argument after a named one",
+                        )
+                        .label(arg.span, "this has no name")
+                        .help("give it a name, or move it before the named arguments"),
+                    );
+                    continue;
+                }
+                let Some(spec) = positional.get(next_pos) else {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+                    let message = match positional.len() {
+                        _ if specs.is_empty() => format!("`{what}` takes no arguments"),
+                        0 => format!("`{what}` takes only named arguments"),
+                        1 => format!("`{what}` takes 1 positional argument, found more"),
+                        n => format!("`{what}` takes {n} positional arguments, found more"),
+                    };
+                    diags.push(
+                        Diagnostic::error("nnc::arg::too_many", message)
+                            .label(arg.span, "surplus argument")
+                            .help(if names.is_empty() {
+                                "remove the parentheses".to_string()
+                            } else {
+                                format!("name it: `{what}` accepts {}", suggest::list(&names))
+                            }),
+                    );
+                    continue;
+                };
+                next_pos += 1;
+                **spec
+            }
+            Some(name) => {
+                seen_named = true;
+                match specs.iter().find(|s| s.name == name.name) {
+                    Some(spec) => *spec,
+                    None => {
+                        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+                        let help = if names.is_empty() {
+                            format!("`{what}` takes no arguments")
+                        } else {
+                            suggest::help(&name.name, &format!("the arguments of `{what}`"), &names)
+                        };
+                        diags.push(
+                            Diagnostic::error(
+                                "nnc::name::unknown_argument",
+                                format!("`{what}` has no argument {}", quote(&name.name)),
+                            )
+                            .label(name.span, "unknown argument")
+                            .help(help),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some((_, first)) = values.iter().find(|(n, _)| *n == spec.name) {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::arg::duplicate",
+                    format!("`{}` is given twice", spec.name),
+                )
+                .label(arg.span, "given again here")
+                .label(first.span, "first given here")
+                .help("remove one of them"),
+            );
+            continue;
+        }
+        values.push((spec.name, &arg.value));
+    }
+    Bound {
+        what,
+        span: call.span,
+        values,
+        had_errors: diags.len() != errors_before,
+    }
+}
+
+impl<'a> Bound<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a Value> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Reports a missing required argument; `example` shows a correct call.
+    pub fn missing(&self, name: &str, example: &str, diags: &mut Vec<Diagnostic>) {
+        if self.had_errors {
+            return;
+        }
+        diags.push(
+            Diagnostic::error(
+                "nnc::arg::missing",
+                format!("`{}` needs `{name}`", self.what),
+            )
+            .label(self.span, format!("`{name}` is missing"))
+            .help(format!("for example `{example}`")),
+        );
+    }
+
+    /// A required integer ≥ `min`.
+    pub fn int(
+        &self,
+        name: &str,
+        min: u64,
+        example: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<u64> {
+        match self.get(name) {
+            None => {
+                self.missing(name, example, diags);
+                None
+            }
+            Some(v) => int_at_least(v, name, min, diags),
+        }
+    }
+
+    /// An optional integer ≥ `min`.
+    pub fn int_or(&self, name: &str, min: u64, default: u64, diags: &mut Vec<Diagnostic>) -> u64 {
+        self.get(name)
+            .map_or(Some(default), |v| int_at_least(v, name, min, diags))
+            .unwrap_or(default)
+    }
+
+    /// An optional number within `range`.
+    pub fn float_or(
+        &self,
+        name: &str,
+        range: Range,
+        default: f64,
+        diags: &mut Vec<Diagnostic>,
+    ) -> f64 {
+        self.get(name)
+            .map_or(Some(default), |v| float_in(v, name, range, diags))
+            .unwrap_or(default)
+    }
+
+    pub fn bool_or(&self, name: &str, default: bool, diags: &mut Vec<Diagnostic>) -> bool {
+        let Some(v) = self.get(name) else {
+            return default;
+        };
+        match &v.kind {
+            ValueKind::Call(c) if c.args.is_none() && c.name.name == "true" => true,
+            ValueKind::Call(c) if c.args.is_none() && c.name.name == "false" => false,
+            _ => {
+                diags.push(type_error(v, name, "`true` or `false`"));
+                default
+            }
+        }
+    }
+
+    /// An integer or a pair `[h, w]` of integers ≥ `min`.
+    pub fn pair_or(
+        &self,
+        name: &str,
+        min: u64,
+        default: Option<[usize; 2]>,
+        example: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<[usize; 2]> {
+        let Some(v) = self.get(name) else {
+            if default.is_none() {
+                self.missing(name, example, diags);
+            }
+            return default;
+        };
+        pair(v, name, min, diags)
+    }
+
+    /// A required string.
+    pub fn string(&self, name: &str, example: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+        let Some(v) = self.get(name) else {
+            self.missing(name, example, diags);
+            return None;
+        };
+        match &v.kind {
+            ValueKind::Str(s) => Some(s.clone()),
+            _ => {
+                diags.push(type_error(v, name, "a string such as `\"data/x.csv\"`"));
+                None
+            }
+        }
+    }
+}
+
+/// An interval for range checks, printed in messages as `[0, 1)`, `> 0`, ...
+#[derive(Clone, Copy, Debug)]
+pub struct Range {
+    pub lo: f64,
+    pub lo_open: bool,
+    pub hi: f64,
+    pub hi_open: bool,
+}
+
+impl Range {
+    /// `> 0`
+    pub const POSITIVE: Range = Range {
+        lo: 0.0,
+        lo_open: true,
+        hi: f64::INFINITY,
+        hi_open: true,
+    };
+    /// `≥ 0`
+    pub const NON_NEGATIVE: Range = Range {
+        lo: 0.0,
+        lo_open: false,
+        hi: f64::INFINITY,
+        hi_open: true,
+    };
+    /// `[0, 1)`
+    pub const UNIT_OPEN: Range = Range {
+        lo: 0.0,
+        lo_open: false,
+        hi: 1.0,
+        hi_open: true,
+    };
+    pub const ANY: Range = Range {
+        lo: f64::NEG_INFINITY,
+        lo_open: true,
+        hi: f64::INFINITY,
+        hi_open: true,
+    };
+
+    pub fn contains(&self, x: f64) -> bool {
+        let above = if self.lo_open {
+            x > self.lo
+        } else {
+            x >= self.lo
+        };
+        let below = if self.hi_open {
+            x < self.hi
+        } else {
+            x <= self.hi
+        };
+        above && below
+    }
+
+    fn describe(&self) -> String {
+        match (self.lo.is_finite(), self.hi.is_finite()) {
+            (true, false) => format!("{} {}", if self.lo_open { ">" } else { "≥" }, self.lo),
+            (false, true) => format!("{} {}", if self.hi_open { "<" } else { "≤" }, self.hi),
+            (true, true) => format!(
+                "in {}{}, {}{}",
+                if self.lo_open { "(" } else { "[" },
+                self.lo,
+                self.hi,
+                if self.hi_open { ")" } else { "]" }
+            ),
+            (false, false) => "finite".into(),
+        }
+    }
+}
+
+pub fn type_error(v: &Value, name: &str, expected: &str) -> Diagnostic {
+    let found = match &v.kind {
+        ValueKind::Number(n) => crate::model::num(n.value),
+        ValueKind::Call(c) if c.args.is_none() => format!("`{}`", c.name.name),
+        other => other.describe().to_string(),
+    };
+    Diagnostic::error(
+        "nnc::arg::type",
+        format!("`{name}` must be {expected}, found {found}"),
+    )
+    .label(v.span, format!("expected {expected}"))
+}
+
+/// What a range-checked quantity means, for the help line of a range error.
+fn range_help(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "lr" => "the learning rate scales each step; typical values are 0.0001 to 0.1",
+        "momentum" => {
+            "momentum is the fraction of the previous update kept; 0.9 is typical, 1 never forgets"
+        }
+        "rho" => "rho is the decay of the squared-gradient average; 0.9 is typical",
+        "beta1" | "beta2" => "Adam's decay rates are below 1; the defaults are 0.9 and 0.999",
+        "eps" => "eps keeps the division away from zero; 1e-7 is Keras' default",
+        "rate" => {
+            "dropout zeroes this fraction of units while training; a rate of 1 would drop everything"
+        }
+        "batch" => "the number of samples per training step",
+        "epochs" => "the number of passes over the training data",
+        _ => return None,
+    })
+}
+
+/// An integer literal ≥ `min`.
+pub fn int_at_least(v: &Value, name: &str, min: u64, diags: &mut Vec<Diagnostic>) -> Option<u64> {
+    let expected = if min == 0 {
+        "a non-negative integer"
+    } else {
+        "a positive integer"
+    };
+    match &v.kind {
+        ValueKind::Number(n) if !n.value.is_finite() => None, // reported by the parser
+        ValueKind::Number(n) if n.is_integer() => {
+            if n.value < min as f64 {
+                let mut d = Diagnostic::error(
+                    "nnc::range",
+                    format!("`{name}` must be at least {min}, found {}", n.value),
+                )
+                .label(v.span, format!("must be ≥ {min}"));
+                if let Some(h) = range_help(name) {
+                    d = d.help(h);
+                }
+                diags.push(d);
+                None
+            } else if n.value > (1u64 << 53) as f64 {
+                diags.push(
+                    Diagnostic::error("nnc::range", format!("`{name}` is too large"))
+                        .label(v.span, "must be at most 2^53"),
+                );
+                None
+            } else {
+                Some(n.value as u64)
+            }
+        }
+        _ => {
+            diags.push(type_error(v, name, expected));
+            None
+        }
+    }
+}
+
+/// A number within `range`.
+pub fn float_in(v: &Value, name: &str, range: Range, diags: &mut Vec<Diagnostic>) -> Option<f64> {
+    match &v.kind {
+        ValueKind::Number(n) => {
+            if !n.value.is_finite() {
+                return None; // reported by the parser
+            }
+            if range.contains(n.value) {
+                Some(n.value)
+            } else {
+                let mut d = Diagnostic::error(
+                    "nnc::range",
+                    format!(
+                        "`{name}` must be {}, found {}",
+                        range.describe(),
+                        crate::model::num(n.value)
+                    ),
+                )
+                .label(v.span, "out of range");
+                if let Some(h) = range_help(name) {
+                    d = d.help(h);
+                }
+                diags.push(d);
+                None
+            }
+        }
+        _ => {
+            diags.push(type_error(v, name, "a number"));
+            None
+        }
+    }
+}
+
+/// An integer, or a pair `[h, w]`, each ≥ `min`.
+pub fn pair(v: &Value, name: &str, min: u64, diags: &mut Vec<Diagnostic>) -> Option<[usize; 2]> {
+    match &v.kind {
+        ValueKind::Number(_) => int_at_least(v, name, min, diags).map(|n| [n as usize; 2]),
+        ValueKind::List(items) if items.len() == 2 => {
+            let a = int_at_least(&items[0], name, min, diags)?;
+            let b = int_at_least(&items[1], name, min, diags)?;
+            Some([a as usize, b as usize])
+        }
+        _ => {
+            diags.push(type_error(v, name, "an integer or a pair `[h, w]`"));
+            None
+        }
+    }
+}
+
+/// A bare name or a call, e.g. `relu` or `leaky_relu(0.2)`.
+pub fn call<'a>(
+    v: &'a Value,
+    name: &str,
+    expected: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<&'a Call> {
+    match &v.kind {
+        ValueKind::Call(c) => Some(c),
+        _ => {
+            diags.push(type_error(v, name, expected));
+            None
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! Layers: from calls to [`LayerKind`]s (arguments, defaults) and through them, shapes.
+
+use nnc_syntax::ast::Call;
+use nnc_syntax::diagnostic::quote;
+use nnc_syntax::{Diagnostic, Span};
+
+use crate::args::{self, Range, Spec, bind, named, pos};
+use crate::model::{Activation, Connections, Init, LayerKind, Param, Shape};
+use crate::suggest;
+
+pub const LAYERS: &[&str] = &[
+    "dense",
+    "conv2d",
+    "maxpool",
+    "avgpool",
+    "subsample",
+    "flatten",
+    "dropout",
+];
+
+pub const ACTIVATIONS: &[&str] = &[
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "softplus",
+    "abs",
+    "identity",
+    "softmax",
+];
+
+pub const INITS: &[&str] = &[
+    "glorot_uniform",
+    "glorot_normal",
+    "glorot",
+    "he_uniform",
+    "he_normal",
+    "he",
+    "lecun_uniform",
+    "lecun_normal",
+    "lecun98",
+    "torch",
+    "normal",
+    "truncated_normal",
+    "uniform",
+    "constant",
+    "zeros",
+    "ones",
+];
+
+/// A layer as written, before shapes: its kind and the options that shape inference and
+/// initialisation need.
+pub struct Resolved {
+    pub kind: LayerKind,
+    /// A fused `activation:` argument, expanded into its own layer after this one.
+    pub activation: Option<(Activation, Span)>,
+    pub init: Option<Init>,
+    pub bias_init: Option<Init>,
+    /// The name of a connection table, resolved during shape inference.
+    pub connections: Option<(String, Span)>,
+}
+
+impl Resolved {
+    fn plain(kind: LayerKind) -> Resolved {
+        Resolved {
+            kind,
+            activation: None,
+            init: None,
+            bias_init: None,
+            connections: None,
+        }
+    }
+}
+
+const DENSE: &[Spec] = &[
+    pos("units"),
+    named("activation"),
+    named("bias"),
+    named("init"),
+    named("bias_init"),
+];
+const CONV2D: &[Spec] = &[
+    pos("filters"),
+    pos("kernel"),
+    named("stride"),
+    named("padding"),
+    named("bias"),
+    named("connections"),
+    named("activation"),
+    named("init"),
+    named("bias_init"),
+];
+const POOL: &[Spec] = &[pos("size"), named("stride")];
+const SUBSAMPLE: &[Spec] = &[
+    pos("size"),
+    named("stride"),
+    named("activation"),
+    named("init"),
+    named("bias_init"),
+];
+
+/// Resolves a layer call. `None` when it is unknown or its arguments are unusable (reported).
+pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
+    let name = call.name.name.as_str();
+    if ACTIVATIONS.contains(&name) {
+        return activation(call, diags).map(|a| Resolved::plain(LayerKind::Activation(a)));
+    }
+    let before = diags.len();
+    let resolved = match name {
+        "dense" => {
+            let b = bind(call, DENSE, diags);
+            let units = b.int("units", 1, "dense(128)", diags);
+            let bias = b.bool_or("bias", true, diags);
+            let mut r = Resolved::plain(LayerKind::Dense {
+                units: units.unwrap_or(1) as usize,
+                bias,
+            });
+            fused_options(&b, &mut r, diags);
+            r
+        }
+        "conv2d" => {
+            let b = bind(call, CONV2D, diags);
+            let filters = b.int("filters", 1, "conv2d(6, kernel: 5)", diags);
+            let kernel = b.pair_or("kernel", 1, None, "conv2d(6, kernel: 5)", diags);
+            let stride = b.pair_or("stride", 1, Some([1, 1]), "", diags);
+            let bias = b.bool_or("bias", true, diags);
+            let padding = padding(&b, kernel, stride, diags);
+            let mut r = Resolved::plain(LayerKind::Conv2d {
+                filters: filters.unwrap_or(1) as usize,
+                kernel: kernel.unwrap_or([1, 1]),
+                stride: stride.unwrap_or([1, 1]),
+                padding: padding.unwrap_or([0, 0]),
+                bias,
+                connections: None,
+            });
+            if let Some(v) = b.get("connections")
+                && let Some(c) =
+                    args::call(v, "connections", "the name of a `connections` table", diags)
+            {
+                r.connections = Some((c.name.name.clone(), c.span));
+            }
+            fused_options(&b, &mut r, diags);
+            r
+        }
+        "maxpool" | "avgpool" | "subsample" => {
+            let specs = if name == "subsample" { SUBSAMPLE } else { POOL };
+            let b = bind(call, specs, diags);
+            let example = format!("{name}(2)");
+            let size = b
+                .pair_or("size", 1, None, &example, diags)
+                .unwrap_or([1, 1]);
+            let stride = b
+                .pair_or("stride", 1, Some(size), "", diags)
+                .unwrap_or(size);
+            let kind = match name {
+                "maxpool" => LayerKind::MaxPool { size, stride },
+                "avgpool" => LayerKind::AvgPool { size, stride },
+                _ => LayerKind::Subsample { size, stride },
+            };
+            let mut r = Resolved::plain(kind);
+            fused_options(&b, &mut r, diags);
+            r
+        }
+        "flatten" => {
+            bind(call, &[], diags);
+            Resolved::plain(LayerKind::Flatten)
+        }
+        "dropout" => {
+            let b = bind(call, &[pos("rate")], diags);
+            let rate = match b.get("rate") {
+                None => {
+                    b.missing("rate", "dropout(0.5)", diags);
+                    None
+                }
+                Some(v) => args::float_in(v, "rate", Range::UNIT_OPEN, diags),
+            };
+            Resolved::plain(LayerKind::Dropout {
+                rate: rate.unwrap_or(0.0),
+            })
+        }
+        _ => {
+            let mut known: Vec<&str> = LAYERS.to_vec();
+            known.extend_from_slice(ACTIVATIONS);
+            let help = match suggest::closest(name, known.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                // `hidden dense(128)`: a label without its colon.
+                None if call.args.is_none() => format!(
+                    "to name the layer that follows, write `{name}: ...`; the layers are {}",
+                    suggest::list(&known)
+                ),
+                None => format!("the layers are: {}", suggest::list(&known)),
+            };
+            diags.push(
+                Diagnostic::error(
+                    "nnc::name::unknown_layer",
+                    format!("unknown layer {}", quote(name)),
+                )
+                .label(call.name.span, "not a layer")
+                .help(help),
+            );
+            return None;
+        }
+    };
+    (diags.len() == before).then_some(resolved)
+}
+
+/// `activation:`, `init:` and `bias_init:`, shared by dense, conv2d and subsample.
+fn fused_options(b: &args::Bound<'_>, r: &mut Resolved, diags: &mut Vec<Diagnostic>) {
+    if let Some(v) = b.get("activation")
+        && let Some(c) = args::call(v, "activation", "an activation such as `relu`", diags)
+    {
+        if ACTIVATIONS.contains(&c.name.name.as_str()) {
+            r.activation = activation(c, diags).map(|a| (a, c.span));
+        } else {
+            diags.push(unknown(c, "activation", "the activations", ACTIVATIONS));
+        }
+    }
+    r.init = b.get("init").and_then(|v| init(v, "init", diags));
+    r.bias_init = b.get("bias_init").and_then(|v| init(v, "bias_init", diags));
+}
+
+fn unknown(c: &Call, what: &str, kinds: &str, known: &[&str]) -> Diagnostic {
+    Diagnostic::error(
+        "nnc::name::unknown_value",
+        format!("unknown {what} {}", quote(&c.name.name)),
+    )
+    .label(c.name.span, format!("not a known {what}"))
+    .help(suggest::help(&c.name.name, kinds, known))
+}
+
+/// `padding: 2`, `padding: [1, 2]`, `padding: same` or `padding: valid`.
+fn padding(
+    b: &args::Bound<'_>,
+    kernel: Option<[usize; 2]>,
+    stride: Option<[usize; 2]>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<[usize; 2]> {
+    let Some(v) = b.get("padding") else {
+        return Some([0, 0]);
+    };
+    if let nnc_syntax::ast::ValueKind::Call(c) = &v.kind {
+        match (c.name.name.as_str(), c.args.is_none()) {
+            ("valid", true) => return Some([0, 0]),
+            ("same", true) => {
+                let k = kernel?;
+                if stride != Some([1, 1]) || k[0] % 2 == 0 || k[1] % 2 == 0 {
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::arg::padding",
+                            "`padding: same` needs stride 1 and an odd kernel",
+                        )
+                        .label(v.span, "cannot pad symmetrically")
+                        .help("give the padding as a number, e.g. `padding: 1`"),
+                    );
+                    return None;
+                }
+                return Some([(k[0] - 1) / 2, (k[1] - 1) / 2]);
+            }
+            _ => {}
+        }
+    }
+    match &v.kind {
+        nnc_syntax::ast::ValueKind::Call(_) => {
+            diags.push(args::type_error(
+                v,
+                "padding",
+                "an integer, a pair `[h, w]`, `same` or `valid`",
+            ));
+            None
+        }
+        _ => args::pair(v, "padding", 0, diags),
+    }
+}
+
+/// Resolves an activation call such as `relu` or `leaky_relu(0.2)`.
+pub fn activation(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
+    let before = diags.len();
+    let a = match call.name.name.as_str() {
+        "tanh" => {
+            let b = bind(call, &[pos("scale"), pos("slope")], diags);
+            Activation::Tanh {
+                scale: b.float_or("scale", Range::POSITIVE, 1.0, diags),
+                slope: b.float_or("slope", Range::POSITIVE, 1.0, diags),
+            }
+        }
+        "leaky_relu" => {
+            let b = bind(call, &[pos("alpha")], diags);
+            Activation::LeakyRelu {
+                alpha: b.float_or("alpha", Range::NON_NEGATIVE, 0.01, diags),
+            }
+        }
+        "elu" => {
+            let b = bind(call, &[pos("alpha")], diags);
+            Activation::Elu {
+                alpha: b.float_or("alpha", Range::NON_NEGATIVE, 1.0, diags),
+            }
+        }
+        other => {
+            bind(call, &[], diags);
+            match other {
+                "step" => Activation::Step,
+                "sigmoid" => Activation::Sigmoid,
+                "relu" => Activation::Relu,
+                "softplus" => Activation::Softplus,
+                "abs" => Activation::Abs,
+                "identity" => Activation::Identity,
+                _ => Activation::Softmax,
+            }
+        }
+    };
+    (diags.len() == before).then_some(a)
+}
+
+/// Resolves an initialiser such as `he` or `normal(std: 0.01)`.
+fn init(v: &nnc_syntax::ast::Value, name: &str, diags: &mut Vec<Diagnostic>) -> Option<Init> {
+    let c = args::call(v, name, "an initialiser such as `glorot_uniform`", diags)?;
+    let before = diags.len();
+    let simple = |init: Init, diags: &mut Vec<Diagnostic>| {
+        bind(c, &[], diags);
+        init
+    };
+    let init = match c.name.name.as_str() {
+        "glorot_uniform" | "glorot" => simple(Init::GlorotUniform, diags),
+        "glorot_normal" => simple(Init::GlorotNormal, diags),
+        "he_uniform" | "he" => simple(Init::HeUniform, diags),
+        "he_normal" => simple(Init::HeNormal, diags),
+        "lecun_uniform" => simple(Init::LecunUniform, diags),
+        "lecun_normal" => simple(Init::LecunNormal, diags),
+        "lecun98" => simple(Init::Lecun98, diags),
+        "torch" => simple(Init::Torch, diags),
+        "zeros" => simple(Init::Zeros, diags),
+        "ones" => simple(Init::Constant(1.0), diags),
+        "constant" => {
+            let b = bind(c, &[pos("value")], diags);
+            match b.get("value") {
+                None => {
+                    b.missing("value", "constant(0.1)", diags);
+                    Init::Zeros
+                }
+                Some(v) => {
+                    Init::Constant(args::float_in(v, "value", Range::ANY, diags).unwrap_or(0.0))
+                }
+            }
+        }
+        "uniform" => {
+            let b = bind(c, &[pos("limit")], diags);
+            Init::Uniform {
+                limit: b.float_or("limit", Range::POSITIVE, 0.05, diags),
+            }
+        }
+        kind @ ("normal" | "truncated_normal") => {
+            let b = bind(c, &[pos("std"), named("mean")], diags);
+            let std = b.float_or("std", Range::POSITIVE, 0.05, diags);
+            let mean = b.float_or("mean", Range::ANY, 0.0, diags);
+            if kind == "normal" {
+                Init::Normal { mean, std }
+            } else {
+                Init::TruncatedNormal { mean, std }
+            }
+        }
+        _ => {
+            diags.push(unknown(c, "initialiser", "the initialisers", INITS));
+            return None;
+        }
+    };
+    (diags.len() == before).then_some(init)
+}
+
+/// What shape inference needs to know about the layer that produced the current value.
+pub struct Producer<'a> {
+    pub span: Span,
+    pub what: &'a str,
+}
+
+/// The largest per-sample tensor or parameter tensor accepted (elements).
+const MAX_ELEMENTS: u64 = 1 << 32;
+
+/// A layer after shape inference.
+pub struct Inferred {
+    pub kind: LayerKind,
+    pub output: Shape,
+    pub params: Vec<Param>,
+    pub flops: u64,
+}
+
+/// Infers a layer's output shape from its input, checking that it fits.
+pub fn infer(
+    mut kind: LayerKind,
+    connections: Option<(&Connections, Span)>,
+    input: &Shape,
+    span: Span,
+    producer: &Producer<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Inferred> {
+    let from =
+        |diag: Diagnostic| diag.label(producer.span, format!("{} gives {input}", producer.what));
+    let keyword = kind.keyword();
+    let mut params = Vec::new();
+    let mut flops = 0u64;
+    let output = match &mut kind {
+        LayerKind::Dense { units, bias } => {
+            if input.rank() != 1 {
+                diags.push(
+                    from(
+                        Diagnostic::error(
+                            "nnc::shape::dense_rank",
+                            format!("`dense` needs a vector input, found {input}"),
+                        )
+                        .label(
+                            span,
+                            format!("expects [n], found a rank-{} tensor", input.rank()),
+                        ),
+                    )
+                    .help("insert `flatten` before this layer"),
+                );
+                return None;
+            }
+            let n = input.0[0] as u64;
+            let u = *units as u64;
+            params.push(param("weight", vec![input.0[0], *units], n * u, n, u));
+            if *bias {
+                params.push(param("bias", vec![*units], u, n, u));
+            }
+            flops = 2 * n * u;
+            Shape(vec![*units])
+        }
+        LayerKind::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            bias,
+            connections: conn,
+        } => {
+            let [c, h, w] = rank3(input, keyword, span, &from, diags)?;
+            if let Some((table, table_span)) = connections {
+                check_table(table, table_span, c, *filters, span, diags)?;
+                *conn = Some(table.clone());
+            }
+            let [oh, ow] = window(
+                keyword,
+                "kernel",
+                [h, w],
+                *kernel,
+                *stride,
+                *padding,
+                span,
+                &from,
+                diags,
+            )?;
+            let (f, kk) = (*filters as u64, (kernel[0] * kernel[1]) as u64);
+            let pairs = conn.as_ref().map_or(c as u64 * f, |t| t.connected());
+            params.push(param(
+                "weight",
+                vec![*filters, c, kernel[0], kernel[1]],
+                pairs * kk,
+                c as u64 * kk,
+                f * kk,
+            ));
+            if *bias {
+                params.push(param("bias", vec![*filters], f, c as u64 * kk, f * kk));
+            }
+            flops = 2 * (oh * ow) as u64 * pairs * kk;
+            Shape(vec![*filters, oh, ow])
+        }
+        LayerKind::MaxPool { size, stride }
+        | LayerKind::AvgPool { size, stride }
+        | LayerKind::Subsample { size, stride } => {
+            let [c, h, w] = rank3(input, keyword, span, &from, diags)?;
+            let [oh, ow] = window(
+                keyword,
+                "window",
+                [h, w],
+                *size,
+                *stride,
+                [0, 0],
+                span,
+                &from,
+                diags,
+            )?;
+            let kk = (size[0] * size[1]) as u64;
+            let out = (c * oh * ow) as u64;
+            match keyword {
+                "avgpool" => flops = out * kk,
+                "subsample" => {
+                    flops = out * kk;
+                    params.push(param("weight", vec![c], c as u64, kk, 1));
+                    params.push(param("bias", vec![c], c as u64, kk, 1));
+                }
+                _ => {}
+            }
+            Shape(vec![c, oh, ow])
+        }
+        LayerKind::Flatten => Shape(vec![input.numel() as usize]),
+        LayerKind::Dropout { .. } => input.clone(),
+        LayerKind::Activation(Activation::Softmax) if input.rank() != 1 => {
+            diags.push(
+                from(
+                    Diagnostic::error(
+                        "nnc::shape::softmax_rank",
+                        format!("`softmax` needs a vector input, found {input}"),
+                    )
+                    .label(span, "softmax is taken over a vector of scores"),
+                )
+                .help("insert `flatten` and a `dense` layer before it"),
+            );
+            return None;
+        }
+        LayerKind::Activation(_) => input.clone(),
+    };
+    let too_large = output.numel() > MAX_ELEMENTS
+        || params
+            .iter()
+            .any(|p: &Param| p.shape.numel() > MAX_ELEMENTS);
+    if too_large {
+        diags.push(
+            Diagnostic::error(
+                "nnc::shape::too_large",
+                format!("`{keyword}` is too large: more than 2^32 elements in one tensor"),
+            )
+            .label(span, format!("gives {output}"))
+            .help("nnc keeps every tensor of a training step in memory; use smaller layers"),
+        );
+        return None;
+    }
+    Some(Inferred {
+        kind,
+        output,
+        params,
+        flops,
+    })
+}
+
+fn param(name: &'static str, dims: Vec<usize>, trainable: u64, fan_in: u64, fan_out: u64) -> Param {
+    Param {
+        name,
+        shape: Shape(dims),
+        // Filled in once the following activation is known (see `lib.rs`).
+        init: Init::Zeros,
+        trainable,
+        fan_in,
+        fan_out,
+    }
+}
+
+fn rank3(
+    input: &Shape,
+    keyword: &str,
+    span: Span,
+    from: &dyn Fn(Diagnostic) -> Diagnostic,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<[usize; 3]> {
+    if let [c, h, w] = input.0[..] {
+        return Some([c, h, w]);
+    }
+    let help = if input.rank() == 1 {
+        "spatial layers need [channels, height, width]: remove the `flatten` before it, or declare the input as e.g. `f32[1, 28, 28]` and load data with `flatten: false`"
+    } else {
+        "spatial layers need [channels, height, width]"
+    };
+    diags.push(
+        from(
+            Diagnostic::error(
+                "nnc::shape::spatial_rank",
+                format!("`{keyword}` needs a [channels, height, width] input, found {input}"),
+            )
+            .label(span, format!("expects rank 3, found rank {}", input.rank())),
+        )
+        .help(help),
+    );
+    None
+}
+
+/// Output size of a sliding window, or a diagnostic when the window does not fit the input or
+/// does not tile it into a whole number of steps.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    keyword: &str,
+    what: &str,
+    input: [usize; 2],
+    size: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    span: Span,
+    from: &dyn Fn(Diagnostic) -> Diagnostic,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<[usize; 2]> {
+    let padded = [input[0] + 2 * padding[0], input[1] + 2 * padding[1]];
+    if size[0] > padded[0] || size[1] > padded[1] {
+        let padded_note = if padding == [0, 0] {
+            String::new()
+        } else {
+            format!(" (padded to {}x{})", padded[0], padded[1])
+        };
+        let help = if keyword == "conv2d" {
+            let need = |k: usize, n: usize| k.saturating_sub(n).div_ceil(2);
+            format!(
+                "use a kernel of at most {}x{}, or `padding: {}`",
+                padded[0],
+                padded[1],
+                need(size[0], input[0]).max(need(size[1], input[1]))
+            )
+        } else {
+            format!("use a {what} of at most {}x{}", padded[0], padded[1])
+        };
+        diags.push(
+            from(
+                Diagnostic::error(
+                    "nnc::shape::window",
+                    format!(
+                        "{what} {}x{} is larger than the {}x{} input{padded_note}",
+                        size[0], size[1], input[0], input[1]
+                    ),
+                )
+                .label(span, format!("`{keyword}` does not fit its input")),
+            )
+            .help(help),
+        );
+        return None;
+    }
+    let mut out = [0; 2];
+    for axis in 0..2 {
+        let span_len = padded[axis] - size[axis];
+        if !span_len.is_multiple_of(stride[axis]) {
+            let axis_name = if axis == 0 { "height" } else { "width" };
+            let formula = if padding[axis] == 0 {
+                format!("({} − {})", input[axis], size[axis])
+            } else {
+                format!("({} + 2·{} − {})", input[axis], padding[axis], size[axis])
+            };
+            let help = if keyword == "conv2d" {
+                match (0..=size[axis])
+                    .find(|p| (input[axis] + 2 * p - size[axis]).is_multiple_of(stride[axis]))
+                {
+                    Some(p) => format!("use `padding: {p}`, or a stride that divides {span_len}"),
+                    None => format!("use a stride that divides {span_len}"),
+                }
+            } else {
+                format!(
+                    "crop or pad the input so that ({axis_name} − {}) is a multiple of {}, or use a stride that divides {span_len}",
+                    size[axis], stride[axis]
+                )
+            };
+            diags.push(
+                from(
+                    Diagnostic::error(
+                        "nnc::shape::stride",
+                        format!(
+                            "`{keyword}` does not tile its input's {axis_name}: {formula} / {} + 1 is not whole",
+                            stride[axis]
+                        ),
+                    )
+                    .label(
+                        span,
+                        format!(
+                            "{} {}x{} with stride {} leaves {} {}{} unused",
+                            what,
+                            size[0],
+                            size[1],
+                            stride[axis],
+                            span_len % stride[axis],
+                            if axis == 0 { "row" } else { "column" },
+                            if span_len % stride[axis] == 1 { "" } else { "s" }
+                        ),
+                    ),
+                )
+                .help(help),
+            );
+            return None;
+        }
+        out[axis] = span_len / stride[axis] + 1;
+    }
+    Some(out)
+}
+
+/// A connection table must have a row per input channel and a column per filter, and every
+/// output channel must be fed by at least one input.
+fn check_table(
+    table: &Connections,
+    table_span: Span,
+    in_channels: usize,
+    filters: usize,
+    span: Span,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<()> {
+    let rows = table.table.len();
+    let cols = table.table.first().map_or(0, Vec::len);
+    if rows != in_channels || cols != filters {
+        diags.push(
+            Diagnostic::error(
+                "nnc::table::shape",
+                format!(
+                    "connection table `{}` is {rows}x{cols}, but this layer connects {in_channels} input channels to {filters} filters",
+                    table.name
+                ),
+            )
+            .label(table_span, format!("{rows} rows, {cols} columns"))
+            .label(span, format!("needs {in_channels} rows (inputs) and {filters} columns (filters)"))
+            .help("a connection table has one row per input channel and one column per output channel"),
+        );
+        return None;
+    }
+    if let Some(o) = (0..filters).find(|&o| table.inputs_of(o) == 0) {
+        diags.push(
+            Diagnostic::error(
+                "nnc::table::unconnected",
+                format!("output channel {o} of table `{}` has no inputs", table.name),
+            )
+            .label(table_span, format!("column {o} has no `X`"))
+            .help("every output channel needs at least one connected input channel"),
+        );
+        return None;
+    }
+    Some(())
+}

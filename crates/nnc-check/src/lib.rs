@@ -1,0 +1,535 @@
+//! The checker: from a parsed `.nn` file to [`Model`]s whose every shape is known.
+//!
+//! Invariants:
+//! - a [`Model`] is returned only if its model block and train block produced no error, so
+//!   later stages never see an unknown name, an unchecked shape or an out-of-range value;
+//! - independent errors are all reported: a bad layer stops shape inference for the layers
+//!   after it, but their arguments are still checked, and every model and train block is checked;
+//! - work is linear in the size of the file (name lookups are hashed; suggestions are computed
+//!   only for errors).
+
+mod args;
+mod layers;
+pub mod model;
+mod suggest;
+pub mod summary;
+mod train;
+
+use std::collections::{HashMap, HashSet};
+
+use nnc_syntax::ast::{self, ConnectionsDecl, Ident, ModelDecl, ModelItem};
+use nnc_syntax::diagnostic::quote;
+use nnc_syntax::{Diagnostic, Span};
+
+pub use model::*;
+
+/// The result of checking one file.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The models that checked without error, in source order.
+    pub models: Vec<Model>,
+    /// Errors and warnings, in source order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Parses and checks the text of a `.nn` file.
+pub fn check_source(text: &str) -> Checked {
+    let (file, mut diagnostics) = nnc_syntax::parse(text);
+    let Some(file) = file else {
+        return Checked {
+            models: Vec::new(),
+            diagnostics,
+        };
+    };
+    let mut checked = check(&file);
+    diagnostics.append(&mut checked.diagnostics);
+    diagnostics.sort_by_key(|d| d.primary_span());
+    checked.diagnostics = diagnostics;
+    checked
+}
+
+/// Checks a parsed file.
+pub fn check(file: &ast::File) -> Checked {
+    let mut diags = Vec::new();
+    let mut models_decl: Vec<&ModelDecl> = Vec::new();
+    let mut trains: Vec<&ast::TrainDecl> = Vec::new();
+    let mut tables: HashMap<&str, (Option<Connections>, &ConnectionsDecl)> = HashMap::new();
+    let mut model_names: HashMap<&str, Span> = HashMap::new();
+
+    for item in &file.items {
+        match item {
+            ast::Item::Model(m) => {
+                if let Some(&first) = model_names.get(m.name.name.as_str()) {
+                    diags.push(duplicate("model", &m.name, first));
+                } else {
+                    model_names.insert(&m.name.name, m.name.span);
+                    models_decl.push(m);
+                }
+            }
+            ast::Item::Train(t) => trains.push(t),
+            ast::Item::Connections(c) => {
+                if let Some((_, first)) = tables.get(c.name.name.as_str()) {
+                    diags.push(duplicate("connection table", &c.name, first.name.span));
+                } else {
+                    tables.insert(&c.name.name, (connections(c, &mut diags), c));
+                }
+            }
+        }
+    }
+    if models_decl.is_empty() {
+        diags.push(
+            Diagnostic::error("nnc::model::none", "no model in this file")
+                .help("a .nn file declares at least one `model NAME { input ...; layers }`"),
+        );
+    }
+
+    // Which train block belongs to which model.
+    let mut train_of: HashMap<&str, &ast::TrainDecl> = HashMap::new();
+    for t in &trains {
+        let name = t.model.name.as_str();
+        if !model_names.contains_key(name) {
+            let names: Vec<&str> = models_decl.iter().map(|m| m.name.name.as_str()).collect();
+            let help = match suggest::closest(name, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None if names.is_empty() => "declare the model before training it".into(),
+                None => format!("the models in this file are {}", suggest::list(&names)),
+            };
+            diags.push(
+                Diagnostic::error(
+                    "nnc::name::unknown_model",
+                    format!("no model named {} to train", quote(name)),
+                )
+                .label(t.model.span, "unknown model")
+                .help(help),
+            );
+        } else if let Some(first) = train_of.get(name) {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::duplicate",
+                    format!("model `{name}` has two train blocks"),
+                )
+                .label(t.model.span, "second train block")
+                .label(first.model.span, "first train block")
+                .help("merge them into one"),
+            );
+        } else {
+            train_of.insert(name, t);
+        }
+    }
+
+    let mut used_tables = HashSet::new();
+    let mut models = Vec::new();
+    for decl in models_decl {
+        let train_decl = train_of.get(decl.name.name.as_str()).copied();
+        let before = diags.iter().filter(|d| d.is_error()).count();
+        let model = check_model(decl, &tables, &mut used_tables, train_decl, &mut diags);
+        let train = train_decl.and_then(|t| train::check(t, &mut diags));
+        if let (Some(mut model), Some((train, spans))) = (model.clone(), train) {
+            train::against_model(&model, &train, &spans, &mut diags);
+            model.train = Some(train);
+            if diags.iter().filter(|d| d.is_error()).count() == before {
+                models.push(model);
+            }
+        } else if let (Some(model), None) = (model, train_decl) {
+            models.push(model);
+        }
+    }
+    let mut unused: Vec<_> = tables
+        .values()
+        .filter(|(_, decl)| !used_tables.contains(decl.name.name.as_str()))
+        .map(|(_, decl)| decl)
+        .collect();
+    unused.sort_by_key(|d| d.span);
+    for decl in unused {
+        diags.push(
+            Diagnostic::warning(
+                "nnc::table::unused",
+                format!("connection table `{}` is never used", decl.name.name),
+            )
+            .label(decl.name.span, "declared here")
+            .help("use it with `conv2d(..., connections: NAME)`, or remove it"),
+        );
+    }
+    diags.sort_by_key(|d| d.primary_span());
+    Checked {
+        models,
+        diagnostics: diags,
+    }
+}
+
+fn duplicate(what: &str, name: &Ident, first: Span) -> Diagnostic {
+    let code = match what {
+        "model" => "nnc::name::duplicate_model",
+        "layer" => "nnc::name::duplicate_layer",
+        _ => "nnc::name::duplicate_table",
+    };
+    Diagnostic::error(code, format!("{what} `{}` is defined twice", name.name))
+        .label(name.span, "defined again here")
+        .label(first, "first defined here")
+        .help(format!("give each {what} a unique name"))
+}
+
+/// Validates a connection table's own form: rows of equal, non-zero length.
+fn connections(decl: &ConnectionsDecl, diags: &mut Vec<Diagnostic>) -> Option<Connections> {
+    let Some(first) = decl.rows.first() else {
+        diags.push(
+            Diagnostic::error(
+                "nnc::table::empty",
+                format!("connection table `{}` is empty", decl.name.name),
+            )
+            .label(decl.span, "no rows")
+            .help("write one row per input channel, with an `X` for each output channel it feeds"),
+        );
+        return None;
+    };
+    for row in &decl.rows[1..] {
+        if row.cells.len() != first.cells.len() {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::table::ragged",
+                    format!(
+                        "rows of connection table `{}` differ in length",
+                        decl.name.name
+                    ),
+                )
+                .label(row.span, format!("{} columns", row.cells.len()))
+                .label(first.span, format!("{} columns", first.cells.len()))
+                .help("every row needs one cell per output channel"),
+            );
+            return None;
+        }
+    }
+    Some(Connections {
+        name: decl.name.name.clone(),
+        table: decl.rows.iter().map(|r| r.cells.clone()).collect(),
+    })
+}
+
+/// One layer to place: a written layer or an expanded `activation:` argument.
+struct Pending<'a> {
+    name: String,
+    kind: LayerKind,
+    span: Span,
+    init: Option<Init>,
+    bias_init: Option<Init>,
+    table: Option<(&'a Connections, Span)>,
+    /// False after a layer that could not be resolved: shapes are unknown from there on.
+    resolved: bool,
+}
+
+fn check_model(
+    decl: &ModelDecl,
+    tables: &HashMap<&str, (Option<Connections>, &ConnectionsDecl)>,
+    used_tables: &mut HashSet<String>,
+    train: Option<&ast::TrainDecl>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Model> {
+    let errors_before = diags.iter().filter(|d| d.is_error()).count();
+    let input = input(decl, diags);
+
+    // Resolve every layer, expanding `activation:` arguments.
+    let mut labels: HashMap<&str, Span> = HashMap::new();
+    let mut written: Vec<(Option<&Ident>, &ast::Call, Option<layers::Resolved>)> = Vec::new();
+    for item in &decl.body {
+        let ModelItem::Chain(chain) = item else {
+            continue;
+        };
+        if let Some(label) = &chain.label {
+            if let Some(&first) = labels.get(label.name.as_str()) {
+                diags.push(duplicate("layer", label, first));
+            } else {
+                labels.insert(&label.name, label.span);
+            }
+        }
+        for (i, call) in chain.layers.iter().enumerate() {
+            let label = if i == 0 { chain.label.as_ref() } else { None };
+            written.push((label, call, layers::resolve(call, diags)));
+        }
+    }
+    if written.is_empty() {
+        diags.push(
+            Diagnostic::error(
+                "nnc::model::empty",
+                format!("model `{}` has no layers", decl.name.name),
+            )
+            .label(decl.name.span, "no layers")
+            .help("add layers after the input, e.g. `dense(10) -> softmax`"),
+        );
+    }
+
+    // Name every layer: the label, or `<kind>_<n>` avoiding the labels.
+    let mut counters: HashMap<&str, usize> = HashMap::new();
+    let mut fresh = |kind: &'static str| loop {
+        let n = counters.entry(kind).or_insert(0);
+        *n += 1;
+        let name = format!("{kind}_{n}");
+        if !labels.contains_key(name.as_str()) {
+            break name;
+        }
+    };
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+    for (label, call, resolved) in written {
+        let Some(r) = resolved else {
+            pending.push(Pending {
+                name: String::new(),
+                kind: LayerKind::Flatten,
+                span: call.span,
+                init: None,
+                bias_init: None,
+                table: None,
+                resolved: false,
+            });
+            continue;
+        };
+        let mut table = None;
+        let mut table_ok = true;
+        if let Some((name, span)) = &r.connections {
+            used_tables.insert(name.clone());
+            match tables.get(name.as_str()) {
+                Some((Some(t), _)) => table = Some((t, *span)),
+                Some((None, _)) => table_ok = false, // malformed; reported with the table
+                None => {
+                    let mut names: Vec<&str> = tables.keys().copied().collect();
+                    names.sort_unstable();
+                    let help = match suggest::closest(name, names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => "declare it with `connections NAME { X . X ... }`".into(),
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::name::unknown_table",
+                            format!("no connection table named {}", quote(name)),
+                        )
+                        .label(*span, "unknown table")
+                        .help(help),
+                    );
+                    table_ok = false;
+                }
+            }
+        }
+        let name = match label {
+            Some(l) => l.name.clone(),
+            None => fresh(r.kind.keyword()),
+        };
+        pending.push(Pending {
+            name,
+            kind: r.kind,
+            span: call.span,
+            init: r.init,
+            bias_init: r.bias_init,
+            table,
+            resolved: table_ok,
+        });
+        if let Some((act, span)) = r.activation {
+            pending.push(Pending {
+                name: fresh(act.keyword()),
+                kind: LayerKind::Activation(act),
+                span,
+                init: None,
+                bias_init: None,
+                table: None,
+                resolved: true,
+            });
+        }
+    }
+
+    // Shapes, layer by layer.
+    let mut layers = Vec::new();
+    let mut inits = Vec::new();
+    let mut shape = input.as_ref().map(|i| i.shape.clone());
+    let mut producer = (
+        input.as_ref().map_or(decl.name.span, |i| i.span),
+        "the input".to_string(),
+    );
+    // Once a layer is unknown or does not fit, the shapes after it are unknown: their arguments
+    // have been checked, their shapes cannot be.
+    let mut complete = input.is_some();
+    for p in pending {
+        let Some(in_shape) = shape.take() else {
+            complete = false;
+            continue;
+        };
+        if !p.resolved {
+            complete = false;
+            continue;
+        }
+        let what = layers::Producer {
+            span: producer.0,
+            what: &producer.1,
+        };
+        let Some(inferred) = layers::infer(p.kind, p.table, &in_shape, p.span, &what, diags) else {
+            complete = false;
+            continue;
+        };
+        shape = Some(inferred.output.clone());
+        producer = (p.span, format!("`{}`", p.name));
+        inits.push((p.init, p.bias_init));
+        layers.push(Layer {
+            name: p.name,
+            kind: inferred.kind,
+            input_shape: in_shape,
+            output_shape: inferred.output,
+            params: inferred.params,
+            flops: inferred.flops,
+            span: p.span,
+        });
+    }
+    apply_inits(&mut layers, &inits);
+
+    if let Some(t) = train {
+        for l in &layers {
+            if l.kind == LayerKind::Activation(Activation::Step) {
+                diags.push(
+                    Diagnostic::error(
+                        "nnc::grad::step",
+                        "`step` cannot be trained by gradient descent",
+                    )
+                    .label(l.span, "its gradient is zero almost everywhere")
+                    .label(t.model.span, "trained by gradient descent here")
+                    .help("use `sigmoid`, the smooth step, so that gradients flow through it"),
+                );
+            }
+        }
+    }
+
+    let errors_now = diags.iter().filter(|d| d.is_error()).count();
+    if errors_now != errors_before || !complete {
+        return None;
+    }
+    Some(Model {
+        name: decl.name.name.clone(),
+        span: decl.name.span,
+        input: input?,
+        layers,
+        train: None,
+    })
+}
+
+/// Default initialisers: He for layers followed by a ReLU-family activation, Glorot
+/// (Keras' default) otherwise; a subsample starts as an average; biases start at zero, except
+/// under `init: torch`, which initialises biases like PyTorch does.
+fn apply_inits(layers: &mut [Layer], inits: &[(Option<Init>, Option<Init>)]) {
+    for i in 0..layers.len() {
+        let next = layers.get(i + 1).map(|l| l.kind.clone());
+        let relu_next = matches!(
+            next,
+            Some(LayerKind::Activation(
+                Activation::Relu | Activation::LeakyRelu { .. } | Activation::Elu { .. }
+            ))
+        );
+        let (init, bias_init) = inits[i];
+        let layer = &mut layers[i];
+        let weight_init = init.unwrap_or(match &layer.kind {
+            LayerKind::Subsample { size, .. } => Init::Constant(1.0 / (size[0] * size[1]) as f64),
+            _ if relu_next => Init::HeUniform,
+            _ => Init::GlorotUniform,
+        });
+        let bias_init = bias_init.unwrap_or(if weight_init == Init::Torch {
+            Init::Torch
+        } else {
+            Init::Zeros
+        });
+        for p in &mut layer.params {
+            p.init = if p.name == "bias" {
+                bias_init
+            } else {
+                weight_init
+            };
+        }
+    }
+}
+
+fn input(decl: &ModelDecl, diags: &mut Vec<Diagnostic>) -> Option<Input> {
+    let mut found: Option<&ast::InputDecl> = None;
+    let mut seen_layer = false;
+    for item in &decl.body {
+        match item {
+            ModelItem::Chain(_) => seen_layer = true,
+            ModelItem::Input(d) => {
+                if let Some(first) = found {
+                    diags.push(
+                        Diagnostic::error("nnc::model::duplicate_input", "a model has one input")
+                            .label(d.span, "second input")
+                            .label(first.span, "first input")
+                            .help("remove one of them; nnc models are a single chain of layers"),
+                    );
+                } else {
+                    if seen_layer {
+                        diags.push(
+                            Diagnostic::error(
+                                "nnc::model::input_position",
+                                "the input must be declared before the layers",
+                            )
+                            .label(d.span, "declared after a layer")
+                            .help("move the `input` line to the top of the model block"),
+                        );
+                    }
+                    found = Some(d);
+                }
+            }
+        }
+    }
+    let Some(d) = found else {
+        diags.push(
+            Diagnostic::error(
+                "nnc::model::no_input",
+                format!("model `{}` has no input", decl.name.name),
+            )
+            .label(decl.name.span, "no `input` declaration")
+            .help("declare it first in the block, e.g. `input image: f32[1, 28, 28]`"),
+        );
+        return None;
+    };
+    let before = diags.len();
+    if let Some(dtype) = &d.dtype
+        && dtype.name != "f32"
+    {
+        diags.push(
+            Diagnostic::error(
+                "nnc::model::dtype",
+                format!("unsupported input type {}", quote(&dtype.name)),
+            )
+            .label(dtype.span, "not `f32`")
+            .help("inputs are `f32`; integer data such as u8 images is converted as it is loaded"),
+        );
+    }
+    if d.dims.is_empty() || d.dims.len() > 3 {
+        diags.push(
+            Diagnostic::error(
+                "nnc::model::input_rank",
+                format!("the input has {} dimensions; nnc takes 1 to 3", d.dims.len()),
+            )
+            .label(d.type_span, "per-sample shape")
+            .help("declare a vector `f32[784]` or an image `f32[channels, height, width]`; the batch axis is implicit"),
+        );
+    }
+    let mut dims = Vec::new();
+    for n in &d.dims {
+        if n.is_integer() && n.value >= 1.0 && n.value <= (1u64 << 31) as f64 {
+            dims.push(n.value as usize);
+        } else {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::model::input_dim",
+                    "input dimensions are positive integers",
+                )
+                .label(n.span, "not a positive integer")
+                .help("dimensions count elements, e.g. `f32[1, 28, 28]`"),
+            );
+        }
+    }
+    (diags.len() == before).then(|| Input {
+        name: d
+            .name
+            .as_ref()
+            .map_or("input".to_string(), |n| n.name.clone()),
+        shape: Shape(dims),
+        span: d.span,
+    })
+}

@@ -1,0 +1,611 @@
+//! The checked model: every name resolved, every default filled, every shape known.
+//!
+//! This is what later stages consume. Shapes here are per sample; the batch axis is added by
+//! lowering, from the train block's batch size.
+
+use std::fmt;
+
+use nnc_syntax::Span;
+
+/// A per-sample tensor shape, e.g. `[1, 28, 28]` (channels, height, width) or `[784]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Shape(pub Vec<usize>);
+
+impl Shape {
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> u64 {
+        self.0.iter().map(|&d| d as u64).product()
+    }
+
+    /// `1x28x28`, the compact form used in messages.
+    pub fn compact(&self) -> String {
+        self.0
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A checked model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub name: String,
+    /// The span of the model's name in its declaration.
+    pub span: Span,
+    pub input: Input,
+    pub layers: Vec<Layer>,
+    pub train: Option<Train>,
+}
+
+impl Model {
+    /// Trainable parameters (only connected weights under a connection table).
+    pub fn param_count(&self) -> u64 {
+        self.layers.iter().map(Layer::param_count).sum()
+    }
+
+    /// Forward FLOPs per sample: 2 per multiply-add in dense and conv layers, plus the
+    /// window sums of average pooling and subsampling (see [`Layer::flops`]).
+    pub fn flops_per_sample(&self) -> u64 {
+        self.layers.iter().map(|l| l.flops).sum()
+    }
+
+    /// The shape of the model's output.
+    pub fn output_shape(&self) -> &Shape {
+        self.layers
+            .last()
+            .map_or(&self.input.shape, |l| &l.output_shape)
+    }
+}
+
+/// The model's input: per-sample shape, always f32 in the compute graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    pub name: String,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// One layer, with the shapes around it and its trainable tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    /// The user's label, or a generated `<kind>_<n>` (Keras style).
+    pub name: String,
+    pub kind: LayerKind,
+    pub input_shape: Shape,
+    pub output_shape: Shape,
+    /// Trainable tensors in a fixed order: `weight` then `bias`.
+    pub params: Vec<Param>,
+    /// Forward FLOPs per sample.
+    pub flops: u64,
+    pub span: Span,
+}
+
+impl Layer {
+    pub fn param_count(&self) -> u64 {
+        self.params.iter().map(|p| p.trainable).sum()
+    }
+}
+
+/// A trainable tensor of a layer, e.g. `c1.weight: [6, 1, 5, 5]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// `weight` or `bias`; the full name is `<layer>.<name>`.
+    pub name: &'static str,
+    pub shape: Shape,
+    pub init: Init,
+    /// Elements that are trained: all of them, or only the connected ones under a table.
+    pub trainable: u64,
+    /// Inputs and outputs feeding one unit, for the variance-scaling initialisers.
+    pub fan_in: u64,
+    pub fan_out: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    /// `y = x W + b`, `W: [in, units]`.
+    Dense {
+        units: usize,
+        bias: bool,
+    },
+    /// Cross-correlation, `W: [filters, in_channels, kh, kw]` (OIHW).
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        bias: bool,
+        connections: Option<Connections>,
+    },
+    MaxPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+    },
+    AvgPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+    },
+    /// LeNet-1998 subsampling: per channel, `coefficient * sum(window) + bias`.
+    Subsample {
+        size: [usize; 2],
+        stride: [usize; 2],
+    },
+    Flatten,
+    Dropout {
+        rate: f64,
+    },
+    Activation(Activation),
+}
+
+impl LayerKind {
+    /// The keyword that introduces this layer in a `.nn` file.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            LayerKind::Dense { .. } => "dense",
+            LayerKind::Conv2d { .. } => "conv2d",
+            LayerKind::MaxPool { .. } => "maxpool",
+            LayerKind::AvgPool { .. } => "avgpool",
+            LayerKind::Subsample { .. } => "subsample",
+            LayerKind::Flatten => "flatten",
+            LayerKind::Dropout { .. } => "dropout",
+            LayerKind::Activation(a) => a.keyword(),
+        }
+    }
+
+    /// A short description for the summary table: `conv2d 5x5`, `maxpool 2x2`, `dropout 0.5`.
+    pub fn describe(&self) -> String {
+        let window = |k: [usize; 2], s: [usize; 2]| {
+            let mut d = format!("{}x{}", k[0], k[1]);
+            if s != k {
+                d += &format!(" /{}", pair(s));
+            }
+            d
+        };
+        match self {
+            LayerKind::Dense { bias: false, .. } => "dense, no bias".into(),
+            LayerKind::Conv2d {
+                kernel,
+                stride,
+                padding,
+                bias,
+                connections,
+                ..
+            } => {
+                let mut d = format!("conv2d {}x{}", kernel[0], kernel[1]);
+                if *stride != [1, 1] {
+                    d += &format!(" /{}", pair(*stride));
+                }
+                if *padding != [0, 0] {
+                    d += &format!(" pad {}", pair(*padding));
+                }
+                if let Some(c) = connections {
+                    d += &format!(" table {}", c.name);
+                }
+                if !bias {
+                    d += ", no bias";
+                }
+                d
+            }
+            LayerKind::MaxPool { size, stride } => format!("maxpool {}", window(*size, *stride)),
+            LayerKind::AvgPool { size, stride } => format!("avgpool {}", window(*size, *stride)),
+            LayerKind::Subsample { size, stride } => {
+                format!("subsample {}", window(*size, *stride))
+            }
+            LayerKind::Dropout { rate } => format!("dropout {rate}"),
+            LayerKind::Activation(a) => a.to_string(),
+            other => other.keyword().into(),
+        }
+    }
+}
+
+fn pair(p: [usize; 2]) -> String {
+    if p[0] == p[1] {
+        p[0].to_string()
+    } else {
+        format!("{}x{}", p[0], p[1])
+    }
+}
+
+/// A conv layer's connection table: `table[i][o]` is true when input channel `i` feeds output
+/// channel `o`. Weights between unconnected channels are held at zero and not counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connections {
+    pub name: String,
+    pub table: Vec<Vec<bool>>,
+}
+
+impl Connections {
+    /// The number of connected (input, output) channel pairs.
+    pub fn connected(&self) -> u64 {
+        self.table.iter().flatten().filter(|&&c| c).count() as u64
+    }
+
+    /// The number of inputs feeding output channel `o`.
+    pub fn inputs_of(&self, o: usize) -> usize {
+        self.table.iter().filter(|row| row[o]).count()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// Heaviside step: 1 where x > 0. Not differentiable; rejected in trained models.
+    Step,
+    Sigmoid,
+    /// `scale * tanh(slope * x)`; LeCun 1998 uses scale 1.7159, slope 2/3.
+    Tanh {
+        scale: f64,
+        slope: f64,
+    },
+    Relu,
+    LeakyRelu {
+        alpha: f64,
+    },
+    Elu {
+        alpha: f64,
+    },
+    Softplus,
+    Abs,
+    Identity,
+    /// Over the last axis, with the maximum subtracted for stability.
+    Softmax,
+}
+
+impl Activation {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Activation::Step => "step",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh { .. } => "tanh",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Elu { .. } => "elu",
+            Activation::Softplus => "softplus",
+            Activation::Abs => "abs",
+            Activation::Identity => "identity",
+            Activation::Softmax => "softmax",
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activation::Tanh { scale, slope } if (*scale, *slope) != (1.0, 1.0) => {
+                write!(f, "{}·tanh({}·x)", num(*scale), num(*slope))
+            }
+            Activation::LeakyRelu { alpha } | Activation::Elu { alpha } => {
+                write!(f, "{} {}", self.keyword(), num(*alpha))
+            }
+            _ => f.write_str(self.keyword()),
+        }
+    }
+}
+
+/// Formats a number compactly: `0.01`, `1e-7`, `1/255`, `2/3`.
+pub fn num(x: f64) -> String {
+    // Fractions as written in .nn files, when the value is one with a small denominator.
+    if x.fract() != 0.0 && x.abs() < 1.0 {
+        for den in [3.0, 6.0, 7.0, 9.0, 255.0] {
+            let n = x * den;
+            if (n - n.round()).abs() < 1e-9 && n.round() != 0.0 {
+                return format!("{}/{}", n.round(), den);
+            }
+        }
+    }
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e6) {
+        format!("{x:e}")
+    } else {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
+}
+
+/// How a parameter tensor is initialised. Variance-scaling schemes use the tensor's fan-in
+/// and fan-out ([`Param::fan_in`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Constant(f64),
+    /// U(-limit, limit).
+    Uniform {
+        limit: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
+    /// Normal, redrawn beyond two standard deviations.
+    TruncatedNormal {
+        mean: f64,
+        std: f64,
+    },
+    /// U(±√(6 / (fan_in + fan_out))), Keras' default.
+    GlorotUniform,
+    /// N(0, 2 / (fan_in + fan_out)), truncated as Keras does.
+    GlorotNormal,
+    /// U(±√(6 / fan_in)).
+    HeUniform,
+    /// N(0, 2 / fan_in), truncated.
+    HeNormal,
+    /// U(±√(3 / fan_in)).
+    LecunUniform,
+    /// N(0, 1 / fan_in), truncated.
+    LecunNormal,
+    /// U(±1/√fan_in): PyTorch's default for `nn.Linear`/`nn.Conv2d` weights and biases.
+    Torch,
+    /// U(±2.4 / fan_in): LeCun et al. 1998, appendix C.
+    Lecun98,
+}
+
+impl Init {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Init::Zeros => "zeros",
+            Init::Constant(_) => "constant",
+            Init::Uniform { .. } => "uniform",
+            Init::Normal { .. } => "normal",
+            Init::TruncatedNormal { .. } => "truncated_normal",
+            Init::GlorotUniform => "glorot_uniform",
+            Init::GlorotNormal => "glorot_normal",
+            Init::HeUniform => "he_uniform",
+            Init::HeNormal => "he_normal",
+            Init::LecunUniform => "lecun_uniform",
+            Init::LecunNormal => "lecun_normal",
+            Init::Torch => "torch",
+            Init::Lecun98 => "lecun98",
+        }
+    }
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Init::Constant(v) => write!(f, "constant({})", num(*v)),
+            Init::Uniform { limit } => write!(f, "uniform({})", num(*limit)),
+            Init::Normal { mean, std } | Init::TruncatedNormal { mean, std } => {
+                write!(
+                    f,
+                    "{}(mean: {}, std: {})",
+                    self.keyword(),
+                    num(*mean),
+                    num(*std)
+                )
+            }
+            _ => f.write_str(self.keyword()),
+        }
+    }
+}
+
+/// How a model is trained: the checked `train` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Train {
+    pub span: Span,
+    pub data: Data,
+    /// Held-out data for evaluation; `None` means the source's own test split (MNIST's t10k)
+    /// or, for sources without one, the training data itself.
+    pub test: Option<Data>,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    pub metrics: Vec<Metric>,
+}
+
+/// A data source. Paths are as written, relative to the `.nn` file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    /// The MNIST digits (60,000 train, 10,000 test), 1x28x28 u8 images scaled by `scale`,
+    /// zero-padded by `pad` pixels on each side, optionally flattened.
+    Mnist {
+        pad: usize,
+        scale: f64,
+        flatten: bool,
+    },
+    /// Any IDX image/label pair (e.g. Fashion-MNIST), gzip or raw.
+    Idx {
+        images: String,
+        labels: String,
+        pad: usize,
+        scale: f64,
+        flatten: bool,
+        classes: Option<usize>,
+    },
+    /// A CSV file with a header; `target` names the target columns, the rest are features.
+    Csv { path: String, target: Vec<String> },
+    /// Rows written in the `.nn` file: inputs `->` targets.
+    Inline {
+        inputs: Vec<Vec<f64>>,
+        targets: Vec<Vec<f64>>,
+    },
+}
+
+impl Data {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Data::Mnist { .. } => "mnist",
+            Data::Idx { .. } => "idx",
+            Data::Csv { .. } => "csv",
+            Data::Inline { .. } => "inline table",
+        }
+    }
+
+    /// The per-sample input shape, when it is known without reading files.
+    pub fn sample_shape(&self) -> Option<Shape> {
+        match self {
+            Data::Mnist { pad, flatten, .. } => Some(image_shape(28, 28, *pad, *flatten)),
+            Data::Inline { inputs, .. } => inputs.first().map(|r| Shape(vec![r.len()])),
+            Data::Idx { .. } | Data::Csv { .. } => None,
+        }
+    }
+
+    /// The number of classes for class-label data, when known without reading files.
+    pub fn classes(&self) -> Option<usize> {
+        match self {
+            Data::Mnist { .. } => Some(10),
+            Data::Idx { classes, .. } => *classes,
+            _ => None,
+        }
+    }
+
+    /// True when targets are class indices (one integer per sample).
+    pub fn has_class_labels(&self) -> bool {
+        matches!(self, Data::Mnist { .. } | Data::Idx { .. })
+    }
+}
+
+fn image_shape(h: usize, w: usize, pad: usize, flatten: bool) -> Shape {
+    let (h, w) = (h + 2 * pad, w + 2 * pad);
+    if flatten {
+        Shape(vec![h * w])
+    } else {
+        Shape(vec![1, h, w])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// ½·Σ(y − t)² per sample, averaged over the batch.
+    Mse,
+    /// −Σ t·log y after a softmax output layer.
+    CrossEntropy,
+    /// Softmax and cross-entropy fused, from logits; gradient (y − t)/B.
+    SoftmaxCrossEntropy,
+}
+
+impl Loss {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Loss::Mse => "mse",
+            Loss::CrossEntropy => "cross_entropy",
+            Loss::SoftmaxCrossEntropy => "softmax_cross_entropy",
+        }
+    }
+}
+
+/// An optimizer and its hyper-parameters (defaults are Keras').
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+    },
+    Momentum {
+        lr: f64,
+        momentum: f64,
+    },
+    Nesterov {
+        lr: f64,
+        momentum: f64,
+    },
+    Adagrad {
+        lr: f64,
+        initial_accumulator: f64,
+        eps: f64,
+    },
+    /// `eps` inside the square root, as Keras.
+    RmsProp {
+        lr: f64,
+        rho: f64,
+        eps: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+}
+
+impl Optimizer {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd { .. } => "sgd",
+            Optimizer::Momentum { .. } => "momentum",
+            Optimizer::Nesterov { .. } => "nesterov",
+            Optimizer::Adagrad { .. } => "adagrad",
+            Optimizer::RmsProp { .. } => "rmsprop",
+            Optimizer::Adam { .. } => "adam",
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.keyword();
+        match *self {
+            Optimizer::Sgd { lr } => write!(f, "{k}(lr: {})", num(lr)),
+            Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
+                write!(f, "{k}(lr: {}, momentum: {})", num(lr), num(momentum))
+            }
+            Optimizer::Adagrad {
+                lr,
+                initial_accumulator,
+                eps,
+            } => write!(
+                f,
+                "{k}(lr: {}, initial_accumulator: {}, eps: {})",
+                num(lr),
+                num(initial_accumulator),
+                num(eps)
+            ),
+            Optimizer::RmsProp { lr, rho, eps } => {
+                write!(
+                    f,
+                    "{k}(lr: {}, rho: {}, eps: {})",
+                    num(lr),
+                    num(rho),
+                    num(eps)
+                )
+            }
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => write!(
+                f,
+                "{k}(lr: {}, beta1: {}, beta2: {}, eps: {})",
+                num(lr),
+                num(beta1),
+                num(beta2),
+                num(eps)
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Loss,
+    Accuracy,
+    /// Mean absolute error, for regression.
+    Mae,
+}
+
+impl Metric {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+            Metric::Mae => "mae",
+        }
+    }
+}

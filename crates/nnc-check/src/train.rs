@@ -1,0 +1,596 @@
+//! `train` blocks: settings, data sources, losses and optimizers, and how they must agree with
+//! the model they train.
+
+use nnc_syntax::ast::{Call, Setting, TrainDecl, Value, ValueKind};
+use nnc_syntax::diagnostic::quote;
+use nnc_syntax::{Diagnostic, Span};
+
+use crate::args::{self, Range, bind, named, pos};
+use crate::model::{Activation, Data, LayerKind, Loss, Metric, Model, Optimizer, Shape, Train};
+use crate::suggest;
+
+pub const SETTINGS: &[&str] = &[
+    "data",
+    "test",
+    "loss",
+    "optimizer",
+    "batch",
+    "epochs",
+    "seed",
+    "metrics",
+];
+pub const LOSSES: &[&str] = &["mse", "cross_entropy", "softmax_cross_entropy"];
+pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"];
+pub const DATA: &[&str] = &["mnist", "idx", "csv"];
+pub const METRICS: &[&str] = &["loss", "accuracy", "mae"];
+
+/// The spans of a train block's settings, for labels in cross-checks with the model.
+pub struct Spans {
+    pub data: Span,
+    pub test: Option<Span>,
+    pub loss: Span,
+}
+
+/// Checks a train block on its own. The cross-checks with the model are in [`against_model`].
+pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Spans)> {
+    let before = diags.len();
+    let mut seen: Vec<&Setting> = Vec::new();
+    for s in &decl.settings {
+        let key = s.key.name.as_str();
+        if !SETTINGS.contains(&key) {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::name::unknown_setting",
+                    format!("unknown setting {}", quote(key)),
+                )
+                .label(s.key.span, "not a train setting")
+                .help(suggest::help(key, "the settings", SETTINGS)),
+            );
+        } else if let Some(first) = seen.iter().find(|f| f.key.name == key) {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::duplicate_setting",
+                    format!("`{key}` is set twice"),
+                )
+                .label(s.span, "set again here")
+                .label(first.span, "first set here")
+                .help("remove one of them"),
+            );
+        } else {
+            seen.push(s);
+        }
+    }
+    let get = |key: &str| seen.iter().find(|s| s.key.name == key).map(|s| &s.value);
+    let header = Span::new(decl.span.start, decl.model.span.end);
+    let require = |key: &str, example: &str, diags: &mut Vec<Diagnostic>| {
+        let v = get(key);
+        if v.is_none() {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::missing",
+                    format!("the train block for `{}` has no `{key}`", decl.model.name),
+                )
+                .label(header, format!("`{key}` is missing"))
+                .help(format!("add a line such as `{example}`")),
+            );
+        }
+        v
+    };
+
+    let data_v = require("data", "data mnist(scale: 1/255)", diags);
+    let loss_v = require("loss", "loss softmax_cross_entropy", diags);
+    let opt_v = require("optimizer", "optimizer sgd(lr: 0.01)", diags);
+    let data_src = data_v.and_then(|v| data(v, diags));
+    let test = get("test").and_then(|v| data(v, diags));
+    let loss = loss_v.and_then(|v| loss(v, diags));
+    let optimizer = opt_v.and_then(|v| optimizer(v, diags));
+    let positive = |key: &str, default: u64, diags: &mut Vec<Diagnostic>| {
+        get(key).map_or(Some(default), |v| args::int_at_least(v, key, 1, diags))
+    };
+    let batch = positive("batch", 32, diags);
+    let epochs = positive("epochs", 1, diags);
+    let seed = get("seed").map_or(Some(0), |v| args::int_at_least(v, "seed", 0, diags));
+    let metrics = get("metrics").map_or(Some(vec![Metric::Loss, Metric::Accuracy]), |v| {
+        metrics(v, diags)
+    });
+    if diags.len() != before {
+        return None;
+    }
+    let spans = Spans {
+        data: data_v?.span,
+        test: get("test").map(|v| v.span),
+        loss: loss_v?.span,
+    };
+    Some((
+        Train {
+            span: header,
+            data: data_src?,
+            test: if get("test").is_some() {
+                Some(test?)
+            } else {
+                None
+            },
+            loss: loss?,
+            optimizer: optimizer?,
+            batch: batch? as usize,
+            epochs: epochs? as usize,
+            seed: seed?,
+            metrics: metrics?,
+        },
+        spans,
+    ))
+}
+
+fn named_call<'a>(
+    v: &'a Value,
+    what: &str,
+    kinds: &str,
+    known: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<&'a Call> {
+    let c = args::call(v, what, &format!("one of {}", suggest::list(known)), diags)?;
+    if known.contains(&c.name.name.as_str()) {
+        return Some(c);
+    }
+    diags.push(
+        Diagnostic::error(
+            match what {
+                "loss" => "nnc::name::unknown_loss",
+                "optimizer" => "nnc::name::unknown_optimizer",
+                "metric" => "nnc::name::unknown_metric",
+                _ => "nnc::name::unknown_data",
+            },
+            format!("unknown {what} {}", quote(&c.name.name)),
+        )
+        .label(c.name.span, format!("not a known {what}"))
+        .help(suggest::help(&c.name.name, kinds, known)),
+    );
+    None
+}
+
+fn data(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Data> {
+    if let ValueKind::Table(rows) = &v.kind {
+        return inline_table(v, rows, diags);
+    }
+    let c = named_call(
+        v,
+        "data source",
+        "the data sources (or an inline table `{ 0 1 -> 1 }`)",
+        DATA,
+        diags,
+    )?;
+    let before = diags.len();
+    let image_options = |b: &args::Bound<'_>, diags: &mut Vec<Diagnostic>| {
+        (
+            b.int_or("pad", 0, 0, diags) as usize,
+            b.float_or("scale", Range::POSITIVE, 1.0 / 255.0, diags),
+            b.bool_or("flatten", false, diags),
+        )
+    };
+    let data = match c.name.name.as_str() {
+        "mnist" => {
+            let b = bind(c, &[named("pad"), named("scale"), named("flatten")], diags);
+            let (pad, scale, flatten) = image_options(&b, diags);
+            Data::Mnist {
+                pad,
+                scale,
+                flatten,
+            }
+        }
+        "idx" => {
+            let specs = [
+                named("images"),
+                named("labels"),
+                named("pad"),
+                named("scale"),
+                named("flatten"),
+                named("classes"),
+            ];
+            let b = bind(c, &specs, diags);
+            let example = r#"idx(images: "train-images.gz", labels: "train-labels.gz")"#;
+            let images = b.string("images", example, diags);
+            let labels = b.string("labels", example, diags);
+            let (pad, scale, flatten) = image_options(&b, diags);
+            let classes = b
+                .get("classes")
+                .and_then(|v| args::int_at_least(v, "classes", 2, diags));
+            Data::Idx {
+                images: images.unwrap_or_default(),
+                labels: labels.unwrap_or_default(),
+                pad,
+                scale,
+                flatten,
+                classes: classes.map(|c| c as usize),
+            }
+        }
+        _ => {
+            let b = bind(c, &[pos("path"), named("target")], diags);
+            let path = b.string("path", r#"csv("data.csv", target: "y")"#, diags);
+            let target = match b.get("target") {
+                None => {
+                    b.missing("target", r#"csv("data.csv", target: "y")"#, diags);
+                    Vec::new()
+                }
+                Some(t) => strings(t, "target", diags),
+            };
+            Data::Csv {
+                path: path.unwrap_or_default(),
+                target,
+            }
+        }
+    };
+    (diags.len() == before).then_some(data)
+}
+
+fn strings(v: &Value, name: &str, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    let one = |v: &Value, diags: &mut Vec<Diagnostic>| match &v.kind {
+        ValueKind::Str(s) => Some(s.clone()),
+        _ => {
+            diags.push(args::type_error(v, name, "a column name such as `\"y\"`"));
+            None
+        }
+    };
+    match &v.kind {
+        ValueKind::List(items) if !items.is_empty() => {
+            items.iter().filter_map(|i| one(i, diags)).collect()
+        }
+        _ => one(v, diags).into_iter().collect(),
+    }
+}
+
+fn inline_table(
+    v: &Value,
+    rows: &[nnc_syntax::ast::TableRow],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Data> {
+    let Some(first) = rows.first() else {
+        diags.push(
+            Diagnostic::error("nnc::data::empty", "the data table has no rows")
+                .label(v.span, "empty")
+                .help("write one sample per line, inputs `->` targets, e.g. `0 1 -> 1`"),
+        );
+        return None;
+    };
+    let (ni, nt) = (first.inputs.len(), first.targets.len());
+    for row in &rows[1..] {
+        if row.inputs.len() != ni || row.targets.len() != nt {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::data::ragged",
+                    format!(
+                        "table rows differ: {} -> {} values here, {ni} -> {nt} in the first row",
+                        row.inputs.len(),
+                        row.targets.len()
+                    ),
+                )
+                .label(
+                    row.span,
+                    format!("{} -> {}", row.inputs.len(), row.targets.len()),
+                )
+                .label(first.span, format!("{ni} -> {nt}"))
+                .help("every row needs the same number of inputs and of targets"),
+            );
+            return None;
+        }
+    }
+    let values = |f: fn(&nnc_syntax::ast::TableRow) -> &Vec<nnc_syntax::ast::Number>| {
+        rows.iter()
+            .map(|r| f(r).iter().map(|n| n.value).collect())
+            .collect()
+    };
+    Some(Data::Inline {
+        inputs: values(|r| &r.inputs),
+        targets: values(|r| &r.targets),
+    })
+}
+
+fn loss(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Loss> {
+    let c = named_call(v, "loss", "the losses", LOSSES, diags)?;
+    let before = diags.len();
+    bind(c, &[], diags);
+    let loss = match c.name.name.as_str() {
+        "mse" => Loss::Mse,
+        "cross_entropy" => Loss::CrossEntropy,
+        _ => Loss::SoftmaxCrossEntropy,
+    };
+    (diags.len() == before).then_some(loss)
+}
+
+fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
+    let c = named_call(v, "optimizer", "the optimizers", OPTIMIZERS, diags)?;
+    let before = diags.len();
+    let kind = c.name.name.as_str();
+    let opt = match kind {
+        "sgd" => {
+            let b = bind(c, &[pos("lr")], diags);
+            Optimizer::Sgd {
+                lr: b.float_or("lr", Range::POSITIVE, 0.01, diags),
+            }
+        }
+        "momentum" | "nesterov" => {
+            let b = bind(c, &[pos("lr"), named("momentum")], diags);
+            let lr = b.float_or("lr", Range::POSITIVE, 0.01, diags);
+            let momentum = b.float_or("momentum", Range::UNIT_OPEN, 0.9, diags);
+            if kind == "momentum" {
+                Optimizer::Momentum { lr, momentum }
+            } else {
+                Optimizer::Nesterov { lr, momentum }
+            }
+        }
+        "adagrad" => {
+            let b = bind(
+                c,
+                &[pos("lr"), named("initial_accumulator"), named("eps")],
+                diags,
+            );
+            Optimizer::Adagrad {
+                lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
+                initial_accumulator: b.float_or(
+                    "initial_accumulator",
+                    Range::NON_NEGATIVE,
+                    0.1,
+                    diags,
+                ),
+                eps: b.float_or("eps", Range::POSITIVE, 1e-7, diags),
+            }
+        }
+        "rmsprop" => {
+            let b = bind(c, &[pos("lr"), named("rho"), named("eps")], diags);
+            Optimizer::RmsProp {
+                lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
+                rho: b.float_or("rho", Range::UNIT_OPEN, 0.9, diags),
+                eps: b.float_or("eps", Range::POSITIVE, 1e-7, diags),
+            }
+        }
+        _ => {
+            let b = bind(
+                c,
+                &[pos("lr"), named("beta1"), named("beta2"), named("eps")],
+                diags,
+            );
+            Optimizer::Adam {
+                lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
+                beta1: b.float_or("beta1", Range::UNIT_OPEN, 0.9, diags),
+                beta2: b.float_or("beta2", Range::UNIT_OPEN, 0.999, diags),
+                eps: b.float_or("eps", Range::POSITIVE, 1e-7, diags),
+            }
+        }
+    };
+    (diags.len() == before).then_some(opt)
+}
+
+fn metrics(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
+    let items: Vec<&Value> = match &v.kind {
+        ValueKind::List(items) => items.iter().collect(),
+        _ => vec![v],
+    };
+    let before = diags.len();
+    let mut out = Vec::new();
+    for item in items {
+        if let Some(c) = named_call(item, "metric", "the metrics", METRICS, diags) {
+            bind(c, &[], diags);
+            let m = match c.name.name.as_str() {
+                "loss" => Metric::Loss,
+                "accuracy" => Metric::Accuracy,
+                _ => Metric::Mae,
+            };
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    (diags.len() == before).then_some(out)
+}
+
+/// Checks that the train block fits the model: data shape, loss and output layer.
+pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Vec<Diagnostic>) {
+    for (data, span) in [
+        (Some(&train.data), spans.data),
+        (train.test.as_ref(), spans.test.unwrap_or(spans.data)),
+    ] {
+        if let Some(data) = data {
+            data_fits_input(model, data, span, diags);
+        }
+    }
+    let out = model.output_shape();
+    let last = model.layers.last();
+    let out_span = last.map_or(model.input.span, |l| l.span);
+    let gives = |d: Diagnostic| d.label(out_span, format!("the model outputs {out}"));
+    let classes = classes(&train.data, out);
+    match train.loss {
+        Loss::SoftmaxCrossEntropy | Loss::CrossEntropy => {
+            let softmax_last = matches!(
+                last.map(|l| &l.kind),
+                Some(LayerKind::Activation(Activation::Softmax))
+            );
+            let name = train.loss.keyword();
+            if train.loss == Loss::SoftmaxCrossEntropy && softmax_last {
+                diags.push(
+                    Diagnostic::error(
+                        "nnc::loss::double_softmax",
+                        "`softmax_cross_entropy` applies softmax itself, but the model already ends in `softmax`",
+                    )
+                    .label(spans.loss, "expects logits")
+                    .label(out_span, "softmax applied here too")
+                    .help("remove the final `softmax`, or use `loss cross_entropy`, which expects probabilities"),
+                );
+            }
+            if train.loss == Loss::CrossEntropy && !softmax_last {
+                diags.push(
+                    gives(
+                        Diagnostic::error(
+                            "nnc::loss::needs_softmax",
+                            "`cross_entropy` expects probabilities, but the model does not end in `softmax`",
+                        )
+                        .label(spans.loss, "expects probabilities"),
+                    )
+                    .help("end the model with `-> softmax`, or use `loss softmax_cross_entropy`, which takes logits"),
+                );
+            }
+            let outputs_ok = out.rank() == 1 && out.0[0] >= 2;
+            if !outputs_ok {
+                diags.push(
+                    gives(
+                        Diagnostic::error(
+                            "nnc::loss::output_shape",
+                            format!("`{name}` needs a vector of at least 2 class scores, found {out}"),
+                        )
+                        .label(spans.loss, "classifies"),
+                    )
+                    .help("end the model with `dense(classes)`; for a single yes/no output use `sigmoid` with `mse`"),
+                );
+            } else if let Some(k) = classes
+                && out.0[0] != k
+            {
+                diags.push(
+                    gives(
+                        Diagnostic::error(
+                            "nnc::loss::classes",
+                            format!(
+                                "`{name}` needs {k} outputs for {k} classes, found {}",
+                                out.0[0]
+                            ),
+                        )
+                        .label(spans.data, format!("{k} classes")),
+                    )
+                    .help(format!("make the last layer `dense({k})`")),
+                );
+            }
+            if let (Data::Inline { targets, .. }, true) = (&train.data, outputs_ok) {
+                inline_labels(targets, out, spans, diags);
+            }
+        }
+        Loss::Mse => {
+            if let Some(target) = target_shape(&train.data)
+                && &target != out
+            {
+                let help = if train.data.has_class_labels() {
+                    format!(
+                        "`mse` compares the output with one-hot labels: make the last layer `dense({})`",
+                        target.numel()
+                    )
+                } else {
+                    format!("make the model output {target}")
+                };
+                diags.push(
+                        gives(
+                            Diagnostic::error(
+                                "nnc::loss::mse_shape",
+                                format!("`mse` compares the output with targets of shape {target}, but the model outputs {out}"),
+                            )
+                            .label(spans.data, format!("targets are {target}")),
+                        )
+                        .help(help),
+                    );
+            }
+        }
+    }
+    if let Data::Inline { inputs, .. } = &train.data
+        && train.batch > inputs.len()
+    {
+        diags.push(
+            Diagnostic::warning(
+                "nnc::train::batch",
+                format!(
+                    "batch {} is larger than the {} samples",
+                    train.batch,
+                    inputs.len()
+                ),
+            )
+            .label(
+                train.span,
+                format!("each step uses all {} samples", inputs.len()),
+            )
+            .help(format!("set `batch {}` to say so", inputs.len())),
+        );
+    }
+}
+
+/// Class count for classification: from the data source, or from inline integer labels.
+fn classes(data: &Data, out: &Shape) -> Option<usize> {
+    data.classes().or_else(|| match data {
+        Data::Inline { .. } => out.0.first().copied(),
+        _ => None,
+    })
+}
+
+fn target_shape(data: &Data) -> Option<Shape> {
+    match data {
+        Data::Mnist { .. } => Some(Shape(vec![10])),
+        Data::Idx { classes, .. } => classes.map(|k| Shape(vec![k])),
+        Data::Csv { target, .. } => Some(Shape(vec![target.len()])),
+        Data::Inline { targets, .. } => targets.first().map(|t| Shape(vec![t.len()])),
+    }
+}
+
+/// Inline targets for a classification loss are one class index per row, below the output size.
+fn inline_labels(targets: &[Vec<f64>], out: &Shape, spans: &Spans, diags: &mut Vec<Diagnostic>) {
+    let k = out.0.first().copied().unwrap_or(0);
+    let bad = targets
+        .iter()
+        .any(|t| t.len() != 1 || t[0] < 0.0 || t[0].fract() != 0.0 || t[0] as usize >= k.max(1));
+    if bad {
+        diags.push(
+            Diagnostic::error(
+                "nnc::data::labels",
+                format!("a classification loss needs one class index in 0..{k} per row"),
+            )
+            .label(spans.data, "targets are not class indices")
+            .label(spans.loss, "classifies")
+            .help("write each row as `inputs -> class`, or use `loss mse` for real-valued targets"),
+        );
+    }
+}
+
+fn data_fits_input(model: &Model, data: &Data, span: Span, diags: &mut Vec<Diagnostic>) {
+    let Some(shape) = data.sample_shape() else {
+        return;
+    };
+    let input = &model.input.shape;
+    if &shape == input {
+        return;
+    }
+    let help = match data {
+        Data::Mnist { .. } => {
+            let fits = [(0, false), (0, true), (2, false), (2, true)]
+                .into_iter()
+                .find(|&(pad, flatten)| {
+                    Data::Mnist {
+                        pad,
+                        scale: 1.0,
+                        flatten,
+                    }
+                    .sample_shape()
+                    .as_ref()
+                        == Some(input)
+                });
+            match fits {
+                Some((0, false)) => "use `mnist()` without `pad` or `flatten`".to_string(),
+                Some((pad, flatten)) => {
+                    let mut opts = Vec::new();
+                    if pad > 0 {
+                        opts.push(format!("pad: {pad}"));
+                    }
+                    if flatten {
+                        opts.push("flatten: true".into());
+                    }
+                    format!("use `mnist({})`", opts.join(", "))
+                }
+                None => format!("declare the input as `f32{shape}`"),
+            }
+        }
+        _ => format!("declare the input as `f32{shape}`"),
+    };
+    diags.push(
+        Diagnostic::error(
+            "nnc::data::shape",
+            format!(
+                "the data gives {} samples of shape {shape}, but the input is {input}",
+                data.keyword()
+            ),
+        )
+        .label(span, format!("gives {shape}"))
+        .label(model.input.span, format!("declared as {input}"))
+        .help(help),
+    );
+}

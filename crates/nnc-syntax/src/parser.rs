@@ -1,0 +1,579 @@
+//! Text to AST: the pest grammar, the tree builder, and parse errors in words.
+
+use pest::Parser as _;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest_derive::Parser;
+
+use crate::ast::*;
+use crate::diagnostic::{Diagnostic, quote};
+use crate::{Span, scan};
+
+#[derive(Parser)]
+#[grammar = "../../../grammar/nn.pest"]
+struct Grammar;
+
+/// Parses a whole file. Returns the AST when the text is well-formed, and the diagnostics
+/// found otherwise.
+pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
+    let mut diags = scan::scan(text);
+    if !diags.is_empty() {
+        return (None, diags);
+    }
+    let pairs = match Grammar::parse(Rule::file, text) {
+        Ok(pairs) => pairs,
+        Err(err) => {
+            diags.push(describe_error(text, &err));
+            return (None, diags);
+        }
+    };
+    let mut b = Builder { diags: Vec::new() };
+    let mut items = Vec::new();
+    let file = pairs.into_iter().next().map(|file_pair| {
+        for pair in children(file_pair) {
+            match pair.as_rule() {
+                Rule::model => items.push(Item::Model(b.model(pair))),
+                Rule::train => items.push(Item::Train(b.train(pair))),
+                Rule::connections => items.push(Item::Connections(b.connections(pair))),
+                _ => {}
+            }
+        }
+        File { items }
+    });
+    // A number that is not finite is a syntax error: no tree, so that the checker never
+    // reasons about a value that is not there.
+    if !b.diags.is_empty() {
+        diags.extend(b.diags);
+        return (None, diags);
+    }
+    (file, diags)
+}
+
+struct Builder {
+    diags: Vec<Diagnostic>,
+}
+
+/// The children of a pair without punctuation and keywords, which carry no information.
+fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
+    pair.into_inner().filter(|p| {
+        !matches!(
+            p.as_rule(),
+            Rule::kw_model
+                | Rule::kw_train
+                | Rule::kw_connections
+                | Rule::kw_input
+                | Rule::arrow
+                | Rule::comma
+                | Rule::colon
+                | Rule::slash
+                | Rule::lparen
+                | Rule::rparen
+                | Rule::lbracket
+                | Rule::rbracket
+                | Rule::lbrace
+                | Rule::rbrace
+        )
+    })
+}
+
+impl Builder {
+    fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: pair.as_span().into(),
+        }
+    }
+
+    fn model(&mut self, pair: Pair<'_, Rule>) -> ModelDecl {
+        let span = pair.as_span().into();
+        let mut inner = children(pair);
+        let name = self.ident(inner.next().expect("grammar: model name"));
+        let body = inner
+            .map(|p| match p.as_rule() {
+                Rule::input_decl => ModelItem::Input(self.input(p)),
+                _ => ModelItem::Chain(self.chain(p)),
+            })
+            .collect();
+        ModelDecl { name, body, span }
+    }
+
+    fn input(&mut self, pair: Pair<'_, Rule>) -> InputDecl {
+        let span = pair.as_span().into();
+        let mut name = None;
+        let mut dtype = None;
+        let mut dims = Vec::new();
+        let mut type_span = span;
+        for p in children(pair) {
+            match p.as_rule() {
+                Rule::ident => name = Some(self.ident(p)),
+                Rule::tensor_type => {
+                    type_span = p.as_span().into();
+                    for q in children(p) {
+                        match q.as_rule() {
+                            Rule::ident => dtype = Some(self.ident(q)),
+                            _ => dims.push(self.number(q)),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        InputDecl {
+            name,
+            dtype,
+            dims,
+            type_span,
+            span,
+        }
+    }
+
+    fn chain(&mut self, pair: Pair<'_, Rule>) -> Chain {
+        let span: Span = pair.as_span().into();
+        let mut label = None;
+        let mut layers = Vec::new();
+        for p in children(pair) {
+            match p.as_rule() {
+                Rule::ident => label = Some(self.ident(p)),
+                _ => {
+                    let call = children(p).next().expect("grammar: layer is a call");
+                    layers.push(self.call(call));
+                }
+            }
+        }
+        // pest includes the whitespace after a trailing repetition; end at the last layer.
+        let span = Span::new(
+            span.start,
+            layers.last().map_or(span.end, |l: &Call| l.span.end),
+        );
+        Chain {
+            label,
+            layers,
+            span,
+        }
+    }
+
+    fn call(&mut self, pair: Pair<'_, Rule>) -> Call {
+        let span: Span = pair.as_span().into();
+        let mut inner = children(pair);
+        let name = self.ident(inner.next().expect("grammar: call name"));
+        let args = inner.next().map(|args| {
+            let span = args.as_span().into();
+            let items = children(args).map(|a| self.arg(a)).collect();
+            Args { items, span }
+        });
+        let end = args.as_ref().map_or(name.span.end, |a: &Args| a.span.end);
+        Call {
+            name,
+            args,
+            span: Span::new(span.start, end),
+        }
+    }
+
+    fn arg(&mut self, pair: Pair<'_, Rule>) -> Arg {
+        let span: Span = pair.as_span().into();
+        let mut name = None;
+        let mut value = None;
+        for p in children(pair) {
+            match p.as_rule() {
+                Rule::key => name = Some(self.ident(p)),
+                _ => value = Some(self.value(p)),
+            }
+        }
+        let value = value.expect("grammar: argument has a value");
+        Arg {
+            span: Span::new(span.start, value.span.end),
+            name,
+            value,
+        }
+    }
+
+    fn value(&mut self, pair: Pair<'_, Rule>) -> Value {
+        let span: Span = pair.as_span().into();
+        let inner = children(pair).next().expect("grammar: value has one child");
+        let kind = match inner.as_rule() {
+            Rule::number => ValueKind::Number(self.number(inner)),
+            Rule::fraction => ValueKind::Number(self.fraction(inner)),
+            Rule::string => {
+                ValueKind::Str(unescape(children(inner).next().map_or("", |b| b.as_str())))
+            }
+            Rule::list => ValueKind::List(children(inner).map(|v| self.value(v)).collect()),
+            Rule::table => ValueKind::Table(children(inner).map(|r| self.table_row(r)).collect()),
+            _ => ValueKind::Call(self.call(inner)),
+        };
+        let span = match &kind {
+            ValueKind::Call(c) => c.span,
+            _ => span,
+        };
+        Value { kind, span }
+    }
+
+    fn table_row(&mut self, pair: Pair<'_, Rule>) -> TableRow {
+        let span: Span = pair.as_span().into();
+        let arrow = pair
+            .as_str()
+            .find("->")
+            .map_or(span.end, |i| span.start + i);
+        let mut inputs = Vec::new();
+        let mut targets = Vec::new();
+        for p in children(pair) {
+            let n = self.number(p);
+            if n.span.start < arrow {
+                inputs.push(n);
+            } else {
+                targets.push(n);
+            }
+        }
+        TableRow {
+            inputs,
+            targets,
+            span,
+        }
+    }
+
+    fn number(&mut self, pair: Pair<'_, Rule>) -> Number {
+        let text = pair.as_str();
+        let span: Span = pair.as_span().into();
+        let value = text.parse::<f64>().unwrap_or(f64::NAN);
+        if !value.is_finite() {
+            self.diags.push(
+                Diagnostic::error(
+                    "nnc::syntax::number",
+                    format!("{} is too large to represent", quote(text)),
+                )
+                .label(span, "not a finite number")
+                .help("numbers must fit a 64-bit float (below about 1.8e308)"),
+            );
+        }
+        Number {
+            value,
+            integer_literal: !text.contains(['.', 'e', 'E']),
+            span,
+        }
+    }
+
+    fn fraction(&mut self, pair: Pair<'_, Rule>) -> Number {
+        let span: Span = pair.as_span().into();
+        let mut inner = children(pair);
+        let num = self.number(inner.next().expect("grammar: numerator"));
+        let den = self.number(inner.next().expect("grammar: denominator"));
+        if den.value == 0.0 {
+            self.diags.push(
+                Diagnostic::error("nnc::syntax::number", "division by zero")
+                    .label(den.span, "this denominator is zero")
+                    .help("a fraction such as `1/255` needs a non-zero denominator"),
+            );
+        }
+        Number {
+            value: num.value / den.value,
+            integer_literal: false,
+            span,
+        }
+    }
+
+    fn train(&mut self, pair: Pair<'_, Rule>) -> TrainDecl {
+        let span = pair.as_span().into();
+        let mut inner = children(pair);
+        let model = self.ident(inner.next().expect("grammar: train model name"));
+        let settings = inner
+            .map(|s| {
+                let span: Span = s.as_span().into();
+                let mut parts = children(s);
+                let key = self.ident(parts.next().expect("grammar: setting key"));
+                let value = self.value(parts.next().expect("grammar: setting value"));
+                let span = Span::new(span.start, value.span.end);
+                Setting { key, value, span }
+            })
+            .collect();
+        TrainDecl {
+            model,
+            settings,
+            span,
+        }
+    }
+
+    fn connections(&mut self, pair: Pair<'_, Rule>) -> ConnectionsDecl {
+        let span = pair.as_span().into();
+        let mut inner = children(pair);
+        let name = self.ident(inner.next().expect("grammar: connections name"));
+        let rows = inner
+            .map(|row| ConnectionRow {
+                span: row.as_span().into(),
+                cells: children(row).map(|c| c.as_str() != ".").collect(),
+            })
+            .collect();
+        ConnectionsDecl { name, rows, span }
+    }
+}
+
+fn unescape(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Turns a pest error into a diagnostic that says what was expected in words.
+fn describe_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<&str> = Vec::new();
+    if let ErrorVariant::ParsingError { positives, .. } = &err.variant {
+        for words in positives.iter().filter_map(|r| rule_words(*r)) {
+            if !expected.contains(&words) {
+                expected.push(words);
+            }
+        }
+    }
+    let before = text[..pos.min(text.len())].trim_end();
+    if before.ends_with("->") {
+        expected = vec!["the next layer"];
+    }
+    let (found, found_span) = token_at(text, pos);
+    let expected = match expected.as_slice() {
+        [] => "something else".to_string(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let mut diag = Diagnostic::error(
+        "nnc::syntax::unexpected",
+        format!("expected {expected}, found {found}"),
+    )
+    .label(found_span, format!("expected {expected}"));
+    if let Some(help) = hint(text, pos) {
+        diag = diag.help(help);
+    }
+    diag
+}
+
+/// The words for a rule that can appear in an error, or `None` for rules subsumed by others.
+fn rule_words(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::EOI => "end of file",
+        Rule::file => "a `model`, `train` or `connections` block",
+        Rule::kw_model => "`model`",
+        Rule::kw_train => "`train`",
+        Rule::kw_connections => "`connections`",
+        Rule::kw_input => "an `input` declaration",
+        Rule::arrow => "`->`",
+        Rule::comma => "`,`",
+        Rule::colon => "`:`",
+        Rule::slash => "`/`",
+        Rule::lparen => "`(`",
+        Rule::rparen => "`)`",
+        Rule::lbracket => "`[`",
+        Rule::rbracket => "`]`",
+        Rule::lbrace => "`{`",
+        Rule::rbrace => "`}`",
+        Rule::model => "a `model` block",
+        Rule::train => "a `train` block",
+        Rule::connections => "a `connections` table",
+        Rule::input_decl => "an `input` declaration",
+        Rule::tensor_type => "a tensor type such as `f32[1, 28, 28]`",
+        Rule::chain => "a layer",
+        Rule::layer => "a layer",
+        Rule::setting => "a setting such as `batch 32`",
+        Rule::conn_row | Rule::conn_cell => "a row of `X` (connected) and `.` (not connected)",
+        Rule::call => "a name",
+        Rule::args => "`(`",
+        Rule::arg => "an argument",
+        Rule::value => "a value",
+        Rule::list => "a list",
+        Rule::table => "a data table",
+        Rule::table_row => "a table row such as `0 1 -> 1`",
+        Rule::fraction | Rule::number => "a number",
+        Rule::string => "a string",
+        Rule::ident => "a name",
+        Rule::key => "a name",
+        Rule::keyword => "a keyword",
+        _ => return None,
+    })
+}
+
+/// The token found at `pos`, in words, and its span.
+fn token_at(text: &str, pos: usize) -> (String, Span) {
+    let rest = &text[pos.min(text.len())..];
+    let Some(c) = rest.chars().next() else {
+        return ("end of file".to_string(), Span::new(text.len(), text.len()));
+    };
+    let len = if c.is_alphanumeric() || c == '_' {
+        rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len())
+    } else if rest.starts_with("->") {
+        2
+    } else {
+        c.len_utf8()
+    };
+    let word = &rest[..len];
+    let what = if c.is_ascii_digit() {
+        format!("number {}", quote(word))
+    } else if c.is_alphabetic() || c == '_' {
+        if matches!(word, "model" | "train" | "connections" | "input") {
+            format!("keyword {}", quote(word))
+        } else {
+            quote(word)
+        }
+    } else {
+        quote(word)
+    };
+    (what, Span::new(pos, pos + len))
+}
+
+/// A help line for the common mistakes that the grammar alone describes poorly.
+fn hint(text: &str, pos: usize) -> Option<String> {
+    let rest = &text[pos.min(text.len())..];
+    let before = text[..pos.min(text.len())].trim_end();
+    if rest.starts_with("=>") || rest.starts_with('>') || rest.starts_with("=") {
+        return Some("layers are chained with `->`".into());
+    }
+    if rest.starts_with("input") {
+        return Some(
+            "`input` declares the model's input and belongs at the top of a model block".into(),
+        );
+    }
+    if rest.starts_with("model") || rest.starts_with("train") || rest.starts_with("connections") {
+        return Some("blocks cannot be nested; close the previous block with `}` first".into());
+    }
+    if before.ends_with("->") {
+        return Some("`->` must be followed by the next layer".into());
+    }
+    if rest.starts_with(';') {
+        return Some("statements end at the end of the line; no `;` is needed".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> File {
+        let (file, diags) = parse(text);
+        assert!(diags.is_empty(), "{diags:#?}");
+        file.expect("parsed")
+    }
+
+    fn err(text: &str) -> String {
+        let (_, diags) = parse(text);
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        diags[0].message.clone()
+    }
+
+    #[test]
+    fn parses_a_model_with_chains_and_labels() {
+        let text =
+            "model m {\n input x: f32[1, 28, 28]\n c1: conv2d(6, kernel: 5) -> relu\n flatten\n}";
+        let f = ok(text);
+        let Item::Model(m) = &f.items[0] else {
+            panic!()
+        };
+        assert_eq!(m.name.name, "m");
+        let ModelItem::Input(input) = &m.body[0] else {
+            panic!()
+        };
+        assert_eq!(
+            input.dims.iter().map(|d| d.value).collect::<Vec<_>>(),
+            [1.0, 28.0, 28.0]
+        );
+        let ModelItem::Chain(c) = &m.body[1] else {
+            panic!()
+        };
+        assert_eq!(c.label.as_ref().unwrap().name, "c1");
+        assert_eq!(c.layers.len(), 2);
+        assert_eq!(c.layers[0].args().len(), 2);
+        assert_eq!(c.layers[0].args()[1].name.as_ref().unwrap().name, "kernel");
+        assert_eq!(
+            &text[c.span.start..c.span.end],
+            "c1: conv2d(6, kernel: 5) -> relu"
+        );
+    }
+
+    #[test]
+    fn parses_numbers() {
+        let f = ok("train m { lr 1/255 a 1e-7 b -3 c .5 d 2.0 }");
+        let Item::Train(t) = &f.items[0] else {
+            panic!()
+        };
+        let vals: Vec<(f64, bool)> = t
+            .settings
+            .iter()
+            .map(|s| match &s.value.kind {
+                ValueKind::Number(n) => (n.value, n.is_integer()),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            vals,
+            [
+                (1.0 / 255.0, false),
+                (1e-7, false),
+                (-3.0, true),
+                (0.5, false),
+                (2.0, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_tables_and_connections() {
+        let f = ok(
+            "train x { data {\n 0 0 -> 0 // c\n 0, 1 -> 1\n} }\nconnections t {\n X . x\n . X X\n}",
+        );
+        let Item::Train(t) = &f.items[0] else {
+            panic!()
+        };
+        let ValueKind::Table(rows) = &t.settings[0].value.kind else {
+            panic!()
+        };
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].inputs.len(), 2);
+        assert_eq!(rows[1].targets.len(), 1);
+        let Item::Connections(c) = &f.items[1] else {
+            panic!()
+        };
+        assert_eq!(c.rows[0].cells, [true, false, true]);
+        assert_eq!(c.rows[1].cells, [false, true, true]);
+    }
+
+    #[test]
+    fn strings_unescape() {
+        let f = ok(r#"train x { data csv("a\"b.csv") }"#);
+        let Item::Train(t) = &f.items[0] else {
+            panic!()
+        };
+        let ValueKind::Call(c) = &t.settings[0].value.kind else {
+            panic!()
+        };
+        assert_eq!(c.args()[0].value.kind, ValueKind::Str("a\"b.csv".into()));
+    }
+
+    #[test]
+    fn errors_are_in_words() {
+        let m = err("model m { input [2] dense(2) => relu }");
+        assert!(m.starts_with("expected"), "{m}");
+        assert!(
+            !m.contains("Rule") && !m.contains("chain") && !m.contains("ident"),
+            "{m}"
+        );
+        assert!(err("model { }").contains("a name"));
+        assert!(err("1/0 x").contains("expected"));
+    }
+
+    #[test]
+    fn fraction_by_zero_is_reported() {
+        let (_, d) = parse("train x { lr 1/0 }");
+        assert_eq!(d[0].code, "nnc::syntax::number");
+    }
+}

@@ -1,0 +1,146 @@
+//! End-to-end tests of `nnc check`: the summary of every model in `models/`, and the rendered
+//! diagnostics of every invalid model in `tests/invalid/`, snapshot-tested through the binary.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `nnc` from the repository root with stable rendering (no colour, 100 columns).
+fn nnc(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("COLUMNS", "100")
+        .env_remove("NO_COLOR")
+        .args(["--color", "never"])
+        .args(args)
+        .output()
+        .expect("nnc runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// The path relative to the repository root, as the snapshots show it.
+fn relative(path: &Path) -> String {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+#[test]
+fn every_model_checks() {
+    insta::glob!("../models", "*.nn", |path| {
+        let (stdout, stderr, code) = nnc(&["check", &relative(path)]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+        insta::assert_snapshot!(stdout);
+    });
+}
+
+#[test]
+fn every_invalid_model_is_explained() {
+    insta::glob!("invalid/*.nn", |path| {
+        let (stdout, stderr, code) = nnc(&["check", &relative(path)]);
+        assert_eq!(code, 1, "exit code for {}:\n{stderr}", path.display());
+        assert!(stdout.is_empty(), "no summary for an invalid model");
+        assert!(stderr.contains("nnc::"), "a diagnostic code");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        insta::assert_snapshot!(stderr);
+    });
+}
+
+#[test]
+fn reference_parameter_counts() {
+    let total = |file: &str| -> serde_json::Value {
+        let (stdout, stderr, code) = nnc(&["check", file, "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).expect("JSON")
+    };
+    assert_eq!(total("models/lenet5.nn")["total_params"], 61706);
+    assert_eq!(total("models/lenet5.nn")["flops_per_sample"], 833040);
+    assert_eq!(total("models/mlp.nn")["total_params"], 407050);
+    let lenet98 = total("models/lenet5-1998.nn");
+    let params = |name: &str| {
+        lenet98["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .find(|l| l["name"] == name)
+            .map(|l| l["params"].as_u64().expect("count"))
+    };
+    let expected = [
+        ("c1", 156),
+        ("s2", 12),
+        ("c3", 1516),
+        ("s4", 32),
+        ("c5", 48120),
+        ("f6", 10164),
+    ];
+    for (name, count) in expected {
+        assert_eq!(params(name), Some(count), "{name}");
+    }
+}
+
+#[test]
+fn json_is_an_array_for_several_models() {
+    let (stdout, _, code) = nnc(&["check", "models/xor.nn", "models/perceptron.nn", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let models: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["model"].as_str().expect("name"))
+        .collect();
+    assert_eq!(models, ["xor", "perceptron"]);
+}
+
+#[test]
+fn io_errors_exit_2() {
+    let (_, stderr, code) = nnc(&["check", "models/no-such-model.nn"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no such file"), "{stderr}");
+    let (_, stderr, code) = nnc(&["check", "models"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is a directory"), "{stderr}");
+    let (_, _, code) = nnc(&["check"]);
+    assert_eq!(code, 2, "missing argument is a usage error");
+    let (_, _, code) = nnc(&["check", "--bogus", "models/xor.nn"]);
+    assert_eq!(code, 2, "unknown flag is a usage error");
+}
+
+#[test]
+fn one_bad_file_among_good_ones_fails_the_run() {
+    let (stdout, _, code) = nnc(&["check", "models/xor.nn", "tests/invalid/loss-classes.nn"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("Model: xor"),
+        "the good model is still summarised"
+    );
+}
+
+#[test]
+fn a_ten_megabyte_line_is_reported_briefly() {
+    let dir = std::env::temp_dir().join(format!("nnc-long-line-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("long.nn");
+    let mut text = String::from("model m {\n    input x: f32[2]\n    out: dense(1, ");
+    text.push_str(&"x".repeat(10 << 20));
+    text.push_str(")\n}\n");
+    std::fs::write(&file, &text).expect("write");
+    let (_, stderr, code) = nnc(&["check", file.to_str().expect("utf-8 path")]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("nnc::"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(
+        stderr.len() < 4000,
+        "the report stays short: {} bytes",
+        stderr.len()
+    );
+}
