@@ -144,3 +144,24 @@ fn a_ten_megabyte_line_is_reported_briefly() {
         stderr.len()
     );
 }
+
+/// The front end is linear: a 10,000-layer model checks (in ~60 ms in release; the figure is in
+/// the issue notes, not asserted here, as timings are not tests).
+#[test]
+fn ten_thousand_layers() {
+    let dir = std::env::temp_dir().join(format!("nnc-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("deep.nn");
+    let mut text = String::from("model deep {\n    input x: f32[16]\n");
+    for i in 0..5000 {
+        text.push_str(&format!("    l{i}: dense(16) -> relu\n"));
+    }
+    text.push_str("}\n");
+    std::fs::write(&file, &text).expect("write");
+    let (stdout, stderr, code) = nnc(&["check", file.to_str().expect("utf-8 path"), "--json"]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(10_000));
+    assert_eq!(v["total_params"], 5000 * (16 * 16 + 16));
+}

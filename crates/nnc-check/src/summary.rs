@@ -142,8 +142,9 @@ fn data(d: &Data) -> String {
         Data::Idx { images, labels, .. } => format!("IDX images {images:?}, labels {labels:?}"),
         Data::Csv { path, target } => format!("CSV {path:?}, target {}", target.join(", ")),
         Data::Inline { inputs, targets } => format!(
-            "inline table, {} rows of {} -> {}",
+            "inline table, {} row{} of {} -> {}",
             inputs.len(),
+            if inputs.len() == 1 { "" } else { "s" },
             inputs.first().map_or(0, Vec::len),
             targets.first().map_or(0, Vec::len)
         ),

@@ -492,14 +492,15 @@ pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Ve
             Diagnostic::warning(
                 "nnc::train::batch",
                 format!(
-                    "batch {} is larger than the {} samples",
+                    "batch {} is larger than the {} sample{}",
                     train.batch,
-                    inputs.len()
+                    inputs.len(),
+                    if inputs.len() == 1 { "" } else { "s" }
                 ),
             )
             .label(
                 train.span,
-                format!("each step uses all {} samples", inputs.len()),
+                format!("each step uses all {} of them", inputs.len()),
             )
             .help(format!("set `batch {}` to say so", inputs.len())),
         );

@@ -1,0 +1,339 @@
+//! CSV tables of numbers: a header row of column names, then rows of comma-separated numbers.
+//!
+//! Deliberately small, and written by hand: no quoting (a quote is an error that says so), no
+//! other separators. Tolerated: a UTF-8 byte-order mark, CRLF line ends, spaces around cells,
+//! and blank lines at the end of the file. A blank line between rows is an error, since it
+//! usually means a file was concatenated or cut.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use crate::{DataError, Dataset, Inputs, Targets};
+
+/// The largest CSV file this crate reads: 1 GiB of text (about 100 million numbers).
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+
+/// A CSV file with a header row; `target` names the target columns, every other column is a
+/// feature.
+///
+/// All cells must parse as finite numbers (as f32). Gives [`Inputs::F32`] with sample
+/// `[features]`, the features in the order of the header, and
+/// [`Targets::Values`] with `width: target.len()`, the targets in the order of `target`.
+pub fn csv(path: &Path, target: &[String]) -> Result<Dataset, DataError> {
+    let error = |detail: String| DataError::Csv {
+        path: path.to_owned(),
+        detail,
+    };
+    let io_error = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let too_large = |len: u64| {
+        error(format!(
+            "file too large: {len} bytes, over the limit of {MAX_CSV_BYTES} bytes"
+        ))
+    };
+    if let Ok(meta) = file.metadata()
+        && meta.is_file()
+        && meta.len() > MAX_CSV_BYTES
+    {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = Vec::new();
+    // The limit holds even if the length was unknown (a pipe) or the file grew meanwhile.
+    file.take(MAX_CSV_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(io_error)?;
+    if text.len() as u64 > MAX_CSV_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    parse(&text, target).map_err(error)
+}
+
+/// Parses the whole file; the error is the message after the file name.
+fn parse(text: &[u8], target: &[String]) -> Result<Dataset, String> {
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty file: expected a header row of column names".into());
+    }
+    // Lines numbered from 1, without their line end; the split after a final '\n' yields an
+    // empty last line, which is a tolerated trailing blank.
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .zip(1..);
+
+    let (header, _) = lines.next().unwrap_or((&[], 1));
+    let header = line_str(header, 1)?;
+    if header.trim().is_empty() {
+        return Err("line 1 is empty: expected a header row of column names".into());
+    }
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    for (c, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(format!("line 1: column {} has no name", c + 1));
+        }
+        if let Some(first) = names[..c].iter().position(|n| n == name) {
+            return Err(format!(
+                "line 1: column `{}` appears twice (columns {} and {})",
+                show(name),
+                first + 1,
+                c + 1
+            ));
+        }
+    }
+    let columns = || names.iter().map(|n| show(n)).collect::<Vec<_>>().join(", ");
+
+    // Each column's role: a feature (in header order) or the k-th target (in `target` order).
+    if target.is_empty() {
+        return Err(format!(
+            "no target column given; the columns are {}",
+            columns()
+        ));
+    }
+    let mut role: Vec<Option<usize>> = vec![None; names.len()];
+    for (k, t) in target.iter().enumerate() {
+        let Some(c) = names.iter().position(|n| n == t) else {
+            return Err(format!(
+                "no column `{}`; the columns are {}",
+                show(t),
+                columns()
+            ));
+        };
+        if role[c].is_some() {
+            return Err(format!("target column `{}` is listed twice", show(t)));
+        }
+        role[c] = Some(k);
+    }
+    let features = names.len() - target.len();
+    if features == 0 {
+        return Err(format!(
+            "no feature columns: every column ({}) is a target",
+            columns()
+        ));
+    }
+
+    let mut inputs = Vec::new();
+    let mut targets = Vec::new();
+    let mut rows = 0usize;
+    let mut blank = None;
+    for (line, n) in lines {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            blank.get_or_insert(n);
+            continue;
+        }
+        if let Some(b) = blank {
+            return Err(format!(
+                "line {b} is empty: blank lines are allowed only at the end of the file"
+            ));
+        }
+        let line = line_str(line, n)?;
+        // Ragged rows first: a missing cell explains the cells after it.
+        let cells = line.bytes().filter(|&b| b == b',').count() + 1;
+        if cells != names.len() {
+            let plural = if cells == 1 { "" } else { "s" };
+            return Err(format!(
+                "line {n} has {cells} cell{plural}, the header has {}",
+                names.len()
+            ));
+        }
+        let start = targets.len();
+        targets.resize(start + target.len(), 0.0);
+        for ((c, cell), &role) in line.split(',').enumerate().zip(&role) {
+            let cell = cell.trim();
+            let at = || format!("line {n}, column {} (`{}`)", c + 1, show(names[c]));
+            if cell.is_empty() {
+                return Err(format!("{}: empty cell", at()));
+            }
+            let value: f32 = cell
+                .parse()
+                .map_err(|_| format!("{}: `{}` is not a number", at(), show(cell)))?;
+            if !value.is_finite() {
+                return Err(format!(
+                    "{}: `{}` is not a finite f32 number",
+                    at(),
+                    show(cell)
+                ));
+            }
+            match role {
+                Some(k) => targets[start + k] = value,
+                None => inputs.push(value),
+            }
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err("no data rows after the header".into());
+    }
+    Ok(Dataset {
+        inputs: Inputs::F32 {
+            data: inputs,
+            sample: vec![features],
+        },
+        targets: Targets::Values {
+            data: targets,
+            width: target.len(),
+        },
+    })
+}
+
+/// A line as text: UTF-8, without quotes.
+fn line_str(line: &[u8], n: usize) -> Result<&str, String> {
+    let line = std::str::from_utf8(line).map_err(|_| format!("line {n} is not valid UTF-8"))?;
+    if line.contains('"') {
+        return Err(format!(
+            "line {n}: quoted cells are not supported; cells must be plain numbers (or, in the \
+             header, names) separated by commas"
+        ));
+    }
+    Ok(line)
+}
+
+/// A cell or name for a message: at most 40 characters, control characters escaped, so a
+/// hostile file cannot flood or garble a terminal.
+fn show(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().nth(40).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str, target: &[&str]) -> Result<Dataset, String> {
+        let target: Vec<String> = target.iter().map(|s| s.to_string()).collect();
+        parse(text.as_bytes(), &target)
+    }
+
+    #[test]
+    fn features_in_header_order_targets_in_given_order() {
+        let data = parse_str("a, t2 ,b,t1\n1,2,3,4\n5,6,7,8\n", &["t1", "t2"]).unwrap();
+        assert_eq!(data.len(), 2);
+        assert_eq!(data.sample_shape(), [2]);
+        let Inputs::F32 { data: x, .. } = &data.inputs else {
+            panic!("f32 inputs")
+        };
+        assert_eq!(x, &[1.0, 3.0, 5.0, 7.0]);
+        let Targets::Values { data: y, width } = &data.targets else {
+            panic!("values")
+        };
+        assert_eq!((y.as_slice(), *width), (&[4.0, 2.0, 8.0, 6.0][..], 2));
+    }
+
+    #[test]
+    fn tolerates_bom_crlf_spaces_and_trailing_blank_lines() {
+        let text = "\u{feff}x1 , x2,y\r\n -1.5 ,\t2e-3, +7 \r\n.5,3.,-0\r\n\r\n\n";
+        let data = parse_str(text, &["y"]).unwrap();
+        assert_eq!(data.len(), 2);
+        let Inputs::F32 { data: x, .. } = &data.inputs else {
+            panic!("f32 inputs")
+        };
+        assert_eq!(x, &[-1.5, 0.002, 0.5, 3.0]);
+        // No trailing newline at all.
+        assert_eq!(parse_str("x,y\n1,2", &["y"]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let err = |text: &str, target: &[&str]| parse_str(text, target).unwrap_err();
+        assert_eq!(
+            err("", &["y"]),
+            "empty file: expected a header row of column names"
+        );
+        assert_eq!(
+            err(" \r\n\n", &["y"]),
+            "empty file: expected a header row of column names"
+        );
+        assert_eq!(err("x,y\n", &["y"]), "no data rows after the header");
+        assert_eq!(
+            err("\nx,y\n", &["y"]),
+            "line 1 is empty: expected a header row of column names"
+        );
+        assert_eq!(
+            err("x,y\n1,2\n3\n", &["y"]),
+            "line 3 has 1 cell, the header has 2"
+        );
+        assert_eq!(
+            err("x,y\n1,2,\n", &["y"]),
+            "line 2 has 3 cells, the header has 2"
+        );
+        assert_eq!(
+            err("x,y\n1,abc\n", &["y"]),
+            "line 2, column 2 (`y`): `abc` is not a number"
+        );
+        assert_eq!(
+            err("x,y\n1, \n", &["y"]),
+            "line 2, column 2 (`y`): empty cell"
+        );
+        assert_eq!(
+            err("x,y\nNaN,1\n", &["y"]),
+            "line 2, column 1 (`x`): `NaN` is not a finite f32 number"
+        );
+        assert!(err("x,y\n1e39,1\n", &["y"]).contains("`1e39` is not a finite f32 number"));
+        assert_eq!(
+            err("x,y\n1,2\n", &["z"]),
+            "no column `z`; the columns are x, y"
+        );
+        assert_eq!(
+            err("x,y\n1,2\n", &[]),
+            "no target column given; the columns are x, y"
+        );
+        assert_eq!(
+            err("x,y\n1,2\n", &["y", "y"]),
+            "target column `y` is listed twice"
+        );
+        assert_eq!(
+            err("x,y\n1,2\n", &["x", "y"]),
+            "no feature columns: every column (x, y) is a target"
+        );
+        assert_eq!(err("x,,y\n", &["y"]), "line 1: column 2 has no name");
+        assert_eq!(
+            err("x,y,x\n", &["y"]),
+            "line 1: column `x` appears twice (columns 1 and 3)"
+        );
+        assert!(
+            err("\"x\",y\n1,2\n", &["y"]).starts_with("line 1: quoted cells are not supported")
+        );
+        assert!(err("x,y\n\"1\",2\n", &["y"]).starts_with("line 2: quoted cells"));
+        assert_eq!(
+            err("x,y\n1,2\n\n3,4\n", &["y"]),
+            "line 3 is empty: blank lines are allowed only at the end of the file"
+        );
+        assert_eq!(
+            parse(b"x,y\n1,\xff\n", &["y".to_string()]).unwrap_err(),
+            "line 2 is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn long_or_hostile_cells_are_cut_in_messages() {
+        let long = "9".repeat(10_000) + "x";
+        let err = parse_str(&format!("x,y\n{long},1\n"), &["y"]).unwrap_err();
+        assert!(err.len() < 120, "{err}");
+        let err = parse_str("x,y\n\u{1b}[2J,1\n", &["y"]).unwrap_err();
+        assert!(err.contains("`\\u{1b}[2J`"), "{err}");
+    }
+
+    #[test]
+    fn reads_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        assert_eq!(csv(&path, &["b".to_string()]).unwrap().len(), 1);
+        std::fs::write(&path, "a,b\n1,x\n").unwrap();
+        let err = csv(&path, &["b".to_string()]).unwrap_err().to_string();
+        assert!(
+            err.ends_with("t.csv: line 2, column 2 (`b`): `x` is not a number"),
+            "{err}"
+        );
+        let err = csv(&dir.path().join("nope.csv"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.csv: cannot read"), "{err}");
+    }
+}

@@ -1,0 +1,406 @@
+//! Lowering: a checked model becomes a forward function.
+//!
+//! ```text
+//! forward(x, targets, [key], params...) -> (loss, correct, output)
+//! ```
+//!
+//! `x` is the batch as the data layer holds it (u8 images stay u8: the scale, padding and
+//! flattening of the data source are the first ops); `targets` are i32 class labels or f32
+//! values; `key` (i32[], only when the model has dropout and is training) seeds the dropout
+//! masks; the parameters follow in layer order, named `<layer>.<weight|bias>`.
+
+use nnc_check::{Activation, Data, LayerKind, Loss, Model};
+
+use crate::function::{Builder, Function, ValueId};
+use crate::op::{Compare, Op, Unary};
+use crate::types::{DType, Type};
+
+/// How a batch of inputs arrives from the data layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    pub dtype: DType,
+    /// The per-sample shape as stored, e.g. `[1, 28, 28]` for MNIST.
+    pub sample: Vec<usize>,
+    /// Multiplies the stored values (1/255 for images).
+    pub scale: f64,
+    /// Zero padding on each side of the last two axes.
+    pub pad: usize,
+    /// Flatten each sample to a vector after padding.
+    pub flatten: bool,
+}
+
+/// What the targets are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// One i32 class index per sample.
+    Classes(usize),
+    /// `width` f32 values per sample.
+    Values(usize),
+}
+
+impl InputSpec {
+    /// The input spec of a data source whose layout is known without reading it (MNIST, CSV
+    /// and inline tables); IDX files are described by their header (see the data layer).
+    pub fn of(data: &Data, model: &Model) -> Option<InputSpec> {
+        Some(match data {
+            Data::Mnist {
+                pad,
+                scale,
+                flatten,
+            } => InputSpec {
+                dtype: DType::U8,
+                sample: vec![1, 28, 28],
+                scale: *scale,
+                pad: *pad,
+                flatten: *flatten,
+            },
+            Data::Csv { .. } | Data::Inline { .. } => InputSpec {
+                dtype: DType::F32,
+                sample: model.input.shape.0.clone(),
+                scale: 1.0,
+                pad: 0,
+                flatten: false,
+            },
+            Data::Idx { .. } => return None,
+        })
+    }
+}
+
+impl TargetSpec {
+    pub fn of(data: &Data, model: &Model) -> TargetSpec {
+        match data {
+            Data::Mnist { .. } => TargetSpec::Classes(10),
+            Data::Idx { classes, .. } => TargetSpec::Classes(
+                classes.unwrap_or_else(|| model.output_shape().numel() as usize),
+            ),
+            Data::Csv { target, .. } => TargetSpec::Values(target.len()),
+            Data::Inline { targets, .. } => {
+                let classification = model.train.as_ref().is_some_and(|t| t.loss != Loss::Mse);
+                if classification {
+                    TargetSpec::Classes(model.output_shape().numel() as usize)
+                } else {
+                    TargetSpec::Values(targets.first().map_or(1, Vec::len))
+                }
+            }
+        }
+    }
+}
+
+/// Options for lowering.
+#[derive(Clone, Debug)]
+pub struct LowerOptions {
+    pub batch: usize,
+    /// Dropout is active only when training.
+    pub training: bool,
+    pub input: InputSpec,
+    pub targets: TargetSpec,
+    pub loss: Loss,
+}
+
+/// The forward function of a model and where its pieces are.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub func: Function,
+    /// The model parameters, in order: (name, value).
+    pub params: Vec<(String, ValueId)>,
+    /// The dropout key parameter, if any.
+    pub key: Option<ValueId>,
+}
+
+/// Lowers `model` to its forward function. Errors when the data does not fit the model (only
+/// possible for sources whose layout is read from files).
+pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
+    let b_size = opts.batch;
+    let mut f = Function::new(if opts.training {
+        "forward"
+    } else {
+        "eval_step"
+    });
+    let mut in_shape = vec![b_size];
+    in_shape.extend(&opts.input.sample);
+    let x = f.add_param(
+        model.input.name.clone(),
+        Type::new(opts.input.dtype, in_shape),
+    );
+    let t = match opts.targets {
+        TargetSpec::Classes(_) => f.add_param("label", Type::new(DType::I32, vec![b_size])),
+        TargetSpec::Values(w) => f.add_param("target", Type::f32(vec![b_size, w])),
+    };
+    let has_dropout = model
+        .layers
+        .iter()
+        .any(|l| matches!(l.kind, LayerKind::Dropout { rate } if rate > 0.0));
+    let key = (opts.training && has_dropout)
+        .then(|| f.add_param("key", Type::new(DType::I32, Vec::<usize>::new())));
+    let mut params = Vec::new();
+    for l in &model.layers {
+        for p in &l.params {
+            let mut shape = p.shape.0.clone();
+            if shape.is_empty() {
+                shape.push(1);
+            }
+            let name = format!("{}.{}", l.name, p.name);
+            let v = f.add_param(name.clone(), Type::f32(shape));
+            params.push((name, v));
+        }
+    }
+
+    let mut b = Builder { f: &mut f };
+    let mut h = preprocess(&mut b, x, &opts.input);
+    let want: Vec<usize> = std::iter::once(b_size)
+        .chain(model.input.shape.0.iter().copied())
+        .collect();
+    if b.shape(h) != want {
+        return Err(format!(
+            "the data gives samples of shape {:?}, but the model's input is {}",
+            &b.shape(h)[1..],
+            model.input.shape
+        ));
+    }
+    let mut next_param = params.iter().map(|(_, v)| *v);
+    for (i, layer) in model.layers.iter().enumerate() {
+        let mut take = || {
+            next_param
+                .next()
+                .expect("one parameter value per declared parameter")
+        };
+        h = match &layer.kind {
+            LayerKind::Dense { bias, .. } => {
+                let w = take();
+                let y = b.op(
+                    Op::MatMul {
+                        ta: false,
+                        tb: false,
+                    },
+                    &[h, w],
+                );
+                if *bias {
+                    let bv = take();
+                    b.add(y, bv)
+                } else {
+                    y
+                }
+            }
+            LayerKind::Conv2d {
+                filters,
+                stride,
+                padding,
+                bias,
+                connections,
+                ..
+            } => {
+                let mut w = take();
+                if let Some(table) = connections {
+                    // Unconnected weights are multiplied by zero: their gradient is zero too,
+                    // so they stay at zero through training.
+                    let c = table.table.len();
+                    let mask: Vec<f64> = (0..*filters)
+                        .flat_map(|o| {
+                            table
+                                .table
+                                .iter()
+                                .map(move |row| if row[o] { 1.0 } else { 0.0 })
+                        })
+                        .collect();
+                    let m = b.f.push_typed(
+                        Op::ConstData { data: mask.into() },
+                        Vec::new(),
+                        Type::f32(vec![*filters, c, 1, 1]),
+                    );
+                    w = b.mul(w, m);
+                }
+                let y = b.op(
+                    Op::Conv2d {
+                        stride: *stride,
+                        padding: *padding,
+                    },
+                    &[h, w],
+                );
+                if *bias {
+                    let bv = take();
+                    let bv = b.reshape(bv, vec![*filters, 1, 1]);
+                    b.add(y, bv)
+                } else {
+                    y
+                }
+            }
+            LayerKind::MaxPool { size, stride } => b.op(
+                Op::MaxPool {
+                    size: *size,
+                    stride: *stride,
+                },
+                &[h],
+            ),
+            LayerKind::AvgPool { size, stride } => {
+                let s = b.op(
+                    Op::SumPool {
+                        size: *size,
+                        stride: *stride,
+                    },
+                    &[h],
+                );
+                b.scale(s, 1.0 / (size[0] * size[1]) as f64)
+            }
+            LayerKind::Subsample { size, stride } => {
+                let c = layer.output_shape.0[0];
+                let s = b.op(
+                    Op::SumPool {
+                        size: *size,
+                        stride: *stride,
+                    },
+                    &[h],
+                );
+                let w = take();
+                let w = b.reshape(w, vec![c, 1, 1]);
+                let bv = take();
+                let bv = b.reshape(bv, vec![c, 1, 1]);
+                let y = b.mul(s, w);
+                b.add(y, bv)
+            }
+            LayerKind::Flatten => {
+                let n = layer.output_shape.numel() as usize;
+                b.reshape(h, vec![b_size, n])
+            }
+            LayerKind::Dropout { rate } => match key {
+                Some(key) if *rate > 0.0 => {
+                    let shape = b.shape(h);
+                    let u = b.op(
+                        Op::RandomUniform {
+                            stream: i as u64,
+                            shape,
+                        },
+                        &[key],
+                    );
+                    let r = b.scalar(*rate);
+                    let d = b.sub(u, r);
+                    let keep = b.unary(Unary::Step, d);
+                    let y = b.mul(h, keep);
+                    b.scale(y, 1.0 / (1.0 - rate))
+                }
+                _ => h,
+            },
+            LayerKind::Activation(a) => activation(&mut b, *a, h),
+        };
+    }
+    let output = h;
+    let (loss, correct) = loss_and_correct(
+        &mut b,
+        opts,
+        output,
+        t,
+        model.output_shape().numel() as usize,
+    );
+    f.set_name(loss, "loss");
+    f.set_name(correct, "correct");
+    if f.name_of(output).is_none() && !f.params.contains(&output) {
+        f.set_name(output, "output");
+    }
+    f.results = vec![loss, correct, output];
+    crate::verify::debug_verify(&f, "lowering");
+    Ok(Forward {
+        func: f,
+        params,
+        key,
+    })
+}
+
+/// The data source's scaling, padding and flattening, as the step's first ops.
+fn preprocess(b: &mut Builder<'_>, x: ValueId, spec: &InputSpec) -> ValueId {
+    let mut h = if spec.dtype == DType::F32 && spec.scale == 1.0 {
+        x
+    } else {
+        b.op(Op::ToF32 { scale: spec.scale }, &[x])
+    };
+    if spec.pad > 0 {
+        let r = b.ty(h).rank();
+        let mut pads = vec![0; 2 * r];
+        for p in &mut pads[2 * (r - 2)..] {
+            *p = spec.pad;
+        }
+        h = b.op(Op::Pad { pads }, &[h]);
+    }
+    if spec.flatten {
+        let s = b.shape(h);
+        h = b.reshape(h, vec![s[0], s[1..].iter().product()]);
+    }
+    h
+}
+
+fn activation(b: &mut Builder<'_>, a: Activation, x: ValueId) -> ValueId {
+    match a {
+        Activation::Step => b.unary(Unary::Step, x),
+        Activation::Sigmoid => b.unary(Unary::Sigmoid, x),
+        Activation::Tanh { scale, slope } => {
+            let x = if slope != 1.0 { b.scale(x, slope) } else { x };
+            let y = b.unary(Unary::Tanh, x);
+            if scale != 1.0 { b.scale(y, scale) } else { y }
+        }
+        Activation::Relu => b.unary(Unary::Relu, x),
+        Activation::LeakyRelu { alpha } => {
+            let zero = b.scalar(0.0);
+            let pos = b.compare(Compare::Gt, x, zero);
+            let neg = b.scale(x, alpha);
+            b.op(Op::Select, &[pos, x, neg])
+        }
+        Activation::Elu { alpha } => {
+            // α(e^min(x,0) − 1) for x ≤ 0: the min keeps eˣ finite on the branch not taken,
+            // so its gradient (multiplied by zero) cannot become NaN.
+            let zero = b.scalar(0.0);
+            let pos = b.compare(Compare::Gt, x, zero);
+            let clipped = b.binary(crate::op::Binary::Min, x, zero);
+            let e = b.unary(Unary::Exp, clipped);
+            let one = b.scalar(1.0);
+            let em1 = b.sub(e, one);
+            let neg = b.scale(em1, alpha);
+            b.op(Op::Select, &[pos, x, neg])
+        }
+        Activation::Softplus => b.unary(Unary::Softplus, x),
+        Activation::Abs => b.unary(Unary::Abs, x),
+        Activation::Identity => x,
+        Activation::Softmax => b.op(Op::Softmax, &[x]),
+    }
+}
+
+/// The mean loss over the batch and the number of correct predictions.
+fn loss_and_correct(
+    b: &mut Builder<'_>,
+    opts: &LowerOptions,
+    y: ValueId,
+    t: ValueId,
+    outputs: usize,
+) -> (ValueId, ValueId) {
+    let batch = opts.batch as f64;
+    let loss = match opts.loss {
+        Loss::SoftmaxCrossEntropy => b.op(Op::SoftmaxXent, &[y, t]),
+        Loss::CrossEntropy => b.op(Op::CrossEntropy, &[y, t]),
+        Loss::Mse => {
+            let target = match opts.targets {
+                TargetSpec::Classes(k) => b.op(Op::OneHot { classes: k }, &[t]),
+                TargetSpec::Values(_) => t,
+            };
+            let d = b.sub(y, target);
+            let sq = b.mul(d, d);
+            let s = b.sum_all(sq);
+            b.scale(s, 0.5 / batch)
+        }
+    };
+    let hits = match opts.targets {
+        TargetSpec::Classes(_) => {
+            let pred = b.op(Op::ArgMax { axis: 1 }, &[y]);
+            b.compare(Compare::Eq, pred, t)
+        }
+        TargetSpec::Values(1) if outputs == 1 => {
+            let half = b.scalar(0.5);
+            let py = b.compare(Compare::Gt, y, half);
+            let pt = b.compare(Compare::Gt, t, half);
+            b.compare(Compare::Eq, py, pt)
+        }
+        TargetSpec::Values(_) => {
+            let py = b.op(Op::ArgMax { axis: 1 }, &[y]);
+            let pt = b.op(Op::ArgMax { axis: 1 }, &[t]);
+            b.compare(Compare::Eq, py, pt)
+        }
+    };
+    let correct = b.sum_all(hits);
+    (loss, correct)
+}

@@ -1,0 +1,65 @@
+//! Passes over a function, each a small module with its own text-IR tests.
+//!
+//! The order (see [`optimize`]): `simplify` canonicalises (fusing softmax + cross-entropy,
+//! removing identities), `fold` evaluates constant subexpressions, `cse` merges duplicates,
+//! `dce` drops what no result needs. The sequence is repeated until nothing changes. The
+//! verifier runs after each pass in debug builds.
+
+pub mod cse;
+pub mod dce;
+pub mod fold;
+pub mod simplify;
+
+use crate::function::{Function, ValueId};
+use crate::verify::debug_verify;
+
+/// Runs the pass pipeline to a fixed point.
+pub fn optimize(f: &Function) -> Function {
+    let mut f = f.clone();
+    for _ in 0..8 {
+        let before = crate::print::print(&f);
+        f = simplify::run(&f);
+        debug_verify(&f, "simplify");
+        f = fold::run(&f);
+        debug_verify(&f, "fold");
+        f = cse::run(&f);
+        debug_verify(&f, "cse");
+        f = dce::run(&f);
+        debug_verify(&f, "dce");
+        if crate::print::print(&f) == before {
+            break;
+        }
+    }
+    f
+}
+
+/// Replaces uses of values according to `subst` (applied transitively) and compacts the
+/// function, dropping the instructions that defined replaced values.
+pub(crate) fn substitute(f: &Function, subst: &[Option<ValueId>]) -> Function {
+    let resolve = |mut v: ValueId| {
+        while let Some(r) = subst[v.index()] {
+            v = r;
+        }
+        v
+    };
+    let mut g = f.clone();
+    for inst in &mut g.insts {
+        for a in &mut inst.args {
+            *a = resolve(*a);
+        }
+    }
+    for r in &mut g.results {
+        let to = resolve(*r);
+        // Keep a result's name on its replacement, so dumps stay readable.
+        if to != *r && g.names[to.index()].is_none() && !g.params.contains(&to) {
+            g.names[to.index()] = g.names[r.index()].take();
+        }
+        *r = to;
+    }
+    let keep: Vec<bool> = g
+        .insts
+        .iter()
+        .map(|i| subst[i.result.index()].is_none())
+        .collect();
+    g.compact(&keep)
+}
