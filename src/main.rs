@@ -2,8 +2,12 @@
 //!
 //! Exit codes: 0 success, 1 the model is wrong (diagnostics printed), 2 usage or I/O errors.
 
+mod backend;
 mod check;
+mod ir;
+mod project;
 mod source;
+mod train;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,6 +23,12 @@ struct Cli {
     color: Color,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    /// The reference interpreter.
+    Interp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,6 +53,58 @@ enum Command {
     Train {
         /// The `.nn` file holding the model and its train block.
         file: PathBuf,
+        /// The model to train, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Epochs (overrides the train block).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Batch size (overrides the train block).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Seed for initialisation, shuffling and dropout (overrides the train block).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Directory holding the MNIST files (default: the project's data/mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Which engine runs the steps.
+        #[arg(long, value_enum, default_value_t = BackendKind::Interp)]
+        backend: BackendKind,
+        /// One JSON object per epoch on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a model's IR at a stage of compilation.
+    Ir {
+        /// The `.nn` file.
+        file: PathBuf,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Which stage to print.
+        #[arg(long, value_enum, default_value_t = ir::Stage::Optimized)]
+        stage: ir::Stage,
+        /// Batch size (default: the train block's).
+        #[arg(long)]
+        batch: Option<usize>,
+    },
+    /// Compare derived gradients with finite differences, in f64.
+    Gradcheck {
+        /// The `.nn` file.
+        file: PathBuf,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Samples in the batch.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Elements checked per parameter tensor (all of them when it is smaller).
+        #[arg(long, default_value_t = 24)]
+        samples: usize,
+        /// Seed for the weights and the random batch.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -79,23 +141,44 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Check { files, json } => check::run(&files, json, &ui),
-        Command::Train { file } => train(&file, &ui),
+        Command::Train {
+            file,
+            model,
+            epochs,
+            batch,
+            seed,
+            data,
+            backend: BackendKind::Interp,
+            json,
+        } => train::run(
+            &train::Options {
+                file,
+                model,
+                epochs,
+                batch,
+                seed,
+                data,
+                json,
+            },
+            &ui,
+        ),
+        Command::Ir {
+            file,
+            model,
+            stage,
+            batch,
+        } => ir::run(&file, model.as_deref(), stage, batch, &ui),
+        Command::Gradcheck {
+            file,
+            model,
+            batch,
+            samples,
+            seed,
+        } => ir::gradcheck(&file, model.as_deref(), batch, samples, seed, &ui),
     };
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,
         Outcome::Invalid => ExitCode::from(1),
         Outcome::Failed => ExitCode::from(2),
-    }
-}
-
-fn train(file: &std::path::Path, ui: &Ui) -> Outcome {
-    match check::load_and_check(file, ui) {
-        Ok(_) => {
-            eprintln!(
-                "error: `nnc train` is not implemented yet: the model checks, but the IR, autodiff and runtime that train it are still being built"
-            );
-            Outcome::Failed
-        }
-        Err(outcome) => outcome,
     }
 }

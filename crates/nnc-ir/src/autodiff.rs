@@ -3,7 +3,8 @@
 //! Walks the function backwards from a scalar loss and emits each op's vector–Jacobian rule
 //! (`ops::vjp`), summing gradients where a value fans out. Only values that depend on a
 //! parameter being differentiated get a gradient: nothing is computed for the input images,
-//! the labels or the constants.
+//! the labels or the constants, nor through piecewise-constant ops (comparisons, steps,
+//! argmax), whose gradient is zero wherever it exists.
 
 use crate::function::{Builder, Function, ValueId};
 use crate::op::Op;
@@ -22,7 +23,7 @@ pub fn grad(f: &Function, loss: ValueId, wrt: &[ValueId]) -> Result<Function, St
         needs[w.index()] = true;
     }
     for inst in &f.insts {
-        if inst.args.iter().any(|a| needs[a.index()]) {
+        if !inst.op.is_piecewise_constant() && inst.args.iter().any(|a| needs[a.index()]) {
             needs[inst.result.index()] = true;
         }
     }

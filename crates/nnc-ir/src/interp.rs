@@ -110,6 +110,37 @@ fn as_i32<T>(t: &Tensor<T>) -> Result<&ArrayD<i32>, String> {
 
 /// Runs `f` on `inputs` (one per parameter, in order) and returns its results.
 pub fn run<T: Real>(f: &Function, inputs: Vec<Tensor<T>>) -> Result<Vec<Tensor<T>>, String> {
+    run_impl(f, inputs, false).map(|(r, _)| r)
+}
+
+/// [`run`] in f32, instantiated here so that callers get this crate's optimisation level
+/// (generic functions are compiled in the crate that uses them).
+pub fn run_f32(f: &Function, inputs: Vec<Tensor<f32>>) -> Result<Vec<Tensor<f32>>, String> {
+    run(f, inputs)
+}
+
+/// [`run`] in f64 (see [`run_f32`]).
+pub fn run_f64(f: &Function, inputs: Vec<Tensor<f64>>) -> Result<Vec<Tensor<f64>>, String> {
+    run(f, inputs)
+}
+
+/// Runs `f` and also returns a hash of every discrete decision taken on the way: which side of
+/// zero each ReLU input fell, which operand each max chose, each comparison's outcome, each
+/// pooling window's maximum. Two runs with equal hashes took the same branch everywhere, so
+/// the function is smooth between their inputs: gradcheck uses this to recognise finite
+/// differences that straddle a kink.
+pub fn run_traced<T: Real>(
+    f: &Function,
+    inputs: Vec<Tensor<T>>,
+) -> Result<(Vec<Tensor<T>>, u64), String> {
+    run_impl(f, inputs, true)
+}
+
+fn run_impl<T: Real>(
+    f: &Function,
+    inputs: Vec<Tensor<T>>,
+    trace: bool,
+) -> Result<(Vec<Tensor<T>>, u64), String> {
     if inputs.len() != f.params.len() {
         return Err(format!(
             "{} inputs for {} parameters",
@@ -130,6 +161,7 @@ pub fn run<T: Real>(f: &Function, inputs: Vec<Tensor<T>>) -> Result<Vec<Tensor<T
         env[p.index()] = Some(t);
     }
     // Free each value after its last use, so memory stays at the live set.
+    let mut hash = Fnv::default();
     let mut last_use = vec![usize::MAX; f.types.len()];
     for (i, inst) in f.insts.iter().enumerate() {
         for a in &inst.args {
@@ -147,6 +179,9 @@ pub fn run<T: Real>(f: &Function, inputs: Vec<Tensor<T>>) -> Result<Vec<Tensor<T
             .collect::<Result<_, _>>()?;
         let shape = &f.ty(inst.result).shape;
         let out = eval(&inst.op, &args, shape).map_err(|e| format!("`{}`: {e}", inst.op.name()))?;
+        if trace {
+            decisions(&inst.op, &args, &out, &mut hash)?;
+        }
         for a in &inst.args {
             if last_use[a.index()] == i {
                 env[a.index()] = None;
@@ -154,14 +189,114 @@ pub fn run<T: Real>(f: &Function, inputs: Vec<Tensor<T>>) -> Result<Vec<Tensor<T
         }
         env[inst.result.index()] = Some(out);
     }
-    f.results
+    let results = f
+        .results
         .iter()
         .map(|r| {
             env[r.index()]
                 .clone()
                 .ok_or_else(|| "result not computed".to_string())
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((results, hash.0))
+}
+
+/// FNV-1a over the decision bits.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// Folds the discrete choices an op made into `hash` (see [`run_traced`]).
+fn decisions<T: Real>(
+    op: &Op,
+    args: &[&Tensor<T>],
+    out: &Tensor<T>,
+    hash: &mut Fnv,
+) -> Result<(), String> {
+    let sign = |x: T| {
+        if x > T::zero() {
+            1
+        } else if x < T::zero() {
+            2
+        } else {
+            3
+        }
+    };
+    match op {
+        Op::Unary(Unary::Relu | Unary::Step | Unary::Abs | Unary::Sign) => {
+            args[0].as_f()?.iter().for_each(|&x| hash.add(sign(x)));
+        }
+        Op::Binary(Binary::Max | Binary::Min) => {
+            zip2(args[0].as_f()?, args[1].as_f()?, |x, y| sign(x - y))?
+                .iter()
+                .for_each(|&d| hash.add(d));
+        }
+        Op::Compare(_) | Op::Select => {
+            let t = if matches!(op, Op::Select) {
+                args[0]
+            } else {
+                out
+            };
+            t.as_f()?.iter().for_each(|&x| hash.add(sign(x)));
+        }
+        Op::ArgMax { .. } => {
+            if let Tensor::I32(a) = out {
+                a.iter().for_each(|&i| hash.add(i as u64));
+            }
+        }
+        Op::MaxPool { size, stride } | Op::MaxPoolGrad { size, stride } => {
+            let (a, _, _) = planes(args[0].as_f()?)?;
+            let (oh, ow) = pooled_dims(&a, *size, *stride);
+            for l in 0..a.shape()[0] {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let (bi, bj) = window_argmax(&a, l, i, j, *size, *stride);
+                        hash.add((bi * 65_536 + bj) as u64);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn pooled_dims<T>(a: &ndarray::Array3<T>, k: [usize; 2], s: [usize; 2]) -> (usize, usize) {
+    (
+        (a.shape()[1] - k[0]) / s[0] + 1,
+        (a.shape()[2] - k[1]) / s[1] + 1,
+    )
+}
+
+/// The first maximum of a pooling window, in row-major order.
+fn window_argmax<T: Real>(
+    a: &ndarray::Array3<T>,
+    l: usize,
+    i: usize,
+    j: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+) -> (usize, usize) {
+    let (mut bi, mut bj) = (i * s[0], j * s[1]);
+    for ki in 0..k[0] {
+        for kj in 0..k[1] {
+            let (ii, jj) = (i * s[0] + ki, j * s[1] + kj);
+            if a[[l, ii, jj]] > a[[l, bi, bj]] {
+                (bi, bj) = (ii, jj);
+            }
+        }
+    }
+    (bi, bj)
 }
 
 /// One element of a unary op (also used by constant folding).
@@ -696,16 +831,7 @@ fn maxpool_grad<T: Real>(
     for l in 0..a.shape()[0] {
         for i in 0..oh {
             for j in 0..ow {
-                // The first maximum of the window, in row-major order.
-                let (mut bi, mut bj) = (i * s[0], j * s[1]);
-                for ki in 0..k[0] {
-                    for kj in 0..k[1] {
-                        let (ii, jj) = (i * s[0] + ki, j * s[1] + kj);
-                        if a[[l, ii, jj]] > a[[l, bi, bj]] {
-                            (bi, bj) = (ii, jj);
-                        }
-                    }
-                }
+                let (bi, bj) = window_argmax(&a, l, i, j, k, s);
                 dx[[l, bi, bj]] = dx[[l, bi, bj]] + g[[l, i, j]];
             }
         }

@@ -6,7 +6,9 @@
 //! inverse; [`verify`] checks the invariants after every pass.
 
 pub mod autodiff;
+pub mod compile;
 pub mod function;
+pub mod gradcheck;
 pub mod init;
 pub mod interp;
 pub mod lower;

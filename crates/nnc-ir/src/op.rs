@@ -291,6 +291,19 @@ impl Op {
         }
     }
 
+    /// True for ops whose result is piecewise constant in their operands (comparisons, steps,
+    /// indices, random numbers): no gradient flows through them, so autodiff does not follow.
+    pub fn is_piecewise_constant(&self) -> bool {
+        matches!(
+            self,
+            Op::Compare(_)
+                | Op::Unary(Unary::Step | Unary::Sign)
+                | Op::ArgMax { .. }
+                | Op::OneHot { .. }
+                | Op::RandomUniform { .. }
+        )
+    }
+
     /// True for ops whose result depends only on their attributes.
     pub fn is_const(&self) -> bool {
         matches!(self, Op::Const { .. } | Op::ConstData { .. })

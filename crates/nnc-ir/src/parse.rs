@@ -243,6 +243,17 @@ fn function(pair: Pair<'_, Rule>) -> Result<Function, ParseError> {
             _ => {}
         }
     }
+    if let Err(errors) = verify::verify(&f) {
+        let e = &errors[0];
+        return Err(match e.inst.and_then(|i| spans.get(i)) {
+            Some(p) => located(p, e.message.clone()),
+            None => ParseError {
+                line: 1,
+                column: 1,
+                message: e.message.clone(),
+            },
+        });
+    }
     if result_types.len() != f.results.len() {
         let at = result_types.first().map(|(p, _)| p.clone());
         let message = format!(
@@ -266,17 +277,6 @@ fn function(pair: Pair<'_, Rule>) -> Result<Function, ParseError> {
                 format!("result declared {t}, returned value is {}", f.ty(r)),
             ));
         }
-    }
-    if let Err(errors) = verify::verify(&f) {
-        let e = &errors[0];
-        return Err(match e.inst.and_then(|i| spans.get(i)) {
-            Some(p) => located(p, e.message.clone()),
-            None => ParseError {
-                line: 1,
-                column: 1,
-                message: e.message.clone(),
-            },
-        });
     }
     Ok(f)
 }

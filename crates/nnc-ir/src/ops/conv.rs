@@ -119,19 +119,26 @@ pub fn vjp(
             });
             Ok(vec![dx, dw])
         }
-        // Linear in the output gradient: its own adjoint is the forward convolution.
+        // Linear in the output gradient (its adjoint is the forward convolution) and bilinear
+        // in (g, w): the filter's gradient pairs the incoming gradient, playing the input, with
+        // g, playing the output gradient.
         Op::Conv2dGradInput {
             stride, padding, ..
         } => {
-            let w = args[1];
-            if wants[1] {
-                return Err(
-                    "second derivatives of conv2d with respect to its filter are not supported"
-                        .into(),
-                );
-            }
+            let (g, w) = (args[0], args[1]);
+            let ws = b.shape(w);
             let d = wants[0].then(|| b.op(Op::Conv2d { stride, padding }, &[dy, w]));
-            Ok(vec![d, None])
+            let dw = wants[1].then(|| {
+                b.op(
+                    Op::Conv2dGradFilter {
+                        stride,
+                        padding,
+                        kernel: [ws[2], ws[3]],
+                    },
+                    &[dy, g],
+                )
+            });
+            Ok(vec![d, dw])
         }
         _ => Err(format!(
             "`{}` is not differentiable (second derivatives are not supported)",

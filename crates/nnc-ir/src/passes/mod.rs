@@ -43,18 +43,22 @@ pub(crate) fn substitute(f: &Function, subst: &[Option<ValueId>]) -> Function {
         v
     };
     let mut g = f.clone();
+    // A replaced value's name moves to its replacement, so dumps keep saying `c1.bias.grad`.
+    for (v, to) in subst.iter().enumerate() {
+        if to.is_some() && g.names[v].is_some() {
+            let to = resolve(ValueId(v as u32));
+            if g.names[to.index()].is_none() && !g.params.contains(&to) {
+                g.names[to.index()] = g.names[v].take();
+            }
+        }
+    }
     for inst in &mut g.insts {
         for a in &mut inst.args {
             *a = resolve(*a);
         }
     }
     for r in &mut g.results {
-        let to = resolve(*r);
-        // Keep a result's name on its replacement, so dumps stay readable.
-        if to != *r && g.names[to.index()].is_none() && !g.params.contains(&to) {
-            g.names[to.index()] = g.names[r.index()].take();
-        }
-        *r = to;
+        *r = resolve(*r);
     }
     let keep: Vec<bool> = g
         .insts

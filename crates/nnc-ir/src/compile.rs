@@ -1,0 +1,81 @@
+//! The compilation pipeline from a checked model to its step functions, keeping every stage
+//! for `nnc ir`:
+//!
+//! 1. `forward`: the model lowered ([`crate::lower`]);
+//! 2. `backward`: the forward function simplified (softmax + cross-entropy fused, so the
+//!    gradient is the stable (y − t)/B), then differentiated ([`crate::autodiff`]);
+//! 3. `train`: the optimizer's updates appended ([`crate::optim`]): one `train_step`;
+//! 4. `optimized`: `train` after the pass pipeline ([`crate::passes::optimize`]).
+//!
+//! `eval_step` is the forward function without dropout, optimized.
+
+use nnc_check::Model;
+
+use crate::function::Function;
+use crate::lower::{self, InputSpec, LowerOptions, TargetSpec};
+use crate::optim::{self, TrainStep};
+use crate::passes;
+
+/// Every stage of a model's compilation.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub forward: Function,
+    pub backward: Function,
+    pub train: TrainStep,
+    /// `train` optimized: what runs.
+    pub train_step: TrainStep,
+    pub eval_step: Function,
+}
+
+/// Compiles a model that has a train block, for batches of `batch` samples.
+pub fn compile(
+    model: &Model,
+    batch: usize,
+    input: InputSpec,
+    targets: TargetSpec,
+) -> Result<Compiled, String> {
+    let train = model
+        .train
+        .as_ref()
+        .ok_or_else(|| format!("model `{}` has no train block", model.name))?;
+    let opts = LowerOptions {
+        batch,
+        training: true,
+        input: input.clone(),
+        targets,
+        loss: train.loss,
+    };
+    let fwd = lower::lower(model, &opts)?;
+    let simplified = passes::simplify::run(&fwd.func);
+    let loss = simplified.results[0];
+    let params: Vec<_> = fwd
+        .params
+        .iter()
+        .map(|(name, _)| {
+            simplified
+                .value_named(name)
+                .expect("parameters keep their names")
+        })
+        .collect();
+    let backward = crate::autodiff::grad(&simplified, loss, &params)?;
+    let train_fn = optim::apply(&backward, &params, &train.optimizer);
+    let train_step = TrainStep {
+        func: passes::optimize(&train_fn.func),
+        ..train_fn.clone()
+    };
+    let eval = lower::lower(
+        model,
+        &LowerOptions {
+            training: false,
+            ..opts
+        },
+    )?;
+    let eval_step = passes::optimize(&eval.func);
+    Ok(Compiled {
+        forward: fwd.func,
+        backward,
+        train: train_fn,
+        train_step,
+        eval_step,
+    })
+}

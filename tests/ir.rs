@@ -1,0 +1,156 @@
+//! End-to-end tests of the IR stages: a snapshot of `nnc ir` for every model at every stage,
+//! every snapshot parsed back to the same text, gradcheck on every model, and the reference
+//! interpreter training XOR and the MNIST MLP.
+
+use std::path::Path;
+use std::process::Command;
+
+fn nnc(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--color", "never"])
+        .args(args)
+        .output()
+        .expect("nnc runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+const STAGES: [&str; 5] = ["forward", "backward", "train", "optimized", "eval"];
+
+fn models() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("models/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_model_at_every_stage() {
+    let mut failures = Vec::new();
+    for path in models() {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
+        for stage in STAGES {
+            let (stdout, stderr, code) = nnc(&["ir", &relative(&path), "--stage", stage]);
+            assert_eq!(code, 0, "{stderr}");
+            let name = format!("{stem}@{stage}");
+            // Collect every mismatch before failing, so one run shows them all.
+            let result = std::panic::catch_unwind(|| insta::assert_snapshot!(name, stdout));
+            if result.is_err() {
+                failures.push(format!("{stem} --stage {stage}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "IR snapshots differ: {failures:?}");
+}
+
+/// Every IR snapshot parses back to a function that prints identically.
+#[test]
+fn snapshots_round_trip() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("snapshots") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("ir__") && name.ends_with(".snap")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        // The insta header is between the first two `---` lines.
+        let body = text.splitn(3, "---\n").nth(2).expect("snapshot body");
+        let funcs = nnc_ir::parse::parse(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let printed: String = funcs.iter().map(nnc_ir::print::print).collect();
+        assert_eq!(
+            printed.trim_end(),
+            body.trim_end(),
+            "{name} does not round-trip"
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 30,
+        "expected the IR snapshots of 6 models × 5 stages, found {seen}"
+    );
+}
+
+#[test]
+fn train_stage_fuses_the_loss_and_skips_the_input_gradient() {
+    let (ir, _, code) = nnc(&["ir", "models/mlp.nn", "--stage", "train"]);
+    assert_eq!(code, 0);
+    assert!(ir.contains("= softmax_xent "), "fused loss");
+    assert!(ir.contains("= softmax_xent_grad "), "fused gradient");
+    assert!(!ir.contains("cross_entropy"), "no unfused cross-entropy");
+    // The only use of the images is the cast; nothing is computed for their gradient.
+    let image_uses = ir
+        .lines()
+        .filter(|l| l.contains("%image") && !l.starts_with("func"))
+        .count();
+    assert_eq!(image_uses, 1, "{ir}");
+    let (lenet, _, _) = nnc(&["ir", "models/lenet5.nn", "--stage", "optimized"]);
+    assert_eq!(
+        lenet.matches("conv2d_grad_input").count(),
+        1,
+        "only c3 passes a gradient to its input"
+    );
+}
+
+#[test]
+fn gradcheck_every_model() {
+    insta::glob!("../models", "*.nn", |path| {
+        let (stdout, stderr, code) = nnc(&["gradcheck", &relative(path)]);
+        assert_eq!(code, 0, "{}\n{stdout}{stderr}", path.display());
+        assert!(stdout.contains(" ok"), "{stdout}");
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    });
+}
+
+fn epochs(json: &str) -> Vec<serde_json::Value> {
+    json.lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn interpreter_solves_xor() {
+    let (stdout, stderr, code) = nnc(&["train", "models/xor.nn", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let last = epochs(&stdout).pop().expect("epochs");
+    assert_eq!(last["train_acc"], 1.0, "{last}");
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+    ] {
+        assert!(last.get(key).is_some(), "{key} in {last}");
+    }
+}
+
+#[test]
+fn interpreter_trains_the_mnist_mlp() {
+    let (stdout, stderr, code) = nnc(&["train", "models/mlp.nn", "--epochs", "1", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let e = epochs(&stdout).pop().expect("one epoch");
+    let acc = e["test_acc"].as_f64().expect("accuracy");
+    assert!(acc >= 0.95, "test accuracy {acc} after one epoch");
+}
