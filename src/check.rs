@@ -47,8 +47,8 @@ pub fn load_and_check(file: &Path, ui: &Ui) -> Result<Vec<Model>, Outcome> {
     let name = file.display().to_string();
     let text = match source::read(file) {
         Ok(Source::Text(text)) => text,
-        Ok(Source::NotText(diag)) => {
-            eprint!("{}", render(&[diag], &name, "", ui));
+        Ok(Source::NotText(diag, lossy)) => {
+            eprint!("{}", render(&[diag], &name, &lossy, ui));
             return Err(Outcome::Invalid);
         }
         Err(message) => {

@@ -10,8 +10,9 @@ const MAX_SIZE: u64 = 64 << 20;
 
 pub enum Source {
     Text(String),
-    /// Not UTF-8: reported as a diagnostic on the file itself.
-    NotText(Diagnostic),
+    /// Not UTF-8: a diagnostic labelled in a lossy decoding of the file, which is identical to
+    /// the file up to the first invalid byte.
+    NotText(Diagnostic, String),
 }
 
 /// Reads a file, or returns a one-line message for an I/O error.
@@ -36,7 +37,7 @@ pub fn read(path: &Path) -> Result<Source, String> {
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let byte = e.as_bytes()[at];
-            // No label: a snippet of binary data would only garble the terminal.
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
             Ok(Source::NotText(
                 Diagnostic::error(
                     "nnc::syntax::encoding",
@@ -44,7 +45,9 @@ pub fn read(path: &Path) -> Result<Source, String> {
                         "`{shown}` is not UTF-8 text: byte 0x{byte:02x} at offset {at} is invalid"
                     ),
                 )
+                .label(nnc_syntax::Span::new(at, at + 1), "not UTF-8")
                 .help("a .nn file is UTF-8 text; is this the right file?"),
+                lossy,
             ))
         }
     }

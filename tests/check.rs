@@ -46,6 +46,7 @@ fn every_invalid_model_is_explained() {
         assert_eq!(code, 1, "exit code for {}:\n{stderr}", path.display());
         assert!(stdout.is_empty(), "no summary for an invalid model");
         assert!(stderr.contains("nnc::"), "a diagnostic code");
+        assert!(stderr.contains("╭─["), "a labelled source location");
         assert!(!stderr.contains("panicked"), "{stderr}");
         insta::assert_snapshot!(stderr);
     });

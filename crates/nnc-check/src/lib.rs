@@ -83,8 +83,14 @@ pub fn check(file: &ast::File) -> Checked {
         }
     }
     if models_decl.is_empty() {
+        // Point at where a model could start: the end of the file.
+        let end = file.span.end;
         diags.push(
             Diagnostic::error("nnc::model::none", "no model in this file")
+                .label(
+                    Span::new(end, end),
+                    "no `model` block before the end of the file",
+                )
                 .help("a .nn file declares at least one `model NAME { input ...; layers }`"),
         );
     }

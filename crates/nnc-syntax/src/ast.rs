@@ -12,6 +12,8 @@ use crate::Span;
 #[derive(Clone, Debug, PartialEq)]
 pub struct File {
     pub items: Vec<Item>,
+    /// The text, without trailing whitespace.
+    pub span: Span,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -38,7 +38,10 @@ pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
                 _ => {}
             }
         }
-        File { items }
+        File {
+            items,
+            span: Span::new(0, text.trim_end().len()),
+        }
     });
     // A number that is not finite is a syntax error: no tree, so that the checker never
     // reasons about a value that is not there.
