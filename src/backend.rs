@@ -31,16 +31,41 @@ pub enum BatchTargets<'a> {
 }
 
 /// Loss summed over the batch's samples, and the number of correct predictions.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
+#[expect(
+    dead_code,
+    reason = "grad norms and outputs feed the metrics of the training product"
+)]
 pub struct StepResult {
     pub loss_sum: f64,
     pub correct: f64,
+    /// Squared gradient norm per parameter tensor (training steps only; empty in evaluation).
+    pub grad_norms2: Vec<f64>,
+    /// The model's outputs, `batch × outputs`, row-major (evaluation steps only).
+    pub outputs: Vec<f32>,
 }
 
-/// Something that runs training and evaluation steps and owns the parameters.
+/// A named tensor of f32 values: a parameter or an optimizer state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Something that runs training and evaluation steps and owns the parameters and the
+/// optimizer state. The training driver sees only this.
+#[expect(dead_code, reason = "params/states/load serve checkpoints")]
 pub trait Backend {
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
+    /// Forward only, dropout off; fills `outputs`.
     fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
+    /// The parameters, in declaration order (`c1.weight`, `c1.bias`, ...).
+    fn params(&self) -> Vec<NamedTensor>;
+    /// The optimizer state, in the train step's order (`c1.weight.velocity`, ...).
+    fn states(&self) -> Vec<NamedTensor>;
+    /// Replaces parameters and state (resuming from a checkpoint). Names and shapes must match.
+    fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String>;
 }
 
 /// The reference interpreter as a backend: slow, simple, exact.
@@ -51,7 +76,9 @@ pub struct Interp {
     /// Compiled steps per batch size (the last batch of an epoch may be smaller).
     compiled: HashMap<usize, Compiled>,
     params: Vec<ArrayD<f32>>,
+    names: Vec<String>,
     states: Vec<ArrayD<f32>>,
+    state_names: Vec<String>,
 }
 
 impl Interp {
@@ -62,6 +89,8 @@ impl Interp {
             input,
             targets,
             compiled: HashMap::new(),
+            names: init.iter().map(|t| t.name.clone()).collect(),
+            state_names: Vec::new(),
             params: init
                 .into_iter()
                 .map(|t| ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).expect("init shape"))
@@ -73,7 +102,8 @@ impl Interp {
     pub fn compiled(&mut self, batch: usize) -> Result<&Compiled, String> {
         if !self.compiled.contains_key(&batch) {
             let c = compile(&self.model, batch, self.input.clone(), self.targets)?;
-            if self.states.is_empty() {
+            if self.state_names.is_empty() {
+                self.state_names = c.train_step.states.iter().map(|s| s.name.clone()).collect();
                 self.states = c
                     .train_step
                     .states
@@ -132,9 +162,12 @@ impl Backend for Interp {
         for s in self.states.iter_mut() {
             *s = out.next().ok_or("missing state")?.into_f()?;
         }
+        let grad_norms2 = out.map(|t| t.scalar()).collect::<Result<_, _>>()?;
         Ok(StepResult {
             loss_sum: loss * batch.size as f64,
             correct,
+            grad_norms2,
+            outputs: Vec::new(),
         })
     }
 
@@ -146,6 +179,65 @@ impl Backend for Interp {
         Ok(StepResult {
             loss_sum: out[0].scalar()? * batch.size as f64,
             correct: out[1].scalar()?,
+            grad_norms2: Vec::new(),
+            outputs: out[2].as_f()?.iter().copied().collect(),
         })
     }
+
+    fn params(&self) -> Vec<NamedTensor> {
+        named(&self.names, &self.params)
+    }
+
+    fn states(&self) -> Vec<NamedTensor> {
+        named(&self.state_names, &self.states)
+    }
+
+    fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String> {
+        // The state tensors exist once a step function is compiled.
+        if self.state_names.is_empty() {
+            let batch = self.compiled.keys().next().copied().unwrap_or(1);
+            self.compiled(batch)?;
+        }
+        replace(&self.names, &mut self.params, params)?;
+        replace(&self.state_names, &mut self.states, states)
+    }
+}
+
+fn named(names: &[String], values: &[ArrayD<f32>]) -> Vec<NamedTensor> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| NamedTensor {
+            name: n.clone(),
+            shape: v.shape().to_vec(),
+            data: v.iter().copied().collect(),
+        })
+        .collect()
+}
+
+/// Replaces `values` by `new`, which must have the same names and shapes in the same order.
+fn replace(
+    names: &[String],
+    values: &mut [ArrayD<f32>],
+    new: &[NamedTensor],
+) -> Result<(), String> {
+    if new.len() != names.len() {
+        return Err(format!(
+            "expected {} tensors, found {}",
+            names.len(),
+            new.len()
+        ));
+    }
+    for ((name, v), t) in names.iter().zip(values.iter_mut()).zip(new) {
+        if &t.name != name || t.shape != v.shape() {
+            return Err(format!(
+                "expected `{name}` of shape {:?}, found `{}` of shape {:?}",
+                v.shape(),
+                t.name,
+                t.shape
+            ));
+        }
+        *v = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

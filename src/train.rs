@@ -79,6 +79,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
                 .and_then(|b| backend.train_step(&b));
             match result {
                 Ok(r) if r.loss_sum.is_finite() => {
+                    let r = &r;
                     total.loss_sum += r.loss_sum;
                     total.correct += r.correct;
                 }

@@ -114,12 +114,12 @@ fn train_stage_fuses_the_loss_and_skips_the_input_gradient() {
 
 #[test]
 fn gradcheck_every_model() {
-    insta::glob!("../models", "*.nn", |path| {
-        let (stdout, stderr, code) = nnc(&["gradcheck", &relative(path)]);
+    for path in models() {
+        let (stdout, stderr, code) = nnc(&["gradcheck", &relative(&path)]);
         assert_eq!(code, 0, "{}\n{stdout}{stderr}", path.display());
         assert!(stdout.contains(" ok"), "{stdout}");
         assert!(!stdout.contains("FAIL"), "{stdout}");
-    });
+    }
 }
 
 fn epochs(json: &str) -> Vec<serde_json::Value> {

@@ -337,6 +337,8 @@ fn range_help(name: &str) -> Option<&'static str> {
         }
         "batch" => "the number of samples per training step",
         "epochs" => "the number of passes over the training data",
+        "weight_decay" => "the L2 penalty λ adds λ·w to each gradient; 1e-4 to 1e-2 is typical",
+        "validation" => "the fraction of the training data held out, e.g. 0.1",
         _ => return None,
     })
 }

@@ -408,6 +408,27 @@ pub struct Train {
     pub epochs: usize,
     pub seed: u64,
     pub metrics: Vec<Metric>,
+    /// L2 penalty factor λ: each gradient gains λ·w (the optimizer's `weight_decay:`).
+    pub weight_decay: f64,
+    /// The fraction of the training data held out for validation.
+    pub validation: Option<f64>,
+    /// Stop when the validation loss has not improved for `patience` epochs, keeping the best
+    /// weights.
+    pub early_stop: Option<EarlyStop>,
+    /// Random shifts of training images by up to `shift` pixels, seeded.
+    pub augment: Option<Augment>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStop {
+    pub patience: usize,
+    /// An improvement smaller than this does not count.
+    pub min_delta: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Augment {
+    pub shift: usize,
 }
 
 /// A data source. Paths are as written, relative to the `.nn` file.

@@ -6,7 +6,9 @@ use nnc_syntax::diagnostic::quote;
 use nnc_syntax::{Diagnostic, Span};
 
 use crate::args::{self, Range, bind, named, pos};
-use crate::model::{Activation, Data, LayerKind, Loss, Metric, Model, Optimizer, Shape, Train};
+use crate::model::{
+    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Shape, Train,
+};
 use crate::suggest;
 
 pub const SETTINGS: &[&str] = &[
@@ -18,6 +20,9 @@ pub const SETTINGS: &[&str] = &[
     "epochs",
     "seed",
     "metrics",
+    "validation",
+    "early_stop",
+    "augment",
 ];
 pub const LOSSES: &[&str] = &["mse", "cross_entropy", "softmax_cross_entropy"];
 pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"];
@@ -29,6 +34,7 @@ pub struct Spans {
     pub data: Span,
     pub test: Option<Span>,
     pub loss: Span,
+    pub augment: Option<Span>,
 }
 
 /// Checks a train block on its own. The cross-checks with the model are in [`against_model`].
@@ -93,6 +99,44 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
     let metrics = get("metrics").map_or(Some(vec![Metric::Loss, Metric::Accuracy]), |v| {
         metrics(v, diags)
     });
+    let validation = get("validation")
+        .map(|v| {
+            let open = Range {
+                lo: 0.0,
+                lo_open: true,
+                hi: 1.0,
+                hi_open: true,
+            };
+            args::float_in(v, "validation", open, diags)
+        })
+        .map_or(Some(None), |v| v.map(Some));
+    let early_stop = get("early_stop")
+        .map(|v| early_stop(v, diags))
+        .map_or(Some(None), |v| v.map(Some));
+    let augment = get("augment")
+        .map(|v| augment(v, diags))
+        .map_or(Some(None), |v| v.map(Some));
+    if let (Some(v), None) = (get("early_stop"), get("validation")) {
+        diags.push(
+            Diagnostic::error(
+                "nnc::train::early_stop_without_validation",
+                "`early_stop` watches the validation loss, but there is no validation split",
+            )
+            .label(v.span, "needs validation data")
+            .help("add `validation 0.1` to hold out 10 % of the training data"),
+        );
+    }
+    let weight_decay = opt_v.and_then(|v| match &v.kind {
+        ValueKind::Call(c) => c
+            .args()
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "weight_decay"))
+            .map(|a| &a.value),
+        _ => None,
+    });
+    let weight_decay = weight_decay.map_or(Some(0.0), |v| {
+        args::float_in(v, "weight_decay", Range::NON_NEGATIVE, diags)
+    });
     if diags.len() != before {
         return None;
     }
@@ -100,6 +144,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
         data: data_v?.span,
         test: get("test").map(|v| v.span),
         loss: loss_v?.span,
+        augment: get("augment").map(|v| v.span),
     };
     Some((
         Train {
@@ -116,6 +161,10 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
             epochs: epochs? as usize,
             seed: seed?,
             metrics: metrics?,
+            weight_decay: weight_decay?,
+            validation: validation?,
+            early_stop: early_stop?,
+            augment: augment?,
         },
         spans,
     ))
@@ -302,13 +351,17 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
     let kind = c.name.name.as_str();
     let opt = match kind {
         "sgd" => {
-            let b = bind(c, &[pos("lr")], diags);
+            let b = bind(c, &[pos("lr"), named("weight_decay")], diags);
             Optimizer::Sgd {
                 lr: b.float_or("lr", Range::POSITIVE, 0.01, diags),
             }
         }
         "momentum" | "nesterov" => {
-            let b = bind(c, &[pos("lr"), named("momentum")], diags);
+            let b = bind(
+                c,
+                &[pos("lr"), named("momentum"), named("weight_decay")],
+                diags,
+            );
             let lr = b.float_or("lr", Range::POSITIVE, 0.01, diags);
             let momentum = b.float_or("momentum", Range::UNIT_OPEN, 0.9, diags);
             if kind == "momentum" {
@@ -335,7 +388,11 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
             }
         }
         "rmsprop" => {
-            let b = bind(c, &[pos("lr"), named("rho"), named("eps")], diags);
+            let b = bind(
+                c,
+                &[pos("lr"), named("rho"), named("eps"), named("weight_decay")],
+                diags,
+            );
             Optimizer::RmsProp {
                 lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
                 rho: b.float_or("rho", Range::UNIT_OPEN, 0.9, diags),
@@ -384,6 +441,23 @@ fn metrics(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
 
 /// Checks that the train block fits the model: data shape, loss and output layer.
 pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Vec<Diagnostic>) {
+    if let (Some(_), Some(span)) = (train.augment, spans.augment) {
+        let images = matches!(
+            train.data,
+            Data::Mnist { flatten: false, .. } | Data::Idx { flatten: false, .. }
+        ) && model.input.shape.rank() == 3;
+        if !images {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::augment_images",
+                    "`augment` shifts images, but this data is not images of shape [C, H, W]",
+                )
+                .label(span, "shifts images")
+                .label(spans.data, format!("gives {}", model.input.shape))
+                .help("use it with `mnist()` or `idx(...)` data that is not flattened"),
+            );
+        }
+    }
     for (data, span) in [
         (Some(&train.data), spans.data),
         (train.test.as_ref(), spans.test.unwrap_or(spans.data)),
@@ -594,4 +668,32 @@ fn data_fits_input(model: &Model, data: &Data, span: Span, diags: &mut Vec<Diagn
         .label(model.input.span, format!("declared as {input}"))
         .help(help),
     );
+}
+
+fn early_stop(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<EarlyStop> {
+    let c = named_call(
+        v,
+        "early stopping rule",
+        "the rules",
+        &["early_stop"],
+        diags,
+    )?;
+    let before = diags.len();
+    let b = bind(c, &[pos("patience"), named("min_delta")], diags);
+    let patience = b.int("patience", 1, "early_stop(patience: 3)", diags);
+    let min_delta = b.float_or("min_delta", Range::NON_NEGATIVE, 0.0, diags);
+    (diags.len() == before).then(|| EarlyStop {
+        patience: patience.unwrap_or(1) as usize,
+        min_delta,
+    })
+}
+
+fn augment(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Augment> {
+    let c = named_call(v, "augmentation", "the augmentations", &["augment"], diags)?;
+    let before = diags.len();
+    let b = bind(c, &[named("shift")], diags);
+    let shift = b.int("shift", 1, "augment(shift: 2)", diags);
+    (diags.len() == before).then(|| Augment {
+        shift: shift.unwrap_or(1) as usize,
+    })
 }

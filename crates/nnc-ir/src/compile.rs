@@ -58,7 +58,7 @@ pub fn compile(
         })
         .collect();
     let backward = crate::autodiff::grad(&simplified, loss, &params)?;
-    let train_fn = optim::apply(&backward, &params, &train.optimizer);
+    let train_fn = optim::apply(&backward, &params, &train.optimizer, train.weight_decay);
     let train_step = TrainStep {
         func: passes::optimize(&train_fn.func),
         ..train_fn.clone()

@@ -27,7 +27,8 @@ pub struct State {
 }
 
 /// A training step: `train_step(data..., params..., states...) -> (loss, correct, params'...,
-/// states'...)`.
+/// states'..., ‖g‖²...)`: the last results are each parameter's squared gradient norm (of the
+/// data loss), for monitoring vanishing or exploding gradients.
 #[derive(Clone, Debug)]
 pub struct TrainStep {
     pub func: Function,
@@ -40,9 +41,12 @@ pub struct TrainStep {
 /// Appends the optimizer's updates to a function whose results are
 /// `(loss, correct, output, grads...)` (as [`crate::autodiff::grad`] leaves it) and whose
 /// parameters are the data followed by `params`.
-pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer) -> TrainStep {
+///
+/// `weight_decay` λ > 0 adds the gradient of the L2 penalty λ/2·‖w‖², λ·w, to each gradient
+/// before the update.
+pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f64) -> TrainStep {
     let mut f = g.clone();
-    let grads: Vec<ValueId> = g.results[3..].to_vec();
+    let data_grads: Vec<ValueId> = g.results[3..].to_vec();
     let (loss, correct) = (g.results[0], g.results[1]);
     let data_params = f.params.len() - params.len();
     let names: Vec<String> = params
@@ -87,6 +91,25 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer) -> TrainStep {
     });
 
     let mut b = Builder { f: &mut f };
+    let grad_norms: Vec<ValueId> = data_grads
+        .iter()
+        .map(|&g| {
+            let sq = b.mul(g, g);
+            b.sum_all(sq)
+        })
+        .collect();
+    let grads: Vec<ValueId> = if weight_decay > 0.0 {
+        params
+            .iter()
+            .zip(&data_grads)
+            .map(|(&w, &g)| {
+                let decay = b.scale(w, weight_decay);
+                b.add(g, decay)
+            })
+            .collect()
+    } else {
+        data_grads.clone()
+    };
     let mut new_params = Vec::new();
     let mut new_states = Vec::new();
     // Adam's bias correction, shared by all parameters: α = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ).
@@ -188,11 +211,15 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer) -> TrainStep {
     for (v, s) in new_states.iter().zip(&states) {
         f.set_name(*v, format!("{}.new", s.name));
     }
+    for (v, name) in grad_norms.iter().zip(&names) {
+        f.set_name(*v, format!("{name}.grad_norm2"));
+    }
     f.name = "train_step".into();
     f.results = [loss, correct]
         .into_iter()
         .chain(new_params)
         .chain(new_states)
+        .chain(grad_norms)
         .collect();
     crate::verify::debug_verify(&f, "optimizer lowering");
     TrainStep {

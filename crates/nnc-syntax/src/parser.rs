@@ -282,7 +282,26 @@ impl Builder {
                 let span: Span = s.as_span().into();
                 let mut parts = children(s);
                 let key = self.ident(parts.next().expect("grammar: setting key"));
-                let value = self.value(parts.next().expect("grammar: setting value"));
+                let next = parts.next().expect("grammar: setting value");
+                let value = if next.as_rule() == Rule::args {
+                    // `early_stop(patience: 3)`: the setting's value is a call of its own name.
+                    let args_span: Span = next.as_span().into();
+                    let items = children(next).map(|a| self.arg(a)).collect();
+                    let call = Call {
+                        name: key.clone(),
+                        args: Some(Args {
+                            items,
+                            span: args_span,
+                        }),
+                        span: key.span.to(args_span),
+                    };
+                    Value {
+                        span: call.span,
+                        kind: ValueKind::Call(call),
+                    }
+                } else {
+                    self.value(next)
+                };
                 let span = Span::new(span.start, value.span.end);
                 Setting { key, value, span }
             })
