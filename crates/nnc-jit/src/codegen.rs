@@ -1,0 +1,585 @@
+//! Cranelift code generation for fused loops.
+//!
+//! Each [`LoopKernel`] becomes one function `fn(arena, start, end)` that runs the loop nest
+//! over outer indices `start..end` (so two threads can split it). Shapes, strides, offsets and
+//! constants are immediates. Dimensions are coalesced first (adjacent axes every operand walks
+//! contiguously become one), the innermost loop is vectorised four lanes wide (F32X4, the widest
+//! vector Cranelift's x64 backend emits) when every operand is f32 and read contiguously or
+//! broadcast along it, with a scalar tail. ReLU and friends are `fcmp` + `bitselect`, not
+//! `fmax`'s NaN-safe sequence. Transcendental functions (exp, log, tanh, sigmoid, softplus)
+//! are calls to Rust's implementations and keep their loop scalar.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
+
+use crate::plan::{Plan, elem_size};
+use crate::schedule::LoopKernel;
+
+/// The signature of every generated loop: arena base, outer range.
+pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64);
+
+/// A linked module, the pointers of its loops, and their Cranelift IR if kept.
+pub type Linked = (JITModule, Vec<LoopFn>, Option<Vec<String>>);
+
+extern "C" fn nnc_exp(x: f32) -> f32 {
+    x.exp()
+}
+extern "C" fn nnc_log(x: f32) -> f32 {
+    x.ln()
+}
+extern "C" fn nnc_tanh(x: f32) -> f32 {
+    x.tanh()
+}
+extern "C" fn nnc_sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+extern "C" fn nnc_softplus(x: f32) -> f32 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+const LIBM: [(&str, extern "C" fn(f32) -> f32); 5] = [
+    ("nnc_exp", nnc_exp),
+    ("nnc_log", nnc_log),
+    ("nnc_tanh", nnc_tanh),
+    ("nnc_sigmoid", nnc_sigmoid),
+    ("nnc_softplus", nnc_softplus),
+];
+
+/// A JIT module holding the compiled loops of one step function.
+pub struct Jit {
+    module: JITModule,
+    ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+    libm: Vec<FuncId>,
+    /// The Cranelift IR of each generated function, when asked for (`--emit clif`).
+    pub clif: Option<Vec<String>>,
+}
+
+impl Jit {
+    pub fn new(keep_clif: bool) -> Result<Jit, String> {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(|e| e.to_string())?;
+        flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+        // The host's features (SSE4.1, AVX, FMA, ...), detected at run time.
+        let isa = cranelift_native::builder()
+            .map_err(|e| format!("unsupported host: {e}"))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        for (name, f) in LIBM {
+            builder.symbol(name, f as *const u8);
+        }
+        let mut module = JITModule::new(builder);
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(types::F32));
+        sig.returns.push(AbiParam::new(types::F32));
+        let libm = LIBM
+            .iter()
+            .map(|(name, _)| {
+                module
+                    .declare_function(name, Linkage::Import, &sig)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Jit {
+            ctx: module.make_context(),
+            module,
+            fctx: FunctionBuilderContext::new(),
+            libm,
+            clif: keep_clif.then(Vec::new),
+        })
+    }
+
+    /// Generates a loop kernel; the pointer is valid after [`Jit::finish`]. Also returns the
+    /// extent of the loop's outermost dimension (the range its callers split).
+    pub fn compile_loop(
+        &mut self,
+        name: &str,
+        f: &Function,
+        l: &LoopKernel,
+        plan: &Plan,
+    ) -> Result<(FuncId, u64), String> {
+        let ptr = self.module.target_config().pointer_type();
+        let mut sig = self.module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        let id = self
+            .module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(|e| e.to_string())?;
+        self.ctx.func.signature = sig;
+        self.ctx.func.name = ir::UserFuncName::user(0, id.as_u32());
+        let libm: Vec<ir::FuncRef> = self
+            .libm
+            .iter()
+            .map(|&fid| self.module.declare_func_in_func(fid, &mut self.ctx.func))
+            .collect();
+        let loop_gen = LoopGen::new(f, l, plan);
+        let outer = loop_gen.dims[0] as u64;
+        let target = self.module.target_config();
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            loop_gen.emit(&mut b, &libm);
+            b.seal_all_blocks();
+            b.finalize(target);
+        }
+        if let Some(clif) = &mut self.clif {
+            clif.push(format!("; {name}\n{}", self.ctx.func.display()));
+        }
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(|e| format!("cranelift rejected `{name}`: {e:?}"))?;
+        self.module.clear_context(&mut self.ctx);
+        Ok((id, outer))
+    }
+
+    /// Links the module; returns it with the function pointers of `ids`.
+    pub fn finish(mut self, ids: &[FuncId]) -> Result<Linked, String> {
+        self.module
+            .finalize_definitions()
+            .map_err(|e| e.to_string())?;
+        let fns = ids
+            .iter()
+            .map(|&id| {
+                let code = self.module.get_finalized_function(id);
+                // SAFETY: `code` was generated with the `LoopFn` signature (pointer, i64, i64)
+                // and the module that owns it is returned alongside and kept alive as long as
+                // the pointers are used (see `Program`).
+                unsafe { std::mem::transmute::<*const u8, LoopFn>(code) }
+            })
+            .collect();
+        Ok((self.module, fns, self.clif))
+    }
+}
+
+/// How an operand of the loop is read.
+struct Access {
+    value: ValueId,
+    dtype: DType,
+    offset: usize,
+    /// Element strides per coalesced dimension (0 where broadcast).
+    strides: Vec<usize>,
+}
+
+struct LoopGen<'a> {
+    f: &'a Function,
+    l: &'a LoopKernel,
+    /// Values of the splat constants the loop inlines.
+    splats: HashMap<ValueId, f64>,
+    dims: Vec<usize>,
+    inputs: Vec<Access>,
+    outputs: Vec<Access>,
+    vector: bool,
+}
+
+/// Element strides of `shape` read as if broadcast to `target` (numpy rules).
+fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
+    let lead = target.len() - shape.len();
+    let mut strides = vec![0; target.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[lead + i] = if shape[i] == 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    strides
+}
+
+impl<'a> LoopGen<'a> {
+    fn new(f: &'a Function, l: &'a LoopKernel, plan: &Plan) -> LoopGen<'a> {
+        let shape: Vec<usize> = if l.shape.is_empty() {
+            vec![1]
+        } else {
+            l.shape.clone()
+        };
+        let access = |v: ValueId| Access {
+            value: v,
+            dtype: f.ty(v).dtype,
+            offset: plan.at(v),
+            strides: broadcast_strides(&f.ty(v).shape, &shape),
+        };
+        let mut inputs: Vec<Access> = l.inputs.iter().map(|&v| access(v)).collect();
+        let mut outputs: Vec<Access> = l.outputs.iter().map(|&v| access(v)).collect();
+        // Coalesce dimension k into k+1 where every operand walks them as one.
+        let mut dims = shape;
+        let mut k = dims.len();
+        while k > 1 {
+            k -= 1;
+            let mergeable = inputs
+                .iter()
+                .chain(outputs.iter())
+                .all(|a| a.strides[k - 1] == a.strides[k] * dims[k]);
+            if mergeable {
+                dims[k - 1] *= dims[k];
+                dims.remove(k);
+                for a in inputs.iter_mut().chain(outputs.iter_mut()) {
+                    a.strides.remove(k - 1);
+                }
+            }
+        }
+        let transcendental = l.insts.iter().any(|&i| {
+            matches!(
+                f.insts[i].op,
+                Op::Unary(Unary::Exp | Unary::Log | Unary::Tanh | Unary::Sigmoid | Unary::Softplus)
+            )
+        });
+        let last = dims.len() - 1;
+        let vector = !transcendental
+            && dims[last] >= 4
+            && inputs
+                .iter()
+                .chain(outputs.iter())
+                .all(|a| a.dtype == DType::F32 && a.strides[last] <= 1)
+            && l.insts
+                .iter()
+                .all(|&i| f.ty(f.insts[i].result).dtype == DType::F32);
+        let splats = f
+            .insts
+            .iter()
+            .filter_map(|i| match i.op {
+                Op::Const { value } => Some((i.result, value)),
+                _ => None,
+            })
+            .collect();
+        LoopGen {
+            f,
+            l,
+            splats,
+            dims,
+            inputs,
+            outputs,
+            vector,
+        }
+    }
+
+    fn emit(&self, b: &mut FunctionBuilder<'_>, libm: &[ir::FuncRef]) {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let arena = b.block_params(entry)[0];
+        let start = b.block_params(entry)[1];
+        let end = b.block_params(entry)[2];
+        // Byte offsets of each operand as the outer loops advance.
+        let bases: Vec<Value> = self
+            .inputs
+            .iter()
+            .chain(self.outputs.iter())
+            .map(|a| b.ins().iadd_imm_s(arena, a.offset as i64))
+            .collect();
+        self.level(b, 0, Some((start, end)), bases, libm);
+        b.ins().return_(&[]);
+    }
+
+    /// Emits the loop over dimension `d`; `range` overrides its bounds (the outermost one).
+    fn level(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        d: usize,
+        range: Option<(Value, Value)>,
+        bases: Vec<Value>,
+        libm: &[ir::FuncRef],
+    ) {
+        let last = self.dims.len() - 1;
+        if d == last {
+            self.inner(b, range, &bases, libm);
+            return;
+        }
+        let (lo, hi) = range.unwrap_or_else(|| {
+            (
+                b.ins().iconst(types::I64, 0),
+                b.ins().iconst(types::I64, self.dims[d] as i64),
+            )
+        });
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(header, types::I64);
+        b.ins().jump(header, &[lo.into()]);
+        b.switch_to_block(header);
+        let i = b.block_params(header)[0];
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, i, hi);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        let accesses: Vec<&Access> = self.inputs.iter().chain(self.outputs.iter()).collect();
+        let next_bases: Vec<Value> = accesses
+            .iter()
+            .zip(&bases)
+            .map(|(a, &base)| {
+                let step = (a.strides[d] * elem_size(a.dtype)) as i64;
+                if step == 0 {
+                    base
+                } else {
+                    let off = b.ins().imul_imm_s(i, step);
+                    b.ins().iadd(base, off)
+                }
+            })
+            .collect();
+        self.level(b, d + 1, None, next_bases, libm);
+        let next = b.ins().iadd_imm_s(i, 1);
+        b.ins().jump(header, &[next.into()]);
+        b.switch_to_block(exit);
+    }
+
+    /// The innermost loop: vector body and scalar tail.
+    fn inner(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        range: Option<(Value, Value)>,
+        bases: &[Value],
+        libm: &[ir::FuncRef],
+    ) {
+        let last = self.dims.len() - 1;
+        let n = self.dims[last] as i64;
+        let (lo, hi) = match range {
+            Some(r) => r,
+            None => (b.ins().iconst(types::I64, 0), b.ins().iconst(types::I64, n)),
+        };
+        let mut tail_start = lo;
+        if self.vector {
+            // Vectors cover [lo, lo + 4·⌊(hi − lo)/4⌋).
+            let len = b.ins().isub(hi, lo);
+            let whole = b.ins().band_imm_s(len, !3);
+            let vend = b.ins().iadd(lo, whole);
+            self.counted(b, lo, vend, 4, bases, libm, true);
+            tail_start = vend;
+        }
+        self.counted(b, tail_start, hi, 1, bases, libm, false);
+    }
+
+    /// A counted loop over `lo..hi` in steps of `step` lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn counted(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        bases: &[Value],
+        libm: &[ir::FuncRef],
+        vector: bool,
+    ) {
+        let last = self.dims.len() - 1;
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(header, types::I64);
+        b.ins().jump(header, &[lo.into()]);
+        b.switch_to_block(header);
+        let j = b.block_params(header)[0];
+        let more = b.ins().icmp(IntCC::SignedLessThan, j, hi);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        let flags = MemFlagsData::new().with_notrap();
+        let mut env: HashMap<ValueId, Value> = HashMap::new();
+        let addr = |b: &mut FunctionBuilder<'_>, a: &Access, base: Value| {
+            let s = (a.strides[last] * elem_size(a.dtype)) as i64;
+            if s == 0 {
+                base
+            } else {
+                let off = b.ins().imul_imm_s(j, s);
+                b.ins().iadd(base, off)
+            }
+        };
+        for (a, &base) in self.inputs.iter().zip(bases) {
+            let p = addr(b, a, base);
+            let v = match (a.dtype, vector) {
+                (DType::F32, true) if a.strides[last] == 1 => {
+                    b.ins().load(types::F32X4, flags, p, 0)
+                }
+                (DType::F32, true) => {
+                    let s = b.ins().load(types::F32, flags, p, 0);
+                    b.ins().splat(types::F32X4, s)
+                }
+                (DType::F32, false) => b.ins().load(types::F32, flags, p, 0),
+                (DType::I32, _) => b.ins().load(types::I32, flags, p, 0),
+                (DType::U8, _) => b.ins().uload8(types::I32, flags, p, 0),
+            };
+            env.insert(a.value, v);
+        }
+        for &i in &self.l.insts {
+            let inst = &self.f.insts[i];
+            let v = self.op(b, inst, &env, vector, libm);
+            env.insert(inst.result, v);
+        }
+        for (a, &base) in self.outputs.iter().zip(&bases[self.inputs.len()..]) {
+            let p = addr(b, a, base);
+            b.ins().store(flags, env[&a.value], p, 0);
+        }
+        let next = b.ins().iadd_imm_s(j, step);
+        b.ins().jump(header, &[next.into()]);
+        b.switch_to_block(exit);
+    }
+
+    fn constant(&self, b: &mut FunctionBuilder<'_>, x: f32, vector: bool) -> Value {
+        let c = b.ins().f32const(x);
+        if vector {
+            b.ins().splat(types::F32X4, c)
+        } else {
+            c
+        }
+    }
+
+    /// The value of operand `v` in this iteration: computed, loaded, or an inlined constant.
+    fn arg(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        v: ValueId,
+        env: &HashMap<ValueId, Value>,
+        vector: bool,
+    ) -> Value {
+        if let Some(&x) = env.get(&v) {
+            return x;
+        }
+        match self.splats.get(&v) {
+            Some(&value) => self.constant(b, value as f32, vector),
+            None => unreachable!(
+                "loop operand %{} is neither computed, loaded nor constant",
+                v.0
+            ),
+        }
+    }
+
+    /// `c ? x : y` for a comparison result `c` (i8 for scalars, a lane mask for vectors).
+    fn choose(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        c: Value,
+        x: Value,
+        y: Value,
+        vector: bool,
+    ) -> Value {
+        if vector {
+            let mask = b.ins().bitcast(
+                types::F32X4,
+                MemFlagsData::new().with_endianness(ir::Endianness::Little),
+                c,
+            );
+            b.ins().bitselect(mask, x, y)
+        } else {
+            b.ins().select(c, x, y)
+        }
+    }
+
+    fn op(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        inst: &nnc_ir::Inst,
+        env: &HashMap<ValueId, Value>,
+        vector: bool,
+        libm: &[ir::FuncRef],
+    ) -> Value {
+        let arg = |b: &mut FunctionBuilder<'_>, k: usize| self.arg(b, inst.args[k], env, vector);
+        let zero = |b: &mut FunctionBuilder<'_>| self.constant(b, 0.0, vector);
+        let one = |b: &mut FunctionBuilder<'_>| self.constant(b, 1.0, vector);
+        let call = |b: &mut FunctionBuilder<'_>, which: usize, x: Value| {
+            let c = b.ins().call(libm[which], &[x]);
+            b.inst_results(c)[0]
+        };
+        match &inst.op {
+            Op::Unary(u) => {
+                let x = arg(b, 0);
+                match u {
+                    Unary::Neg => b.ins().fneg(x),
+                    Unary::Abs => b.ins().fabs(x),
+                    Unary::Sqrt => b.ins().sqrt(x),
+                    Unary::Recip => {
+                        let o = one(b);
+                        b.ins().fdiv(o, x)
+                    }
+                    Unary::Relu => {
+                        let z = zero(b);
+                        let c = b.ins().fcmp(FloatCC::GreaterThan, x, z);
+                        self.choose(b, c, x, z, vector)
+                    }
+                    Unary::Step => {
+                        let (z, o) = (zero(b), one(b));
+                        let c = b.ins().fcmp(FloatCC::GreaterThan, x, z);
+                        self.choose(b, c, o, z, vector)
+                    }
+                    Unary::Sign => {
+                        let (z, o) = (zero(b), one(b));
+                        let pos = b.ins().fcmp(FloatCC::GreaterThan, x, z);
+                        let neg = b.ins().fcmp(FloatCC::LessThan, x, z);
+                        let p = self.choose(b, pos, o, z, vector);
+                        let n = self.choose(b, neg, o, z, vector);
+                        b.ins().fsub(p, n)
+                    }
+                    Unary::Exp => call(b, 0, x),
+                    Unary::Log => call(b, 1, x),
+                    Unary::Tanh => call(b, 2, x),
+                    Unary::Sigmoid => call(b, 3, x),
+                    Unary::Softplus => call(b, 4, x),
+                }
+            }
+            Op::Binary(op) => {
+                let (x, y) = (arg(b, 0), arg(b, 1));
+                match op {
+                    Binary::Add => b.ins().fadd(x, y),
+                    Binary::Sub => b.ins().fsub(x, y),
+                    Binary::Mul => b.ins().fmul(x, y),
+                    Binary::Div => b.ins().fdiv(x, y),
+                    // As the interpreter: y if y > x (resp. y < x), else x.
+                    Binary::Max => {
+                        let c = b.ins().fcmp(FloatCC::GreaterThan, y, x);
+                        self.choose(b, c, y, x, vector)
+                    }
+                    Binary::Min => {
+                        let c = b.ins().fcmp(FloatCC::LessThan, y, x);
+                        self.choose(b, c, y, x, vector)
+                    }
+                }
+            }
+            Op::Compare(c) => {
+                let (x, y) = (arg(b, 0), arg(b, 1));
+                let int = self.f.ty(inst.args[0]).dtype != DType::F32;
+                let cond = match (c, int) {
+                    (Compare::Gt, false) => b.ins().fcmp(FloatCC::GreaterThan, x, y),
+                    (Compare::Eq, false) => b.ins().fcmp(FloatCC::Equal, x, y),
+                    (Compare::Gt, true) => b.ins().icmp(IntCC::SignedGreaterThan, x, y),
+                    (Compare::Eq, true) => b.ins().icmp(IntCC::Equal, x, y),
+                };
+                let (o, z) = (one(b), zero(b));
+                self.choose(b, cond, o, z, vector)
+            }
+            Op::Select => {
+                let (c, x, y) = (arg(b, 0), arg(b, 1), arg(b, 2));
+                let z = zero(b);
+                let cond = b.ins().fcmp(FloatCC::NotEqual, c, z);
+                self.choose(b, cond, x, y, vector)
+            }
+            Op::ToF32 { scale } => {
+                let x = arg(b, 0);
+                let from = self.f.ty(inst.args[0]).dtype;
+                let v = match from {
+                    DType::F32 => x,
+                    DType::U8 => b.ins().fcvt_from_uint(types::F32, x),
+                    DType::I32 => b.ins().fcvt_from_sint(types::F32, x),
+                };
+                if *scale == 1.0 {
+                    v
+                } else {
+                    let s = self.constant(b, *scale as f32, vector);
+                    b.ins().fmul(v, s)
+                }
+            }
+            // The operand was loaded with broadcast strides: nothing left to do.
+            Op::Broadcast { .. } => arg(b, 0),
+            other => unreachable!("`{}` is not a loop op", other.name()),
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! Library kernels: the ops that are not fused loops, as Rust routines specialised at compile
+//! time (every shape, offset and flag is fixed in the kernel value). Contractions call gemm's
+//! AVX-512 micro-kernels; convolutions are im2col + GEMM over a scratch buffer in the arena.
+//! Each routine computes exactly what the reference interpreter computes (same tie-breaking,
+//! same stable formulas), so the two can be compared element by element.
+
+use gemm::Parallelism;
+use nnc_ir::{DType, Function, Inst, Op};
+
+use crate::plan::{Plan, elem_size};
+
+/// Contractions smaller than this (multiply-adds) run on one thread: spawning costs more.
+const PARALLEL_MACS: usize = 4_000_000;
+
+/// A library kernel with its operands' byte offsets resolved.
+#[derive(Clone, Debug)]
+pub struct LibKernel {
+    pub op: Op,
+    /// Byte offsets of the operands and their shapes.
+    pub args: Vec<(usize, Vec<usize>, DType)>,
+    pub out: (usize, Vec<usize>, DType),
+    /// Byte offset of this kernel's scratch space (im2col columns).
+    pub scratch: usize,
+}
+
+/// Scratch bytes a kernel needs (im2col columns for one sample).
+pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
+    let cols = |c: usize, kh: usize, kw: usize, oh: usize, ow: usize| c * kh * kw * oh * ow * 4;
+    match inst.op {
+        Op::Conv2d { .. } | Op::Conv2dGradFilter { .. } => {
+            let x = &f.ty(inst.args[0]).shape;
+            let (w, y) = match inst.op {
+                Op::Conv2d { .. } => (
+                    f.ty(inst.args[1]).shape.clone(),
+                    f.ty(inst.result).shape.clone(),
+                ),
+                _ => (
+                    f.ty(inst.result).shape.clone(),
+                    f.ty(inst.args[1]).shape.clone(),
+                ),
+            };
+            cols(x[1], w[2], w[3], y[2], y[3])
+        }
+        Op::Conv2dGradInput { .. } => {
+            let dy = &f.ty(inst.args[0]).shape;
+            let w = &f.ty(inst.args[1]).shape;
+            cols(w[1], w[2], w[3], dy[2], dy[3])
+        }
+        _ => 0,
+    }
+}
+
+impl LibKernel {
+    pub fn new(f: &Function, inst: &Inst, plan: &Plan, scratch: usize) -> LibKernel {
+        let at = |v: nnc_ir::ValueId| (plan.at(v), f.ty(v).shape.clone(), f.ty(v).dtype);
+        LibKernel {
+            op: inst.op.clone(),
+            args: inst.args.iter().map(|&a| at(a)).collect(),
+            out: at(inst.result),
+            scratch,
+        }
+    }
+
+    /// Runs the kernel on the arena at `base`.
+    ///
+    /// # Safety
+    /// `base` must point to an arena laid out by the plan this kernel was built with: every
+    /// offset plus its tensor's size lies inside it, operands are initialised, and the output
+    /// and scratch buffers overlap no operand (the plan never aliases an op's output with its
+    /// inputs).
+    pub unsafe fn run(&self, base: *mut u8) {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        // SAFETY (for the three helpers): see the function's contract; offsets are 64-byte
+        // aligned, so f32/i32 views are aligned too.
+        let f32s = |k: usize| unsafe {
+            let (o, s, _) = &self.args[k];
+            std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
+        };
+        let i32s = |k: usize| unsafe {
+            let (o, s, _) = &self.args[k];
+            std::slice::from_raw_parts(base.add(*o) as *const i32, n(s))
+        };
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut f32, n(&self.out.1))
+        };
+        let shape = |k: usize| &self.args[k].1;
+        let oshape = &self.out.1;
+        match &self.op {
+            Op::MatMul { ta, tb } => {
+                let (a, b) = (shape(0), shape(1));
+                let (m, k) = if *ta { (a[1], a[0]) } else { (a[0], a[1]) };
+                let nn = if *tb { b[0] } else { b[1] };
+                // Row-major A [r, c] read transposed is column-major: swap the strides.
+                let (a_cs, a_rs) = if *ta {
+                    (a[1] as isize, 1)
+                } else {
+                    (1, a[1] as isize)
+                };
+                let (b_cs, b_rs) = if *tb {
+                    (b[1] as isize, 1)
+                } else {
+                    (1, b[1] as isize)
+                };
+                unsafe {
+                    matmul(
+                        out.as_mut_ptr(),
+                        nn as isize,
+                        f32s(0).as_ptr(),
+                        a_cs,
+                        a_rs,
+                        f32s(1).as_ptr(),
+                        b_cs,
+                        b_rs,
+                        m,
+                        nn,
+                        k,
+                        false,
+                    );
+                }
+            }
+            Op::Conv2d { stride, padding } => {
+                let [nb, c, h, w] = dims4(shape(0));
+                let [o, _, kh, kw] = dims4(shape(1));
+                let (oh, ow) = (oshape[2], oshape[3]);
+                let kk = c * kh * kw;
+                let p = oh * ow;
+                // SAFETY: the plan reserved `scratch_bytes` at `self.scratch` for this kernel.
+                let col = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                };
+                let (x, wt) = (f32s(0), f32s(1));
+                for b in 0..nb {
+                    im2col(
+                        &x[b * c * h * w..(b + 1) * c * h * w],
+                        col,
+                        c,
+                        h,
+                        w,
+                        kh,
+                        kw,
+                        *stride,
+                        *padding,
+                        oh,
+                        ow,
+                    );
+                    let y = out[b * o * p..(b + 1) * o * p].as_mut_ptr();
+                    // Y_b [O, P] = W [O, K] · col [K, P]
+                    unsafe {
+                        matmul(
+                            y,
+                            p as isize,
+                            wt.as_ptr(),
+                            1,
+                            kk as isize,
+                            col.as_ptr(),
+                            1,
+                            p as isize,
+                            o,
+                            p,
+                            kk,
+                            false,
+                        )
+                    };
+                }
+            }
+            Op::Conv2dGradFilter {
+                stride, padding, ..
+            } => {
+                let [nb, c, h, w] = dims4(shape(0));
+                let [_, o, oh, ow] = dims4(shape(1));
+                let [_, _, kh, kw] = dims4(oshape);
+                let kk = c * kh * kw;
+                let p = oh * ow;
+                // SAFETY: as above.
+                let col = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                };
+                let (x, dy) = (f32s(0), f32s(1));
+                for b in 0..nb {
+                    im2col(
+                        &x[b * c * h * w..(b + 1) * c * h * w],
+                        col,
+                        c,
+                        h,
+                        w,
+                        kh,
+                        kw,
+                        *stride,
+                        *padding,
+                        oh,
+                        ow,
+                    );
+                    // dW [O, K] (+)= dY_b [O, P] · colᵀ [P, K]
+                    let g = dy[b * o * p..].as_ptr();
+                    unsafe {
+                        matmul(
+                            out.as_mut_ptr(),
+                            kk as isize,
+                            g,
+                            1,
+                            p as isize,
+                            col.as_ptr(),
+                            p as isize,
+                            1,
+                            o,
+                            kk,
+                            p,
+                            b > 0,
+                        )
+                    };
+                }
+            }
+            Op::Conv2dGradInput {
+                stride, padding, ..
+            } => {
+                let [nb, o, oh, ow] = dims4(shape(0));
+                let [_, c, kh, kw] = dims4(shape(1));
+                let (h, w) = (oshape[2], oshape[3]);
+                let kk = c * kh * kw;
+                let p = oh * ow;
+                // SAFETY: as above.
+                let col = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                };
+                let (dy, wt) = (f32s(0), f32s(1));
+                for b in 0..nb {
+                    // dcol [K, P] = Wᵀ [K, O] · dY_b [O, P]
+                    let g = dy[b * o * p..].as_ptr();
+                    unsafe {
+                        matmul(
+                            col.as_mut_ptr(),
+                            p as isize,
+                            wt.as_ptr(),
+                            kk as isize,
+                            1,
+                            g,
+                            1,
+                            p as isize,
+                            kk,
+                            p,
+                            o,
+                            false,
+                        )
+                    };
+                    col2im(
+                        col,
+                        &mut out[b * c * h * w..(b + 1) * c * h * w],
+                        c,
+                        h,
+                        w,
+                        kh,
+                        kw,
+                        *stride,
+                        *padding,
+                        oh,
+                        ow,
+                    );
+                }
+            }
+            Op::MaxPool { size, stride } => {
+                pool(f32s(0), out, shape(0), oshape, *size, *stride, true)
+            }
+            Op::SumPool { size, stride } => {
+                pool(f32s(0), out, shape(0), oshape, *size, *stride, false)
+            }
+            Op::MaxPoolGrad { size, stride } => {
+                maxpool_grad(f32s(0), f32s(1), out, shape(0), shape(1), *size, *stride)
+            }
+            Op::SumPoolGrad { size, stride, .. } => {
+                sumpool_grad(f32s(0), out, shape(0), oshape, *size, *stride)
+            }
+            Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
+                reduce(
+                    f32s(0),
+                    out,
+                    shape(0),
+                    axes,
+                    matches!(self.op, Op::ReduceMax { .. }),
+                );
+            }
+            Op::ArgMax { axis } => {
+                // SAFETY: the output is an i32 tensor of `oshape`.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut i32, n(oshape))
+                };
+                let s = shape(0);
+                let (outer, len, inner) = split(s, *axis);
+                let x = f32s(0);
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = |j: usize| x[(o * len + j) * inner + i];
+                        let mut best = 0;
+                        for j in 1..len {
+                            if at(j) > at(best) {
+                                best = j;
+                            }
+                        }
+                        out[o * inner + i] = best as i32;
+                    }
+                }
+            }
+            Op::OneHot { classes } => {
+                out.fill(0.0);
+                for (i, &l) in i32s(0).iter().enumerate() {
+                    if l >= 0 && (l as usize) < *classes {
+                        out[i * classes + l as usize] = 1.0;
+                    }
+                }
+            }
+            Op::Softmax => {
+                let k = *shape(0).last().unwrap_or(&1);
+                out.copy_from_slice(f32s(0));
+                for row in out.chunks_mut(k) {
+                    softmax_row(row);
+                }
+            }
+            Op::CrossEntropy => {
+                let k = shape(0)[1];
+                let p = f32s(0);
+                let mut total = 0.0f64;
+                for (i, &l) in i32s(1).iter().enumerate() {
+                    total -= (p[i * k + label(l, k)] as f64).ln();
+                }
+                out[0] = (total / i32s(1).len() as f64) as f32;
+            }
+            Op::SoftmaxXent => {
+                let k = shape(0)[1];
+                let z = f32s(0);
+                let mut total = 0.0f32;
+                for (i, &l) in i32s(1).iter().enumerate() {
+                    let row = &z[i * k..(i + 1) * k];
+                    let m = row
+                        .iter()
+                        .copied()
+                        .fold(row[0], |m, x| if x > m { x } else { m });
+                    let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+                    total += m + s.ln() - row[label(l, k)];
+                }
+                out[0] = total / i32s(1).len() as f32;
+            }
+            Op::SoftmaxXentGrad => {
+                let k = shape(0)[1];
+                let labels = i32s(1);
+                let scale = f32s(2)[0] / labels.len() as f32;
+                out.copy_from_slice(f32s(0));
+                for (i, row) in out.chunks_mut(k).enumerate() {
+                    softmax_row(row);
+                    row[label(labels[i], k)] -= 1.0;
+                    row.iter_mut().for_each(|x| *x *= scale);
+                }
+            }
+            Op::Pad { pads } => {
+                out.fill(0.0);
+                copy_box(
+                    f32s(0),
+                    shape(0),
+                    out,
+                    oshape,
+                    &pads.iter().step_by(2).copied().collect::<Vec<_>>(),
+                    true,
+                );
+            }
+            Op::Slice { start, .. } => copy_box(f32s(0), shape(0), out, oshape, start, false),
+            Op::Transpose { perm } => {
+                let s = shape(0);
+                let x = f32s(0);
+                let strides = row_major(s);
+                let mut idx = vec![0usize; oshape.len()];
+                for (k, y) in out.iter_mut().enumerate() {
+                    let mut rem = k;
+                    for d in (0..oshape.len()).rev() {
+                        idx[d] = rem % oshape[d];
+                        rem /= oshape[d];
+                    }
+                    *y = x[(0..oshape.len())
+                        .map(|d| idx[d] * strides[perm[d]])
+                        .sum::<usize>()];
+                }
+            }
+            Op::RandomUniform { stream, .. } => {
+                let key = i32s(0)[0];
+                for (i, y) in out.iter_mut().enumerate() {
+                    *y = nnc_ir::interp::random_uniform(key, *stream, i as u64);
+                }
+            }
+            other => unreachable!("`{}` has no library kernel", other.name()),
+        }
+    }
+
+    /// Multiply-adds, for timing reports.
+    pub fn macs(&self) -> usize {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        match &self.op {
+            Op::MatMul { ta, .. } => {
+                let a = &self.args[0].1;
+                n(&self.out.1) * if *ta { a[0] } else { a[1] }
+            }
+            Op::Conv2d { .. } => n(&self.out.1) * n(&self.args[1].1[1..]),
+            Op::Conv2dGradInput { .. } => n(&self.args[0].1) * n(&self.args[1].1[1..]),
+            Op::Conv2dGradFilter { .. } => n(&self.args[1].1) * n(&self.out.1[1..]),
+            _ => 0,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.args
+            .iter()
+            .chain(std::iter::once(&self.out))
+            .map(|(_, s, d)| s.iter().product::<usize>() * elem_size(*d))
+            .sum()
+    }
+}
+
+fn label(l: i32, k: usize) -> usize {
+    // Labels are validated when data is loaded; clamp so a stray one cannot read out of bounds.
+    (l.max(0) as usize).min(k - 1)
+}
+
+fn softmax_row(row: &mut [f32]) {
+    let m = row
+        .iter()
+        .copied()
+        .fold(row[0], |m, x| if x > m { x } else { m });
+    let mut s = 0.0;
+    for x in row.iter_mut() {
+        *x = (*x - m).exp();
+        s += *x;
+    }
+    row.iter_mut().for_each(|x| *x /= s);
+}
+
+fn dims4(s: &[usize]) -> [usize; 4] {
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn row_major(s: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; s.len()];
+    for d in (0..s.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * s[d + 1];
+    }
+    strides
+}
+
+/// (outer, axis length, inner) around `axis`.
+fn split(s: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        s[..axis].iter().product(),
+        s[axis],
+        s[axis + 1..].iter().product(),
+    )
+}
+
+/// C [m, n] (+)= A · B with arbitrary strides for A and B, row-major C.
+///
+/// # Safety
+/// The pointers must address matrices of the given shapes and strides; C must not overlap A
+/// or B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    c: *mut f32,
+    c_rs: isize,
+    a: *const f32,
+    a_cs: isize,
+    a_rs: isize,
+    b: *const f32,
+    b_cs: isize,
+    b_rs: isize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    let par = if m * n * k >= PARALLEL_MACS {
+        Parallelism::Rayon(2)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m, n, k, c, 1, c_rs, accumulate, a, a_cs, a_rs, b, b_cs, b_rs, 1.0f32, 1.0f32, false,
+            false, false, par,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    col: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    s: [usize; 2],
+    p: [usize; 2],
+    oh: usize,
+    ow: usize,
+) {
+    let np = oh * ow;
+    for ci in 0..c {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = &mut col[((ci * kh + ki) * kw + kj) * np..][..np];
+                for oi in 0..oh {
+                    let ii = (oi * s[0] + ki) as isize - p[0] as isize;
+                    let dst = &mut row[oi * ow..(oi + 1) * ow];
+                    if ii < 0 || ii >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(ci * h + ii as usize) * w..][..w];
+                    for (oj, d) in dst.iter_mut().enumerate() {
+                        let jj = (oj * s[1] + kj) as isize - p[1] as isize;
+                        *d = if jj >= 0 && jj < w as isize {
+                            src[jj as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn col2im(
+    col: &[f32],
+    x: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    s: [usize; 2],
+    p: [usize; 2],
+    oh: usize,
+    ow: usize,
+) {
+    x.fill(0.0);
+    let np = oh * ow;
+    for ci in 0..c {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = &col[((ci * kh + ki) * kw + kj) * np..][..np];
+                for oi in 0..oh {
+                    let ii = (oi * s[0] + ki) as isize - p[0] as isize;
+                    if ii < 0 || ii >= h as isize {
+                        continue;
+                    }
+                    let dst = &mut x[(ci * h + ii as usize) * w..][..w];
+                    for oj in 0..ow {
+                        let jj = (oj * s[1] + kj) as isize - p[1] as isize;
+                        if jj >= 0 && jj < w as isize {
+                            dst[jj as usize] += row[oi * ow + oj];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn planes(s: &[usize]) -> (usize, usize, usize) {
+    let r = s.len();
+    (s[..r - 2].iter().product(), s[r - 2], s[r - 1])
+}
+
+fn pool(
+    x: &[f32],
+    y: &mut [f32],
+    xs: &[usize],
+    ys: &[usize],
+    k: [usize; 2],
+    s: [usize; 2],
+    max: bool,
+) {
+    let (lead, h, w) = planes(xs);
+    let (_, oh, ow) = planes(ys);
+    for l in 0..lead {
+        let xp = &x[l * h * w..(l + 1) * h * w];
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut acc = if max {
+                    xp[i * s[0] * w + j * s[1]]
+                } else {
+                    0.0
+                };
+                for ki in 0..k[0] {
+                    for kj in 0..k[1] {
+                        let v = xp[(i * s[0] + ki) * w + j * s[1] + kj];
+                        acc = if max {
+                            if v > acc { v } else { acc }
+                        } else {
+                            acc + v
+                        };
+                    }
+                }
+                y[(l * oh + i) * ow + j] = acc;
+            }
+        }
+    }
+}
+
+fn maxpool_grad(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    xs: &[usize],
+    ys: &[usize],
+    k: [usize; 2],
+    s: [usize; 2],
+) {
+    let (lead, h, w) = planes(xs);
+    let (_, oh, ow) = planes(ys);
+    dx.fill(0.0);
+    for l in 0..lead {
+        let xp = &x[l * h * w..(l + 1) * h * w];
+        for i in 0..oh {
+            for j in 0..ow {
+                let (mut bi, mut bj) = (i * s[0], j * s[1]);
+                for ki in 0..k[0] {
+                    for kj in 0..k[1] {
+                        let (ii, jj) = (i * s[0] + ki, j * s[1] + kj);
+                        if xp[ii * w + jj] > xp[bi * w + bj] {
+                            (bi, bj) = (ii, jj);
+                        }
+                    }
+                }
+                dx[l * h * w + bi * w + bj] += dy[(l * oh + i) * ow + j];
+            }
+        }
+    }
+}
+
+fn sumpool_grad(
+    dy: &[f32],
+    dx: &mut [f32],
+    ys: &[usize],
+    xs: &[usize],
+    k: [usize; 2],
+    s: [usize; 2],
+) {
+    let (lead, oh, ow) = planes(ys);
+    let (_, h, w) = planes(xs);
+    dx.fill(0.0);
+    for l in 0..lead {
+        for i in 0..oh {
+            for j in 0..ow {
+                let g = dy[(l * oh + i) * ow + j];
+                for ki in 0..k[0] {
+                    for kj in 0..k[1] {
+                        dx[l * h * w + (i * s[0] + ki) * w + j * s[1] + kj] += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sum or max over `axes` (removed), accumulating in f64 for sums so that long reductions
+/// (a bias gradient over a batch of images) stay accurate.
+fn reduce(x: &[f32], out: &mut [f32], s: &[usize], axes: &[usize], max: bool) {
+    let kept: Vec<usize> = (0..s.len()).filter(|d| !axes.contains(d)).collect();
+    let out_shape: Vec<usize> = kept.iter().map(|&d| s[d]).collect();
+    let out_strides = row_major(&out_shape);
+    let mut acc = vec![if max { f64::NEG_INFINITY } else { 0.0 }; out.len().max(1)];
+    let mut idx = vec![0usize; s.len()];
+    for &v in x {
+        let o: usize = kept
+            .iter()
+            .zip(&out_strides)
+            .map(|(&d, &st)| idx[d] * st)
+            .sum();
+        let v = v as f64;
+        acc[o] = if max { acc[o].max(v) } else { acc[o] + v };
+        // Advance the multi-index.
+        for d in (0..s.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < s[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = a as f32;
+    }
+}
+
+/// Copies `src` into `dst` shifted by `offset` (pad: src is the smaller box placed at offset
+/// in dst) or out of it (slice: dst is the box of src starting at offset).
+fn copy_box(
+    src: &[f32],
+    ss: &[usize],
+    dst: &mut [f32],
+    ds: &[usize],
+    offset: &[usize],
+    into: bool,
+) {
+    let (small, big) = if into { (ss, ds) } else { (ds, ss) };
+    let big_strides = row_major(big);
+    let r = small.len();
+    let row = small[r - 1];
+    let rows: usize = small[..r - 1].iter().product();
+    let mut idx = vec![0usize; r];
+    for k in 0..rows {
+        let mut rem = k;
+        for d in (0..r - 1).rev() {
+            idx[d] = rem % small[d];
+            rem /= small[d];
+        }
+        let start_big = (0..r - 1)
+            .map(|d| (idx[d] + offset[d]) * big_strides[d])
+            .sum::<usize>()
+            + offset[r - 1];
+        let small_row = k * row;
+        if into {
+            dst[start_big..start_big + row].copy_from_slice(&src[small_row..small_row + row]);
+        } else {
+            dst[small_row..small_row + row].copy_from_slice(&src[start_big..start_big + row]);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The static buffer plan: every materialised value gets a byte offset in one arena.
+//!
+//! Parameters and constants live in a persistent region at the start. Intermediate buffers are
+//! allocated by liveness over the kernel order (first fit over freed blocks), so buffers whose
+//! lifetimes do not overlap share memory. A loop may write an output over one of its inputs
+//! that dies in that loop and has the loop's shape (read and written at the same index): this
+//! is how the optimizer updates weights in place. Nothing is allocated while a step runs, and
+//! the arena size is known at compile time.
+
+use nnc_ir::{DType, Function, ValueId};
+
+use crate::schedule::{Kernel, Schedule, Storage};
+
+/// Buffers are aligned to a cache line.
+pub const ALIGN: usize = 64;
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Bytes per element.
+pub fn elem_size(d: DType) -> usize {
+    match d {
+        DType::F32 | DType::I32 => 4,
+        DType::U8 => 1,
+    }
+}
+
+/// Where each value lives.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Byte offset of each value's buffer, `None` for values that live in registers.
+    pub offset: Vec<Option<usize>>,
+    /// The persistent region (parameters and constants) is `0..persistent`.
+    pub persistent: usize,
+    pub arena_size: usize,
+}
+
+impl Plan {
+    pub fn at(&self, v: ValueId) -> usize {
+        self.offset[v.index()].expect("value has a buffer")
+    }
+}
+
+/// The value whose buffer `v` uses (following views).
+pub fn root(s: &Schedule, mut v: ValueId) -> ValueId {
+    while let Storage::View(of) = s.storage[v.index()] {
+        v = of;
+    }
+    v
+}
+
+pub fn plan(f: &Function, s: &Schedule) -> Plan {
+    let n = f.types.len();
+    let bytes = |v: ValueId| align(f.ty(v).numel() * elem_size(f.ty(v).dtype)).max(ALIGN);
+    let mut offset: Vec<Option<usize>> = vec![None; n];
+    let mut top = 0;
+    // Persistent region: parameters, then every constant (splats too: library kernels and
+    // results may read them).
+    for &p in &f.params {
+        offset[p.index()] = Some(top);
+        top += bytes(p);
+    }
+    for inst in &f.insts {
+        let v = inst.result;
+        if matches!(s.storage[v.index()], Storage::Const | Storage::Splat) {
+            offset[v.index()] = Some(top);
+            top += bytes(v);
+        }
+    }
+    let persistent = top;
+
+    // Liveness over kernels: the kernel defining each buffer and the last kernel reading it.
+    let end = s.kernels.len();
+    let mut def = vec![usize::MAX; n];
+    let mut last = vec![0usize; n];
+    let reads = |k: &Kernel| -> Vec<ValueId> {
+        match k {
+            Kernel::Loop(l) => l.inputs.clone(),
+            Kernel::Op { inst } => f.insts[*inst].args.clone(),
+        }
+    };
+    for (ki, k) in s.kernels.iter().enumerate() {
+        for v in reads(k) {
+            let r = root(s, v);
+            last[r.index()] = last[r.index()].max(ki);
+        }
+        match k {
+            Kernel::Loop(l) => l.outputs.iter().for_each(|&o| def[o.index()] = ki),
+            Kernel::Op { inst } => def[f.insts[*inst].result.index()] = ki,
+        }
+    }
+    for &r in &f.results {
+        last[root(s, r).index()] = end;
+    }
+
+    // First fit over a free list, in kernel order.
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size)
+    let mut dying: Vec<Vec<ValueId>> = vec![Vec::new(); end + 1];
+    let alloc = |size: usize, free: &mut Vec<(usize, usize)>, top: &mut usize| -> usize {
+        if let Some(i) = free.iter().position(|&(_, s)| s >= size) {
+            let (o, s) = free[i];
+            if s == size {
+                free.remove(i);
+            } else {
+                free[i] = (o + size, s - size);
+            }
+            o
+        } else {
+            let o = *top;
+            *top += size;
+            o
+        }
+    };
+    for (ki, k) in s.kernels.iter().enumerate() {
+        let outputs: Vec<ValueId> = match k {
+            Kernel::Loop(l) => l.outputs.clone(),
+            Kernel::Op { inst } => vec![f.insts[*inst].result],
+        };
+        // In-place candidates: loop inputs that die here, are intermediate buffers or
+        // parameters, and are read at the loop's own index.
+        let mut reusable: Vec<ValueId> = match k {
+            Kernel::Loop(l) => l
+                .inputs
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    root(s, i) == i
+                        && last[i.index()] == ki
+                        && f.ty(i).shape == l.shape
+                        && matches!(s.storage[i.index()], Storage::Buffer | Storage::Param)
+                })
+                .collect(),
+            Kernel::Op { .. } => Vec::new(),
+        };
+        for o in outputs {
+            if offset[o.index()].is_some() {
+                continue;
+            }
+            // `w.new` goes over `w` when it can (an in-place update), else any fitting input.
+            let fits = |i: ValueId| {
+                bytes(i) == bytes(o) && elem_size(f.ty(i).dtype) == elem_size(f.ty(o).dtype)
+            };
+            let own = f.name_of(o).and_then(|n| n.strip_suffix(".new"));
+            let same_size = reusable
+                .iter()
+                .position(|&i| fits(i) && own.is_some() && f.name_of(i) == own)
+                .or_else(|| reusable.iter().position(|&i| fits(i)));
+            offset[o.index()] = Some(match same_size {
+                Some(p) => {
+                    let i = reusable.remove(p);
+                    let off = offset[i.index()].expect("input has a buffer");
+                    // The output now owns the buffer: the input must not free it.
+                    last[i.index()] = usize::MAX;
+                    off
+                }
+                None => alloc(bytes(o), &mut free, &mut top),
+            });
+            let l = last[o.index()];
+            if l != end && l != usize::MAX {
+                dying[l.max(ki)].push(o);
+            }
+        }
+        // Buffers whose last reader is this kernel return to the free list after it.
+        for v in std::mem::take(&mut dying[ki]) {
+            if last[v.index()] == usize::MAX || offset[v.index()].is_none() {
+                continue;
+            }
+            if def[v.index()] != usize::MAX && (offset[v.index()].unwrap_or(0) >= persistent) {
+                free.push((offset[v.index()].unwrap_or(0), bytes(v)));
+            }
+        }
+    }
+    // Views share their root's buffer.
+    for v in 0..n {
+        let id = ValueId(v as u32);
+        if let Storage::View(_) = s.storage[v] {
+            offset[v] = offset[root(s, id).index()];
+        }
+    }
+    Plan {
+        offset,
+        persistent,
+        arena_size: align(top),
+    }
+}

@@ -1,0 +1,306 @@
+//! A compiled step function: kernels in order over one arena.
+
+use std::time::{Duration, Instant};
+
+use cranelift_jit::JITModule;
+use nnc_ir::{DType, Function, Op};
+
+use crate::codegen::{Jit, LoopFn};
+use crate::library::{LibKernel, scratch_bytes};
+use crate::plan::{self, ALIGN, Plan, elem_size};
+use crate::schedule::{self, Kernel, Schedule, Storage};
+
+/// One cache line; the arena is a vector of them, so its base is 64-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; ALIGN]);
+
+enum Compiled {
+    Loop { f: LoopFn, outer: u64 },
+    Lib(LibKernel),
+}
+
+/// Options for compilation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Keep the Cranelift IR of every loop (`nnc ir --emit clif`).
+    pub keep_clif: bool,
+}
+
+/// A step function compiled to kernels, with its arena.
+pub struct Program {
+    pub func: Function,
+    schedule: Schedule,
+    plan: Plan,
+    scratch: usize,
+    arena: Vec<Line>,
+    kernels: Vec<Compiled>,
+    /// Keeps the generated code alive for the function pointers in `kernels`.
+    _module: JITModule,
+    /// Cranelift IR of the loops, if kept.
+    pub clif: Option<Vec<String>>,
+    /// Seconds spent compiling (scheduling, planning, code generation).
+    pub compile_seconds: f64,
+}
+
+impl Program {
+    pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
+        let start = Instant::now();
+        let schedule = schedule::schedule(f);
+        let plan = plan::plan(f, &schedule);
+        let scratch_size = schedule
+            .kernels
+            .iter()
+            .map(|k| match k {
+                Kernel::Op { inst } => scratch_bytes(f, &f.insts[*inst]),
+                Kernel::Loop(_) => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let scratch = plan.arena_size;
+        let total = scratch + scratch_size.div_ceil(ALIGN) * ALIGN;
+        let mut jit = Jit::new(opts.keep_clif)?;
+        let mut ids = Vec::new();
+        let mut extents = Vec::new();
+        for (k, kernel) in schedule.kernels.iter().enumerate() {
+            if let Kernel::Loop(l) = kernel {
+                let (id, outer) = jit.compile_loop(&format!("kernel{k}"), f, l, &plan)?;
+                ids.push(id);
+                extents.push(outer);
+            }
+        }
+        let (module, fns, clif) = jit.finish(&ids)?;
+        let mut fns = fns.into_iter().zip(extents);
+        let kernels = schedule
+            .kernels
+            .iter()
+            .map(|k| match k {
+                Kernel::Loop(_) => {
+                    let (f, outer) = fns.next().expect("one function per loop");
+                    Compiled::Loop { f, outer }
+                }
+                Kernel::Op { inst } => {
+                    Compiled::Lib(LibKernel::new(f, &f.insts[*inst], &plan, scratch))
+                }
+            })
+            .collect();
+        let mut program = Program {
+            func: f.clone(),
+            schedule,
+            plan,
+            scratch,
+            arena: vec![Line([0; ALIGN]); total / ALIGN],
+            kernels,
+            _module: module,
+            clif,
+            compile_seconds: 0.0,
+        };
+        program.fill_constants();
+        program.compile_seconds = start.elapsed().as_secs_f64();
+        Ok(program)
+    }
+
+    fn fill_constants(&mut self) {
+        let f = self.func.clone();
+        for inst in &f.insts {
+            let v = inst.result;
+            let values: Vec<f32> = match (&inst.op, self.schedule.storage[v.index()]) {
+                (Op::Const { value }, Storage::Splat) => vec![*value as f32; f.ty(v).numel()],
+                (Op::ConstData { data }, _) => data.iter().map(|&x| x as f32).collect(),
+                _ => continue,
+            };
+            let off = self.plan.at(v);
+            self.f32_at(off, values.len()).copy_from_slice(&values);
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let len = self.arena.len() * ALIGN;
+        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.arena.as_mut_ptr() as *mut u8, len) }
+    }
+
+    fn f32_at(&mut self, off: usize, n: usize) -> &mut [f32] {
+        let bytes = &mut self.bytes()[off..off + 4 * n];
+        // SAFETY: offsets are multiples of 64 and the arena base is 64-byte aligned, so the
+        // pointer is aligned for f32; every bit pattern is a valid f32.
+        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, n) }
+    }
+
+    /// Total arena bytes: parameters, constants, intermediates and scratch.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.len() * ALIGN
+    }
+
+    /// Bytes of the persistent region (parameters and constants).
+    pub fn persistent_bytes(&self) -> usize {
+        self.plan.persistent
+    }
+
+    /// Runs every kernel once.
+    pub fn run(&mut self) {
+        let base = self.arena.as_mut_ptr() as *mut u8;
+        for k in &self.kernels {
+            run_kernel(k, base);
+        }
+    }
+
+    /// Runs every kernel once, adding each kernel's time to `times` (one entry per kernel).
+    pub fn run_timed(&mut self, times: &mut [Duration]) {
+        let base = self.arena.as_mut_ptr() as *mut u8;
+        for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
+            run_kernel(k, base);
+            *t += start.elapsed();
+        }
+    }
+
+    pub fn kernel_count(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// A one-line label for kernel `k`.
+    pub fn kernel_label(&self, k: usize) -> String {
+        match &self.schedule.kernels[k] {
+            Kernel::Loop(l) => {
+                let ops: Vec<&str> = l
+                    .insts
+                    .iter()
+                    .map(|&i| self.func.insts[i].op.name())
+                    .collect();
+                format!("loop {:?}: {}", l.shape, ops.join(" "))
+            }
+            Kernel::Op { inst } => {
+                let i = &self.func.insts[*inst];
+                format!("{} -> {}", i.op.name(), self.func.ty(i.result))
+            }
+        }
+    }
+
+    /// Multiply-adds of kernel `k` (contractions only).
+    pub fn kernel_macs(&self, k: usize) -> usize {
+        match &self.kernels[k] {
+            Compiled::Lib(l) => l.macs(),
+            Compiled::Loop { .. } => 0,
+        }
+    }
+
+    /// The kernel schedule with buffers and arena offsets, for `nnc ir --stage kernels`.
+    pub fn describe(&self) -> String {
+        let f = &self.func;
+        let name = |v: nnc_ir::ValueId| match f.name_of(v) {
+            Some(n) => format!("%{n}"),
+            None => format!("%{}", v.0),
+        };
+        let at = |v: nnc_ir::ValueId| match self.plan.offset[v.index()] {
+            Some(o) => format!("{}@{o}", name(v)),
+            None => name(v),
+        };
+        let mut out = format!(
+            "arena {} bytes: {} persistent (parameters, constants), {} scratch\n",
+            self.arena_bytes(),
+            self.plan.persistent,
+            self.arena_bytes() - self.scratch
+        );
+        for (k, kernel) in self.schedule.kernels.iter().enumerate() {
+            match kernel {
+                Kernel::Loop(l) => {
+                    let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
+                    out.push_str(&format!(
+                        "kernel {k}: loop {:?}, {} fused: {}\n  reads  {}\n  writes {}\n",
+                        l.shape,
+                        ops.len(),
+                        ops.join(" "),
+                        l.inputs
+                            .iter()
+                            .map(|&v| at(v))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        l.outputs
+                            .iter()
+                            .map(|&v| at(v))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ));
+                }
+                Kernel::Op { inst } => {
+                    let i = &f.insts[*inst];
+                    out.push_str(&format!(
+                        "kernel {k}: {} {}\n  writes {}\n",
+                        i.op.name(),
+                        i.args.iter().map(|&v| at(v)).collect::<Vec<_>>().join(", "),
+                        at(i.result)
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn param_range(&self, i: usize, dtype: DType) -> Result<(usize, usize), String> {
+        let p = *self
+            .func
+            .params
+            .get(i)
+            .ok_or_else(|| format!("no parameter {i}"))?;
+        let ty = self.func.ty(p);
+        if ty.dtype != dtype {
+            return Err(format!("parameter {i} is {ty}, not {}", dtype.name()));
+        }
+        Ok((self.plan.at(p), ty.numel()))
+    }
+
+    /// The buffer of parameter `i` (f32), to fill before a run.
+    pub fn f32_param(&mut self, i: usize) -> Result<&mut [f32], String> {
+        let (off, n) = self.param_range(i, DType::F32)?;
+        Ok(self.f32_at(off, n))
+    }
+
+    pub fn i32_param(&mut self, i: usize) -> Result<&mut [i32], String> {
+        let (off, n) = self.param_range(i, DType::I32)?;
+        let bytes = &mut self.bytes()[off..off + 4 * n];
+        // SAFETY: aligned as in `f32_at`; every bit pattern is a valid i32.
+        Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i32, n) })
+    }
+
+    pub fn u8_param(&mut self, i: usize) -> Result<&mut [u8], String> {
+        let (off, n) = self.param_range(i, DType::U8)?;
+        Ok(&mut self.bytes()[off..off + n])
+    }
+
+    /// Result `k` as f32 values.
+    pub fn result(&mut self, k: usize) -> &[f32] {
+        let v = self.func.results[k];
+        let off = self.plan.at(plan::root(&self.schedule, v));
+        let n = self.func.ty(v).numel();
+        debug_assert_eq!(elem_size(self.func.ty(v).dtype), 4);
+        self.f32_at(off, n)
+    }
+
+    /// Whether result `k` already sits in the buffer of parameter `i` (an in-place update).
+    pub fn result_in_param(&self, k: usize, i: usize) -> bool {
+        let r = plan::root(&self.schedule, self.func.results[k]);
+        self.plan.offset[r.index()] == self.plan.offset[self.func.params[i].index()]
+    }
+
+    /// Copies result `k` into parameter `i` (both f32, same size) unless it is already there.
+    pub fn commit(&mut self, k: usize, i: usize) {
+        if self.result_in_param(k, i) {
+            return;
+        }
+        let r = plan::root(&self.schedule, self.func.results[k]);
+        let (from, to) = (self.plan.at(r), self.plan.at(self.func.params[i]));
+        let n = self.func.ty(self.func.results[k]).numel() * 4;
+        self.bytes().copy_within(from..from + n, to);
+    }
+}
+
+fn run_kernel(k: &Compiled, base: *mut u8) {
+    match k {
+        // SAFETY: the loop was generated for this arena's plan: every address it forms is
+        // inside the arena, and the outer range is within its outermost dimension.
+        Compiled::Loop { f, outer } => unsafe { f(base, 0, *outer) },
+        // SAFETY: as above; library kernels only touch their operands, output and scratch.
+        Compiled::Lib(l) => unsafe { l.run(base) },
+    }
+}

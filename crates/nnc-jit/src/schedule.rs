@@ -1,0 +1,235 @@
+//! Scheduling: the instructions of an optimized step function grouped into kernels.
+//!
+//! - Elementwise instructions of one iteration shape fuse into a [`Kernel::Loop`]: values used
+//!   only inside it stay in registers, operands from outside are read with broadcasting.
+//! - Constants are not kernels: loops inline them; the rest read them from the arena's
+//!   constant region, filled once.
+//! - Reshapes are views: the result shares its operand's buffer.
+//! - Everything else (contractions, convolutions, pooling, the fused loss, reductions) is one
+//!   [`Kernel::Op`] per instruction.
+//!
+//! A group stays open while later instructions of its shape can join it; it is closed (its
+//! kernel emitted) just before the first instruction outside it that reads one of its values.
+//! Kernels are therefore in an order where every input is produced before it is read.
+
+use std::collections::HashMap;
+
+use nnc_ir::{Function, Op, ValueId};
+
+/// A unit of work in the compiled step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// A fused elementwise loop over `shape`.
+    Loop(LoopKernel),
+    /// One instruction run by a library routine.
+    Op { inst: usize },
+}
+
+/// A fused elementwise loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopKernel {
+    /// The iteration space: the shape of every member's result.
+    pub shape: Vec<usize>,
+    /// Member instructions, in program order.
+    pub insts: Vec<usize>,
+    /// Values read from memory (produced outside the loop), in first-use order.
+    pub inputs: Vec<ValueId>,
+    /// Members' values that are stored: used after the loop or returned.
+    pub outputs: Vec<ValueId>,
+}
+
+/// How each value is held at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A function parameter: data, weights or optimizer state.
+    Param,
+    /// A constant of one repeated value: inlined by loops, in the constant region for others.
+    Splat,
+    /// A constant given element by element, in the constant region.
+    Const,
+    /// Shares the buffer of another value (a reshape).
+    View(ValueId),
+    /// Its own buffer, written by a kernel.
+    Buffer,
+    /// Lives in registers inside a loop kernel only.
+    Register,
+}
+
+/// The kernels of a function and the storage of each value.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub kernels: Vec<Kernel>,
+    pub storage: Vec<Storage>,
+}
+
+/// Whether an instruction can be a member of a fused loop.
+pub fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Compare(_)
+            | Op::Select
+            | Op::ToF32 { .. }
+            | Op::Broadcast { .. }
+    )
+}
+
+pub fn schedule(f: &Function) -> Schedule {
+    let n = f.types.len();
+    let mut storage = vec![Storage::Buffer; n];
+    for &p in &f.params {
+        storage[p.index()] = Storage::Param;
+    }
+    // Which group a value was computed in, while that group is open.
+    let mut group_of: Vec<Option<usize>> = vec![None; n];
+    let mut groups: Vec<LoopKernel> = Vec::new();
+    let mut open: HashMap<Vec<usize>, usize> = HashMap::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
+    // Kernel slots are reserved for groups when they open, and filled when they close, so that a
+    // group's kernel runs after everything its members read: a group is emitted at its close.
+    let mut emitted = vec![false; 0];
+
+    let close = |g: usize,
+                 open: &mut HashMap<Vec<usize>, usize>,
+                 groups: &[LoopKernel],
+                 kernels: &mut Vec<Kernel>,
+                 emitted: &mut Vec<bool>| {
+        if !emitted[g] {
+            emitted[g] = true;
+            open.retain(|_, v| *v != g);
+            kernels.push(Kernel::Loop(groups[g].clone()));
+        }
+    };
+
+    for (i, inst) in f.insts.iter().enumerate() {
+        let v = inst.result;
+        match &inst.op {
+            Op::Const { .. } => {
+                storage[v.index()] = Storage::Splat;
+                continue;
+            }
+            Op::ConstData { .. } => {
+                storage[v.index()] = Storage::Const;
+                continue;
+            }
+            _ => {}
+        }
+        // Operands computed in an open group that this instruction will not join must be
+        // materialised first.
+        let shape = &f.ty(v).shape;
+        let joins = if is_elementwise(&inst.op) {
+            open.get(shape).copied()
+        } else {
+            None
+        };
+        for a in &inst.args {
+            if let Some(g) = group_of[a.index()]
+                && (Some(g) != joins || !is_elementwise(&inst.op))
+            {
+                close(g, &mut open, &groups, &mut kernels, &mut emitted);
+            }
+        }
+        if let Op::Reshape { .. } = inst.op {
+            storage[v.index()] = Storage::View(inst.args[0]);
+            continue;
+        }
+        if is_elementwise(&inst.op) {
+            let g = match open.get(shape) {
+                Some(&g) if !emitted[g] => g,
+                _ => {
+                    groups.push(LoopKernel {
+                        shape: shape.clone(),
+                        insts: Vec::new(),
+                        inputs: Vec::new(),
+                        outputs: Vec::new(),
+                    });
+                    emitted.push(false);
+                    open.insert(shape.clone(), groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            groups[g].insts.push(i);
+            group_of[v.index()] = Some(g);
+        } else {
+            kernels.push(Kernel::Op { inst: i });
+        }
+    }
+    let mut rest: Vec<usize> = (0..groups.len()).filter(|&g| !emitted[g]).collect();
+    rest.sort_unstable();
+    for g in rest {
+        close(g, &mut open, &groups, &mut kernels, &mut emitted);
+    }
+
+    // Inputs and outputs of each loop, now that all uses are known.
+    let uses = f.use_counts();
+    let mut inside_uses: HashMap<ValueId, usize> = HashMap::new();
+    for k in &mut kernels {
+        let Kernel::Loop(l) = k else { continue };
+        inside_uses.clear();
+        let members: Vec<ValueId> = l.insts.iter().map(|&i| f.insts[i].result).collect();
+        for &i in &l.insts {
+            for &a in &f.insts[i].args {
+                if members.contains(&a) {
+                    *inside_uses.entry(a).or_insert(0) += 1;
+                } else if !l.inputs.contains(&a) && storage[a.index()] != Storage::Splat {
+                    l.inputs.push(a);
+                }
+            }
+        }
+        for m in members {
+            if uses[m.index()] > inside_uses.get(&m).copied().unwrap_or(0) {
+                l.outputs.push(m);
+            } else {
+                storage[m.index()] = Storage::Register;
+            }
+        }
+    }
+    Schedule { kernels, storage }
+}
+
+/// The schedule as text, for `nnc ir --stage kernels`.
+pub fn describe(f: &Function, s: &Schedule) -> String {
+    let name = |v: ValueId| match f.name_of(v) {
+        Some(n) => format!("%{n}"),
+        None => format!("%v{}", v.0),
+    };
+    let mut out = String::new();
+    for (k, kernel) in s.kernels.iter().enumerate() {
+        match kernel {
+            Kernel::Loop(l) => {
+                let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
+                out.push_str(&format!(
+                    "kernel {k}: loop {:?} fuses {} ops [{}]\n    reads {}\n    writes {}\n",
+                    l.shape,
+                    ops.len(),
+                    ops.join(" "),
+                    l.inputs
+                        .iter()
+                        .map(|&v| name(v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    l.outputs
+                        .iter()
+                        .map(|&v| name(v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ));
+            }
+            Kernel::Op { inst } => {
+                let i = &f.insts[*inst];
+                out.push_str(&format!(
+                    "kernel {k}: {} {} -> {}\n",
+                    i.op.name(),
+                    i.args
+                        .iter()
+                        .map(|&v| name(v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    name(i.result)
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,190 @@
+//! The JIT against the reference interpreter: every model in `models/` for several training
+//! steps (losses and parameters agree to 1e-4 relative) and the evaluation step.
+
+use ndarray::{ArrayD, IxDyn};
+use nnc_ir::compile::{Compiled, compile};
+use nnc_ir::init::{Rng, init_params};
+use nnc_ir::interp::{self, Tensor};
+use nnc_ir::lower::{InputSpec, TargetSpec};
+use nnc_ir::{DType, Function};
+use nnc_jit::{Options, Program};
+
+fn model(path: &str) -> nnc_check::Model {
+    let text = std::fs::read_to_string(path).expect("model file");
+    let checked = nnc_check::check_source(&text);
+    assert!(!checked.has_errors(), "{path}: {:?}", checked.diagnostics);
+    checked.models.into_iter().next().expect("a model")
+}
+
+/// Random data inputs for a step function's leading data parameters.
+fn data_inputs(
+    f: &Function,
+    data_params: usize,
+    targets: TargetSpec,
+    rng: &mut Rng,
+) -> Vec<Tensor<f32>> {
+    f.params[..data_params]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let t = f.ty(p);
+            let shape = IxDyn(&t.shape);
+            match (i, t.dtype) {
+                (_, DType::U8) => Tensor::U8(ArrayD::from_shape_fn(shape, |_| {
+                    (rng.next_u64() % 256) as u8
+                })),
+                (1, DType::I32) => {
+                    let k = match targets {
+                        TargetSpec::Classes(k) => k as u64,
+                        TargetSpec::Values(_) => 2,
+                    };
+                    Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
+                        (rng.next_u64() % k) as i32
+                    }))
+                }
+                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, 7)),
+                (_, DType::F32) => {
+                    Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.uniform() as f32))
+                }
+            }
+        })
+        .collect()
+}
+
+fn load(program: &mut Program, i: usize, t: &Tensor<f32>) {
+    match t {
+        Tensor::F(a) => program
+            .f32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::I32(a) => program
+            .i32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::U8(a) => program
+            .u8_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+    }
+}
+
+fn close(a: f32, b: f32, what: &str) {
+    let scale = a.abs().max(b.abs()).max(1e-3);
+    assert!(
+        (a - b).abs() <= 1e-4 * scale,
+        "{what}: jit {a} vs interpreter {b}"
+    );
+}
+
+fn check(path: &str, steps: usize) {
+    let m = model(path);
+    let train = m.train.clone().expect("train block");
+    let input = InputSpec::of(&train.data, &m).expect("known input layout");
+    let targets = TargetSpec::of(&train.data, &m);
+    let batch = train.batch.min(16);
+    let c: Compiled = compile(&m, batch, input, targets).expect("compiles");
+    let step = &c.train_step;
+    let mut program = Program::compile(&step.func, Options::default()).expect("jit compiles");
+    let mut rng = Rng::new(11);
+    let mut params: Vec<Tensor<f32>> = init_params(&m, 3)
+        .into_iter()
+        .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
+        .collect();
+    let mut states: Vec<Tensor<f32>> = step
+        .states
+        .iter()
+        .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32)))
+        .collect();
+    let np = params.len();
+    let ns = states.len();
+    // The JIT's parameters and states start equal and then live in its arena.
+    for (i, t) in params.iter().chain(&states).enumerate() {
+        load(&mut program, step.data_params + i, t);
+    }
+    for s in 0..steps {
+        let data = data_inputs(&step.func, step.data_params, targets, &mut rng);
+        for (i, t) in data.iter().enumerate() {
+            load(&mut program, i, t);
+        }
+        let mut inputs = data.clone();
+        inputs.extend(params.iter().cloned());
+        inputs.extend(states.iter().cloned());
+        let out = interp::run_f32(&step.func, inputs).expect("interpreter runs");
+        program.run();
+        close(
+            program.result(0)[0],
+            out[0].scalar().unwrap() as f32,
+            &format!("{path} step {s} loss"),
+        );
+        close(
+            program.result(1)[0],
+            out[1].scalar().unwrap() as f32,
+            &format!("{path} step {s} correct"),
+        );
+        for k in 0..np + ns {
+            let want = out[2 + k].as_f().unwrap();
+            let got = program.result(2 + k).to_vec();
+            for (j, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+                close(
+                    g,
+                    w,
+                    &format!("{path} step {s} result {} element {j}", 2 + k),
+                );
+            }
+            program.commit(2 + k, step.data_params + k);
+        }
+        params = out[2..2 + np].to_vec();
+        states = out[2 + np..2 + np + ns].to_vec();
+    }
+    // The evaluation step on the trained parameters.
+    let mut eval = Program::compile(&c.eval_step, Options::default()).expect("eval compiles");
+    let data = data_inputs(&c.eval_step, 2, targets, &mut rng);
+    let mut inputs = data.clone();
+    inputs.extend(params.iter().cloned());
+    for (i, t) in inputs.iter().enumerate() {
+        load(&mut eval, i, t);
+    }
+    let out = interp::run_f32(&c.eval_step, inputs).expect("interpreter runs");
+    eval.run();
+    close(
+        eval.result(0)[0],
+        out[0].scalar().unwrap() as f32,
+        &format!("{path} eval loss"),
+    );
+    let want = out[2].as_f().unwrap();
+    for (&g, &w) in eval.result(2).iter().zip(want.iter()) {
+        close(g, w, &format!("{path} eval output"));
+    }
+}
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/");
+
+#[test]
+fn xor() {
+    check(&format!("{MODELS}xor.nn"), 5);
+}
+
+#[test]
+fn perceptron() {
+    check(&format!("{MODELS}perceptron.nn"), 5);
+}
+
+#[test]
+fn regression() {
+    check(&format!("{MODELS}regression.nn"), 5);
+}
+
+#[test]
+fn mlp() {
+    check(&format!("{MODELS}mlp.nn"), 3);
+}
+
+#[test]
+fn lenet5() {
+    check(&format!("{MODELS}lenet5.nn"), 3);
+}
+
+#[test]
+fn lenet5_1998() {
+    check(&format!("{MODELS}lenet5-1998.nn"), 3);
+}
