@@ -2,7 +2,7 @@
 //! `ops/<family>.rs`; this module holds the enum, names and attributes (the text form).
 
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Elementwise unary ops on f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +56,7 @@ pub enum Op {
     },
     /// A tensor given element by element (connection masks).
     ConstData {
-        data: Rc<[f64]>,
+        data: Arc<[f64]>,
     },
     /// Sum over `axes`, which are removed from the shape.
     ReduceSum {

@@ -173,8 +173,10 @@ struct Access {
     value: ValueId,
     dtype: DType,
     offset: usize,
-    /// Element strides per coalesced dimension (0 where broadcast).
+    /// Element strides per coalesced dimension (0 where broadcast, or summed over).
     strides: Vec<usize>,
+    /// A sum: each iteration adds its contribution instead of storing it.
+    accumulate: bool,
 }
 
 struct LoopGen<'a> {
@@ -186,6 +188,20 @@ struct LoopGen<'a> {
     inputs: Vec<Access>,
     outputs: Vec<Access>,
     vector: bool,
+}
+
+/// Element strides of a sum over `axes` of a `shape` tensor, walked over `shape`: 0 along
+/// the summed axes, the result's own row-major strides along the kept ones.
+fn sum_strides(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1;
+    for d in (0..shape.len()).rev() {
+        if !axes.contains(&d) {
+            strides[d] = acc;
+            acc *= shape[d];
+        }
+    }
+    strides
 }
 
 /// Element strides of `shape` read as if broadcast to `target` (numpy rules).
@@ -207,11 +223,25 @@ impl<'a> LoopGen<'a> {
         } else {
             l.shape.clone()
         };
-        let access = |v: ValueId| Access {
-            value: v,
-            dtype: f.ty(v).dtype,
-            offset: plan.at(v),
-            strides: broadcast_strides(&f.ty(v).shape, &shape),
+        let access = |v: ValueId| {
+            let sum = f
+                .insts
+                .iter()
+                .find(|i| i.result == v)
+                .and_then(|i| match &i.op {
+                    Op::ReduceSum { axes } if l.reductions.contains(&v) => Some(axes.clone()),
+                    _ => None,
+                });
+            Access {
+                value: v,
+                dtype: f.ty(v).dtype,
+                offset: plan.at(v),
+                strides: match &sum {
+                    Some(axes) if !l.shape.is_empty() => sum_strides(&l.shape, axes),
+                    _ => broadcast_strides(&f.ty(v).shape, &shape),
+                },
+                accumulate: sum.is_some(),
+            }
         };
         let mut inputs: Vec<Access> = l.inputs.iter().map(|&v| access(v)).collect();
         let mut outputs: Vec<Access> = l.outputs.iter().map(|&v| access(v)).collect();
@@ -239,11 +269,16 @@ impl<'a> LoopGen<'a> {
             )
         });
         let last = dims.len() - 1;
+        // Vector loops read f32 contiguously or broadcast, and bytes (images) contiguously.
         let vector = !transcendental
             && dims[last] >= 4
-            && inputs
+            && inputs.iter().all(|a| match a.dtype {
+                DType::F32 => a.strides[last] <= 1,
+                DType::U8 => a.strides[last] == 1,
+                DType::I32 => false,
+            })
+            && outputs
                 .iter()
-                .chain(outputs.iter())
                 .all(|a| a.dtype == DType::F32 && a.strides[last] <= 1)
             && l.insts
                 .iter()
@@ -281,6 +316,12 @@ impl<'a> LoopGen<'a> {
             .chain(self.outputs.iter())
             .map(|a| b.ins().iadd_imm_s(arena, a.offset as i64))
             .collect();
+        // Sums start at zero. (A loop with sums always runs its whole range in one call.)
+        for (a, &base) in self.outputs.iter().zip(&bases[self.inputs.len()..]) {
+            if a.accumulate {
+                self.zero(b, base, self.f.ty(a.value).numel());
+            }
+        }
         self.level(b, 0, Some((start, end)), bases, libm);
         b.ins().return_(&[]);
     }
@@ -378,11 +419,24 @@ impl<'a> LoopGen<'a> {
         let body = b.create_block();
         let exit = b.create_block();
         b.append_block_param(header, types::I64);
-        b.ins().jump(header, &[lo.into()]);
+        // Sums along this loop's own axis are carried in registers and added to memory once.
+        let lane = if vector { types::F32X4 } else { types::F32 };
+        let carried: Vec<usize> = (0..self.outputs.len())
+            .filter(|&k| self.outputs[k].accumulate && self.outputs[k].strides[last] == 0)
+            .collect();
+        let mut init: Vec<ir::BlockArg> = vec![lo.into()];
+        for _ in &carried {
+            b.append_block_param(header, lane);
+            b.append_block_param(exit, lane);
+            init.push(self.constant(b, 0.0, vector).into());
+        }
+        b.ins().jump(header, &init);
         b.switch_to_block(header);
         let j = b.block_params(header)[0];
+        let accs: Vec<Value> = b.block_params(header)[1..].to_vec();
         let more = b.ins().icmp(IntCC::SignedLessThan, j, hi);
-        b.ins().brif(more, body, &[], exit, &[]);
+        let acc_args: Vec<ir::BlockArg> = accs.iter().map(|&a| a.into()).collect();
+        b.ins().brif(more, body, &[], exit, &acc_args);
         b.switch_to_block(body);
         let flags = MemFlagsData::new().with_notrap();
         let mut env: HashMap<ValueId, Value> = HashMap::new();
@@ -407,7 +461,16 @@ impl<'a> LoopGen<'a> {
                 }
                 (DType::F32, false) => b.ins().load(types::F32, flags, p, 0),
                 (DType::I32, _) => b.ins().load(types::I32, flags, p, 0),
-                (DType::U8, _) => b.ins().uload8(types::I32, flags, p, 0),
+                (DType::U8, true) => {
+                    // Four bytes, widened to four i32 lanes.
+                    let word = b.ins().load(types::I32, flags, p, 0);
+                    let v = b.ins().scalar_to_vector(types::I32X4, word);
+                    let le = MemFlagsData::new().with_endianness(ir::Endianness::Little);
+                    let bytes = b.ins().bitcast(types::I8X16, le, v);
+                    let half = b.ins().uwiden_low(bytes);
+                    b.ins().uwiden_low(half)
+                }
+                (DType::U8, false) => b.ins().uload8(types::I32, flags, p, 0),
             };
             env.insert(a.value, v);
         }
@@ -416,11 +479,72 @@ impl<'a> LoopGen<'a> {
             let v = self.op(b, inst, &env, vector, libm);
             env.insert(inst.result, v);
         }
-        for (a, &base) in self.outputs.iter().zip(&bases[self.inputs.len()..]) {
-            let p = addr(b, a, base);
-            b.ins().store(flags, env[&a.value], p, 0);
+        let mut next_accs = Vec::new();
+        for (k, (a, &base)) in self
+            .outputs
+            .iter()
+            .zip(&bases[self.inputs.len()..])
+            .enumerate()
+        {
+            let x = env[&a.value];
+            if let Some(c) = carried.iter().position(|&ck| ck == k) {
+                next_accs.push(b.ins().fadd(accs[c], x));
+            } else if a.accumulate {
+                let p = addr(b, a, base);
+                let old = b.ins().load(lane, flags, p, 0);
+                let sum = b.ins().fadd(old, x);
+                b.ins().store(flags, sum, p, 0);
+            } else {
+                let p = addr(b, a, base);
+                b.ins().store(flags, x, p, 0);
+            }
         }
         let next = b.ins().iadd_imm_s(j, step);
+        let mut args: Vec<ir::BlockArg> = vec![next.into()];
+        args.extend(next_accs.iter().map(|&v| ir::BlockArg::from(v)));
+        b.ins().jump(header, &args);
+        b.switch_to_block(exit);
+        // Add each carried sum (its lanes folded) to its element.
+        let finals: Vec<Value> = b.block_params(exit).to_vec();
+        for (&k, &acc) in carried.iter().zip(&finals) {
+            let a = &self.outputs[k];
+            let base = bases[self.inputs.len() + k];
+            let total = if vector {
+                let mut t = b.ins().extractlane(acc, 0);
+                for lane_index in 1..4u8 {
+                    let x = b.ins().extractlane(acc, lane_index);
+                    t = b.ins().fadd(t, x);
+                }
+                t
+            } else {
+                acc
+            };
+            let _ = a;
+            let old = b.ins().load(types::F32, flags, base, 0);
+            let sum = b.ins().fadd(old, total);
+            b.ins().store(flags, sum, base, 0);
+        }
+    }
+
+    /// Stores `n` f32 zeros from `base`.
+    fn zero(&self, b: &mut FunctionBuilder<'_>, base: Value, n: usize) {
+        let flags = MemFlagsData::new().with_notrap();
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(header, types::I64);
+        let start = b.ins().iconst(types::I64, 0);
+        b.ins().jump(header, &[start.into()]);
+        b.switch_to_block(header);
+        let i = b.block_params(header)[0];
+        let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, i, n as i64);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        let off = b.ins().imul_imm_s(i, 4);
+        let p = b.ins().iadd(base, off);
+        let z = b.ins().f32const(0.0);
+        b.ins().store(flags, z, p, 0);
+        let next = b.ins().iadd_imm_s(i, 1);
         b.ins().jump(header, &[next.into()]);
         b.switch_to_block(exit);
     }
@@ -565,10 +689,12 @@ impl<'a> LoopGen<'a> {
             Op::ToF32 { scale } => {
                 let x = arg(b, 0);
                 let from = self.f.ty(inst.args[0]).dtype;
-                let v = match from {
-                    DType::F32 => x,
-                    DType::U8 => b.ins().fcvt_from_uint(types::F32, x),
-                    DType::I32 => b.ins().fcvt_from_sint(types::F32, x),
+                let v = match (from, vector) {
+                    (DType::F32, _) => x,
+                    // Bytes widened to i32 lanes: below 256, so the signed conversion is exact.
+                    (DType::U8, true) => b.ins().fcvt_from_sint(types::F32X4, x),
+                    (DType::U8, false) => b.ins().fcvt_from_uint(types::F32, x),
+                    (DType::I32, _) => b.ins().fcvt_from_sint(types::F32, x),
                 };
                 if *scale == 1.0 {
                     v
@@ -579,6 +705,8 @@ impl<'a> LoopGen<'a> {
             }
             // The operand was loaded with broadcast strides: nothing left to do.
             Op::Broadcast { .. } => arg(b, 0),
+            // The contribution of this iteration; the store accumulates it.
+            Op::ReduceSum { .. } => arg(b, 0),
             other => unreachable!("`{}` is not a loop op", other.name()),
         }
     }

@@ -14,5 +14,6 @@ pub mod library;
 pub mod plan;
 pub mod program;
 pub mod schedule;
+pub mod threads;
 
 pub use program::{Options, Program};

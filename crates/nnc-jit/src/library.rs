@@ -9,9 +9,6 @@ use nnc_ir::{DType, Function, Inst, Op};
 
 use crate::plan::{Plan, elem_size};
 
-/// Contractions smaller than this (multiply-adds) run on one thread: spawning costs more.
-const PARALLEL_MACS: usize = 4_000_000;
-
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
 pub struct LibKernel {
@@ -19,8 +16,12 @@ pub struct LibKernel {
     /// Byte offsets of the operands and their shapes.
     pub args: Vec<(usize, Vec<usize>, DType)>,
     pub out: (usize, Vec<usize>, DType),
-    /// Byte offset of this kernel's scratch space (im2col columns).
+    /// Byte offset of this kernel's scratch space (im2col columns), one per part.
     pub scratch: usize,
+    /// Bytes of scratch per part.
+    pub scratch_part: usize,
+    /// Byte offset of the second part's partial filter gradient (`conv2d_grad_filter`).
+    pub extra: usize,
 }
 
 /// Scratch bytes a kernel needs (im2col columns for one sample).
@@ -51,25 +52,100 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
 }
 
 impl LibKernel {
-    pub fn new(f: &Function, inst: &Inst, plan: &Plan, scratch: usize) -> LibKernel {
+    pub fn new(
+        f: &Function,
+        inst: &Inst,
+        plan: &Plan,
+        scratch: usize,
+        scratch_part: usize,
+        extra: usize,
+    ) -> LibKernel {
         let at = |v: nnc_ir::ValueId| (plan.at(v), f.ty(v).shape.clone(), f.ty(v).dtype);
         LibKernel {
             op: inst.op.clone(),
             args: inst.args.iter().map(|&a| at(a)).collect(),
             out: at(inst.result),
             scratch,
+            scratch_part,
+            extra,
         }
     }
 
-    /// Runs the kernel on the arena at `base`.
+    fn splittable_op(&self) -> bool {
+        matches!(
+            self.op,
+            Op::MatMul { .. }
+                | Op::Conv2d { .. }
+                | Op::Conv2dGradInput { .. }
+                | Op::Conv2dGradFilter { .. }
+                | Op::MaxPool { .. }
+                | Op::SumPool { .. }
+                | Op::MaxPoolGrad { .. }
+                | Op::SumPoolGrad { .. }
+        )
+    }
+
+    /// Whether the kernel can run as two halves on two threads, and is big enough to gain.
+    pub fn splittable(&self) -> bool {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        match &self.op {
+            Op::MatMul { .. } => self.macs() >= 1 << 21,
+            Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
+                self.args[0].1[0] >= 2 && self.macs() >= 1 << 19
+            }
+            Op::MaxPool { .. }
+            | Op::SumPool { .. }
+            | Op::MaxPoolGrad { .. }
+            | Op::SumPoolGrad { .. } => n(&self.out.1) >= 1 << 14,
+            _ => false,
+        }
+    }
+
+    /// Runs the whole kernel.
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`].
+    pub unsafe fn run(&self, base: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.run_part(base, 0, 1);
+            self.finish(base, 1);
+        }
+    }
+
+    /// After both halves of a split `conv2d_grad_filter`, adds the second half's partial sum.
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`].
+    pub unsafe fn finish(&self, base: *mut u8, parts: usize) {
+        if parts == 2 && matches!(self.op, Op::Conv2dGradFilter { .. }) {
+            let n = self.out.1.iter().product::<usize>();
+            // SAFETY: `extra` holds the second part's partial gradient of the output's size,
+            // in scratch space disjoint from the output.
+            unsafe {
+                let out = std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut f32, n);
+                let extra = std::slice::from_raw_parts(base.add(self.extra) as *const f32, n);
+                out.iter_mut().zip(extra).for_each(|(o, e)| *o += e);
+            }
+        }
+    }
+
+    /// Runs a part of the kernel on the arena at `base`.
     ///
     /// # Safety
     /// `base` must point to an arena laid out by the plan this kernel was built with: every
     /// offset plus its tensor's size lies inside it, operands are initialised, and the output
     /// and scratch buffers overlap no operand (the plan never aliases an op's output with its
     /// inputs).
-    pub unsafe fn run(&self, base: *mut u8) {
+    /// Runs part `part` of `parts` (1 or 2): a range of columns, samples or planes.
+    ///
+    /// # Safety
+    /// As above; the two parts of a split kernel write disjoint parts of the output and use
+    /// separate scratch space, so they may run concurrently.
+    pub unsafe fn run_part(&self, base: *mut u8, part: usize, parts: usize) {
         let n = |s: &[usize]| s.iter().product::<usize>();
+        let range = |len: usize| (len * part / parts, len * (part + 1) / parts);
+        let scratch = self.scratch + part * self.scratch_part;
         // SAFETY (for the three helpers): see the function's contract; offsets are 64-byte
         // aligned, so f32/i32 views are aligned too.
         let f32s = |k: usize| unsafe {
@@ -85,6 +161,9 @@ impl LibKernel {
         };
         let shape = |k: usize| &self.args[k].1;
         let oshape = &self.out.1;
+        if part > 0 && !self.splittable_op() {
+            return;
+        }
         match &self.op {
             Op::MatMul { ta, tb } => {
                 let (a, b) = (shape(0), shape(1));
@@ -101,18 +180,20 @@ impl LibKernel {
                 } else {
                     (1, b[1] as isize)
                 };
+                let (lo, hi) = range(nn);
+                // SAFETY: columns lo..hi of C and of op(B) are inside their matrices.
                 unsafe {
                     matmul(
-                        out.as_mut_ptr(),
+                        out.as_mut_ptr().add(lo),
                         nn as isize,
                         f32s(0).as_ptr(),
                         a_cs,
                         a_rs,
-                        f32s(1).as_ptr(),
+                        f32s(1).as_ptr().offset(lo as isize * b_cs),
                         b_cs,
                         b_rs,
                         m,
-                        nn,
+                        hi - lo,
                         k,
                         false,
                     );
@@ -124,12 +205,13 @@ impl LibKernel {
                 let (oh, ow) = (oshape[2], oshape[3]);
                 let kk = c * kh * kw;
                 let p = oh * ow;
-                // SAFETY: the plan reserved `scratch_bytes` at `self.scratch` for this kernel.
+                // SAFETY: the program reserved `scratch_bytes` per part at `scratch`.
                 let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
                 };
                 let (x, wt) = (f32s(0), f32s(1));
-                for b in 0..nb {
+                let (lo, hi) = range(nb);
+                for b in lo..hi {
                     im2col(
                         &x[b * c * h * w..(b + 1) * c * h * w],
                         col,
@@ -173,10 +255,11 @@ impl LibKernel {
                 let p = oh * ow;
                 // SAFETY: as above.
                 let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
                 };
                 let (x, dy) = (f32s(0), f32s(1));
-                for b in 0..nb {
+                let (lo, hi) = range(nb);
+                for b in lo..hi {
                     im2col(
                         &x[b * c * h * w..(b + 1) * c * h * w],
                         col,
@@ -190,11 +273,17 @@ impl LibKernel {
                         oh,
                         ow,
                     );
-                    // dW [O, K] (+)= dY_b [O, P] · colᵀ [P, K]
+                    // dW [O, K] (+)= dY_b [O, P] · colᵀ [P, K]; the second part sums into
+                    // `extra`, added to the output by `finish`.
                     let g = dy[b * o * p..].as_ptr();
+                    let target = if part == 0 {
+                        out.as_mut_ptr()
+                    } else {
+                        unsafe { base.add(self.extra) as *mut f32 }
+                    };
                     unsafe {
                         matmul(
-                            out.as_mut_ptr(),
+                            target,
                             kk as isize,
                             g,
                             1,
@@ -205,9 +294,16 @@ impl LibKernel {
                             o,
                             kk,
                             p,
-                            b > 0,
+                            b > lo,
                         )
                     };
+                }
+                if lo == hi && part > 0 {
+                    // An empty second half still contributes its (zero) partial sum.
+                    unsafe {
+                        std::slice::from_raw_parts_mut(base.add(self.extra) as *mut f32, n(oshape))
+                    }
+                    .fill(0.0);
                 }
             }
             Op::Conv2dGradInput {
@@ -220,10 +316,11 @@ impl LibKernel {
                 let p = oh * ow;
                 // SAFETY: as above.
                 let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(self.scratch) as *mut f32, kk * p)
+                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
                 };
                 let (dy, wt) = (f32s(0), f32s(1));
-                for b in 0..nb {
+                let (lo, hi) = range(nb);
+                for b in lo..hi {
                     // dcol [K, P] = Wᵀ [K, O] · dY_b [O, P]
                     let g = dy[b * o * p..].as_ptr();
                     unsafe {
@@ -257,17 +354,30 @@ impl LibKernel {
                     );
                 }
             }
-            Op::MaxPool { size, stride } => {
-                pool(f32s(0), out, shape(0), oshape, *size, *stride, true)
-            }
-            Op::SumPool { size, stride } => {
-                pool(f32s(0), out, shape(0), oshape, *size, *stride, false)
-            }
-            Op::MaxPoolGrad { size, stride } => {
-                maxpool_grad(f32s(0), f32s(1), out, shape(0), shape(1), *size, *stride)
-            }
-            Op::SumPoolGrad { size, stride, .. } => {
-                sumpool_grad(f32s(0), out, shape(0), oshape, *size, *stride)
+            Op::MaxPool { size, stride }
+            | Op::SumPool { size, stride }
+            | Op::MaxPoolGrad { size, stride }
+            | Op::SumPoolGrad { size, stride, .. } => {
+                // Split over the leading planes: each part pools its own images and channels.
+                let (lead, _, _) = planes(shape(0));
+                let (lo, hi) = range(lead);
+                let sub = |s: &[usize]| {
+                    let r = s.len();
+                    ([hi - lo, s[r - 2], s[r - 1]], s[r - 2] * s[r - 1])
+                };
+                let (xs, xp) = sub(shape(0));
+                let (ys, yp) = sub(oshape);
+                let x = &f32s(0)[lo * xp..hi * xp];
+                let y = &mut out[lo * yp..hi * yp];
+                match &self.op {
+                    Op::MaxPool { .. } => pool(x, y, &xs, &ys, *size, *stride, true),
+                    Op::SumPool { .. } => pool(x, y, &xs, &ys, *size, *stride, false),
+                    Op::MaxPoolGrad { .. } => {
+                        let (gs, gp) = sub(shape(1));
+                        maxpool_grad(x, &f32s(1)[lo * gp..hi * gp], y, &xs, &gs, *size, *stride)
+                    }
+                    _ => sumpool_grad(x, y, &xs, &ys, *size, *stride),
+                }
             }
             Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
                 reduce(
@@ -470,11 +580,8 @@ unsafe fn matmul(
     k: usize,
     accumulate: bool,
 ) {
-    let par = if m * n * k >= PARALLEL_MACS {
-        Parallelism::Rayon(2)
-    } else {
-        Parallelism::None
-    };
+    // The program splits big contractions over its two threads itself (see `threads`).
+    let par = Parallelism::None;
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         gemm::gemm(
@@ -503,6 +610,14 @@ fn im2col(
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = &mut col[((ci * kh + ki) * kw + kj) * np..][..np];
+                // Output columns whose input column is inside the image: oj in lo..hi.
+                let lo = p[1].saturating_sub(kj).div_ceil(s[1]).min(ow);
+                let hi = if w + p[1] > kj {
+                    ((w + p[1] - kj - 1) / s[1] + 1).min(ow)
+                } else {
+                    0
+                }
+                .max(lo);
                 for oi in 0..oh {
                     let ii = (oi * s[0] + ki) as isize - p[0] as isize;
                     let dst = &mut row[oi * ow..(oi + 1) * ow];
@@ -511,13 +626,15 @@ fn im2col(
                         continue;
                     }
                     let src = &x[(ci * h + ii as usize) * w..][..w];
-                    for (oj, d) in dst.iter_mut().enumerate() {
-                        let jj = (oj * s[1] + kj) as isize - p[1] as isize;
-                        *d = if jj >= 0 && jj < w as isize {
-                            src[jj as usize]
-                        } else {
-                            0.0
-                        };
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = lo * s[1] + kj - p[1];
+                    if s[1] == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[first + k * s[1]];
+                        }
                     }
                 }
             }
@@ -551,10 +668,24 @@ fn col2im(
                         continue;
                     }
                     let dst = &mut x[(ci * h + ii as usize) * w..][..w];
-                    for oj in 0..ow {
-                        let jj = (oj * s[1] + kj) as isize - p[1] as isize;
-                        if jj >= 0 && jj < w as isize {
-                            dst[jj as usize] += row[oi * ow + oj];
+                    // Output columns whose input column is inside the image: oj in lo..hi.
+                    let lo = p[1].saturating_sub(kj).div_ceil(s[1]).min(ow);
+                    let hi = if w + p[1] > kj {
+                        ((w + p[1] - kj - 1) / s[1] + 1).min(ow)
+                    } else {
+                        0
+                    }
+                    .max(lo);
+                    let first = lo * s[1] + kj - p[1];
+                    let src = &row[oi * ow + lo..oi * ow + hi];
+                    if s[1] == 1 {
+                        dst[first..first + (hi - lo)]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, &v)| *d += v);
+                    } else {
+                        for (k, &v) in src.iter().enumerate() {
+                            dst[first + k * s[1]] += v;
                         }
                     }
                 }
@@ -581,6 +712,24 @@ fn pool(
     let (_, oh, ow) = planes(ys);
     for l in 0..lead {
         let xp = &x[l * h * w..(l + 1) * h * w];
+        let yp = &mut y[l * oh * ow..(l + 1) * oh * ow];
+        if k == [2, 2] && s == [2, 2] {
+            // The common case, without the general window loops.
+            for i in 0..oh {
+                let (r0, r1) = (&xp[2 * i * w..][..w], &xp[(2 * i + 1) * w..][..w]);
+                for (j, out) in yp[i * ow..(i + 1) * ow].iter_mut().enumerate() {
+                    let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+                    *out = if max {
+                        let m = if b > a { b } else { a };
+                        let m = if c > m { c } else { m };
+                        if d > m { d } else { m }
+                    } else {
+                        ((a + b) + c) + d
+                    };
+                }
+            }
+            continue;
+        }
         for i in 0..oh {
             for j in 0..ow {
                 let mut acc = if max {
@@ -598,7 +747,7 @@ fn pool(
                         };
                     }
                 }
-                y[(l * oh + i) * ow + j] = acc;
+                yp[i * ow + j] = acc;
             }
         }
     }
@@ -618,6 +767,28 @@ fn maxpool_grad(
     dx.fill(0.0);
     for l in 0..lead {
         let xp = &x[l * h * w..(l + 1) * h * w];
+        if k == [2, 2] && s == [2, 2] {
+            // The common case: the first maximum of each 2x2 window, as the general loop finds it.
+            let dxp = &mut dx[l * h * w..(l + 1) * h * w];
+            for i in 0..oh {
+                for j in 0..ow {
+                    let at = [
+                        2 * i * w + 2 * j,
+                        2 * i * w + 2 * j + 1,
+                        (2 * i + 1) * w + 2 * j,
+                        (2 * i + 1) * w + 2 * j + 1,
+                    ];
+                    let mut best = at[0];
+                    for &a in &at[1..] {
+                        if xp[a] > xp[best] {
+                            best = a;
+                        }
+                    }
+                    dxp[best] += dy[(l * oh + i) * ow + j];
+                }
+            }
+            continue;
+        }
         for i in 0..oh {
             for j in 0..ow {
                 let (mut bi, mut bj) = (i * s[0], j * s[1]);

@@ -142,10 +142,14 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
                 bytes(i) == bytes(o) && elem_size(f.ty(i).dtype) == elem_size(f.ty(o).dtype)
             };
             let own = f.name_of(o).and_then(|n| n.strip_suffix(".new"));
-            let same_size = reusable
+            // A sum is accumulated while its inputs are still being read: never in place.
+            let is_sum = matches!(k, Kernel::Loop(l) if l.reductions.contains(&o));
+            let reusable_now: Vec<ValueId> = if is_sum { Vec::new() } else { reusable.clone() };
+            let same_size = reusable_now
                 .iter()
                 .position(|&i| fits(i) && own.is_some() && f.name_of(i) == own)
-                .or_else(|| reusable.iter().position(|&i| fits(i)));
+                .or_else(|| reusable_now.iter().position(|&i| fits(i)))
+                .and_then(|p| reusable.iter().position(|&i| i == reusable_now[p]));
             offset[o.index()] = Some(match same_size {
                 Some(p) => {
                     let i = reusable.remove(p);

@@ -9,6 +9,7 @@ use crate::codegen::{Jit, LoopFn};
 use crate::library::{LibKernel, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::schedule::{self, Kernel, Schedule, Storage};
+use crate::threads::Worker;
 
 /// One cache line; the arena is a vector of them, so its base is 64-byte aligned.
 #[derive(Clone, Copy)]
@@ -16,9 +17,34 @@ use crate::schedule::{self, Kernel, Schedule, Storage};
 struct Line([u8; ALIGN]);
 
 enum Compiled {
-    Loop { f: LoopFn, outer: u64 },
+    /// `split`: big enough, and free of sums, to run as two halves on two threads.
+    Loop {
+        f: LoopFn,
+        outer: u64,
+        split: bool,
+    },
     Lib(LibKernel),
 }
+
+/// Loops over fewer elements than this run on one thread.
+const SPLIT_ELEMENTS: usize = 1 << 15;
+
+/// The arena base, shared by the two threads running halves of a kernel.
+#[derive(Clone, Copy)]
+struct Base(*mut u8);
+
+impl Base {
+    /// The pointer (a method, so closures capture the whole `Base`, which is `Sync`).
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+// SAFETY: the halves of a split kernel write disjoint elements (loops split the outer range,
+// library kernels columns/samples/planes with separate scratch), so sharing the base pointer
+// across the two threads of `Worker::join` does not race.
+unsafe impl Send for Base {}
+// SAFETY: as above.
+unsafe impl Sync for Base {}
 
 /// Options for compilation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,6 +61,7 @@ pub struct Program {
     scratch: usize,
     arena: Vec<Line>,
     kernels: Vec<Compiled>,
+    worker: Worker,
     /// Keeps the generated code alive for the function pointers in `kernels`.
     _module: JITModule,
     /// Cranelift IR of the loops, if kept.
@@ -57,8 +84,22 @@ impl Program {
             })
             .max()
             .unwrap_or(0);
+        // Scratch: one region per thread, then room for a second partial filter gradient.
         let scratch = plan.arena_size;
-        let total = scratch + scratch_size.div_ceil(ALIGN) * ALIGN;
+        let scratch_part = scratch_size.div_ceil(ALIGN) * ALIGN;
+        let extra_size = schedule
+            .kernels
+            .iter()
+            .map(|k| match k {
+                Kernel::Op { inst } if matches!(f.insts[*inst].op, Op::Conv2dGradFilter { .. }) => {
+                    f.ty(f.insts[*inst].result).numel() * 4
+                }
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let extra = scratch + 2 * scratch_part;
+        let total = extra + extra_size.div_ceil(ALIGN) * ALIGN;
         let mut jit = Jit::new(opts.keep_clif)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
@@ -75,13 +116,24 @@ impl Program {
             .kernels
             .iter()
             .map(|k| match k {
-                Kernel::Loop(_) => {
-                    let (f, outer) = fns.next().expect("one function per loop");
-                    Compiled::Loop { f, outer }
+                Kernel::Loop(l) => {
+                    let (func, outer) = fns.next().expect("one function per loop");
+                    let elements = l.shape.iter().product::<usize>();
+                    let split = l.reductions.is_empty() && outer >= 2 && elements >= SPLIT_ELEMENTS;
+                    Compiled::Loop {
+                        f: func,
+                        outer,
+                        split,
+                    }
                 }
-                Kernel::Op { inst } => {
-                    Compiled::Lib(LibKernel::new(f, &f.insts[*inst], &plan, scratch))
-                }
+                Kernel::Op { inst } => Compiled::Lib(LibKernel::new(
+                    f,
+                    &f.insts[*inst],
+                    &plan,
+                    scratch,
+                    scratch_part,
+                    extra,
+                )),
             })
             .collect();
         let mut program = Program {
@@ -91,6 +143,7 @@ impl Program {
             scratch,
             arena: vec![Line([0; ALIGN]); total / ALIGN],
             kernels,
+            worker: Worker::new(),
             _module: module,
             clif,
             compile_seconds: 0.0,
@@ -139,18 +192,18 @@ impl Program {
 
     /// Runs every kernel once.
     pub fn run(&mut self) {
-        let base = self.arena.as_mut_ptr() as *mut u8;
+        let base = Base(self.arena.as_mut_ptr() as *mut u8);
         for k in &self.kernels {
-            run_kernel(k, base);
+            run_kernel(k, base, &self.worker);
         }
     }
 
     /// Runs every kernel once, adding each kernel's time to `times` (one entry per kernel).
     pub fn run_timed(&mut self, times: &mut [Duration]) {
-        let base = self.arena.as_mut_ptr() as *mut u8;
+        let base = Base(self.arena.as_mut_ptr() as *mut u8);
         for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
             let start = Instant::now();
-            run_kernel(k, base);
+            run_kernel(k, base, &self.worker);
             *t += start.elapsed();
         }
     }
@@ -295,12 +348,33 @@ impl Program {
     }
 }
 
-fn run_kernel(k: &Compiled, base: *mut u8) {
+fn run_kernel(k: &Compiled, base: Base, worker: &Worker) {
     match k {
-        // SAFETY: the loop was generated for this arena's plan: every address it forms is
-        // inside the arena, and the outer range is within its outermost dimension.
-        Compiled::Loop { f, outer } => unsafe { f(base, 0, *outer) },
-        // SAFETY: as above; library kernels only touch their operands, output and scratch.
-        Compiled::Lib(l) => unsafe { l.run(base) },
+        // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
+        // forms is inside the arena; halves of a split kernel touch disjoint elements.
+        Compiled::Loop {
+            f,
+            outer,
+            split: true,
+        } => {
+            let mid = outer / 2;
+            worker.join(
+                || unsafe { f(base.get(), 0, mid) },
+                || unsafe { f(base.get(), mid, *outer) },
+            );
+        }
+        Compiled::Loop {
+            f,
+            outer,
+            split: false,
+        } => unsafe { f(base.get(), 0, *outer) },
+        Compiled::Lib(l) if l.splittable() => {
+            worker.join(
+                || unsafe { l.run_part(base.get(), 0, 2) },
+                || unsafe { l.run_part(base.get(), 1, 2) },
+            );
+            unsafe { l.finish(base.get(), 2) };
+        }
+        Compiled::Lib(l) => unsafe { l.run(base.get()) },
     }
 }

@@ -36,6 +36,8 @@ pub struct LoopKernel {
     pub inputs: Vec<ValueId>,
     /// Members' values that are stored: used after the loop or returned.
     pub outputs: Vec<ValueId>,
+    /// The outputs that are sums (`reduce_sum` members), accumulated over the loop.
+    pub reductions: Vec<ValueId>,
 }
 
 /// How each value is held at run time.
@@ -83,6 +85,7 @@ pub fn schedule(f: &Function) -> Schedule {
     }
     // Which group a value was computed in, while that group is open.
     let mut group_of: Vec<Option<usize>> = vec![None; n];
+    let mut reduced = vec![false; n];
     let mut groups: Vec<LoopKernel> = Vec::new();
     let mut open: HashMap<Vec<usize>, usize> = HashMap::new();
     let mut kernels: Vec<Kernel> = Vec::new();
@@ -117,40 +120,48 @@ pub fn schedule(f: &Function) -> Schedule {
         }
         // Operands computed in an open group that this instruction will not join must be
         // materialised first.
-        let shape = &f.ty(v).shape;
-        let joins = if is_elementwise(&inst.op) {
-            open.get(shape).copied()
-        } else {
-            None
+        // A loop member iterates over its result's shape; a sum, over its operand's.
+        let loop_shape: Option<Vec<usize>> = match &inst.op {
+            Op::ReduceSum { .. } => Some(f.ty(inst.args[0]).shape.clone()),
+            op if is_elementwise(op) => Some(f.ty(v).shape.clone()),
+            _ => None,
         };
+        let joins = loop_shape.as_ref().and_then(|s| open.get(s).copied());
         for a in &inst.args {
+            // Sums are complete only when their loop ends: nothing inside reads them.
             if let Some(g) = group_of[a.index()]
-                && (Some(g) != joins || !is_elementwise(&inst.op))
+                && (Some(g) != joins || loop_shape.is_none() || reduced[a.index()])
             {
                 close(g, &mut open, &groups, &mut kernels, &mut emitted);
             }
         }
+        let joins = loop_shape.as_ref().and_then(|s| open.get(s).copied());
         if let Op::Reshape { .. } = inst.op {
             storage[v.index()] = Storage::View(inst.args[0]);
             continue;
         }
-        if is_elementwise(&inst.op) {
-            let g = match open.get(shape) {
-                Some(&g) if !emitted[g] => g,
+        if let Some(shape) = loop_shape {
+            let g = match joins {
+                Some(g) if !emitted[g] => g,
                 _ => {
                     groups.push(LoopKernel {
                         shape: shape.clone(),
                         insts: Vec::new(),
                         inputs: Vec::new(),
                         outputs: Vec::new(),
+                        reductions: Vec::new(),
                     });
                     emitted.push(false);
-                    open.insert(shape.clone(), groups.len() - 1);
+                    open.insert(shape, groups.len() - 1);
                     groups.len() - 1
                 }
             };
             groups[g].insts.push(i);
             group_of[v.index()] = Some(g);
+            if let Op::ReduceSum { .. } = inst.op {
+                reduced[v.index()] = true;
+                groups[g].reductions.push(v);
+            }
         } else {
             kernels.push(Kernel::Op { inst: i });
         }
@@ -178,7 +189,9 @@ pub fn schedule(f: &Function) -> Schedule {
             }
         }
         for m in members {
-            if uses[m.index()] > inside_uses.get(&m).copied().unwrap_or(0) {
+            if l.reductions.contains(&m)
+                || uses[m.index()] > inside_uses.get(&m).copied().unwrap_or(0)
+            {
                 l.outputs.push(m);
             } else {
                 storage[m.index()] = Storage::Register;
