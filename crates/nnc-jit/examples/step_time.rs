@@ -42,7 +42,7 @@ fn main() {
     }
     let np = step.params.len();
     let ns = step.states.len();
-    let mut run = |p: &mut Program| {
+    let run = |p: &mut Program| {
         p.run();
         for k in 0..np + ns {
             p.commit(2 + k, step.data_params + k);
