@@ -15,5 +15,7 @@ pub mod plan;
 pub mod program;
 pub mod schedule;
 pub mod threads;
+pub mod trainer;
 
 pub use program::{Options, Program};
+pub use trainer::{BatchData, InputData, StepOutput, TargetData, Trainer};

@@ -188,3 +188,70 @@ fn lenet5() {
 fn lenet5_1998() {
     check(&format!("{MODELS}lenet5-1998.nn"), 3);
 }
+
+/// The trainer moves weights between programs of different batch sizes and to evaluation
+/// without losing a step: it tracks an interpreter run with the same sequence of batches.
+#[test]
+fn trainer_across_batch_sizes() {
+    use nnc_jit::{BatchData, InputData, TargetData, Trainer};
+    let m = model(&format!("{MODELS}lenet5.nn"));
+    let train = m.train.clone().unwrap();
+    let input = InputSpec::of(&train.data, &m).unwrap();
+    let targets = TargetSpec::of(&train.data, &m);
+    let mut trainer = Trainer::new(&m, input.clone(), targets, 5).unwrap();
+    let mut params: Vec<Tensor<f32>> = init_params(&m, 5)
+        .into_iter()
+        .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
+        .collect();
+    let mut states: Option<Vec<Tensor<f32>>> = None;
+    let mut rng = Rng::new(2);
+    for (s, size) in [6usize, 3, 6, 3, 6].into_iter().enumerate() {
+        let c = compile(&m, size, input.clone(), targets).unwrap();
+        let step = &c.train_step;
+        let st = states.get_or_insert_with(|| {
+            step.states
+                .iter()
+                .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32)))
+                .collect()
+        });
+        let data = data_inputs(&step.func, step.data_params, targets, &mut rng);
+        let (Tensor::U8(x), Tensor::I32(y)) = (&data[0], &data[1]) else {
+            panic!("mnist data")
+        };
+        let batch = BatchData {
+            size,
+            inputs: InputData::U8(x.as_slice().unwrap()),
+            targets: TargetData::Classes(y.as_slice().unwrap()),
+            key: 0,
+        };
+        let got = trainer.train_step(&batch).unwrap();
+        let mut inputs = data.clone();
+        inputs.extend(params.iter().cloned());
+        inputs.extend(st.iter().cloned());
+        let out = interp::run_f32(&step.func, inputs).unwrap();
+        close(
+            got.loss as f32,
+            out[0].scalar().unwrap() as f32,
+            &format!("step {s} (batch {size}) loss"),
+        );
+        let np = params.len();
+        params = out[2..2 + np].to_vec();
+        *st = out[2 + np..2 + np + st.len()].to_vec();
+        // Evaluate after every step: the eval program must see the newest weights.
+        let e = trainer.eval_step(&batch).unwrap();
+        let ev = interp::run_f32(
+            &c.eval_step,
+            data.iter()
+                .take(2)
+                .cloned()
+                .chain(params.iter().cloned())
+                .collect(),
+        )
+        .unwrap();
+        close(
+            e.loss as f32,
+            ev[0].scalar().unwrap() as f32,
+            &format!("eval after step {s}"),
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Training and evaluation with compiled steps: the JIT behind the CLI's `Backend`.
+//!
+//! One program per batch size (the last batch of an epoch may be smaller), compiled on first
+//! use. The parameters and optimizer state live in the arena of the program that ran the
+//! latest training step, and move (a copy) only when a step of another batch size runs or an
+//! evaluation program needs fresh weights.
+
+use std::collections::HashMap;
+
+use nnc_check::Model;
+use nnc_ir::compile::compile;
+use nnc_ir::lower::{InputSpec, TargetSpec};
+use nnc_ir::optim::TrainStep;
+
+use crate::program::{Options, Program};
+
+/// A batch's data, as the data layer gathered it.
+pub struct BatchData<'a> {
+    pub size: usize,
+    pub inputs: InputData<'a>,
+    pub targets: TargetData<'a>,
+    /// Seeds the dropout masks of this step.
+    pub key: i32,
+}
+
+#[derive(Clone, Copy)]
+pub enum InputData<'a> {
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+#[derive(Clone, Copy)]
+pub enum TargetData<'a> {
+    Classes(&'a [i32]),
+    Values(&'a [f32]),
+}
+
+/// What a step reports.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    /// Mean loss over the batch.
+    pub loss: f64,
+    pub correct: f64,
+    /// Squared gradient norm per parameter (training steps).
+    pub grad_norms2: Vec<f64>,
+    /// The model's outputs, `batch × outputs` (evaluation steps).
+    pub outputs: Vec<f32>,
+}
+
+struct TrainProgram {
+    step: TrainStep,
+    program: Program,
+    /// The parameter version its arena holds.
+    version: u64,
+}
+
+struct EvalProgram {
+    program: Program,
+    version: u64,
+}
+
+/// Compiled training and evaluation of one model.
+pub struct Trainer {
+    model: Model,
+    input: InputSpec,
+    targets: TargetSpec,
+    train: HashMap<usize, TrainProgram>,
+    eval: HashMap<usize, EvalProgram>,
+    /// Incremented by every training step; `owner` holds the newest parameters.
+    version: u64,
+    owner: Option<usize>,
+    /// Parameters and states to start from, until a program holds newer ones.
+    initial: Vec<Vec<f32>>,
+    initial_states: Vec<Vec<f32>>,
+    param_names: Vec<String>,
+    param_shapes: Vec<Vec<usize>>,
+    states: Vec<(String, Vec<usize>)>,
+}
+
+impl Trainer {
+    /// A trainer with the model's initial weights for `seed`.
+    pub fn new(
+        model: &Model,
+        input: InputSpec,
+        targets: TargetSpec,
+        seed: u64,
+    ) -> Result<Trainer, String> {
+        let init = nnc_ir::init::init_params(model, seed);
+        // The optimizer state's layout does not depend on the batch size.
+        let layout = compile(model, 1, input.clone(), targets)?.train_step.states;
+        Ok(Trainer {
+            model: model.clone(),
+            input,
+            targets,
+            train: HashMap::new(),
+            eval: HashMap::new(),
+            version: 0,
+            owner: None,
+            param_names: init.iter().map(|t| t.name.clone()).collect(),
+            param_shapes: init.iter().map(|t| t.shape.clone()).collect(),
+            initial: init.into_iter().map(|t| t.data).collect(),
+            initial_states: layout
+                .iter()
+                .map(|s| vec![s.init as f32; s.ty.numel()])
+                .collect(),
+            states: layout
+                .iter()
+                .map(|s| (s.name.clone(), s.ty.shape.clone()))
+                .collect(),
+        })
+    }
+
+    fn ensure_train(&mut self, batch: usize) -> Result<(), String> {
+        if self.train.contains_key(&batch) {
+            return Ok(());
+        }
+        let c = compile(&self.model, batch, self.input.clone(), self.targets)?;
+        let program = Program::compile(&c.train_step.func, Options::default())?;
+        self.train.insert(
+            batch,
+            TrainProgram {
+                step: c.train_step,
+                program,
+                version: u64::MAX,
+            },
+        );
+        Ok(())
+    }
+
+    /// Copies the newest parameters and states into the training program for `batch`.
+    fn sync_train(&mut self, batch: usize) -> Result<(), String> {
+        self.ensure_train(batch)?;
+        let target_version = self.train[&batch].version;
+        if target_version == self.version && self.owner.is_some() {
+            return Ok(());
+        }
+        let (params, states) = self.current()?;
+        let t = self.train.get_mut(&batch).expect("compiled above");
+        let dp = t.step.data_params;
+        for (i, p) in params.iter().chain(&states).enumerate() {
+            t.program.f32_param(dp + i)?.copy_from_slice(p);
+        }
+        t.version = self.version;
+        Ok(())
+    }
+
+    /// The newest parameters and optimizer states.
+    fn current(&mut self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), String> {
+        match self.owner {
+            None => Ok((self.initial.clone(), self.initial_states.clone())),
+            Some(b) => {
+                let t = self.train.get_mut(&b).expect("owner is compiled");
+                let dp = t.step.data_params;
+                let np = t.step.params.len();
+                let ns = t.step.states.len();
+                let mut read = |i: usize| t.program.f32_param(dp + i).map(|s| s.to_vec());
+                let params = (0..np).map(&mut read).collect::<Result<_, _>>()?;
+                let states = (np..np + ns).map(&mut read).collect::<Result<_, _>>()?;
+                Ok((params, states))
+            }
+        }
+    }
+
+    fn load_data(program: &mut Program, batch: &BatchData<'_>, key: bool) -> Result<(), String> {
+        match batch.inputs {
+            InputData::U8(x) => program.u8_param(0)?.copy_from_slice(x),
+            InputData::F32(x) => program.f32_param(0)?.copy_from_slice(x),
+        }
+        match batch.targets {
+            TargetData::Classes(t) => program.i32_param(1)?.copy_from_slice(t),
+            TargetData::Values(t) => program.f32_param(1)?.copy_from_slice(t),
+        }
+        if key {
+            program.i32_param(2)?[0] = batch.key;
+        }
+        Ok(())
+    }
+
+    /// One training step on `batch`.
+    pub fn train_step(&mut self, batch: &BatchData<'_>) -> Result<StepOutput, String> {
+        self.sync_train(batch.size)?;
+        let t = self.train.get_mut(&batch.size).expect("synced");
+        let dp = t.step.data_params;
+        Self::load_data(&mut t.program, batch, dp == 3)?;
+        t.program.run();
+        let np = t.step.params.len();
+        let ns = t.step.states.len();
+        let loss = t.program.result(0)[0] as f64;
+        let correct = t.program.result(1)[0] as f64;
+        let grad_norms2 = (0..np)
+            .map(|i| t.program.result(2 + np + ns + i)[0] as f64)
+            .collect();
+        for k in 0..np + ns {
+            t.program.commit(2 + k, dp + k);
+        }
+        self.version += 1;
+        t.version = self.version;
+        self.owner = Some(batch.size);
+        Ok(StepOutput {
+            loss,
+            correct,
+            grad_norms2,
+            outputs: Vec::new(),
+        })
+    }
+
+    /// One evaluation step (forward only, dropout off) on `batch`.
+    pub fn eval_step(&mut self, batch: &BatchData<'_>) -> Result<StepOutput, String> {
+        if !self.eval.contains_key(&batch.size) {
+            let c = compile(&self.model, batch.size, self.input.clone(), self.targets)?;
+            let program = Program::compile(&c.eval_step, Options::default())?;
+            self.eval.insert(
+                batch.size,
+                EvalProgram {
+                    program,
+                    version: u64::MAX,
+                },
+            );
+        }
+        if self.eval[&batch.size].version != self.version {
+            let (params, _) = self.current()?;
+            let e = self.eval.get_mut(&batch.size).expect("compiled above");
+            for (i, p) in params.iter().enumerate() {
+                e.program.f32_param(2 + i)?.copy_from_slice(p);
+            }
+            e.version = self.version;
+        }
+        let e = self.eval.get_mut(&batch.size).expect("compiled above");
+        Self::load_data(&mut e.program, batch, false)?;
+        e.program.run();
+        Ok(StepOutput {
+            loss: e.program.result(0)[0] as f64,
+            correct: e.program.result(1)[0] as f64,
+            grad_norms2: Vec::new(),
+            outputs: e.program.result(2).to_vec(),
+        })
+    }
+
+    /// Parameter names and shapes, in declaration order.
+    pub fn param_layout(&self) -> (&[String], &[Vec<usize>]) {
+        (&self.param_names, &self.param_shapes)
+    }
+
+    /// State names and shapes, in the train step's order.
+    pub fn state_layout(&self) -> &[(String, Vec<usize>)] {
+        &self.states
+    }
+
+    /// The newest parameters and optimizer states.
+    pub fn snapshot(&mut self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), String> {
+        self.current()
+    }
+
+    /// Replaces parameters and states (resuming); lengths must match the layouts.
+    pub fn restore(&mut self, params: Vec<Vec<f32>>, states: Vec<Vec<f32>>) -> Result<(), String> {
+        let fits = |new: &[Vec<f32>], old: &[Vec<f32>]| {
+            new.len() == old.len() && new.iter().zip(old).all(|(a, b)| a.len() == b.len())
+        };
+        if !fits(&params, &self.initial) {
+            return Err("parameter shapes do not match the model".into());
+        }
+        if !fits(&states, &self.initial_states) {
+            return Err("optimizer state shapes do not match the model".into());
+        }
+        self.initial = params;
+        self.initial_states = states;
+        self.owner = None;
+        self.version += 1;
+        Ok(())
+    }
+
+    /// The training program for `batch`, compiled if needed (for `nnc bench` and dumps).
+    pub fn train_program(&mut self, batch: usize) -> Result<&mut Program, String> {
+        self.ensure_train(batch)?;
+        Ok(&mut self.train.get_mut(&batch).expect("compiled").program)
+    }
+}
