@@ -35,6 +35,9 @@ pub enum TargetData<'a> {
     Values(&'a [f32]),
 }
 
+/// Parameter tensors and optimizer state tensors, flat, in their layouts' order.
+pub type Weights = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// What a step reports.
 #[derive(Clone, Debug, Default)]
 pub struct StepOutput {
@@ -145,7 +148,7 @@ impl Trainer {
     }
 
     /// The newest parameters and optimizer states.
-    fn current(&mut self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), String> {
+    fn current(&mut self) -> Result<Weights, String> {
         match self.owner {
             None => Ok((self.initial.clone(), self.initial_states.clone())),
             Some(b) => {
@@ -247,7 +250,7 @@ impl Trainer {
     }
 
     /// The newest parameters and optimizer states.
-    pub fn snapshot(&mut self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), String> {
+    pub fn snapshot(&mut self) -> Result<Weights, String> {
         self.current()
     }
 
