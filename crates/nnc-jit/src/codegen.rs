@@ -22,8 +22,10 @@ use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
 use crate::plan::{Plan, elem_size};
 use crate::schedule::LoopKernel;
 
-/// The signature of every generated loop: arena base, outer range.
-pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64);
+/// The signature of every generated loop: arena base, outer range, and where its sums go:
+/// 0 for their planned buffers, else the byte offset of a partial-sum region in which the
+/// sums lie one after another (the second thread of a split loop sums there).
+pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64, u64);
 
 /// A linked module, the pointers of its loops, and their Cranelift IR if kept.
 pub type Linked = (JITModule, Vec<LoopFn>, Option<Vec<String>>);
@@ -117,6 +119,7 @@ impl Jit {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
         sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(types::I64));
         sig.params.push(AbiParam::new(types::I64));
         sig.params.push(AbiParam::new(types::I64));
         let id = self
@@ -309,14 +312,26 @@ impl<'a> LoopGen<'a> {
         let arena = b.block_params(entry)[0];
         let start = b.block_params(entry)[1];
         let end = b.block_params(entry)[2];
-        // Byte offsets of each operand as the outer loops advance.
+        let partial = b.block_params(entry)[3];
+        // Byte offsets of each operand as the outer loops advance. A sum goes to its buffer,
+        // or, when `partial` is set, to its place in the partial-sum region.
+        let mut rel = 0i64;
         let bases: Vec<Value> = self
             .inputs
             .iter()
             .chain(self.outputs.iter())
-            .map(|a| b.ins().iadd_imm_s(arena, a.offset as i64))
+            .map(|a| {
+                let planned = b.ins().iadd_imm_s(arena, a.offset as i64);
+                if !a.accumulate {
+                    return planned;
+                }
+                let region = b.ins().iadd(arena, partial);
+                let alternative = b.ins().iadd_imm_s(region, rel);
+                rel += (self.f.ty(a.value).numel() * 4) as i64;
+                b.ins().select(partial, alternative, planned)
+            })
             .collect();
-        // Sums start at zero. (A loop with sums always runs its whole range in one call.)
+        // Sums start at zero (each thread's own, when a loop with sums is split).
         for (a, &base) in self.outputs.iter().zip(&bases[self.inputs.len()..]) {
             if a.accumulate {
                 self.zero(b, base, self.f.ty(a.value).numel());

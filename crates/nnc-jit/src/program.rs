@@ -17,11 +17,13 @@ use crate::threads::Worker;
 struct Line([u8; ALIGN]);
 
 enum Compiled {
-    /// `split`: big enough, and free of sums, to run as two halves on two threads.
+    /// `split`: big enough to run as two halves on two threads; `sums`: the (offset, length)
+    /// of each sum it accumulates, which the second half accumulates in the partial region.
     Loop {
         f: LoopFn,
         outer: u64,
         split: bool,
+        sums: Vec<(usize, usize)>,
     },
     Lib(LibKernel),
 }
@@ -62,6 +64,8 @@ pub struct Program {
     arena: Vec<Line>,
     kernels: Vec<Compiled>,
     worker: Worker,
+    /// Byte offset of the partial-sum region of split loops.
+    partial: usize,
     /// Keeps the generated code alive for the function pointers in `kernels`.
     _module: JITModule,
     /// Cranelift IR of the loops, if kept.
@@ -99,7 +103,17 @@ impl Program {
             .max()
             .unwrap_or(0);
         let extra = scratch + 2 * scratch_part;
-        let total = extra + extra_size.div_ceil(ALIGN) * ALIGN;
+        let sum_size = schedule
+            .kernels
+            .iter()
+            .map(|k| match k {
+                Kernel::Loop(l) => l.reductions.iter().map(|&r| f.ty(r).numel() * 4).sum(),
+                Kernel::Op { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let partial = extra + extra_size.div_ceil(ALIGN) * ALIGN;
+        let total = partial + sum_size.div_ceil(ALIGN) * ALIGN;
         let mut jit = Jit::new(opts.keep_clif)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
@@ -119,11 +133,13 @@ impl Program {
                 Kernel::Loop(l) => {
                     let (func, outer) = fns.next().expect("one function per loop");
                     let elements = l.shape.iter().product::<usize>();
-                    let split = l.reductions.is_empty() && outer >= 2 && elements >= SPLIT_ELEMENTS;
+                    let split = outer >= 2 && elements >= SPLIT_ELEMENTS;
+                    let sums = l.reductions.iter().map(|&r| (plan.at(r), f.ty(r).numel())).collect();
                     Compiled::Loop {
                         f: func,
                         outer,
                         split,
+                        sums,
                     }
                 }
                 Kernel::Op { inst } => Compiled::Lib(LibKernel::new(
@@ -144,6 +160,7 @@ impl Program {
             arena: vec![Line([0; ALIGN]); total / ALIGN],
             kernels,
             worker: Worker::new(),
+            partial,
             _module: module,
             clif,
             compile_seconds: 0.0,
@@ -194,7 +211,7 @@ impl Program {
     pub fn run(&mut self) {
         let base = Base(self.arena.as_mut_ptr() as *mut u8);
         for k in &self.kernels {
-            run_kernel(k, base, &self.worker);
+            run_kernel(k, base, &self.worker, self.partial);
         }
     }
 
@@ -203,7 +220,7 @@ impl Program {
         let base = Base(self.arena.as_mut_ptr() as *mut u8);
         for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
             let start = Instant::now();
-            run_kernel(k, base, &self.worker);
+            run_kernel(k, base, &self.worker, self.partial);
             *t += start.elapsed();
         }
     }
@@ -348,31 +365,33 @@ impl Program {
     }
 }
 
-fn run_kernel(k: &Compiled, base: Base, worker: &Worker) {
+fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
     match k {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
-        // forms is inside the arena; halves of a split kernel touch disjoint elements.
-        Compiled::Loop {
-            f,
-            outer,
-            split: true,
-        } => {
+        // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
+        // loop's second half accumulates its sums in the partial region).
+        Compiled::Loop { f, outer, split: true, sums } => {
             let mid = outer / 2;
+            let second = if sums.is_empty() { 0 } else { partial as u64 };
             worker.join(
-                || unsafe { f(base.get(), 0, mid) },
-                || unsafe { f(base.get(), mid, *outer) },
+                || unsafe { f(base.get(), 0, mid, 0) },
+                || unsafe { f(base.get(), mid, *outer, second) },
             );
+            let mut rel = partial;
+            for &(off, n) in sums {
+                // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of
+                // `n` f32s, aligned by the plan.
+                unsafe {
+                    let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
+                    let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
+                    total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+                }
+                rel += n * 4;
+            }
         }
-        Compiled::Loop {
-            f,
-            outer,
-            split: false,
-        } => unsafe { f(base.get(), 0, *outer) },
+        Compiled::Loop { f, outer, split: false, .. } => unsafe { f(base.get(), 0, *outer, 0) },
         Compiled::Lib(l) if l.splittable() => {
-            worker.join(
-                || unsafe { l.run_part(base.get(), 0, 2) },
-                || unsafe { l.run_part(base.get(), 1, 2) },
-            );
+            worker.join(|| unsafe { l.run_part(base.get(), 0, 2) }, || unsafe { l.run_part(base.get(), 1, 2) });
             unsafe { l.finish(base.get(), 2) };
         }
         Compiled::Lib(l) => unsafe { l.run(base.get()) },
