@@ -9,6 +9,7 @@
 //! parameters and constants); no allocation happens while a program runs; a program computes
 //! what the reference interpreter computes, up to floating-point reassociation in GEMMs.
 
+pub mod bench;
 pub mod codegen;
 pub mod library;
 pub mod plan;

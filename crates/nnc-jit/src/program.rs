@@ -134,7 +134,11 @@ impl Program {
                     let (func, outer) = fns.next().expect("one function per loop");
                     let elements = l.shape.iter().product::<usize>();
                     let split = outer >= 2 && elements >= SPLIT_ELEMENTS;
-                    let sums = l.reductions.iter().map(|&r| (plan.at(r), f.ty(r).numel())).collect();
+                    let sums = l
+                        .reductions
+                        .iter()
+                        .map(|&r| (plan.at(r), f.ty(r).numel()))
+                        .collect();
                     Compiled::Loop {
                         f: func,
                         outer,
@@ -370,7 +374,12 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
         // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
         // loop's second half accumulates its sums in the partial region).
-        Compiled::Loop { f, outer, split: true, sums } => {
+        Compiled::Loop {
+            f,
+            outer,
+            split: true,
+            sums,
+        } => {
             let mid = outer / 2;
             let second = if sums.is_empty() { 0 } else { partial as u64 };
             worker.join(
@@ -389,9 +398,17 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                 rel += n * 4;
             }
         }
-        Compiled::Loop { f, outer, split: false, .. } => unsafe { f(base.get(), 0, *outer, 0) },
+        Compiled::Loop {
+            f,
+            outer,
+            split: false,
+            ..
+        } => unsafe { f(base.get(), 0, *outer, 0) },
         Compiled::Lib(l) if l.splittable() => {
-            worker.join(|| unsafe { l.run_part(base.get(), 0, 2) }, || unsafe { l.run_part(base.get(), 1, 2) });
+            worker.join(
+                || unsafe { l.run_part(base.get(), 0, 2) },
+                || unsafe { l.run_part(base.get(), 1, 2) },
+            );
             unsafe { l.finish(base.get(), 2) };
         }
         Compiled::Lib(l) => unsafe { l.run(base.get()) },

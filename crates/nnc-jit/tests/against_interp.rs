@@ -135,7 +135,11 @@ fn check(path: &str, steps: usize) {
         }
         // The squared gradient norms (sums over whole tensors, split across threads).
         for k in 2 + np + ns..out.len() {
-            close(program.result(k)[0], out[k].scalar().unwrap() as f32, &format!("{path} step {s} gradient norm {k}"));
+            close(
+                program.result(k)[0],
+                out[k].scalar().unwrap() as f32,
+                &format!("{path} step {s} gradient norm {k}"),
+            );
         }
         params = out[2..2 + np].to_vec();
         states = out[2 + np..2 + np + ns].to_vec();

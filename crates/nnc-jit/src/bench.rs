@@ -1,0 +1,178 @@
+//! `nnc bench`: compile time, step time and a per-kernel profile of a model's training step
+//! (like `caffe time`), on synthetic data of the right shape — the arithmetic does not depend
+//! on the values, and no data set has to be read.
+
+use std::time::{Duration, Instant};
+
+use nnc_check::Model;
+use nnc_ir::lower::{InputSpec, TargetSpec};
+use serde::Serialize;
+
+use crate::program::{Options, Program};
+
+/// One kernel's share of a step.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelTime {
+    pub kernel: usize,
+    pub label: String,
+    pub micros: f64,
+    /// For contractions.
+    pub gflops: Option<f64>,
+}
+
+/// What `nnc bench` measures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub batch: usize,
+    /// Parse and check are done by the caller; this is lowering, autodiff, passes and the JIT.
+    pub compile_ms: f64,
+    pub kernels: usize,
+    pub arena_bytes: usize,
+    pub step_micros: f64,
+    pub images_per_second: f64,
+    /// 3 × forward FLOPs per sample (the peers' convention), per second.
+    pub gflops: f64,
+    /// Steps per epoch of 60,000 samples (MNIST), at this step time.
+    pub epoch_seconds_estimate: f64,
+    pub profile: Vec<KernelTime>,
+}
+
+/// Measures the training step of `model` for `iterations` steps after `warmup`.
+pub fn run(
+    model: &Model,
+    batch: usize,
+    input: InputSpec,
+    targets: TargetSpec,
+    warmup: usize,
+    iterations: usize,
+) -> Result<Report, String> {
+    let start = Instant::now();
+    let c = nnc_ir::compile::compile(model, batch, input, targets)?;
+    let step = c.train_step;
+    let mut p = Program::compile(&step.func, Options::default())?;
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    // Initial weights, and a batch of synthetic data.
+    for (i, t) in nnc_ir::init::init_params(model, 0).iter().enumerate() {
+        p.f32_param(step.data_params + i)?.copy_from_slice(&t.data);
+    }
+    for (i, s) in step.states.iter().enumerate() {
+        p.f32_param(step.data_params + step.params.len() + i)?
+            .fill(s.init as f32);
+    }
+    if let Ok(x) = p.u8_param(0) {
+        x.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i * 37 % 256) as u8);
+    }
+    if let Ok(x) = p.f32_param(0) {
+        x.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = ((i * 37 % 101) as f32) / 101.0);
+    }
+    let classes = match targets {
+        TargetSpec::Classes(k) => k as i32,
+        TargetSpec::Values(_) => 1,
+    };
+    if let Ok(t) = p.i32_param(1) {
+        t.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as i32 % classes);
+    }
+    let n = step.params.len() + step.states.len();
+    let run = |p: &mut Program, times: Option<&mut [Duration]>| {
+        match times {
+            Some(t) => p.run_timed(t),
+            None => p.run(),
+        }
+        for k in 0..n {
+            p.commit(2 + k, step.data_params + k);
+        }
+    };
+    for _ in 0..warmup {
+        run(&mut p, None);
+    }
+    let t = Instant::now();
+    for _ in 0..iterations {
+        run(&mut p, None);
+    }
+    let step_s = t.elapsed().as_secs_f64() / iterations.max(1) as f64;
+    let mut times = vec![Duration::ZERO; p.kernel_count()];
+    for _ in 0..iterations {
+        run(&mut p, Some(&mut times));
+    }
+    let mut profile: Vec<KernelTime> = times
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            let micros = d.as_secs_f64() * 1e6 / iterations.max(1) as f64;
+            let macs = p.kernel_macs(k);
+            KernelTime {
+                kernel: k,
+                label: p.kernel_label(k),
+                micros,
+                gflops: (macs > 0 && micros > 0.0).then(|| 2.0 * macs as f64 / micros / 1e3),
+            }
+        })
+        .collect();
+    profile.sort_by(|a, b| b.micros.total_cmp(&a.micros));
+    let flops = 3.0 * model.flops_per_sample() as f64 * batch as f64;
+    Ok(Report {
+        model: model.name.clone(),
+        batch,
+        compile_ms,
+        kernels: p.kernel_count(),
+        arena_bytes: p.arena_bytes(),
+        step_micros: step_s * 1e6,
+        images_per_second: batch as f64 / step_s,
+        gflops: flops / step_s / 1e9,
+        epoch_seconds_estimate: step_s * (60_000f64 / batch as f64).ceil(),
+        profile,
+    })
+}
+
+impl Report {
+    /// The report as a table; `top` kernels are listed.
+    pub fn render(&self, top: usize) -> String {
+        let mut out = format!(
+            "{}: batch {}, {} kernels, arena {:.1} KiB\n\
+             compile (lower, autodiff, passes, JIT): {:.1} ms\n\
+             step: {:.1} µs  ({:.0} images/s, {:.1} GFLOP/s at 3× forward FLOPs; ≈ {:.3} s per 60,000-image epoch)\n\n\
+             {:>10}  {:>6}  {:>12}  kernel\n",
+            self.model,
+            self.batch,
+            self.kernels,
+            self.arena_bytes as f64 / 1024.0,
+            self.compile_ms,
+            self.step_micros,
+            self.images_per_second,
+            self.gflops,
+            self.epoch_seconds_estimate,
+            "µs/step",
+            "share",
+            "GFLOP/s",
+        );
+        let total: f64 = self.profile.iter().map(|k| k.micros).sum();
+        for k in self.profile.iter().take(top) {
+            out.push_str(&format!(
+                "{:>10.1}  {:>5.1}%  {:>12}  {}\n",
+                k.micros,
+                100.0 * k.micros / total.max(1e-9),
+                k.gflops.map_or(String::new(), |g| format!("{g:.1}")),
+                k.label
+            ));
+        }
+        if self.profile.len() > top {
+            let rest: f64 = self.profile[top..].iter().map(|k| k.micros).sum();
+            out.push_str(&format!(
+                "{:>10.1}  {:>5.1}%  {:>12}  {} more kernels\n",
+                rest,
+                100.0 * rest / total.max(1e-9),
+                "",
+                self.profile.len() - top
+            ));
+        }
+        out
+    }
+}
