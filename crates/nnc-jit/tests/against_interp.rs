@@ -134,10 +134,10 @@ fn check(path: &str, steps: usize) {
             program.commit(2 + k, step.data_params + k);
         }
         // The squared gradient norms (sums over whole tensors, split across threads).
-        for k in 2 + np + ns..out.len() {
+        for (k, norm) in out.iter().enumerate().skip(2 + np + ns) {
             close(
                 program.result(k)[0],
-                out[k].scalar().unwrap() as f32,
+                norm.scalar().unwrap() as f32,
                 &format!("{path} step {s} gradient norm {k}"),
             );
         }
