@@ -26,26 +26,26 @@ pub struct LibKernel {
 
 /// Scratch bytes a kernel needs (im2col columns for one sample).
 pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
-    let cols = |c: usize, kh: usize, kw: usize, oh: usize, ow: usize| c * kh * kw * oh * ow * 4;
+    // Columns [K, B·P] and the output (or output gradient) relaid as [O, B·P]: a part's
+    // samples are convolved by one GEMM.
+    let conv = |x: &[usize], w: &[usize], y: &[usize]| {
+        let k = w[1] * w[2] * w[3];
+        (k + w[0]) * x[0] * y[2] * y[3] * 4
+    };
     match inst.op {
-        Op::Conv2d { .. } | Op::Conv2dGradFilter { .. } => {
-            let x = &f.ty(inst.args[0]).shape;
-            let (w, y) = match inst.op {
-                Op::Conv2d { .. } => (
-                    f.ty(inst.args[1]).shape.clone(),
-                    f.ty(inst.result).shape.clone(),
-                ),
-                _ => (
-                    f.ty(inst.result).shape.clone(),
-                    f.ty(inst.args[1]).shape.clone(),
-                ),
-            };
-            cols(x[1], w[2], w[3], y[2], y[3])
-        }
+        Op::Conv2d { .. } => conv(
+            &f.ty(inst.args[0]).shape,
+            &f.ty(inst.args[1]).shape,
+            &f.ty(inst.result).shape,
+        ),
+        Op::Conv2dGradFilter { .. } => conv(
+            &f.ty(inst.args[0]).shape,
+            &f.ty(inst.result).shape,
+            &f.ty(inst.args[1]).shape,
+        ),
         Op::Conv2dGradInput { .. } => {
             let dy = &f.ty(inst.args[0]).shape;
-            let w = &f.ty(inst.args[1]).shape;
-            cols(w[1], w[2], w[3], dy[2], dy[3])
+            conv(&f.ty(inst.result).shape, &f.ty(inst.args[1]).shape, dy)
         }
         _ => 0,
     }
@@ -200,21 +200,24 @@ impl LibKernel {
                 }
             }
             Op::Conv2d { stride, padding } => {
-                let [nb, c, h, w] = dims4(shape(0));
+                let [_, c, h, w] = dims4(shape(0));
                 let [o, _, kh, kw] = dims4(shape(1));
                 let (oh, ow) = (oshape[2], oshape[3]);
-                let kk = c * kh * kw;
-                let p = oh * ow;
+                let (kk, p) = (c * kh * kw, oh * ow);
+                let (lo, hi) = range(dims4(shape(0))[0]);
+                let nb = hi - lo;
+                if nb == 0 {
+                    return;
+                }
+                let np = nb * p;
                 // SAFETY: the program reserved `scratch_bytes` per part at `scratch`.
-                let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
-                };
-                let (x, wt) = (f32s(0), f32s(1));
-                let (lo, hi) = range(nb);
-                for b in lo..hi {
+                let (col, y2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
+                let x = f32s(0);
+                for (i, b) in (lo..hi).enumerate() {
                     im2col(
                         &x[b * c * h * w..(b + 1) * c * h * w],
-                        col,
+                        &mut col[i * p..],
+                        np,
                         c,
                         h,
                         w,
@@ -225,44 +228,60 @@ impl LibKernel {
                         oh,
                         ow,
                     );
-                    let y = out[b * o * p..(b + 1) * o * p].as_mut_ptr();
-                    // Y_b [O, P] = W [O, K] · col [K, P]
-                    unsafe {
-                        matmul(
-                            y,
-                            p as isize,
-                            wt.as_ptr(),
-                            1,
-                            kk as isize,
-                            col.as_ptr(),
-                            1,
-                            p as isize,
-                            o,
-                            p,
-                            kk,
-                            false,
-                        )
-                    };
+                }
+                // Y' [O, n·P] = W [O, K] · col [K, n·P], then each sample's block into place.
+                unsafe {
+                    matmul(
+                        y2.as_mut_ptr(),
+                        np as isize,
+                        f32s(1).as_ptr(),
+                        1,
+                        kk as isize,
+                        col.as_ptr(),
+                        1,
+                        np as isize,
+                        o,
+                        np,
+                        kk,
+                        false,
+                    )
+                };
+                for (i, b) in (lo..hi).enumerate() {
+                    for oc in 0..o {
+                        out[(b * o + oc) * p..(b * o + oc + 1) * p]
+                            .copy_from_slice(&y2[oc * np + i * p..oc * np + (i + 1) * p]);
+                    }
                 }
             }
             Op::Conv2dGradFilter {
                 stride, padding, ..
             } => {
-                let [nb, c, h, w] = dims4(shape(0));
+                let [_, c, h, w] = dims4(shape(0));
                 let [_, o, oh, ow] = dims4(shape(1));
                 let [_, _, kh, kw] = dims4(oshape);
-                let kk = c * kh * kw;
-                let p = oh * ow;
-                // SAFETY: as above.
-                let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
+                let (kk, p) = (c * kh * kw, oh * ow);
+                let (lo, hi) = range(dims4(shape(0))[0]);
+                let nb = hi - lo;
+                // The second part sums into `extra`, added to the output by `finish`.
+                let target = if part == 0 {
+                    out.as_mut_ptr()
+                } else {
+                    unsafe { base.add(self.extra) as *mut f32 }
                 };
+                if nb == 0 {
+                    // An empty part contributes a zero partial sum.
+                    unsafe { std::slice::from_raw_parts_mut(target, n(oshape)) }.fill(0.0);
+                    return;
+                }
+                let np = nb * p;
+                // SAFETY: as above.
+                let (col, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
                 let (x, dy) = (f32s(0), f32s(1));
-                let (lo, hi) = range(nb);
-                for b in lo..hi {
+                for (i, b) in (lo..hi).enumerate() {
                     im2col(
                         &x[b * c * h * w..(b + 1) * c * h * w],
-                        col,
+                        &mut col[i * p..],
+                        np,
                         c,
                         h,
                         w,
@@ -273,74 +292,72 @@ impl LibKernel {
                         oh,
                         ow,
                     );
-                    // dW [O, K] (+)= dY_b [O, P] · colᵀ [P, K]; the second part sums into
-                    // `extra`, added to the output by `finish`.
-                    let g = dy[b * o * p..].as_ptr();
-                    let target = if part == 0 {
-                        out.as_mut_ptr()
-                    } else {
-                        unsafe { base.add(self.extra) as *mut f32 }
-                    };
-                    unsafe {
-                        matmul(
-                            target,
-                            kk as isize,
-                            g,
-                            1,
-                            p as isize,
-                            col.as_ptr(),
-                            p as isize,
-                            1,
-                            o,
-                            kk,
-                            p,
-                            b > lo,
-                        )
-                    };
-                }
-                if lo == hi && part > 0 {
-                    // An empty second half still contributes its (zero) partial sum.
-                    unsafe {
-                        std::slice::from_raw_parts_mut(base.add(self.extra) as *mut f32, n(oshape))
+                    for oc in 0..o {
+                        g2[oc * np + i * p..oc * np + (i + 1) * p]
+                            .copy_from_slice(&dy[(b * o + oc) * p..(b * o + oc + 1) * p]);
                     }
-                    .fill(0.0);
                 }
+                // dW [O, K] = dY' [O, n·P] · colᵀ [n·P, K]
+                unsafe {
+                    matmul(
+                        target,
+                        kk as isize,
+                        g2.as_ptr(),
+                        1,
+                        np as isize,
+                        col.as_ptr(),
+                        np as isize,
+                        1,
+                        o,
+                        kk,
+                        np,
+                        false,
+                    )
+                };
             }
             Op::Conv2dGradInput {
                 stride, padding, ..
             } => {
-                let [nb, o, oh, ow] = dims4(shape(0));
+                let [_, o, oh, ow] = dims4(shape(0));
                 let [_, c, kh, kw] = dims4(shape(1));
                 let (h, w) = (oshape[2], oshape[3]);
-                let kk = c * kh * kw;
-                let p = oh * ow;
+                let (kk, p) = (c * kh * kw, oh * ow);
+                let (lo, hi) = range(dims4(shape(0))[0]);
+                let nb = hi - lo;
+                if nb == 0 {
+                    return;
+                }
+                let np = nb * p;
                 // SAFETY: as above.
-                let col = unsafe {
-                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, kk * p)
+                let (dcol, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
+                let dy = f32s(0);
+                for (i, b) in (lo..hi).enumerate() {
+                    for oc in 0..o {
+                        g2[oc * np + i * p..oc * np + (i + 1) * p]
+                            .copy_from_slice(&dy[(b * o + oc) * p..(b * o + oc + 1) * p]);
+                    }
+                }
+                // dcol [K, n·P] = Wᵀ [K, O] · dY' [O, n·P]
+                unsafe {
+                    matmul(
+                        dcol.as_mut_ptr(),
+                        np as isize,
+                        f32s(1).as_ptr(),
+                        kk as isize,
+                        1,
+                        g2.as_ptr(),
+                        1,
+                        np as isize,
+                        kk,
+                        np,
+                        o,
+                        false,
+                    )
                 };
-                let (dy, wt) = (f32s(0), f32s(1));
-                let (lo, hi) = range(nb);
-                for b in lo..hi {
-                    // dcol [K, P] = Wᵀ [K, O] · dY_b [O, P]
-                    let g = dy[b * o * p..].as_ptr();
-                    unsafe {
-                        matmul(
-                            col.as_mut_ptr(),
-                            p as isize,
-                            wt.as_ptr(),
-                            kk as isize,
-                            1,
-                            g,
-                            1,
-                            p as isize,
-                            kk,
-                            p,
-                            o,
-                            false,
-                        )
-                    };
+                for (i, b) in (lo..hi).enumerate() {
                     col2im(
-                        col,
+                        &dcol[i * p..],
+                        np,
                         &mut out[b * c * h * w..(b + 1) * c * h * w],
                         c,
                         h,
@@ -521,6 +538,26 @@ impl LibKernel {
     }
 }
 
+/// Two disjoint f32 buffers at the start of a part's scratch space.
+///
+/// # Safety
+/// `base + scratch` must start `4·(a + b)` bytes of scratch reserved for this part.
+unsafe fn scratch_pair<'a>(
+    base: *mut u8,
+    scratch: usize,
+    a: usize,
+    b: usize,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    // SAFETY: forwarded; the two ranges do not overlap.
+    unsafe {
+        let first = base.add(scratch) as *mut f32;
+        (
+            std::slice::from_raw_parts_mut(first, a),
+            std::slice::from_raw_parts_mut(first.add(a), b),
+        )
+    }
+}
+
 fn label(l: i32, k: usize) -> usize {
     // Labels are validated when data is loaded; clamp so a stray one cannot read out of bounds.
     (l.max(0) as usize).min(k - 1)
@@ -595,6 +632,7 @@ unsafe fn matmul(
 fn im2col(
     x: &[f32],
     col: &mut [f32],
+    row_stride: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -609,7 +647,7 @@ fn im2col(
     for ci in 0..c {
         for ki in 0..kh {
             for kj in 0..kw {
-                let row = &mut col[((ci * kh + ki) * kw + kj) * np..][..np];
+                let row = &mut col[((ci * kh + ki) * kw + kj) * row_stride..][..np];
                 // Output columns whose input column is inside the image: oj in lo..hi.
                 let lo = p[1].saturating_sub(kj).div_ceil(s[1]).min(ow);
                 let hi = if w + p[1] > kj {
@@ -645,6 +683,7 @@ fn im2col(
 #[allow(clippy::too_many_arguments)]
 fn col2im(
     col: &[f32],
+    row_stride: usize,
     x: &mut [f32],
     c: usize,
     h: usize,
@@ -661,7 +700,7 @@ fn col2im(
     for ci in 0..c {
         for ki in 0..kh {
             for kj in 0..kw {
-                let row = &col[((ci * kh + ki) * kw + kj) * np..][..np];
+                let row = &col[((ci * kh + ki) * kw + kj) * row_stride..][..np];
                 for oi in 0..oh {
                     let ii = (oi * s[0] + ki) as isize - p[0] as isize;
                     if ii < 0 || ii >= h as isize {
