@@ -1,0 +1,267 @@
+//! Property test: randomly generated small models (widths, kernels, strides, paddings,
+//! pooling, activations, dropout, losses, optimizers) train identically on the JIT and on the
+//! reference interpreter. Every case is generated from its seed, so a failure is reproducible
+//! by its number.
+
+use ndarray::{ArrayD, IxDyn};
+use nnc_ir::compile::compile;
+use nnc_ir::init::{Rng, init_params};
+use nnc_ir::interp::{self, Tensor};
+use nnc_ir::lower::{InputSpec, TargetSpec};
+use nnc_ir::{DType, Function};
+use nnc_jit::{Options, Program};
+
+struct Gen(Rng);
+
+impl Gen {
+    fn below(&mut self, n: usize) -> usize {
+        (self.0.next_u64() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        self.0.uniform() < p
+    }
+}
+
+const ACTIVATIONS: &[&str] = &[
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leaky_relu(0.1)",
+    "elu",
+    "softplus",
+    "abs",
+    "identity",
+    "tanh(scale: 1.7159, slope: 2/3)",
+];
+
+/// A random model and train block; `None` when the draw does not check (shapes that do not
+/// tile), in which case the caller draws again.
+fn random_model(g: &mut Gen) -> Option<(String, usize)> {
+    let classes = 2 + g.below(4);
+    let mut layers = Vec::new();
+    let input = if g.chance(0.6) {
+        let (c, h) = (1 + g.below(3), 6 + g.below(7));
+        let w = h + g.below(3);
+        for _ in 0..1 + g.below(2) {
+            let k = 1 + g.below(3);
+            let stride = 1 + g.below(2);
+            let pad = g.below(2);
+            layers.push(format!(
+                "conv2d({}, kernel: {k}, stride: {stride}, padding: {pad})",
+                1 + g.below(4)
+            ));
+            layers.push(g.pick(ACTIVATIONS).to_string());
+            if g.chance(0.5) {
+                layers.push(
+                    g.pick(&[
+                        "maxpool(2)",
+                        "avgpool(2)",
+                        "subsample(2)",
+                        "maxpool(2, stride: 1)",
+                    ])
+                    .to_string(),
+                );
+            }
+        }
+        layers.push("flatten".into());
+        format!("f32[{c}, {h}, {w}]")
+    } else {
+        format!("f32[{}]", 2 + g.below(20))
+    };
+    for _ in 0..g.below(3) {
+        layers.push(format!(
+            "dense({}) -> {}",
+            1 + g.below(12),
+            g.pick(ACTIVATIONS)
+        ));
+        if g.chance(0.3) {
+            layers.push("dropout(0.3)".into());
+        }
+    }
+    let loss = g.pick(&["softmax_cross_entropy", "cross_entropy", "mse"]);
+    layers.push(format!("dense({classes})"));
+    if loss == "cross_entropy" {
+        layers.push("softmax".into());
+    } else if loss == "mse" && g.chance(0.5) {
+        layers.push(g.pick(&["sigmoid", "tanh"]).to_string());
+    }
+    let decay = if g.chance(0.3) {
+        ", weight_decay: 0.01"
+    } else {
+        ""
+    };
+    let optimizer = match g.below(6) {
+        0 => format!("sgd(lr: 0.1{decay})"),
+        1 => format!("momentum(lr: 0.05, momentum: 0.9{decay})"),
+        2 => format!("nesterov(lr: 0.05, momentum: 0.8{decay})"),
+        3 => format!("adagrad(lr: 0.05{decay})"),
+        4 => format!("rmsprop(lr: 0.01, rho: 0.8{decay})"),
+        _ => format!("adam(lr: 0.01{decay})"),
+    };
+    let body: Vec<String> = layers.iter().map(|l| format!("    {l}")).collect();
+    let text = format!(
+        "model random {{\n    input x: {input}\n{}\n}}\n\ntrain random {{\n    data idx(images: \"x\", labels: \"y\", classes: {classes})\n    loss {loss}\n    optimizer {optimizer}\n    batch 8\n}}\n",
+        body.join("\n")
+    );
+    let checked = nnc_check::check_source(&text);
+    (!checked.has_errors()).then_some((text, classes))
+}
+
+fn inputs(f: &Function, data: usize, classes: usize, rng: &mut Rng) -> Vec<Tensor<f32>> {
+    f.params[..data]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let t = f.ty(p);
+            let shape = IxDyn(&t.shape);
+            match (i, t.dtype) {
+                (1, DType::I32) => Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
+                    (rng.next_u64() % classes as u64) as i32
+                })),
+                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, 99)),
+                (_, DType::U8) => Tensor::U8(ArrayD::from_shape_fn(shape, |_| {
+                    (rng.next_u64() % 256) as u8
+                })),
+                (_, DType::F32) => Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.normal() as f32)),
+            }
+        })
+        .collect()
+}
+
+fn load(p: &mut Program, i: usize, t: &Tensor<f32>) {
+    match t {
+        Tensor::F(a) => p
+            .f32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::I32(a) => p
+            .i32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::U8(a) => p
+            .u8_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+    }
+}
+
+fn agree(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1e-2)
+}
+
+#[test]
+fn random_models_train_identically() {
+    let mut checked = 0;
+    for case in 0..60u64 {
+        let mut g = Gen(Rng::new(case));
+        let (text, classes) = loop {
+            if let Some(m) = random_model(&mut g) {
+                break m;
+            }
+        };
+        let model = nnc_check::check_source(&text).models.remove(0);
+        let input = InputSpec {
+            dtype: DType::F32,
+            sample: model.input.shape.0.clone(),
+            scale: 1.0,
+            pad: 0,
+            flatten: false,
+        };
+        let targets = TargetSpec::Classes(classes);
+        let c = compile(&model, 8, input, targets)
+            .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
+        let step = &c.train_step;
+        let mut p = Program::compile(&step.func, Options::default())
+            .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
+        let mut state: Vec<Tensor<f32>> = init_params(&model, case)
+            .into_iter()
+            .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
+            .chain(
+                step.states
+                    .iter()
+                    .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32))),
+            )
+            .collect();
+        for (i, t) in state.iter().enumerate() {
+            load(&mut p, step.data_params + i, t);
+        }
+        let mut rng = Rng::new(case + 1000);
+        for s in 0..3 {
+            let data = inputs(&step.func, step.data_params, classes, &mut rng);
+            for (i, t) in data.iter().enumerate() {
+                load(&mut p, i, t);
+            }
+            let out = interp::run_f32(
+                &step.func,
+                data.into_iter().chain(state.iter().cloned()).collect(),
+            )
+            .unwrap();
+            p.run();
+            let (jl, il) = (p.result(0)[0], out[0].scalar().unwrap() as f32);
+            assert!(
+                agree(jl, il),
+                "case {case} step {s}: loss {jl} (jit) vs {il} (interpreter)\n{text}"
+            );
+            for k in 0..state.len() {
+                let want = out[2 + k].as_f().unwrap();
+                for (j, (&a, &b)) in p.result(2 + k).iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        agree(a, b),
+                        "case {case} step {s}: result {} [{j}] {a} vs {b}\n{text}",
+                        2 + k
+                    );
+                }
+                p.commit(2 + k, step.data_params + k);
+            }
+            state = out[2..2 + state.len()].to_vec();
+        }
+        checked += 1;
+        if std::env::var_os("NNC_SHOW_MODELS").is_some() {
+            eprintln!("case {case}:\n{text}");
+        }
+    }
+    assert_eq!(checked, 60);
+}
+
+/// The same seed and thread count give bitwise identical training.
+#[test]
+fn training_is_bitwise_reproducible() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/lenet5.nn"
+    ))
+    .unwrap();
+    let m = nnc_check::check_source(&text).models.remove(0);
+    let train = m.train.clone().unwrap();
+    let input = InputSpec::of(&train.data, &m).unwrap();
+    let targets = TargetSpec::of(&train.data, &m);
+    let run = || {
+        let c = compile(&m, 32, input.clone(), targets).unwrap();
+        let step = &c.train_step;
+        let mut p = Program::compile(&step.func, Options::default()).unwrap();
+        for (i, t) in init_params(&m, 1).iter().enumerate() {
+            p.f32_param(step.data_params + i)
+                .unwrap()
+                .copy_from_slice(&t.data);
+        }
+        let mut rng = Rng::new(3);
+        let mut losses = Vec::new();
+        for _ in 0..5 {
+            let data = inputs(&step.func, step.data_params, 10, &mut rng);
+            for (i, t) in data.iter().enumerate() {
+                load(&mut p, i, t);
+            }
+            p.run();
+            losses.push(p.result(0)[0].to_bits());
+            for k in 0..step.params.len() + step.states.len() {
+                p.commit(2 + k, step.data_params + k);
+            }
+        }
+        let weights: Vec<u32> = p.result(2).iter().map(|x| x.to_bits()).collect();
+        (losses, weights)
+    };
+    assert_eq!(run(), run());
+}
