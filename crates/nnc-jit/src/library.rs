@@ -89,7 +89,7 @@ impl LibKernel {
     pub fn splittable(&self) -> bool {
         let n = |s: &[usize]| s.iter().product::<usize>();
         match &self.op {
-            Op::MatMul { .. } => self.macs() >= 1 << 21,
+            Op::MatMul { .. } => self.macs() >= 1 << 18,
             Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
                 self.args[0].1[0] >= 2 && self.macs() >= 1 << 19
             }
@@ -180,20 +180,26 @@ impl LibKernel {
                 } else {
                     (1, b[1] as isize)
                 };
-                let (lo, hi) = range(nn);
-                // SAFETY: columns lo..hi of C and of op(B) are inside their matrices.
+                // Halves along the longer side of C: rows of op(A), or columns of op(B).
+                let (rows, cols) = if m >= nn {
+                    (range(m), (0, nn))
+                } else {
+                    ((0, m), range(nn))
+                };
+                // SAFETY: rows and columns of C, op(A) and op(B) in these ranges are inside
+                // their matrices.
                 unsafe {
                     matmul(
-                        out.as_mut_ptr().add(lo),
+                        out.as_mut_ptr().add(rows.0 * nn + cols.0),
                         nn as isize,
-                        f32s(0).as_ptr(),
+                        f32s(0).as_ptr().offset(rows.0 as isize * a_rs),
                         a_cs,
                         a_rs,
-                        f32s(1).as_ptr().offset(lo as isize * b_cs),
+                        f32s(1).as_ptr().offset(cols.0 as isize * b_cs),
                         b_cs,
                         b_rs,
-                        m,
-                        hi - lo,
+                        rows.1 - rows.0,
+                        cols.1 - cols.0,
                         k,
                         false,
                     );
