@@ -1,5 +1,6 @@
 //! The engines that run a compiled step. The training driver talks to [`Backend`] only, so it
-//! does not care whether the step is interpreted or compiled to machine code.
+//! does not care whether the step is interpreted or compiled to machine code; every backend is
+//! made by [`create`].
 
 use std::collections::HashMap;
 
@@ -8,6 +9,135 @@ use nnc_check::Model;
 use nnc_ir::compile::{Compiled, compile};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
+
+/// Which engine runs the steps (`--backend`). The default is what `nnc` uses when not told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Compiled: fused Cranelift kernels and AVX-512 GEMMs over a static arena.
+    #[default]
+    Jit,
+    /// The reference interpreter: exact, and the oracle the compiled backends are tested against.
+    Interp,
+}
+
+impl BackendKind {
+    /// The name used on the command line and in messages (`interp`).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes the backend `kind` for `model`, its parameters initialised from `seed`.
+pub fn create(
+    kind: BackendKind,
+    model: &Model,
+    input: InputSpec,
+    targets: TargetSpec,
+    seed: u64,
+) -> Result<Box<dyn Backend>, String> {
+    match kind {
+        BackendKind::Jit => Ok(Box::new(Jit(nnc_jit::Trainer::new(
+            model, input, targets, seed,
+        )?))),
+        BackendKind::Interp => Ok(Box::new(Interp::new(model, input, targets, seed))),
+    }
+}
+
+/// The JIT backend: compiled programs, one per batch size (see `nnc_jit::Trainer`).
+pub struct Jit(nnc_jit::Trainer);
+
+impl Jit {
+    fn batch<'a>(b: &Batch<'a>) -> nnc_jit::BatchData<'a> {
+        nnc_jit::BatchData {
+            size: b.size,
+            inputs: match b.inputs {
+                BatchInputs::U8(x) => nnc_jit::InputData::U8(x),
+                BatchInputs::F32(x) => nnc_jit::InputData::F32(x),
+            },
+            targets: match b.targets {
+                BatchTargets::Classes(t) => nnc_jit::TargetData::Classes(t),
+                BatchTargets::Values(t) => nnc_jit::TargetData::Values(t),
+            },
+            key: b.key,
+        }
+    }
+
+    fn result(out: nnc_jit::StepOutput, size: usize) -> StepResult {
+        StepResult {
+            loss_sum: out.loss * size as f64,
+            correct: out.correct,
+            grad_norms2: out.grad_norms2,
+            outputs: out.outputs,
+        }
+    }
+}
+
+impl Backend for Jit {
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
+        let out = self.0.train_step(&Jit::batch(batch))?;
+        Ok(Jit::result(out, batch.size))
+    }
+
+    fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
+        let out = self.0.eval_step(&Jit::batch(batch))?;
+        Ok(Jit::result(out, batch.size))
+    }
+
+    fn params(&self) -> Vec<NamedTensor> {
+        let (names, shapes) = self.0.param_layout();
+        let (params, _) = self.0.snapshot().unwrap_or_default();
+        names
+            .iter()
+            .zip(shapes)
+            .zip(params)
+            .map(|((name, shape), data)| NamedTensor {
+                name: name.clone(),
+                shape: shape.clone(),
+                data,
+            })
+            .collect()
+    }
+
+    fn states(&self) -> Vec<NamedTensor> {
+        let (_, states) = self.0.snapshot().unwrap_or_default();
+        self.0
+            .state_layout()
+            .iter()
+            .zip(states)
+            .map(|((name, shape), data)| NamedTensor {
+                name: name.clone(),
+                shape: shape.clone(),
+                data,
+            })
+            .collect()
+    }
+
+    fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String> {
+        let (names, shapes) = self.0.param_layout();
+        for ((n, s), t) in names.iter().zip(shapes).zip(params) {
+            if &t.name != n || &t.shape != s {
+                return Err(format!(
+                    "expected `{n}` of shape {s:?}, found `{}` of shape {:?}",
+                    t.name, t.shape
+                ));
+            }
+        }
+        for ((n, s), t) in self.0.state_layout().iter().zip(states) {
+            if &t.name != n || &t.shape != s {
+                return Err(format!(
+                    "expected `{n}` of shape {s:?}, found `{}` of shape {:?}",
+                    t.name, t.shape
+                ));
+            }
+        }
+        self.0.restore(
+            params.iter().map(|t| t.data.clone()).collect(),
+            states.iter().map(|t| t.data.clone()).collect(),
+        )
+    }
+}
 
 /// One batch, as the data layer gathered it.
 pub struct Batch<'a> {
@@ -32,10 +162,6 @@ pub enum BatchTargets<'a> {
 
 /// Loss summed over the batch's samples, and the number of correct predictions.
 #[derive(Clone, Debug, Default)]
-#[expect(
-    dead_code,
-    reason = "grad norms and outputs feed the metrics of the training product"
-)]
 pub struct StepResult {
     pub loss_sum: f64,
     pub correct: f64,
@@ -55,7 +181,6 @@ pub struct NamedTensor {
 
 /// Something that runs training and evaluation steps and owns the parameters and the
 /// optimizer state. The training driver sees only this.
-#[expect(dead_code, reason = "params/states/load serve checkpoints")]
 pub trait Backend {
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
     /// Forward only, dropout off; fills `outputs`.

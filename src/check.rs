@@ -8,6 +8,7 @@ use nnc_syntax::{Diagnostic, RenderOptions};
 use crate::source::{self, Source};
 use crate::{Outcome, Ui};
 
+/// Runs `nnc check` on `files`.
 pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut models = Vec::new();
     let mut worst = Outcome::Ok;
@@ -44,6 +45,11 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
 /// Reads and checks one file, printing its diagnostics to stderr. Returns the checked models, or
 /// how the command should end.
 pub fn load_and_check(file: &Path, ui: &Ui) -> Result<Vec<Model>, Outcome> {
+    load_and_check_text(file, ui).map(|(_, models)| models)
+}
+
+/// [`load_and_check`], also returning the file's text (hashed and copied by `nnc train`).
+pub fn load_and_check_text(file: &Path, ui: &Ui) -> Result<(String, Vec<Model>), Outcome> {
     let name = file.display().to_string();
     let text = match source::read(file) {
         Ok(Source::Text(text)) => text,
@@ -63,11 +69,12 @@ pub fn load_and_check(file: &Path, ui: &Ui) -> Result<Vec<Model>, Outcome> {
     if checked.has_errors() {
         Err(Outcome::Invalid)
     } else {
-        Ok(checked.models)
+        Ok((text, checked.models))
     }
 }
 
-fn render(diags: &[Diagnostic], name: &str, text: &str, ui: &Ui) -> String {
+/// Renders diagnostics as `nnc check` prints them.
+pub fn render(diags: &[Diagnostic], name: &str, text: &str, ui: &Ui) -> String {
     nnc_syntax::render(
         diags,
         name,

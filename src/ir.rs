@@ -38,6 +38,7 @@ fn load(
     }
 }
 
+/// Runs `nnc ir`: prints a stage of the model's compilation.
 pub fn run(
     file: &Path,
     model: Option<&str>,
@@ -68,6 +69,7 @@ pub fn run(
     Outcome::Ok
 }
 
+/// Runs `nnc gradcheck`.
 pub fn gradcheck(
     file: &Path,
     model: Option<&str>,

@@ -1,19 +1,15 @@
-//! `nnc`: the command-line interface.
+//! `nnc`: the command-line interface, a thin layer over the library (`src/lib.rs`).
 //!
-//! Exit codes: 0 success, 1 the model is wrong (diagnostics printed), 2 usage or I/O errors.
-
-mod backend;
-mod check;
-mod ir;
-mod project;
-mod source;
-mod train;
+//! Exit codes: 0 success, 1 the model is wrong (diagnostics printed) or training diverged,
+//! 2 usage, I/O or data errors, 130 training stopped by Ctrl-C (a checkpoint was written).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use nnc::backend::BackendKind;
+use nnc::{Ui, check, eval, ir, predict, train};
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for neural networks", long_about = None)]
@@ -23,12 +19,6 @@ struct Cli {
     color: Color,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendKind {
-    /// The reference interpreter.
-    Interp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,29 +39,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compile a model and train it on its data.
+    /// Compile a model and train it on its data; metrics, plots and checkpoints go to a run
+    /// directory.
     Train {
         /// The `.nn` file holding the model and its train block.
         file: PathBuf,
         /// The model to train, when the file holds several.
         #[arg(long)]
         model: Option<String>,
-        /// Epochs (overrides the train block).
-        #[arg(long)]
-        epochs: Option<usize>,
+        /// Epochs in all, counting those of a resumed run (overrides the train block).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        epochs: Option<u64>,
         /// Batch size (overrides the train block).
-        #[arg(long)]
-        batch: Option<usize>,
-        /// Seed for initialisation, shuffling and dropout (overrides the train block).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
+        /// Seed for initialisation, shuffling, augmentation and dropout (overrides the train
+        /// block).
         #[arg(long)]
         seed: Option<u64>,
         /// Directory holding the MNIST files (default: the project's data/mnist).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The run directory for metrics, plots and checkpoints (default: runs/<model>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the run directory's checkpoint.
+        #[arg(long)]
+        resume: bool,
         /// Which engine runs the steps.
-        #[arg(long, value_enum, default_value_t = BackendKind::Interp)]
+        #[arg(long, value_enum, default_value_t = BackendKind::default())]
         backend: BackendKind,
-        /// One JSON object per epoch on stdout.
+        /// One JSON object per epoch on stdout, then a summary object.
+        #[arg(long)]
+        json: bool,
+        /// Behave as if Ctrl-C came after this many steps (for tests).
+        #[arg(long, hide = true)]
+        stop_after_steps: Option<u64>,
+    },
+    /// Evaluate saved weights on the model's test data: loss, accuracy, per-class accuracy.
+    Eval {
+        /// The `.nn` file the weights were trained from.
+        file: PathBuf,
+        /// A checkpoint written by `nnc train` (a .safetensors file).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Directory holding the MNIST files (default: the project's data/mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Batch size (default: the train block's).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
+        /// Which engine runs the steps.
+        #[arg(long, value_enum, default_value_t = BackendKind::default())]
+        backend: BackendKind,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images (PNG or PGM, any size) with saved weights.
+    Predict {
+        /// The `.nn` file the weights were trained from.
+        file: PathBuf,
+        /// A checkpoint written by `nnc train` (a .safetensors file).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The images to classify.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Which engine runs the steps.
+        #[arg(long, value_enum, default_value_t = BackendKind::default())]
+        backend: BackendKind,
+        /// One JSON object per image.
         #[arg(long)]
         json: bool,
     },
@@ -108,21 +152,6 @@ enum Command {
     },
 }
 
-/// How a command ended.
-pub enum Outcome {
-    Ok,
-    /// The input is wrong; diagnostics were printed.
-    Invalid,
-    /// Usage or I/O error; a message was printed.
-    Failed,
-}
-
-/// Rendering settings shared by the commands.
-pub struct Ui {
-    pub color: bool,
-    pub width: usize,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui {
@@ -148,16 +177,61 @@ fn main() -> ExitCode {
             batch,
             seed,
             data,
-            backend: BackendKind::Interp,
+            out,
+            resume,
+            backend,
             json,
+            stop_after_steps,
         } => train::run(
             &train::Options {
                 file,
                 model,
-                epochs,
-                batch,
+                epochs: epochs.map(saturating_usize),
+                batch: batch.map(saturating_usize),
                 seed,
                 data,
+                out,
+                resume,
+                backend,
+                json,
+                stop_after_steps,
+            },
+            &ui,
+        ),
+        Command::Eval {
+            file,
+            weights,
+            model,
+            data,
+            batch,
+            backend,
+            json,
+        } => eval::run(
+            &eval::Options {
+                file,
+                weights,
+                model,
+                data,
+                batch: batch.map(saturating_usize),
+                backend,
+                json,
+            },
+            &ui,
+        ),
+        Command::Predict {
+            file,
+            weights,
+            images,
+            model,
+            backend,
+            json,
+        } => predict::run(
+            &predict::Options {
+                file,
+                weights,
+                images,
+                model,
+                backend,
                 json,
             },
             &ui,
@@ -176,9 +250,10 @@ fn main() -> ExitCode {
             seed,
         } => ir::gradcheck(&file, model.as_deref(), batch, samples, seed, &ui),
     };
-    match outcome {
-        Outcome::Ok => ExitCode::SUCCESS,
-        Outcome::Invalid => ExitCode::from(1),
-        Outcome::Failed => ExitCode::from(2),
-    }
+    ExitCode::from(outcome.code())
+}
+
+/// Counts from the command line fit in usize on 64-bit targets; elsewhere they saturate.
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

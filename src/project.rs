@@ -8,32 +8,98 @@ use nnc_check::{Data, Model};
 use nnc_data::{Dataset, Inputs, Split, Targets};
 use nnc_ir::DType;
 use nnc_ir::lower::{InputSpec, TargetSpec};
+use sha2::{Digest, Sha256};
 
 use crate::{Outcome, Ui, check};
 
-/// A checked model and the file it came from.
+/// A checked model, the file it came from and that file's text.
 pub struct Project {
+    /// The `.nn` file; data paths in it are relative to its directory.
     pub path: PathBuf,
+    /// The file's text, hashed into checkpoints and copied into run directories.
+    pub source: String,
     pub model: Model,
 }
 
+impl Project {
+    /// Checks `.nn` source text held in memory (the library's entry point). `path` names the
+    /// text in diagnostics and anchors relative data paths; `name` picks a model when the text
+    /// has several. Errors are the rendered diagnostics, or a one-line message.
+    pub fn from_source(
+        source: &str,
+        path: impl Into<PathBuf>,
+        name: Option<&str>,
+    ) -> Result<Project, String> {
+        let path = path.into();
+        let checked = nnc_check::check_source(source);
+        if checked.has_errors() {
+            let ui = Ui {
+                color: false,
+                width: 100,
+            };
+            return Err(check::render(
+                &checked.diagnostics,
+                &path.display().to_string(),
+                source,
+                &ui,
+            ));
+        }
+        let model = pick(&checked.models, &path, name, true).map_err(|(message, _)| message)?;
+        Ok(Project {
+            path,
+            source: source.to_string(),
+            model: model.clone(),
+        })
+    }
+
+    /// The SHA-256 of the source text, in hex: checkpoints record it, so that weights are never
+    /// loaded into a model they were not trained for.
+    pub fn source_hash(&self) -> String {
+        Sha256::digest(self.source.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// Reads and checks `file`, and picks the model to work on: `name`, or the file's only model
-/// (or its only trained one).
+/// (or its only trained one). Diagnostics and messages are printed.
 pub fn load(
     file: &Path,
     name: Option<&str>,
     need_train: bool,
     ui: &Ui,
 ) -> Result<Project, Outcome> {
-    let models = check::load_and_check(file, ui)?;
+    let (source, models) = check::load_and_check_text(file, ui)?;
+    match pick(&models, file, name, need_train) {
+        Ok(m) => Ok(Project {
+            path: file.to_path_buf(),
+            source,
+            model: m.clone(),
+        }),
+        Err((message, outcome)) => {
+            eprintln!("error: {message}");
+            Err(outcome)
+        }
+    }
+}
+
+/// The model called `name`, or the only one (with a train block when `need_train`).
+fn pick<'a>(
+    models: &'a [Model],
+    file: &Path,
+    name: Option<&str>,
+    need_train: bool,
+) -> Result<&'a Model, (String, Outcome)> {
+    let failed = |m: String| (m, Outcome::Failed);
     let pick = match name {
         Some(n) => models.iter().find(|m| m.name == n).ok_or_else(|| {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-            format!(
+            failed(format!(
                 "`{}` has no model `{n}`; it has {}",
                 file.display(),
                 names.join(", ")
-            )
+            ))
         }),
         None => {
             let candidates: Vec<&Model> = models
@@ -42,40 +108,35 @@ pub fn load(
                 .collect();
             match candidates.as_slice() {
                 [one] => Ok(*one),
-                [] => Err(format!(
+                [] => Err(failed(format!(
                     "`{}` has no model with a train block",
                     file.display()
-                )),
-                many => Err(format!(
+                ))),
+                many => Err(failed(format!(
                     "`{}` has several models ({}); choose one with --model",
                     file.display(),
                     many.iter()
                         .map(|m| m.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                )),
+                ))),
             }
         }
-    };
-    match pick {
-        Ok(m) if need_train && m.train.is_none() => {
-            eprintln!("error: model `{}` has no train block", m.name);
-            Err(Outcome::Invalid)
-        }
-        Ok(m) => Ok(Project {
-            path: file.to_path_buf(),
-            model: m.clone(),
-        }),
-        Err(message) => {
-            eprintln!("error: {message}");
-            Err(Outcome::Failed)
-        }
+    }?;
+    if need_train && pick.train.is_none() {
+        return Err((
+            format!("model `{}` has no train block", pick.name),
+            Outcome::Invalid,
+        ));
     }
+    Ok(pick)
 }
 
-/// The training and test data of a model, and how they enter its step functions.
+/// The training, validation and test data of a model, and how they enter its step functions.
 pub struct LoadedData {
     pub train: Dataset,
+    /// Held out of the training data by [`hold_out`] (the train block's `validation`).
+    pub val: Option<Dataset>,
     pub test: Dataset,
     pub input: InputSpec,
     pub targets: TargetSpec,
@@ -136,28 +197,138 @@ pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedDat
         (None, _) => train_ds.clone(),
     };
     let input = input_spec(&train.data, &train_ds);
+    let targets = targets_spec(model, &train_ds, train.loss);
+    if let (Targets::Classes { classes, .. }, TargetSpec::Classes(k)) = (&train_ds.targets, targets)
+        && *classes > k
+    {
+        let source = match &train.data {
+            Data::Idx { labels, .. } => project
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(labels)
+                .display()
+                .to_string(),
+            other => format!("the {} data", other.keyword()),
+        };
+        return Err(format!(
+            "{source}: the labels go up to {}, {classes} classes, but model `{}` outputs {k} \
+             scores",
+            classes - 1,
+            model.name
+        ));
+    }
+    Ok(LoadedData {
+        train: train_ds,
+        val: None,
+        test: test_ds,
+        input,
+        targets,
+    })
+}
+
+/// Loads only what evaluation needs: the test data (which is the training data for sources
+/// without a test split) and its layout.
+pub fn load_test_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
+    let model = &project.model;
+    let train = model.train.as_ref().ok_or("the model has no train block")?;
+    let test = match (&train.test, &train.data) {
+        (Some(test), _) => load_source(test, project, data_dir, Split::Test)?,
+        (None, Data::Mnist { .. }) => load_source(&train.data, project, data_dir, Split::Test)?,
+        (None, _) => return load_data(project, data_dir),
+    };
+    let input = input_spec(&train.data, &test);
+    let targets = targets_spec(model, &test, train.loss);
+    Ok(LoadedData {
+        train: test.clone(),
+        val: None,
+        test,
+        input,
+        targets,
+    })
+}
+
+fn targets_spec(model: &Model, ds: &Dataset, loss: nnc_check::Loss) -> TargetSpec {
     let outputs = model.output_shape().numel() as usize;
-    let targets = match (&train_ds.targets, train.loss) {
+    match (&ds.targets, loss) {
         (Targets::Classes { .. }, _) => TargetSpec::Classes(outputs),
         (
             Targets::Values { .. },
             nnc_check::Loss::CrossEntropy | nnc_check::Loss::SoftmaxCrossEntropy,
         ) => TargetSpec::Classes(outputs),
         (Targets::Values { width, .. }, nnc_check::Loss::Mse) => TargetSpec::Values(*width),
-    };
-    if let (Targets::Classes { classes, .. }, TargetSpec::Classes(k)) = (&train_ds.targets, targets)
-        && *classes > k
-    {
+    }
+}
+
+/// The epoch number whose order picks the validation samples: training epochs count from 1,
+/// so this one is never used for training, and the split is a pure function of the seed.
+const VALIDATION_EPOCH: u64 = u64::MAX;
+
+/// Moves `fraction` of the training samples (rounded, at least one, at least one left) into
+/// the validation set, chosen by a seeded shuffle. Errors when the data is too small to split.
+pub fn hold_out(data: &mut LoadedData, fraction: f64, seed: u64) -> Result<(), String> {
+    let n = data.train.len();
+    let held = ((n as f64) * fraction).round() as usize;
+    if held == 0 || held >= n {
         return Err(format!(
-            "the data has {classes} classes but the model outputs {k} scores"
+            "`validation {fraction}` of {n} training samples leaves {} for validation and {} \
+             for training; both need at least one",
+            held,
+            n.saturating_sub(held)
         ));
     }
-    Ok(LoadedData {
-        train: train_ds,
-        test: test_ds,
-        input,
-        targets,
-    })
+    let order = nnc_data::epoch_order(n, seed, VALIDATION_EPOCH);
+    let (val, train) = order.split_at(held);
+    let (mut val, mut train) = (val.to_vec(), train.to_vec());
+    // Sorted: each subset keeps the file's order (and memory locality) before shuffling.
+    val.sort_unstable();
+    train.sort_unstable();
+    data.val = Some(subset(&data.train, &val)?);
+    data.train = subset(&data.train, &train)?;
+    Ok(())
+}
+
+/// The samples `indices` of `ds`, copied.
+pub fn subset(ds: &Dataset, indices: &[usize]) -> Result<Dataset, String> {
+    let err = |e: nnc_data::DataError| e.to_string();
+    let size = ds.inputs.sample_size();
+    let inputs = match &ds.inputs {
+        Inputs::U8 { sample, .. } => {
+            let mut data = vec![0; indices.len() * size];
+            ds.gather_u8(indices, &mut data).map_err(err)?;
+            Inputs::U8 {
+                data,
+                sample: sample.clone(),
+            }
+        }
+        Inputs::F32 { sample, .. } => {
+            let mut data = vec![0.0; indices.len() * size];
+            ds.gather_f32(indices, &mut data).map_err(err)?;
+            Inputs::F32 {
+                data,
+                sample: sample.clone(),
+            }
+        }
+    };
+    let targets = match &ds.targets {
+        Targets::Classes { classes, .. } => {
+            let mut labels = vec![0; indices.len()];
+            ds.gather_labels(indices, &mut labels).map_err(err)?;
+            Targets::Classes {
+                labels,
+                classes: *classes,
+            }
+        }
+        Targets::Values { width, .. } => {
+            let mut data = vec![0.0; indices.len() * width];
+            ds.gather_values(indices, &mut data).map_err(err)?;
+            Targets::Values {
+                data,
+                width: *width,
+            }
+        }
+    };
+    Ok(Dataset { inputs, targets })
 }
 
 fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {

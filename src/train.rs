@@ -1,14 +1,39 @@
-//! `nnc train`: epochs over the data, a line (or a JSON object) per epoch.
+//! `nnc train`: epochs over the data with a progress bar, a line (or JSON object) per epoch,
+//! and a run directory holding what a person wants to keep:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `metrics.csv` | epoch and every figure, a row per epoch, flushed each epoch |
+//! | `curves.svg` | loss and accuracy per epoch: train, validation, test |
+//! | `norms.svg` | per-layer gradient norms per epoch |
+//! | `confusion.svg` | the test set's confusion matrix (class data) |
+//! | `checkpoint.safetensors` | weights, optimizer state and counters: what `--resume` reads |
+//! | `best.safetensors` | with early stopping, the weights of the best epoch |
+//! | `<file>.nn` | the model source, for provenance |
+//!
+//! Checkpoints are written at the end of an epoch (at most every [`SAVE_EVERY`], so toy
+//! models running thousands of epochs a second do not spend their time writing files), at
+//! the end of the run, and on Ctrl-C, which finishes the step in progress first.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use nnc_data::{Dataset, Inputs, Targets};
 use serde::Serialize;
 
-use crate::backend::{Backend, Batch, BatchInputs, BatchTargets, Interp, StepResult};
-use crate::project::{self, LoadedData};
-use crate::{Outcome, Ui};
+use crate::backend::{BackendKind, NamedTensor};
+use crate::checkpoint::{self, Best, Checkpoint, Meta};
+use crate::metrics::{EpochReport, MetricsCsv, Norms, Row};
+use crate::progress::{self, Progress};
+use crate::project::{self, Project};
+use crate::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
+use crate::{Outcome, Ui, files, plot};
+
+/// The least time between two end-of-epoch checkpoints (the last epoch and Ctrl-C always
+/// write one).
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// `nnc train` options.
 pub struct Options {
@@ -18,200 +43,661 @@ pub struct Options {
     pub batch: Option<usize>,
     pub seed: Option<u64>,
     pub data: Option<PathBuf>,
+    /// The run directory (default `runs/<model>`).
+    pub out: Option<PathBuf>,
+    pub resume: bool,
+    pub backend: BackendKind,
     pub json: bool,
+    /// Act as if Ctrl-C came after this many steps of this process (tests).
+    pub stop_after_steps: Option<u64>,
 }
 
-/// One epoch's figures (the `--json` line).
+/// The final `--json` object. It repeats the last epoch's keys with the final weights' test
+/// figures, so a tool reading only the last line has them.
 #[derive(Serialize)]
-pub struct EpochReport {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub test_loss: f64,
-    pub test_acc: f64,
-    pub seconds: f64,
+struct Summary {
+    summary: bool,
+    epoch: usize,
+    train_loss: f64,
+    train_acc: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_acc: Option<f64>,
+    test_loss: f64,
+    test_acc: f64,
+    /// Seconds of this process's training.
+    seconds: f64,
+    stopped_early: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_epoch: Option<usize>,
+    run_dir: String,
+    /// The file holding the final weights.
+    weights: String,
 }
 
+/// Ctrl-C presses seen. The first asks the loop to stop after the current step; a second one
+/// exits at once (files are written atomically, so nothing is torn).
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+fn install_ctrl_c(flag: Arc<AtomicBool>) {
+    let result = ctrlc::set_handler(move || {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("\ninterrupted again: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    if let Err(e) = result {
+        eprintln!("warning: Ctrl-C will not write a checkpoint: {e}");
+    }
+}
+
+/// Prints a message and gives the outcome.
+fn fail(outcome: Outcome, message: impl std::fmt::Display) -> Outcome {
+    eprintln!("error: {message}");
+    outcome
+}
+
+/// Runs `nnc train`: loads the model and data, trains, and writes the run directory.
 pub fn run(opts: &Options, ui: &Ui) -> Outcome {
     let project = match project::load(&opts.file, opts.model.as_deref(), true, ui) {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
-    let data = match project::load_data(&project, opts.data.as_deref()) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
+    let Some(train) = project.model.train.clone() else {
+        return fail(Outcome::Invalid, "the model has no train block");
     };
-    let train = project
-        .model
-        .train
+    let dir = opts
+        .out
         .clone()
-        .expect("load checked the train block");
-    let epochs = opts.epochs.unwrap_or(train.epochs);
+        .unwrap_or_else(|| Path::new("runs").join(&project.model.name));
+    let ckpt_path = dir.join(checkpoint::FILE);
+
+    // A checkpoint is read before the data: a wrong one is reported at once.
+    let resumed = if opts.resume {
+        if !ckpt_path.exists() {
+            return fail(
+                Outcome::Failed,
+                format!(
+                    "nothing to resume: `{}` does not exist (train without --resume first, or \
+                     give the run directory with --out)",
+                    ckpt_path.display()
+                ),
+            );
+        }
+        match Checkpoint::load(&ckpt_path)
+            .and_then(|c| c.check_fits_model(&ckpt_path, &project).map(|()| c))
+        {
+            Ok(c) => Some(c),
+            Err(e) => return fail(Outcome::Failed, e),
+        }
+    } else {
+        None
+    };
+    let seed = opts
+        .seed
+        .or(resumed.as_ref().map(|c| c.meta.seed))
+        .unwrap_or(train.seed);
     let batch = opts
         .batch
-        .unwrap_or(train.batch)
-        .min(data.train.len())
-        .max(1);
-    let seed = opts.seed.unwrap_or(train.seed);
-    let mut backend = Interp::new(&project.model, data.input.clone(), data.targets, seed);
-    if !opts.json {
+        .or(resumed.as_ref().map(|c| c.meta.batch))
+        .unwrap_or(train.batch);
+    let epochs = opts.epochs.unwrap_or(train.epochs);
+    if let Some(c) = &resumed
+        && (c.meta.seed, c.meta.batch) != (seed, batch)
+    {
         eprintln!(
-            "training `{}` on {} samples ({} test), batch {batch}, {epochs} epoch{}, interpreter backend",
-            project.model.name,
-            data.train.len(),
-            data.test.len(),
-            if epochs == 1 { "" } else { "s" }
+            "warning: the run started with seed {} and batch {}, it continues with seed {seed} \
+             and batch {batch}: the epochs ahead will differ from an uninterrupted run",
+            c.meta.seed, c.meta.batch
         );
     }
-    let mut step_key = 0i32;
-    for epoch in 1..=epochs {
-        let start = Instant::now();
-        let order = nnc_data::epoch_order(data.train.len(), seed, epoch as u64);
-        let mut total = StepResult::default();
-        let mut buffers = Buffers::default();
-        for indices in nnc_data::batches(&order, batch) {
-            step_key = step_key.wrapping_add(1);
-            let result = buffers
-                .gather(&data, &data.train, indices, step_key)
-                .and_then(|b| backend.train_step(&b));
-            match result {
-                Ok(r) if r.loss_sum.is_finite() => {
-                    let r = &r;
-                    total.loss_sum += r.loss_sum;
-                    total.correct += r.correct;
-                }
-                Ok(r) => {
-                    eprintln!(
-                        "error: the loss became {} at epoch {epoch}; training stopped. Lower the learning rate.",
-                        r.loss_sum
-                    );
-                    return Outcome::Failed;
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Outcome::Failed;
-                }
-            }
+
+    let mut data = match project::load_data(&project, opts.data.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return fail(Outcome::Failed, e),
+    };
+    if let Some(fraction) = train.validation
+        && let Err(e) = project::hold_out(&mut data, fraction, seed)
+    {
+        return fail(Outcome::Invalid, e);
+    }
+    let mut trainer = match Trainer::new(&project.model, data, opts.backend, seed, batch) {
+        Ok(t) => t,
+        Err(e) => return fail(Outcome::Failed, e),
+    };
+
+    let mut state = RunState::default();
+    if let Some(c) = &resumed {
+        if let Err(e) = restore(&mut trainer, c, &ckpt_path, &project) {
+            return fail(Outcome::Failed, e);
         }
-        let test = match evaluate(&mut backend, &data, batch) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Outcome::Failed;
-            }
+        state = RunState {
+            epoch: c.meta.epoch,
+            sums: c.meta.partial.clone(),
+            partial_seconds: c.meta.partial_seconds,
+            last_finite_loss: c.meta.last_finite_loss,
+            best: c.meta.best,
+            best_params: c.best.clone(),
         };
-        let n = data.train.len() as f64;
-        let m = data.test.len() as f64;
-        let report = EpochReport {
-            epoch,
-            train_loss: total.loss_sum / n,
-            train_acc: total.correct / n,
-            test_loss: test.loss_sum / m,
-            test_acc: test.correct / m,
-            seconds: start.elapsed().as_secs_f64(),
+    }
+
+    let run = match RunDir::open(&dir, &project, resumed.as_ref().map(|c| c.meta.epoch)) {
+        Ok(r) => r,
+        Err(e) => return fail(Outcome::Failed, e),
+    };
+    let mut driver = Driver {
+        opts,
+        project: &project,
+        run,
+        trainer,
+        state,
+        epochs,
+        seed,
+        stop: Arc::new(AtomicBool::new(false)),
+        last_save: Instant::now(),
+        started: Instant::now(),
+        steps_here: 0,
+    };
+    driver.announce(resumed.as_ref());
+    driver.train()
+}
+
+/// Loads a checkpoint into the trainer, refusing one made for another model.
+fn restore(
+    trainer: &mut Trainer,
+    c: &Checkpoint,
+    path: &Path,
+    project: &Project,
+) -> Result<(), String> {
+    c.load_into(trainer.backend(), path, project)?;
+    trainer.step = c.meta.step;
+    trainer.set_last_finite_loss(c.meta.last_finite_loss);
+    Ok(())
+}
+
+/// What a run carries from epoch to epoch (and through a checkpoint).
+#[derive(Default)]
+struct RunState {
+    /// Completed epochs.
+    epoch: usize,
+    /// The epoch in progress.
+    sums: EpochSums,
+    partial_seconds: f64,
+    last_finite_loss: Option<f64>,
+    best: Option<Best>,
+    best_params: Vec<NamedTensor>,
+}
+
+/// The run directory's files.
+struct RunDir {
+    dir: PathBuf,
+    metrics: MetricsCsv,
+    history: Vec<Row>,
+}
+
+impl RunDir {
+    /// Creates the directory and copies the source into it; on resume after epoch `resume`,
+    /// keeps the metrics up to that epoch.
+    fn open(dir: &Path, project: &Project, resume: Option<usize>) -> Result<RunDir, String> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the run directory `{}`: {}",
+                dir.display(),
+                files::reason(&e)
+            )
+        })?;
+        files::write_atomic(&dir.join(source_name(project)), project.source.as_bytes())?;
+        let path = dir.join("metrics.csv");
+        let (metrics, history) = match resume {
+            Some(epoch) => MetricsCsv::resume(&path, epoch)?,
+            None => (MetricsCsv::create(&path), Vec::new()),
         };
-        if opts.json {
-            println!("{}", serde_json::to_string(&report).unwrap_or_default());
-        } else {
-            println!(
-                "epoch {:>3}  train loss {:.4}  acc {:.4}  test loss {:.4}  acc {:.4}  {:.2} s",
-                report.epoch,
-                report.train_loss,
-                report.train_acc,
-                report.test_loss,
-                report.test_acc,
-                report.seconds
+        Ok(RunDir {
+            dir: dir.to_path_buf(),
+            metrics,
+            history,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn write_svg(&self, name: &str, svg: Result<String, String>) -> Result<(), String> {
+        files::write_atomic(&self.path(name), svg?.as_bytes())
+    }
+}
+
+/// The name of the source copy in the run directory: the `.nn` file's own name.
+fn source_name(project: &Project) -> String {
+    project
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}.nn", project.model.name))
+}
+
+struct Driver<'a> {
+    opts: &'a Options,
+    project: &'a Project,
+    run: RunDir,
+    trainer: Trainer,
+    state: RunState,
+    epochs: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    last_save: Instant,
+    started: Instant,
+    /// Steps taken by this process (for `--stop-after-steps`).
+    steps_here: u64,
+}
+
+impl Driver<'_> {
+    fn announce(&self, resumed: Option<&Checkpoint>) {
+        let data = self.trainer.data();
+        let model = &self.project.model;
+        let val = data
+            .val
+            .as_ref()
+            .map(|v| format!(", {} validation", v.len()))
+            .unwrap_or_default();
+        eprintln!(
+            "training `{}` ({}) on {} samples{val} ({} test), batch {}, {} epoch{}, seed {}, {} \
+             backend",
+            model.name,
+            self.project.path.display(),
+            data.train.len(),
+            data.test.len(),
+            self.trainer.batch(),
+            self.epochs,
+            if self.epochs == 1 { "" } else { "s" },
+            self.seed,
+            self.opts.backend.name(),
+        );
+        eprintln!("run directory: {}", self.run.dir.display());
+        if let Some(c) = resumed {
+            eprintln!(
+                "resuming from {} after epoch {}{}, step {}",
+                self.run.path(checkpoint::FILE).display(),
+                c.meta.epoch,
+                if c.meta.partial.samples > 0 {
+                    format!(
+                        " and {} samples of epoch {}",
+                        c.meta.partial.samples,
+                        c.meta.epoch + 1
+                    )
+                } else {
+                    String::new()
+                },
+                c.meta.step
             );
         }
     }
-    Outcome::Ok
-}
 
-/// Loss and accuracy over the whole test set.
-fn evaluate(
-    backend: &mut dyn Backend,
-    data: &LoadedData,
-    batch: usize,
-) -> Result<StepResult, String> {
-    let order: Vec<usize> = (0..data.test.len()).collect();
-    let mut total = StepResult::default();
-    let mut buffers = Buffers::default();
-    for indices in nnc_data::batches(&order, batch) {
-        let b = buffers.gather(data, &data.test, indices, 0)?;
-        let r = backend.eval_step(&b)?;
-        total.loss_sum += r.loss_sum;
-        total.correct += r.correct;
-    }
-    Ok(total)
-}
-
-/// Reused gather buffers: no allocation per step once they have grown.
-#[derive(Default)]
-struct Buffers {
-    u8s: Vec<u8>,
-    f32s: Vec<f32>,
-    labels: Vec<i32>,
-    values: Vec<f32>,
-}
-
-impl Buffers {
-    fn gather<'a>(
-        &'a mut self,
-        data: &LoadedData,
-        ds: &Dataset,
-        indices: &[usize],
-        key: i32,
-    ) -> Result<Batch<'a>, String> {
-        let n = indices.len();
-        let sample = ds.inputs.sample_size();
-        let err = |e: nnc_data::DataError| e.to_string();
-        let is_u8 = matches!(ds.inputs, Inputs::U8 { .. });
-        if is_u8 {
-            self.u8s.resize(n * sample, 0);
-            ds.gather_u8(indices, &mut self.u8s).map_err(err)?;
-        } else {
-            self.f32s.resize(n * sample, 0.0);
-            ds.gather_f32(indices, &mut self.f32s).map_err(err)?;
+    fn train(&mut self) -> Outcome {
+        let first = self.state.epoch + 1;
+        if first > self.epochs {
+            eprintln!(
+                "the run already has {} epochs of {}; pass --epochs N to train more",
+                self.state.epoch, self.epochs
+            );
+            return Outcome::Ok;
         }
-        let classes = matches!(data.targets, nnc_ir::lower::TargetSpec::Classes(_));
-        match (&ds.targets, classes) {
-            (Targets::Classes { .. }, _) => {
-                self.labels.resize(n, 0);
-                ds.gather_labels(indices, &mut self.labels).map_err(err)?;
+        let early_stop = self.project.model.train.as_ref().and_then(|t| t.early_stop);
+        if let (Some(es), Some(b)) = (early_stop, self.state.best)
+            && b.bad_epochs >= es.patience
+            && self.state.sums.samples == 0
+        {
+            eprintln!(
+                "the run stopped early after epoch {} (no improvement for {} epochs since epoch \
+                 {}); nothing to resume",
+                self.state.epoch, b.bad_epochs, b.epoch
+            );
+            return Outcome::Ok;
+        }
+        install_ctrl_c(self.stop.clone());
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = Progress::new(terminal);
+        let train_len = self.trainer.data().train.len();
+        let mut last_test: Option<Evaluation> = None;
+        let mut last_report: Option<EpochReport> = None;
+        let mut stopped_early = false;
+
+        for epoch in first..=self.epochs {
+            let start = Instant::now();
+            progress.start(epoch, self.epochs, train_len, self.state.sums.samples);
+            let (stop, limit) = (self.stop.clone(), self.opts.stop_after_steps);
+            let steps_here = &mut self.steps_here;
+            let result = self.trainer.train_epoch(epoch, &mut self.state.sums, |s| {
+                *steps_here += 1;
+                progress.update(s.samples, s.loss(), s.accuracy());
+                if limit.is_some_and(|l| *steps_here >= l) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if stop.load(Ordering::SeqCst) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            progress.finish();
+            self.state.last_finite_loss = self.trainer.last_finite_loss();
+            match result {
+                Err(e @ TrainError::Diverged { .. }) => return fail(Outcome::Invalid, e),
+                Err(TrainError::Backend(e)) => return fail(Outcome::Failed, e),
+                Ok(false) => {
+                    self.state.partial_seconds += start.elapsed().as_secs_f64();
+                    return self.interrupted(epoch);
+                }
+                Ok(true) => {}
             }
-            (Targets::Values { width, .. }, true) => {
-                // Inline tables written as `inputs -> class`.
-                self.values.resize(n * width, 0.0);
-                ds.gather_values(indices, &mut self.values).map_err(err)?;
-                self.labels.clear();
-                self.labels.extend(
-                    self.values
-                        .iter()
-                        .step_by((*width).max(1))
-                        .map(|&v| v as i32),
+
+            let report = match self.finish_epoch(epoch, start, &mut last_test) {
+                Ok(r) => r,
+                Err(e) => return fail(Outcome::Failed, e),
+            };
+            let mut patience_out = false;
+            if let (Some(es), Some(val_loss)) = (early_stop, report.val_loss) {
+                let improved = self
+                    .state
+                    .best
+                    .is_none_or(|b| val_loss < b.val_loss - es.min_delta);
+                if improved {
+                    self.state.best = Some(Best {
+                        epoch,
+                        val_loss,
+                        bad_epochs: 0,
+                    });
+                    self.state.best_params = self.trainer.params();
+                } else if let Some(b) = &mut self.state.best {
+                    b.bad_epochs += 1;
+                    patience_out = b.bad_epochs >= es.patience;
+                }
+            }
+            last_report = Some(report);
+            let interrupted = self.stop.load(Ordering::SeqCst);
+            let last = epoch == self.epochs || patience_out || interrupted;
+            if (last || self.last_save.elapsed() >= SAVE_EVERY)
+                && let Err(e) = self.save()
+            {
+                return fail(Outcome::Failed, e);
+            }
+            if interrupted {
+                return self.interrupted(epoch + 1);
+            }
+            if patience_out && let Some(b) = self.state.best {
+                eprintln!(
+                    "early stop: the validation loss has not improved for {} epochs (best {:.4} \
+                     at epoch {})",
+                    b.bad_epochs, b.val_loss, b.epoch
                 );
-            }
-            (Targets::Values { width, .. }, false) => {
-                self.values.resize(n * width, 0.0);
-                ds.gather_values(indices, &mut self.values).map_err(err)?;
+                stopped_early = true;
+                break;
             }
         }
-        Ok(Batch {
-            size: n,
-            inputs: if is_u8 {
-                BatchInputs::U8(&self.u8s)
-            } else {
-                BatchInputs::F32(&self.f32s)
-            },
-            targets: if classes {
-                BatchTargets::Classes(&self.labels)
-            } else {
-                BatchTargets::Values(&self.values)
-            },
-            key,
-        })
+        self.conclude(last_report, last_test, stopped_early)
     }
+
+    /// Evaluates, reports and logs a finished epoch.
+    fn finish_epoch(
+        &mut self,
+        epoch: usize,
+        start: Instant,
+        last_test: &mut Option<Evaluation>,
+    ) -> Result<EpochReport, String> {
+        let val = self.trainer.evaluate(Part::Validation)?;
+        let test = self.trainer.evaluate(Part::Test)?.ok_or("no test data")?;
+        let sums = std::mem::take(&mut self.state.sums);
+        let report = EpochReport {
+            epoch,
+            train_loss: sums.loss(),
+            train_acc: sums.accuracy(),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_acc: val.as_ref().map(|v| v.accuracy),
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            seconds: self.state.partial_seconds + start.elapsed().as_secs_f64(),
+            grad_norms: Norms(self.trainer.grad_norms(&sums)),
+            weight_norms: Norms(self.trainer.weight_norms()),
+        };
+        self.state.partial_seconds = 0.0;
+        self.state.epoch = epoch;
+        if let Some(class) = test.confusion.as_ref().and_then(|c| c.single_prediction()) {
+            eprintln!(
+                "warning: after epoch {epoch} the model predicts class {class} for every test \
+                 sample: training has collapsed; lower the learning rate (e.g. by 10x)"
+            );
+        }
+        *last_test = Some(test);
+        if self.opts.json {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        } else {
+            println!("{}", epoch_line(&report));
+        }
+        let row = report.row();
+        self.run.metrics.append(&row)?;
+        self.run.history.push(row);
+        Ok(report)
+    }
+
+    /// Writes the checkpoint and the plots.
+    fn save(&mut self) -> Result<(), String> {
+        self.last_save = Instant::now();
+        let ckpt = self.checkpoint();
+        ckpt.save(&self.run.path(checkpoint::FILE))?;
+        let title = format!("{}: loss and accuracy", self.project.model.name);
+        self.run
+            .write_svg("curves.svg", plot::curves(&self.run.history, &title))?;
+        let name = self.project.model.name.as_str();
+        self.run.write_svg(
+            "norms.svg",
+            plot::grad_norms(&[(
+                &format!("{name}: per-layer gradient norms"),
+                &self.run.history,
+            )]),
+        )
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            meta: Meta {
+                model: self.project.model.name.clone(),
+                source_file: self
+                    .run
+                    .path(&source_name(self.project))
+                    .display()
+                    .to_string(),
+                source_sha256: self.project.source_hash(),
+                nnc_version: env!("CARGO_PKG_VERSION").to_string(),
+                backend: self.opts.backend.name(),
+                seed: self.seed,
+                batch: self.trainer.batch(),
+                epoch: self.state.epoch,
+                step: self.trainer.step,
+                partial: self.state.sums.clone(),
+                partial_seconds: self.state.partial_seconds,
+                last_finite_loss: self.state.last_finite_loss,
+                best: self.state.best,
+            },
+            params: self.trainer.params(),
+            states: self.trainer.states(),
+            best: self.state.best_params.clone(),
+        }
+    }
+
+    /// Ctrl-C: saves where the run stands, in epoch `epoch`.
+    fn interrupted(&mut self, epoch: usize) -> Outcome {
+        let path = self.run.path(checkpoint::FILE);
+        if let Err(e) = self.save() {
+            return fail(Outcome::Failed, format!("interrupted, but {e}"));
+        }
+        let s = &self.state.sums;
+        eprintln!(
+            "interrupted in epoch {epoch} after {} of its {} samples (step {}); checkpoint \
+             written to {}",
+            s.samples,
+            self.trainer.data().train.len(),
+            self.trainer.step,
+            path.display()
+        );
+        let out = if self.opts.out.is_some() {
+            format!(" --out {}", self.run.dir.display())
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "continue with: nnc train {}{out} --resume",
+            self.project.path.display()
+        );
+        if self.opts.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "interrupted": true,
+                    "epoch": epoch,
+                    "epoch_samples": s.samples,
+                    "step": self.trainer.step,
+                    "checkpoint": path.display().to_string(),
+                })
+            );
+        }
+        Outcome::Interrupted
+    }
+
+    /// After the last epoch: restores the best weights when early stopping, evaluates them,
+    /// writes the confusion matrix and prints the summary.
+    fn conclude(
+        &mut self,
+        last: Option<EpochReport>,
+        mut test: Option<Evaluation>,
+        stopped_early: bool,
+    ) -> Outcome {
+        let Some(last) = last else {
+            return Outcome::Ok;
+        };
+        let mut weights = self.run.path(checkpoint::FILE);
+        let restored = self
+            .state
+            .best
+            .filter(|b| !self.state.best_params.is_empty() && b.epoch != last.epoch);
+        if let Some(b) = restored {
+            let states = self.trainer.states();
+            let best = self.state.best_params.clone();
+            let result = self
+                .trainer
+                .backend()
+                .load(&best, &states)
+                .and_then(|()| self.trainer.evaluate(Part::Test));
+            match result {
+                Ok(t) => test = t,
+                Err(e) => return fail(Outcome::Failed, e),
+            }
+            // The weights of epoch `b.epoch`, to evaluate or predict with; resuming reads
+            // checkpoint.safetensors.
+            let mut ckpt = self.checkpoint();
+            ckpt.meta.epoch = b.epoch;
+            ckpt.meta.partial = EpochSums::default();
+            ckpt.meta.best = None;
+            ckpt.best = Vec::new();
+            weights = self.run.path(checkpoint::BEST_FILE);
+            if let Err(e) = ckpt.save(&weights) {
+                return fail(Outcome::Failed, e);
+            }
+            eprintln!(
+                "restored the weights of epoch {} (validation loss {:.4}); saved in {}",
+                b.epoch,
+                b.val_loss,
+                weights.display()
+            );
+        }
+        let Some(test) = test else {
+            return Outcome::Ok;
+        };
+        if let Some(c) = &test.confusion {
+            let title = format!("{}: test set confusion matrix", self.project.model.name);
+            if let Err(e) = self
+                .run
+                .write_svg("confusion.svg", plot::confusion(c, &title))
+            {
+                return fail(Outcome::Failed, e);
+            }
+            if !self.opts.json {
+                print!("{}", confusion_table(c));
+            }
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        if self.opts.json {
+            let summary = Summary {
+                summary: true,
+                epoch: last.epoch,
+                train_loss: last.train_loss,
+                train_acc: last.train_acc,
+                val_loss: last.val_loss,
+                val_acc: last.val_acc,
+                test_loss: test.loss,
+                test_acc: test.accuracy,
+                seconds,
+                stopped_early,
+                best_epoch: self.state.best.map(|b| b.epoch),
+                run_dir: self.run.dir.display().to_string(),
+                weights: weights.display().to_string(),
+            };
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+        } else {
+            println!(
+                "test accuracy {:.4} (loss {:.4}) after {} epoch{} in {}; weights in {}",
+                test.accuracy,
+                test.loss,
+                last.epoch,
+                if last.epoch == 1 { "" } else { "s" },
+                progress::duration(seconds),
+                weights.display()
+            );
+        }
+        Outcome::Ok
+    }
+}
+
+/// `epoch   1  train loss 0.2551  acc 0.9262  [val ...]  test loss 0.1329  acc 0.9596  5.21 s`
+fn epoch_line(r: &EpochReport) -> String {
+    let val = match (r.val_loss, r.val_acc) {
+        (Some(l), Some(a)) => format!("  val loss {l:.4}  acc {a:.4}"),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {:>3}  train loss {:.4}  acc {:.4}{val}  test loss {:.4}  acc {:.4}  {:.2} s",
+        r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.seconds
+    )
+}
+
+/// The confusion matrix as text: rows are true classes, columns predicted ones.
+pub fn confusion_table(c: &Confusion) -> String {
+    let width = c
+        .counts
+        .iter()
+        .max()
+        .map_or(1, |m| m.to_string().len())
+        .max(c.classes.to_string().len())
+        + 1;
+    let mut out = format!(
+        "confusion matrix (rows: true class, columns: predicted)\n{:>5}",
+        ""
+    );
+    for p in 0..c.classes {
+        out += &format!("{p:>width$}");
+    }
+    out += "   accuracy\n";
+    for (t, acc) in c.per_class_accuracy().into_iter().enumerate() {
+        out += &format!("{t:>5}");
+        for p in 0..c.classes {
+            out += &format!("{:>width$}", c.get(t, p));
+        }
+        match acc {
+            Some(a) => out += &format!("   {a:.4}\n"),
+            None => out += "   -\n",
+        }
+    }
+    out
 }

@@ -130,7 +130,15 @@ fn epochs(json: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn interpreter_solves_xor() {
-    let (stdout, stderr, code) = nnc(&["train", "models/xor.nn", "--json"]);
+    let (stdout, stderr, code) = nnc(&[
+        "train",
+        "models/xor.nn",
+        "--json",
+        "--backend",
+        "interp",
+        "--out",
+        "/tmp/nnc-test-runs/xor-interp",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let last = epochs(&stdout).pop().expect("epochs");
     assert_eq!(last["train_acc"], 1.0, "{last}");
@@ -148,7 +156,17 @@ fn interpreter_solves_xor() {
 
 #[test]
 fn interpreter_trains_the_mnist_mlp() {
-    let (stdout, stderr, code) = nnc(&["train", "models/mlp.nn", "--epochs", "1", "--json"]);
+    let (stdout, stderr, code) = nnc(&[
+        "train",
+        "models/mlp.nn",
+        "--epochs",
+        "1",
+        "--json",
+        "--backend",
+        "interp",
+        "--out",
+        "/tmp/nnc-test-runs/mlp-interp",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let e = epochs(&stdout).pop().expect("one epoch");
     let acc = e["test_acc"].as_f64().expect("accuracy");

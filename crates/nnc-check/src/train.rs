@@ -373,7 +373,12 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         "adagrad" => {
             let b = bind(
                 c,
-                &[pos("lr"), named("initial_accumulator"), named("eps")],
+                &[
+                    pos("lr"),
+                    named("initial_accumulator"),
+                    named("eps"),
+                    named("weight_decay"),
+                ],
                 diags,
             );
             Optimizer::Adagrad {
@@ -402,7 +407,13 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         _ => {
             let b = bind(
                 c,
-                &[pos("lr"), named("beta1"), named("beta2"), named("eps")],
+                &[
+                    pos("lr"),
+                    named("beta1"),
+                    named("beta2"),
+                    named("eps"),
+                    named("weight_decay"),
+                ],
                 diags,
             );
             Optimizer::Adam {

@@ -324,6 +324,17 @@ impl Program {
         Ok((self.plan.at(p), ty.numel()))
     }
 
+    /// Parameter `i` (f32), read-only.
+    pub fn read_f32_param(&self, i: usize) -> Result<&[f32], String> {
+        let (off, n) = self.param_range(i, DType::F32)?;
+        let len = self.arena.len() * ALIGN;
+        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout);
+        // the offset is 64-byte aligned, so the f32 view is aligned.
+        let bytes = unsafe { std::slice::from_raw_parts(self.arena.as_ptr() as *const u8, len) };
+        let bytes = &bytes[off..off + 4 * n];
+        Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, n) })
+    }
+
     /// The buffer of parameter `i` (f32), to fill before a run.
     pub fn f32_param(&mut self, i: usize) -> Result<&mut [f32], String> {
         let (off, n) = self.param_range(i, DType::F32)?;

@@ -148,17 +148,17 @@ impl Trainer {
     }
 
     /// The newest parameters and optimizer states.
-    fn current(&mut self) -> Result<Weights, String> {
+    fn current(&self) -> Result<Weights, String> {
         match self.owner {
             None => Ok((self.initial.clone(), self.initial_states.clone())),
             Some(b) => {
-                let t = self.train.get_mut(&b).expect("owner is compiled");
+                let t = &self.train[&b];
                 let dp = t.step.data_params;
                 let np = t.step.params.len();
                 let ns = t.step.states.len();
-                let mut read = |i: usize| t.program.f32_param(dp + i).map(|s| s.to_vec());
-                let params = (0..np).map(&mut read).collect::<Result<_, _>>()?;
-                let states = (np..np + ns).map(&mut read).collect::<Result<_, _>>()?;
+                let read = |i: usize| t.program.read_f32_param(dp + i).map(|s| s.to_vec());
+                let params = (0..np).map(read).collect::<Result<_, _>>()?;
+                let states = (np..np + ns).map(read).collect::<Result<_, _>>()?;
                 Ok((params, states))
             }
         }
@@ -250,7 +250,7 @@ impl Trainer {
     }
 
     /// The newest parameters and optimizer states.
-    pub fn snapshot(&mut self) -> Result<Weights, String> {
+    pub fn snapshot(&self) -> Result<Weights, String> {
         self.current()
     }
 

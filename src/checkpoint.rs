@@ -1,0 +1,474 @@
+//! Checkpoints in safetensors, the format Python's `safetensors`, PyTorch and JAX read.
+//!
+//! Tensors (all f32, little-endian):
+//! - the parameters under their names: `c1.weight`, `c1.bias`, ...;
+//! - the optimizer state under its names: `c1.weight.velocity`, `step_count`, ...;
+//! - with early stopping, the best weights so far under `best/c1.weight`, ... (a `/` never
+//!   occurs in a layer name).
+//!
+//! Metadata (strings, as the format requires): `format` (`nnc-checkpoint`), `nnc_version`,
+//! `model`, `source_file`, `source_sha256` (of the `.nn` text), `backend`, `params` and
+//! `states` (the tensor names in the step's order), `seed`, `batch`, `epoch` (completed
+//! epochs), `step` (global steps), the sums of the epoch in progress (`epoch_samples`,
+//! `epoch_steps`, `epoch_loss_sum`, `epoch_correct`, `epoch_grad_norm2_sums`,
+//! `epoch_seconds`), `last_finite_loss`, and for early stopping `best_epoch`,
+//! `best_val_loss`, `bad_epochs`. There is no generator state to save: every random choice
+//! is a function of `seed`, `epoch`, `epoch_samples` and `step` (see [`crate::trainer`]).
+//! Numbers are written with Rust's shortest round-trip formatting, so a resumed run continues
+//! from bit-identical sums.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::backend::{Backend, NamedTensor};
+use crate::files;
+use crate::project::Project;
+use crate::trainer::EpochSums;
+
+/// The checkpoint a run writes and `--resume` reads, in the run directory.
+pub const FILE: &str = "checkpoint.safetensors";
+/// The best weights of an early-stopped run, in the run directory.
+pub const BEST_FILE: &str = "best.safetensors";
+const FORMAT: &str = "nnc-checkpoint";
+const BEST_PREFIX: &str = "best/";
+/// Checkpoints of the models nnc trains are megabytes; this only stops a wrong path (a disk
+/// image) from being read into memory.
+const MAX_BYTES: u64 = 4 << 30;
+
+/// Early stopping's memory: the best validation loss and when it was reached.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Best {
+    pub epoch: usize,
+    pub val_loss: f64,
+    /// Epochs since the last improvement.
+    pub bad_epochs: usize,
+}
+
+/// Everything about a checkpoint but its tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Meta {
+    pub model: String,
+    pub source_file: String,
+    pub source_sha256: String,
+    pub nnc_version: String,
+    pub backend: String,
+    pub seed: u64,
+    pub batch: usize,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Training steps since the run started.
+    pub step: u64,
+    /// The epoch after `epoch`, as far as it went (empty at an epoch's end).
+    pub partial: EpochSums,
+    /// Seconds spent in the partial epoch.
+    pub partial_seconds: f64,
+    pub last_finite_loss: Option<f64>,
+    pub best: Option<Best>,
+}
+
+/// A training state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    pub meta: Meta,
+    pub params: Vec<NamedTensor>,
+    pub states: Vec<NamedTensor>,
+    /// The best parameters so far, when early stopping (else empty).
+    pub best: Vec<NamedTensor>,
+}
+
+impl Checkpoint {
+    /// The safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let m = &self.meta;
+        let names = |ts: &[NamedTensor]| {
+            ts.iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut meta: HashMap<String, String> = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            meta.insert(k.to_string(), v);
+        };
+        put("format", FORMAT.into());
+        put("nnc_version", m.nnc_version.clone());
+        put("model", m.model.clone());
+        put("source_file", m.source_file.clone());
+        put("source_sha256", m.source_sha256.clone());
+        put("backend", m.backend.clone());
+        put("params", names(&self.params));
+        put("states", names(&self.states));
+        put("seed", m.seed.to_string());
+        put("batch", m.batch.to_string());
+        put("epoch", m.epoch.to_string());
+        put("step", m.step.to_string());
+        put("epoch_samples", m.partial.samples.to_string());
+        put("epoch_steps", m.partial.steps.to_string());
+        put("epoch_loss_sum", m.partial.loss_sum.to_string());
+        put("epoch_correct", m.partial.correct.to_string());
+        put(
+            "epoch_grad_norm2_sums",
+            m.partial
+                .grad_norm2_sums
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        put("epoch_seconds", m.partial_seconds.to_string());
+        if let Some(l) = m.last_finite_loss {
+            put("last_finite_loss", l.to_string());
+        }
+        if let Some(b) = m.best {
+            put("best_epoch", b.epoch.to_string());
+            put("best_val_loss", b.val_loss.to_string());
+            put("bad_epochs", b.bad_epochs.to_string());
+        }
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .params
+            .iter()
+            .chain(&self.states)
+            .map(|t| (t.name.clone(), t))
+            .chain(
+                self.best
+                    .iter()
+                    .map(|t| (format!("{BEST_PREFIX}{}", t.name), t)),
+            )
+            .map(|(name, t)| {
+                let data = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name, data, t.shape.clone())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, data, shape)| {
+                TensorView::new(Dtype::F32, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| format!("tensor `{name}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        files::write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Parses safetensors bytes written by [`Checkpoint::to_bytes`]; `shown` names the file in
+    /// messages.
+    pub fn from_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("`{shown}` is not a safetensors file: {e}"))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| format!("`{shown}` is not a safetensors file: {e}"))?;
+        let empty = HashMap::new();
+        let meta = header.metadata().as_ref().unwrap_or(&empty);
+        let get = |k: &str| {
+            meta.get(k).map(String::as_str).ok_or_else(|| {
+                format!("`{shown}` is not an nnc checkpoint: its metadata has no `{k}`")
+            })
+        };
+        if get("format")? != FORMAT {
+            return Err(format!(
+                "`{shown}` is not an nnc checkpoint: its format is `{}`",
+                get("format")?
+            ));
+        }
+        fn parse<T: std::str::FromStr>(shown: &str, k: &str, v: &str) -> Result<T, String> {
+            v.trim().parse().map_err(|_| {
+                format!("`{shown}` is a damaged checkpoint: metadata `{k}` is `{v}`, not a number")
+            })
+        }
+        let num = |k: &str| -> Result<f64, String> { parse(shown, k, get(k)?) };
+        let int = |k: &str| -> Result<u64, String> { parse(shown, k, get(k)?) };
+        let opt = |k: &str| -> Result<Option<f64>, String> {
+            meta.get(k).map(|v| parse(shown, k, v)).transpose()
+        };
+        let tensor = |name: &str, key: &str| -> Result<NamedTensor, String> {
+            let view = st.tensor(name).map_err(|_| {
+                format!("`{shown}` is a damaged checkpoint: `{key}` lists `{name}`, which it does not hold")
+            })?;
+            if view.dtype() != Dtype::F32 {
+                return Err(format!(
+                    "`{shown}`: tensor `{name}` is {:?}; nnc checkpoints hold F32",
+                    view.dtype()
+                ));
+            }
+            Ok(NamedTensor {
+                name: name.to_string(),
+                shape: view.shape().to_vec(),
+                data: view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            })
+        };
+        let list = |k: &str| -> Result<Vec<NamedTensor>, String> {
+            get(k)?
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| tensor(n, k))
+                .collect()
+        };
+        let params = list("params")?;
+        let states = list("states")?;
+        let best_epoch = meta.get("best_epoch");
+        let best = match best_epoch {
+            Some(_) => params
+                .iter()
+                .map(|p| {
+                    tensor(&format!("{BEST_PREFIX}{}", p.name), "best_epoch").map(|t| NamedTensor {
+                        name: p.name.clone(),
+                        ..t
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let grad_sums = get("epoch_grad_norm2_sums")?
+            .split_whitespace()
+            .map(|v| parse(shown, "epoch_grad_norm2_sums", v))
+            .collect::<Result<_, _>>()?;
+        Ok(Checkpoint {
+            meta: Meta {
+                model: get("model")?.to_string(),
+                source_file: get("source_file")?.to_string(),
+                source_sha256: get("source_sha256")?.to_string(),
+                nnc_version: get("nnc_version")?.to_string(),
+                backend: get("backend")?.to_string(),
+                seed: int("seed")?,
+                batch: int("batch")? as usize,
+                epoch: int("epoch")? as usize,
+                step: int("step")?,
+                partial: EpochSums {
+                    samples: int("epoch_samples")? as usize,
+                    steps: int("epoch_steps")? as usize,
+                    loss_sum: num("epoch_loss_sum")?,
+                    correct: num("epoch_correct")?,
+                    grad_norm2_sums: grad_sums,
+                },
+                partial_seconds: num("epoch_seconds")?,
+                last_finite_loss: opt("last_finite_loss")?,
+                best: match best_epoch {
+                    Some(_) => Some(Best {
+                        epoch: int("best_epoch")? as usize,
+                        val_loss: num("best_val_loss")?,
+                        bad_epochs: int("bad_epochs")? as usize,
+                    }),
+                    None => None,
+                },
+            },
+            params,
+            states,
+            best,
+        })
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Checkpoint, String> {
+        let bytes = files::read_limited(path, MAX_BYTES, "a checkpoint")?;
+        Checkpoint::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Refuses a checkpoint made for another model: another model name, other parameter
+    /// names or shapes than `expected` (the backend's), or another source text.
+    pub fn check_fits(
+        &self,
+        shown: &Path,
+        project: &Project,
+        expected: &[NamedTensor],
+    ) -> Result<(), String> {
+        let shown = shown.display();
+        let file = project.path.display();
+        let m = &self.meta;
+        if m.model != project.model.name {
+            return Err(format!(
+                "`{shown}` holds model `{}`, not `{}` of `{file}`",
+                m.model, project.model.name
+            ));
+        }
+        for want in expected {
+            match self.params.iter().find(|p| p.name == want.name) {
+                None => {
+                    return Err(format!(
+                        "`{shown}` does not fit `{file}`: it has no `{}` (the model has {})",
+                        want.name,
+                        names(expected)
+                    ));
+                }
+                Some(p) if p.shape != want.shape => {
+                    return Err(format!(
+                        "`{shown}` does not fit `{file}`: `{}` is {:?} in the checkpoint but \
+                         {:?} in the model",
+                        want.name, p.shape, want.shape
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = self
+            .params
+            .iter()
+            .find(|p| !expected.iter().any(|e| e.name == p.name))
+        {
+            return Err(format!(
+                "`{shown}` does not fit `{file}`: it has `{}`, which the model has not (the \
+                 model has {})",
+                extra.name,
+                names(expected)
+            ));
+        }
+        let hash = project.source_hash();
+        if m.source_sha256 != hash {
+            return Err(format!(
+                "`{shown}` was trained from another version of `{file}` (source SHA-256 {}…, \
+                 now {}…); the weights may not mean what the model says. Train again, or use \
+                 the copy of the .nn file saved with the checkpoint ({})",
+                short(&m.source_sha256),
+                short(&hash),
+                m.source_file
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Checkpoint::check_fits`] against the parameters `project`'s model declares, before any
+    /// backend or data exists.
+    pub fn check_fits_model(&self, shown: &Path, project: &Project) -> Result<(), String> {
+        let expected: Vec<NamedTensor> = nnc_ir::init::init_params(&project.model, 0)
+            .into_iter()
+            .map(|t| NamedTensor {
+                name: t.name,
+                shape: t.shape,
+                data: Vec::new(),
+            })
+            .collect();
+        self.check_fits(shown, project, &expected)
+    }
+
+    /// Checks that the checkpoint fits (see [`Checkpoint::check_fits`]) and loads its weights
+    /// and optimizer state into `backend`. `path` names the file in messages.
+    pub fn load_into(
+        &self,
+        backend: &mut dyn Backend,
+        path: &Path,
+        project: &Project,
+    ) -> Result<(), String> {
+        let expected = backend.params();
+        self.check_fits(path, project, &expected)?;
+        let params: Vec<NamedTensor> = expected
+            .iter()
+            .filter_map(|o| self.params.iter().find(|p| p.name == o.name).cloned())
+            .collect();
+        backend
+            .load(&params, &self.states)
+            .map_err(|e| format!("`{}` does not fit the model: {e}", path.display()))
+    }
+}
+
+fn names(ts: &[NamedTensor]) -> String {
+    ts.iter()
+        .map(|t| format!("`{}`", t.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, shape: &[usize], data: &[f32]) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        }
+    }
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            meta: Meta {
+                model: "m".into(),
+                source_file: "m.nn".into(),
+                source_sha256: "ab".repeat(32),
+                nnc_version: "0.1.0".into(),
+                backend: "interp".into(),
+                seed: 7,
+                batch: 32,
+                epoch: 2,
+                step: 123,
+                partial: EpochSums {
+                    samples: 64,
+                    steps: 2,
+                    loss_sum: 0.1 + 0.2,
+                    correct: 61.0,
+                    grad_norm2_sums: vec![1.0 / 3.0, 2e-300],
+                },
+                partial_seconds: 1.5,
+                last_finite_loss: Some(0.123456789012345),
+                best: Some(Best {
+                    epoch: 1,
+                    val_loss: 0.7,
+                    bad_epochs: 1,
+                }),
+            },
+            params: vec![
+                t(
+                    "d.weight",
+                    &[2, 3],
+                    &[1., 2., 3., 4., 5., f32::MIN_POSITIVE],
+                ),
+                t("d.bias", &[3], &[0.5, -0.5, 1e-30]),
+            ],
+            states: vec![t("d.weight.m", &[2, 3], &[0.; 6]), t("step", &[], &[3.0])],
+            best: vec![
+                t("d.weight", &[2, 3], &[9.; 6]),
+                t("d.bias", &[3], &[8.; 3]),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_bit_for_bit() {
+        let c = sample();
+        let back = Checkpoint::from_bytes(&c.to_bytes().unwrap(), "c").unwrap();
+        assert_eq!(back, c);
+        let plain = Checkpoint {
+            best: Vec::new(),
+            meta: Meta {
+                best: None,
+                last_finite_loss: None,
+                ..c.meta.clone()
+            },
+            ..c
+        };
+        let back = Checkpoint::from_bytes(&plain.to_bytes().unwrap(), "c").unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn damaged_files_are_refused_with_a_message() {
+        let err = |b: &[u8]| Checkpoint::from_bytes(b, "x.safetensors").unwrap_err();
+        assert!(err(b"").contains("not a safetensors file"));
+        assert!(err(b"\xff\xff\xff\xff\xff\xff\xff\xffjunk").contains("not a safetensors file"));
+        let good = sample().to_bytes().unwrap();
+        assert!(err(&good[..good.len() - 3]).contains("not a safetensors file"));
+        let foreign = safetensors::serialize(
+            [(
+                "w",
+                TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        assert!(err(&foreign).contains("not an nnc checkpoint: its metadata has no `format`"));
+    }
+}

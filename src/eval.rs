@@ -1,0 +1,135 @@
+//! `nnc eval FILE --weights CKPT`: the test loss and accuracy of saved weights, per-class
+//! accuracy and the confusion matrix.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::backend::BackendKind;
+use crate::checkpoint::Checkpoint;
+use crate::project;
+use crate::trainer::{Part, Trainer};
+use crate::{Outcome, Ui};
+
+/// `nnc eval` options.
+pub struct Options {
+    pub file: PathBuf,
+    pub weights: PathBuf,
+    pub model: Option<String>,
+    pub data: Option<PathBuf>,
+    pub batch: Option<usize>,
+    pub backend: BackendKind,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    weights: String,
+    /// Completed epochs of the weights.
+    epoch: usize,
+    samples: usize,
+    test_loss: f64,
+    test_acc: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    per_class: Vec<ClassReport>,
+    /// `confusion[true][predicted]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    confusion: Vec<Vec<u64>>,
+}
+
+#[derive(Serialize)]
+struct ClassReport {
+    class: usize,
+    samples: u64,
+    accuracy: Option<f64>,
+}
+
+fn fail(message: String) -> Outcome {
+    eprintln!("error: {message}");
+    Outcome::Failed
+}
+
+/// Runs `nnc eval`.
+pub fn run(opts: &Options, ui: &Ui) -> Outcome {
+    let project = match project::load(&opts.file, opts.model.as_deref(), true, ui) {
+        Ok(p) => p,
+        Err(outcome) => return outcome,
+    };
+    let batch = opts
+        .batch
+        .or(project.model.train.as_ref().map(|t| t.batch))
+        .unwrap_or(32);
+    // The checkpoint is read before the data: a wrong one is reported at once.
+    let ckpt = match Checkpoint::load(&opts.weights)
+        .and_then(|c| c.check_fits_model(&opts.weights, &project).map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let data = match project::load_test_data(&project, opts.data.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let mut trainer = match Trainer::new(&project.model, data, opts.backend, 0, batch) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = ckpt.load_into(trainer.backend(), &opts.weights, &project) {
+        return fail(e);
+    }
+    let test = match trainer.evaluate(Part::Test) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Outcome::Ok,
+        Err(e) => return fail(e),
+    };
+    let (per_class, confusion) = match &test.confusion {
+        Some(c) => (
+            c.per_class_accuracy()
+                .into_iter()
+                .zip(c.support())
+                .enumerate()
+                .map(|(class, (accuracy, samples))| ClassReport {
+                    class,
+                    samples,
+                    accuracy,
+                })
+                .collect(),
+            c.counts.chunks(c.classes).map(<[u64]>::to_vec).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let report = Report {
+        model: project.model.name.clone(),
+        weights: opts.weights.display().to_string(),
+        epoch: ckpt.meta.epoch,
+        samples: test.samples,
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+        per_class,
+        confusion,
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        return Outcome::Ok;
+    }
+    println!(
+        "model `{}`, weights {} (epoch {})",
+        report.model, report.weights, report.epoch
+    );
+    println!(
+        "test: {} samples, loss {:.4}, accuracy {:.4}",
+        report.samples, report.test_loss, report.test_acc
+    );
+    if let Some(c) = &test.confusion {
+        println!("{:>5} {:>8} {:>9}", "class", "samples", "accuracy");
+        for r in &report.per_class {
+            match r.accuracy {
+                Some(a) => println!("{:>5} {:>8} {:>9.4}", r.class, r.samples, a),
+                None => println!("{:>5} {:>8} {:>9}", r.class, r.samples, "-"),
+            }
+        }
+        print!("{}", crate::train::confusion_table(c));
+    }
+    Outcome::Ok
+}

@@ -1,0 +1,277 @@
+//! Per-epoch figures: the `--json` line, the row of `metrics.csv` (one column per figure,
+//! flushed every epoch and appended on resume, like Keras' `CSVLogger`), and the history the
+//! plots are drawn from.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use crate::files;
+
+/// One epoch's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    /// Wall time of the epoch: training and evaluation.
+    pub seconds: f64,
+    /// Per layer, the RMS over the epoch's steps of the gradient norm.
+    pub grad_norms: Norms,
+    /// Per layer, the weight norm at the end of the epoch.
+    pub weight_norms: Norms,
+}
+
+/// Per-layer values, serialised as a JSON object in layer order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Norms(pub Vec<(String, f64)>);
+
+impl Serialize for Norms {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl EpochReport {
+    /// The report as a metrics row.
+    pub fn row(&self) -> Row {
+        let mut cols = vec![
+            ("epoch".to_string(), self.epoch as f64),
+            ("train_loss".into(), self.train_loss),
+            ("train_acc".into(), self.train_acc),
+        ];
+        if let (Some(l), Some(a)) = (self.val_loss, self.val_acc) {
+            cols.push(("val_loss".into(), l));
+            cols.push(("val_acc".into(), a));
+        }
+        cols.push(("test_loss".into(), self.test_loss));
+        cols.push(("test_acc".into(), self.test_acc));
+        cols.push(("seconds".into(), self.seconds));
+        for (layer, v) in &self.grad_norms.0 {
+            cols.push((format!("grad_norm.{layer}"), *v));
+        }
+        for (layer, v) in &self.weight_norms.0 {
+            cols.push((format!("weight_norm.{layer}"), *v));
+        }
+        Row(cols)
+    }
+}
+
+/// A row of `metrics.csv`: named values in column order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row(pub Vec<(String, f64)>);
+
+impl Row {
+    /// The value of a column.
+    pub fn get(&self, column: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == column).map(|&(_, v)| v)
+    }
+
+    /// The epoch number.
+    pub fn epoch(&self) -> usize {
+        self.get("epoch").unwrap_or(0.0) as usize
+    }
+
+    /// The column names, comma-separated.
+    pub fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The values, comma-separated, each in its shortest exact form.
+    pub fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|&(ref k, v)| {
+                if k == "epoch" {
+                    format!("{}", v as u64)
+                } else {
+                    // Shortest round-trip form: the file holds the exact value.
+                    format!("{v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `metrics.csv` in a run directory.
+pub struct MetricsCsv {
+    path: PathBuf,
+    file: Option<File>,
+    header: Option<String>,
+}
+
+impl MetricsCsv {
+    /// A new log at `path`, replacing any earlier one when the first row is written.
+    pub fn create(path: &Path) -> MetricsCsv {
+        MetricsCsv {
+            path: path.to_path_buf(),
+            file: None,
+            header: None,
+        }
+    }
+
+    /// Continues the log at `path` after epoch `epoch`: rows of later epochs (written after
+    /// the checkpoint the run resumes from) are dropped, since those epochs run again. Returns
+    /// the log and the rows kept, for the plots.
+    pub fn resume(path: &Path, epoch: usize) -> Result<(MetricsCsv, Vec<Row>), String> {
+        let rows = match read(path) {
+            Ok(rows) => rows,
+            Err(Missing) => return Ok((MetricsCsv::create(path), Vec::new())),
+            Err(Unreadable(e)) => return Err(e),
+        };
+        let rows: Vec<Row> = rows.into_iter().filter(|r| r.epoch() <= epoch).collect();
+        let Some(first) = rows.first() else {
+            return Ok((MetricsCsv::create(path), Vec::new()));
+        };
+        // Rows are written with round-trip formatting, so rewriting them gives the same text.
+        let header = first.header();
+        let mut body = format!("{header}\n");
+        for r in &rows {
+            body += &r.line();
+            body.push('\n');
+        }
+        files::write_atomic(path, body.as_bytes())?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot write `{}`: {}", path.display(), files::reason(&e)))?;
+        Ok((
+            MetricsCsv {
+                path: path.to_path_buf(),
+                file: Some(file),
+                header: Some(header),
+            },
+            rows,
+        ))
+    }
+
+    /// Appends a row and flushes it.
+    pub fn append(&mut self, row: &Row) -> Result<(), String> {
+        let shown = self.path.display().to_string();
+        let io = |e: std::io::Error| format!("cannot write `{shown}`: {}", files::reason(&e));
+        if self.file.is_none() {
+            let mut f = File::create(&self.path).map_err(io)?;
+            writeln!(f, "{}", row.header()).map_err(io)?;
+            self.header = Some(row.header());
+            self.file = Some(f);
+        }
+        if self.header.as_deref() != Some(row.header().as_str()) {
+            return Err(format!(
+                "`{shown}` has the columns {}, not the ones of this run ({})",
+                self.header.as_deref().unwrap_or(""),
+                row.header()
+            ));
+        }
+        if let Some(f) = &mut self.file {
+            writeln!(f, "{}", row.line()).map_err(io)?;
+            f.flush().map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why [`read`] found no rows.
+pub enum ReadError {
+    Missing,
+    Unreadable(String),
+}
+use ReadError::{Missing, Unreadable};
+
+/// The rows of a `metrics.csv`. Lines that are not complete rows of numbers (cut short by a
+/// crash) are skipped.
+pub fn read(path: &Path) -> Result<Vec<Row>, ReadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Missing),
+        Err(e) => {
+            return Err(Unreadable(format!(
+                "cannot read `{}`: {}",
+                path.display(),
+                files::reason(&e)
+            )));
+        }
+    };
+    let mut lines = text.lines();
+    let columns: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    Ok(lines
+        .filter_map(|line| {
+            let values: Option<Vec<f64>> = line.split(',').map(|v| v.parse().ok()).collect();
+            let values = values.filter(|v| v.len() == columns.len())?;
+            Some(Row(columns
+                .iter()
+                .map(|c| c.to_string())
+                .zip(values)
+                .collect()))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(epoch: usize, loss: f64) -> EpochReport {
+        EpochReport {
+            epoch,
+            train_loss: loss,
+            train_acc: 0.5,
+            val_loss: None,
+            val_acc: None,
+            test_loss: loss * 2.0,
+            test_acc: 0.25,
+            seconds: 1.0,
+            grad_norms: Norms(vec![("h".into(), 0.1), ("out".into(), 0.2)]),
+            weight_norms: Norms(vec![("h".into(), 3.0), ("out".into(), 4.0)]),
+        }
+    }
+
+    #[test]
+    fn csv_rows_resume_and_drop_later_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let mut log = MetricsCsv::create(&path);
+        for e in 1..=3 {
+            log.append(&report(e, 1.0 / e as f64).row()).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(
+            "epoch,train_loss,train_acc,test_loss,test_acc,seconds,grad_norm.h,grad_norm.out,\
+             weight_norm.h,weight_norm.out\n1,1,0.5,2,0.25,1,0.1,0.2,3,4\n"
+        ));
+        // A crash left half a line behind; the checkpoint is from epoch 2.
+        std::fs::write(&path, format!("{text}4,0.2")).unwrap();
+        let (mut log, rows) = MetricsCsv::resume(&path, 2).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].get("train_loss"), Some(0.5));
+        log.append(&report(3, 1.0 / 3.0).row()).unwrap();
+        let again = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(again, text, "the resumed log is the uninterrupted one");
+    }
+
+    #[test]
+    fn json_has_the_documented_keys_in_order() {
+        let json = serde_json::to_string(&report(1, 0.5)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"epoch":1,"train_loss":0.5,"train_acc":0.5,"test_loss":1.0,"test_acc":0.25,"seconds":1.0,"grad_norms":{"h":0.1,"out":0.2},"weight_norms":{"h":3.0,"out":4.0}}"#
+        );
+    }
+}

@@ -1,0 +1,861 @@
+//! End-to-end tests of `nnc train`, `nnc eval` and `nnc predict` through the binary: the run
+//! directory, exact resume (after a clean stop, a simulated and a real Ctrl-C), divergence,
+//! early stopping, checkpoints refused for another model, predictions that agree with `eval`,
+//! and data errors from the malformed-file corpus.
+//!
+//! The models are small and train on slices of the MNIST test set written as IDX files, so
+//! every test takes seconds on the interpreter.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use nnc::Checkpoint;
+
+fn run(dir: &Path, args: &[&str]) -> (String, String, i32) {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(dir)
+        .args(["--color", "never"])
+        .args(args)
+        .output()
+        .expect("nnc runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn idx_images(path: &Path, images: &[u8], n: usize) {
+    let mut bytes = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        bytes.extend((d as u32).to_be_bytes());
+    }
+    bytes.extend_from_slice(images);
+    std::fs::write(path, bytes).expect("write images");
+}
+
+fn idx_labels(path: &Path, labels: &[u8]) {
+    let mut bytes = vec![0, 0, 8, 1];
+    bytes.extend((labels.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(labels);
+    std::fs::write(path, bytes).expect("write labels");
+}
+
+/// Slices of the MNIST test set as IDX files (made once per test run): `train` (600 digits),
+/// `test` (60 others). Returns the directory and the test digits with their labels.
+struct Digits {
+    dir: PathBuf,
+    test_images: Vec<Vec<u8>>,
+    test_labels: Vec<u8>,
+}
+
+fn digits() -> &'static Digits {
+    static DIGITS: OnceLock<Digits> = OnceLock::new();
+    DIGITS.get_or_init(|| {
+        let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+        let ds = nnc_data::mnist(&mnist, nnc_data::Split::Test).expect("MNIST test set");
+        let (nnc_data::Inputs::U8 { data, .. }, nnc_data::Targets::Classes { labels, .. }) =
+            (&ds.inputs, &ds.targets)
+        else {
+            panic!("MNIST is u8 images with class labels");
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-digits");
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let labels: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+        let px = 28 * 28;
+        idx_images(&dir.join("train-images.idx"), &data[..600 * px], 600);
+        idx_labels(&dir.join("train-labels.idx"), &labels[..600]);
+        let (a, b) = (1000, 1060);
+        idx_images(&dir.join("test-images.idx"), &data[a * px..b * px], b - a);
+        idx_labels(&dir.join("test-labels.idx"), &labels[a..b]);
+        Digits {
+            test_images: data[a * px..b * px]
+                .chunks(px)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            test_labels: labels[a..b].to_vec(),
+            dir,
+        }
+    })
+}
+
+/// A model file in a fresh directory whose data are the digit slices.
+fn model_dir(model: &str, train: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = digits();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = |n: &str| d.dir.join(n).display().to_string();
+    let source = format!(
+        "{model}\ntrain m {{\n    data idx(images: \"{}\", labels: \"{}\", scale: 1/255)\n    \
+         test idx(images: \"{}\", labels: \"{}\", scale: 1/255)\n{train}\n}}\n",
+        path("train-images.idx"),
+        path("train-labels.idx"),
+        path("test-images.idx"),
+        path("test-labels.idx"),
+    );
+    let file = tmp.path().join("m.nn");
+    std::fs::write(&file, source).expect("write model");
+    (tmp, file)
+}
+
+const MLP: &str = "model m {
+    input image: f32[1, 28, 28]
+    flatten
+    hidden: dense(32) -> relu
+    drop: dropout(0.25)
+    out: dense(10)
+}";
+
+/// Everything a resume must reproduce: validation split, augmentation, dropout, optimizer
+/// state, early stopping's memory and a partial last batch (480 training samples, batch 50).
+const RESUMABLE: &str = "
+    loss softmax_cross_entropy
+    optimizer momentum(lr: 0.05, momentum: 0.9)
+    batch 50
+    epochs 4
+    seed 11
+    validation 0.2
+    early_stop(patience: 10)
+    augment(shift: 2)";
+
+/// metrics.csv without the wall-time column.
+fn metrics_without_seconds(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let seconds = header
+        .iter()
+        .position(|&c| c == "seconds")
+        .expect("seconds");
+    std::iter::once(header.join(","))
+        .chain(lines.map(|l| {
+            let mut v: Vec<&str> = l.split(',').collect();
+            v.remove(seconds);
+            v.join(",")
+        }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn checkpoint(dir: &Path) -> Checkpoint {
+    Checkpoint::load(&dir.join("checkpoint.safetensors")).expect("checkpoint")
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run_exactly() {
+    let (tmp, file) = model_dir(MLP, RESUMABLE);
+    let file = file.to_str().expect("path");
+    let dir = tmp.path();
+
+    let (_, err, code) = run(dir, &["train", file, "--out", "straight"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Stopped after epoch 2, then resumed for epochs 3 and 4.
+    let (_, err, code) = run(dir, &["train", file, "--out", "split", "--epochs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(dir, &["train", file, "--out", "split", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming from"), "{err}");
+
+    // Stopped as by Ctrl-C in the middle of epoch 2 (10 steps per epoch), then resumed.
+    let (out, err, code) = run(
+        dir,
+        &[
+            "train",
+            file,
+            "--out",
+            "ctrl-c",
+            "--stop-after-steps",
+            "13",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        err.contains("interrupted in epoch 2 after 150 of its 480 samples"),
+        "{err}"
+    );
+    let last = json_lines(&out)
+        .pop()
+        .expect("an object for the interruption");
+    assert_eq!(last["interrupted"], true);
+    assert_eq!(checkpoint(&dir.join("ctrl-c")).meta.partial.samples, 150);
+    let (_, err, code) = run(dir, &["train", file, "--out", "ctrl-c", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+
+    let straight = metrics_without_seconds(&dir.join("straight"));
+    assert_eq!(straight.lines().count(), 5, "{straight}");
+    assert!(straight.starts_with("epoch,train_loss,train_acc,val_loss,val_acc,test_loss"));
+    for other in ["split", "ctrl-c"] {
+        assert_eq!(
+            metrics_without_seconds(&dir.join(other)),
+            straight,
+            "{other}"
+        );
+        let (a, b) = (
+            checkpoint(&dir.join("straight")),
+            checkpoint(&dir.join(other)),
+        );
+        assert_eq!(a.params, b.params, "{other}: final weights");
+        assert_eq!(a.states, b.states, "{other}: optimizer state");
+        assert_eq!(a.best, b.best, "{other}: best weights");
+        assert_eq!(a.meta.step, b.meta.step);
+    }
+
+    // Nothing more to do: the run is complete.
+    let (_, err, code) = run(dir, &["train", file, "--out", "straight", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("already has 4 epochs"), "{err}");
+}
+
+#[test]
+fn augmentation_and_seed_change_the_run() {
+    let (tmp, file) = model_dir(MLP, &RESUMABLE.replace("epochs 4", "epochs 1"));
+    let file = file.to_str().expect("path");
+    let loss = |args: &[&str]| {
+        let mut all = vec!["train", file, "--json"];
+        all.extend(args);
+        let (out, err, code) = run(tmp.path(), &all);
+        assert_eq!(code, 0, "{err}");
+        json_lines(&out)[0]["train_loss"].as_f64().expect("loss")
+    };
+    let base = loss(&["--out", "a"]);
+    assert_eq!(
+        base,
+        loss(&["--out", "b"]),
+        "the same seed gives the same run"
+    );
+    assert_ne!(base, loss(&["--out", "c", "--seed", "12"]));
+    let (tmp2, plain) = model_dir(
+        MLP,
+        &RESUMABLE
+            .replace("augment(shift: 2)", "")
+            .replace("epochs 4", "epochs 1"),
+    );
+    let (out, err, code) = run(
+        tmp2.path(),
+        &["train", plain.to_str().expect("path"), "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(
+        json_lines(&out)[0]["train_loss"].as_f64(),
+        Some(base),
+        "augmentation shifts the images"
+    );
+}
+
+#[test]
+fn run_directory_holds_metrics_plots_source_and_checkpoint() {
+    let (tmp, file) = model_dir(MLP, RESUMABLE.replace("epochs 4", "epochs 2").as_str());
+    let (out, err, code) = run(
+        tmp.path(),
+        &["train", file.to_str().expect("path"), "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("run directory: runs/m"), "{err}");
+    let run_dir = tmp.path().join("runs/m");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "two epochs and a summary");
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "grad_norms",
+        "weight_norms",
+    ] {
+        assert!(lines[0].get(key).is_some(), "{key} in {}", lines[0]);
+    }
+    for layer in ["hidden", "out"] {
+        assert!(
+            lines[1]["grad_norms"][layer]
+                .as_f64()
+                .is_some_and(|g| g > 0.0)
+        );
+        assert!(
+            lines[1]["weight_norms"][layer]
+                .as_f64()
+                .is_some_and(|w| w > 0.0)
+        );
+    }
+    let summary = &lines[2];
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["test_acc"], lines[1]["test_acc"]);
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.csv")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 3);
+    assert!(
+        metrics
+            .lines()
+            .next()
+            .expect("header")
+            .contains(",grad_norm.hidden,grad_norm.out,weight_norm.hidden,")
+    );
+    for svg in ["curves.svg", "norms.svg", "confusion.svg"] {
+        let text = std::fs::read_to_string(run_dir.join(svg)).expect(svg);
+        assert!(
+            text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+    }
+    let curves = std::fs::read_to_string(run_dir.join("curves.svg")).expect("svg");
+    assert!(
+        curves.lines().any(|l| l.trim() == "val"),
+        "a validation curve"
+    );
+    assert_eq!(
+        std::fs::read(run_dir.join("m.nn")).expect("source copy"),
+        std::fs::read(&file).expect("source")
+    );
+    let ckpt = checkpoint(&run_dir);
+    let names: Vec<&str> = ckpt.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]
+    );
+    assert_eq!(ckpt.params[0].shape, [784, 32]);
+    assert_eq!(ckpt.states[0].name, "hidden.weight.velocity");
+    assert_eq!(ckpt.meta.epoch, 2);
+    let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
+        .expect("run dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn early_stopping_restores_the_best_weights() {
+    // No later epoch can beat the first by 100: patience 1 stops after epoch 2.
+    let train = RESUMABLE.replace(
+        "early_stop(patience: 10)",
+        "early_stop(patience: 1, min_delta: 100)",
+    );
+    let (tmp, file) = model_dir(MLP, &train);
+    let (out, err, code) = run(
+        tmp.path(),
+        &["train", file.to_str().expect("path"), "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    let summary = &lines[2];
+    assert_eq!(summary["stopped_early"], true);
+    assert_eq!(summary["best_epoch"], 1);
+    // The restored weights are epoch 1's: the same test figures.
+    assert_eq!(summary["test_loss"], lines[0]["test_loss"]);
+    assert!(
+        summary["weights"]
+            .as_str()
+            .is_some_and(|w| w.ends_with("best.safetensors"))
+    );
+    let (eval, err, code) = run(
+        tmp.path(),
+        &[
+            "eval",
+            file.to_str().expect("path"),
+            "--weights",
+            "runs/m/best.safetensors",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&eval)[0]["test_loss"], lines[0]["test_loss"]);
+    // A stopped run does not start again on --resume.
+    let (out, err, code) = run(
+        tmp.path(),
+        &["train", file.to_str().expect("path"), "--resume"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.is_empty() && err.contains("the run stopped early after epoch 2"),
+        "{err}"
+    );
+}
+
+/// A linear model with a learning rate far too large: the loss grows until it is infinite.
+const DIVERGES: &str = "model m {
+    input x: f32[1]
+    out: dense(1) -> identity
+}
+train m {
+    data {
+        1 -> 2
+        2 -> 4
+        3 -> 6
+        4 -> 8
+    }
+    loss mse
+    optimizer sgd(lr: 100)
+    batch 4
+    epochs 1000
+}
+";
+
+#[test]
+fn divergence_stops_at_once_with_the_step_and_advice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("m.nn"), DIVERGES).expect("write");
+    let (_, err, code) = run(tmp.path(), &["train", "m.nn"]);
+    assert_eq!(code, 1, "{err}");
+    let line = err.lines().last().expect("a message");
+    assert!(
+        line.starts_with("error: the loss became inf at step ")
+            || line.starts_with("error: the loss became NaN at step "),
+        "{err}"
+    );
+    assert!(line.contains("the last finite loss was"), "{err}");
+    assert!(line.contains("Lower the learning rate"), "{err}");
+}
+
+#[test]
+fn eval_reproduces_the_training_figures_and_predict_agrees_with_it() {
+    let train = "
+    loss softmax_cross_entropy
+    optimizer adam(lr: 0.003)
+    batch 32
+    epochs 1";
+    let (tmp, file) = model_dir(MLP, train);
+    let file = file.to_str().expect("path");
+    let dir = tmp.path();
+    let (out, err, code) = run(dir, &["train", file, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json_lines(&out).pop().expect("summary");
+
+    let weights = "runs/m/checkpoint.safetensors";
+    let (out, err, code) = run(dir, &["eval", file, "--weights", weights, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let eval = json_lines(&out).pop().expect("eval");
+    assert_eq!(eval["test_acc"], summary["test_acc"]);
+    assert_eq!(eval["test_loss"], summary["test_loss"]);
+    assert!(eval["test_acc"].as_f64().is_some_and(|a| a > 0.6), "{eval}");
+    let (text, _, _) = run(dir, &["eval", file, "--weights", weights]);
+    assert!(text.contains("class  samples  accuracy"), "{text}");
+
+    // Every test digit as a PNG; one also dark on light, one also at twice the size.
+    let d = digits();
+    let png = |path: &Path, side: usize, pixels: &[u8]| {
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, side as u32, side as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()
+            .expect("header")
+            .write_image_data(pixels)
+            .expect("data");
+        std::fs::write(path, bytes).expect("write png");
+    };
+    let mut files = Vec::new();
+    for (i, img) in d.test_images.iter().enumerate() {
+        let path = dir.join(format!("digit-{i}.png"));
+        png(&path, 28, img);
+        files.push(path);
+    }
+    let inverted: Vec<u8> = d.test_images[3].iter().map(|p| 255 - p).collect();
+    png(&dir.join("inverted.png"), 28, &inverted);
+    let doubled: Vec<u8> = (0..56 * 56)
+        .map(|i| d.test_images[5][(i / 56 / 2) * 28 + (i % 56) / 2])
+        .collect();
+    png(&dir.join("doubled.png"), 56, &doubled);
+    let mut args = vec!["predict", file, "--weights", weights, "--json"];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["inverted.png", "doubled.png"]);
+    let (out, err, code) = run(dir, &args);
+    assert_eq!(code, 0, "{err}");
+    let predictions = json_lines(&out);
+    assert_eq!(predictions.len(), d.test_images.len() + 2);
+    let class = |p: &serde_json::Value| p["class"].as_u64().expect("class") as usize;
+
+    // The predictions give eval's confusion matrix exactly.
+    let mut confusion = vec![vec![0u64; 10]; 10];
+    for (p, &label) in predictions.iter().zip(&d.test_labels) {
+        confusion[label as usize][class(p)] += 1;
+        let probabilities = p["probabilities"].as_array().expect("probabilities");
+        let sum: f64 = probabilities.iter().filter_map(|v| v.as_f64()).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{p}");
+        assert_eq!(p["inverted"], false);
+    }
+    let expected: Vec<Vec<u64>> =
+        serde_json::from_value(eval["confusion"].clone()).expect("confusion");
+    assert_eq!(confusion, expected);
+    let n = predictions.len();
+    assert_eq!(predictions[n - 2]["inverted"], true);
+    assert_eq!(
+        class(&predictions[n - 2]),
+        class(&predictions[3]),
+        "inverted digit"
+    );
+    assert_eq!(predictions[n - 1]["resized"], true);
+    assert_eq!(
+        class(&predictions[n - 1]),
+        class(&predictions[5]),
+        "doubled digit"
+    );
+
+    // Text output, and images that are not images.
+    let (text, _, code) = run(
+        dir,
+        &["predict", file, "--weights", weights, "inverted.png"],
+    );
+    assert_eq!(code, 0);
+    assert!(text.contains("inverted: its border is bright"), "{text}");
+    std::fs::write(dir.join("not.png"), "hello").expect("write");
+    let (_, err, code) = run(dir, &["predict", file, "--weights", weights, "not.png"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not.png: not a PNG or PGM image"), "{err}");
+}
+
+#[test]
+fn checkpoints_of_another_model_are_refused() {
+    let (tmp, file) = model_dir(
+        MLP,
+        "
+    loss softmax_cross_entropy
+    optimizer sgd(lr: 0.1)
+    batch 100
+    epochs 1",
+    );
+    let dir = tmp.path();
+    let (_, err, code) = run(dir, &["train", file.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    let weights = "runs/m/checkpoint.safetensors";
+    let source = std::fs::read_to_string(&file).expect("source");
+
+    std::fs::write(dir.join("edited.nn"), format!("{source}// a comment\n")).expect("write");
+    let (_, err, code) = run(dir, &["eval", "edited.nn", "--weights", weights]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("was trained from another version of `edited.nn`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("runs/m/m.nn"),
+        "points at the saved copy: {err}"
+    );
+
+    std::fs::write(
+        dir.join("wider.nn"),
+        source.replace("dense(32)", "dense(48)"),
+    )
+    .expect("write");
+    let (_, err, code) = run(dir, &["eval", "wider.nn", "--weights", weights]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`hidden.weight` is [784, 32] in the checkpoint but [784, 48] in the model"),
+        "{err}"
+    );
+
+    let (_, err, code) = run(dir, &["train", "wider.nn", "--out", "runs/m", "--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[784, 48]"), "{err}");
+
+    std::fs::write(
+        dir.join("torn.safetensors"),
+        &std::fs::read(dir.join(weights)).expect("read")[..100],
+    )
+    .expect("write");
+    let (_, err, code) = run(
+        dir,
+        &[
+            "eval",
+            file.to_str().expect("path"),
+            "--weights",
+            "torn.safetensors",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`torn.safetensors` is not a safetensors file"),
+        "{err}"
+    );
+
+    let (_, err, code) = run(
+        dir,
+        &[
+            "train",
+            file.to_str().expect("path"),
+            "--out",
+            "elsewhere",
+            "--resume",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nothing to resume: `elsewhere/checkpoint.safetensors` does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_validation_split_too_small_is_a_model_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(
+        tmp.path().join("x.nn"),
+        xor.replace("seed      1", "seed 1\n    validation 0.05"),
+    )
+    .expect("write");
+    let (_, err, code) = run(tmp.path(), &["train", "x.nn"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`validation 0.05` of 4 training samples leaves 0 for validation"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_130() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(tmp.path().join("x.nn"), xor).expect("write");
+    // Output goes to files: a pipe nobody reads would fill up and block the child.
+    let file = |name: &str| std::fs::File::create(tmp.path().join(name)).expect("create");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(tmp.path())
+        .args([
+            "train",
+            "x.nn",
+            "--epochs",
+            "100000000",
+            "--json",
+            "--out",
+            "run",
+        ])
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("nnc runs");
+    // Wait until it is training (the first row of metrics.csv), then press Ctrl-C.
+    let metrics = tmp.path().join("run/metrics.csv");
+    for _ in 0..600 {
+        if std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("nnc ends");
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).expect("output");
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint written to run/checkpoint.safetensors"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("continue with: nnc train x.nn --out run --resume"),
+        "{stderr}"
+    );
+    let last = json_lines(&stdout).pop().expect("interruption object");
+    assert_eq!(last["interrupted"], true);
+    let epoch = last["epoch"].as_u64().expect("epoch");
+    // The checkpoint resumes: finish the interrupted epoch and stop there.
+    let (_, err, code) = run(
+        tmp.path(),
+        &[
+            "train",
+            "x.nn",
+            "--out",
+            "run",
+            "--resume",
+            "--epochs",
+            &epoch.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(checkpoint(&tmp.path().join("run")).meta.epoch as u64, epoch);
+}
+
+/// The malformed-file corpus of nnc-data, reached through models: every defect ends in one
+/// line naming the file, exit code 2, and no panic.
+#[test]
+fn malformed_data_files_are_one_line_errors_with_exit_code_2() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/nnc-data/tests/corpus");
+    let c = |name: &str| corpus.join(name).display().to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let idx_model = |images: &str, labels: &str, extra: &str| {
+        format!(
+            "model m {{\n input x: f32[1, 3, 3]\n flatten\n out: dense(10)\n}}\ntrain m {{\n \
+             data idx(images: \"{images}\", labels: \"{labels}\"{extra})\n loss \
+             softmax_cross_entropy\n optimizer sgd(lr: 0.1)\n}}\n"
+        )
+    };
+    let csv_model = |path: &str| {
+        format!(
+            "model m {{\n input x: f32[2]\n out: dense(1)\n}}\ntrain m {{\n data csv(\"{path}\", \
+             target: \"y\")\n loss mse\n optimizer sgd(lr: 0.1)\n}}\n"
+        )
+    };
+    let mnist_model = "model m {\n input x: f32[784]\n out: dense(10)\n}\ntrain m {\n data \
+                       mnist(flatten: true)\n loss softmax_cross_entropy\n optimizer sgd(lr: 0.1)\n}\n";
+    // The gzip files hold 10 images of 5x5: their payload is read only with 10 labels.
+    idx_labels(
+        &tmp.path().join("ten-labels.idx"),
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
+    let ten_labels = tmp.path().join("ten-labels.idx").display().to_string();
+    let ok_images = c("ok-images.idx");
+    let ok_labels = c("ok-labels.idx");
+    // (model source, extra arguments, file named, phrase)
+    let cases: Vec<(String, Vec<String>, &str, &str)> = vec![
+        (
+            idx_model(&c("idx-bad-magic.idx"), &ok_labels, ""),
+            vec![],
+            "idx-bad-magic.idx",
+            "not an IDX file",
+        ),
+        (
+            idx_model(&c("idx-4-billion-images.idx"), &ok_labels, ""),
+            vec![],
+            "idx-4-billion-images.idx",
+            "the header promises 3136000000000 bytes (4000000000x28x28 u8), the file holds 256",
+        ),
+        (
+            idx_model(&c("idx-4-billion-images.idx.gz"), &ok_labels, ""),
+            vec![],
+            "idx-4-billion-images.idx.gz",
+            "a gzip file of 34 bytes decompresses to at most 35088",
+        ),
+        (
+            idx_model(&c("idx-truncated-payload.idx"), &ok_labels, ""),
+            vec![],
+            "idx-truncated-payload.idx",
+            "truncated IDX payload",
+        ),
+        (
+            idx_model(&c("idx-trailing-bytes.idx"), &ok_labels, ""),
+            vec![],
+            "idx-trailing-bytes.idx",
+            "trailing bytes after the IDX payload",
+        ),
+        (
+            idx_model(&c("gzip-corrupt.idx.gz"), &ok_labels, ""),
+            vec![],
+            "gzip-corrupt.idx.gz",
+            "not a valid gzip stream",
+        ),
+        (
+            idx_model(&c("gzip-truncated.idx.gz"), &ten_labels, "")
+                .replace("[1, 3, 3]", "[1, 5, 5]"),
+            vec![],
+            "gzip-truncated.idx.gz",
+            "truncated gzip stream",
+        ),
+        (
+            idx_model(&c("gzip-bad-crc.idx.gz"), &ten_labels, "").replace("[1, 3, 3]", "[1, 5, 5]"),
+            vec![],
+            "gzip-bad-crc.idx.gz",
+            "not a valid gzip stream",
+        ),
+        (
+            idx_model(&ok_images, &c("labels-out-of-range.idx"), ", classes: 10"),
+            vec![],
+            "labels-out-of-range.idx",
+            "label 12 at index 2 is out of range for 10 classes",
+        ),
+        (
+            idx_model(&ok_images, &c("labels-count-mismatch.idx"), ""),
+            vec![],
+            "ok-images.idx",
+            "4 images, but",
+        ),
+        (
+            idx_model(&ok_images, &c("labels-i32.idx"), ""),
+            vec![],
+            "labels-i32.idx",
+            "labels must be u8",
+        ),
+        (
+            idx_model(&c("images-1d.idx"), &ok_labels, ""),
+            vec![],
+            "images-1d.idx",
+            "images need 2 to 4 dimensions",
+        ),
+        (
+            idx_model(&c("does-not-exist.idx"), &ok_labels, ""),
+            vec![],
+            "does-not-exist.idx",
+            "cannot read",
+        ),
+        (
+            csv_model(&c("csv-ragged.csv")),
+            vec![],
+            "csv-ragged.csv",
+            "line 3 has 2 cells, the header has 3",
+        ),
+        (
+            csv_model(&c("csv-non-numeric.csv")),
+            vec![],
+            "csv-non-numeric.csv",
+            "`abc` is not a number",
+        ),
+        (
+            csv_model(&c("csv-missing-target.csv")),
+            vec![],
+            "csv-missing-target.csv",
+            "no column `y`",
+        ),
+        (
+            csv_model(&c("csv-not-utf8.csv")),
+            vec![],
+            "csv-not-utf8.csv",
+            "is not valid UTF-8",
+        ),
+        (
+            mnist_model.to_string(),
+            vec!["--data".into(), c("mnist-wrong-shape")],
+            "train-images-idx3-ubyte.gz",
+            "expected the MNIST training images",
+        ),
+        (
+            mnist_model.to_string(),
+            vec!["--data".into(), c("mnist-missing-labels")],
+            "mnist-missing-labels",
+            "missing train-labels-idx1-ubyte",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (source, extra, file, phrase)) in cases.iter().enumerate() {
+        let nn = tmp.path().join(format!("case{i}.nn"));
+        std::fs::write(&nn, source).expect("write");
+        let mut args = vec![
+            "train".to_string(),
+            nn.display().to_string(),
+            "--out".into(),
+            tmp.path().join("run").display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, err, code) = run(tmp.path(), &args);
+        let line = err.trim_end();
+        let ok = code == 2
+            && !line.contains('\n')
+            && line.starts_with("error: ")
+            && line.contains(file)
+            && line.contains(phrase)
+            && !line.contains("panicked");
+        if !ok {
+            failures.push(format!("{file} (exit {code}): {err}"));
+        }
+    }
+    assert!(cases.len() >= 15);
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
