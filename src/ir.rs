@@ -21,6 +21,9 @@ pub enum Stage {
     Optimized,
     /// The evaluation step (forward only, dropout off), optimized.
     Eval,
+    /// The JIT's kernel schedule of the training step: what each kernel fuses, its buffers
+    /// and their arena offsets.
+    Kernels,
 }
 
 fn load(
@@ -39,10 +42,21 @@ fn load(
 }
 
 /// Runs `nnc ir`: prints a stage of the model's compilation.
+/// `--emit`: what to print.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Emit {
+    /// The stage's IR (for `--stage kernels`, the schedule).
+    #[default]
+    Ir,
+    /// The Cranelift IR of every generated loop of the training step.
+    Clif,
+}
+
 pub fn run(
     file: &Path,
     model: Option<&str>,
     stage: Stage,
+    emit: Emit,
     batch: Option<usize>,
     ui: &Ui,
 ) -> Outcome {
@@ -62,11 +76,72 @@ pub fn run(
         Stage::Forward => &compiled.forward,
         Stage::Backward => &compiled.backward,
         Stage::Train => &compiled.train.func,
-        Stage::Optimized => &compiled.train_step.func,
+        Stage::Optimized | Stage::Kernels => &compiled.train_step.func,
         Stage::Eval => &compiled.eval_step,
     };
+    if matches!(stage, Stage::Kernels) || matches!(emit, Emit::Clif) {
+        let options = nnc_jit::Options {
+            keep_clif: matches!(emit, Emit::Clif),
+        };
+        let program = match nnc_jit::Program::compile(f, options) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::Failed;
+            }
+        };
+        match emit {
+            Emit::Clif => print!("{}", program.clif.unwrap_or_default().join("\n")),
+            Emit::Ir => print!("{}", program.describe()),
+        }
+        return Outcome::Ok;
+    }
     print!("{}", print(f));
     Outcome::Ok
+}
+
+/// Runs `nnc bench`: compile time, step time and the kernel profile of the training step.
+pub fn bench(
+    file: &Path,
+    model: Option<&str>,
+    batch: Option<usize>,
+    iterations: usize,
+    json: bool,
+    ui: &Ui,
+) -> Outcome {
+    let start = std::time::Instant::now();
+    let (project, spec) = match load(file, model, ui) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let front_end_ms = start.elapsed().as_secs_f64() * 1e3;
+    let batch = batch.unwrap_or(spec.batch);
+    match nnc_jit::bench::run(
+        &project.model,
+        batch,
+        spec.input,
+        spec.targets,
+        iterations.clamp(1, 20),
+        iterations.max(1),
+    ) {
+        Ok(mut report) => {
+            // Parse → JIT ready, as the issue counts it.
+            report.compile_ms += front_end_ms;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.render(20));
+            }
+            Outcome::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Outcome::Failed
+        }
+    }
 }
 
 /// Runs `nnc gradcheck`.

@@ -129,9 +129,30 @@ enum Command {
         /// Which stage to print.
         #[arg(long, value_enum, default_value_t = ir::Stage::Optimized)]
         stage: ir::Stage,
+        /// What to print: the stage's IR, or the Cranelift IR of the generated loops.
+        #[arg(long, value_enum, default_value_t = ir::Emit::Ir)]
+        emit: ir::Emit,
         /// Batch size (default: the train block's).
         #[arg(long)]
         batch: Option<usize>,
+    },
+    /// Time the compiled training step: compile time, step time, images/s, GFLOP/s and a
+    /// per-kernel profile (synthetic data; nothing is read).
+    Bench {
+        /// The `.nn` file.
+        file: PathBuf,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch size (default: the train block's).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare derived gradients with finite differences, in f64.
     Gradcheck {
@@ -240,8 +261,16 @@ fn main() -> ExitCode {
             file,
             model,
             stage,
+            emit,
             batch,
-        } => ir::run(&file, model.as_deref(), stage, batch, &ui),
+        } => ir::run(&file, model.as_deref(), stage, emit, batch, &ui),
+        Command::Bench {
+            file,
+            model,
+            batch,
+            iterations,
+            json,
+        } => ir::bench(&file, model.as_deref(), batch, iterations, json, &ui),
         Command::Gradcheck {
             file,
             model,

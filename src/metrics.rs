@@ -25,6 +25,9 @@ pub struct EpochReport {
     pub test_acc: f64,
     /// Wall time of the epoch: training and evaluation.
     pub seconds: f64,
+    /// Wall time of the training steps alone, what the peer frameworks report per epoch (of
+    /// this process: a resumed epoch counts from the resume).
+    pub train_seconds: f64,
     /// Per layer, the RMS over the epoch's steps of the gradient norm.
     pub grad_norms: Norms,
     /// Per layer, the weight norm at the end of the epoch.
@@ -60,6 +63,7 @@ impl EpochReport {
         cols.push(("test_loss".into(), self.test_loss));
         cols.push(("test_acc".into(), self.test_acc));
         cols.push(("seconds".into(), self.seconds));
+        cols.push(("train_seconds".into(), self.train_seconds));
         for (layer, v) in &self.grad_norms.0 {
             cols.push((format!("grad_norm.{layer}"), *v));
         }
@@ -238,6 +242,7 @@ mod tests {
             test_loss: loss * 2.0,
             test_acc: 0.25,
             seconds: 1.0,
+            train_seconds: 0.5,
             grad_norms: Norms(vec![("h".into(), 0.1), ("out".into(), 0.2)]),
             weight_norms: Norms(vec![("h".into(), 3.0), ("out".into(), 4.0)]),
         }
@@ -253,7 +258,7 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(
-            "epoch,train_loss,train_acc,test_loss,test_acc,seconds,grad_norm.h,grad_norm.out,\
+            "epoch,train_loss,train_acc,test_loss,test_acc,seconds,train_seconds,grad_norm.h,grad_norm.out,\
              weight_norm.h,weight_norm.out\n1,1,0.5,2,0.25,1,0.1,0.2,3,4\n"
         ));
         // A crash left half a line behind; the checkpoint is from epoch 2.
@@ -271,7 +276,7 @@ mod tests {
         let json = serde_json::to_string(&report(1, 0.5)).unwrap();
         assert_eq!(
             json,
-            r#"{"epoch":1,"train_loss":0.5,"train_acc":0.5,"test_loss":1.0,"test_acc":0.25,"seconds":1.0,"grad_norms":{"h":0.1,"out":0.2},"weight_norms":{"h":3.0,"out":4.0}}"#
+            r#"{"epoch":1,"train_loss":0.5,"train_acc":0.5,"test_loss":1.0,"test_acc":0.25,"seconds":1.0,"train_seconds":0.5,"grad_norms":{"h":0.1,"out":0.2},"weight_norms":{"h":3.0,"out":4.0}}"#
         );
     }
 }

@@ -369,6 +369,7 @@ impl Driver<'_> {
             let start = Instant::now();
             progress.start(epoch, self.epochs, train_len, self.state.sums.samples);
             let (stop, limit) = (self.stop.clone(), self.opts.stop_after_steps);
+            let train_start = Instant::now();
             let steps_here = &mut self.steps_here;
             let result = self.trainer.train_epoch(epoch, &mut self.state.sums, |s| {
                 *steps_here += 1;
@@ -382,6 +383,7 @@ impl Driver<'_> {
                     ControlFlow::Continue(())
                 }
             });
+            let train_seconds = train_start.elapsed().as_secs_f64();
             progress.finish();
             self.state.last_finite_loss = self.trainer.last_finite_loss();
             match result {
@@ -394,7 +396,7 @@ impl Driver<'_> {
                 Ok(true) => {}
             }
 
-            let report = match self.finish_epoch(epoch, start, &mut last_test) {
+            let report = match self.finish_epoch(epoch, start, train_seconds, &mut last_test) {
                 Ok(r) => r,
                 Err(e) => return fail(Outcome::Failed, e),
             };
@@ -445,6 +447,7 @@ impl Driver<'_> {
         &mut self,
         epoch: usize,
         start: Instant,
+        train_seconds: f64,
         last_test: &mut Option<Evaluation>,
     ) -> Result<EpochReport, String> {
         let val = self.trainer.evaluate(Part::Validation)?;
@@ -459,6 +462,7 @@ impl Driver<'_> {
             test_loss: test.loss,
             test_acc: test.accuracy,
             seconds: self.state.partial_seconds + start.elapsed().as_secs_f64(),
+            train_seconds,
             grad_norms: Norms(self.trainer.grad_norms(&sums)),
             weight_norms: Norms(self.trainer.weight_norms()),
         };

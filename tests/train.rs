@@ -125,21 +125,23 @@ const RESUMABLE: &str = "
     early_stop(patience: 10)
     augment(shift: 2)";
 
-/// metrics.csv without the wall-time column.
+/// metrics.csv without the wall-time columns.
 fn metrics_without_seconds(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let seconds = header
-        .iter()
-        .position(|&c| c == "seconds")
-        .expect("seconds");
-    std::iter::once(header.join(","))
-        .chain(lines.map(|l| {
-            let mut v: Vec<&str> = l.split(',').collect();
-            v.remove(seconds);
-            v.join(",")
-        }))
+    let timed = |c: &str| c == "seconds" || c == "train_seconds";
+    assert!(header.iter().any(|&c| timed(c)), "wall-time columns");
+    let keep = |row: Vec<&str>| -> String {
+        row.iter()
+            .zip(&header)
+            .filter(|(_, h)| !timed(h))
+            .map(|(v, _)| *v)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    std::iter::once(keep(header.clone()))
+        .chain(lines.map(|l| keep(l.split(',').collect())))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -272,6 +274,7 @@ fn run_directory_holds_metrics_plots_source_and_checkpoint() {
         "test_loss",
         "test_acc",
         "seconds",
+        "train_seconds",
         "grad_norms",
         "weight_norms",
     ] {
