@@ -259,7 +259,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(
             "epoch,train_loss,train_acc,test_loss,test_acc,seconds,train_seconds,grad_norm.h,grad_norm.out,\
-             weight_norm.h,weight_norm.out\n1,1,0.5,2,0.25,1,0.1,0.2,3,4\n"
+             weight_norm.h,weight_norm.out\n1,1,0.5,2,0.25,1,0.5,0.1,0.2,3,4\n"
         ));
         // A crash left half a line behind; the checkpoint is from epoch 2.
         std::fs::write(&path, format!("{text}4,0.2")).unwrap();
