@@ -62,6 +62,35 @@ fn every_model_at_every_stage() {
     assert!(failures.is_empty(), "IR snapshots differ: {failures:?}");
 }
 
+/// The JIT's kernel schedule of every model's training step: what each kernel fuses, its
+/// buffers and their arena offsets.
+#[test]
+fn every_model_kernel_schedule() {
+    let mut failures = Vec::new();
+    for path in models() {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
+        let (stdout, stderr, code) = nnc(&["ir", &relative(&path), "--stage", "kernels"]);
+        assert_eq!(code, 0, "{stderr}");
+        let name = format!("{stem}@kernels");
+        if std::panic::catch_unwind(|| insta::assert_snapshot!(name, stdout)).is_err() {
+            failures.push(stem);
+        }
+    }
+    assert!(failures.is_empty(), "kernel schedules differ: {failures:?}");
+}
+
+#[test]
+fn emit_clif_prints_cranelift_functions() {
+    let (stdout, stderr, code) = nnc(&["ir", "models/mlp.nn", "--emit", "clif"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("function u0:"), "Cranelift IR");
+    assert!(stdout.contains("f32x4"), "vectorised loops");
+}
+
 /// Every IR snapshot parses back to a function that prints identically.
 #[test]
 fn snapshots_round_trip() {
@@ -70,7 +99,7 @@ fn snapshots_round_trip() {
     for entry in std::fs::read_dir(&dir).expect("snapshots") {
         let path = entry.expect("entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !(name.starts_with("ir__") && name.ends_with(".snap")) {
+        if !(name.starts_with("ir__") && name.ends_with(".snap")) || name.contains("@kernels") {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
