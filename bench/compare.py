@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -72,21 +73,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", default="/tmp/peers-venv/bin/python")
     ap.add_argument("--only", choices=["mlp", "lenet"])
+    ap.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each run")
     a = ap.parse_args()
     benches = {
         "mlp": ("models/mlp.nn", 5, [("JAX", "mlp_jax.py", []), ("PyTorch eager", "mlp_torch.py", ["--compile", "none"])]),
-        "lenet": ("models/lenet5.nn", 2, [("PyTorch eager", "lenet_torch.py", ["--compile", "none"]), ("JAX", "lenet_jax.py", [])]),
+        # nnc trains LeNet-5 for 3 epochs so that its steady figure is a median of 2; the peers
+        # report their epoch 2.
+        "lenet": ("models/lenet5.nn", 3, [("PyTorch eager", "lenet_torch.py", ["--compile", "none"]), ("JAX", "lenet_jax.py", [])]),
     }
     for name, (model, epochs, peers) in benches.items():
         if a.only and a.only != name:
             continue
         results = {"nnc": []}
         for r in range(a.rounds):
-            # Alternate, so that slow drifts of the machine hit every contender alike.
+            # Alternate, so that slow drifts of the machine hit every contender alike, and let
+            # the machine settle between runs (the kernel reclaims the peers' gigabytes).
+            time.sleep(a.pause)
             results["nnc"].append(run_nnc(model, epochs))
             for label, script, args in peers:
                 if not os.path.exists(a.peers):
                     continue
+                time.sleep(a.pause)
                 res = run_peer(a.peers, script, args)
                 if res:
                     results.setdefault(label, []).append(res)

@@ -28,9 +28,11 @@ pub struct LibKernel {
 pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     // Columns [K, B·P] and the output (or output gradient) relaid as [O, B·P]: a part's
     // samples are convolved by one GEMM.
+    // (Stride-1, unpadded convolutions use "wide" columns of the input's full width: see
+    // `wide_conv`; the input width bounds both.)
     let conv = |x: &[usize], w: &[usize], y: &[usize]| {
         let k = w[1] * w[2] * w[3];
-        (k + w[0]) * x[0] * y[2] * y[3] * 4
+        (k + w[0]) * x[0] * y[2] * y[3].max(x[3]) * 4
     };
     match inst.op {
         Op::Conv2d { .. } => conv(
@@ -204,6 +206,31 @@ impl LibKernel {
                         false,
                     );
                 }
+            }
+            Op::Conv2d { stride, padding } if *stride == [1, 1] && *padding == [0, 0] => {
+                let (lo, hi) = range(shape(0)[0]);
+                // SAFETY: as for the other arms: operands and scratch as the plan laid out.
+                unsafe { self.wide_conv(base, scratch, lo, hi, WideOp::Forward, out.as_mut_ptr()) };
+            }
+            Op::Conv2dGradFilter {
+                stride, padding, ..
+            } if *stride == [1, 1] && *padding == [0, 0] => {
+                let (lo, hi) = range(shape(0)[0]);
+                // The second part sums into `extra`, added to the output by `finish`.
+                let target = if part == 0 {
+                    out.as_mut_ptr()
+                } else {
+                    unsafe { base.add(self.extra) as *mut f32 }
+                };
+                // SAFETY: as above.
+                unsafe { self.wide_conv(base, scratch, lo, hi, WideOp::Filter, target) };
+            }
+            Op::Conv2dGradInput {
+                stride, padding, ..
+            } if *stride == [1, 1] && *padding == [0, 0] => {
+                let (lo, hi) = range(shape(0)[0]);
+                // SAFETY: as above.
+                unsafe { self.wide_conv(base, scratch, lo, hi, WideOp::Input, out.as_mut_ptr()) };
             }
             Op::Conv2d { stride, padding } => {
                 let [_, c, h, w] = dims4(shape(0));
@@ -541,6 +568,190 @@ impl LibKernel {
             .chain(std::iter::once(&self.out))
             .map(|(_, s, d)| s.iter().product::<usize>() * elem_size(*d))
             .sum()
+    }
+}
+
+/// Which product a wide convolution computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WideOp {
+    /// y = conv(x, w)
+    Forward,
+    /// dw = Σ dy ⋆ x
+    Filter,
+    /// dx = conv_transpose(dy, w)
+    Input,
+}
+
+impl LibKernel {
+    /// A stride-1, unpadded convolution (or one of its gradients) for samples `lo..hi` with
+    /// "wide" columns: output positions are counted over the input's full width `w`, not
+    /// the output's `ow`, so that the column row of a filter tap (c, ki, kj) is one contiguous
+    /// slice of the input, `x[c][ki·w + kj ..]`, copied (im2col) or accumulated (col2im) in
+    /// one go instead of `oh` short rows. Columns `oj ≥ ow` hold values from the next row;
+    /// they are dropped from outputs, and the output gradient is zero there, so they add
+    /// nothing to the gradients.
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`]; `out` is the output (or the part's partial output).
+    unsafe fn wide_conv(
+        &self,
+        base: *mut u8,
+        scratch: usize,
+        lo: usize,
+        hi: usize,
+        op: WideOp,
+        out: *mut f32,
+    ) {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        // SAFETY: the operands are f32 tensors at their planned offsets.
+        let arg = |k: usize| unsafe {
+            let (o, s, _) = &self.args[k];
+            std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
+        };
+        let (xs, ws) = match op {
+            WideOp::Forward => (self.args[0].1.clone(), self.args[1].1.clone()),
+            WideOp::Filter => (self.args[0].1.clone(), self.out.1.clone()),
+            WideOp::Input => (self.out.1.clone(), self.args[1].1.clone()),
+        };
+        let [_, c, h, w] = dims4(&xs);
+        let [o, _, kh, kw] = dims4(&ws);
+        let (oh, ow) = (h - kh + 1, w - kw + 1);
+        let kk = c * kh * kw;
+        let (plane, sample) = (h * w, c * h * w);
+        let ohw = oh * w;
+        let nb = hi - lo;
+        if nb == 0 {
+            if op == WideOp::Filter {
+                // An empty part contributes a zero partial sum.
+                unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) }.fill(0.0);
+            }
+            return;
+        }
+        let np = nb * ohw;
+        // SAFETY: `scratch_bytes` reserved (K + O)·B·oh·max(ow, w) floats per part.
+        let (col, g) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
+        let fill_col = |col: &mut [f32], x: &[f32]| {
+            for (i, b) in (lo..hi).enumerate() {
+                let xb = &x[b * sample..(b + 1) * sample];
+                for ci in 0..c {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let r = (ci * kh + ki) * kw + kj;
+                            let dst = &mut col[r * np + i * ohw..][..ohw];
+                            let from = ci * plane + ki * w + kj;
+                            let len = ohw.min(sample - from);
+                            dst[..len].copy_from_slice(&xb[from..from + len]);
+                            dst[len..].fill(0.0);
+                        }
+                    }
+                }
+            }
+        };
+        // dY [b, o, oh, ow] into wide columns [o, (i, oi, oj < w)], zero where oj ≥ ow.
+        let fill_g = |g: &mut [f32], dy: &[f32]| {
+            g.fill(0.0);
+            for (i, b) in (lo..hi).enumerate() {
+                for oc in 0..o {
+                    for oi in 0..oh {
+                        let src = &dy[((b * o + oc) * oh + oi) * ow..][..ow];
+                        g[oc * np + i * ohw + oi * w..][..ow].copy_from_slice(src);
+                    }
+                }
+            }
+        };
+        match op {
+            WideOp::Forward => {
+                fill_col(col, arg(0));
+                // Y' [O, n·oh·w] = W [O, K] · col
+                unsafe {
+                    matmul(
+                        g.as_mut_ptr(),
+                        np as isize,
+                        arg(1).as_ptr(),
+                        1,
+                        kk as isize,
+                        col.as_ptr(),
+                        1,
+                        np as isize,
+                        o,
+                        np,
+                        kk,
+                        false,
+                    )
+                };
+                // SAFETY: the output is [B, O, oh, ow] f32.
+                let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
+                for (i, b) in (lo..hi).enumerate() {
+                    for oc in 0..o {
+                        for oi in 0..oh {
+                            y[((b * o + oc) * oh + oi) * ow..][..ow]
+                                .copy_from_slice(&g[oc * np + i * ohw + oi * w..][..ow]);
+                        }
+                    }
+                }
+            }
+            WideOp::Filter => {
+                fill_col(col, arg(0));
+                fill_g(g, arg(1));
+                // dW [O, K] = dY' [O, n·oh·w] · colᵀ
+                unsafe {
+                    matmul(
+                        out,
+                        kk as isize,
+                        g.as_ptr(),
+                        1,
+                        np as isize,
+                        col.as_ptr(),
+                        np as isize,
+                        1,
+                        o,
+                        kk,
+                        np,
+                        false,
+                    )
+                };
+            }
+            WideOp::Input => {
+                fill_g(g, arg(0));
+                // dcol [K, n·oh·w] = Wᵀ [K, O] · dY'
+                unsafe {
+                    matmul(
+                        col.as_mut_ptr(),
+                        np as isize,
+                        arg(1).as_ptr(),
+                        kk as isize,
+                        1,
+                        g.as_ptr(),
+                        1,
+                        np as isize,
+                        kk,
+                        np,
+                        o,
+                        false,
+                    )
+                };
+                // SAFETY: the output is [B, C, h, w] f32.
+                let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
+                for (i, b) in (lo..hi).enumerate() {
+                    let xb = &mut dx[b * sample..(b + 1) * sample];
+                    xb.fill(0.0);
+                    for ci in 0..c {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let r = (ci * kh + ki) * kw + kj;
+                                let src = &col[r * np + i * ohw..][..ohw];
+                                let from = ci * plane + ki * w + kj;
+                                let len = ohw.min(sample - from);
+                                xb[from..from + len]
+                                    .iter_mut()
+                                    .zip(&src[..len])
+                                    .for_each(|(d, s)| *d += s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
