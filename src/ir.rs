@@ -82,6 +82,7 @@ pub fn run(
     if matches!(stage, Stage::Kernels) || matches!(emit, Emit::Clif) {
         let options = nnc_jit::Options {
             keep_clif: matches!(emit, Emit::Clif),
+            ..Default::default()
         };
         let program = match nnc_jit::Program::compile(f, options) {
             Ok(p) => p,

@@ -2,8 +2,8 @@
 //! contractions on gemm's AVX-512 micro-kernels, the rest as specialised library routines —
 //! over one statically planned arena.
 //!
-//! Pipeline: [`schedule`] (fusion) → [`plan`] (buffers) → [`codegen`] (Cranelift) and
-//! [`library`] → [`program::Program`] (run).
+//! Pipeline: [`schedule`] (fusion into loops, then [`fuse`]: loops into library kernels) →
+//! [`plan`] (buffers) → [`codegen`] (Cranelift) and [`library`] → [`program::Program`] (run).
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
 //! parameters and constants); no allocation happens while a program runs; a program computes
@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod fuse;
 pub mod library;
 pub mod plan;
 pub mod program;

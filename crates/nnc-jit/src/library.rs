@@ -22,6 +22,18 @@ pub struct LibKernel {
     pub scratch_part: usize,
     /// Byte offset of the second part's partial filter gradient (`conv2d_grad_filter`).
     pub extra: usize,
+    /// Split whenever the leading extent allows two parts, however small the work.
+    pub split_small: bool,
+}
+
+/// How the two parts of a split library kernel divide their operand and result: flat element
+/// ranges, so that a fused loop can run on exactly the part its thread reads or wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The range of the first operand each part reads, if it reads nothing else of it.
+    pub input: Option<[(usize, usize); 2]>,
+    /// The range of the result each part writes, if the parts partition it.
+    pub output: Option<[(usize, usize); 2]>,
 }
 
 /// Scratch bytes a kernel needs (im2col columns for one sample).
@@ -70,7 +82,71 @@ impl LibKernel {
             scratch,
             scratch_part,
             extra,
+            split_small: false,
         }
+    }
+
+    /// The kernel of `inst` with every offset zero: enough to ask how it would split.
+    pub fn shapes_only(f: &Function, inst: &Inst) -> LibKernel {
+        let at = |v: nnc_ir::ValueId| (0, f.ty(v).shape.clone(), f.ty(v).dtype);
+        LibKernel {
+            op: inst.op.clone(),
+            args: inst.args.iter().map(|&a| at(a)).collect(),
+            out: at(inst.result),
+            scratch: 0,
+            scratch_part: 0,
+            extra: 0,
+            split_small: false,
+        }
+    }
+
+    /// How the two parts divide the first operand and the result, if the kernel splits so
+    /// that they do (a contraction only when it splits by rows: when its result is at least as
+    /// tall as it is wide; the other way, both parts would read, or pack, the whole of B).
+    pub fn parts(&self) -> Option<Parts> {
+        if !self.splittable() {
+            return None;
+        }
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        // Part `p` of a leading extent `len`, `unit` elements each (as `run_part` splits).
+        let halves = |len: usize, unit: usize| {
+            let at = |p: usize| len * p / 2 * unit;
+            [(at(0), at(1)), (at(1), at(2))]
+        };
+        let (x, y) = (&self.args[0].1, &self.out.1);
+        let per = |s: &[usize]| n(&s[1..]);
+        Some(match &self.op {
+            Op::MatMul { ta, .. } => {
+                let (m, nn) = (y[0], y[1]);
+                if m < nn {
+                    return None;
+                }
+                Parts {
+                    input: (!*ta).then(|| halves(m, x[1])),
+                    output: Some(halves(m, nn)),
+                }
+            }
+            Op::Conv2d { .. } | Op::Conv2dGradInput { .. } => Parts {
+                input: Some(halves(x[0], per(x))),
+                output: Some(halves(x[0], per(y))),
+            },
+            Op::Conv2dGradFilter { .. } => Parts {
+                input: Some(halves(x[0], per(x))),
+                output: None,
+            },
+            Op::MaxPool { .. }
+            | Op::SumPool { .. }
+            | Op::MaxPoolGrad { .. }
+            | Op::SumPoolGrad { .. } => {
+                let (lead, h, w) = planes(x);
+                let (_, oh, ow) = planes(y);
+                Parts {
+                    input: Some(halves(lead, h * w)),
+                    output: Some(halves(lead, oh * ow)),
+                }
+            }
+            _ => return None,
+        })
     }
 
     fn splittable_op(&self) -> bool {
@@ -90,6 +166,17 @@ impl LibKernel {
     /// Whether the kernel can run as two halves on two threads, and is big enough to gain.
     pub fn splittable(&self) -> bool {
         let n = |s: &[usize]| s.iter().product::<usize>();
+        if self.split_small {
+            let lead = match &self.op {
+                Op::MatMul { .. } => self.out.1[0].max(self.out.1[1]),
+                Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
+                    self.args[0].1[0]
+                }
+                _ if self.splittable_op() => planes(&self.args[0].1).0,
+                _ => 0,
+            };
+            return lead >= 2;
+        }
         match &self.op {
             Op::MatMul { .. } => self.macs() >= 1 << 18,
             Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {

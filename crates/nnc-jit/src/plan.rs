@@ -9,6 +9,7 @@
 
 use nnc_ir::{DType, Function, ValueId};
 
+use crate::fuse::{reads, writes};
 use crate::schedule::{Kernel, Schedule, Storage};
 
 /// Buffers are aligned to a cache line.
@@ -74,21 +75,12 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
     let end = s.kernels.len();
     let mut def = vec![usize::MAX; n];
     let mut last = vec![0usize; n];
-    let reads = |k: &Kernel| -> Vec<ValueId> {
-        match k {
-            Kernel::Loop(l) => l.inputs.clone(),
-            Kernel::Op { inst } => f.insts[*inst].args.clone(),
-        }
-    };
     for (ki, k) in s.kernels.iter().enumerate() {
-        for v in reads(k) {
+        for v in reads(f, k) {
             let r = root(s, v);
             last[r.index()] = last[r.index()].max(ki);
         }
-        match k {
-            Kernel::Loop(l) => l.outputs.iter().for_each(|&o| def[o.index()] = ki),
-            Kernel::Op { inst } => def[f.insts[*inst].result.index()] = ki,
-        }
+        writes(f, k).iter().for_each(|&o| def[o.index()] = ki);
     }
     for &r in &f.results {
         last[root(s, r).index()] = end;
@@ -113,26 +105,42 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
         }
     };
     for (ki, k) in s.kernels.iter().enumerate() {
-        let outputs: Vec<ValueId> = match k {
-            Kernel::Loop(l) => l.outputs.clone(),
-            Kernel::Op { inst } => vec![f.insts[*inst].result],
-        };
+        let outputs = writes(f, k);
         // In-place candidates: loop inputs that die here, are intermediate buffers or
-        // parameters, and are read at the loop's own index.
-        let mut reusable: Vec<ValueId> = match k {
-            Kernel::Loop(l) => l
-                .inputs
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    root(s, i) == i
-                        && last[i.index()] == ki
-                        && f.ty(i).shape == l.shape
-                        && matches!(s.storage[i.index()], Storage::Buffer | Storage::Param)
-                })
-                .collect(),
-            Kernel::Op { .. } => Vec::new(),
+        // parameters, and are read at the loop's own index. In a fused kernel, only the
+        // epilogue's, and none the library routine or the prologue reads: the other thread
+        // may still be reading them.
+        let (lp, shared) = match k {
+            Kernel::Loop(l) => (Some(l), Vec::new()),
+            Kernel::Op { .. } => (None, Vec::new()),
+            Kernel::Fused {
+                prologue,
+                inst,
+                epilogue,
+            } => {
+                let mut shared: Vec<ValueId> = f.insts[*inst].args.clone();
+                if let Some(p) = prologue {
+                    shared.extend(p.inputs.iter().chain(&p.outputs));
+                }
+                (epilogue.as_ref(), shared)
+            }
         };
+        let shared: Vec<ValueId> = shared.iter().map(|&v| root(s, v)).collect();
+        let mut reusable: Vec<ValueId> = lp
+            .map(|l| {
+                l.inputs
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        root(s, i) == i
+                            && !shared.contains(&i)
+                            && last[i.index()] == ki
+                            && f.ty(i).shape == l.shape
+                            && matches!(s.storage[i.index()], Storage::Buffer | Storage::Param)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for o in outputs {
             if offset[o.index()].is_some() {
                 continue;
@@ -143,8 +151,15 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             };
             let own = f.name_of(o).and_then(|n| n.strip_suffix(".new"));
             // A sum is accumulated while its inputs are still being read: never in place.
-            let is_sum = matches!(k, Kernel::Loop(l) if l.reductions.contains(&o));
-            let reusable_now: Vec<ValueId> = if is_sum { Vec::new() } else { reusable.clone() };
+            // Only the loop's own outputs go in place (not a fused routine's result or its
+            // prologue's).
+            let is_sum = lp.is_some_and(|l| l.reductions.contains(&o));
+            let in_place = !is_sum && lp.is_some_and(|l| l.outputs.contains(&o));
+            let reusable_now: Vec<ValueId> = if in_place {
+                reusable.clone()
+            } else {
+                Vec::new()
+            };
             let same_size = reusable_now
                 .iter()
                 .position(|&i| fits(i) && own.is_some() && f.name_of(i) == own)

@@ -6,9 +6,10 @@ use cranelift_jit::JITModule;
 use nnc_ir::{DType, Function, Op};
 
 use crate::codegen::{Jit, LoopFn};
+use crate::fuse;
 use crate::library::{LibKernel, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
-use crate::schedule::{self, Kernel, Schedule, Storage};
+use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::threads::Worker;
 
 /// One cache line; the arena is a vector of them, so its base is 64-byte aligned.
@@ -26,6 +27,19 @@ enum Compiled {
         sums: Vec<(usize, usize)>,
     },
     Lib(LibKernel),
+    /// A split library kernel with loops each thread runs on its own part.
+    Fused {
+        lib: LibKernel,
+        prologue: Option<PartLoop>,
+        epilogue: Option<PartLoop>,
+    },
+}
+
+/// A loop fused into a split library kernel: the outer range of each thread's part.
+struct PartLoop {
+    f: LoopFn,
+    ranges: [(u64, u64); 2],
+    sums: Vec<(usize, usize)>,
 }
 
 /// Loops over fewer elements than this run on one thread.
@@ -53,6 +67,9 @@ unsafe impl Sync for Base {}
 pub struct Options {
     /// Keep the Cranelift IR of every loop (`nnc ir --emit clif`).
     pub keep_clif: bool,
+    /// Split every kernel that can run as two parts, however small (tests use it to run the
+    /// split and fused paths on small models).
+    pub split_small: bool,
 }
 
 /// A step function compiled to kernels, with its arena.
@@ -77,13 +94,16 @@ pub struct Program {
 impl Program {
     pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
         let start = Instant::now();
-        let schedule = schedule::schedule(f);
+        let mut schedule = schedule::schedule(f);
+        fuse::fuse(f, &mut schedule, opts.split_small);
         let plan = plan::plan(f, &schedule);
         let scratch_size = schedule
             .kernels
             .iter()
             .map(|k| match k {
-                Kernel::Op { inst } => scratch_bytes(f, &f.insts[*inst]),
+                Kernel::Op { inst } | Kernel::Fused { inst, .. } => {
+                    scratch_bytes(f, &f.insts[*inst])
+                }
                 Kernel::Loop(_) => 0,
             })
             .max()
@@ -95,7 +115,9 @@ impl Program {
             .kernels
             .iter()
             .map(|k| match k {
-                Kernel::Op { inst } if matches!(f.insts[*inst].op, Op::Conv2dGradFilter { .. }) => {
+                Kernel::Op { inst } | Kernel::Fused { inst, .. }
+                    if matches!(f.insts[*inst].op, Op::Conv2dGradFilter { .. }) =>
+                {
                     f.ty(f.insts[*inst].result).numel() * 4
                 }
                 _ => 0,
@@ -107,8 +129,11 @@ impl Program {
             .kernels
             .iter()
             .map(|k| match k {
-                Kernel::Loop(l) => l.reductions.iter().map(|&r| f.ty(r).numel() * 4).sum(),
-                Kernel::Op { .. } => 0,
+                Kernel::Loop(l)
+                | Kernel::Fused {
+                    epilogue: Some(l), ..
+                } => l.reductions.iter().map(|&r| f.ty(r).numel() * 4).sum(),
+                _ => 0,
             })
             .max()
             .unwrap_or(0);
@@ -118,14 +143,33 @@ impl Program {
         let mut ids = Vec::new();
         let mut extents = Vec::new();
         for (k, kernel) in schedule.kernels.iter().enumerate() {
-            if let Kernel::Loop(l) = kernel {
-                let (id, outer) = jit.compile_loop(&format!("kernel{k}"), f, l, &plan)?;
+            let loops: Vec<(&LoopKernel, &str)> = match kernel {
+                Kernel::Loop(l) => vec![(l, "")],
+                Kernel::Op { .. } => Vec::new(),
+                Kernel::Fused {
+                    prologue, epilogue, ..
+                } => prologue
+                    .iter()
+                    .map(|l| (l, "_prologue"))
+                    .chain(epilogue.iter().map(|l| (l, "_epilogue")))
+                    .collect(),
+            };
+            for (l, role) in loops {
+                let (id, outer) = jit.compile_loop(&format!("kernel{k}{role}"), f, l, &plan)?;
                 ids.push(id);
                 extents.push(outer);
             }
         }
         let (module, fns, clif) = jit.finish(&ids)?;
         let mut fns = fns.into_iter().zip(extents);
+        let sums_of = |l: &LoopKernel| -> Vec<(usize, usize)> {
+            l.reductions
+                .iter()
+                .map(|&r| (plan.at(r), f.ty(r).numel()))
+                .collect()
+        };
+        let lib =
+            |inst: usize| LibKernel::new(f, &f.insts[inst], &plan, scratch, scratch_part, extra);
         let kernels = schedule
             .kernels
             .iter()
@@ -133,29 +177,50 @@ impl Program {
                 Kernel::Loop(l) => {
                     let (func, outer) = fns.next().expect("one function per loop");
                     let elements = l.shape.iter().product::<usize>();
-                    let split = outer >= 2 && elements >= SPLIT_ELEMENTS;
-                    let sums = l
-                        .reductions
-                        .iter()
-                        .map(|&r| (plan.at(r), f.ty(r).numel()))
-                        .collect();
-                    Compiled::Loop {
+                    let split = outer >= 2 && (opts.split_small || elements >= SPLIT_ELEMENTS);
+                    let sums = sums_of(l);
+                    Ok(Compiled::Loop {
                         f: func,
                         outer,
                         split,
                         sums,
-                    }
+                    })
                 }
-                Kernel::Op { inst } => Compiled::Lib(LibKernel::new(
-                    f,
-                    &f.insts[*inst],
-                    &plan,
-                    scratch,
-                    scratch_part,
-                    extra,
-                )),
+                Kernel::Op { inst } => {
+                    let mut lib = lib(*inst);
+                    lib.split_small = opts.split_small;
+                    Ok(Compiled::Lib(lib))
+                }
+                Kernel::Fused {
+                    prologue,
+                    inst,
+                    epilogue,
+                } => {
+                    let mut lib = lib(*inst);
+                    lib.split_small = opts.split_small;
+                    let parts = lib.parts().ok_or("a fused kernel that does not split")?;
+                    // The loop's outer range over the elements `ranges` of its iteration space.
+                    let mut part_loop = |l: &LoopKernel, ranges: Option<[(usize, usize); 2]>| {
+                        let (func, outer) = fns.next().expect("one function per loop");
+                        let ranges = ranges.expect("fusion checked the parts");
+                        let per = (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1);
+                        let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
+                        PartLoop {
+                            f: func,
+                            ranges: [r(ranges[0]), r(ranges[1])],
+                            sums: sums_of(l),
+                        }
+                    };
+                    let prologue = prologue.as_ref().map(|l| part_loop(l, parts.input));
+                    let epilogue = epilogue.as_ref().map(|l| part_loop(l, parts.output));
+                    Ok(Compiled::Fused {
+                        lib,
+                        prologue,
+                        epilogue,
+                    })
+                }
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let mut program = Program {
             func: f.clone(),
             schedule,
@@ -235,18 +300,35 @@ impl Program {
 
     /// A one-line label for kernel `k`.
     pub fn kernel_label(&self, k: usize) -> String {
+        let ops = |l: &LoopKernel| {
+            let names: Vec<&str> = l
+                .insts
+                .iter()
+                .map(|&i| self.func.insts[i].op.name())
+                .collect();
+            names.join(" ")
+        };
+        let lib = |inst: usize| {
+            let i = &self.func.insts[inst];
+            format!("{} -> {}", i.op.name(), self.func.ty(i.result))
+        };
         match &self.schedule.kernels[k] {
-            Kernel::Loop(l) => {
-                let ops: Vec<&str> = l
-                    .insts
-                    .iter()
-                    .map(|&i| self.func.insts[i].op.name())
-                    .collect();
-                format!("loop {:?}: {}", l.shape, ops.join(" "))
-            }
-            Kernel::Op { inst } => {
-                let i = &self.func.insts[*inst];
-                format!("{} -> {}", i.op.name(), self.func.ty(i.result))
+            Kernel::Loop(l) => format!("loop {:?}: {}", l.shape, ops(l)),
+            Kernel::Op { inst } => lib(*inst),
+            Kernel::Fused {
+                prologue,
+                inst,
+                epilogue,
+            } => {
+                let mut label = String::new();
+                if let Some(l) = prologue {
+                    label.push_str(&format!("({}) → ", ops(l)));
+                }
+                label.push_str(&lib(*inst));
+                if let Some(l) = epilogue {
+                    label.push_str(&format!(" → ({})", ops(l)));
+                }
+                label
             }
         }
     }
@@ -254,7 +336,7 @@ impl Program {
     /// Multiply-adds of kernel `k` (contractions only).
     pub fn kernel_macs(&self, k: usize) -> usize {
         match &self.kernels[k] {
-            Compiled::Lib(l) => l.macs(),
+            Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => l.macs(),
             Compiled::Loop { .. } => 0,
         }
     }
@@ -276,35 +358,46 @@ impl Program {
             self.plan.persistent,
             self.arena_bytes() - self.scratch
         );
+        let list =
+            |vs: &[nnc_ir::ValueId]| vs.iter().map(|&v| at(v)).collect::<Vec<_>>().join(", ");
+        let lp = |l: &LoopKernel, indent: &str| {
+            let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
+            format!(
+                "loop {:?}, {} fused: {}\n{indent}  reads  {}\n{indent}  writes {}\n",
+                l.shape,
+                ops.len(),
+                ops.join(" "),
+                list(&l.inputs),
+                list(&l.outputs),
+            )
+        };
+        let op = |inst: usize, indent: &str| {
+            let i = &f.insts[inst];
+            format!(
+                "{} {}\n{indent}  writes {}\n",
+                i.op.name(),
+                list(&i.args),
+                at(i.result)
+            )
+        };
         for (k, kernel) in self.schedule.kernels.iter().enumerate() {
+            out.push_str(&format!("kernel {k}: "));
             match kernel {
-                Kernel::Loop(l) => {
-                    let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
-                    out.push_str(&format!(
-                        "kernel {k}: loop {:?}, {} fused: {}\n  reads  {}\n  writes {}\n",
-                        l.shape,
-                        ops.len(),
-                        ops.join(" "),
-                        l.inputs
-                            .iter()
-                            .map(|&v| at(v))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        l.outputs
-                            .iter()
-                            .map(|&v| at(v))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    ));
-                }
-                Kernel::Op { inst } => {
-                    let i = &f.insts[*inst];
-                    out.push_str(&format!(
-                        "kernel {k}: {} {}\n  writes {}\n",
-                        i.op.name(),
-                        i.args.iter().map(|&v| at(v)).collect::<Vec<_>>().join(", "),
-                        at(i.result)
-                    ));
+                Kernel::Loop(l) => out.push_str(&lp(l, "")),
+                Kernel::Op { inst } => out.push_str(&op(*inst, "")),
+                Kernel::Fused {
+                    prologue,
+                    inst,
+                    epilogue,
+                } => {
+                    out.push_str("split in two parts, each thread running\n");
+                    if let Some(l) = prologue {
+                        out.push_str(&format!("  prologue {}", lp(l, "  ")));
+                    }
+                    out.push_str(&format!("  {}", op(*inst, "  ")));
+                    if let Some(l) = epilogue {
+                        out.push_str(&format!("  epilogue {}", lp(l, "  ")));
+                    }
                 }
             }
         }
@@ -397,17 +490,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                 || unsafe { f(base.get(), 0, mid, 0) },
                 || unsafe { f(base.get(), mid, *outer, second) },
             );
-            let mut rel = partial;
-            for &(off, n) in sums {
-                // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of
-                // `n` f32s, aligned by the plan.
-                unsafe {
-                    let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
-                    let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
-                    total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
-                }
-                rel += n * 4;
-            }
+            add_partial_sums(base, partial, sums);
         }
         Compiled::Loop {
             f,
@@ -423,5 +506,50 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             unsafe { l.finish(base.get(), 2) };
         }
         Compiled::Lib(l) => unsafe { l.run(base.get()) },
+        Compiled::Fused {
+            lib,
+            prologue,
+            epilogue,
+        } => {
+            // A thread's part: its rows of the first operand, its part of the routine, then
+            // the rows of the result it wrote. The second part's sums go to the partial region.
+            let part = |p: usize| {
+                if let Some(l) = prologue {
+                    let (lo, hi) = l.ranges[p];
+                    unsafe { (l.f)(base.get(), lo, hi, 0) };
+                }
+                unsafe { lib.run_part(base.get(), p, 2) };
+                if let Some(l) = epilogue {
+                    let (lo, hi) = l.ranges[p];
+                    let sums = if p == 1 && !l.sums.is_empty() {
+                        partial as u64
+                    } else {
+                        0
+                    };
+                    unsafe { (l.f)(base.get(), lo, hi, sums) };
+                }
+            };
+            worker.join(|| part(0), || part(1));
+            unsafe { lib.finish(base.get(), 2) };
+            if let Some(l) = epilogue {
+                add_partial_sums(base, partial, &l.sums);
+            }
+        }
+    }
+}
+
+/// Adds the second thread's sums (in the partial region from `partial`, one after another)
+/// to their buffers.
+fn add_partial_sums(base: Base, partial: usize, sums: &[(usize, usize)]) {
+    let mut rel = partial;
+    for &(off, n) in sums {
+        // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of `n` f32s,
+        // aligned by the plan.
+        unsafe {
+            let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
+            let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
+            total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+        }
+        rel += n * 4;
     }
 }

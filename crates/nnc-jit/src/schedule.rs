@@ -6,7 +6,8 @@
 //!   constant region, filled once.
 //! - Reshapes are views: the result shares its operand's buffer.
 //! - Everything else (contractions, convolutions, pooling, the fused loss, reductions) is one
-//!   [`Kernel::Op`] per instruction.
+//!   [`Kernel::Op`] per instruction; loops then join the ones that split over the two threads
+//!   as prologues and epilogues ([`crate::fuse`]).
 //!
 //! A group stays open while later instructions of its shape can join it; it is closed (its
 //! kernel emitted) just before the first instruction outside it that reads one of its values.
@@ -23,6 +24,15 @@ pub enum Kernel {
     Loop(LoopKernel),
     /// One instruction run by a library routine.
     Op { inst: usize },
+    /// A library routine split over the two threads, each running the loops on its own part:
+    /// a prologue writing the first operand, an epilogue reading the result (see [`fuse`]).
+    ///
+    /// [`fuse`]: crate::fuse
+    Fused {
+        prologue: Option<LoopKernel>,
+        inst: usize,
+        epilogue: Option<LoopKernel>,
+    },
 }
 
 /// A fused elementwise loop.
@@ -199,50 +209,4 @@ pub fn schedule(f: &Function) -> Schedule {
         }
     }
     Schedule { kernels, storage }
-}
-
-/// The schedule as text, for `nnc ir --stage kernels`.
-pub fn describe(f: &Function, s: &Schedule) -> String {
-    let name = |v: ValueId| match f.name_of(v) {
-        Some(n) => format!("%{n}"),
-        None => format!("%v{}", v.0),
-    };
-    let mut out = String::new();
-    for (k, kernel) in s.kernels.iter().enumerate() {
-        match kernel {
-            Kernel::Loop(l) => {
-                let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
-                out.push_str(&format!(
-                    "kernel {k}: loop {:?} fuses {} ops [{}]\n    reads {}\n    writes {}\n",
-                    l.shape,
-                    ops.len(),
-                    ops.join(" "),
-                    l.inputs
-                        .iter()
-                        .map(|&v| name(v))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    l.outputs
-                        .iter()
-                        .map(|&v| name(v))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ));
-            }
-            Kernel::Op { inst } => {
-                let i = &f.insts[*inst];
-                out.push_str(&format!(
-                    "kernel {k}: {} {} -> {}\n",
-                    i.op.name(),
-                    i.args
-                        .iter()
-                        .map(|&v| name(v))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    name(i.result)
-                ));
-            }
-        }
-    }
-    out
 }

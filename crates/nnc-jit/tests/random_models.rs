@@ -154,7 +154,7 @@ fn agree(a: f32, b: f32) -> bool {
 
 #[test]
 fn random_models_train_identically() {
-    let mut checked = 0;
+    let (mut checked, mut prologues, mut epilogues) = (0, 0, 0);
     for case in 0..60u64 {
         let mut g = Gen(Rng::new(case));
         let (text, classes) = loop {
@@ -174,8 +174,17 @@ fn random_models_train_identically() {
         let c = compile(&model, 8, input, targets)
             .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
         let step = &c.train_step;
-        let mut p = Program::compile(&step.func, Options::default())
+        // Every other case splits every kernel that can split, so that the two-thread and
+        // fused paths run on these small shapes too.
+        let options = Options {
+            split_small: case % 2 == 1,
+            ..Options::default()
+        };
+        let mut p = Program::compile(&step.func, options)
             .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
+        let schedule = p.describe();
+        prologues += schedule.matches("  prologue loop").count();
+        epilogues += schedule.matches("  epilogue loop").count();
         let mut state: Vec<Tensor<f32>> = init_params(&model, case)
             .into_iter()
             .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
@@ -224,6 +233,11 @@ fn random_models_train_identically() {
         }
     }
     assert_eq!(checked, 60);
+    // The fused paths were exercised.
+    assert!(
+        prologues >= 4 && epilogues >= 30,
+        "{prologues} prologues, {epilogues} epilogues"
+    );
 }
 
 /// The same seed and thread count give bitwise identical training.

@@ -1,0 +1,292 @@
+//! Fusing loops into the library kernels they feed or follow.
+//!
+//! A library kernel that splits over the two threads (a contraction by rows when its result
+//! is taller than wide, a convolution by samples, a pooling by planes) can take a loop on each side, run by each thread on its own
+//! part: a *prologue* that produces the kernel's first operand (the u8 → f32 image scaling
+//! before the first contraction or convolution) and an *epilogue* that consumes its result
+//! (bias, activation, activation-gradient mask and the bias-gradient sum after it). A thread
+//! then reads what it has just written while it is still in its cache, and the step has one
+//! join instead of three.
+//!
+//! A loop joins a kernel only if each thread's part of it is exactly what that thread's part
+//! of the kernel writes (an epilogue) or reads of the first operand (a prologue), in whole
+//! outer iterations of the loop; the loop is moved next to the kernel when the order allows.
+
+use nnc_ir::{Function, ValueId};
+
+use crate::library::{LibKernel, Parts};
+use crate::plan::root;
+use crate::schedule::{Kernel, LoopKernel, Schedule};
+
+/// Attaches prologues and epilogues to the library kernels of `s` (see the module docs).
+/// `split_small`: as [`crate::Options::split_small`].
+pub fn fuse(f: &Function, s: &mut Schedule, split_small: bool) {
+    // Epilogues first: a loop after a kernel usually consumes it.
+    let mut i = 0;
+    while i < s.kernels.len() {
+        if let Some(j) = epilogue_for(f, s, i, split_small) {
+            let Kernel::Loop(l) = s.kernels.remove(j) else {
+                unreachable!("epilogues are loops")
+            };
+            attach(s, i, None, Some(l));
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < s.kernels.len() {
+        if let Some(j) = prologue_for(f, s, i, split_small) {
+            let Kernel::Loop(l) = s.kernels.remove(j) else {
+                unreachable!("prologues are loops")
+            };
+            // The kernel moved down by one.
+            i -= 1;
+            attach(s, i, Some(l), None);
+        }
+        i += 1;
+    }
+}
+
+/// Makes kernel `i` a fused kernel with the given loops (keeping any it has).
+fn attach(s: &mut Schedule, i: usize, pro: Option<LoopKernel>, epi: Option<LoopKernel>) {
+    s.kernels[i] = match std::mem::replace(&mut s.kernels[i], Kernel::Op { inst: 0 }) {
+        Kernel::Op { inst } => Kernel::Fused {
+            prologue: pro,
+            inst,
+            epilogue: epi,
+        },
+        Kernel::Fused {
+            prologue,
+            inst,
+            epilogue,
+        } => Kernel::Fused {
+            prologue: pro.or(prologue),
+            inst,
+            epilogue: epi.or(epilogue),
+        },
+        Kernel::Loop(_) => unreachable!("only library kernels take loops"),
+    };
+}
+
+/// The split of kernel `k`, if it is a library kernel that splits.
+fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
+    let inst = match k {
+        Kernel::Op { inst } | Kernel::Fused { inst, .. } => *inst,
+        Kernel::Loop(_) => return None,
+    };
+    let mut lib = LibKernel::shapes_only(f, &f.insts[inst]);
+    lib.split_small = split_small;
+    lib.parts()
+}
+
+/// Whether `ranges` fall on whole outer iterations of `l`: multiples of the elements under
+/// its first axis (coalescing only merges axes, so this holds for the generated loop too).
+fn aligned(l: &LoopKernel, ranges: &[(usize, usize); 2]) -> bool {
+    let Some(&lead) = l.shape.first() else {
+        return false;
+    };
+    let inner = l.shape.iter().product::<usize>() / lead.max(1);
+    inner > 0
+        && ranges
+            .iter()
+            .all(|&(lo, hi)| lo % inner == 0 && hi % inner == 0)
+}
+
+fn numel(l: &LoopKernel) -> usize {
+    l.shape.iter().product()
+}
+
+/// The index of a loop that can be the epilogue of kernel `i` (it may move up to `i + 1`).
+fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<usize> {
+    let inst = match &s.kernels[i] {
+        Kernel::Op { inst } => *inst,
+        _ => return None,
+    };
+    let ranges = split_parts(f, &s.kernels[i], split_small)?.output?;
+    let result = f.insts[inst].result;
+    let reads_result = |l: &LoopKernel| l.inputs.iter().any(|&v| root(s, v) == result);
+    let j = (i + 1..s.kernels.len())
+        .find(|&j| matches!(&s.kernels[j], Kernel::Loop(l) if reads_result(l)))?;
+    let Kernel::Loop(l) = &s.kernels[j] else {
+        return None;
+    };
+    // Everything else it reads is ready by kernel `i`; each thread's part of it is the part
+    // of the result that thread wrote.
+    let defined_by = defining_kernels(f, s);
+    let ok = numel(l) == f.ty(result).numel()
+        && aligned(l, &ranges)
+        && l.inputs
+            .iter()
+            .all(|&v| defined_by[root(s, v).index()].is_none_or(|k| k <= i));
+    ok.then_some(j)
+}
+
+/// The index of a loop that can be the prologue of kernel `i` (it may move down to `i - 1`).
+fn prologue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<usize> {
+    let inst = match &s.kernels[i] {
+        Kernel::Op { inst } => *inst,
+        Kernel::Fused {
+            inst,
+            prologue: None,
+            ..
+        } => *inst,
+        _ => return None,
+    };
+    let ranges = split_parts(f, &s.kernels[i], split_small)?.input?;
+    let args = &f.insts[inst].args;
+    let first = root(s, *args.first()?);
+    let j = (0..i)
+        .rev()
+        .find(|&j| matches!(&s.kernels[j], Kernel::Loop(l) if l.outputs.contains(&first)))?;
+    let Kernel::Loop(l) = &s.kernels[j] else {
+        return None;
+    };
+    // Nothing between the loop and the kernel reads what the loop writes, the kernel reads
+    // nothing else of it, and each thread's part of it is the part of the operand it reads.
+    let read_between = s.kernels[j + 1..i]
+        .iter()
+        .any(|k| reads(f, k).iter().any(|v| l.outputs.contains(&root(s, *v))));
+    let ok = !read_between
+        && l.reductions.is_empty()
+        && numel(l) == f.ty(first).numel()
+        && aligned(l, &ranges)
+        && args[1..].iter().all(|&a| !l.outputs.contains(&root(s, a)));
+    ok.then_some(j)
+}
+
+/// Every value kernel `k` reads from memory.
+pub fn reads(f: &Function, k: &Kernel) -> Vec<ValueId> {
+    match k {
+        Kernel::Loop(l) => l.inputs.clone(),
+        Kernel::Op { inst } => f.insts[*inst].args.clone(),
+        Kernel::Fused {
+            prologue,
+            inst,
+            epilogue,
+        } => {
+            let mut v: Vec<ValueId> = prologue.iter().flat_map(|l| l.inputs.clone()).collect();
+            v.extend(f.insts[*inst].args.iter().copied());
+            v.extend(epilogue.iter().flat_map(|l| l.inputs.clone()));
+            v
+        }
+    }
+}
+
+/// Every value kernel `k` writes.
+pub fn writes(f: &Function, k: &Kernel) -> Vec<ValueId> {
+    match k {
+        Kernel::Loop(l) => l.outputs.clone(),
+        Kernel::Op { inst } => vec![f.insts[*inst].result],
+        Kernel::Fused {
+            prologue,
+            inst,
+            epilogue,
+        } => {
+            let mut v: Vec<ValueId> = prologue.iter().flat_map(|l| l.outputs.clone()).collect();
+            v.push(f.insts[*inst].result);
+            v.extend(epilogue.iter().flat_map(|l| l.outputs.clone()));
+            v
+        }
+    }
+}
+
+/// The kernel that writes each value, `None` for parameters, constants and registers.
+fn defining_kernels(f: &Function, s: &Schedule) -> Vec<Option<usize>> {
+    let mut def = vec![None; f.types.len()];
+    for (k, kernel) in s.kernels.iter().enumerate() {
+        for v in writes(f, kernel) {
+            def[v.index()] = Some(k);
+        }
+    }
+    def
+}
+
+#[cfg(test)]
+mod tests {
+    use nnc_ir::parse::parse_function;
+
+    use super::*;
+    use crate::schedule::schedule;
+
+    fn fused(text: &str) -> Vec<Kernel> {
+        let f = parse_function(text).expect("valid IR");
+        let mut s = schedule(&f);
+        fuse(&f, &mut s, false);
+        s.kernels
+    }
+
+    /// The loop ops of a kernel's prologue and epilogue, by op name.
+    fn loops(f: &str, k: &Kernel) -> (Vec<String>, Vec<String>) {
+        let f = parse_function(f).expect("valid IR");
+        let names = |l: &Option<LoopKernel>| {
+            l.iter()
+                .flat_map(|l| l.insts.iter().map(|&i| f.insts[i].op.name().to_string()))
+                .collect()
+        };
+        match k {
+            Kernel::Fused {
+                prologue, epilogue, ..
+            } => (names(prologue), names(epilogue)),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+
+    #[test]
+    fn scaling_bias_and_activation_join_a_tall_contraction() {
+        let text = "func @f(%x: u8[512,64], %w: f32[64,32], %b: f32[32]) -> (f32[512,32]) {
+  %0: f32[512,64] = to_f32 %x, scale=0.5
+  %1: f32[512,32] = matmul %0, %w
+  %2: f32[512,32] = add %1, %b
+  %3: f32[512,32] = relu %2
+  return %3
+}";
+        let kernels = fused(text);
+        assert_eq!(kernels.len(), 1, "{kernels:?}");
+        assert_eq!(
+            loops(text, &kernels[0]),
+            (vec!["to_f32".into()], vec!["add".into(), "relu".into()])
+        );
+    }
+
+    #[test]
+    fn a_wide_contraction_splits_by_columns_and_takes_no_loops() {
+        let text = "func @f(%x: f32[64,64], %w: f32[64,512], %b: f32[512]) -> (f32[64,512]) {
+  %0: f32[64,64] = mul %x, %x
+  %1: f32[64,512] = matmul %0, %w
+  %2: f32[64,512] = add %1, %b
+  return %2
+}";
+        let kernels = fused(text);
+        assert_eq!(kernels.len(), 3, "{kernels:?}");
+        assert!(matches!(kernels[1], Kernel::Op { .. }));
+    }
+
+    #[test]
+    fn a_loop_waiting_for_a_later_kernel_stays_where_it_is() {
+        // The epilogue candidate also reads the second contraction's result, which the first
+        // contraction's threads cannot wait for.
+        let text = "func @f(%x: f32[512,64], %w: f32[64,32], %v: f32[64,32]) -> (f32[512,32]) {
+  %0: f32[512,32] = matmul %x, %w
+  %1: f32[512,32] = matmul %x, %v
+  %2: f32[512,32] = add %0, %1
+  return %2
+}";
+        let kernels = fused(text);
+        assert!(matches!(kernels[0], Kernel::Op { .. }), "{kernels:?}");
+        assert_eq!(
+            loops(text, &kernels[1]),
+            (Vec::new(), vec!["add".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_prologue_whose_output_the_kernel_reads_twice_is_not_taken() {
+        // `%0` is both operands: the other thread reads all of it.
+        let text = "func @f(%x: f32[512,512]) -> (f32[512,512]) {
+  %0: f32[512,512] = mul %x, %x
+  %1: f32[512,512] = matmul %0, %0
+  return %1
+}";
+        let kernels = fused(text);
+        assert_eq!(kernels.len(), 2, "{kernels:?}");
+    }
+}
