@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod direct;
 pub mod fuse;
 pub mod library;
 pub mod plan;

@@ -76,7 +76,22 @@ fn close(a: f32, b: f32, what: &str) {
     );
 }
 
+/// Trains `path` for `steps` steps on the JIT and the interpreter, convolving both with the
+/// direct kernels (where the CPU has them) and with im2col + GEMM.
 fn check(path: &str, steps: usize) {
+    for im2col_only in [false, true] {
+        check_with(
+            path,
+            steps,
+            Options {
+                im2col_only,
+                ..Options::default()
+            },
+        );
+    }
+}
+
+fn check_with(path: &str, steps: usize, options: Options) {
     let m = model(path);
     let train = m.train.clone().expect("train block");
     let input = InputSpec::of(&train.data, &m).expect("known input layout");
@@ -84,7 +99,7 @@ fn check(path: &str, steps: usize) {
     let batch = train.batch.min(16);
     let c: Compiled = compile(&m, batch, input, targets).expect("compiles");
     let step = &c.train_step;
-    let mut program = Program::compile(&step.func, Options::default()).expect("jit compiles");
+    let mut program = Program::compile(&step.func, options).expect("jit compiles");
     let mut rng = Rng::new(11);
     let mut params: Vec<Tensor<f32>> = init_params(&m, 3)
         .into_iter()
@@ -145,7 +160,7 @@ fn check(path: &str, steps: usize) {
         states = out[2 + np..2 + np + ns].to_vec();
     }
     // The evaluation step on the trained parameters.
-    let mut eval = Program::compile(&c.eval_step, Options::default()).expect("eval compiles");
+    let mut eval = Program::compile(&c.eval_step, options).expect("eval compiles");
     let data = data_inputs(&c.eval_step, 2, targets, &mut rng);
     let mut inputs = data.clone();
     inputs.extend(params.iter().cloned());

@@ -1,0 +1,610 @@
+//! Direct convolutions on AVX-512: stride 1, one sample's planes in place, no im2col.
+//!
+//! LeNet's convolutions have 1–16 channels and 5×5 filters: as GEMMs they are thin (6 or 16
+//! rows), and building their column matrices costs as much as the arithmetic. Here the
+//! register tile is the product itself: sixteen output positions per vector, several output
+//! channels (or filter taps) per tile, every filter weight broadcast from memory into a fused
+//! multiply-add.
+//!
+//! Positions are "wide": output position `p = i·w + j` is counted over the *input's* width
+//! `w`, so that tap `(c, ki, kj)` reads the input at `x[c][p + ki·w + kj]`, one contiguous
+//! vector load. Lanes with `j ≥ ow` (and past the last row) are masked off: they load zeros
+//! and never read outside the input plane.
+//!
+//! The three products of a convolution layer:
+//! - [`forward`]: `y[o][p] = Σ w[o][c][ki][kj] · x[c][p + ki·w + kj]`;
+//! - the input gradient is a forward convolution of the output gradient padded by `k − 1`
+//!   with the filters transposed and flipped (see [`Conv::transposed`]);
+//! - [`filter`]: `dw[o][c][ki][kj] = Σ_samples Σ_p dy[o][p] · x[c][p + ki·w + kj]`.
+//!
+//! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
+//! elsewhere they use im2col + GEMM.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Floats per vector.
+const LANES: usize = 16;
+
+/// Whether this CPU runs the direct kernels.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One sample of a stride-1 correlation over wide positions: `c` input planes of `plane`
+/// floats with rows `w` wide, `o` output planes of `oh` wide rows of which the first `ow`
+/// columns are real, taps `kh × kw` at offsets `ki·w + kj`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv {
+    pub c: usize,
+    pub plane: usize,
+    pub w: usize,
+    pub o: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+impl Conv {
+    /// The forward product of an unpadded convolution of `c × h × w` planes by `o` filters
+    /// `kh × kw`.
+    pub fn forward(c: usize, h: usize, w: usize, o: usize, kh: usize, kw: usize) -> Conv {
+        Conv {
+            c,
+            plane: h * w,
+            w,
+            o,
+            oh: h + 1 - kh,
+            ow: w + 1 - kw,
+            kh,
+            kw,
+        }
+    }
+
+    /// The product that gives this forward convolution's input gradient: `o` planes of the
+    /// output gradient in wide layout (zero at columns `j ≥ ow`), each preceded by
+    /// [`Conv::front`] and followed by `(kh − 1)·w` zeros ([`Conv::gradient_planes`] builds
+    /// them), correlated with the filters transposed (`o` ↔ `c`) and flipped. Every input
+    /// position is real.
+    pub fn input_gradient(&self) -> Conv {
+        let h = self.oh + self.kh - 1;
+        Conv {
+            c: self.o,
+            plane: (h + self.kh - 1) * self.w + self.kw - 1,
+            w: self.w,
+            o: self.c,
+            oh: h,
+            ow: self.w,
+            kh: self.kh,
+            kw: self.kw,
+        }
+    }
+
+    /// Zeros before each output-gradient plane in [`Conv::input_gradient`]'s input.
+    pub fn front(&self) -> usize {
+        (self.kh - 1) * self.w + self.kw - 1
+    }
+
+    /// Vectors covering the wide output positions `0..oh·w`.
+    fn vectors(&self) -> usize {
+        (self.oh * self.w).div_ceil(LANES)
+    }
+
+    /// Floats per wide output plane.
+    pub fn stride(&self) -> usize {
+        self.vectors() * LANES
+    }
+
+    /// Output planes rounded up to whole forward tiles; the weights of [`forward`] have this
+    /// many rows (the extra ones zero), its outputs this many planes.
+    pub fn o_pad(&self) -> usize {
+        self.o.next_multiple_of(forward_rows(self.o))
+    }
+
+    /// Filter taps per output plane.
+    pub fn taps(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Whether [`filter`] handles this filter width.
+    pub fn filter_supported(&self) -> bool {
+        (1..=MAX_FILTER_WIDTH).contains(&self.kw)
+    }
+
+    /// For each vector of a wide plane, its lanes that are real positions (`p < oh·w`,
+    /// `j < ow`): only those are loaded, so no tap reads outside its input plane.
+    fn masks(&self) -> Vec<u16> {
+        let mut masks = vec![0u16; self.vectors()];
+        let mut j = 0;
+        for p in 0..self.oh * self.w {
+            if j < self.ow {
+                masks[p / LANES] |= 1 << (p % LANES);
+            }
+            j += 1;
+            if j == self.w {
+                j = 0;
+            }
+        }
+        masks
+    }
+}
+
+/// Output planes per forward tile.
+fn forward_rows(o: usize) -> usize {
+    if o <= 6 { 6 } else { 8 }
+}
+
+/// The widest filter [`filter`] handles (its tile holds a row of taps).
+pub const MAX_FILTER_WIDTH: usize = 5;
+/// Output planes per filter-gradient tile.
+const FILTER_ROWS: usize = 4;
+
+/// `out[o·stride + p] = Σ_{c,ki,kj} w[o·taps + (c·kh + ki)·kw + kj] · x[b][c·plane + p + ki·w + kj]`
+/// for each of `samples` samples (`c·plane` floats apart), `o < o_pad` and every wide
+/// position `p` (zero where `p` is not real). Each sample's output is handed to `done`
+/// (sample, wide output) as soon as it is complete, while it is in cache.
+///
+/// # Panics
+/// If the slices are shorter than the geometry needs, or the CPU lacks AVX-512.
+pub fn forward(
+    g: &Conv,
+    samples: usize,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    mut done: impl FnMut(usize, &[f32]),
+) {
+    assert!(available(), "direct convolutions need AVX-512");
+    let (sample, wide) = (g.c * g.plane, g.o_pad() * g.stride());
+    assert!(x.len() >= samples * sample, "input too short");
+    assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
+    assert!(out.len() >= wide, "output too short");
+    let masks = g.masks();
+    for b in 0..samples {
+        let x = &x[b * sample..];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is available (asserted); the slices are long enough for every
+        // unmasked access (asserted above; masked lanes are not accessed).
+        unsafe {
+            if forward_rows(g.o) == 6 {
+                forward_planes::<6, 4>(g, x, w, out, &masks);
+            } else {
+                forward_planes::<8, 3>(g, x, w, out, &masks);
+            }
+        }
+        done(b, &out[..wide]);
+    }
+}
+
+/// Tiles of `OB` output planes by `NV` vectors (`OB·NV` accumulators, `NV` inputs and a
+/// broadcast weight fill the 32 vector registers), and the remaining vectors in one narrower
+/// tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_planes<const OB: usize, const NV: usize>(
+    g: &Conv,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    masks: &[u16],
+) {
+    let vectors = g.vectors();
+    for ob in (0..g.o_pad()).step_by(OB) {
+        let mut v = 0;
+        // SAFETY (all calls): forwarded; each tile's vectors lie below `vectors`.
+        while v + NV <= vectors {
+            unsafe { forward_tile::<OB, NV>(g, x, w, out, masks, ob, v) };
+            v += NV;
+        }
+        match vectors - v {
+            3 => unsafe { forward_tile::<OB, 3>(g, x, w, out, masks, ob, v) },
+            2 => unsafe { forward_tile::<OB, 2>(g, x, w, out, masks, ob, v) },
+            1 => unsafe { forward_tile::<OB, 1>(g, x, w, out, masks, ob, v) },
+            _ => {}
+        }
+    }
+}
+
+/// Output planes `ob..ob + OB` at vectors `v0..v0 + NV`, accumulated in registers over
+/// every tap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_tile<const OB: usize, const NV: usize>(
+    g: &Conv,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    masks: &[u16],
+    ob: usize,
+    v0: usize,
+) {
+    let (stride, taps) = (g.stride(), g.taps());
+    let (x, w, out) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let m: [u16; NV] = std::array::from_fn(|n| masks[v0 + n]);
+    let mut acc = [[_mm512_setzero_ps(); NV]; OB];
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let at = c * g.plane + ki * g.w + kj + v0 * LANES;
+                // SAFETY: unmasked lanes are real positions, whose taps lie inside input
+                // plane `c`; masked lanes are not read (the address is formed with wrapping
+                // arithmetic and may lie outside).
+                let xv: [__m512; NV] = std::array::from_fn(|n| unsafe {
+                    _mm512_maskz_loadu_ps(m[n], x.wrapping_add(at + n * LANES))
+                });
+                let tap = (c * g.kh + ki) * g.kw + kj;
+                for (o, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: `w` holds `o_pad · taps` floats.
+                    let wv = _mm512_set1_ps(unsafe { *w.add((ob + o) * taps + tap) });
+                    for (a, &xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(wv, xv, *a);
+                    }
+                }
+            }
+        }
+    }
+    for (o, row) in acc.iter().enumerate() {
+        for (n, &a) in row.iter().enumerate() {
+            // SAFETY: `out` holds `o_pad · stride` floats; `v0 + n < vectors`.
+            unsafe { _mm512_storeu_ps(out.add((ob + o) * stride + (v0 + n) * LANES), a) };
+        }
+    }
+}
+
+/// `dw[(o·c + ci)·kh·kw + ki·kw + kj] = Σ_b Σ_p dy[b][o·stride + p] · x[b][ci·plane + p + ki·w + kj]`
+/// over `samples` samples (inputs `c·plane` floats apart, wide output gradients
+/// `filter_rows · stride` apart: planes from `o` on are read, their sums dropped) and the real
+/// positions `p` (the others are not read).
+///
+/// # Panics
+/// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], or the CPU lacks
+/// AVX-512.
+pub fn filter(g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    assert!(available(), "direct convolutions need AVX-512");
+    assert!(g.filter_supported(), "filter too wide");
+    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert!(
+        dy.len() >= samples * filter_rows(g) * g.stride(),
+        "gradient too short"
+    );
+    assert!(dw.len() >= g.o * g.taps(), "filter gradient too short");
+    let masks = g.masks();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `forward`.
+    unsafe {
+        match g.kw {
+            1 => filter_tiles::<1>(g, samples, x, dy, dw, &masks),
+            2 => filter_tiles::<2>(g, samples, x, dy, dw, &masks),
+            3 => filter_tiles::<3>(g, samples, x, dy, dw, &masks),
+            4 => filter_tiles::<4>(g, samples, x, dy, dw, &masks),
+            _ => filter_tiles::<5>(g, samples, x, dy, dw, &masks),
+        }
+    }
+}
+
+/// Planes of wide output gradient per sample that [`filter`] reads: `o` rounded up to whole
+/// tiles.
+pub fn filter_rows(g: &Conv) -> usize {
+    g.o.next_multiple_of(FILTER_ROWS)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn filter_tiles<const KW: usize>(
+    g: &Conv,
+    samples: usize,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    masks: &[u16],
+) {
+    let stride = g.stride();
+    let (sample_x, sample_dy) = (g.c * g.plane, filter_rows(g) * stride);
+    let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for ob in (0..g.o).step_by(FILTER_ROWS) {
+                let mut acc = [[_mm512_setzero_ps(); KW]; FILTER_ROWS];
+                for b in 0..samples {
+                    for (v, &m) in masks.iter().enumerate() {
+                        let at = b * sample_x + c * g.plane + ki * g.w + v * LANES;
+                        // SAFETY: as in `forward_tile`: unmasked lanes read inside plane `c`.
+                        let xv: [__m512; KW] = std::array::from_fn(|kj| unsafe {
+                            _mm512_maskz_loadu_ps(m, xp.wrapping_add(at + kj))
+                        });
+                        for (o, row) in acc.iter_mut().enumerate() {
+                            let at = b * sample_dy + (ob + o) * stride + v * LANES;
+                            // SAFETY: `dy` holds `samples · rows · stride` floats; lanes that
+                            // are not real positions are not read.
+                            let d = unsafe { _mm512_maskz_loadu_ps(m, dyp.add(at)) };
+                            for (a, &xv) in row.iter_mut().zip(&xv) {
+                                *a = _mm512_fmadd_ps(d, xv, *a);
+                            }
+                        }
+                    }
+                }
+                for (o, row) in acc.iter().enumerate().take(g.o - ob) {
+                    for (kj, &a) in row.iter().enumerate() {
+                        dw[((ob + o) * g.c + c) * g.kh * g.kw + ki * g.kw + kj] =
+                            _mm512_reduce_add_ps(a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One sample's output gradient `dy` (`o × oh × ow`) laid out as the input of
+/// [`Conv::input_gradient`]: `o` planes, zero but for the rows of `dy` in wide layout after
+/// [`Conv::front`] zeros.
+pub fn gradient_planes(g: &Conv, dy: &[f32], out: &mut [f32]) {
+    let t = g.input_gradient();
+    for (plane, dy) in out
+        .chunks_exact_mut(t.plane)
+        .zip(dy.chunks_exact(g.oh * g.ow))
+        .take(g.o)
+    {
+        plane.fill(0.0);
+        for (i, row) in dy.chunks_exact(g.ow).enumerate() {
+            plane[g.front() + i * g.w..][..g.ow].copy_from_slice(row);
+        }
+    }
+}
+
+/// The filters `w` (`o × c × kh × kw`) transposed and flipped for
+/// [`Conv::input_gradient`]: `out[ci][o][kh − 1 − ki][kw − 1 − kj] = w[o][ci][ki][kj]`, with
+/// zero rows up to its `o_pad`.
+pub fn flipped_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
+    let t = g.input_gradient();
+    let k = g.kh * g.kw;
+    out[..t.o_pad() * t.taps()].fill(0.0);
+    for o in 0..g.o {
+        for ci in 0..g.c {
+            for tap in 0..k {
+                out[(ci * g.o + o) * k + k - 1 - tap] = w[(o * g.c + ci) * k + tap];
+            }
+        }
+    }
+}
+
+/// One sample's output gradient `dy` (`o × oh × ow`) in the wide layout [`filter`] reads
+/// (`filter_rows` planes of `stride`; positions that are not real are left as they are).
+pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
+    let stride = g.stride();
+    for (plane, dy) in out
+        .chunks_exact_mut(stride)
+        .zip(dy.chunks_exact(g.oh * g.ow))
+    {
+        for (i, row) in dy.chunks_exact(g.ow).enumerate() {
+            plane[i * g.w..][..g.ow].copy_from_slice(row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator of values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// (c, h, w, o, kh, kw): LeNet-5's C1 and C3, and odd shapes.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (1, 32, 32, 6, 5, 5),
+        (6, 14, 14, 16, 5, 5),
+        (1, 3, 3, 1, 1, 1),
+        (2, 7, 9, 3, 3, 2),
+        (3, 6, 5, 9, 2, 3),
+        (2, 20, 17, 7, 4, 5),
+        (5, 4, 30, 13, 4, 1),
+    ];
+
+    /// The reference: `y[b][o][i][j] = Σ w[o][c][ki][kj] · x[b][c][i + ki][j + kj]`.
+    fn conv(x: &[f32], w: &[f32], s: (usize, usize, usize, usize, usize, usize)) -> Vec<f64> {
+        let (c, h, wd, o, kh, kw) = s;
+        let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
+        let samples = x.len() / (c * h * wd);
+        let mut y = vec![0.0f64; samples * o * oh * ow];
+        for b in 0..samples {
+            for oc in 0..o {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut sum = 0.0f64;
+                        for ci in 0..c {
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    sum += w[((oc * c + ci) * kh + ki) * kw + kj] as f64
+                                        * x[((b * c + ci) * h + i + ki) * wd + j + kj] as f64;
+                                }
+                            }
+                        }
+                        y[((b * o + oc) * oh + i) * ow + j] = sum;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn close(got: f32, want: f64, what: &str) {
+        assert!(
+            (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{what}: {got} vs {want}"
+        );
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        if !available() {
+            return;
+        }
+        for (k, &s) in SHAPES.iter().enumerate() {
+            let (c, h, wd, o, kh, kw) = s;
+            let g = Conv::forward(c, h, wd, o, kh, kw);
+            let samples = 2;
+            let x = values(samples * c * h * wd, k as u64);
+            let mut w = values(g.o_pad() * g.taps(), 100 + k as u64);
+            w[o * g.taps()..].fill(0.0);
+            let want = conv(&x, &w, s);
+            let mut out = vec![f32::NAN; g.o_pad() * g.stride()];
+            forward(&g, samples, &x, &w, &mut out, |b, out| {
+                for oc in 0..o {
+                    for i in 0..g.oh {
+                        for j in 0..g.ow {
+                            close(
+                                out[oc * g.stride() + i * wd + j],
+                                want[((b * o + oc) * g.oh + i) * g.ow + j],
+                                &format!("{s:?} y[{b},{oc},{i},{j}]"),
+                            );
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn input_gradient_is_the_transposed_product() {
+        if !available() {
+            return;
+        }
+        for (k, &s) in SHAPES.iter().enumerate() {
+            let (c, h, wd, o, kh, kw) = s;
+            let g = Conv::forward(c, h, wd, o, kh, kw);
+            let t = g.input_gradient();
+            let w = values(o * g.taps(), 300 + k as u64);
+            let dy = values(o * g.oh * g.ow, 400 + k as u64);
+            // dx[ci][y][x] = Σ_{o,ki,kj} w[o][ci][ki][kj] · dy[o][y − ki][x − kj]
+            let mut want = vec![0.0f64; c * h * wd];
+            for oc in 0..o {
+                for ci in 0..c {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            for i in 0..g.oh {
+                                for j in 0..g.ow {
+                                    want[(ci * h + i + ki) * wd + j + kj] +=
+                                        w[((oc * c + ci) * kh + ki) * kw + kj] as f64
+                                            * dy[(oc * g.oh + i) * g.ow + j] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut planes = vec![f32::NAN; o * t.plane];
+            gradient_planes(&g, &dy, &mut planes);
+            let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];
+            flipped_filters(&g, &w, &mut wt);
+            let mut out = vec![f32::NAN; t.o_pad() * t.stride()];
+            forward(&t, 1, &planes, &wt, &mut out, |_, out| {
+                for ci in 0..c {
+                    for p in 0..h * wd {
+                        close(
+                            out[ci * t.stride() + p],
+                            want[ci * h * wd + p],
+                            &format!("{s:?} dx[{ci}][{p}]"),
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn filter_gradient_matches_the_definition() {
+        if !available() {
+            return;
+        }
+        let samples = 3;
+        for (k, &s) in SHAPES.iter().enumerate() {
+            let (c, h, wd, o, kh, kw) = s;
+            let g = Conv::forward(c, h, wd, o, kh, kw);
+            let x = values(samples * c * h * wd, k as u64);
+            let dy = values(samples * o * g.oh * g.ow, 200 + k as u64);
+            let rows = filter_rows(&g);
+            // NaN wherever the wide layout has no real position: the kernel must not read it.
+            let mut wide = vec![f32::NAN; samples * rows * g.stride()];
+            for b in 0..samples {
+                wide_gradient(
+                    &g,
+                    &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow],
+                    &mut wide[b * rows * g.stride()..][..rows * g.stride()],
+                );
+            }
+            let mut dw = vec![f32::NAN; o * g.taps()];
+            filter(&g, samples, &x, &wide, &mut dw);
+            for oc in 0..o {
+                for ci in 0..c {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let mut want = 0.0f64;
+                            for b in 0..samples {
+                                for i in 0..g.oh {
+                                    for j in 0..g.ow {
+                                        want += dy[((b * o + oc) * g.oh + i) * g.ow + j] as f64
+                                            * x[((b * c + ci) * h + i + ki) * wd + j + kj] as f64;
+                                    }
+                                }
+                            }
+                            let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
+                            close(got, want, &format!("{s:?} dw[{oc},{ci},{ki},{kj}]"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "timing, not a test: cargo test --release -p nnc-jit direct -- --ignored --nocapture"]
+    fn time_lenet_shapes() {
+        let samples = 16;
+        for (name, g) in [
+            ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
+            ("c3", Conv::forward(6, 14, 14, 16, 5, 5)),
+            (
+                "c3 input gradient",
+                Conv::forward(6, 14, 14, 16, 5, 5).input_gradient(),
+            ),
+        ] {
+            let x = vec![0.5f32; samples * g.c * g.plane];
+            let w = vec![0.1f32; g.o_pad() * g.taps()];
+            let mut out = vec![0.0f32; g.o_pad() * g.stride()];
+            let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
+            let mut dw = vec![0.0f32; g.o * g.taps()];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                forward(&g, samples, &x, &w, &mut out, |_, _| {});
+                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+                let t = std::time::Instant::now();
+                if g.filter_supported() {
+                    filter(&g, samples, &x, &dy, &mut dw);
+                }
+                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            eprintln!(
+                "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
+                best[0], best[1]
+            );
+        }
+    }
+}
