@@ -14,6 +14,7 @@ pub mod codegen;
 pub mod direct;
 pub mod fuse;
 pub mod library;
+pub mod maxpool;
 pub mod plan;
 pub mod program;
 pub mod schedule;

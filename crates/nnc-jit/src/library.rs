@@ -25,7 +25,7 @@ pub struct LibKernel {
     pub extra: usize,
     /// Split whenever the leading extent allows two parts, however small the work.
     pub split_small: bool,
-    /// Use the direct convolution kernels where the CPU has them (else im2col + GEMM).
+    /// Use the AVX-512 kernels (direct convolutions, vector pooling) where the CPU has them.
     pub direct: bool,
 }
 
@@ -520,7 +520,19 @@ impl LibKernel {
                 let (ys, yp) = sub(oshape);
                 let x = &f32s(0)[lo * xp..hi * xp];
                 let y = &mut out[lo * yp..hi * yp];
+                // 2×2 windows, stride 2: sixteen windows per AVX-512 vector.
+                let (h, w) = (xs[1], xs[2]);
+                let vector = self.direct
+                    && *size == [2, 2]
+                    && *stride == [2, 2]
+                    && crate::direct::available();
                 match &self.op {
+                    Op::MaxPool { .. } if vector => crate::maxpool::forward(x, y, hi - lo, h, w),
+                    Op::MaxPoolGrad { .. } if vector => {
+                        let (_, gp) = sub(shape(1));
+                        let dy = &f32s(1)[lo * gp..hi * gp];
+                        crate::maxpool::backward(x, dy, y, hi - lo, h, w)
+                    }
                     Op::MaxPool { .. } => pool(x, y, &xs, &ys, *size, *stride, true),
                     Op::SumPool { .. } => pool(x, y, &xs, &ys, *size, *stride, false),
                     Op::MaxPoolGrad { .. } => {

@@ -70,8 +70,9 @@ pub struct Options {
     /// Split every kernel that can run as two parts, however small (tests use it to run the
     /// split and fused paths on small models).
     pub split_small: bool,
-    /// Convolve with im2col + GEMM only, never the direct kernels (tests run both paths).
-    pub im2col_only: bool,
+    /// Only the portable kernels (convolutions as im2col + GEMM, scalar pooling), never the
+    /// hand-vectorised AVX-512 ones (tests run both).
+    pub portable: bool,
 }
 
 /// A step function compiled to kernels, with its arena.
@@ -191,7 +192,7 @@ impl Program {
                 Kernel::Op { inst } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
-                    lib.direct = !opts.im2col_only;
+                    lib.direct = !opts.portable;
                     Ok(Compiled::Lib(lib))
                 }
                 Kernel::Fused {
@@ -201,7 +202,7 @@ impl Program {
                 } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
-                    lib.direct = !opts.im2col_only;
+                    lib.direct = !opts.portable;
                     let parts = lib.parts().ok_or("a fused kernel that does not split")?;
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let mut part_loop = |l: &LoopKernel, ranges: Option<[(usize, usize); 2]>| {

@@ -76,15 +76,15 @@ fn close(a: f32, b: f32, what: &str) {
     );
 }
 
-/// Trains `path` for `steps` steps on the JIT and the interpreter, convolving both with the
-/// direct kernels (where the CPU has them) and with im2col + GEMM.
+/// Trains `path` for `steps` steps on the JIT and the interpreter, with both the AVX-512
+/// kernels (where the CPU has them) and the portable ones.
 fn check(path: &str, steps: usize) {
-    for im2col_only in [false, true] {
+    for portable in [false, true] {
         check_with(
             path,
             steps,
             Options {
-                im2col_only,
+                portable,
                 ..Options::default()
             },
         );
