@@ -6,7 +6,11 @@
 //!   `softmax_cross_entropy`;
 //! - identities: `x·1`, `x/1`, `x+0`, `x−0`, `−(−x)`, reshapes and broadcasts to the same shape;
 //! - `transpose(transpose(x))` composes (and vanishes when the permutations cancel);
-//!   `reshape(reshape(x))` reshapes once.
+//!   `reshape(reshape(x))` reshapes once;
+//! - `step(x)` becomes `step(relu(x))` when `relu(x)` is computed before it (the two are
+//!   equal everywhere, NaN included): ReLU's derivative then reads the activation the
+//!   forward pass keeps anyway, and the pre-activation need not be kept for the backward
+//!   pass.
 
 use crate::function::{Function, ValueId};
 use crate::op::{Binary, Op, Unary};
@@ -15,6 +19,8 @@ pub fn run(f: &Function) -> Function {
     let mut g = f.clone();
     let defs = g.definitions();
     let mut subst: Vec<Option<ValueId>> = vec![None; g.types.len()];
+    // `relu(x)` of each `x`, once computed.
+    let mut relu_of: Vec<Option<ValueId>> = vec![None; g.types.len()];
     let resolve = |subst: &[Option<ValueId>], mut v: ValueId| {
         while let Some(r) = subst[v.index()] {
             v = r;
@@ -94,6 +100,14 @@ pub fn run(f: &Function) -> Function {
                     rewrite = Some((Op::SoftmaxXent, vec![resolve(&subst, inner[0]), args[1]]));
                 }
             }
+            Op::Unary(Unary::Relu) => {
+                relu_of[args[0].index()].get_or_insert(result);
+            }
+            Op::Unary(Unary::Step) => {
+                if let Some(r) = relu_of[args[0].index()] {
+                    rewrite = Some((Op::Unary(Unary::Step), vec![resolve(&subst, r)]));
+                }
+            }
             Op::ArgMax { axis } => {
                 if let Some((Op::Softmax, inner)) = def_op(args[0])
                     && *axis + 1 == g.ty(args[0]).rank()
@@ -137,6 +151,25 @@ mod tests {
           %loss: f32[] = softmax_xent %z, %t
           %pred: i32[4] = argmax %z, axis=1
           return %loss, %pred
+        }
+        ");
+    }
+
+    #[test]
+    fn relu_derivative_reads_the_activation() {
+        insta::assert_snapshot!(simplified(
+            "func @f(%x: f32[4], %g: f32[4]) -> (f32[4], f32[4]) {
+               %y: f32[4] = relu %x
+               %m: f32[4] = step %x
+               %dx: f32[4] = mul %g, %m
+               return %y, %dx
+             }"
+        ), @r"
+        func @f(%x: f32[4], %g: f32[4]) -> (f32[4], f32[4]) {
+          %y: f32[4] = relu %x
+          %m: f32[4] = step %y
+          %dx: f32[4] = mul %g, %m
+          return %y, %dx
         }
         ");
     }
