@@ -56,7 +56,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         4 * match op {
             WideOp::Forward => g.o_pad() * (g.taps() + g.stride()),
             WideOp::Filter => x[0] * direct::filter_rows(&g) * g.stride(),
-            WideOp::Input => g.o * t.plane + t.o_pad() * (t.taps() + t.stride()),
+            WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * (t.taps() + t.stride()),
         }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -798,23 +798,27 @@ impl LibKernel {
             WideOp::Input => {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let t = g.input_gradient();
-                let all = buffer(o * t.plane + t.o_pad() * (t.taps() + t.stride()));
-                let (planes, rest) = all.split_at_mut(o * t.plane);
+                let per = o * t.plane;
+                let all = buffer(nb * per + t.o_pad() * (t.taps() + t.stride()));
+                let (planes, rest) = all.split_at_mut(nb * per);
                 let (wt, wide) = rest.split_at_mut(t.o_pad() * t.taps());
                 direct::flipped_filters(&g, arg(1), wt);
-                let dy = arg(0);
-                for b in lo..hi {
-                    direct::gradient_planes(&g, &dy[b * out_sample..][..out_sample], planes);
-                    direct::forward(&t, 1, planes, wt, wide, |_, wide| {
-                        // Every wide position of the input gradient is real: planes copy whole.
-                        for (plane, wide) in dx[b * sample..][..sample]
-                            .chunks_exact_mut(h * w)
-                            .zip(wide.chunks(t.stride()))
-                        {
-                            plane.copy_from_slice(&wide[..h * w]);
-                        }
-                    });
+                let dy = &arg(0)[lo * out_sample..hi * out_sample];
+                for (planes, dy) in planes
+                    .chunks_exact_mut(per)
+                    .zip(dy.chunks_exact(out_sample))
+                {
+                    direct::gradient_planes(&g, dy, planes);
                 }
+                direct::forward(&t, nb, planes, wt, wide, |b, wide| {
+                    // Every wide position of the input gradient is real: planes copy whole.
+                    for (plane, wide) in dx[(lo + b) * sample..][..sample]
+                        .chunks_exact_mut(h * w)
+                        .zip(wide.chunks(t.stride()))
+                    {
+                        plane.copy_from_slice(&wide[..h * w]);
+                    }
+                });
             }
         }
     }
