@@ -157,6 +157,10 @@ impl LibKernel {
                     output: Some(halves(lead, oh * ow)),
                 }
             }
+            Op::Pad { .. } => Parts {
+                input: Some(halves(x[0], per(x))),
+                output: Some(halves(x[0], per(y))),
+            },
             _ => return None,
         })
     }
@@ -172,6 +176,7 @@ impl LibKernel {
                 | Op::SumPool { .. }
                 | Op::MaxPoolGrad { .. }
                 | Op::SumPoolGrad { .. }
+                | Op::Pad { .. }
         )
     }
 
@@ -184,6 +189,8 @@ impl LibKernel {
                 Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
                     self.args[0].1[0]
                 }
+                Op::Pad { pads } if pads[..2] != [0, 0] => 0,
+                Op::Pad { .. } => self.args[0].1[0],
                 _ if self.splittable_op() => planes(&self.args[0].1).0,
                 _ => 0,
             };
@@ -197,7 +204,8 @@ impl LibKernel {
             Op::MaxPool { .. }
             | Op::SumPool { .. }
             | Op::MaxPoolGrad { .. }
-            | Op::SumPoolGrad { .. } => n(&self.out.1) >= 1 << 14,
+            | Op::SumPoolGrad { .. } => n(&self.out.1) >= 1 << 12,
+            Op::Pad { pads } => pads[..2] == [0, 0] && n(&self.out.1) >= 1 << 14,
             _ => false,
         }
     }
@@ -623,12 +631,24 @@ impl LibKernel {
                 }
             }
             Op::Pad { pads } => {
+                // Split over samples when they are not padded themselves.
+                let lead = shape(0)[0];
+                let (lo, hi) = if pads[..2] == [0, 0] {
+                    range(lead)
+                } else if part == 0 {
+                    (0, lead)
+                } else {
+                    return;
+                };
+                let (xp, yp) = (n(&shape(0)[1..]), n(&oshape[1..]));
+                let sub = |s: &[usize]| [&[hi - lo][..], &s[1..]].concat();
+                let out = &mut out[lo * yp..hi * yp];
                 out.fill(0.0);
                 copy_box(
-                    f32s(0),
-                    shape(0),
+                    &f32s(0)[lo * xp..hi * xp],
+                    &sub(shape(0)),
                     out,
-                    oshape,
+                    &sub(oshape),
                     &pads.iter().step_by(2).copied().collect::<Vec<_>>(),
                     true,
                 );
