@@ -103,8 +103,8 @@ impl Conv {
         self.vectors() * LANES
     }
 
-    /// Output planes rounded up to whole forward tiles; the weights of [`forward`] have this
-    /// many rows (the extra ones zero), its outputs this many planes.
+    /// Output planes rounded up to whole forward tiles: the weights of [`forward`] have this
+    /// many rows (the extra ones zero).
     pub fn o_pad(&self) -> usize {
         self.o.next_multiple_of(forward_rows(self.o))
     }
@@ -135,6 +135,19 @@ impl Conv {
         }
         masks
     }
+
+    /// For each vector of a wide plane, the index of its first real lane in the compact
+    /// `oh × ow` plane (the number of real positions before it).
+    fn starts(&self, masks: &[u16]) -> Vec<usize> {
+        masks
+            .iter()
+            .scan(0, |n, m| {
+                let start = *n;
+                *n += m.count_ones() as usize;
+                Some(start)
+            })
+            .collect()
+    }
 }
 
 /// Output planes per forward tile.
@@ -147,40 +160,32 @@ pub const MAX_FILTER_WIDTH: usize = 5;
 /// Output planes per filter-gradient tile.
 const FILTER_ROWS: usize = 4;
 
-/// `out[o·stride + p] = Σ_{c,ki,kj} w[o·taps + (c·kh + ki)·kw + kj] · x[b][c·plane + p + ki·w + kj]`
-/// for each of `samples` samples (`c·plane` floats apart), `o < o_pad` and every wide
-/// position `p` (zero where `p` is not real). Each sample's output is handed to `done`
-/// (sample, wide output) as soon as it is complete, while it is in cache.
+/// `y[b][o][i][j] = Σ_{c,ki,kj} w[o·taps + (c·kh + ki)·kw + kj] · x[b][c·plane + (i + ki)·w + j + kj]`
+/// for each of `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`): the
+/// real lanes of each wide vector are compressed into place, so `y` is compact.
 ///
 /// # Panics
 /// If the slices are shorter than the geometry needs, or the CPU lacks AVX-512.
-pub fn forward(
-    g: &Conv,
-    samples: usize,
-    x: &[f32],
-    w: &[f32],
-    out: &mut [f32],
-    mut done: impl FnMut(usize, &[f32]),
-) {
+pub fn forward(g: &Conv, samples: usize, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert!(available(), "direct convolutions need AVX-512");
-    let (sample, wide) = (g.c * g.plane, g.o_pad() * g.stride());
+    let (sample, out) = (g.c * g.plane, g.o * g.oh * g.ow);
     assert!(x.len() >= samples * sample, "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
-    assert!(out.len() >= wide, "output too short");
+    assert!(y.len() >= samples * out, "output too short");
     let masks = g.masks();
+    let starts = g.starts(&masks);
     for b in 0..samples {
-        let x = &x[b * sample..];
+        let (x, y) = (&x[b * sample..], &mut y[b * out..(b + 1) * out]);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 is available (asserted); the slices are long enough for every
         // unmasked access (asserted above; masked lanes are not accessed).
         unsafe {
             if forward_rows(g.o) == 6 {
-                forward_planes::<6, 4>(g, x, w, out, &masks);
+                forward_planes::<6, 4>(g, x, w, y, &masks, &starts);
             } else {
-                forward_planes::<8, 3>(g, x, w, out, &masks);
+                forward_planes::<8, 3>(g, x, w, y, &masks, &starts);
             }
         }
-        done(b, &out[..wide]);
     }
 }
 
@@ -193,21 +198,22 @@ unsafe fn forward_planes<const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
+    y: &mut [f32],
     masks: &[u16],
+    starts: &[usize],
 ) {
     let vectors = g.vectors();
     for ob in (0..g.o_pad()).step_by(OB) {
         let mut v = 0;
         // SAFETY (all calls): forwarded; each tile's vectors lie below `vectors`.
         while v + NV <= vectors {
-            unsafe { forward_tile::<OB, NV>(g, x, w, out, masks, ob, v) };
+            unsafe { forward_tile::<OB, NV>(g, x, w, y, (masks, starts), ob, v) };
             v += NV;
         }
         match vectors - v {
-            3 => unsafe { forward_tile::<OB, 3>(g, x, w, out, masks, ob, v) },
-            2 => unsafe { forward_tile::<OB, 2>(g, x, w, out, masks, ob, v) },
-            1 => unsafe { forward_tile::<OB, 1>(g, x, w, out, masks, ob, v) },
+            3 => unsafe { forward_tile::<OB, 3>(g, x, w, y, (masks, starts), ob, v) },
+            2 => unsafe { forward_tile::<OB, 2>(g, x, w, y, (masks, starts), ob, v) },
+            1 => unsafe { forward_tile::<OB, 1>(g, x, w, y, (masks, starts), ob, v) },
             _ => {}
         }
     }
@@ -221,13 +227,14 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
-    masks: &[u16],
+    y: &mut [f32],
+    (masks, starts): (&[u16], &[usize]),
     ob: usize,
     v0: usize,
 ) {
-    let (stride, taps) = (g.stride(), g.taps());
-    let (x, w, out) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let taps = g.taps();
+    let plane = g.oh * g.ow;
+    let (x, w, y) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
     let m: [u16; NV] = std::array::from_fn(|n| masks[v0 + n]);
     let mut acc = [[_mm512_setzero_ps(); NV]; OB];
     for c in 0..g.c {
@@ -251,10 +258,20 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
             }
         }
     }
-    for (o, row) in acc.iter().enumerate() {
+    for (o, row) in acc.iter().enumerate().take(g.o.saturating_sub(ob)) {
         for (n, &a) in row.iter().enumerate() {
-            // SAFETY: `out` holds `o_pad · stride` floats; `v0 + n < vectors`.
-            unsafe { _mm512_storeu_ps(out.add((ob + o) * stride + (v0 + n) * LANES), a) };
+            // The real lanes, packed, to their compact positions.
+            let (m, start) = (m[n], starts[v0 + n]);
+            let packed = _mm512_maskz_compress_ps(m, a);
+            let count = m.count_ones();
+            let first = if count == 16 {
+                u16::MAX
+            } else {
+                (1u16 << count) - 1
+            };
+            // SAFETY: plane `ob + o < o` of `y` holds `oh·ow` floats, and the real lanes of
+            // vector `v0 + n` are positions `start..start + count` of it.
+            unsafe { _mm512_mask_storeu_ps(y.add((ob + o) * plane + start), first, packed) };
         }
     }
 }
@@ -464,20 +481,13 @@ mod tests {
             let mut w = values(g.o_pad() * g.taps(), 100 + k as u64);
             w[o * g.taps()..].fill(0.0);
             let want = conv(&x, &w, s);
-            let mut out = vec![f32::NAN; g.o_pad() * g.stride()];
-            forward(&g, samples, &x, &w, &mut out, |b, out| {
-                for oc in 0..o {
-                    for i in 0..g.oh {
-                        for j in 0..g.ow {
-                            close(
-                                out[oc * g.stride() + i * wd + j],
-                                want[((b * o + oc) * g.oh + i) * g.ow + j],
-                                &format!("{s:?} y[{b},{oc},{i},{j}]"),
-                            );
-                        }
-                    }
-                }
-            });
+            // One float more than the output: nothing may be written past it.
+            let mut y = vec![f32::NAN; want.len() + 1];
+            forward(&g, samples, &x, &w, &mut y[..want.len()]);
+            for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                close(got, want, &format!("{s:?} y[{k}]"));
+            }
+            assert!(y[want.len()].is_nan());
         }
     }
 
@@ -513,18 +523,11 @@ mod tests {
             gradient_planes(&g, &dy, &mut planes);
             let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];
             flipped_filters(&g, &w, &mut wt);
-            let mut out = vec![f32::NAN; t.o_pad() * t.stride()];
-            forward(&t, 1, &planes, &wt, &mut out, |_, out| {
-                for ci in 0..c {
-                    for p in 0..h * wd {
-                        close(
-                            out[ci * t.stride() + p],
-                            want[ci * h * wd + p],
-                            &format!("{s:?} dx[{ci}][{p}]"),
-                        );
-                    }
-                }
-            });
+            let mut dx = vec![f32::NAN; c * h * wd];
+            forward(&t, 1, &planes, &wt, &mut dx);
+            for (k, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                close(got, want, &format!("{s:?} dx[{k}]"));
+            }
         }
     }
 
@@ -587,13 +590,13 @@ mod tests {
         ] {
             let x = vec![0.5f32; samples * g.c * g.plane];
             let w = vec![0.1f32; g.o_pad() * g.taps()];
-            let mut out = vec![0.0f32; g.o_pad() * g.stride()];
+            let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
             let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
             let mut dw = vec![0.0f32; g.o * g.taps()];
             let mut best = [f64::MAX; 2];
             for _ in 0..50 {
                 let t = std::time::Instant::now();
-                forward(&g, samples, &x, &w, &mut out, |_, _| {});
+                forward(&g, samples, &x, &w, &mut out);
                 best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
                 let t = std::time::Instant::now();
                 if g.filter_supported() {

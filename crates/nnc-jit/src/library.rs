@@ -54,9 +54,9 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         let g = direct::Conv::forward(x[1], x[2], x[3], w[0], w[2], w[3]);
         let t = g.input_gradient();
         4 * match op {
-            WideOp::Forward => g.o_pad() * (g.taps() + g.stride()),
+            WideOp::Forward => g.o_pad() * g.taps(),
             WideOp::Filter => x[0] * direct::filter_rows(&g) * g.stride(),
-            WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * (t.taps() + t.stride()),
+            WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
         }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -782,8 +782,7 @@ impl LibKernel {
         match op {
             WideOp::Forward => {
                 let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                let (pw, rest) =
-                    buffer(g.o_pad() * (g.taps() + g.stride())).split_at_mut(g.o_pad() * g.taps());
+                let pw = buffer(g.o_pad() * g.taps());
                 // Weights padded with zero rows to whole tiles, unless they already are.
                 let weights = if o == g.o_pad() {
                     arg(1)
@@ -793,17 +792,7 @@ impl LibKernel {
                     &*pw
                 };
                 let x = &arg(0)[lo * sample..hi * sample];
-                direct::forward(&g, nb, x, weights, rest, |b, wide| {
-                    let yb = &mut y[(lo + b) * out_sample..][..out_sample];
-                    for (plane, wide) in yb
-                        .chunks_exact_mut(g.oh * g.ow)
-                        .zip(wide.chunks(g.stride()))
-                    {
-                        for (i, row) in plane.chunks_exact_mut(g.ow).enumerate() {
-                            row.copy_from_slice(&wide[i * w..][..g.ow]);
-                        }
-                    }
-                });
+                direct::forward(&g, nb, x, weights, &mut y[lo * out_sample..hi * out_sample]);
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
@@ -819,9 +808,7 @@ impl LibKernel {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let t = g.input_gradient();
                 let per = o * t.plane;
-                let all = buffer(nb * per + t.o_pad() * (t.taps() + t.stride()));
-                let (planes, rest) = all.split_at_mut(nb * per);
-                let (wt, wide) = rest.split_at_mut(t.o_pad() * t.taps());
+                let (planes, wt) = buffer(nb * per + t.o_pad() * t.taps()).split_at_mut(nb * per);
                 direct::flipped_filters(&g, arg(1), wt);
                 let dy = &arg(0)[lo * out_sample..hi * out_sample];
                 for (planes, dy) in planes
@@ -830,15 +817,7 @@ impl LibKernel {
                 {
                     direct::gradient_planes(&g, dy, planes);
                 }
-                direct::forward(&t, nb, planes, wt, wide, |b, wide| {
-                    // Every wide position of the input gradient is real: planes copy whole.
-                    for (plane, wide) in dx[(lo + b) * sample..][..sample]
-                        .chunks_exact_mut(h * w)
-                        .zip(wide.chunks(t.stride()))
-                    {
-                        plane.copy_from_slice(&wide[..h * w]);
-                    }
-                });
+                direct::forward(&t, nb, planes, wt, &mut dx[lo * sample..hi * sample]);
             }
         }
     }
