@@ -157,8 +157,15 @@ fn forward_rows(o: usize) -> usize {
 
 /// The widest filter [`filter`] handles (its tile holds a row of taps).
 pub const MAX_FILTER_WIDTH: usize = 5;
-/// Output planes per filter-gradient tile.
-const FILTER_ROWS: usize = 4;
+/// Output planes per filter-gradient tile: 4, or 3 when that divides `o` and 4 does not
+/// (LeNet-5's C1 has 6).
+fn filter_tile_rows(o: usize) -> usize {
+    if !o.is_multiple_of(4) && o.is_multiple_of(3) {
+        3
+    } else {
+        4
+    }
+}
 
 /// `y[b][o][i][j] = Σ_{c,ki,kj} w[o·taps + (c·kh + ki)·kw + kj] · x[b][c·plane + (i + ki)·w + j + kj]`
 /// for each of `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`): the
@@ -297,12 +304,17 @@ pub fn filter(g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `forward`.
     unsafe {
-        match g.kw {
-            1 => filter_tiles::<1>(g, samples, x, dy, dw, &masks),
-            2 => filter_tiles::<2>(g, samples, x, dy, dw, &masks),
-            3 => filter_tiles::<3>(g, samples, x, dy, dw, &masks),
-            4 => filter_tiles::<4>(g, samples, x, dy, dw, &masks),
-            _ => filter_tiles::<5>(g, samples, x, dy, dw, &masks),
+        match (g.kw, filter_tile_rows(g.o)) {
+            (1, 3) => filter_tiles::<1, 3>(g, samples, x, dy, dw, &masks),
+            (2, 3) => filter_tiles::<2, 3>(g, samples, x, dy, dw, &masks),
+            (3, 3) => filter_tiles::<3, 3>(g, samples, x, dy, dw, &masks),
+            (4, 3) => filter_tiles::<4, 3>(g, samples, x, dy, dw, &masks),
+            (_, 3) => filter_tiles::<5, 3>(g, samples, x, dy, dw, &masks),
+            (1, _) => filter_tiles::<1, 4>(g, samples, x, dy, dw, &masks),
+            (2, _) => filter_tiles::<2, 4>(g, samples, x, dy, dw, &masks),
+            (3, _) => filter_tiles::<3, 4>(g, samples, x, dy, dw, &masks),
+            (4, _) => filter_tiles::<4, 4>(g, samples, x, dy, dw, &masks),
+            _ => filter_tiles::<5, 4>(g, samples, x, dy, dw, &masks),
         }
     }
 }
@@ -310,12 +322,12 @@ pub fn filter(g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 /// Planes of wide output gradient per sample that [`filter`] reads: `o` rounded up to whole
 /// tiles.
 pub fn filter_rows(g: &Conv) -> usize {
-    g.o.next_multiple_of(FILTER_ROWS)
+    g.o.next_multiple_of(filter_tile_rows(g.o))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn filter_tiles<const KW: usize>(
+unsafe fn filter_tiles<const KW: usize, const ROWS: usize>(
     g: &Conv,
     samples: usize,
     x: &[f32],
@@ -328,8 +340,8 @@ unsafe fn filter_tiles<const KW: usize>(
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
     for c in 0..g.c {
         for ki in 0..g.kh {
-            for ob in (0..g.o).step_by(FILTER_ROWS) {
-                let mut acc = [[_mm512_setzero_ps(); KW]; FILTER_ROWS];
+            for ob in (0..g.o).step_by(ROWS) {
+                let mut acc = [[_mm512_setzero_ps(); KW]; ROWS];
                 for b in 0..samples {
                     for (v, &m) in masks.iter().enumerate() {
                         let at = b * sample_x + c * g.plane + ki * g.w + v * LANES;
