@@ -20,6 +20,7 @@ pub mod program;
 pub mod schedule;
 pub mod threads;
 pub mod trainer;
+pub mod updates;
 
 pub use program::{Options, Program};
 pub use trainer::{BatchData, InputData, StepOutput, TargetData, Trainer};

@@ -11,6 +11,7 @@ use crate::library::{LibKernel, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::threads::Worker;
+use crate::updates::{self, RmsProp};
 
 /// One cache line; the arena is a vector of them, so its base is 64-byte aligned.
 #[derive(Clone, Copy)]
@@ -21,7 +22,7 @@ enum Compiled {
     /// `split`: big enough to run as two halves on two threads; `sums`: the (offset, length)
     /// of each sum it accumulates, which the second half accumulates in the partial region.
     Loop {
-        f: LoopFn,
+        f: Body,
         outer: u64,
         split: bool,
         sums: Vec<(usize, usize)>,
@@ -37,9 +38,33 @@ enum Compiled {
 
 /// A loop fused into a split library kernel: the outer range of each thread's part.
 struct PartLoop {
-    f: LoopFn,
+    f: Body,
     ranges: [(u64, u64); 2],
     sums: Vec<(usize, usize)>,
+}
+
+/// What runs a loop: its Cranelift function, or a routine it was recognised as.
+enum Body {
+    Jit(LoopFn),
+    RmsProp(Box<RmsProp>),
+}
+
+impl Body {
+    /// Runs outer iterations `start..end`, sums to their buffers or (`partial` ≠ 0) to the
+    /// partial region.
+    ///
+    /// # Safety
+    /// As a generated loop: `base` is the program's arena, and no other thread touches the
+    /// same elements or sum destinations meanwhile.
+    unsafe fn call(&self, base: *mut u8, start: u64, end: u64, partial: u64) {
+        // SAFETY: forwarded; a recognised update runs only where AVX-512 was detected.
+        unsafe {
+            match self {
+                Body::Jit(f) => f(base, start, end, partial),
+                Body::RmsProp(r) => r.run(base, start as usize, end as usize, partial),
+            }
+        }
+    }
 }
 
 /// Loops over fewer elements than this run on one thread.
@@ -173,6 +198,14 @@ impl Program {
         };
         let lib =
             |inst: usize| LibKernel::new(f, &f.insts[inst], &plan, scratch, scratch_part, extra);
+        // A loop runs as a recognised optimizer update where the CPU has AVX-512 (see
+        // `updates`), else as generated.
+        let avx512 = !opts.portable && crate::direct::available();
+        let body = |l: &LoopKernel, func: LoopFn, outer: u64| match updates::recognise(f, l, &plan)
+        {
+            Some(r) if avx512 && r.n as u64 == outer => Body::RmsProp(Box::new(r)),
+            _ => Body::Jit(func),
+        };
         let kernels = schedule
             .kernels
             .iter()
@@ -183,7 +216,7 @@ impl Program {
                     let split = outer >= 2 && (opts.split_small || elements >= SPLIT_ELEMENTS);
                     let sums = sums_of(l);
                     Ok(Compiled::Loop {
-                        f: func,
+                        f: body(l, func, outer),
                         outer,
                         split,
                         sums,
@@ -211,7 +244,7 @@ impl Program {
                         let per = (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1);
                         let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
                         PartLoop {
-                            f: func,
+                            f: body(l, func, outer),
                             ranges: [r(ranges[0]), r(ranges[1])],
                             sums: sums_of(l),
                         }
@@ -317,7 +350,19 @@ impl Program {
             let i = &self.func.insts[inst];
             format!("{} -> {}", i.op.name(), self.func.ty(i.result))
         };
-        match &self.schedule.kernels[k] {
+        // Where a loop runs as a recognised update rather than its Cranelift function.
+        let routine = |f: &Body| match f {
+            Body::RmsProp(_) => " [rmsprop on AVX-512]",
+            Body::Jit(_) => "",
+        };
+        let note = match &self.kernels[k] {
+            Compiled::Loop { f, .. } => routine(f),
+            Compiled::Fused {
+                epilogue: Some(l), ..
+            } => routine(&l.f),
+            _ => "",
+        };
+        let label = match &self.schedule.kernels[k] {
             Kernel::Loop(l) => format!("loop {:?}: {}", l.shape, ops(l)),
             Kernel::Op { inst } => lib(*inst),
             Kernel::Fused {
@@ -335,7 +380,8 @@ impl Program {
                 }
                 label
             }
-        }
+        };
+        label + note
     }
 
     /// Multiply-adds of kernel `k` (contractions only).
@@ -492,8 +538,8 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             let mid = outer / 2;
             let second = if sums.is_empty() { 0 } else { partial as u64 };
             worker.join(
-                || unsafe { f(base.get(), 0, mid, 0) },
-                || unsafe { f(base.get(), mid, *outer, second) },
+                || unsafe { f.call(base.get(), 0, mid, 0) },
+                || unsafe { f.call(base.get(), mid, *outer, second) },
             );
             add_partial_sums(base, partial, sums);
         }
@@ -502,7 +548,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             outer,
             split: false,
             ..
-        } => unsafe { f(base.get(), 0, *outer, 0) },
+        } => unsafe { f.call(base.get(), 0, *outer, 0) },
         Compiled::Lib(l) if l.splittable() => {
             worker.join(
                 || unsafe { l.run_part(base.get(), 0, 2) },
@@ -521,7 +567,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             let part = |p: usize| {
                 if let Some(l) = prologue {
                     let (lo, hi) = l.ranges[p];
-                    unsafe { (l.f)(base.get(), lo, hi, 0) };
+                    unsafe { l.f.call(base.get(), lo, hi, 0) };
                 }
                 unsafe { lib.run_part(base.get(), p, 2) };
                 if let Some(l) = epilogue {
@@ -531,7 +577,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                     } else {
                         0
                     };
-                    unsafe { (l.f)(base.get(), lo, hi, sums) };
+                    unsafe { l.f.call(base.get(), lo, hi, sums) };
                 }
             };
             worker.join(|| part(0), || part(1));

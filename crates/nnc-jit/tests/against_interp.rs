@@ -202,6 +202,64 @@ fn mlp() {
     check(&format!("{MODELS}mlp.nn"), 3);
 }
 
+/// The MLP's RMSProp updates, recognised and run on AVX-512 (where the CPU has it), leave
+/// weights and optimizer state bit-identical to the Cranelift loops (the portable kernels).
+#[test]
+fn recognised_updates_are_bitwise_the_generated_loops() {
+    let m = model(&format!("{MODELS}mlp.nn"));
+    let train = m.train.clone().unwrap();
+    let input = InputSpec::of(&train.data, &m).unwrap();
+    let targets = TargetSpec::of(&train.data, &m);
+    let c = compile(&m, 32, input, targets).unwrap();
+    let step = &c.train_step;
+    let programs: Vec<Program> = [false, true]
+        .into_iter()
+        .map(|portable| {
+            let options = Options {
+                portable,
+                ..Options::default()
+            };
+            let mut p = Program::compile(&step.func, options).unwrap();
+            for (i, t) in init_params(&m, 1).iter().enumerate() {
+                p.f32_param(step.data_params + i)
+                    .unwrap()
+                    .copy_from_slice(&t.data);
+            }
+            p
+        })
+        .collect();
+    let [mut fast, mut portable] = <[Program; 2]>::try_from(programs).ok().unwrap();
+    if nnc_jit::direct::available() {
+        let recognised = (0..fast.kernel_count())
+            .filter(|&k| fast.kernel_label(k).contains("rmsprop on AVX-512"))
+            .count();
+        assert_eq!(recognised, 4, "one update per parameter");
+    }
+    let mut rng = Rng::new(3);
+    let n = step.params.len() + step.states.len();
+    for s in 0..3 {
+        let data = data_inputs(&step.func, step.data_params, targets, &mut rng);
+        for p in [&mut fast, &mut portable] {
+            for (i, t) in data.iter().enumerate() {
+                load(p, i, t);
+            }
+            p.run();
+        }
+        for k in 2..2 + n {
+            let (a, b) = (fast.result(k).to_vec(), portable.result(k).to_vec());
+            for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "step {s} result {k} [{j}]: {x} vs {y}"
+                );
+            }
+            fast.commit(k, step.data_params + k - 2);
+            portable.commit(k, step.data_params + k - 2);
+        }
+    }
+}
+
 #[test]
 fn lenet5() {
     check(&format!("{MODELS}lenet5.nn"), 3);
