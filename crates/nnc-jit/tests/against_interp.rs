@@ -203,7 +203,9 @@ fn mlp() {
 }
 
 /// The MLP's RMSProp updates, recognised and run on AVX-512 (where the CPU has it), leave
-/// weights and optimizer state bit-identical to the Cranelift loops (the portable kernels).
+/// weights and optimizer state bit-identical to the Cranelift loops (the portable kernels),
+/// as long as the state stays in f32's normal range (it does here: the routine reads and
+/// stores subnormal state as zero, see `nnc_jit::updates`).
 #[test]
 fn recognised_updates_are_bitwise_the_generated_loops() {
     let m = model(&format!("{MODELS}mlp.nn"));
