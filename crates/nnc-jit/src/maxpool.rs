@@ -8,6 +8,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use nnc_ir::{Binary, DType, Function, Op, Unary};
+
+use crate::plan::Plan;
+use crate::schedule::LoopKernel;
+
 /// `y[l][i][j] = max` of the 2×2 window at `(2i, 2j)` of plane `l` (planes `h × w` in,
 /// `h/2 × w/2` out).
 ///
@@ -52,15 +57,61 @@ pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, h: usize, 
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512 is available; the slices hold the planes (checked above).
     unsafe {
-        backward_planes(x, dy, dx, planes, h, w)
+        backward_planes(x, dy, dx, planes, h, w, None)
+    }
+}
+
+/// [`backward`] masked by the pooled activation's ReLU, as the backward pass of
+/// `maxpool(relu(z + b))` computes it: `dz = dx · step(x)` (`x`: the pool's input, the
+/// ReLU's output), and `sums[c] = Σ dz` over the planes of channel `c` (the bias gradient),
+/// where plane `l` of the slices is plane `first + l` of `[N, channels, h, w]` tensors.
+/// `dz` is bit-identical to the two passes; the sums add the same terms in another order.
+///
+/// # Panics
+/// As [`forward`], or if `sums` has fewer than `channels` entries.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_masked(
+    x: &[f32],
+    dy: &[f32],
+    dz: &mut [f32],
+    sums: &mut [f32],
+    [first, planes, channels]: [usize; 3],
+    h: usize,
+    w: usize,
+) {
+    assert!(crate::direct::available(), "needs AVX-512");
+    assert!(x.len() >= planes * h * w && dz.len() >= planes * h * w);
+    assert!(dy.len() >= planes * (h / 2) * (w / 2) && sums.len() >= channels && channels > 0);
+    sums[..channels].fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 is available; the slices hold the planes (checked above).
+    unsafe {
+        backward_planes(x, dy, dz, planes, h, w, Some((sums, first, channels)))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn backward_planes(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, h: usize, w: usize) {
+fn backward_planes(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    mut masked: Option<(&mut [f32], usize, usize)>,
+) {
     let (oh, ow) = (h / 2, w / 2);
+    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+    // `v · step(x)`, one multiplication as the loop does it (`step`: 1 where `x > 0`, else 0).
+    let mask = |v: __m512, x: __m512| {
+        _mm512_mul_ps(
+            v,
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, zero), one),
+        )
+    };
     for l in 0..planes {
+        let mut sum = zero;
         let dxp = &mut dx[l * h * w..(l + 1) * h * w];
         for i in 0..oh {
             let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
@@ -78,15 +129,145 @@ fn backward_planes(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, h: usiz
                 let top_right = top_right & !bottom_left & !bottom_right;
                 let top_left = !(top_right | bottom_left | bottom_right);
                 // `+ 0` turns a gradient of -0 into +0, as the scalar `0 + g` does.
-                let zero = _mm512_setzero_ps();
                 let pick = |k: __mmask16| _mm512_add_ps(_mm512_maskz_mov_ps(k, gv), zero);
-                store_pairs(d0, j0, m, pick(top_left), pick(top_right));
-                store_pairs(d1, j0, m, pick(bottom_left), pick(bottom_right));
+                let mut corners = [
+                    pick(top_left),
+                    pick(top_right),
+                    pick(bottom_left),
+                    pick(bottom_right),
+                ];
+                if masked.is_some() {
+                    // Lanes beyond the row are 0 in `gv` and in the corners: they add +0.
+                    for (v, x) in corners.iter_mut().zip([a, b, c, d]) {
+                        *v = mask(*v, x);
+                    }
+                    let pairs = [
+                        _mm512_add_ps(corners[0], corners[1]),
+                        _mm512_add_ps(corners[2], corners[3]),
+                    ];
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(pairs[0], pairs[1]));
+                }
+                store_pairs(d0, j0, m, corners[0], corners[1]);
+                store_pairs(d1, j0, m, corners[2], corners[3]);
             });
+            // Inputs no window covers get 0, masked or not (0 · step = +0).
             d0[2 * ow..].fill(0.0);
             d1[2 * ow..].fill(0.0);
         }
         dxp[2 * oh * w..].fill(0.0);
+        if let Some((sums, first, channels)) = masked.as_mut() {
+            sums[(*first + l) % *channels] += _mm512_reduce_add_ps(sum);
+        }
+    }
+}
+
+/// A split `maxpool_grad` (2×2, stride 2) whose epilogue loop is exactly the ReLU mask and
+/// the bias gradient, `dz = dx · step(x)` and `Σ dz` over all axes but the channels, with
+/// `dx` read by nothing else: run as [`backward_masked`], so `dx` is never stored and read
+/// back. Offsets are bytes in the arena.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskedGrad {
+    pub x: usize,
+    pub dy: usize,
+    pub dz: usize,
+    pub sums: usize,
+    /// `[N, C, H, W]` of `x` and `dz`.
+    pub shape: [usize; 4],
+}
+
+impl MaskedGrad {
+    /// The fused kernel `inst` → `epilogue` as a masked pool gradient, if it is exactly one.
+    pub fn recognise(
+        f: &Function,
+        inst: usize,
+        epilogue: &LoopKernel,
+        plan: &Plan,
+    ) -> Option<Self> {
+        let pool = &f.insts[inst];
+        let (&[x, dy], dx) = (&pool.args[..], pool.result) else {
+            return None;
+        };
+        if !matches!(&pool.op, Op::MaxPoolGrad { size, stride } if *size == [2, 2] && *stride == [2, 2])
+        {
+            return None;
+        }
+        let shape: [usize; 4] = f.ty(x).shape.as_slice().try_into().ok()?;
+        let op = |i: usize| (&f.insts[i].op, &f.insts[i].args[..], f.insts[i].result);
+        let &[i_step, i_mul, i_sum] = epilogue.insts.as_slice() else {
+            return None;
+        };
+        let (Op::Unary(Unary::Step), &[sx], t) = op(i_step) else {
+            return None;
+        };
+        let (Op::Binary(Binary::Mul), &[p, q], dz) = op(i_mul) else {
+            return None;
+        };
+        let (Op::ReduceSum { axes }, &[summed], sums) = op(i_sum) else {
+            return None;
+        };
+        let operands_match = sx == x && ((p, q) == (dx, t) || (p, q) == (t, dx)) && summed == dz;
+        let [n, c, h, w] = shape;
+        let f32s = [
+            (x, shape),
+            (dx, shape),
+            (dz, shape),
+            (dy, [n, c, h / 2, w / 2]),
+        ]
+        .iter()
+        .all(|&(v, s)| f.ty(v).dtype == DType::F32 && f.ty(v).shape == s);
+        // `dx` lives only in the loop; `dz` and the sums are what it stores.
+        let dx_private = !f.results.contains(&dx)
+            && f.insts
+                .iter()
+                .enumerate()
+                .all(|(i, ins)| !ins.args.contains(&dx) || i == i_mul);
+        let mut outputs = epilogue.outputs.clone();
+        outputs.sort_unstable_by_key(|v| v.0);
+        let mut want = vec![dz, sums];
+        want.sort_unstable_by_key(|v| v.0);
+        if !(operands_match
+            && f32s
+            && dx_private
+            && *axes == [0, 2, 3]
+            && f.ty(sums).shape == [c]
+            && outputs == want
+            && epilogue.reductions == [sums])
+        {
+            return None;
+        }
+        Some(MaskedGrad {
+            x: plan.offset[x.index()]?,
+            dy: plan.offset[dy.index()]?,
+            dz: plan.offset[dz.index()]?,
+            sums: plan.offset[sums.index()]?,
+            shape,
+        })
+    }
+
+    /// Runs part `part` of `parts` (the planes split evenly); its sums go to their buffer, or
+    /// to `base + partial` when `partial` is not 0 (the loop calling convention).
+    ///
+    /// # Safety
+    /// `base` is the arena this was recognised in, the CPU has AVX-512, and no other thread
+    /// touches this part's planes or its sums' destination meanwhile.
+    pub unsafe fn run_part(&self, base: *mut u8, part: usize, parts: usize, partial: usize) {
+        let [n, c, h, w] = self.shape;
+        let lead = n * c;
+        let (lo, hi) = (lead * part / parts, lead * (part + 1) / parts);
+        let (plane, pooled) = (h * w, (h / 2) * (w / 2));
+        // SAFETY: the offsets hold tensors of these shapes in the arena (the plan); this
+        // part's planes of `dz` and its sums are written by no one else meanwhile, and `dz`
+        // does not overlap `x` or `dy` (the plan keeps a kernel's inputs apart from the
+        // outputs of its epilogue, except the library result `dz` replaces).
+        unsafe {
+            let at = |off: usize| base.add(off).cast::<f32>();
+            let x = std::slice::from_raw_parts(at(self.x).add(lo * plane), (hi - lo) * plane);
+            let dy = std::slice::from_raw_parts(at(self.dy).add(lo * pooled), (hi - lo) * pooled);
+            let dz = std::slice::from_raw_parts_mut(at(self.dz).add(lo * plane), (hi - lo) * plane);
+            let dst = if partial == 0 { self.sums } else { partial };
+            let sums = std::slice::from_raw_parts_mut(at(dst), c);
+            backward_masked(x, dy, dz, sums, [lo, hi - lo, c], h, w);
+        }
     }
 }
 
@@ -239,6 +420,26 @@ mod tests {
                 assert!(
                     a.to_bits() == b.to_bits(),
                     "{planes}x{h}x{w} dx[{k}]: {a} vs {b}"
+                );
+            }
+            // Masked by step(x) and summed per channel, with the planes starting at plane 1
+            // of 2 channels: dz bit for bit, the sums up to rounding.
+            let mut dz = vec![f32::NAN; x.len()];
+            let mut sums = [f32::NAN; 2];
+            backward_masked(&x, &dy, &mut dz, &mut sums, [1, planes, 2], h, w);
+            let mut want_sums = [0.0f64; 2];
+            for (k, (a, g)) in dz.iter().zip(&want).enumerate() {
+                let b = g * if x[k] > 0.0 { 1.0 } else { 0.0 };
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{planes}x{h}x{w} dz[{k}]: {a} vs {b}"
+                );
+                want_sums[(1 + k / (h * w)) % 2] += b as f64;
+            }
+            for (a, b) in sums.iter().zip(want_sums) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{planes}x{h}x{w} sums: {sums:?} vs {want_sums:?}"
                 );
             }
         }

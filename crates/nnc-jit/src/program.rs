@@ -8,6 +8,7 @@ use nnc_ir::{DType, Function, Op};
 use crate::codegen::{Jit, LoopFn};
 use crate::fuse;
 use crate::library::{LibKernel, scratch_bytes};
+use crate::maxpool::MaskedGrad;
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::threads::Worker;
@@ -33,6 +34,12 @@ enum Compiled {
         lib: LibKernel,
         prologue: Option<PartLoop>,
         epilogue: Option<PartLoop>,
+    },
+    /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
+    /// on AVX-512 (see `maxpool::MaskedGrad`).
+    MaskedPoolGrad {
+        routine: MaskedGrad,
+        macs: usize,
     },
 }
 
@@ -237,6 +244,15 @@ impl Program {
                     lib.split_small = opts.split_small;
                     lib.direct = !opts.portable;
                     let parts = lib.parts().ok_or("a fused kernel that does not split")?;
+                    if let (None, Some(e), true) = (prologue, epilogue, avx512)
+                        && let Some(routine) = MaskedGrad::recognise(f, *inst, e, &plan)
+                    {
+                        fns.next().expect("one function per loop");
+                        return Ok(Compiled::MaskedPoolGrad {
+                            routine,
+                            macs: lib.macs(),
+                        });
+                    }
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let mut part_loop = |l: &LoopKernel, ranges: Option<[(usize, usize); 2]>| {
                         let (func, outer) = fns.next().expect("one function per loop");
@@ -357,6 +373,7 @@ impl Program {
         };
         let note = match &self.kernels[k] {
             Compiled::Loop { f, .. } => routine(f),
+            Compiled::MaskedPoolGrad { .. } => " [one pass on AVX-512]",
             Compiled::Fused {
                 epilogue: Some(l), ..
             } => routine(&l.f),
@@ -388,6 +405,7 @@ impl Program {
     pub fn kernel_macs(&self, k: usize) -> usize {
         match &self.kernels[k] {
             Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => l.macs(),
+            Compiled::MaskedPoolGrad { macs, .. } => *macs,
             Compiled::Loop { .. } => 0,
         }
     }
@@ -585,6 +603,13 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             if let Some(l) = epilogue {
                 add_partial_sums(base, partial, &l.sums);
             }
+        }
+        Compiled::MaskedPoolGrad { routine: r, .. } => {
+            worker.join(
+                || unsafe { r.run_part(base.get(), 0, 2, 0) },
+                || unsafe { r.run_part(base.get(), 1, 2, partial) },
+            );
+            add_partial_sums(base, partial, &[(r.sums, r.shape[1])]);
         }
     }
 }

@@ -267,6 +267,36 @@ fn lenet5() {
     check(&format!("{MODELS}lenet5.nn"), 3);
 }
 
+/// LeNet-5's two pool gradients, with their ReLU masks and bias gradients, are recognised
+/// as one pass each where the CPU has AVX-512 (the `lenet5` test checks their results
+/// against the interpreter, at the batch of 16 it uses, where they are recognised too).
+#[test]
+fn lenet5_pool_gradients_are_one_pass() {
+    let m = model(&format!("{MODELS}lenet5.nn"));
+    let train = m.train.clone().unwrap();
+    let input = InputSpec::of(&train.data, &m).unwrap();
+    let targets = TargetSpec::of(&train.data, &m);
+    for batch in [16, 32] {
+        let c = compile(&m, batch, input.clone(), targets).unwrap();
+        for portable in [false, true] {
+            let options = Options {
+                portable,
+                ..Options::default()
+            };
+            let p = Program::compile(&c.train_step.func, options).unwrap();
+            let one_pass = (0..p.kernel_count())
+                .filter(|&k| p.kernel_label(k).contains("one pass on AVX-512"))
+                .count();
+            let want = if nnc_jit::direct::available() && !portable {
+                2
+            } else {
+                0
+            };
+            assert_eq!(one_pass, want, "batch {batch}, portable {portable}");
+        }
+    }
+}
+
 #[test]
 fn lenet5_1998() {
     check(&format!("{MODELS}lenet5-1998.nn"), 3);
