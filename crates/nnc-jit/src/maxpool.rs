@@ -4,6 +4,10 @@
 //! lanes of each row); the gradient goes to the first maximum of each window in the order
 //! top-left, top-right, bottom-left, bottom-right, exactly as the scalar loops choose it
 //! (comparisons are strict and false on NaN, as there), and every other input gets +0.
+//!
+//! The backward pass of `conv → relu → maxpool` multiplies that gradient by the ReLU's step
+//! and sums it per channel for the bias: [`MaskedGrad`] recognises exactly that epilogue and
+//! does all three in the same pass, so the unmasked gradient is never stored and read back.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
