@@ -19,9 +19,59 @@
 //!
 //! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
 //! elsewhere they use im2col + GEMM.
+//!
+//! A forward convolution whose fused epilogue is exactly its bias and ReLU
+//! ([`bias_relu_epilogue`]) adds and rectifies in registers before it stores.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+use nnc_ir::{Binary, DType, Function, Op, Unary};
+
+use crate::plan::Plan;
+use crate::schedule::LoopKernel;
+
+/// For a stride-1, unpadded `conv2d` (instruction `inst`) whose fused epilogue is exactly
+/// `relu(y + b)`, with `b` a `[O, 1, 1]` view of `O` floats and `y` and the sum read by
+/// nothing else: the byte offsets of `b` and of the ReLU's result, where the convolution can
+/// write `relu(y + b)` itself ([`forward`] with a bias).
+pub fn bias_relu_epilogue(
+    f: &Function,
+    inst: usize,
+    epilogue: &LoopKernel,
+    plan: &Plan,
+) -> Option<(usize, usize)> {
+    let conv = &f.insts[inst];
+    let y = conv.result;
+    if !matches!(&conv.op, Op::Conv2d { stride, padding } if *stride == [1, 1] && *padding == [0, 0])
+    {
+        return None;
+    }
+    let &[i_add, i_relu] = epilogue.insts.as_slice() else {
+        return None;
+    };
+    let (add, relu) = (&f.insts[i_add], &f.insts[i_relu]);
+    let b = match (&add.op, &add.args[..]) {
+        (Op::Binary(Binary::Add), &[p, q]) if p == y => q,
+        (Op::Binary(Binary::Add), &[p, q]) if q == y => p,
+        _ => return None,
+    };
+    let o = f.ty(y).shape.get(1).copied()?;
+    let shape_ok = f.ty(b).shape == [o, 1, 1] && f.ty(b).dtype == DType::F32;
+    let relu_ok = matches!(relu.op, Op::Unary(Unary::Relu)) && relu.args == [add.result];
+    // `y` and the sum live only in the kernel; the ReLU's result is what it stores.
+    let private = |v, user| {
+        !f.results.contains(&v)
+            && f.insts
+                .iter()
+                .enumerate()
+                .all(|(i, ins)| !ins.args.contains(&v) || i == user)
+    };
+    let stores_only_relu = epilogue.outputs == [relu.result] && epilogue.reductions.is_empty();
+    (shape_ok && relu_ok && stores_only_relu && private(y, i_add) && private(add.result, i_relu))
+        .then_some(())?;
+    Some((plan.offset[b.index()]?, plan.offset[relu.result.index()]?))
+}
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -171,14 +221,25 @@ fn filter_tile_rows(o: usize) -> usize {
 /// for each of `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`): the
 /// real lanes of each wide vector are compressed into place, so `y` is compact.
 ///
+/// With a `bias`, each output is `relu(y + bias[o])` instead, computed as the `add` and
+/// `relu` loops after the convolution would (one rounding for the sum; `x > 0 ? x : +0`).
+///
 /// # Panics
 /// If the slices are shorter than the geometry needs, or the CPU lacks AVX-512.
-pub fn forward(g: &Conv, samples: usize, x: &[f32], w: &[f32], y: &mut [f32]) {
+pub fn forward(
+    g: &Conv,
+    samples: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     assert!(available(), "direct convolutions need AVX-512");
     let (sample, out) = (g.c * g.plane, g.o * g.oh * g.ow);
     assert!(x.len() >= samples * sample, "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
     assert!(y.len() >= samples * out, "output too short");
+    assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
     let masks = g.masks();
     let starts = g.starts(&masks);
     for b in 0..samples {
@@ -188,9 +249,9 @@ pub fn forward(g: &Conv, samples: usize, x: &[f32], w: &[f32], y: &mut [f32]) {
         // unmasked access (asserted above; masked lanes are not accessed).
         unsafe {
             if forward_rows(g.o) == 6 {
-                forward_planes::<6, 4>(g, x, w, y, &masks, &starts);
+                forward_planes::<6, 4>(g, x, (w, bias), y, &masks, &starts);
             } else {
-                forward_planes::<8, 3>(g, x, w, y, &masks, &starts);
+                forward_planes::<8, 3>(g, x, (w, bias), y, &masks, &starts);
             }
         }
     }
@@ -204,7 +265,7 @@ pub fn forward(g: &Conv, samples: usize, x: &[f32], w: &[f32], y: &mut [f32]) {
 unsafe fn forward_planes<const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
-    w: &[f32],
+    w: (&[f32], Option<&[f32]>),
     y: &mut [f32],
     masks: &[u16],
     starts: &[usize],
@@ -233,7 +294,7 @@ unsafe fn forward_planes<const OB: usize, const NV: usize>(
 unsafe fn forward_tile<const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
-    w: &[f32],
+    (w, bias): (&[f32], Option<&[f32]>),
     y: &mut [f32],
     (masks, starts): (&[u16], &[usize]),
     ob: usize,
@@ -267,6 +328,13 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     }
     for (o, row) in acc.iter().enumerate().take(g.o.saturating_sub(ob)) {
         for (n, &a) in row.iter().enumerate() {
+            let a = match bias {
+                Some(b) => {
+                    let z = _mm512_add_ps(a, _mm512_set1_ps(b[ob + o]));
+                    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
+                }
+                None => a,
+            };
             // The real lanes, packed, to their compact positions.
             let (m, start) = (m[n], starts[v0 + n]);
             let packed = _mm512_maskz_compress_ps(m, a);
@@ -495,11 +563,24 @@ mod tests {
             let want = conv(&x, &w, s);
             // One float more than the output: nothing may be written past it.
             let mut y = vec![f32::NAN; want.len() + 1];
-            forward(&g, samples, &x, &w, &mut y[..want.len()]);
+            forward(&g, samples, &x, &w, None, &mut y[..want.len()]);
             for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
                 close(got, want, &format!("{s:?} y[{k}]"));
             }
             assert!(y[want.len()].is_nan());
+            // With a bias and ReLU: bit for bit `relu(y + b)` of the plain result (biases
+            // that zero some outputs, make some -0 and leave others; a NaN bias gives 0).
+            let mut bias = values(o, 200 + k as u64);
+            bias[0] = f32::NAN;
+            let mut z = vec![f32::NAN; want.len() + 1];
+            forward(&g, samples, &x, &w, Some(&bias), &mut z[..want.len()]);
+            let plane = g.oh * g.ow;
+            for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
+                let sum = y + bias[(k / plane) % o];
+                let want = if sum > 0.0 { sum } else { 0.0 };
+                assert_eq!(got.to_bits(), want.to_bits(), "{s:?} relu(y + b)[{k}]");
+            }
+            assert!(z[want.len()].is_nan());
         }
     }
 
@@ -536,7 +617,7 @@ mod tests {
             let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];
             flipped_filters(&g, &w, &mut wt);
             let mut dx = vec![f32::NAN; c * h * wd];
-            forward(&t, 1, &planes, &wt, &mut dx);
+            forward(&t, 1, &planes, &wt, None, &mut dx);
             for (k, (&got, &want)) in dx.iter().zip(&want).enumerate() {
                 close(got, want, &format!("{s:?} dx[{k}]"));
             }
@@ -608,7 +689,7 @@ mod tests {
             let mut best = [f64::MAX; 2];
             for _ in 0..50 {
                 let t = std::time::Instant::now();
-                forward(&g, samples, &x, &w, &mut out);
+                forward(&g, samples, &x, &w, None, &mut out);
                 best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
                 let t = std::time::Instant::now();
                 if g.filter_supported() {

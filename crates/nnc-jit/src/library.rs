@@ -27,6 +27,10 @@ pub struct LibKernel {
     pub split_small: bool,
     /// Use the AVX-512 kernels (direct convolutions, vector pooling) where the CPU has them.
     pub direct: bool,
+    /// A stride-1 unpadded convolution on the direct kernels that adds this bias (byte
+    /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
+    /// recognised by [`direct::bias_relu_epilogue`], is not run.
+    pub bias_relu: Option<usize>,
 }
 
 /// How the two parts of a split library kernel divide their operand and result: flat element
@@ -94,6 +98,7 @@ impl LibKernel {
             extra,
             split_small: false,
             direct: true,
+            bias_relu: None,
         }
     }
 
@@ -109,6 +114,7 @@ impl LibKernel {
             extra: 0,
             split_small: false,
             direct: true,
+            bias_relu: None,
         }
     }
 
@@ -806,7 +812,12 @@ impl LibKernel {
                     &*pw
                 };
                 let x = &arg(0)[lo * sample..hi * sample];
-                direct::forward(&g, nb, x, weights, &mut y[lo * out_sample..hi * out_sample]);
+                // SAFETY: the bias offset holds `o` floats (checked when it was recognised).
+                let bias = self
+                    .bias_relu
+                    .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
+                let y = &mut y[lo * out_sample..hi * out_sample];
+                direct::forward(&g, nb, x, weights, bias, y);
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
@@ -831,7 +842,7 @@ impl LibKernel {
                 {
                     direct::gradient_planes(&g, dy, planes);
                 }
-                direct::forward(&t, nb, planes, wt, &mut dx[lo * sample..hi * sample]);
+                direct::forward(&t, nb, planes, wt, None, &mut dx[lo * sample..hi * sample]);
             }
         }
     }

@@ -6,6 +6,7 @@ use cranelift_jit::JITModule;
 use nnc_ir::{DType, Function, Op};
 
 use crate::codegen::{Jit, LoopFn};
+use crate::direct;
 use crate::fuse;
 use crate::library::{LibKernel, scratch_bytes};
 use crate::maxpool::MaskedGrad;
@@ -244,29 +245,52 @@ impl Program {
                     lib.split_small = opts.split_small;
                     lib.direct = !opts.portable;
                     let parts = lib.parts().ok_or("a fused kernel that does not split")?;
-                    if let (None, Some(e), true) = (prologue, epilogue, avx512)
-                        && let Some(routine) = MaskedGrad::recognise(f, *inst, e, &plan)
-                    {
-                        fns.next().expect("one function per loop");
-                        return Ok(Compiled::MaskedPoolGrad {
-                            routine,
-                            macs: lib.macs(),
-                        });
-                    }
                     // The loop's outer range over the elements `ranges` of its iteration space.
-                    let mut part_loop = |l: &LoopKernel, ranges: Option<[(usize, usize); 2]>| {
-                        let (func, outer) = fns.next().expect("one function per loop");
-                        let ranges = ranges.expect("fusion checked the parts");
-                        let per = (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1);
-                        let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
-                        PartLoop {
-                            f: body(l, func, outer),
-                            ranges: [r(ranges[0]), r(ranges[1])],
-                            sums: sums_of(l),
+                    let part_loop =
+                        |l: &LoopKernel,
+                         ranges: Option<[(usize, usize); 2]>,
+                         (func, outer): (LoopFn, u64)| {
+                            let ranges = ranges.expect("fusion checked the parts");
+                            let per =
+                                (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1);
+                            let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
+                            PartLoop {
+                                f: body(l, func, outer),
+                                ranges: [r(ranges[0]), r(ranges[1])],
+                                sums: sums_of(l),
+                            }
+                        };
+                    // (Loops compiled in schedule order: a prologue's function comes first.)
+                    let mut next = || fns.next().expect("one function per loop");
+                    let prologue = prologue.as_ref().map(|l| part_loop(l, parts.input, next()));
+                    let epilogue = match epilogue {
+                        // The pool gradient, its mask and bias gradient in one AVX-512 pass.
+                        Some(e) if avx512 && prologue.is_none() => {
+                            if let Some(routine) = MaskedGrad::recognise(f, *inst, e, &plan) {
+                                next();
+                                return Ok(Compiled::MaskedPoolGrad {
+                                    routine,
+                                    macs: lib.macs(),
+                                });
+                            }
+                            Some(e)
                         }
+                        e => e.as_ref(),
                     };
-                    let prologue = prologue.as_ref().map(|l| part_loop(l, parts.input));
-                    let epilogue = epilogue.as_ref().map(|l| part_loop(l, parts.output));
+                    // A direct convolution adds its bias and rectifies as it stores.
+                    let epilogue = match epilogue {
+                        Some(e) if avx512 => match direct::bias_relu_epilogue(f, *inst, e, &plan) {
+                            Some((bias, out)) => {
+                                next();
+                                lib.bias_relu = Some(bias);
+                                lib.out.0 = out;
+                                None
+                            }
+                            None => Some(e),
+                        },
+                        e => e,
+                    };
+                    let epilogue = epilogue.map(|l| part_loop(l, parts.output, next()));
                     Ok(Compiled::Fused {
                         lib,
                         prologue,
@@ -374,6 +398,9 @@ impl Program {
         let note = match &self.kernels[k] {
             Compiled::Loop { f, .. } => routine(f),
             Compiled::MaskedPoolGrad { .. } => " [one pass on AVX-512]",
+            Compiled::Fused { lib, .. } if lib.bias_relu.is_some() => {
+                " [bias and relu in the direct kernel]"
+            }
             Compiled::Fused {
                 epilogue: Some(l), ..
             } => routine(&l.f),

@@ -268,10 +268,11 @@ fn lenet5() {
 }
 
 /// LeNet-5's two pool gradients, with their ReLU masks and bias gradients, are recognised
-/// as one pass each where the CPU has AVX-512 (the `lenet5` test checks their results
-/// against the interpreter, at the batch of 16 it uses, where they are recognised too).
+/// as one pass each, and its two convolutions add bias and ReLU in the direct kernels, where
+/// the CPU has AVX-512 (the `lenet5` test checks their results against the interpreter, at
+/// the batch of 16 it uses, where they are recognised too).
 #[test]
-fn lenet5_pool_gradients_are_one_pass() {
+fn lenet5_recognised_kernels() {
     let m = model(&format!("{MODELS}lenet5.nn"));
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
@@ -284,15 +285,23 @@ fn lenet5_pool_gradients_are_one_pass() {
                 ..Options::default()
             };
             let p = Program::compile(&c.train_step.func, options).unwrap();
-            let one_pass = (0..p.kernel_count())
-                .filter(|&k| p.kernel_label(k).contains("one pass on AVX-512"))
-                .count();
+            let count = |note: &str| {
+                (0..p.kernel_count())
+                    .filter(|&k| p.kernel_label(k).contains(note))
+                    .count()
+            };
             let want = if nnc_jit::direct::available() && !portable {
                 2
             } else {
                 0
             };
-            assert_eq!(one_pass, want, "batch {batch}, portable {portable}");
+            let what = format!("batch {batch}, portable {portable}");
+            assert_eq!(count("[one pass on AVX-512]"), want, "{what}");
+            assert_eq!(
+                count("[bias and relu in the direct kernel]"),
+                want,
+                "{what}"
+            );
         }
     }
 }
