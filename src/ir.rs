@@ -117,11 +117,22 @@ pub fn bench(
     };
     let front_end_ms = start.elapsed().as_secs_f64() * 1e3;
     let batch = batch.unwrap_or(spec.batch);
+    // The first test images, if the model's data can be read (sparse contractions depend on
+    // their zeros); otherwise synthetic data.
+    let images = crate::project::load_test_data(&project, None)
+        .ok()
+        .and_then(|d| match d.test.inputs {
+            nnc_data::Inputs::U8 { data, sample } => {
+                let n = sample.iter().product::<usize>() * batch;
+                Some(data[..n.min(data.len())].to_vec())
+            }
+            nnc_data::Inputs::F32 { .. } => None,
+        });
     match nnc_jit::bench::run(
         &project.model,
         batch,
-        spec.input,
-        spec.targets,
+        (spec.input, spec.targets),
+        images.as_deref(),
         iterations.clamp(1, 20),
         iterations.max(1),
     ) {

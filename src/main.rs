@@ -137,7 +137,8 @@ enum Command {
         batch: Option<usize>,
     },
     /// Time the compiled training step: compile time, step time, images/s, GFLOP/s and a
-    /// per-kernel profile (synthetic data; nothing is read).
+    /// per-kernel profile, on the first test images of the model's data when they can be read
+    /// (else on synthetic data).
     Bench {
         /// The `.nn` file.
         file: PathBuf,

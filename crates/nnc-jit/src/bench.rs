@@ -1,6 +1,7 @@
 //! `nnc bench`: compile time, step time and a per-kernel profile of a model's training step
-//! (like `caffe time`), on synthetic data of the right shape — the arithmetic does not depend
-//! on the values, and no data set has to be read.
+//! (like `caffe time`), on a batch of the model's own images when the caller has them (the
+//! contractions that read images skip their zeros, see `sparse`), else on synthetic data of
+//! the right shape (for everything else the arithmetic does not depend on the values).
 
 use std::time::{Duration, Instant};
 
@@ -35,15 +36,18 @@ pub struct Report {
     pub gflops: f64,
     /// Steps per epoch of 60,000 samples (MNIST), at this step time.
     pub epoch_seconds_estimate: f64,
+    /// What the step ran on: "images" (a batch of the model's data) or "synthetic".
+    pub data: &'static str,
     pub profile: Vec<KernelTime>,
 }
 
-/// Measures the training step of `model` for `iterations` steps after `warmup`.
+/// Measures the training step of `model` for `iterations` steps after `warmup`, on `images`
+/// (u8 samples, repeated to fill the batch) if given and the model's input is u8.
 pub fn run(
     model: &Model,
     batch: usize,
-    input: InputSpec,
-    targets: TargetSpec,
+    (input, targets): (InputSpec, TargetSpec),
+    images: Option<&[u8]>,
     warmup: usize,
     iterations: usize,
 ) -> Result<Report, String> {
@@ -61,10 +65,20 @@ pub fn run(
         p.f32_param(step.data_params + step.params.len() + i)?
             .fill(s.init as f32);
     }
+    let mut data = "synthetic";
     if let Ok(x) = p.u8_param(0) {
-        x.iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = (i * 37 % 256) as u8);
+        match images.filter(|d| !d.is_empty()) {
+            Some(d) => {
+                x.iter_mut()
+                    .zip(d.iter().cycle())
+                    .for_each(|(v, &d)| *v = d);
+                data = "images";
+            }
+            None => x
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = (i * 37 % 256) as u8),
+        }
     }
     if let Ok(x) = p.f32_param(0) {
         x.iter_mut()
@@ -128,6 +142,7 @@ pub fn run(
         images_per_second: batch as f64 / step_s,
         gflops: flops / step_s / 1e9,
         epoch_seconds_estimate: step_s * (60_000f64 / batch as f64).ceil(),
+        data,
         profile,
     })
 }
@@ -136,12 +151,13 @@ impl Report {
     /// The report as a table; `top` kernels are listed.
     pub fn render(&self, top: usize) -> String {
         let mut out = format!(
-            "{}: batch {}, {} kernels, arena {:.1} KiB\n\
+            "{}: batch {} ({} data), {} kernels, arena {:.1} KiB\n\
              compile (lower, autodiff, passes, JIT): {:.1} ms\n\
              step: {:.1} µs  ({:.0} images/s, {:.1} GFLOP/s at 3× forward FLOPs; ≈ {:.3} s per 60,000-image epoch)\n\n\
              {:>10}  {:>6}  {:>12}  kernel\n",
             self.model,
             self.batch,
+            self.data,
             self.kernels,
             self.arena_bytes as f64 / 1024.0,
             self.compile_ms,

@@ -18,6 +18,7 @@ pub mod maxpool;
 pub mod plan;
 pub mod program;
 pub mod schedule;
+pub mod sparse;
 pub mod threads;
 pub mod trainer;
 pub mod updates;

@@ -7,8 +7,11 @@
 use gemm::Parallelism;
 use nnc_ir::{DType, Function, Inst, Op};
 
-use crate::direct;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::plan::{Plan, elem_size};
+use crate::{direct, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -31,6 +34,11 @@ pub struct LibKernel {
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
     /// recognised by [`direct::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
+    /// A contraction whose first operand is image data: it skips the data's zeros when
+    /// they are most of it ([`sparse`]).
+    pub sparse: bool,
+    /// How many times the sparse path ran (tests and `nnc bench` read it).
+    pub sparse_runs: Arc<AtomicUsize>,
 }
 
 /// How the two parts of a split library kernel divide their operand and result: flat element
@@ -75,8 +83,19 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         Op::Conv2dGradInput { .. } => {
             conv(out, shape(1), shape(0)).max(direct(out, shape(1), WideOp::Input))
         }
+        // The gather of the sparse path, for all of op(A)'s rows.
+        Op::MatMul { ta, .. } if sparse_candidate(f, inst) => {
+            let a = shape(0);
+            let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
+            sparse::scratch_bytes(m, k)
+        }
         _ => 0,
     }
+}
+
+/// A contraction `op(A)·B` with `A` image data and `B` not transposed (see [`sparse`]).
+fn sparse_candidate(f: &Function, inst: &Inst) -> bool {
+    matches!(inst.op, Op::MatMul { tb: false, .. }) && sparse::from_u8_data(f, inst.args[0])
 }
 
 impl LibKernel {
@@ -99,6 +118,8 @@ impl LibKernel {
             split_small: false,
             direct: true,
             bias_relu: None,
+            sparse: sparse_candidate(f, inst),
+            sparse_runs: Arc::default(),
         }
     }
 
@@ -115,6 +136,8 @@ impl LibKernel {
             split_small: false,
             direct: true,
             bias_relu: None,
+            sparse: sparse_candidate(f, inst),
+            sparse_runs: Arc::default(),
         }
     }
 
@@ -315,6 +338,32 @@ impl LibKernel {
                 } else {
                     ((0, m), range(nn))
                 };
+                if self.sparse && self.direct && direct::available() && !*tb {
+                    // SAFETY: this part's scratch holds `scratch_bytes` of the instruction,
+                    // the gather's for all rows; C and B hold the rows and columns addressed.
+                    let done = unsafe {
+                        let scratch = std::slice::from_raw_parts_mut(
+                            base.add(scratch),
+                            sparse::scratch_bytes(m, k),
+                        );
+                        sparse::product(
+                            f32s(0),
+                            [a[0], a[1]],
+                            *ta,
+                            rows,
+                            f32s(1).as_ptr(),
+                            nn,
+                            out.as_mut_ptr().add(rows.0 * nn),
+                            nn,
+                            cols,
+                            scratch,
+                        )
+                    };
+                    if done {
+                        self.sparse_runs.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
                 // SAFETY: rows and columns of C, op(A) and op(B) in these ranges are inside
                 // their matrices.
                 unsafe {

@@ -372,6 +372,19 @@ impl Program {
         }
     }
 
+    /// How many times a contraction took the sparse path (skipped the data's zeros).
+    pub fn sparse_runs(&self) -> usize {
+        self.kernels
+            .iter()
+            .map(|k| match k {
+                Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => {
+                    l.sparse_runs.load(std::sync::atomic::Ordering::Relaxed)
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn kernel_count(&self) -> usize {
         self.kernels.len()
     }
@@ -395,16 +408,22 @@ impl Program {
             Body::RmsProp(_) => " [rmsprop on AVX-512]",
             Body::Jit(_) => "",
         };
-        let note = match &self.kernels[k] {
-            Compiled::Loop { f, .. } => routine(f),
-            Compiled::MaskedPoolGrad { .. } => " [one pass on AVX-512]",
-            Compiled::Fused { lib, .. } if lib.bias_relu.is_some() => {
+        let lib_note = |lib: &LibKernel| {
+            if lib.bias_relu.is_some() {
                 " [bias and relu in the direct kernel]"
+            } else if lib.sparse && lib.direct && crate::direct::available() {
+                " [skips the data's zeros]"
+            } else {
+                ""
             }
-            Compiled::Fused {
-                epilogue: Some(l), ..
-            } => routine(&l.f),
-            _ => "",
+        };
+        let note = match &self.kernels[k] {
+            Compiled::Loop { f, .. } => routine(f).to_string(),
+            Compiled::MaskedPoolGrad { .. } => " [one pass on AVX-512]".to_string(),
+            Compiled::Lib(lib) => lib_note(lib).to_string(),
+            Compiled::Fused { lib, epilogue, .. } => {
+                lib_note(lib).to_string() + epilogue.as_ref().map_or("", |l| routine(&l.f))
+            }
         };
         let label = match &self.schedule.kernels[k] {
             Kernel::Loop(l) => format!("loop {:?}: {}", l.shape, ops(l)),
@@ -425,7 +444,7 @@ impl Program {
                 label
             }
         };
-        label + note
+        label + &note
     }
 
     /// Multiply-adds of kernel `k` (contractions only).

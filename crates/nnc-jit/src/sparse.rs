@@ -1,0 +1,437 @@
+//! Contractions whose first operand is image data that is mostly zero.
+//!
+//! Four of five MNIST pixels are 0, and the first layer's two contractions, `X·W` and the
+//! weight gradient `Xᵀ·dH`, read the images `X`. For `C = op(A)·B` with `A` such data (the
+//! scaled u8 input), the rows of `op(A)` are gathered in groups of four as the indices where
+//! any of them is nonzero, with their four values there; each tile of four rows of `C` is
+//! accumulated in registers over those indices, loading each row of `B` once for the four
+//! (a row at a time, the loads of `B` from L2 bounded the product: it was no faster than the
+//! GEMM). The multiply-adds are in proportion to the gathered indices (about a third, on
+//! MNIST's batches) instead of the full product.
+//!
+//! The sum of each element adds the same nonzero terms as the dense product, in order of
+//! their index; the terms skipped are `0 · b`, which are ±0 when `b` is finite (a weight or
+//! gradient that is infinite or NaN times a zero pixel would be NaN in the dense product, not
+//! always here; training has diverged by then, and the loss check stops it). The gather runs
+//! on every call and gives up when more than two in five indices are gathered, so dense data
+//! takes the GEMM.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use nnc_ir::{DType, Function, Op, ValueId};
+
+/// Whether `v` is image data: `to_f32` of a u8 parameter, perhaps reshaped.
+pub fn from_u8_data(f: &Function, mut v: ValueId) -> bool {
+    loop {
+        let Some(inst) = f.insts.iter().find(|i| i.result == v) else {
+            return false;
+        };
+        match (&inst.op, inst.args.as_slice()) {
+            (Op::Reshape { .. }, &[x]) => v = x,
+            (Op::ToF32 { .. }, &[x]) => {
+                return f.params.contains(&x) && f.ty(x).dtype == DType::U8;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Rows of `op(A)` gathered and multiplied together: they share the loads of `B`'s rows.
+const GROUP: usize = 4;
+/// Vectors of `C`'s columns per register tile (`GROUP × WIDTH` accumulators).
+const WIDTH: usize = 4;
+const LANES: usize = 16;
+
+/// The most entries gathered for `groups` groups of rows `k` entries long: two in five (an
+/// entry is an index where any row of the group is nonzero; denser data takes the GEMM).
+fn capacity(groups: usize, k: usize) -> usize {
+    groups * k * 2 / 5
+}
+
+/// Scratch bytes for `rows` rows of `k` entries: group starts, then indices and a value array
+/// per row of a group (with a vector's slack: the gather stores whole vectors).
+pub fn scratch_bytes(rows: usize, k: usize) -> usize {
+    let groups = rows.div_ceil(GROUP);
+    4 * (groups + 1) + 4 * (1 + GROUP) * (capacity(groups, k) + LANES)
+}
+
+/// `C[r][c0..c1] = Σ_j op(A)[lo + r][j] · B[j][c0..c1]` for `r < hi − lo`, skipping the zeros of
+/// `op(A)`: `A` is `[ar, ac]` row-major (`op(A)` is `Aᵀ` if `transposed`), `B` has rows of
+/// `ldb` floats, `C` rows of `ldc` floats from its row `lo`. `scratch` holds
+/// [`scratch_bytes`]`(hi − lo, k)` bytes, 4-byte aligned.
+///
+/// Rows go in groups of four: the indices where any row of a group is nonzero are gathered
+/// with the four rows' values there, and each row of `B` at those indices is loaded once for
+/// the four rows of `C`. Returns false, having written nothing to `C`, if the groups' indices
+/// are more than two in five of all.
+///
+/// # Safety
+/// `b` and `c` hold the rows and columns addressed; the CPU has AVX-512.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product(
+    a: &[f32],
+    [ar, ac]: [usize; 2],
+    transposed: bool,
+    (lo, hi): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    (c0, c1): (usize, usize),
+    scratch: &mut [u8],
+) -> bool {
+    let rows = hi - lo;
+    let k = if transposed { ar } else { ac };
+    assert!(a.len() >= ar * ac && scratch.len() >= scratch_bytes(rows, k));
+    // Gathers address A with 32-bit element offsets.
+    if ar * ac > i32::MAX as usize {
+        return false;
+    }
+    let groups = rows.div_ceil(GROUP);
+    let (cap, room) = (capacity(groups, k), capacity(groups, k) + LANES);
+    // SAFETY: the scratch is 4-byte aligned (the arena's offsets are multiples of 64) and
+    // long enough for these disjoint arrays (asserted); any bit pattern is valid.
+    let (starts, idx, vals) = unsafe {
+        let p = scratch.as_mut_ptr();
+        let at = |k: usize| p.add(4 * (groups + 1) + 4 * k * room);
+        (
+            std::slice::from_raw_parts_mut(p.cast::<u32>(), groups + 1),
+            std::slice::from_raw_parts_mut(at(0).cast::<u32>(), room),
+            std::slice::from_raw_parts_mut(at(1).cast::<f32>(), GROUP * room),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 (the caller's contract); the slices were checked above.
+    unsafe {
+        let source = Source {
+            a,
+            ar,
+            ac,
+            transposed,
+        };
+        if !gather(&source, (lo, hi), starts, (idx, vals, room), cap) {
+            return false;
+        }
+        for gi in 0..groups {
+            let (s, e) = (starts[gi] as usize, starts[gi + 1] as usize);
+            let group_rows = (rows - gi * GROUP).min(GROUP);
+            let values: [&[f32]; GROUP] =
+                std::array::from_fn(|g| &vals[g * room + s..g * room + e]);
+            let c_rows = c.add(gi * GROUP * ldc);
+            let mut j = c0;
+            while j < c1 {
+                let w = (c1 - j).min(WIDTH * LANES);
+                tile(
+                    (&idx[s..e], values),
+                    (b.add(j), ldb),
+                    (c_rows.add(j), ldc, group_rows),
+                    w,
+                );
+                j += w;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (b, ldb, c, ldc, c0, c1, starts, idx, vals, cap, room);
+    cfg!(target_arch = "x86_64")
+}
+
+/// A mask of the lowest `n` (≤ 16) lanes.
+fn low_bits(n: usize) -> u16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
+/// Where the rows of `op(A)` come from.
+struct Source<'a> {
+    a: &'a [f32],
+    ar: usize,
+    ac: usize,
+    transposed: bool,
+}
+
+impl Source<'_> {
+    /// Entries `j0..j0 + 16` (those below the row's length) of row `r` of `op(A)`, zeros past
+    /// the end of the row or if `r` is past the last row `end`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn chunk(&self, r: usize, end: usize, j0: usize) -> __m512 {
+        let zero = _mm512_setzero_ps();
+        if r >= end {
+            return zero;
+        }
+        if self.transposed {
+            // Column `r` of A, rows `j0..`: one gather, offsets below ar·ac ≤ i32::MAX.
+            let m = low_bits(self.ar - j0);
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let rows = _mm512_add_epi32(lanes, _mm512_set1_epi32(j0 as i32));
+            let at = _mm512_add_epi32(
+                _mm512_mullo_epi32(rows, _mm512_set1_epi32(self.ac as i32)),
+                _mm512_set1_epi32(r as i32),
+            );
+            // SAFETY: the lanes of `m` address rows below `ar` of column `r < ac`.
+            unsafe { _mm512_mask_i32gather_ps::<4>(zero, m, at, self.a.as_ptr().cast()) }
+        } else {
+            let m = low_bits(self.ac - j0);
+            // SAFETY: the lanes of `m` are inside row `r < ar`.
+            unsafe { _mm512_maskz_loadu_ps(m, self.a.as_ptr().add(r * self.ac + j0)) }
+        }
+    }
+}
+
+/// Gathers the groups of rows `lo..hi` of `op(A)`: group `g`'s entries are
+/// `starts[g]..starts[g + 1]` of `idx` (the index into `B`'s rows) and of each of the
+/// `GROUP` value arrays (`room` floats apart in `vals`). False if more than `cap` entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather(
+    src: &Source,
+    (lo, hi): (usize, usize),
+    starts: &mut [u32],
+    (idx, vals, room): (&mut [u32], &mut [f32], usize),
+    cap: usize,
+) -> bool {
+    let k = if src.transposed { src.ar } else { src.ac };
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let zero = _mm512_setzero_ps();
+    let mut n = 0;
+    for (gi, r0) in (lo..hi).step_by(GROUP).enumerate() {
+        starts[gi] = n as u32;
+        for j0 in (0..k).step_by(LANES) {
+            let v: [__m512; GROUP] = std::array::from_fn(|g| src.chunk(r0 + g, hi, j0));
+            let any = v
+                .iter()
+                .fold(0u16, |m, &v| m | _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, zero))
+                & low_bits(k - j0);
+            let count = any.count_ones() as usize;
+            if n + count > cap {
+                return false;
+            }
+            assert!(n + LANES <= room && GROUP * room <= vals.len() && room <= idx.len());
+            let indices = _mm512_add_epi32(lanes, _mm512_set1_epi32(j0 as i32));
+            // SAFETY: sixteen lanes from `n` are inside `idx` and each value array (asserted).
+            unsafe {
+                _mm512_storeu_si512(
+                    idx.as_mut_ptr().add(n).cast(),
+                    _mm512_maskz_compress_epi32(any, indices),
+                );
+                for (g, &v) in v.iter().enumerate() {
+                    let out = vals.as_mut_ptr().add(g * room + n);
+                    _mm512_storeu_ps(out, _mm512_maskz_compress_ps(any, v));
+                }
+            }
+            n += count;
+        }
+    }
+    starts[(hi - lo).div_ceil(GROUP)] = n as u32;
+    true
+}
+
+/// `C[g][0..w] = Σ_t values[g][t] · B[idx[t]][0..w]` for the `rows` rows of a group, `w ≤
+/// 16·WIDTH` columns, accumulated in registers; each row of `B` is loaded once per entry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile(
+    (idx, values): (&[u32], [&[f32]; GROUP]),
+    (b, ldb): (*const f32, usize),
+    (c, ldc, rows): (*mut f32, usize, usize),
+    w: usize,
+) {
+    let m: [u16; WIDTH] = std::array::from_fn(|q| low_bits(w.saturating_sub(q * LANES)));
+    let full = w == WIDTH * LANES;
+    let mut acc = [[_mm512_setzero_ps(); WIDTH]; GROUP];
+    for (t, &j) in idx.iter().enumerate() {
+        let v: [__m512; GROUP] = std::array::from_fn(|g| _mm512_set1_ps(values[g][t]));
+        // SAFETY: row `j` of `B` holds the `w` columns from `b` (the caller's contract);
+        // masked lanes are not read.
+        let row = unsafe { b.add(j as usize * ldb) };
+        for q in 0..WIDTH {
+            let x = unsafe {
+                if full {
+                    _mm512_loadu_ps(row.add(q * LANES))
+                } else {
+                    _mm512_maskz_loadu_ps(m[q], row.wrapping_add(q * LANES))
+                }
+            };
+            for g in 0..GROUP {
+                acc[g][q] = _mm512_fmadd_ps(v[g], x, acc[g][q]);
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate().take(rows) {
+        for (q, a) in acc.iter().enumerate() {
+            // SAFETY: row `g < rows` of the group and its `w` columns from `c` are inside C.
+            unsafe { _mm512_mask_storeu_ps(c.wrapping_add(g * ldc + q * LANES), m[q], *a) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
+    /// columns (three in ten), there about half the time; some zeros are -0.
+    fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+        let band = cols * 3 / 10..cols * 6 / 10;
+        (0..rows * cols)
+            .map(|i| {
+                let h = (i * 7919 + seed * 104_729) % 1009;
+                if band.contains(&(i % cols)) && h.is_multiple_of(2) {
+                    (h as f32 * 0.37).sin()
+                } else if h.is_multiple_of(7) {
+                    -0.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// Dense values.
+    fn dense(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 * 0.37).sin())
+            .collect()
+    }
+
+    #[test]
+    fn products_match_the_dense_definition() {
+        if !crate::direct::available() {
+            return;
+        }
+        // (ar, ac, transposed, rows, columns of B and the range computed)
+        let cases = [
+            (12, 50, false, (0, 12), 40, (0, 40)),
+            (12, 50, false, (5, 9), 300, (17, 300)),
+            (30, 20, true, (0, 20), 33, (0, 33)),
+            (30, 20, true, (11, 19), 520, (0, 512)),
+            (3, 1, true, (0, 1), 1, (0, 1)),
+        ];
+        for (case, &(ar, ac, transposed, (lo, hi), nb, (c0, c1))) in cases.iter().enumerate() {
+            let a = banded(ar, ac, case);
+            let k = if transposed { ar } else { ac };
+            let b = dense(k * nb, 50 + case);
+            let mut c = vec![f32::NAN; (hi - lo) * nb];
+            let mut scratch = vec![0u32; scratch_bytes(hi - lo, k) / 4 + 1];
+            // SAFETY: B is k × nb, C (hi − lo) × nb; the test only runs with AVX-512.
+            let done = unsafe {
+                product(
+                    &a,
+                    [ar, ac],
+                    transposed,
+                    (lo, hi),
+                    b.as_ptr(),
+                    nb,
+                    c.as_mut_ptr(),
+                    nb,
+                    (c0, c1),
+                    bytemuck_bytes(&mut scratch),
+                )
+            };
+            assert!(done, "case {case}: sparse enough");
+            let op_a = |r: usize, j: usize| {
+                if transposed {
+                    a[j * ac + r]
+                } else {
+                    a[r * ac + j]
+                }
+            };
+            for r in 0..hi - lo {
+                for col in 0..nb {
+                    let got = c[r * nb + col];
+                    if !(c0..c1).contains(&col) {
+                        assert!(got.is_nan(), "case {case}: C[{r}][{col}] written");
+                        continue;
+                    }
+                    let want: f64 = (0..k)
+                        .map(|j| op_a(lo + r, j) as f64 * b[j * nb + col] as f64)
+                        .sum();
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "case {case}: C[{r}][{col}] {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_rows_are_left_to_the_gemm() {
+        if !crate::direct::available() {
+            return;
+        }
+        let (ar, ac) = (8, 30);
+        let a = dense(ar * ac, 1);
+        let b = vec![1.0f32; ac * 4];
+        for transposed in [false, true] {
+            let (rows, k) = if transposed { (ac, ar) } else { (ar, ac) };
+            let b = &b[..k * 4];
+            let mut c = vec![f32::NAN; rows * 4];
+            let mut scratch = vec![0u32; scratch_bytes(rows, k) / 4 + 1];
+            // SAFETY: as above.
+            let done = unsafe {
+                product(
+                    &a,
+                    [ar, ac],
+                    transposed,
+                    (0, rows),
+                    b.as_ptr(),
+                    4,
+                    c.as_mut_ptr(),
+                    4,
+                    (0, 4),
+                    bytemuck_bytes(&mut scratch),
+                )
+            };
+            assert!(!done, "every entry is nonzero");
+            assert!(c.iter().all(|x| x.is_nan()), "nothing written");
+        }
+    }
+
+    /// `cargo test --release -p nnc-jit time_mlp_shapes -- --ignored --nocapture`: the
+    /// MLP's two first-layer products on one thread, on banded data about as sparse as
+    /// MNIST (15 % nonzero).
+    #[test]
+    #[ignore]
+    fn time_mlp_shapes() {
+        let (ar, ac, nb) = (128, 784, 512);
+        let a = banded(ar, ac, 3);
+        let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
+        let b = dense(ac.max(ar) * nb, 4);
+        let mut c = vec![0.0f32; ac * nb];
+        let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
+        for (name, transposed, rows, cols) in [
+            ("X·W, 256 columns", false, (0, 128), (0, 256)),
+            ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
+        ] {
+            let mut best = f64::MAX;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                // SAFETY: B and C are big enough for either product.
+                let done = unsafe {
+                    product(
+                        &a,
+                        [ar, ac],
+                        transposed,
+                        rows,
+                        b.as_ptr(),
+                        nb,
+                        c.as_mut_ptr(),
+                        nb,
+                        cols,
+                        bytemuck_bytes(&mut scratch),
+                    )
+                };
+                assert!(done);
+                best = best.min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            eprintln!("{name}: {best:.1} µs at density {density:.2}");
+        }
+    }
+
+    fn bytemuck_bytes(v: &mut [u32]) -> &mut [u8] {
+        // SAFETY: u32s are plain bytes.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
+    }
+}
