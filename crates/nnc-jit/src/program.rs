@@ -411,7 +411,8 @@ impl Program {
         let lib_note = |lib: &LibKernel| {
             if lib.bias_relu.is_some() {
                 " [bias and relu in the direct kernel]"
-            } else if lib.sparse && lib.direct && crate::direct::available() {
+            } else if lib.sparse_runs.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                // (Decided per call: only said of kernels that did.)
                 " [skips the data's zeros]"
             } else {
                 ""
