@@ -201,3 +201,32 @@ fn interpreter_trains_the_mnist_mlp() {
     let acc = e["test_acc"].as_f64().expect("accuracy");
     assert!(acc >= 0.95, "test accuracy {acc} after one epoch");
 }
+
+/// `nnc bench` reports on the model's own images when it can read them, and marks the
+/// contractions that skipped their zeros (where the CPU has AVX-512); toy models with inline
+/// tables run on synthetic data.
+#[test]
+fn bench_reports_its_data_and_profile() {
+    let report = |model: &str| -> serde_json::Value {
+        let (out, err, code) = nnc(&["bench", model, "--iterations", "3", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("one JSON report")
+    };
+    let mlp = report("models/mlp.nn");
+    assert_eq!(mlp["data"], "images");
+    let labels: Vec<&str> = mlp["profile"]
+        .as_array()
+        .expect("a profile")
+        .iter()
+        .map(|k| k["label"].as_str().expect("a label"))
+        .collect();
+    assert_eq!(labels.len(), mlp["kernels"].as_u64().unwrap() as usize);
+    let skipped = labels
+        .iter()
+        .filter(|l| l.contains("skips the data's zeros"))
+        .count();
+    let avx512 = nnc_jit::direct::available();
+    assert_eq!(skipped, if avx512 { 2 } else { 0 }, "{labels:#?}");
+    assert!(mlp["step_micros"].as_f64().unwrap() > 0.0);
+    assert_eq!(report("models/xor.nn")["data"], "synthetic");
+}
