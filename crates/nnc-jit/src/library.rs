@@ -813,6 +813,30 @@ impl LibKernel {
         }
     }
 
+    /// Operand `k` as floats.
+    ///
+    /// # Safety
+    /// `base` is the arena this kernel was planned in, operand `k` is an f32 tensor, and the
+    /// slice is used only while the kernel runs (no one writes the operand meanwhile).
+    unsafe fn f32_arg<'a>(&self, base: *mut u8, k: usize) -> &'a [f32] {
+        let (o, s, _) = &self.args[k];
+        // SAFETY: the caller's contract; offsets are 64-byte aligned.
+        unsafe { std::slice::from_raw_parts(base.add(*o) as *const f32, s.iter().product()) }
+    }
+
+    /// `[c, h, w, o, kh, kw]` of the forward convolution behind `op`: the input planes are
+    /// the first operand (the result, for the input gradient), the filters the second (the
+    /// result, for the filter gradient).
+    fn conv_geometry(&self, op: WideOp) -> [usize; 6] {
+        let (xs, ws) = match op {
+            WideOp::Forward => (&self.args[0].1, &self.args[1].1),
+            WideOp::Filter => (&self.args[0].1, &self.out.1),
+            WideOp::Input => (&self.out.1, &self.args[1].1),
+        };
+        let ([_, c, h, w], [o, _, kh, kw]) = (dims4(xs), dims4(ws));
+        [c, h, w, o, kh, kw]
+    }
+
     /// [`LibKernel::stride_one`] on the direct kernels ([`direct`]).
     ///
     /// # Safety
@@ -829,17 +853,8 @@ impl LibKernel {
     ) {
         let n = |s: &[usize]| s.iter().product::<usize>();
         // SAFETY: the operands are f32 tensors at their planned offsets.
-        let arg = |k: usize| unsafe {
-            let (o, s, _) = &self.args[k];
-            std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
-        };
-        let (xs, ws) = match op {
-            WideOp::Forward => (&self.args[0].1, &self.args[1].1),
-            WideOp::Filter => (&self.args[0].1, &self.out.1),
-            WideOp::Input => (&self.out.1, &self.args[1].1),
-        };
-        let [_, c, h, w] = dims4(xs);
-        let [o, _, kh, kw] = dims4(ws);
+        let arg = |k: usize| unsafe { self.f32_arg(base, k) };
+        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let g = direct::Conv::forward(c, h, w, o, kh, kw);
         let (nb, sample, out_sample) = (hi - lo, c * h * w, o * g.oh * g.ow);
         // SAFETY: `scratch_bytes` reserved the direct kernels' buffers for the whole batch
@@ -917,17 +932,8 @@ impl LibKernel {
     ) {
         let n = |s: &[usize]| s.iter().product::<usize>();
         // SAFETY: the operands are f32 tensors at their planned offsets.
-        let arg = |k: usize| unsafe {
-            let (o, s, _) = &self.args[k];
-            std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
-        };
-        let (xs, ws) = match op {
-            WideOp::Forward => (self.args[0].1.clone(), self.args[1].1.clone()),
-            WideOp::Filter => (self.args[0].1.clone(), self.out.1.clone()),
-            WideOp::Input => (self.out.1.clone(), self.args[1].1.clone()),
-        };
-        let [_, c, h, w] = dims4(&xs);
-        let [o, _, kh, kw] = dims4(&ws);
+        let arg = |k: usize| unsafe { self.f32_arg(base, k) };
+        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let (oh, ow) = (h - kh + 1, w - kw + 1);
         let kk = c * kh * kw;
         let (plane, sample) = (h * w, c * h * w);
