@@ -29,7 +29,7 @@ use std::arch::x86_64::*;
 use nnc_ir::{Binary, DType, Function, Op, Unary};
 
 use crate::plan::Plan;
-use crate::schedule::LoopKernel;
+use crate::schedule::{LoopKernel, used_only_by};
 
 /// For a stride-1, unpadded `conv2d` (instruction `inst`) whose fused epilogue is exactly
 /// `relu(y + b)`, with `b` a `[O, 1, 1]` view of `O` floats and `y` and the sum read by
@@ -60,16 +60,13 @@ pub fn bias_relu_epilogue(
     let shape_ok = f.ty(b).shape == [o, 1, 1] && f.ty(b).dtype == DType::F32;
     let relu_ok = matches!(relu.op, Op::Unary(Unary::Relu)) && relu.args == [add.result];
     // `y` and the sum live only in the kernel; the ReLU's result is what it stores.
-    let private = |v, user| {
-        !f.results.contains(&v)
-            && f.insts
-                .iter()
-                .enumerate()
-                .all(|(i, ins)| !ins.args.contains(&v) || i == user)
-    };
     let stores_only_relu = epilogue.outputs == [relu.result] && epilogue.reductions.is_empty();
-    (shape_ok && relu_ok && stores_only_relu && private(y, i_add) && private(add.result, i_relu))
-        .then_some(())?;
+    (shape_ok
+        && relu_ok
+        && stores_only_relu
+        && used_only_by(f, y, i_add)
+        && used_only_by(f, add.result, i_relu))
+    .then_some(())?;
     Some((plan.offset[b.index()]?, plan.offset[relu.result.index()]?))
 }
 

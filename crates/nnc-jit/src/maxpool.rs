@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use nnc_ir::{Binary, DType, Function, Op, Unary};
 
 use crate::plan::Plan;
-use crate::schedule::LoopKernel;
+use crate::schedule::{LoopKernel, used_only_by};
 
 /// `y[l][i][j] = max` of the 2×2 window at `(2i, 2j)` of plane `l` (planes `h × w` in,
 /// `h/2 × w/2` out).
@@ -220,11 +220,7 @@ impl MaskedGrad {
         .iter()
         .all(|&(v, s)| f.ty(v).dtype == DType::F32 && f.ty(v).shape == s);
         // `dx` lives only in the loop; `dz` and the sums are what it stores.
-        let dx_private = !f.results.contains(&dx)
-            && f.insts
-                .iter()
-                .enumerate()
-                .all(|(i, ins)| !ins.args.contains(&dx) || i == i_mul);
+        let dx_private = used_only_by(f, dx, i_mul);
         let mut outputs = epilogue.outputs.clone();
         outputs.sort_unstable_by_key(|v| v.0);
         let mut want = vec![dz, sums];

@@ -87,6 +87,16 @@ pub fn is_elementwise(op: &Op) -> bool {
     )
 }
 
+/// Whether instruction `user` is the only reader of `v`, and `v` is not returned: a kernel
+/// that fuses both may keep `v` to itself (the recognised routines never store it).
+pub fn used_only_by(f: &Function, v: ValueId, user: usize) -> bool {
+    !f.results.contains(&v)
+        && f.insts
+            .iter()
+            .enumerate()
+            .all(|(i, inst)| i == user || !inst.args.contains(&v))
+}
+
 pub fn schedule(f: &Function) -> Schedule {
     let n = f.types.len();
     let mut storage = vec![Storage::Buffer; n];
