@@ -14,7 +14,8 @@
 //! The three products of a convolution layer:
 //! - [`forward`]: `y[o][p] = Σ w[o][c][ki][kj] · x[c][p + ki·w + kj]`;
 //! - the input gradient is a forward convolution of the output gradient padded by `k − 1`
-//!   with the filters transposed and flipped (see [`Conv::transposed`]);
+//!   with the filters transposed and flipped (see [`Conv::input_gradient`]), which skips
+//!   the taps that would read only the padding's zero rows ([`Conv::live`]);
 //! - [`filter`]: `dw[o][c][ki][kj] = Σ_samples Σ_p dy[o][p] · x[c][p + ki·w + kj]`.
 //!
 //! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
@@ -98,6 +99,9 @@ pub struct Conv {
     pub ow: usize,
     pub kh: usize,
     pub kw: usize,
+    /// The input rows (of `w` floats from each plane's start) that may be nonzero; taps that
+    /// would read only other rows are skipped.
+    pub live: (usize, usize),
 }
 
 impl Conv {
@@ -113,6 +117,7 @@ impl Conv {
             ow: w + 1 - kw,
             kh,
             kw,
+            live: (0, h),
         }
     }
 
@@ -132,6 +137,8 @@ impl Conv {
             ow: self.w,
             kh: self.kh,
             kw: self.kw,
+            // Output-gradient row `i` lies in row `kh − 1 + i` (from column `kw − 1`).
+            live: (self.kh - 1, self.kh - 1 + self.oh),
         }
     }
 
@@ -159,6 +166,23 @@ impl Conv {
     /// Filter taps per output plane.
     pub fn taps(&self) -> usize {
         self.c * self.kh * self.kw
+    }
+
+    /// The filter rows `ki` whose taps can read a [`Conv::live`] input row from output
+    /// vectors `v0..v0 + n`: output row `r` reads input row `r + ki` (real lanes only, and
+    /// the others are not read). Skipping the other taps skips products with zeros, which
+    /// leaves every sum unchanged: an accumulator that starts at +0 never holds -0.
+    fn tap_rows(&self, v0: usize, n: usize) -> std::ops::Range<usize> {
+        let first = v0 * LANES / self.w;
+        let last = ((v0 + n) * LANES).min(self.oh * self.w).saturating_sub(1) / self.w;
+        let lo = self.live.0.saturating_sub(last);
+        let hi = self.live.1.saturating_sub(first).min(self.kh);
+        lo..hi.max(lo)
+    }
+
+    /// Whether some input rows are known to be zero ([`Conv::live`]).
+    fn skips_rows(&self) -> bool {
+        self.live != (0, self.oh + self.kh - 1)
     }
 
     /// Whether [`filter`] handles this filter width.
@@ -245,10 +269,14 @@ pub fn forward(
         // SAFETY: AVX-512 is available (asserted); the slices are long enough for every
         // unmasked access (asserted above; masked lanes are not accessed).
         unsafe {
-            if forward_rows(g.o) == 6 {
-                forward_planes::<6, 4>(g, x, (w, bias), y, &masks, &starts);
-            } else {
-                forward_planes::<8, 3>(g, x, (w, bias), y, &masks, &starts);
+            // Where rows of the input are zero, one vector per tile skips the most taps
+            // (measured on LeNet-5's C3 input gradient: 140 → 105 µs for 16 samples, against
+            // 129 µs with four vectors a tile and 118 µs with two).
+            match (forward_rows(g.o), g.skips_rows()) {
+                (6, false) => forward_planes::<6, 4>(g, x, (w, bias), y, &masks, &starts),
+                (6, true) => forward_planes::<6, 1>(g, x, (w, bias), y, &masks, &starts),
+                (_, false) => forward_planes::<8, 3>(g, x, (w, bias), y, &masks, &starts),
+                (_, true) => forward_planes::<8, 1>(g, x, (w, bias), y, &masks, &starts),
             }
         }
     }
@@ -302,8 +330,9 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     let (x, w, y) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
     let m: [u16; NV] = std::array::from_fn(|n| masks[v0 + n]);
     let mut acc = [[_mm512_setzero_ps(); NV]; OB];
+    let rows = g.tap_rows(v0, NV);
     for c in 0..g.c {
-        for ki in 0..g.kh {
+        for ki in rows.clone() {
             for kj in 0..g.kw {
                 let at = c * g.plane + ki * g.w + kj + v0 * LANES;
                 // SAFETY: unmasked lanes are real positions, whose taps lie inside input
@@ -501,7 +530,7 @@ mod tests {
     }
 
     /// (c, h, w, o, kh, kw): LeNet-5's C1 and C3, and odd shapes.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
         (1, 32, 32, 6, 5, 5),
         (6, 14, 14, 16, 5, 5),
         (1, 3, 3, 1, 1, 1),
@@ -509,6 +538,7 @@ mod tests {
         (3, 6, 5, 9, 2, 3),
         (2, 20, 17, 7, 4, 5),
         (5, 4, 30, 13, 4, 1),
+        (9, 8, 7, 4, 3, 3),
     ];
 
     /// The reference: `y[b][o][i][j] = Σ w[o][c][ki][kj] · x[b][c][i + ki][j + kj]`.
@@ -618,6 +648,17 @@ mod tests {
             for (k, (&got, &want)) in dx.iter().zip(&want).enumerate() {
                 close(got, want, &format!("{s:?} dx[{k}]"));
             }
+            // Skipping the taps that read only zero rows changes no bit.
+            let every_tap = Conv {
+                live: (0, t.oh + t.kh - 1),
+                ..t
+            };
+            assert_eq!(t.skips_rows(), kh > 1, "{s:?}");
+            assert!(!every_tap.skips_rows());
+            let mut all = vec![f32::NAN; c * h * wd];
+            forward(&every_tap, 1, &planes, &wt, None, &mut all);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&dx), bits(&all), "{s:?}");
         }
     }
 
