@@ -102,6 +102,9 @@ pub struct Conv {
     /// The input rows (of `w` floats from each plane's start) that may be nonzero; taps that
     /// would read only other rows are skipped.
     pub live: (usize, usize),
+    /// How far apart the taps `kj` and `kj + 1` read: 1 in a plane, or the distance between
+    /// the [`Conv::shifted`] copies of a plane.
+    pub kj_stride: usize,
 }
 
 impl Conv {
@@ -118,7 +121,29 @@ impl Conv {
             kh,
             kw,
             live: (0, h),
+            kj_stride: 1,
         }
+    }
+
+    /// This forward convolution read from [`shift_columns`]' copies of each input plane:
+    /// copy `kj` holds columns `kj..kj + ow` of every row, so rows are `ow` wide, every lane
+    /// of a vector is a real position, and tap `(c, ki, kj)` reads copy `kj` of plane `c` at
+    /// `p + ki·ow`. It trades the copies for the wide layout's idle lanes (LeNet-5's C3: 9
+    /// vectors a plane instead of 7).
+    pub fn shifted(&self) -> Conv {
+        let h = self.oh + self.kh - 1;
+        Conv {
+            plane: self.kw * h * self.ow,
+            w: self.ow,
+            kj_stride: h * self.ow,
+            ..*self
+        }
+    }
+
+    /// Whether [`Conv::shifted`] saves at least a fifth of the vectors (LeNet-5's C3 saves
+    /// 2 of 9 and gains; C1 saves 7 of 56 and loses to the copying).
+    pub fn shift_pays(&self) -> bool {
+        5 * self.shifted().vectors() <= 4 * self.vectors()
     }
 
     /// The product that gives this forward convolution's input gradient: `o` planes of the
@@ -139,6 +164,7 @@ impl Conv {
             kw: self.kw,
             // Output-gradient row `i` lies in row `kh − 1 + i` (from column `kw − 1`).
             live: (self.kh - 1, self.kh - 1 + self.oh),
+            kj_stride: 1,
         }
     }
 
@@ -192,8 +218,8 @@ impl Conv {
 
     /// For each vector of a wide plane, its lanes that are real positions (`p < oh·w`,
     /// `j < ow`): only those are loaded, so no tap reads outside its input plane.
-    fn masks(&self) -> Vec<u16> {
-        let mut masks = vec![0u16; self.vectors()];
+    fn masks(&self) -> [u16; MAX_VECTORS] {
+        let mut masks = [0u16; MAX_VECTORS];
         let mut j = 0;
         for p in 0..self.oh * self.w {
             if j < self.ow {
@@ -209,17 +235,26 @@ impl Conv {
 
     /// For each vector of a wide plane, the index of its first real lane in the compact
     /// `oh × ow` plane (the number of real positions before it).
-    fn starts(&self, masks: &[u16]) -> Vec<usize> {
-        masks
-            .iter()
-            .scan(0, |n, m| {
-                let start = *n;
-                *n += m.count_ones() as usize;
-                Some(start)
-            })
-            .collect()
+    fn starts(&self, masks: &[u16; MAX_VECTORS]) -> [usize; MAX_VECTORS] {
+        let mut starts = [0; MAX_VECTORS];
+        let mut n = 0;
+        for (start, m) in starts.iter_mut().zip(masks) {
+            *start = n;
+            n += m.count_ones() as usize;
+        }
+        starts
+    }
+
+    /// Whether the direct kernels handle this geometry: its planes have at most
+    /// [`MAX_VECTORS`] vectors (their masks live on the stack, so that a kernel allocates
+    /// nothing).
+    pub fn fits(&self) -> bool {
+        self.vectors() <= MAX_VECTORS
     }
 }
+
+/// The most vectors of a wide plane [`Conv::fits`] allows: 8,192 positions (a 90×90 plane).
+pub const MAX_VECTORS: usize = 512;
 
 /// Output planes per forward tile.
 fn forward_rows(o: usize) -> usize {
@@ -261,6 +296,7 @@ pub fn forward(
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
     assert!(y.len() >= samples * out, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
+    assert!(g.fits(), "planes too large");
     let masks = g.masks();
     let starts = g.starts(&masks);
     for b in 0..samples {
@@ -334,7 +370,7 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     for c in 0..g.c {
         for ki in rows.clone() {
             for kj in 0..g.kw {
-                let at = c * g.plane + ki * g.w + kj + v0 * LANES;
+                let at = c * g.plane + ki * g.w + kj * g.kj_stride + v0 * LANES;
                 // SAFETY: unmasked lanes are real positions, whose taps lie inside input
                 // plane `c`; masked lanes are not read (the address is formed with wrapping
                 // arithmetic and may lie outside).
@@ -394,6 +430,7 @@ pub fn filter(g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         "gradient too short"
     );
     assert!(dw.len() >= g.o * g.taps(), "filter gradient too short");
+    assert!(g.fits(), "planes too large");
     let masks = g.masks();
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `forward`.
@@ -437,11 +474,11 @@ unsafe fn filter_tiles<const KW: usize, const ROWS: usize>(
             for ob in (0..g.o).step_by(ROWS) {
                 let mut acc = [[_mm512_setzero_ps(); KW]; ROWS];
                 for b in 0..samples {
-                    for (v, &m) in masks.iter().enumerate() {
+                    for (v, &m) in masks[..g.vectors()].iter().enumerate() {
                         let at = b * sample_x + c * g.plane + ki * g.w + v * LANES;
                         // SAFETY: as in `forward_tile`: unmasked lanes read inside plane `c`.
                         let xv: [__m512; KW] = std::array::from_fn(|kj| unsafe {
-                            _mm512_maskz_loadu_ps(m, xp.wrapping_add(at + kj))
+                            _mm512_maskz_loadu_ps(m, xp.wrapping_add(at + kj * g.kj_stride))
                         });
                         for (o, row) in acc.iter_mut().enumerate() {
                             let at = b * sample_dy + (ob + o) * stride + v * LANES;
@@ -493,6 +530,61 @@ pub fn flipped_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
         for ci in 0..g.c {
             for tap in 0..k {
                 out[(ci * g.o + o) * k + k - 1 - tap] = w[(o * g.c + ci) * k + tap];
+            }
+        }
+    }
+}
+
+/// The input of [`Conv::shifted`] for `samples` samples of `c × h × w` planes `x` (`g` is
+/// the unshifted convolution): `out[b][c][kj][i][j] = x[b][c][i][j + kj]` for `j < ow`.
+///
+/// # Panics
+/// If the slices are short or the CPU lacks AVX-512.
+pub fn shift_columns(g: &Conv, samples: usize, x: &[f32], out: &mut [f32]) {
+    assert!(available(), "direct convolutions need AVX-512");
+    let s = g.shifted();
+    let h = g.oh + g.kh - 1;
+    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert!(out.len() >= samples * g.c * s.plane, "output too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 is available (asserted); every row copied lies inside `x` and `out`
+    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
+    unsafe {
+        shift_rows(g, (samples * g.c, h), x, out)
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn shift_rows(g: &Conv, (planes, h): (usize, usize), x: &[f32], out: &mut [f32]) {
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let total = planes * g.kw * h * g.ow;
+    // Whole vectors, stored in increasing order: each one's lanes past its row are
+    // overwritten by the next row's, except near the end, where the stores are masked.
+    let vectors = g.ow.div_ceil(LANES);
+    let tail = match g.ow % LANES {
+        0 => u16::MAX,
+        n => (1u16 << n) - 1,
+    };
+    for plane in 0..planes {
+        for kj in 0..g.kw {
+            for i in 0..h {
+                let from = plane * g.plane + i * g.w + kj;
+                let to = ((plane * g.kw + kj) * h + i) * g.ow;
+                for v in 0..vectors {
+                    let m = if v + 1 == vectors { tail } else { u16::MAX };
+                    let at = to + v * LANES;
+                    // SAFETY: the caller's bounds for the row's `ow` floats; lanes past them
+                    // are not read, and are written only below `total` (then overwritten).
+                    unsafe {
+                        let x = _mm512_maskz_loadu_ps(m, xp.add(from + v * LANES));
+                        if at + LANES <= total {
+                            _mm512_storeu_ps(op.add(at), x);
+                        } else {
+                            _mm512_mask_storeu_ps(op.add(at), m, x);
+                        }
+                    }
+                }
             }
         }
     }
@@ -608,6 +700,19 @@ mod tests {
                 assert_eq!(got.to_bits(), want.to_bits(), "{s:?} relu(y + b)[{k}]");
             }
             assert!(z[want.len()].is_nan());
+            // From shifted copies of the columns: the same taps in the same order, so the
+            // same bits.
+            let shifted = g.shifted();
+            let mut xs = vec![f32::NAN; samples * c * shifted.plane];
+            shift_columns(&g, samples, &x, &mut xs);
+            for bias in [None, Some(&bias[..])] {
+                let mut ys = vec![f32::NAN; want.len()];
+                forward(&shifted, samples, &xs, &w, bias, &mut ys);
+                let wide = if bias.is_some() { &z } else { &y };
+                for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
+                }
+            }
         }
     }
 
@@ -668,11 +773,24 @@ mod tests {
             return;
         }
         let samples = 3;
-        for (k, &s) in SHAPES.iter().enumerate() {
+        for ((k, &s), shifted) in SHAPES
+            .iter()
+            .enumerate()
+            .flat_map(|s| [(s, false), (s, true)])
+        {
             let (c, h, wd, o, kh, kw) = s;
-            let g = Conv::forward(c, h, wd, o, kh, kw);
+            let plain = Conv::forward(c, h, wd, o, kh, kw);
             let x = values(samples * c * h * wd, k as u64);
-            let dy = values(samples * o * g.oh * g.ow, 200 + k as u64);
+            let dy = values(samples * o * plain.oh * plain.ow, 200 + k as u64);
+            // The kernel's input: the planes, or their shifted copies.
+            let (g, input) = if shifted {
+                let g = plain.shifted();
+                let mut xs = vec![f32::NAN; samples * c * g.plane];
+                shift_columns(&plain, samples, &x, &mut xs);
+                (g, xs)
+            } else {
+                (plain, x.clone())
+            };
             let rows = filter_rows(&g);
             // NaN wherever the wide layout has no real position: the kernel must not read it.
             let mut wide = vec![f32::NAN; samples * rows * g.stride()];
@@ -684,7 +802,7 @@ mod tests {
                 );
             }
             let mut dw = vec![f32::NAN; o * g.taps()];
-            filter(&g, samples, &x, &wide, &mut dw);
+            filter(&g, samples, &input, &wide, &mut dw);
             for oc in 0..o {
                 for ci in 0..c {
                     for ki in 0..kh {
@@ -699,7 +817,8 @@ mod tests {
                                 }
                             }
                             let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
-                            close(got, want, &format!("{s:?} dw[{oc},{ci},{ki},{kj}]"));
+                            let what = format!("{s:?} shifted {shifted}: dw[{oc},{ci},{ki},{kj}]");
+                            close(got, want, &what);
                         }
                     }
                 }
@@ -738,6 +857,29 @@ mod tests {
             eprintln!(
                 "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
                 best[0], best[1]
+            );
+            if g.live.0 > 0 {
+                continue;
+            }
+            // The same from shifted copies of the columns, the copying included.
+            let s = g.shifted();
+            let mut xs = vec![0.0f32; samples * g.c * s.plane];
+            let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
+            let mut best = [f64::MAX; 3];
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                shift_columns(&g, samples, &x, &mut xs);
+                best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
+                forward(&s, samples, &xs, &w, None, &mut out);
+                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+                let t = std::time::Instant::now();
+                shift_columns(&g, samples, &x, &mut xs);
+                filter(&s, samples, &xs, &dy, &mut dw);
+                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            eprintln!(
+                "{name} shifted: forward {:.1} µs, filter {:.1} µs (the copies {:.1} µs)",
+                best[0], best[1], best[2]
             );
         }
     }

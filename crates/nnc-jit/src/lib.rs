@@ -6,8 +6,10 @@
 //! [`plan`] (buffers) → [`codegen`] (Cranelift) and [`library`] → [`program::Program`] (run).
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
-//! parameters and constants); no allocation happens while a program runs; a program computes
-//! what the reference interpreter computes, up to floating-point reassociation in GEMMs.
+//! parameters and constants); nnc's kernels allocate nothing while a program runs (the
+//! `gemm` crate allocates its packing buffers on each call: tests/no_allocation.rs); a
+//! program computes what the reference interpreter computes, up to floating-point
+//! reassociation in GEMMs.
 
 pub mod bench;
 pub mod codegen;

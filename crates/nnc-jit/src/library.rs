@@ -65,9 +65,20 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
         let g = direct::Conv::forward(x[1], x[2], x[3], w[0], w[2], w[3]);
         let t = g.input_gradient();
+        // Where it pays, the filter gradient reads shifted copies of the input (the forward
+        // product measured no faster with them, the copying included).
+        let s = g.shifted();
+        let shifted = |samples: usize| {
+            if g.shift_pays() {
+                samples * g.c * s.plane
+            } else {
+                0
+            }
+        };
+        let wide = if g.shift_pays() { s } else { g };
         4 * match op {
             WideOp::Forward => g.o_pad() * g.taps(),
-            WideOp::Filter => x[0] * direct::filter_rows(&g) * g.stride(),
+            WideOp::Filter => x[0] * direct::filter_rows(&wide) * wide.stride() + shifted(x[0]),
             WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
         }
     };
@@ -710,15 +721,27 @@ impl LibKernel {
                     return;
                 };
                 let (xp, yp) = (n(&shape(0)[1..]), n(&oshape[1..]));
-                let sub = |s: &[usize]| [&[hi - lo][..], &s[1..]].concat();
+                // The part's shapes and the low pads, on the stack (a kernel allocates
+                // nothing).
+                let r = oshape.len();
+                let sub = |s: &[usize]| {
+                    let mut d = [0; MAX_RANK];
+                    d[..r].copy_from_slice(s);
+                    d[0] = hi - lo;
+                    d
+                };
+                let mut low = [0; MAX_RANK];
+                for (l, &p) in low.iter_mut().zip(pads.iter().step_by(2)) {
+                    *l = p;
+                }
                 let out = &mut out[lo * yp..hi * yp];
                 out.fill(0.0);
                 copy_box(
                     &f32s(0)[lo * xp..hi * xp],
-                    &sub(shape(0)),
+                    &sub(shape(0))[..r],
                     out,
-                    &sub(oshape),
-                    &pads.iter().step_by(2).copied().collect::<Vec<_>>(),
+                    &sub(oshape)[..r],
+                    &low[..r],
                     true,
                 );
             }
@@ -727,7 +750,7 @@ impl LibKernel {
                 let s = shape(0);
                 let x = f32s(0);
                 let strides = row_major(s);
-                let mut idx = vec![0usize; oshape.len()];
+                let mut idx = [0usize; MAX_RANK];
                 for (k, y) in out.iter_mut().enumerate() {
                     let mut rem = k;
                     for d in (0..oshape.len()).rev() {
@@ -803,9 +826,12 @@ impl LibKernel {
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
+        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
+        let g = direct::Conv::forward(c, h, w, o, kh, kw);
+        let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
         // SAFETY: forwarded.
         unsafe {
-            if self.direct && direct::available() && !filter_too_wide && hi > lo {
+            if self.direct && direct::available() && !filter_too_wide && fits && hi > lo {
                 self.direct_conv(base, scratch, lo, hi, op, out);
             } else {
                 self.wide_conv(base, scratch, lo, hi, op, out);
@@ -885,13 +911,21 @@ impl LibKernel {
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                let per = direct::filter_rows(&g) * g.stride();
-                let wide = buffer(nb * per);
+                let s = if g.shift_pays() { g.shifted() } else { g };
+                let per = direct::filter_rows(&s) * s.stride();
+                let copies = if g.shift_pays() { nb * c * s.plane } else { 0 };
+                let (wide, xs) = buffer(nb * per + copies).split_at_mut(nb * per);
                 let dy = arg(1);
                 for (b, wide) in wide.chunks_exact_mut(per).enumerate() {
-                    direct::wide_gradient(&g, &dy[(lo + b) * out_sample..][..out_sample], wide);
+                    direct::wide_gradient(&s, &dy[(lo + b) * out_sample..][..out_sample], wide);
                 }
-                direct::filter(&g, nb, &arg(0)[lo * sample..hi * sample], wide, dw);
+                let x = &arg(0)[lo * sample..hi * sample];
+                if g.shift_pays() {
+                    direct::shift_columns(&g, nb, x, xs);
+                    direct::filter(&s, nb, xs, wide, dw);
+                } else {
+                    direct::filter(&g, nb, x, wide, dw);
+                }
             }
             WideOp::Input => {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
@@ -1116,8 +1150,12 @@ fn dims4(s: &[usize]) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-fn row_major(s: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; s.len()];
+/// The largest rank a program's tensors may have ([`crate::Program::compile`] checks it):
+/// kernels keep multi-indices on the stack.
+pub const MAX_RANK: usize = 8;
+
+fn row_major(s: &[usize]) -> [usize; MAX_RANK] {
+    let mut strides = [1; MAX_RANK];
     for d in (0..s.len().saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * s[d + 1];
     }
@@ -1409,30 +1447,37 @@ fn sumpool_grad(
 /// Sum or max over `axes` (removed), accumulating in f64 for sums so that long reductions
 /// (a bias gradient over a batch of images) stay accurate.
 fn reduce(x: &[f32], out: &mut [f32], s: &[usize], axes: &[usize], max: bool) {
-    let kept: Vec<usize> = (0..s.len()).filter(|d| !axes.contains(d)).collect();
-    let out_shape: Vec<usize> = kept.iter().map(|&d| s[d]).collect();
-    let out_strides = row_major(&out_shape);
-    let mut acc = vec![if max { f64::NEG_INFINITY } else { 0.0 }; out.len().max(1)];
-    let mut idx = vec![0usize; s.len()];
-    for &v in x {
-        let o: usize = kept
-            .iter()
-            .zip(&out_strides)
-            .map(|(&d, &st)| idx[d] * st)
-            .sum();
-        let v = v as f64;
-        acc[o] = if max { acc[o].max(v) } else { acc[o] + v };
-        // Advance the multi-index.
-        for d in (0..s.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < s[d] {
-                break;
-            }
-            idx[d] = 0;
+    let strides = row_major(s);
+    // The kept and the reduced dimensions, in order.
+    let (mut kept, mut gone) = ([0; MAX_RANK], [0; MAX_RANK]);
+    let (mut nk, mut ng) = (0, 0);
+    for d in 0..s.len() {
+        if axes.contains(&d) {
+            gone[ng] = d;
+            ng += 1;
+        } else {
+            kept[nk] = d;
+            nk += 1;
         }
     }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = a as f32;
+    let offset = |mut k: usize, dims: &[usize]| {
+        let mut at = 0;
+        for &d in dims.iter().rev() {
+            at += (k % s[d]) * strides[d];
+            k /= s[d];
+        }
+        at
+    };
+    let inner: usize = gone[..ng].iter().map(|&d| s[d]).product();
+    // Each output's elements in memory order, as one pass over `x` would add them.
+    for (o, y) in out.iter_mut().enumerate() {
+        let base = offset(o, &kept[..nk]);
+        let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
+        for k in 0..inner {
+            let v = x[base + offset(k, &gone[..ng])] as f64;
+            acc = if max { acc.max(v) } else { acc + v };
+        }
+        *y = acc as f32;
     }
 }
 
@@ -1451,7 +1496,7 @@ fn copy_box(
     let r = small.len();
     let row = small[r - 1];
     let rows: usize = small[..r - 1].iter().product();
-    let mut idx = vec![0usize; r];
+    let mut idx = [0usize; MAX_RANK];
     for k in 0..rows {
         let mut rem = k;
         for d in (0..r - 1).rev() {
@@ -1467,6 +1512,52 @@ fn copy_box(
             dst[start_big..start_big + row].copy_from_slice(&src[small_row..small_row + row]);
         } else {
             dst[small_row..small_row + row].copy_from_slice(&src[start_big..start_big + row]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_matches_the_definition() {
+        let s = [2, 3, 4];
+        let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let at = |i: usize, j: usize, k: usize| x[(i * 3 + j) * 4 + k] as f64;
+        for max in [false, true] {
+            let fold = |v: &mut dyn Iterator<Item = f64>| -> f32 {
+                if max {
+                    v.fold(f64::NEG_INFINITY, f64::max) as f32
+                } else {
+                    v.sum::<f64>() as f32
+                }
+            };
+            let mut out = vec![f32::NAN; 8];
+            reduce(&x, &mut out, &s, &[1], max);
+            for i in 0..2 {
+                for k in 0..4 {
+                    let want = fold(&mut (0..3).map(|j| at(i, j, k)));
+                    assert_eq!(out[i * 4 + k], want, "axes [1], max {max}");
+                }
+            }
+            let mut out = vec![f32::NAN; 3];
+            reduce(&x, &mut out, &s, &[0, 2], max);
+            for j in 0..3 {
+                let want = fold(
+                    &mut (0..2)
+                        .flat_map(|i| (0..4).map(move |k| (i, k)))
+                        .map(|(i, k)| at(i, j, k)),
+                );
+                assert_eq!(out[j], want, "axes [0, 2], max {max}");
+            }
+            let mut out = vec![f32::NAN; 1];
+            reduce(&x, &mut out, &s, &[0, 1, 2], max);
+            assert_eq!(
+                out[0],
+                fold(&mut x.iter().map(|&v| v as f64)),
+                "all axes, max {max}"
+            );
         }
     }
 }

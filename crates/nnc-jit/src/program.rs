@@ -8,6 +8,7 @@ use nnc_ir::{DType, Function, Op};
 use crate::codegen::{Jit, LoopFn};
 use crate::direct;
 use crate::fuse;
+use crate::library::MAX_RANK;
 use crate::library::{LibKernel, scratch_bytes};
 use crate::maxpool::MaskedGrad;
 use crate::plan::{self, ALIGN, Plan, elem_size};
@@ -130,6 +131,12 @@ pub struct Program {
 impl Program {
     pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
         let start = Instant::now();
+        if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
+            return Err(format!(
+                "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
+                t.shape.len()
+            ));
+        }
         let mut schedule = schedule::schedule(f);
         fuse::fuse(f, &mut schedule, opts.split_small);
         let plan = plan::plan(f, &schedule);
