@@ -1543,13 +1543,13 @@ mod tests {
             }
             let mut out = vec![f32::NAN; 3];
             reduce(&x, &mut out, &s, &[0, 2], max);
-            for j in 0..3 {
+            for (j, &got) in out.iter().enumerate() {
                 let want = fold(
                     &mut (0..2)
                         .flat_map(|i| (0..4).map(move |k| (i, k)))
                         .map(|(i, k)| at(i, j, k)),
                 );
-                assert_eq!(out[j], want, "axes [0, 2], max {max}");
+                assert_eq!(got, want, "axes [0, 2], max {max}");
             }
             let mut out = vec![f32::NAN; 1];
             reduce(&x, &mut out, &s, &[0, 1, 2], max);
