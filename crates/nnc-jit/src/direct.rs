@@ -128,22 +128,33 @@ impl Conv {
     /// This forward convolution read from [`shift_columns`]' copies of each input plane:
     /// copy `kj` holds columns `kj..kj + ow` of every row, so rows are `ow` wide, every lane
     /// of a vector is a real position, and tap `(c, ki, kj)` reads copy `kj` of plane `c` at
-    /// `p + ki·ow`. It trades the copies for the wide layout's idle lanes (LeNet-5's C3: 9
-    /// vectors a plane instead of 7).
+    /// `p + ki·ow`. It trades the copies for the wide layout's idle lanes (LeNet-5's C3: 7
+    /// vectors a plane instead of 9).
     pub fn shifted(&self) -> Conv {
-        let h = self.oh + self.kh - 1;
         Conv {
-            plane: self.kw * h * self.ow,
+            plane: self.kw * self.rows() * self.ow,
             w: self.ow,
-            kj_stride: h * self.ow,
+            kj_stride: self.rows() * self.ow,
             ..*self
         }
     }
 
-    /// Whether [`Conv::shifted`] saves at least a fifth of the vectors (LeNet-5's C3 saves
-    /// 2 of 9 and gains; C1 saves 7 of 56 and loses to the copying).
-    pub fn shift_pays(&self) -> bool {
-        5 * self.shifted().vectors() <= 4 * self.vectors()
+    /// The geometry [`filter`] runs on for this convolution's filter gradient, and the
+    /// floats of [`shift_columns`] copies it reads per sample (0 when it reads the planes
+    /// themselves): the copies where they save a fifth of the vectors (LeNet-5's C3 saves 2
+    /// of 9 and gains; C1 would save 7 of 56 and lose to the copying).
+    pub fn filter_layout(&self) -> (Conv, usize) {
+        let s = self.shifted();
+        if 5 * s.vectors() <= 4 * self.vectors() {
+            (s, self.c * s.plane)
+        } else {
+            (*self, 0)
+        }
+    }
+
+    /// Rows of an input plane.
+    fn rows(&self) -> usize {
+        self.oh + self.kh - 1
     }
 
     /// The product that gives this forward convolution's input gradient: `o` planes of the
@@ -152,7 +163,7 @@ impl Conv {
     /// them), correlated with the filters transposed (`o` ↔ `c`) and flipped. Every input
     /// position is real.
     pub fn input_gradient(&self) -> Conv {
-        let h = self.oh + self.kh - 1;
+        let h = self.rows();
         Conv {
             c: self.o,
             plane: (h + self.kh - 1) * self.w + self.kw - 1,
@@ -208,7 +219,7 @@ impl Conv {
 
     /// Whether some input rows are known to be zero ([`Conv::live`]).
     fn skips_rows(&self) -> bool {
-        self.live != (0, self.oh + self.kh - 1)
+        self.live != (0, self.rows())
     }
 
     /// Whether [`filter`] handles this filter width.
@@ -542,10 +553,12 @@ pub fn flipped_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
 /// If the slices are short or the CPU lacks AVX-512.
 pub fn shift_columns(g: &Conv, samples: usize, x: &[f32], out: &mut [f32]) {
     assert!(available(), "direct convolutions need AVX-512");
-    let s = g.shifted();
-    let h = g.oh + g.kh - 1;
+    let h = g.rows();
     assert!(x.len() >= samples * g.c * g.plane, "input too short");
-    assert!(out.len() >= samples * g.c * s.plane, "output too short");
+    assert!(
+        out.len() >= samples * g.c * g.shifted().plane,
+        "output too short"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512 is available (asserted); every row copied lies inside `x` and `out`
     // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
@@ -755,7 +768,7 @@ mod tests {
             }
             // Skipping the taps that read only zero rows changes no bit.
             let every_tap = Conv {
-                live: (0, t.oh + t.kh - 1),
+                live: (0, t.rows()),
                 ..t
             };
             assert_eq!(t.skips_rows(), kh > 1, "{s:?}");
@@ -858,7 +871,7 @@ mod tests {
                 "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
                 best[0], best[1]
             );
-            if g.live.0 > 0 {
+            if g.skips_rows() {
                 continue;
             }
             // The same from shifted copies of the columns, the copying included.

@@ -65,20 +65,12 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
         let g = direct::Conv::forward(x[1], x[2], x[3], w[0], w[2], w[3]);
         let t = g.input_gradient();
-        // Where it pays, the filter gradient reads shifted copies of the input (the forward
-        // product measured no faster with them, the copying included).
-        let s = g.shifted();
-        let shifted = |samples: usize| {
-            if g.shift_pays() {
-                samples * g.c * s.plane
-            } else {
-                0
-            }
-        };
-        let wide = if g.shift_pays() { s } else { g };
+        // The filter gradient may read shifted copies of the input (the forward product
+        // measured no faster with them, the copying included).
+        let (s, copies) = g.filter_layout();
         4 * match op {
             WideOp::Forward => g.o_pad() * g.taps(),
-            WideOp::Filter => x[0] * direct::filter_rows(&wide) * wide.stride() + shifted(x[0]),
+            WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
             WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
         }
     };
@@ -911,16 +903,15 @@ impl LibKernel {
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                let s = if g.shift_pays() { g.shifted() } else { g };
+                let (s, copies) = g.filter_layout();
                 let per = direct::filter_rows(&s) * s.stride();
-                let copies = if g.shift_pays() { nb * c * s.plane } else { 0 };
-                let (wide, xs) = buffer(nb * per + copies).split_at_mut(nb * per);
+                let (wide, xs) = buffer(nb * (per + copies)).split_at_mut(nb * per);
                 let dy = arg(1);
                 for (b, wide) in wide.chunks_exact_mut(per).enumerate() {
                     direct::wide_gradient(&s, &dy[(lo + b) * out_sample..][..out_sample], wide);
                 }
                 let x = &arg(0)[lo * sample..hi * sample];
-                if g.shift_pays() {
+                if copies > 0 {
                     direct::shift_columns(&g, nb, x, xs);
                     direct::filter(&s, nb, xs, wide, dw);
                 } else {
