@@ -1,33 +1,9 @@
 //! End-to-end tests of `nnc check`: the summary of every model in `models/`, and the rendered
 //! diagnostics of every invalid model in `tests/invalid/`, snapshot-tested through the binary.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
-/// Runs `nnc` from the repository root with stable rendering (no colour, 100 columns).
-fn nnc(args: &[&str]) -> (String, String, i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("COLUMNS", "100")
-        .env_remove("NO_COLOR")
-        .args(["--color", "never"])
-        .args(args)
-        .output()
-        .expect("nnc runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-/// The path relative to the repository root, as the snapshots show it.
-fn relative(path: &Path) -> String {
-    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
+use support::{nnc, relative};
 
 #[test]
 fn every_model_checks() {

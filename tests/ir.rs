@@ -2,29 +2,11 @@
 //! every snapshot parsed back to the same text, gradcheck on every model, and the reference
 //! interpreter training XOR and the MNIST MLP.
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
-fn nnc(args: &[&str]) -> (String, String, i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["--color", "never"])
-        .args(args)
-        .output()
-        .expect("nnc runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-fn relative(path: &Path) -> String {
-    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
+use support::{nnc, relative};
 
 const STAGES: [&str; 5] = ["forward", "backward", "train", "optimized", "eval"];
 

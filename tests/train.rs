@@ -6,25 +6,14 @@
 //! The models are small and train on slices of the MNIST test set written as IDX files, so
 //! every test takes seconds on the interpreter.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use nnc::Checkpoint;
-
-fn run(dir: &Path, args: &[&str]) -> (String, String, i32) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .current_dir(dir)
-        .args(["--color", "never"])
-        .args(args)
-        .output()
-        .expect("nnc runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
+use support::nnc_in as run;
 
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout

@@ -1,6 +1,8 @@
 //! The JIT against the reference interpreter: every model in `models/` for several training
 //! steps (losses and parameters agree to 1e-4 relative) and the evaluation step.
 
+mod support;
+
 use ndarray::{ArrayD, IxDyn};
 use nnc_ir::compile::{Compiled, compile};
 use nnc_ir::init::{Rng, init_params};
@@ -8,13 +10,7 @@ use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
 use nnc_jit::{Options, Program};
-
-fn model(path: &str) -> nnc_check::Model {
-    let text = std::fs::read_to_string(path).expect("model file");
-    let checked = nnc_check::check_source(&text);
-    assert!(!checked.has_errors(), "{path}: {:?}", checked.diagnostics);
-    checked.models.into_iter().next().expect("a model")
-}
+use support::{MODELS, load, model_file};
 
 /// Random data inputs for a step function's leading data parameters; with `zeros`, u8 images
 /// are mostly 0, with ink in the middle, as in MNIST.
@@ -62,23 +58,6 @@ fn data_inputs(
         .collect()
 }
 
-fn load(program: &mut Program, i: usize, t: &Tensor<f32>) {
-    match t {
-        Tensor::F(a) => program
-            .f32_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-        Tensor::I32(a) => program
-            .i32_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-        Tensor::U8(a) => program
-            .u8_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-    }
-}
-
 fn close(a: f32, b: f32, what: &str) {
     let scale = a.abs().max(b.abs()).max(1e-3);
     assert!(
@@ -105,7 +84,7 @@ fn check(path: &str, steps: usize) {
 
 /// Returns how many times a contraction skipped the data's zeros.
 fn check_with(path: &str, steps: usize, options: Options, zeros: bool) -> usize {
-    let m = model(path);
+    let m = model_file(path);
     let train = m.train.clone().expect("train block");
     let input = InputSpec::of(&train.data, &m).expect("known input layout");
     let targets = TargetSpec::of(&train.data, &m);
@@ -194,8 +173,6 @@ fn check_with(path: &str, steps: usize, options: Options, zeros: bool) -> usize 
     program.sparse_runs() + eval.sparse_runs()
 }
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/");
-
 #[test]
 fn xor() {
     check(&format!("{MODELS}xor.nn"), 5);
@@ -246,7 +223,7 @@ fn mlp_on_mostly_zero_images() {
 /// stores subnormal state as zero, see `nnc_jit::updates`).
 #[test]
 fn recognised_updates_are_bitwise_the_generated_loops() {
-    let m = model(&format!("{MODELS}mlp.nn"));
+    let m = model_file(format!("{MODELS}mlp.nn"));
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);
@@ -311,7 +288,7 @@ fn lenet5() {
 /// the batch of 16 it uses, where they are recognised too).
 #[test]
 fn lenet5_recognised_kernels() {
-    let m = model(&format!("{MODELS}lenet5.nn"));
+    let m = model_file(format!("{MODELS}lenet5.nn"));
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);
@@ -354,7 +331,7 @@ fn lenet5_1998() {
 #[test]
 fn trainer_across_batch_sizes() {
     use nnc_jit::{BatchData, InputData, TargetData, Trainer};
-    let m = model(&format!("{MODELS}lenet5.nn"));
+    let m = model_file(format!("{MODELS}lenet5.nn"));
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);

@@ -6,6 +6,8 @@
 //! (version 0.19 takes no workspace): an allocation whose backtrace passes through
 //! `gemm_common` is not counted, nor one made outside nnc's code (a thread starting).
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Mutex;
@@ -15,6 +17,7 @@ use nnc_ir::compile::compile;
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
 use nnc_jit::{Options, Program};
+use support::{MODELS, model_file};
 
 /// The system allocator, counting allocations and reallocations outside `gemm` while
 /// [`WATCHING`] is set.
@@ -72,8 +75,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/");
-
 /// Fills the step's u8 images with MNIST-like data (ink in the middle, zeros around it, so
 /// that both the sparse and the dense paths of the contractions that read them run) and
 /// its labels with valid classes.
@@ -121,9 +122,7 @@ fn programs_do_not_allocate_while_they_run() {
     files.sort();
     assert!(files.len() >= 8, "models found: {files:?}");
     for path in files {
-        let text = std::fs::read_to_string(&path).expect("model file");
-        let checked = nnc_check::check_source(&text);
-        let m = checked.models.into_iter().next().expect("a model");
+        let m = model_file(&path);
         let train = m.train.clone().expect("train block");
         let input = InputSpec::of(&train.data, &m).expect("known input layout");
         let targets = TargetSpec::of(&train.data, &m);

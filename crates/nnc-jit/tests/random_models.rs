@@ -3,6 +3,8 @@
 //! reference interpreter. Every case is generated from its seed, so a failure is reproducible
 //! by its number.
 
+mod support;
+
 use ndarray::{ArrayD, IxDyn};
 use nnc_ir::compile::compile;
 use nnc_ir::init::{Rng, init_params};
@@ -10,6 +12,7 @@ use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
 use nnc_jit::{Options, Program};
+use support::load;
 
 struct Gen(Rng);
 
@@ -129,23 +132,6 @@ fn inputs(f: &Function, data: usize, classes: usize, rng: &mut Rng) -> Vec<Tenso
             }
         })
         .collect()
-}
-
-fn load(p: &mut Program, i: usize, t: &Tensor<f32>) {
-    match t {
-        Tensor::F(a) => p
-            .f32_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-        Tensor::I32(a) => p
-            .i32_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-        Tensor::U8(a) => p
-            .u8_param(i)
-            .unwrap()
-            .copy_from_slice(a.as_slice().unwrap()),
-    }
 }
 
 fn agree(a: f32, b: f32) -> bool {

@@ -1,0 +1,46 @@
+//! What the JIT's integration tests share: reading a model file and loading interpreter
+//! tensors into a compiled program. (A directory module, so Cargo does not build it as a test
+//! of its own.)
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use nnc_ir::interp::Tensor;
+use nnc_jit::Program;
+
+/// The models shipped in `models/`.
+pub const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/");
+
+/// The first model of a `.nn` file, which must check without errors.
+pub fn model_file(path: impl AsRef<Path>) -> nnc_check::Model {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).expect("model file");
+    let checked = nnc_check::check_source(&text);
+    assert!(
+        !checked.has_errors(),
+        "{}: {:?}",
+        path.display(),
+        checked.diagnostics
+    );
+    checked.models.into_iter().next().expect("a model")
+}
+
+/// Copies `t` into the program's parameter `i`, which has its dtype and size.
+pub fn load(program: &mut Program, i: usize, t: &Tensor<f32>) {
+    match t {
+        Tensor::F(a) => program
+            .f32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::I32(a) => program
+            .i32_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+        Tensor::U8(a) => program
+            .u8_param(i)
+            .unwrap()
+            .copy_from_slice(a.as_slice().unwrap()),
+    }
+}
