@@ -13,7 +13,7 @@ use nnc_ir::lower::{InputSpec, TargetSpec};
 /// Which engine runs the steps (`--backend`). The default is what `nnc` uses when not told.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// Compiled: fused Cranelift kernels and AVX-512 GEMMs over a static arena.
+    /// Compiled: fused Cranelift kernels and vectorised GEMMs over a static arena.
     #[default]
     Jit,
     /// The reference interpreter: exact, and the oracle the compiled backends are tested against.

@@ -185,7 +185,7 @@ fn interpreter_trains_the_mnist_mlp() {
 }
 
 /// `nnc bench` reports on the model's own images when it can read them, and marks the
-/// contractions that skipped their zeros (where the CPU has AVX-512); toy models with inline
+/// contractions that skipped their zeros (where the CPU has a vector unit); toy models with inline
 /// tables run on synthetic data.
 #[test]
 fn bench_reports_its_data_and_profile() {
@@ -207,8 +207,8 @@ fn bench_reports_its_data_and_profile() {
         .iter()
         .filter(|l| l.contains("skips the data's zeros"))
         .count();
-    let avx512 = nnc_jit::direct::available();
-    assert_eq!(skipped, if avx512 { 2 } else { 0 }, "{labels:#?}");
+    let vector = nnc_jit::direct::available();
+    assert_eq!(skipped, if vector { 2 } else { 0 }, "{labels:#?}");
     assert!(mlp["step_micros"].as_f64().unwrap() > 0.0);
     assert_eq!(report("models/xor.nn")["data"], "synthetic");
 }

@@ -1,4 +1,5 @@
-//! Direct convolutions on AVX-512: stride 1, one sample's planes in place, no im2col.
+//! Direct convolutions on the vector unit ([`crate::simd`]: AVX-512 or AVX2): stride 1, one
+//! sample's planes in place, no im2col.
 //!
 //! LeNet's convolutions have 1–16 channels and 5×5 filters: as GEMMs they are thin (6 or 16
 //! rows), and building their column matrices costs as much as the arithmetic. Here the
@@ -27,13 +28,11 @@
 //! A forward convolution whose fused epilogue is exactly its bias and ReLU
 //! ([`bias_relu_epilogue`]) adds and rectifies in registers before it stores.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
 use nnc_ir::{Binary, DType, Function, Op, Unary};
 
 use crate::plan::Plan;
 use crate::schedule::{LoopKernel, used_only_by};
+use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// For a stride-1, unpadded `conv2d` (instruction `inst`) whose fused epilogue is exactly
 /// `relu(y + b)`, with `b` a `[O, 1, 1]` view of `O` floats and `y` and the sum read by
@@ -77,16 +76,9 @@ pub fn bias_relu_epilogue(
 /// Floats per vector.
 const LANES: usize = 16;
 
-/// Whether this CPU runs the direct kernels.
+/// Whether this CPU runs the direct kernels (it has a vector unit of [`crate::simd`]).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::best().is_some()
 }
 
 /// One sample of a stride-1 correlation over wide positions: `c` input planes of `plane`
@@ -332,8 +324,9 @@ fn filter_tile_rows(o: usize) -> usize {
 /// `relu` loops after the convolution would (one rounding for the sum; `x > 0 ? x : +0`).
 ///
 /// # Panics
-/// If the slices are shorter than the geometry needs, or the CPU lacks AVX-512.
+/// If the slices are shorter than the geometry needs, or the CPU does not support `isa`.
 pub fn forward(
+    isa: Isa,
     g: &Conv,
     samples: usize,
     x: &[f32],
@@ -341,20 +334,19 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    forward_rows_of(g, samples, x, w, bias, y, true);
+    forward_rows_of(isa, g, samples, (x, w, bias), y, true);
 }
 
 /// [`forward`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`.
 fn forward_rows_of(
+    isa: Isa,
     g: &Conv,
     samples: usize,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
+    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
     y: &mut [f32],
     data_rows: bool,
 ) {
-    assert!(available(), "direct convolutions need AVX-512");
+    assert!(isa.supported(), "direct convolutions need {}", isa.name());
     let (sample, out) = (g.c * g.plane, g.o * g.oh * g.ow);
     assert!(x.len() >= samples * sample, "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
@@ -373,49 +365,83 @@ fn forward_rows_of(
         } else {
             g
         };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512 is available (asserted); the slices are long enough for every
+        let planes = Planes {
+            g: s,
+            x,
+            w: (w, bias),
+            y,
+            masks: (&masks, &starts),
+        };
+        // SAFETY: the unit is supported (asserted); the slices are long enough for every
         // unmasked access (asserted above; masked lanes are not accessed).
+        unsafe { simd::run(isa, planes) };
+    }
+}
+
+/// One sample's forward product: tiles of `OB` output planes by `NV` vectors, and the
+/// remaining vectors in one narrower tile.
+struct Planes<'a> {
+    g: &'a Conv,
+    x: &'a [f32],
+    w: (&'a [f32], Option<&'a [f32]>),
+    y: &'a mut [f32],
+    masks: (&'a [u16], &'a [usize]),
+}
+
+impl Kernel for Planes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Planes { g, x, w, y, masks } = self;
+        // SAFETY (all calls): forwarded.
         unsafe {
-            // Where rows of the input are known to be zero, one vector per tile skips the
-            // most taps (measured on LeNet-5's C3 input gradient: 140 → 105 µs for 16
-            // samples, against 129 µs with four vectors a tile and 118 µs with two). Rows a
-            // sample leaves blank are skipped by the wider tiles too, two rows at a time.
-            match (forward_rows(g.o), g.skips_rows()) {
-                (6, false) => forward_planes::<6, 4>(s, x, (w, bias), y, &masks, &starts),
-                (6, true) => forward_planes::<6, 1>(s, x, (w, bias), y, &masks, &starts),
-                (_, false) => forward_planes::<8, 3>(s, x, (w, bias), y, &masks, &starts),
-                (_, true) => forward_planes::<8, 1>(s, x, (w, bias), y, &masks, &starts),
+            if V::REGISTERS >= 32 {
+                // `OB·NV` accumulators, `NV` inputs and a broadcast weight fill the 32
+                // registers. Where rows of the input are known to be zero, one vector per
+                // tile skips the most taps (measured on LeNet-5's C3 input gradient: 140 →
+                // 105 µs for 16 samples, against 129 µs with four vectors a tile and 118 µs
+                // with two). Rows a sample leaves blank are skipped by the wider tiles too,
+                // two rows at a time.
+                match (forward_rows(g.o), g.skips_rows()) {
+                    (6, false) => forward_planes::<V, 6, 4>(g, x, w, y, masks),
+                    (6, true) => forward_planes::<V, 6, 1>(g, x, w, y, masks),
+                    (_, false) => forward_planes::<V, 8, 3>(g, x, w, y, masks),
+                    (_, true) => forward_planes::<V, 8, 1>(g, x, w, y, masks),
+                }
+            } else {
+                // Half of a tile's planes by one vector: 6 or 8 registers of accumulators,
+                // two for the input and a broadcast, of AVX2's sixteen.
+                match forward_rows(g.o) {
+                    6 => forward_planes::<V, 3, 1>(g, x, w, y, masks),
+                    _ => forward_planes::<V, 4, 1>(g, x, w, y, masks),
+                }
             }
         }
     }
 }
 
-/// Tiles of `OB` output planes by `NV` vectors (`OB·NV` accumulators, `NV` inputs and a
-/// broadcast weight fill the 32 vector registers), and the remaining vectors in one narrower
-/// tile.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_planes<const OB: usize, const NV: usize>(
+/// Tiles of `OB` output planes by `NV` vectors over the whole plane.
+#[inline(always)]
+unsafe fn forward_planes<V: F32x16, const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
     w: (&[f32], Option<&[f32]>),
     y: &mut [f32],
-    masks: &[u16],
-    starts: &[usize],
+    masks: (&[u16], &[usize]),
 ) {
     let vectors = g.vectors();
     for ob in (0..g.o_pad()).step_by(OB) {
         let mut v = 0;
         // SAFETY (all calls): forwarded; each tile's vectors lie below `vectors`.
         while v + NV <= vectors {
-            unsafe { forward_tile::<OB, NV>(g, x, w, y, (masks, starts), ob, v) };
+            unsafe { forward_tile::<V, OB, NV>(g, x, w, y, masks, ob, v) };
             v += NV;
         }
         match vectors - v {
-            3 => unsafe { forward_tile::<OB, 3>(g, x, w, y, (masks, starts), ob, v) },
-            2 => unsafe { forward_tile::<OB, 2>(g, x, w, y, (masks, starts), ob, v) },
-            1 => unsafe { forward_tile::<OB, 1>(g, x, w, y, (masks, starts), ob, v) },
+            3 => unsafe { forward_tile::<V, OB, 3>(g, x, w, y, masks, ob, v) },
+            2 => unsafe { forward_tile::<V, OB, 2>(g, x, w, y, masks, ob, v) },
+            1 => unsafe { forward_tile::<V, OB, 1>(g, x, w, y, masks, ob, v) },
             _ => {}
         }
     }
@@ -423,9 +449,8 @@ unsafe fn forward_planes<const OB: usize, const NV: usize>(
 
 /// Output planes `ob..ob + OB` at vectors `v0..v0 + NV`, accumulated in registers over
 /// every tap.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_tile<const OB: usize, const NV: usize>(
+#[inline(always)]
+unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
     (w, bias): (&[f32], Option<&[f32]>),
@@ -438,7 +463,8 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     let plane = g.oh * g.ow;
     let (x, w, y) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
     let m: [u16; NV] = std::array::from_fn(|n| masks[v0 + n]);
-    let mut acc = [[_mm512_setzero_ps(); NV]; OB];
+    // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
+    let mut acc = [[unsafe { V::zero() }; NV]; OB];
     let rows = g.tap_rows(v0, NV);
     for c in 0..g.c {
         for ki in rows.clone() {
@@ -447,15 +473,18 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
                 // SAFETY: unmasked lanes are real positions, whose taps lie inside input
                 // plane `c`; masked lanes are not read (the address is formed with wrapping
                 // arithmetic and may lie outside).
-                let xv: [__m512; NV] = std::array::from_fn(|n| unsafe {
-                    _mm512_maskz_loadu_ps(m[n], x.wrapping_add(at + n * LANES))
-                });
+                // (Loops, not closures: a closure is compiled without the unit's features,
+                // and the operations in it would not be inlined.)
+                let mut xv = [unsafe { V::zero() }; NV];
+                for (n, xv) in xv.iter_mut().enumerate() {
+                    *xv = unsafe { V::load_masked(m[n], x.wrapping_add(at + n * LANES)) };
+                }
                 let tap = (c * g.kh + ki) * g.kw + kj;
                 for (o, row) in acc.iter_mut().enumerate() {
                     // SAFETY: `w` holds `o_pad · taps` floats.
-                    let wv = _mm512_set1_ps(unsafe { *w.add((ob + o) * taps + tap) });
+                    let wv = unsafe { V::splat(*w.add((ob + o) * taps + tap)) };
                     for (a, &xv) in row.iter_mut().zip(&xv) {
-                        *a = _mm512_fmadd_ps(wv, xv, *a);
+                        *a = unsafe { wv.mul_add(xv, *a) };
                     }
                 }
             }
@@ -463,25 +492,19 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
     }
     for (o, row) in acc.iter().enumerate().take(g.o.saturating_sub(ob)) {
         for (n, &a) in row.iter().enumerate() {
-            let a = match bias {
-                Some(b) => {
-                    let z = _mm512_add_ps(a, _mm512_set1_ps(b[ob + o]));
-                    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
-                }
-                None => a,
-            };
-            // The real lanes, packed, to their compact positions.
-            let (m, start) = (m[n], starts[v0 + n]);
-            let packed = _mm512_maskz_compress_ps(m, a);
-            let count = m.count_ones();
-            let first = if count == 16 {
-                u16::MAX
-            } else {
-                (1u16 << count) - 1
-            };
             // SAFETY: plane `ob + o < o` of `y` holds `oh·ow` floats, and the real lanes of
             // vector `v0 + n` are positions `start..start + count` of it.
-            unsafe { _mm512_mask_storeu_ps(y.add((ob + o) * plane + start), first, packed) };
+            unsafe {
+                let a = match bias {
+                    Some(b) => {
+                        let z = a.add(V::splat(b[ob + o]));
+                        z.keep(z.gt(V::zero()))
+                    }
+                    None => a,
+                };
+                // The real lanes, packed, to their compact positions.
+                a.store_compressed(m[n], y.add((ob + o) * plane + starts[v0 + n]));
+            }
         }
     }
 }
@@ -492,10 +515,10 @@ unsafe fn forward_tile<const OB: usize, const NV: usize>(
 /// positions `p` (the others are not read).
 ///
 /// # Panics
-/// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], or the CPU lacks
-/// AVX-512.
-pub fn filter(g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    filter_rows_of(g, samples, x, dy, dw, true);
+/// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], or the CPU does
+/// not support `isa`.
+pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    filter_rows_of(isa, g, samples, (x, dy), dw, true);
 }
 
 /// The most samples of one [`filter`] call whose zero rows are skipped (their live rows are
@@ -504,14 +527,14 @@ const LIVE_SAMPLES: usize = 128;
 
 /// [`filter`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`.
 fn filter_rows_of(
+    isa: Isa,
     g: &Conv,
     samples: usize,
-    x: &[f32],
-    dy: &[f32],
+    (x, dy): (&[f32], &[f32]),
     dw: &mut [f32],
     data_rows: bool,
 ) {
-    assert!(available(), "direct convolutions need AVX-512");
+    assert!(isa.supported(), "direct convolutions need {}", isa.name());
     assert!(g.filter_supported(), "filter too wide");
     assert!(x.len() >= samples * g.c * g.plane, "input too short");
     assert!(
@@ -532,41 +555,85 @@ fn filter_rows_of(
     let narrow = live[..samples.min(LIVE_SAMPLES)]
         .iter()
         .any(|&l| l != g.live);
-    #[cfg(target_arch = "x86_64")]
+    let k = FilterKernel {
+        g,
+        samples,
+        x,
+        dy,
+        dw,
+        m: (&masks, &live),
+        narrow,
+    };
     // SAFETY: as in `forward`.
-    unsafe {
-        if narrow {
-            filter_kernel::<true>(g, samples, x, dy, dw, (&masks, &live));
-        } else {
-            filter_kernel::<false>(g, samples, x, dy, dw, (&masks, &live));
+    unsafe { simd::run(isa, k) };
+}
+
+/// [`filter_tiles`] for a geometry's filter width and tile.
+struct FilterKernel<'a> {
+    g: &'a Conv,
+    samples: usize,
+    x: &'a [f32],
+    dy: &'a [f32],
+    dw: &'a mut [f32],
+    m: (&'a [u16], &'a [(usize, usize)]),
+    narrow: bool,
+}
+
+impl Kernel for FilterKernel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        // SAFETY (all calls): forwarded.
+        unsafe {
+            if self.narrow {
+                self.tiles::<V, true>()
+            } else {
+                self.tiles::<V, false>()
+            }
         }
     }
 }
 
-/// [`filter_tiles`] for this geometry's filter width and tile.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn filter_kernel<const NARROW: bool>(
-    g: &Conv,
-    samples: usize,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    m: (&[u16], &[(usize, usize)]),
-) {
-    // SAFETY (all calls): forwarded.
-    unsafe {
-        match (g.kw, filter_tile_rows(g.o)) {
-            (1, 3) => filter_tiles::<1, 3, NARROW>(g, samples, x, dy, dw, m),
-            (2, 3) => filter_tiles::<2, 3, NARROW>(g, samples, x, dy, dw, m),
-            (3, 3) => filter_tiles::<3, 3, NARROW>(g, samples, x, dy, dw, m),
-            (4, 3) => filter_tiles::<4, 3, NARROW>(g, samples, x, dy, dw, m),
-            (_, 3) => filter_tiles::<5, 3, NARROW>(g, samples, x, dy, dw, m),
-            (1, _) => filter_tiles::<1, 4, NARROW>(g, samples, x, dy, dw, m),
-            (2, _) => filter_tiles::<2, 4, NARROW>(g, samples, x, dy, dw, m),
-            (3, _) => filter_tiles::<3, 4, NARROW>(g, samples, x, dy, dw, m),
-            (4, _) => filter_tiles::<4, 4, NARROW>(g, samples, x, dy, dw, m),
-            _ => filter_tiles::<5, 4, NARROW>(g, samples, x, dy, dw, m),
+impl FilterKernel<'_> {
+    /// Tiles of `ROWS` output planes by the filter's width: 3 or 4 rows on AVX-512 (up to 20
+    /// accumulators, 5 inputs and a gradient vector of the 32 registers); one on AVX2 (5
+    /// accumulators of two halves each, of its sixteen).
+    #[inline(always)]
+    unsafe fn tiles<V: F32x16, const NARROW: bool>(self) {
+        let FilterKernel {
+            g,
+            samples,
+            x,
+            dy,
+            dw,
+            m,
+            ..
+        } = self;
+        let rows = if V::REGISTERS >= 32 {
+            filter_tile_rows(g.o)
+        } else {
+            1
+        };
+        // SAFETY (all calls): forwarded.
+        unsafe {
+            match (g.kw, rows) {
+                (1, 1) => filter_tiles::<V, 1, 1, NARROW>(g, samples, x, dy, dw, m),
+                (2, 1) => filter_tiles::<V, 2, 1, NARROW>(g, samples, x, dy, dw, m),
+                (3, 1) => filter_tiles::<V, 3, 1, NARROW>(g, samples, x, dy, dw, m),
+                (4, 1) => filter_tiles::<V, 4, 1, NARROW>(g, samples, x, dy, dw, m),
+                (_, 1) => filter_tiles::<V, 5, 1, NARROW>(g, samples, x, dy, dw, m),
+                (1, 3) => filter_tiles::<V, 1, 3, NARROW>(g, samples, x, dy, dw, m),
+                (2, 3) => filter_tiles::<V, 2, 3, NARROW>(g, samples, x, dy, dw, m),
+                (3, 3) => filter_tiles::<V, 3, 3, NARROW>(g, samples, x, dy, dw, m),
+                (4, 3) => filter_tiles::<V, 4, 3, NARROW>(g, samples, x, dy, dw, m),
+                (_, 3) => filter_tiles::<V, 5, 3, NARROW>(g, samples, x, dy, dw, m),
+                (1, _) => filter_tiles::<V, 1, 4, NARROW>(g, samples, x, dy, dw, m),
+                (2, _) => filter_tiles::<V, 2, 4, NARROW>(g, samples, x, dy, dw, m),
+                (3, _) => filter_tiles::<V, 3, 4, NARROW>(g, samples, x, dy, dw, m),
+                (4, _) => filter_tiles::<V, 4, 4, NARROW>(g, samples, x, dy, dw, m),
+                _ => filter_tiles::<V, 5, 4, NARROW>(g, samples, x, dy, dw, m),
+            }
         }
     }
 }
@@ -577,9 +644,8 @@ pub fn filter_rows(g: &Conv) -> usize {
     g.o.next_multiple_of(filter_tile_rows(g.o))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn filter_tiles<const KW: usize, const ROWS: usize, const NARROW: bool>(
+#[inline(always)]
+unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARROW: bool>(
     g: &Conv,
     samples: usize,
     x: &[f32],
@@ -593,7 +659,8 @@ unsafe fn filter_tiles<const KW: usize, const ROWS: usize, const NARROW: bool>(
     for c in 0..g.c {
         for ki in 0..g.kh {
             for ob in (0..g.o).step_by(ROWS) {
-                let mut acc = [[_mm512_setzero_ps(); KW]; ROWS];
+                // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
+                let mut acc = [[unsafe { V::zero() }; KW]; ROWS];
                 for b in 0..samples {
                     // Vectors that read only a sample's zero rows add products with zeros,
                     // which change no sum (an accumulator that starts at +0 never holds -0).
@@ -607,16 +674,19 @@ unsafe fn filter_tiles<const KW: usize, const ROWS: usize, const NARROW: bool>(
                     for (v, &m) in masks[lo..hi].iter().enumerate() {
                         let at = v * LANES;
                         // SAFETY: as in `forward_tile`: unmasked lanes read inside plane `c`.
-                        let xv: [__m512; KW] = std::array::from_fn(|kj| unsafe {
-                            _mm512_maskz_loadu_ps(m, xb.wrapping_add(at + kj * g.kj_stride))
-                        });
+                        let mut xv = [unsafe { V::zero() }; KW];
+                        for (kj, xv) in xv.iter_mut().enumerate() {
+                            *xv = unsafe {
+                                V::load_masked(m, xb.wrapping_add(at + kj * g.kj_stride))
+                            };
+                        }
                         for (o, row) in acc.iter_mut().enumerate() {
                             let at = o * stride + v * LANES;
                             // SAFETY: `dy` holds `samples · rows · stride` floats; lanes that
                             // are not real positions are not read.
-                            let d = unsafe { _mm512_maskz_loadu_ps(m, dyb.wrapping_add(at)) };
+                            let d = unsafe { V::load_masked(m, dyb.wrapping_add(at)) };
                             for (a, &xv) in row.iter_mut().zip(&xv) {
-                                *a = _mm512_fmadd_ps(d, xv, *a);
+                                *a = unsafe { d.mul_add(xv, *a) };
                             }
                         }
                     }
@@ -624,7 +694,7 @@ unsafe fn filter_tiles<const KW: usize, const ROWS: usize, const NARROW: bool>(
                 for (o, row) in acc.iter().enumerate().take(g.o - ob) {
                     for (kj, &a) in row.iter().enumerate() {
                         dw[((ob + o) * g.c + c) * g.kh * g.kw + ki * g.kw + kj] =
-                            _mm512_reduce_add_ps(a);
+                            unsafe { a.sum() };
                     }
                 }
             }
@@ -669,51 +739,74 @@ pub fn flipped_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
 /// the unshifted convolution): `out[b][c][kj][i][j] = x[b][c][i][j + kj]` for `j < ow`.
 ///
 /// # Panics
-/// If the slices are short or the CPU lacks AVX-512.
-pub fn shift_columns(g: &Conv, samples: usize, x: &[f32], out: &mut [f32]) {
-    assert!(available(), "direct convolutions need AVX-512");
+/// If the slices are short or the CPU does not support `isa`.
+pub fn shift_columns(isa: Isa, g: &Conv, samples: usize, x: &[f32], out: &mut [f32]) {
+    assert!(isa.supported(), "direct convolutions need {}", isa.name());
     let h = g.rows();
     assert!(x.len() >= samples * g.c * g.plane, "input too short");
     assert!(
         out.len() >= samples * g.c * g.shifted().plane,
         "output too short"
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is available (asserted); every row copied lies inside `x` and `out`
-    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
-    unsafe {
-        shift_rows(g, (samples * g.c, h), x, out)
+    let k = ShiftRows {
+        g,
+        planes: samples * g.c,
+        h,
+        x,
+        out,
     };
+    // SAFETY: the unit is supported (asserted); every row copied lies inside `x` and `out`
+    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
+    unsafe { simd::run(isa, k) };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn shift_rows(g: &Conv, (planes, h): (usize, usize), x: &[f32], out: &mut [f32]) {
-    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
-    let total = planes * g.kw * h * g.ow;
-    // Whole vectors, stored in increasing order: each one's lanes past its row are
-    // overwritten by the next row's, except near the end, where the stores are masked.
-    let vectors = g.ow.div_ceil(LANES);
-    let tail = match g.ow % LANES {
-        0 => u16::MAX,
-        n => (1u16 << n) - 1,
-    };
-    for plane in 0..planes {
-        for kj in 0..g.kw {
-            for i in 0..h {
-                let from = plane * g.plane + i * g.w + kj;
-                let to = ((plane * g.kw + kj) * h + i) * g.ow;
-                for v in 0..vectors {
-                    let m = if v + 1 == vectors { tail } else { u16::MAX };
-                    let at = to + v * LANES;
-                    // SAFETY: the caller's bounds for the row's `ow` floats; lanes past them
-                    // are not read, and are written only below `total` (then overwritten).
-                    unsafe {
-                        let x = _mm512_maskz_loadu_ps(m, xp.add(from + v * LANES));
-                        if at + LANES <= total {
-                            _mm512_storeu_ps(op.add(at), x);
-                        } else {
-                            _mm512_mask_storeu_ps(op.add(at), m, x);
+struct ShiftRows<'a> {
+    g: &'a Conv,
+    planes: usize,
+    h: usize,
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Kernel for ShiftRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let ShiftRows {
+            g,
+            planes,
+            h,
+            x,
+            out,
+        } = self;
+        let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+        let total = planes * g.kw * h * g.ow;
+        // Whole vectors, stored in increasing order: each one's lanes past its row are
+        // overwritten by the next row's, except near the end, where the stores are masked.
+        let vectors = g.ow.div_ceil(LANES);
+        let tail = match g.ow % LANES {
+            0 => u16::MAX,
+            n => low_bits(n),
+        };
+        for plane in 0..planes {
+            for kj in 0..g.kw {
+                for i in 0..h {
+                    let from = plane * g.plane + i * g.w + kj;
+                    let to = ((plane * g.kw + kj) * h + i) * g.ow;
+                    for v in 0..vectors {
+                        let m = if v + 1 == vectors { tail } else { u16::MAX };
+                        let at = to + v * LANES;
+                        // SAFETY: the caller's bounds for the row's `ow` floats; lanes past
+                        // them are not read, and are written only below `total` (then
+                        // overwritten).
+                        unsafe {
+                            let x = V::load_masked(m, xp.add(from + v * LANES));
+                            if at + LANES <= total {
+                                x.store(op.add(at));
+                            } else {
+                                x.store_masked(m, op.add(at));
+                            }
                         }
                     }
                 }
@@ -801,48 +894,47 @@ mod tests {
 
     #[test]
     fn forward_matches_the_definition() {
-        if !available() {
-            return;
-        }
-        for (k, &s) in SHAPES.iter().enumerate() {
-            let (c, h, wd, o, kh, kw) = s;
-            let g = Conv::forward(c, h, wd, o, kh, kw);
-            let samples = 2;
-            let x = values(samples * c * h * wd, k as u64);
-            let mut w = values(g.o_pad() * g.taps(), 100 + k as u64);
-            w[o * g.taps()..].fill(0.0);
-            let want = conv(&x, &w, s);
-            // One float more than the output: nothing may be written past it.
-            let mut y = vec![f32::NAN; want.len() + 1];
-            forward(&g, samples, &x, &w, None, &mut y[..want.len()]);
-            for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
-                close(got, want, &format!("{s:?} y[{k}]"));
-            }
-            assert!(y[want.len()].is_nan());
-            // With a bias and ReLU: bit for bit `relu(y + b)` of the plain result (biases
-            // that zero some outputs, make some -0 and leave others; a NaN bias gives 0).
-            let mut bias = values(o, 200 + k as u64);
-            bias[0] = f32::NAN;
-            let mut z = vec![f32::NAN; want.len() + 1];
-            forward(&g, samples, &x, &w, Some(&bias), &mut z[..want.len()]);
-            let plane = g.oh * g.ow;
-            for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
-                let sum = y + bias[(k / plane) % o];
-                let want = if sum > 0.0 { sum } else { 0.0 };
-                assert_eq!(got.to_bits(), want.to_bits(), "{s:?} relu(y + b)[{k}]");
-            }
-            assert!(z[want.len()].is_nan());
-            // From shifted copies of the columns: the same taps in the same order, so the
-            // same bits.
-            let shifted = g.shifted();
-            let mut xs = vec![f32::NAN; samples * c * shifted.plane];
-            shift_columns(&g, samples, &x, &mut xs);
-            for bias in [None, Some(&bias[..])] {
-                let mut ys = vec![f32::NAN; want.len()];
-                forward(&shifted, samples, &xs, &w, bias, &mut ys);
-                let wide = if bias.is_some() { &z } else { &y };
-                for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
-                    assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
+        for isa in Isa::supported_all() {
+            for (k, &s) in SHAPES.iter().enumerate() {
+                let (c, h, wd, o, kh, kw) = s;
+                let g = Conv::forward(c, h, wd, o, kh, kw);
+                let samples = 2;
+                let x = values(samples * c * h * wd, k as u64);
+                let mut w = values(g.o_pad() * g.taps(), 100 + k as u64);
+                w[o * g.taps()..].fill(0.0);
+                let want = conv(&x, &w, s);
+                // One float more than the output: nothing may be written past it.
+                let mut y = vec![f32::NAN; want.len() + 1];
+                forward(isa, &g, samples, &x, &w, None, &mut y[..want.len()]);
+                for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                    close(got, want, &format!("{s:?} y[{k}]"));
+                }
+                assert!(y[want.len()].is_nan());
+                // With a bias and ReLU: bit for bit `relu(y + b)` of the plain result (biases
+                // that zero some outputs, make some -0 and leave others; a NaN bias gives 0).
+                let mut bias = values(o, 200 + k as u64);
+                bias[0] = f32::NAN;
+                let mut z = vec![f32::NAN; want.len() + 1];
+                forward(isa, &g, samples, &x, &w, Some(&bias), &mut z[..want.len()]);
+                let plane = g.oh * g.ow;
+                for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
+                    let sum = y + bias[(k / plane) % o];
+                    let want = if sum > 0.0 { sum } else { 0.0 };
+                    assert_eq!(got.to_bits(), want.to_bits(), "{s:?} relu(y + b)[{k}]");
+                }
+                assert!(z[want.len()].is_nan());
+                // From shifted copies of the columns: the same taps in the same order, so the
+                // same bits.
+                let shifted = g.shifted();
+                let mut xs = vec![f32::NAN; samples * c * shifted.plane];
+                shift_columns(isa, &g, samples, &x, &mut xs);
+                for bias in [None, Some(&bias[..])] {
+                    let mut ys = vec![f32::NAN; want.len()];
+                    forward(isa, &shifted, samples, &xs, &w, bias, &mut ys);
+                    let wide = if bias.is_some() { &z } else { &y };
+                    for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
+                        assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
+                    }
                 }
             }
         }
@@ -850,107 +942,107 @@ mod tests {
 
     #[test]
     fn input_gradient_is_the_transposed_product() {
-        if !available() {
-            return;
-        }
-        for (k, &s) in SHAPES.iter().enumerate() {
-            let (c, h, wd, o, kh, kw) = s;
-            let g = Conv::forward(c, h, wd, o, kh, kw);
-            let t = g.input_gradient();
-            let w = values(o * g.taps(), 300 + k as u64);
-            let dy = values(o * g.oh * g.ow, 400 + k as u64);
-            // dx[ci][y][x] = Σ_{o,ki,kj} w[o][ci][ki][kj] · dy[o][y − ki][x − kj]
-            let mut want = vec![0.0f64; c * h * wd];
-            for oc in 0..o {
-                for ci in 0..c {
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            for i in 0..g.oh {
-                                for j in 0..g.ow {
-                                    want[(ci * h + i + ki) * wd + j + kj] +=
-                                        w[((oc * c + ci) * kh + ki) * kw + kj] as f64
-                                            * dy[(oc * g.oh + i) * g.ow + j] as f64;
+        for isa in Isa::supported_all() {
+            for (k, &s) in SHAPES.iter().enumerate() {
+                let (c, h, wd, o, kh, kw) = s;
+                let g = Conv::forward(c, h, wd, o, kh, kw);
+                let t = g.input_gradient();
+                let w = values(o * g.taps(), 300 + k as u64);
+                let dy = values(o * g.oh * g.ow, 400 + k as u64);
+                // dx[ci][y][x] = Σ_{o,ki,kj} w[o][ci][ki][kj] · dy[o][y − ki][x − kj]
+                let mut want = vec![0.0f64; c * h * wd];
+                for oc in 0..o {
+                    for ci in 0..c {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                for i in 0..g.oh {
+                                    for j in 0..g.ow {
+                                        want[(ci * h + i + ki) * wd + j + kj] +=
+                                            w[((oc * c + ci) * kh + ki) * kw + kj] as f64
+                                                * dy[(oc * g.oh + i) * g.ow + j] as f64;
+                                    }
                                 }
                             }
                         }
                     }
                 }
+                let mut planes = vec![f32::NAN; o * t.plane];
+                gradient_planes(&g, &dy, &mut planes);
+                let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];
+                flipped_filters(&g, &w, &mut wt);
+                let mut dx = vec![f32::NAN; c * h * wd];
+                forward(isa, &t, 1, &planes, &wt, None, &mut dx);
+                for (k, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                    close(got, want, &format!("{s:?} dx[{k}]"));
+                }
+                // Skipping the taps that read only zero rows changes no bit.
+                let every_tap = Conv {
+                    live: (0, t.rows()),
+                    ..t
+                };
+                assert_eq!(t.skips_rows(), kh > 1, "{s:?}");
+                assert!(!every_tap.skips_rows());
+                let mut all = vec![f32::NAN; c * h * wd];
+                forward(isa, &every_tap, 1, &planes, &wt, None, &mut all);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dx), bits(&all), "{s:?}");
             }
-            let mut planes = vec![f32::NAN; o * t.plane];
-            gradient_planes(&g, &dy, &mut planes);
-            let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];
-            flipped_filters(&g, &w, &mut wt);
-            let mut dx = vec![f32::NAN; c * h * wd];
-            forward(&t, 1, &planes, &wt, None, &mut dx);
-            for (k, (&got, &want)) in dx.iter().zip(&want).enumerate() {
-                close(got, want, &format!("{s:?} dx[{k}]"));
-            }
-            // Skipping the taps that read only zero rows changes no bit.
-            let every_tap = Conv {
-                live: (0, t.rows()),
-                ..t
-            };
-            assert_eq!(t.skips_rows(), kh > 1, "{s:?}");
-            assert!(!every_tap.skips_rows());
-            let mut all = vec![f32::NAN; c * h * wd];
-            forward(&every_tap, 1, &planes, &wt, None, &mut all);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&dx), bits(&all), "{s:?}");
         }
     }
 
     #[test]
     fn filter_gradient_matches_the_definition() {
-        if !available() {
-            return;
-        }
-        let samples = 3;
-        for ((k, &s), shifted) in SHAPES
-            .iter()
-            .enumerate()
-            .flat_map(|s| [(s, false), (s, true)])
-        {
-            let (c, h, wd, o, kh, kw) = s;
-            let plain = Conv::forward(c, h, wd, o, kh, kw);
-            let x = values(samples * c * h * wd, k as u64);
-            let dy = values(samples * o * plain.oh * plain.ow, 200 + k as u64);
-            // The kernel's input: the planes, or their shifted copies.
-            let (g, input) = if shifted {
-                let g = plain.shifted();
-                let mut xs = vec![f32::NAN; samples * c * g.plane];
-                shift_columns(&plain, samples, &x, &mut xs);
-                (g, xs)
-            } else {
-                (plain, x.clone())
-            };
-            let rows = filter_rows(&g);
-            // NaN wherever the wide layout has no real position: the kernel must not read it.
-            let mut wide = vec![f32::NAN; samples * rows * g.stride()];
-            for b in 0..samples {
-                wide_gradient(
-                    &g,
-                    &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow],
-                    &mut wide[b * rows * g.stride()..][..rows * g.stride()],
-                );
-            }
-            let mut dw = vec![f32::NAN; o * g.taps()];
-            filter(&g, samples, &input, &wide, &mut dw);
-            for oc in 0..o {
-                for ci in 0..c {
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            let mut want = 0.0f64;
-                            for b in 0..samples {
-                                for i in 0..g.oh {
-                                    for j in 0..g.ow {
-                                        want += dy[((b * o + oc) * g.oh + i) * g.ow + j] as f64
-                                            * x[((b * c + ci) * h + i + ki) * wd + j + kj] as f64;
+        for isa in Isa::supported_all() {
+            let samples = 3;
+            for ((k, &s), shifted) in SHAPES
+                .iter()
+                .enumerate()
+                .flat_map(|s| [(s, false), (s, true)])
+            {
+                let (c, h, wd, o, kh, kw) = s;
+                let plain = Conv::forward(c, h, wd, o, kh, kw);
+                let x = values(samples * c * h * wd, k as u64);
+                let dy = values(samples * o * plain.oh * plain.ow, 200 + k as u64);
+                // The kernel's input: the planes, or their shifted copies.
+                let (g, input) = if shifted {
+                    let g = plain.shifted();
+                    let mut xs = vec![f32::NAN; samples * c * g.plane];
+                    shift_columns(isa, &plain, samples, &x, &mut xs);
+                    (g, xs)
+                } else {
+                    (plain, x.clone())
+                };
+                let rows = filter_rows(&g);
+                // NaN wherever the wide layout has no real position: the kernel must not read it.
+                let mut wide = vec![f32::NAN; samples * rows * g.stride()];
+                for b in 0..samples {
+                    wide_gradient(
+                        &g,
+                        &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow],
+                        &mut wide[b * rows * g.stride()..][..rows * g.stride()],
+                    );
+                }
+                let mut dw = vec![f32::NAN; o * g.taps()];
+                filter(isa, &g, samples, &input, &wide, &mut dw);
+                for oc in 0..o {
+                    for ci in 0..c {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let mut want = 0.0f64;
+                                for b in 0..samples {
+                                    for i in 0..g.oh {
+                                        for j in 0..g.ow {
+                                            want += dy[((b * o + oc) * g.oh + i) * g.ow + j] as f64
+                                                * x[((b * c + ci) * h + i + ki) * wd + j + kj]
+                                                    as f64;
+                                        }
                                     }
                                 }
+                                let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
+                                let what =
+                                    format!("{s:?} shifted {shifted}: dw[{oc},{ci},{ki},{kj}]");
+                                close(got, want, &what);
                             }
-                            let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
-                            let what = format!("{s:?} shifted {shifted}: dw[{oc},{ci},{ki},{kj}]");
-                            close(got, want, &what);
                         }
                     }
                 }
@@ -960,63 +1052,64 @@ mod tests {
 
     #[test]
     fn skipping_a_samples_zero_rows_changes_no_bit() {
-        if !available() {
-            return;
-        }
-        let samples = 4;
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (k, &s) in SHAPES.iter().enumerate() {
-            let (c, h, wd, o, kh, kw) = s;
-            let g = Conv::forward(c, h, wd, o, kh, kw);
-            let mut x = values(samples * c * h * wd, 500 + k as u64);
-            // Sample 0 is blank above row h/3 and from row 2h/3 on (-0 in the last plane),
-            // sample 1 is blank, sample 2 has a blank row in the middle, sample 3 none.
-            let (top, bottom) = (h / 3, 2 * h / 3);
-            for (b, sample) in x.chunks_exact_mut(c * h * wd).enumerate() {
-                for (ci, plane) in sample.chunks_exact_mut(h * wd).enumerate() {
-                    for (r, row) in plane.chunks_exact_mut(wd).enumerate() {
-                        let blank = match b {
-                            0 => r < top || r >= bottom,
-                            1 => true,
-                            2 => r == h / 2,
-                            _ => false,
-                        };
-                        if blank {
-                            row.fill(if ci == c - 1 { -0.0 } else { 0.0 });
+        for isa in Isa::supported_all() {
+            let samples = 4;
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (k, &s) in SHAPES.iter().enumerate() {
+                let (c, h, wd, o, kh, kw) = s;
+                let g = Conv::forward(c, h, wd, o, kh, kw);
+                let mut x = values(samples * c * h * wd, 500 + k as u64);
+                // Sample 0 is blank above row h/3 and from row 2h/3 on (-0 in the last plane),
+                // sample 1 is blank, sample 2 has a blank row in the middle, sample 3 none.
+                let (top, bottom) = (h / 3, 2 * h / 3);
+                for (b, sample) in x.chunks_exact_mut(c * h * wd).enumerate() {
+                    for (ci, plane) in sample.chunks_exact_mut(h * wd).enumerate() {
+                        for (r, row) in plane.chunks_exact_mut(wd).enumerate() {
+                            let blank = match b {
+                                0 => r < top || r >= bottom,
+                                1 => true,
+                                2 => r == h / 2,
+                                _ => false,
+                            };
+                            if blank {
+                                row.fill(if ci == c - 1 { -0.0 } else { 0.0 });
+                            }
                         }
                     }
                 }
-            }
-            let sample = c * h * wd;
-            assert_eq!(g.live_in(&x[..sample]), (top, bottom), "{s:?}");
-            assert_eq!(g.live_in(&x[sample..]).0, g.live_in(&x[sample..]).1);
-            assert_eq!(g.live_in(&x[2 * sample..]), (0, h));
+                let sample = c * h * wd;
+                assert_eq!(g.live_in(&x[..sample]), (top, bottom), "{s:?}");
+                assert_eq!(g.live_in(&x[sample..]).0, g.live_in(&x[sample..]).1);
+                assert_eq!(g.live_in(&x[2 * sample..]), (0, h));
 
-            let w = values(g.o_pad() * g.taps(), 600 + k as u64);
-            let bias = values(o, 700 + k as u64);
-            for bias in [None, Some(&bias[..])] {
-                let out = samples * o * g.oh * g.ow;
-                let (mut skipped, mut every) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                forward_rows_of(&g, samples, &x, &w, bias, &mut skipped, true);
-                forward_rows_of(&g, samples, &x, &w, bias, &mut every, false);
-                assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
+                let w = values(g.o_pad() * g.taps(), 600 + k as u64);
+                let bias = values(o, 700 + k as u64);
+                for bias in [None, Some(&bias[..])] {
+                    let out = samples * o * g.oh * g.ow;
+                    let (mut skipped, mut every) = (vec![f32::NAN; out], vec![f32::NAN; out]);
+                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut skipped, true);
+                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut every, false);
+                    assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
+                }
+                let rows = filter_rows(&g);
+                let mut wide = vec![f32::NAN; samples * rows * g.stride()];
+                let dy = values(samples * o * g.oh * g.ow, 800 + k as u64);
+                for (b, wide) in wide.chunks_exact_mut(rows * g.stride()).enumerate() {
+                    wide_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], wide);
+                }
+                let (mut skipped, mut every) =
+                    (vec![f32::NAN; o * g.taps()], vec![0.0; o * g.taps()]);
+                filter_rows_of(isa, &g, samples, (&x, &wide), &mut skipped, true);
+                filter_rows_of(isa, &g, samples, (&x, &wide), &mut every, false);
+                assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
             }
-            let rows = filter_rows(&g);
-            let mut wide = vec![f32::NAN; samples * rows * g.stride()];
-            let dy = values(samples * o * g.oh * g.ow, 800 + k as u64);
-            for (b, wide) in wide.chunks_exact_mut(rows * g.stride()).enumerate() {
-                wide_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], wide);
-            }
-            let (mut skipped, mut every) = (vec![f32::NAN; o * g.taps()], vec![0.0; o * g.taps()]);
-            filter_rows_of(&g, samples, &x, &wide, &mut skipped, true);
-            filter_rows_of(&g, samples, &x, &wide, &mut every, false);
-            assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
         }
     }
 
     #[test]
     #[ignore = "timing, not a test: cargo test --release -p nnc-jit direct -- --ignored --nocapture"]
     fn time_lenet_shapes() {
+        let isa = Isa::best().expect("a vector unit");
         let samples = 16;
         for (name, g) in [
             ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
@@ -1034,11 +1127,11 @@ mod tests {
             let mut best = [f64::MAX; 2];
             for _ in 0..50 {
                 let t = std::time::Instant::now();
-                forward(&g, samples, &x, &w, None, &mut out);
+                forward(isa, &g, samples, &x, &w, None, &mut out);
                 best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
                 let t = std::time::Instant::now();
                 if g.filter_supported() {
-                    filter(&g, samples, &x, &dy, &mut dw);
+                    filter(isa, &g, samples, &x, &dy, &mut dw);
                 }
                 best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
             }
@@ -1056,13 +1149,13 @@ mod tests {
             let mut best = [f64::MAX; 3];
             for _ in 0..50 {
                 let t = std::time::Instant::now();
-                shift_columns(&g, samples, &x, &mut xs);
+                shift_columns(isa, &g, samples, &x, &mut xs);
                 best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
-                forward(&s, samples, &xs, &w, None, &mut out);
+                forward(isa, &s, samples, &xs, &w, None, &mut out);
                 best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
                 let t = std::time::Instant::now();
-                shift_columns(&g, samples, &x, &mut xs);
-                filter(&s, samples, &xs, &dy, &mut dw);
+                shift_columns(isa, &g, samples, &x, &mut xs);
+                filter(isa, &s, samples, &xs, &dy, &mut dw);
                 best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
             }
             eprintln!(

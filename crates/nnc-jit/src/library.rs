@@ -1,6 +1,7 @@
 //! Library kernels: the ops that are not fused loops, as Rust routines specialised at compile
 //! time (every shape, offset and flag is fixed in the kernel value). Contractions call gemm's
-//! AVX-512 micro-kernels; convolutions are im2col + GEMM over a scratch buffer in the arena.
+//! micro-kernels (AVX-512 or AVX2); convolutions are direct ([`direct`]) or im2col + GEMM over
+//! a scratch buffer in the arena.
 //! Each routine computes exactly what the reference interpreter computes (same tie-breaking,
 //! same stable formulas), so the two can be compared element by element.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::{Plan, elem_size};
+use crate::simd::Isa;
 use crate::{direct, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
@@ -28,8 +30,9 @@ pub struct LibKernel {
     pub extra: usize,
     /// Split whenever the leading extent allows two parts, however small the work.
     pub split_small: bool,
-    /// Use the AVX-512 kernels (direct convolutions, vector pooling) where the CPU has them.
-    pub direct: bool,
+    /// The vector unit of the hand-vectorised kernels (direct convolutions, vector pooling,
+    /// sparse products), or none: the portable ones.
+    pub isa: Option<Isa>,
     /// A stride-1 unpadded convolution on the direct kernels that adds this bias (byte
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
     /// recognised by [`direct::bias_relu_epilogue`], is not run.
@@ -119,7 +122,7 @@ impl LibKernel {
             scratch_part,
             extra,
             split_small: false,
-            direct: true,
+            isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
             sparse_runs: Arc::default(),
@@ -137,7 +140,7 @@ impl LibKernel {
             scratch_part: 0,
             extra: 0,
             split_small: false,
-            direct: true,
+            isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
             sparse_runs: Arc::default(),
@@ -341,7 +344,7 @@ impl LibKernel {
                 } else {
                     ((0, m), range(nn))
                 };
-                if self.sparse && self.direct && direct::available() && !*tb {
+                if let (true, Some(isa), false) = (self.sparse, self.isa, *tb) {
                     // SAFETY: this part's scratch holds `scratch_bytes` of the instruction,
                     // the gather's for all rows; C and B hold the rows and columns addressed.
                     let done = unsafe {
@@ -350,6 +353,7 @@ impl LibKernel {
                             sparse::scratch_bytes(m, k),
                         );
                         sparse::product(
+                            isa,
                             f32s(0),
                             [a[0], a[1]],
                             *ta,
@@ -600,22 +604,21 @@ impl LibKernel {
                 let (ys, yp) = sub(oshape);
                 let x = &f32s(0)[lo * xp..hi * xp];
                 let y = &mut out[lo * yp..hi * yp];
-                // 2×2 windows, stride 2: sixteen windows per AVX-512 vector.
+                // 2×2 windows, stride 2: sixteen windows per vector.
                 let (h, w) = (xs[1], xs[2]);
-                let vector = self.direct
-                    && *size == [2, 2]
-                    && *stride == [2, 2]
-                    && crate::direct::available();
-                match &self.op {
-                    Op::MaxPool { .. } if vector => crate::maxpool::forward(x, y, hi - lo, h, w),
-                    Op::MaxPoolGrad { .. } if vector => {
+                let vector = self.isa.filter(|_| *size == [2, 2] && *stride == [2, 2]);
+                match (&self.op, vector) {
+                    (Op::MaxPool { .. }, Some(isa)) => {
+                        crate::maxpool::forward(isa, x, y, hi - lo, h, w)
+                    }
+                    (Op::MaxPoolGrad { .. }, Some(isa)) => {
                         let (_, gp) = sub(shape(1));
                         let dy = &f32s(1)[lo * gp..hi * gp];
-                        crate::maxpool::backward(x, dy, y, hi - lo, h, w)
+                        crate::maxpool::backward(isa, x, dy, y, hi - lo, h, w)
                     }
-                    Op::MaxPool { .. } => pool(x, y, &xs, &ys, *size, *stride, true),
-                    Op::SumPool { .. } => pool(x, y, &xs, &ys, *size, *stride, false),
-                    Op::MaxPoolGrad { .. } => {
+                    (Op::MaxPool { .. }, _) => pool(x, y, &xs, &ys, *size, *stride, true),
+                    (Op::SumPool { .. }, _) => pool(x, y, &xs, &ys, *size, *stride, false),
+                    (Op::MaxPoolGrad { .. }, _) => {
                         let (gs, gp) = sub(shape(1));
                         maxpool_grad(x, &f32s(1)[lo * gp..hi * gp], y, &xs, &gs, *size, *stride)
                     }
@@ -801,7 +804,8 @@ enum WideOp {
 
 impl LibKernel {
     /// A stride-1, unpadded convolution (or one of its gradients) for samples `lo..hi`: direct
-    /// kernels on AVX-512 (measured 2–3× faster than im2col + GEMM on LeNet-5's shapes), else
+    /// kernels on the vector unit (measured 2–3× faster than im2col + GEMM on LeNet-5's shapes
+    /// with AVX-512), else
     /// wide im2col + GEMM.
     ///
     /// # Safety
@@ -823,10 +827,11 @@ impl LibKernel {
         let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
         // SAFETY: forwarded.
         unsafe {
-            if self.direct && direct::available() && !filter_too_wide && fits && hi > lo {
-                self.direct_conv(base, scratch, lo, hi, op, out);
-            } else {
-                self.wide_conv(base, scratch, lo, hi, op, out);
+            match self.isa {
+                Some(isa) if !filter_too_wide && fits && hi > lo => {
+                    self.direct_conv(isa, base, scratch, lo, hi, op, out)
+                }
+                _ => self.wide_conv(base, scratch, lo, hi, op, out),
             }
         }
     }
@@ -859,9 +864,11 @@ impl LibKernel {
     ///
     /// # Safety
     /// As [`LibKernel::wide_conv`]; the scratch space holds what `scratch_bytes` reserved for
-    /// the direct kernels, and the CPU has AVX-512.
+    /// the direct kernels, and the CPU supports `isa`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn direct_conv(
         &self,
+        isa: Isa,
         base: *mut u8,
         scratch: usize,
         lo: usize,
@@ -899,7 +906,7 @@ impl LibKernel {
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
                 let y = &mut y[lo * out_sample..hi * out_sample];
-                direct::forward(&g, nb, x, weights, bias, y);
+                direct::forward(isa, &g, nb, x, weights, bias, y);
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
@@ -912,10 +919,10 @@ impl LibKernel {
                 }
                 let x = &arg(0)[lo * sample..hi * sample];
                 if copies > 0 {
-                    direct::shift_columns(&g, nb, x, xs);
-                    direct::filter(&s, nb, xs, wide, dw);
+                    direct::shift_columns(isa, &g, nb, x, xs);
+                    direct::filter(isa, &s, nb, xs, wide, dw);
                 } else {
-                    direct::filter(&g, nb, x, wide, dw);
+                    direct::filter(isa, &g, nb, x, wide, dw);
                 }
             }
             WideOp::Input => {
@@ -931,7 +938,15 @@ impl LibKernel {
                 {
                     direct::gradient_planes(&g, dy, planes);
                 }
-                direct::forward(&t, nb, planes, wt, None, &mut dx[lo * sample..hi * sample]);
+                direct::forward(
+                    isa,
+                    &t,
+                    nb,
+                    planes,
+                    wt,
+                    None,
+                    &mut dx[lo * sample..hi * sample],
+                );
             }
         }
     }

@@ -1,4 +1,5 @@
-//! 2×2, stride-2 max pooling and its gradient on AVX-512: sixteen windows per vector.
+//! 2×2, stride-2 max pooling and its gradient on the vector unit ([`crate::simd`]): sixteen
+//! windows per vector.
 //!
 //! Two rows of 32 inputs are split into the four corners of sixteen windows (even and odd
 //! lanes of each row); the gradient goes to the first maximum of each window in the order
@@ -9,42 +10,52 @@
 //! and sums it per channel for the bias: [`MaskedGrad`] recognises exactly that epilogue and
 //! does all three in the same pass, so the unmasked gradient is never stored and read back.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
 use nnc_ir::{Binary, DType, Function, Op, Unary};
 
 use crate::plan::Plan;
 use crate::schedule::{LoopKernel, used_only_by};
+use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// `y[l][i][j] = max` of the 2×2 window at `(2i, 2j)` of plane `l` (planes `h × w` in,
 /// `h/2 × w/2` out).
 ///
 /// # Panics
-/// If the slices do not hold `planes` such planes, or the CPU lacks AVX-512.
-pub fn forward(x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
-    assert!(crate::direct::available(), "needs AVX-512");
+/// If the slices do not hold `planes` such planes, or the CPU does not support `isa`.
+pub fn forward(isa: Isa, x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
+    assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && y.len() >= planes * (h / 2) * (w / 2));
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is available; the slices hold the planes (checked above).
-    unsafe {
-        forward_planes(x, y, planes, h, w)
-    }
+    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    unsafe { simd::run(isa, Forward { x, y, planes, h, w }) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn forward_planes(x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
-    let (oh, ow) = (h / 2, w / 2);
-    for l in 0..planes {
-        for i in 0..oh {
-            let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
-            let yr = &mut y[(l * oh + i) * ow..][..ow];
-            rows(x0, x1, ow, |j0, m, [a, b, c, d]| {
-                let v = _mm512_max_ps(d, _mm512_max_ps(c, _mm512_max_ps(b, a)));
-                // SAFETY: `m` covers windows `j0..j0 + n`, within `yr`.
-                unsafe { _mm512_mask_storeu_ps(yr.as_mut_ptr().add(j0), m, v) };
-            });
+struct Forward<'a> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Forward { x, y, planes, h, w } = self;
+        let (oh, ow) = (h / 2, w / 2);
+        for l in 0..planes {
+            for i in 0..oh {
+                let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
+                let yr = &mut y[(l * oh + i) * ow..][..ow];
+                // SAFETY: the CPU has `V`'s unit (the caller's contract); `m` covers windows
+                // `j0..j0 + n`, within `yr`.
+                unsafe {
+                    rows::<V>(x0, x1, ow, |j0, m, [a, b, c, d]| {
+                        let v = d.max(c.max(b.max(a)));
+                        v.store_masked(m, yr.as_mut_ptr().add(j0));
+                    })
+                };
+            }
         }
     }
 }
@@ -54,14 +65,32 @@ fn forward_planes(x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
 ///
 /// # Panics
 /// As [`forward`].
-pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, h: usize, w: usize) {
-    assert!(crate::direct::available(), "needs AVX-512");
+pub fn backward(
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+) {
+    assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && dx.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2));
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is available; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above).
     unsafe {
-        backward_planes(x, dy, dx, planes, h, w, None)
+        simd::run(
+            isa,
+            Backward {
+                x,
+                dy,
+                dx,
+                planes,
+                h,
+                w,
+                masked: None,
+            },
+        )
     }
 }
 
@@ -75,6 +104,7 @@ pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, h: usize, 
 /// As [`forward`], or if `sums` has fewer than `channels` entries.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_masked(
+    isa: Isa,
     x: &[f32],
     dy: &[f32],
     dz: &mut [f32],
@@ -83,84 +113,105 @@ pub fn backward_masked(
     h: usize,
     w: usize,
 ) {
-    assert!(crate::direct::available(), "needs AVX-512");
+    assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && dz.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2) && sums.len() >= channels && channels > 0);
     sums[..channels].fill(0.0);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is available; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above).
     unsafe {
-        backward_planes(x, dy, dz, planes, h, w, Some((sums, first, channels)))
+        simd::run(
+            isa,
+            Backward {
+                x,
+                dy,
+                dx: dz,
+                planes,
+                h,
+                w,
+                masked: Some((sums, first, channels)),
+            },
+        )
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn backward_planes(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
+struct Backward<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+    dx: &'a mut [f32],
     planes: usize,
     h: usize,
     w: usize,
-    mut masked: Option<(&mut [f32], usize, usize)>,
-) {
-    let (oh, ow) = (h / 2, w / 2);
-    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
-    // `v · step(x)`, one multiplication as the loop does it (`step`: 1 where `x > 0`, else 0).
-    let mask = |v: __m512, x: __m512| {
-        _mm512_mul_ps(
-            v,
-            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, zero), one),
-        )
-    };
-    for l in 0..planes {
-        let mut sum = zero;
-        let dxp = &mut dx[l * h * w..(l + 1) * h * w];
-        for i in 0..oh {
-            let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
-            let g = &dy[(l * oh + i) * ow..][..ow];
-            let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
-            rows(x0, x1, ow, |j0, m, [a, b, c, d]| {
-                // SAFETY: windows `j0..j0 + n` (the lanes of `m`) are within `g`.
-                let gv = unsafe { _mm512_maskz_loadu_ps(m, g.as_ptr().add(j0)) };
-                let top_right = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, a);
-                let best = _mm512_max_ps(b, a);
-                let bottom_left = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(c, best);
-                let best = _mm512_max_ps(c, best);
-                let bottom_right = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, best);
-                let bottom_left = bottom_left & !bottom_right;
-                let top_right = top_right & !bottom_left & !bottom_right;
-                let top_left = !(top_right | bottom_left | bottom_right);
-                // `+ 0` turns a gradient of -0 into +0, as the scalar `0 + g` does.
-                let pick = |k: __mmask16| _mm512_add_ps(_mm512_maskz_mov_ps(k, gv), zero);
-                let mut corners = [
-                    pick(top_left),
-                    pick(top_right),
-                    pick(bottom_left),
-                    pick(bottom_right),
-                ];
-                if masked.is_some() {
-                    // Lanes beyond the row are 0 in `gv` and in the corners: they add +0.
-                    for (v, x) in corners.iter_mut().zip([a, b, c, d]) {
-                        *v = mask(*v, x);
-                    }
-                    let pairs = [
-                        _mm512_add_ps(corners[0], corners[1]),
-                        _mm512_add_ps(corners[2], corners[3]),
-                    ];
-                    sum = _mm512_add_ps(sum, _mm512_add_ps(pairs[0], pairs[1]));
-                }
-                store_pairs(d0, j0, m, corners[0], corners[1]);
-                store_pairs(d1, j0, m, corners[2], corners[3]);
-            });
-            // Inputs no window covers get 0, masked or not (0 · step = +0).
-            d0[2 * ow..].fill(0.0);
-            d1[2 * ow..].fill(0.0);
-        }
-        dxp[2 * oh * w..].fill(0.0);
-        if let Some((sums, first, channels)) = masked.as_mut() {
-            sums[(*first + l) % *channels] += _mm512_reduce_add_ps(sum);
+    masked: Option<(&'a mut [f32], usize, usize)>,
+}
+
+impl Kernel for Backward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Backward {
+            x,
+            dy,
+            dx,
+            planes,
+            h,
+            w,
+            mut masked,
+        } = self;
+        let (oh, ow) = (h / 2, w / 2);
+        // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
+        let (zero, one) = unsafe { (V::zero(), V::splat(1.0)) };
+        // `v · step(x)`, one multiplication as the loop does it (`step`: 1 where `x > 0`, else 0).
+        let mask = |v: V, x: V| unsafe { v.mul(one.keep(x.gt(zero))) };
+        for l in 0..planes {
+            let mut sum = zero;
+            let dxp = &mut dx[l * h * w..(l + 1) * h * w];
+            for i in 0..oh {
+                let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
+                let g = &dy[(l * oh + i) * ow..][..ow];
+                let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+                let masked = masked.is_some();
+                unsafe {
+                    rows::<V>(x0, x1, ow, |j0, m, [a, b, c, d]| {
+                        // SAFETY: windows `j0..j0 + n` (the lanes of `m`) are within `g`.
+                        let gv = V::load_masked(m, g.as_ptr().add(j0));
+                        let top_right = b.gt(a);
+                        let best = b.max(a);
+                        let bottom_left = c.gt(best);
+                        let best = c.max(best);
+                        let bottom_right = d.gt(best);
+                        let bottom_left = bottom_left & !bottom_right;
+                        let top_right = top_right & !bottom_left & !bottom_right;
+                        let top_left = !(top_right | bottom_left | bottom_right);
+                        // `+ 0` turns a gradient of -0 into +0, as the scalar `0 + g` does.
+                        let pick = |k: u16| gv.keep(k).add(zero);
+                        let mut corners = [
+                            pick(top_left),
+                            pick(top_right),
+                            pick(bottom_left),
+                            pick(bottom_right),
+                        ];
+                        if masked {
+                            // Lanes beyond the row are 0 in `gv` and in the corners: they
+                            // add +0.
+                            for (v, x) in corners.iter_mut().zip([a, b, c, d]) {
+                                *v = mask(*v, x);
+                            }
+                            let pairs = [corners[0].add(corners[1]), corners[2].add(corners[3])];
+                            sum = sum.add(pairs[0].add(pairs[1]));
+                        }
+                        store_pairs(d0, j0, m, corners[0], corners[1]);
+                        store_pairs(d1, j0, m, corners[2], corners[3]);
+                    })
+                };
+                // Inputs no window covers get 0, masked or not (0 · step = +0).
+                d0[2 * ow..].fill(0.0);
+                d1[2 * ow..].fill(0.0);
+            }
+            dxp[2 * oh * w..].fill(0.0);
+            if let Some((sums, first, channels)) = masked.as_mut() {
+                sums[(*first + l) % *channels] += unsafe { sum.sum() };
+            }
         }
     }
 }
@@ -248,9 +299,16 @@ impl MaskedGrad {
     /// to `base + partial` when `partial` is not 0 (the loop calling convention).
     ///
     /// # Safety
-    /// `base` is the arena this was recognised in, the CPU has AVX-512, and no other thread
-    /// touches this part's planes or its sums' destination meanwhile.
-    pub unsafe fn run_part(&self, base: *mut u8, part: usize, parts: usize, partial: usize) {
+    /// `base` is the arena this was recognised in, the CPU supports `isa`, and no other
+    /// thread touches this part's planes or its sums' destination meanwhile.
+    pub unsafe fn run_part(
+        &self,
+        isa: Isa,
+        base: *mut u8,
+        part: usize,
+        parts: usize,
+        partial: usize,
+    ) {
         let [n, c, h, w] = self.shape;
         let lead = n * c;
         let (lo, hi) = (lead * part / parts, lead * (part + 1) / parts);
@@ -266,20 +324,24 @@ impl MaskedGrad {
             let dz = std::slice::from_raw_parts_mut(at(self.dz).add(lo * plane), (hi - lo) * plane);
             let dst = if partial == 0 { self.sums } else { partial };
             let sums = std::slice::from_raw_parts_mut(at(dst), c);
-            backward_masked(x, dy, dz, sums, [lo, hi - lo, c], h, w);
+            backward_masked(isa, x, dy, dz, sums, [lo, hi - lo, c], h, w);
         }
     }
 }
 
 /// Calls `f(j0, mask, [top-left, top-right, bottom-left, bottom-right])` for windows
 /// `j0..j0 + 16` of the row pair `x0`, `x1` (`mask`: the windows below `ow`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn rows(x0: &[f32], x1: &[f32], ow: usize, mut f: impl FnMut(usize, __mmask16, [__m512; 4])) {
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+#[inline(always)]
+unsafe fn rows<V: F32x16>(
+    x0: &[f32],
+    x1: &[f32],
+    ow: usize,
+    mut f: impl FnMut(usize, u16, [V; 4]),
+) {
     assert!(x0.len() >= 2 * ow && x1.len() >= 2 * ow);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for j0 in (0..ow).step_by(16) {
         let n = (ow - j0).min(16);
         let m = low_bits(n);
@@ -288,58 +350,37 @@ fn rows(x0: &[f32], x1: &[f32], ow: usize, mut f: impl FnMut(usize, __mmask16, [
             low_bits((2 * n).saturating_sub(16)),
         );
         // SAFETY: lanes below `2n` of the pair of vectors at `2·j0` are inside the rows.
-        let (a0, a1, b0, b1) = unsafe {
-            (
-                _mm512_maskz_loadu_ps(lo, x0.as_ptr().add(2 * j0)),
-                _mm512_maskz_loadu_ps(hi, x0.as_ptr().wrapping_add(2 * j0 + 16)),
-                _mm512_maskz_loadu_ps(lo, x1.as_ptr().add(2 * j0)),
-                _mm512_maskz_loadu_ps(hi, x1.as_ptr().wrapping_add(2 * j0 + 16)),
-            )
-        };
-        f(
-            j0,
-            m,
-            [
-                _mm512_permutex2var_ps(a0, even, a1),
-                _mm512_permutex2var_ps(a0, odd, a1),
-                _mm512_permutex2var_ps(b0, even, b1),
-                _mm512_permutex2var_ps(b0, odd, b1),
-            ],
-        );
+        unsafe {
+            let (a0, a1, b0, b1) = (
+                V::load_masked(lo, x0.as_ptr().add(2 * j0)),
+                V::load_masked(hi, x0.as_ptr().wrapping_add(2 * j0 + 16)),
+                V::load_masked(lo, x1.as_ptr().add(2 * j0)),
+                V::load_masked(hi, x1.as_ptr().wrapping_add(2 * j0 + 16)),
+            );
+            let ((a, b), (c, d)) = (a0.deinterleave(a1), b0.deinterleave(b1));
+            f(j0, m, [a, b, c, d]);
+        }
     }
 }
 
 /// Stores `left` and `right` interleaved at columns `2·j0 ..` of `row`, for the windows in `m`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn store_pairs(row: &mut [f32], j0: usize, m: __mmask16, left: __m512, right: __m512) {
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+#[inline(always)]
+unsafe fn store_pairs<V: F32x16>(row: &mut [f32], j0: usize, m: u16, left: V, right: V) {
     let n = m.count_ones() as usize;
     assert!(row.len() >= 2 * (j0 + n));
-    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let (lo, hi) = (
         low_bits((2 * n).min(16)),
         low_bits((2 * n).saturating_sub(16)),
     );
     // SAFETY: lanes below `2n` from column `2·j0` are inside the row.
     unsafe {
-        _mm512_mask_storeu_ps(
-            row.as_mut_ptr().add(2 * j0),
-            lo,
-            _mm512_permutex2var_ps(left, first, right),
-        );
-        _mm512_mask_storeu_ps(
-            row.as_mut_ptr().wrapping_add(2 * j0 + 16),
-            hi,
-            _mm512_permutex2var_ps(left, second, right),
-        );
+        let (first, second) = left.interleave(right);
+        first.store_masked(lo, row.as_mut_ptr().add(2 * j0));
+        second.store_masked(hi, row.as_mut_ptr().wrapping_add(2 * j0 + 16));
     }
-}
-
-/// A mask of the lowest `n` (≤ 16) lanes.
-fn low_bits(n: usize) -> u16 {
-    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
 }
 
 #[cfg(test)]
@@ -388,11 +429,12 @@ mod tests {
 
     #[test]
     fn both_directions_match_the_scalar_loops() {
-        if !crate::direct::available() {
-            return;
-        }
         // Ties (ReLU zeros, repeated values), NaN, -0 gradients, odd sizes, wide rows.
-        for (planes, h, w) in [(3, 28, 28), (2, 10, 10), (2, 5, 7), (1, 2, 2), (2, 4, 70)] {
+        let shapes = [(3, 28, 28), (2, 10, 10), (2, 5, 7), (1, 2, 2), (2, 4, 70)];
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| shapes.map(|s| (isa, s)));
+        for (isa, (planes, h, w)) in runs {
             let x: Vec<f32> = (0..planes * h * w)
                 .map(|i| match (i * 7919) % 11 {
                     0..=2 => 0.0,
@@ -405,41 +447,41 @@ mod tests {
                 .map(|i| if i % 5 == 0 { -0.0 } else { i as f32 - 7.5 })
                 .collect();
             let mut y = vec![f32::NAN; dy.len()];
-            forward(&x, &mut y, planes, h, w);
+            forward(isa, &x, &mut y, planes, h, w);
             let want = scalar_forward(&x, planes, h, w);
             for (k, (a, b)) in y.iter().zip(&want).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
-                    "{planes}x{h}x{w} y[{k}]: {a} vs {b}"
+                    "{isa:?} {planes}x{h}x{w} y[{k}]: {a} vs {b}"
                 );
             }
             let mut dx = vec![f32::NAN; x.len()];
-            backward(&x, &dy, &mut dx, planes, h, w);
+            backward(isa, &x, &dy, &mut dx, planes, h, w);
             let want = scalar_backward(&x, &dy, planes, h, w);
             for (k, (a, b)) in dx.iter().zip(&want).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
-                    "{planes}x{h}x{w} dx[{k}]: {a} vs {b}"
+                    "{isa:?} {planes}x{h}x{w} dx[{k}]: {a} vs {b}"
                 );
             }
             // Masked by step(x) and summed per channel, with the planes starting at plane 1
             // of 2 channels: dz bit for bit, the sums up to rounding.
             let mut dz = vec![f32::NAN; x.len()];
             let mut sums = [f32::NAN; 2];
-            backward_masked(&x, &dy, &mut dz, &mut sums, [1, planes, 2], h, w);
+            backward_masked(isa, &x, &dy, &mut dz, &mut sums, [1, planes, 2], h, w);
             let mut want_sums = [0.0f64; 2];
             for (k, (a, g)) in dz.iter().zip(&want).enumerate() {
                 let b = g * if x[k] > 0.0 { 1.0 } else { 0.0 };
                 assert!(
                     a.to_bits() == b.to_bits(),
-                    "{planes}x{h}x{w} dz[{k}]: {a} vs {b}"
+                    "{isa:?} {planes}x{h}x{w} dz[{k}]: {a} vs {b}"
                 );
                 want_sums[(1 + k / (h * w)) % 2] += b as f64;
             }
             for (a, b) in sums.iter().zip(want_sums) {
                 assert!(
                     (*a as f64 - b).abs() <= 1e-5 * b.abs().max(1.0),
-                    "{planes}x{h}x{w} sums: {sums:?} vs {want_sums:?}"
+                    "{isa:?} {planes}x{h}x{w} sums: {sums:?} vs {want_sums:?}"
                 );
             }
         }

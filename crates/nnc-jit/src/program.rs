@@ -12,6 +12,7 @@ use crate::library::{LibKernel, MAX_RANK, scratch_bytes};
 use crate::maxpool::MaskedGrad;
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
+use crate::simd::Isa;
 use crate::threads::Worker;
 use crate::updates::{self, RmsProp};
 
@@ -37,9 +38,10 @@ enum Compiled {
         epilogue: Option<PartLoop>,
     },
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
-    /// on AVX-512 (see `maxpool::MaskedGrad`).
+    /// on the vector unit (see `maxpool::MaskedGrad`).
     MaskedPoolGrad {
         routine: MaskedGrad,
+        isa: Isa,
         macs: usize,
     },
 }
@@ -54,7 +56,7 @@ struct PartLoop {
 /// What runs a loop: its Cranelift function, or a routine it was recognised as.
 enum Body {
     Jit(LoopFn),
-    RmsProp(Box<RmsProp>),
+    RmsProp(Box<RmsProp>, Isa),
 }
 
 impl Body {
@@ -65,11 +67,11 @@ impl Body {
     /// As a generated loop: `base` is the program's arena, and no other thread touches the
     /// same elements or sum destinations meanwhile.
     unsafe fn call(&self, base: *mut u8, start: u64, end: u64, partial: u64) {
-        // SAFETY: forwarded; a recognised update runs only where AVX-512 was detected.
+        // SAFETY: forwarded; a recognised update runs only on a unit the CPU supports.
         unsafe {
             match self {
                 Body::Jit(f) => f(base, start, end, partial),
-                Body::RmsProp(r) => r.run(base, start as usize, end as usize, partial),
+                Body::RmsProp(r, isa) => r.run(*isa, base, start as usize, end as usize, partial),
             }
         }
     }
@@ -104,8 +106,21 @@ pub struct Options {
     /// split and fused paths on small models).
     pub split_small: bool,
     /// Only the portable kernels (convolutions as im2col + GEMM, scalar pooling), never the
-    /// hand-vectorised AVX-512 ones (tests run both).
+    /// hand-vectorised ones (tests run both).
     pub portable: bool,
+    /// The vector unit of the hand-vectorised kernels, if this CPU supports it; by default
+    /// (or if it does not) the best one it has ([`Isa::best`]). Tests run each.
+    pub isa: Option<Isa>,
+}
+
+impl Options {
+    /// The vector unit the hand-vectorised kernels run on under these options, if any.
+    pub fn vector_unit(&self) -> Option<Isa> {
+        if self.portable {
+            return None;
+        }
+        self.isa.filter(|i| i.supported()).or_else(Isa::best)
+    }
 }
 
 /// A step function compiled to kernels, with its arena.
@@ -212,14 +227,15 @@ impl Program {
         };
         let lib =
             |inst: usize| LibKernel::new(f, &f.insts[inst], &plan, scratch, scratch_part, extra);
-        // A loop runs as a recognised optimizer update where the CPU has AVX-512 (see
+        // A loop runs as a recognised optimizer update where the CPU has a vector unit (see
         // `updates`), else as generated.
-        let avx512 = !opts.portable && crate::direct::available();
-        let body = |l: &LoopKernel, func: LoopFn, outer: u64| match updates::recognise(f, l, &plan)
-        {
-            Some(r) if avx512 && r.n as u64 == outer => Body::RmsProp(Box::new(r)),
-            _ => Body::Jit(func),
-        };
+        let isa = opts.vector_unit();
+        let body =
+            |l: &LoopKernel, func: LoopFn, outer: u64| match (updates::recognise(f, l, &plan), isa)
+            {
+                (Some(r), Some(isa)) if r.n as u64 == outer => Body::RmsProp(Box::new(r), isa),
+                _ => Body::Jit(func),
+            };
         let kernels = schedule
             .kernels
             .iter()
@@ -239,7 +255,7 @@ impl Program {
                 Kernel::Op { inst } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
-                    lib.direct = !opts.portable;
+                    lib.isa = isa;
                     Ok(Compiled::Lib(lib))
                 }
                 Kernel::Fused {
@@ -249,7 +265,7 @@ impl Program {
                 } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
-                    lib.direct = !opts.portable;
+                    lib.isa = isa;
                     let parts = lib.parts().ok_or("a fused kernel that does not split")?;
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let part_loop =
@@ -270,12 +286,15 @@ impl Program {
                     let mut next = || fns.next().expect("one function per loop");
                     let prologue = prologue.as_ref().map(|l| part_loop(l, parts.input, next()));
                     let epilogue = match epilogue {
-                        // The pool gradient, its mask and bias gradient in one AVX-512 pass.
-                        Some(e) if avx512 && prologue.is_none() => {
-                            if let Some(routine) = MaskedGrad::recognise(f, *inst, e, &plan) {
+                        // The pool gradient, its mask and bias gradient in one vector pass.
+                        Some(e) if isa.is_some() && prologue.is_none() => {
+                            if let (Some(routine), Some(isa)) =
+                                (MaskedGrad::recognise(f, *inst, e, &plan), isa)
+                            {
                                 next();
                                 return Ok(Compiled::MaskedPoolGrad {
                                     routine,
+                                    isa,
                                     macs: lib.macs(),
                                 });
                             }
@@ -285,15 +304,17 @@ impl Program {
                     };
                     // A direct convolution adds its bias and rectifies as it stores.
                     let epilogue = match epilogue {
-                        Some(e) if avx512 => match direct::bias_relu_epilogue(f, *inst, e, &plan) {
-                            Some((bias, out)) => {
-                                next();
-                                lib.bias_relu = Some(bias);
-                                lib.out.0 = out;
-                                None
+                        Some(e) if isa.is_some() => {
+                            match direct::bias_relu_epilogue(f, *inst, e, &plan) {
+                                Some((bias, out)) => {
+                                    next();
+                                    lib.bias_relu = Some(bias);
+                                    lib.out.0 = out;
+                                    None
+                                }
+                                None => Some(e),
                             }
-                            None => Some(e),
-                        },
+                        }
                         e => e,
                     };
                     let epilogue = epilogue.map(|l| part_loop(l, parts.output, next()));
@@ -411,8 +432,8 @@ impl Program {
         };
         // Where a loop runs as a recognised update rather than its Cranelift function.
         let routine = |f: &Body| match f {
-            Body::RmsProp(_) => " [rmsprop on AVX-512]",
-            Body::Jit(_) => "",
+            Body::RmsProp(_, isa) => format!(" [rmsprop on {}]", isa.name()),
+            Body::Jit(_) => String::new(),
         };
         let lib_note = |lib: &LibKernel| {
             if lib.bias_relu.is_some() {
@@ -425,11 +446,12 @@ impl Program {
             }
         };
         let note = match &self.kernels[k] {
-            Compiled::Loop { f, .. } => routine(f).to_string(),
-            Compiled::MaskedPoolGrad { .. } => " [one pass on AVX-512]".to_string(),
+            Compiled::Loop { f, .. } => routine(f),
+            Compiled::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
             Compiled::Lib(lib) => lib_note(lib).to_string(),
             Compiled::Fused { lib, epilogue, .. } => {
-                lib_note(lib).to_string() + epilogue.as_ref().map_or("", |l| routine(&l.f))
+                lib_note(lib).to_string()
+                    + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
             }
         };
         let label = match &self.schedule.kernels[k] {
@@ -657,10 +679,12 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                 add_partial_sums(base, partial, &l.sums);
             }
         }
-        Compiled::MaskedPoolGrad { routine: r, .. } => {
+        Compiled::MaskedPoolGrad {
+            routine: r, isa, ..
+        } => {
             worker.join(
-                || unsafe { r.run_part(base.get(), 0, 2, 0) },
-                || unsafe { r.run_part(base.get(), 1, 2, partial) },
+                || unsafe { r.run_part(*isa, base.get(), 0, 2, 0) },
+                || unsafe { r.run_part(*isa, base.get(), 1, 2, partial) },
             );
             add_partial_sums(base, partial, &[(r.sums, r.shape[1])]);
         }

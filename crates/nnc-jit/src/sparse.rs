@@ -16,10 +16,9 @@
 //! on every call and gives up when more than two in five indices are gathered, so dense data
 //! takes the GEMM.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
 use nnc_ir::{DType, Function, Op, ValueId};
+
+use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// Whether `v` is image data: `to_f32` of a u8 parameter, perhaps reshaped.
 pub fn from_u8_data(f: &Function, mut v: ValueId) -> bool {
@@ -67,9 +66,10 @@ pub fn scratch_bytes(rows: usize, k: usize) -> usize {
 /// are more than two in five of all.
 ///
 /// # Safety
-/// `b` and `c` hold the rows and columns addressed; the CPU has AVX-512.
+/// `b` and `c` hold the rows and columns addressed; the CPU supports `isa`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn product(
+    isa: Isa,
     a: &[f32],
     [ar, ac]: [usize; 2],
     transposed: bool,
@@ -84,7 +84,7 @@ pub unsafe fn product(
     let rows = hi - lo;
     let k = if transposed { ar } else { ac };
     assert!(a.len() >= ar * ac && scratch.len() >= scratch_bytes(rows, k));
-    // Gathers address A with 32-bit element offsets.
+    // AVX-512's gathers address A with 32-bit element offsets.
     if ar * ac > i32::MAX as usize {
         return false;
     }
@@ -101,45 +101,33 @@ pub unsafe fn product(
             std::slice::from_raw_parts_mut(at(1).cast::<f32>(), GROUP * room),
         )
     };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 (the caller's contract); the slices were checked above.
-    unsafe {
-        let source = Source {
-            a,
-            ar,
-            ac,
-            transposed,
-        };
-        if !gather(&source, (lo, hi), starts, (idx, vals, room), cap) {
-            return false;
-        }
-        for gi in 0..groups {
-            let (s, e) = (starts[gi] as usize, starts[gi + 1] as usize);
-            let group_rows = (rows - gi * GROUP).min(GROUP);
-            let values: [&[f32]; GROUP] =
-                std::array::from_fn(|g| &vals[g * room + s..g * room + e]);
-            let c_rows = c.add(gi * GROUP * ldc);
-            let mut j = c0;
-            while j < c1 {
-                let w = (c1 - j).min(WIDTH * LANES);
-                tile(
-                    (&idx[s..e], values),
-                    (b.add(j), ldb),
-                    (c_rows.add(j), ldc, group_rows),
-                    w,
-                );
-                j += w;
-            }
-        }
+    let source = Source {
+        a,
+        ar,
+        ac,
+        transposed,
+    };
+    let gathered = Gather {
+        src: &source,
+        rows: (lo, hi),
+        starts,
+        out: (idx, vals, room),
+        cap,
+    };
+    // SAFETY: the CPU supports `isa` (the caller's contract); the slices were checked above.
+    if !unsafe { simd::run(isa, gathered) } {
+        return false;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (b, ldb, c, ldc, c0, c1, starts, idx, vals, cap, room);
-    cfg!(target_arch = "x86_64")
-}
-
-/// A mask of the lowest `n` (≤ 16) lanes.
-fn low_bits(n: usize) -> u16 {
-    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+    let tiles = Tiles {
+        gathered: (starts, idx, vals, room),
+        rows,
+        b: (b, ldb),
+        c: (c, ldc),
+        columns: (c0, c1),
+    };
+    // SAFETY: as above; `b` and `c` hold what is addressed (the caller's contract).
+    unsafe { simd::run(isa, tiles) };
+    true
 }
 
 /// Where the rows of `op(A)` come from.
@@ -153,28 +141,23 @@ struct Source<'a> {
 impl Source<'_> {
     /// Entries `j0..j0 + 16` (those below the row's length) of row `r` of `op(A)`, zeros past
     /// the end of the row or if `r` is past the last row `end`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn chunk(&self, r: usize, end: usize, j0: usize) -> __m512 {
-        let zero = _mm512_setzero_ps();
-        if r >= end {
-            return zero;
-        }
-        if self.transposed {
-            // Column `r` of A, rows `j0..`: one gather, offsets below ar·ac ≤ i32::MAX.
-            let m = low_bits(self.ar - j0);
-            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            let rows = _mm512_add_epi32(lanes, _mm512_set1_epi32(j0 as i32));
-            let at = _mm512_add_epi32(
-                _mm512_mullo_epi32(rows, _mm512_set1_epi32(self.ac as i32)),
-                _mm512_set1_epi32(r as i32),
-            );
-            // SAFETY: the lanes of `m` address rows below `ar` of column `r < ac`.
-            unsafe { _mm512_mask_i32gather_ps::<4>(zero, m, at, self.a.as_ptr().cast()) }
-        } else {
-            let m = low_bits(self.ac - j0);
-            // SAFETY: the lanes of `m` are inside row `r < ar`.
-            unsafe { _mm512_maskz_loadu_ps(m, self.a.as_ptr().add(r * self.ac + j0)) }
+    #[inline(always)]
+    unsafe fn chunk<V: F32x16>(&self, r: usize, end: usize, j0: usize) -> V {
+        // SAFETY: the CPU has `V`'s unit (the caller's contract).
+        unsafe {
+            if r >= end {
+                return V::zero();
+            }
+            if self.transposed {
+                // Column `r` of A, rows `j0..`: `ac` floats apart.
+                let m = low_bits(self.ar - j0);
+                // SAFETY: the lanes of `m` address rows below `ar` of column `r < ac`.
+                V::load_strided(m, self.a.as_ptr().add(j0 * self.ac + r), self.ac)
+            } else {
+                let m = low_bits(self.ac - j0);
+                // SAFETY: the lanes of `m` are inside row `r < ar`.
+                V::load_masked(m, self.a.as_ptr().add(r * self.ac + j0))
+            }
         }
     }
 }
@@ -182,86 +165,149 @@ impl Source<'_> {
 /// Gathers the groups of rows `lo..hi` of `op(A)`: group `g`'s entries are
 /// `starts[g]..starts[g + 1]` of `idx` (the index into `B`'s rows) and of each of the
 /// `GROUP` value arrays (`room` floats apart in `vals`). False if more than `cap` entries.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gather(
-    src: &Source,
-    (lo, hi): (usize, usize),
-    starts: &mut [u32],
-    (idx, vals, room): (&mut [u32], &mut [f32], usize),
+struct Gather<'a> {
+    src: &'a Source<'a>,
+    rows: (usize, usize),
+    starts: &'a mut [u32],
+    out: (&'a mut [u32], &'a mut [f32], usize),
     cap: usize,
-) -> bool {
-    let k = if src.transposed { src.ar } else { src.ac };
-    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let zero = _mm512_setzero_ps();
-    let mut n = 0;
-    for (gi, r0) in (lo..hi).step_by(GROUP).enumerate() {
-        starts[gi] = n as u32;
-        for j0 in (0..k).step_by(LANES) {
-            let v: [__m512; GROUP] = std::array::from_fn(|g| src.chunk(r0 + g, hi, j0));
-            let any = v
-                .iter()
-                .fold(0u16, |m, &v| m | _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, zero))
-                & low_bits(k - j0);
-            let count = any.count_ones() as usize;
-            if n + count > cap {
-                return false;
+}
+
+impl Kernel for Gather<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) -> bool {
+        let Gather {
+            src,
+            rows: (lo, hi),
+            starts,
+            out: (idx, vals, room),
+            cap,
+        } = self;
+        let k = if src.transposed { src.ar } else { src.ac };
+        let mut n = 0;
+        for (gi, r0) in (lo..hi).step_by(GROUP).enumerate() {
+            starts[gi] = n as u32;
+            for j0 in (0..k).step_by(LANES) {
+                // SAFETY: the CPU has `V`'s unit (the caller's contract). (Loops, not
+                // closures: see `simd`.)
+                let mut v = [unsafe { V::zero() }; GROUP];
+                let mut any = 0;
+                for (g, v) in v.iter_mut().enumerate() {
+                    *v = unsafe { src.chunk(r0 + g, hi, j0) };
+                    any |= unsafe { v.nonzero() };
+                }
+                let any = any & low_bits(k - j0);
+                let count = any.count_ones() as usize;
+                if n + count > cap {
+                    return false;
+                }
+                assert!(n + LANES <= room && GROUP * room <= vals.len() && room <= idx.len());
+                // SAFETY: sixteen entries from `n` are inside `idx` and each value array
+                // (asserted).
+                unsafe {
+                    simd::store_indices(any, j0 as u32, idx.as_mut_ptr().add(n));
+                    for (g, &v) in v.iter().enumerate() {
+                        v.store_compressed(any, vals.as_mut_ptr().add(g * room + n));
+                    }
+                }
+                n += count;
             }
-            assert!(n + LANES <= room && GROUP * room <= vals.len() && room <= idx.len());
-            let indices = _mm512_add_epi32(lanes, _mm512_set1_epi32(j0 as i32));
-            // SAFETY: sixteen lanes from `n` are inside `idx` and each value array (asserted).
+        }
+        starts[(hi - lo).div_ceil(GROUP)] = n as u32;
+        true
+    }
+}
+
+/// The products of the gathered groups with `B`'s columns `c0..c1`, a tile of `GROUP` rows
+/// by [`tile_width`] vectors at a time.
+struct Tiles<'a> {
+    gathered: (&'a [u32], &'a [u32], &'a [f32], usize),
+    rows: usize,
+    b: (*const f32, usize),
+    c: (*mut f32, usize),
+    columns: (usize, usize),
+}
+
+impl Kernel for Tiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let (starts, idx, vals, room) = self.gathered;
+        let ((b, ldb), (c, ldc), (c0, c1)) = (self.b, self.c, self.columns);
+        for (gi, w) in starts.windows(2).enumerate() {
+            let (s, e) = (w[0] as usize, w[1] as usize);
+            let group_rows = (self.rows - gi * GROUP).min(GROUP);
+            let values: [&[f32]; GROUP] =
+                std::array::from_fn(|g| &vals[g * room + s..g * room + e]);
+            // SAFETY: rows of the group, and columns `c0..c1`, of `B` and `C` (the caller's
+            // contract).
             unsafe {
-                _mm512_storeu_si512(
-                    idx.as_mut_ptr().add(n).cast(),
-                    _mm512_maskz_compress_epi32(any, indices),
-                );
-                for (g, &v) in v.iter().enumerate() {
-                    let out = vals.as_mut_ptr().add(g * room + n);
-                    _mm512_storeu_ps(out, _mm512_maskz_compress_ps(any, v));
+                let c_rows = c.add(gi * GROUP * ldc);
+                let mut j = c0;
+                while j < c1 {
+                    let w = (c1 - j).min(tile_width::<V>() * LANES);
+                    let tile = (b.add(j), ldb);
+                    let out = (c_rows.add(j), ldc, group_rows);
+                    if V::REGISTERS >= 32 {
+                        tile_of::<V, WIDTH>((&idx[s..e], values), tile, out, w);
+                    } else {
+                        tile_of::<V, 1>((&idx[s..e], values), tile, out, w);
+                    }
+                    j += w;
                 }
             }
-            n += count;
         }
     }
-    starts[(hi - lo).div_ceil(GROUP)] = n as u32;
-    true
+}
+
+/// Vectors of `C`'s columns per tile: `WIDTH` with 32 registers, 1 with 8 (`GROUP`
+/// accumulators of two halves each, the row of `B` and the broadcasts fill AVX2's sixteen).
+fn tile_width<V: F32x16>() -> usize {
+    if V::REGISTERS >= 32 { WIDTH } else { 1 }
 }
 
 /// `C[g][0..w] = Σ_t values[g][t] · B[idx[t]][0..w]` for the `rows` rows of a group, `w ≤
-/// 16·WIDTH` columns, accumulated in registers; each row of `B` is loaded once per entry.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile(
+/// 16·W` columns, accumulated in registers; each row of `B` is loaded once per entry.
+#[inline(always)]
+unsafe fn tile_of<V: F32x16, const W: usize>(
     (idx, values): (&[u32], [&[f32]; GROUP]),
     (b, ldb): (*const f32, usize),
     (c, ldc, rows): (*mut f32, usize, usize),
     w: usize,
 ) {
-    let m: [u16; WIDTH] = std::array::from_fn(|q| low_bits(w.saturating_sub(q * LANES)));
-    let full = w == WIDTH * LANES;
-    let mut acc = [[_mm512_setzero_ps(); WIDTH]; GROUP];
-    for (t, &j) in idx.iter().enumerate() {
-        let v: [__m512; GROUP] = std::array::from_fn(|g| _mm512_set1_ps(values[g][t]));
-        // SAFETY: row `j` of `B` holds the `w` columns from `b` (the caller's contract);
-        // masked lanes are not read.
-        let row = unsafe { b.add(j as usize * ldb) };
-        for q in 0..WIDTH {
-            let x = unsafe {
-                if full {
-                    _mm512_loadu_ps(row.add(q * LANES))
+    let m: [u16; W] = std::array::from_fn(|q| low_bits(w.saturating_sub(q * LANES)));
+    let full = w == W * LANES;
+    assert!(values.iter().all(|v| v.len() == idx.len()));
+    // SAFETY (throughout): the CPU has `V`'s unit; row `j` of `B` holds the `w` columns from
+    // `b`, and rows `g < rows` of the group and their `w` columns from `c` are inside C (the
+    // caller's contract); masked lanes are not accessed; `t` is below every value array's
+    // length (asserted; unchecked, because the checks cost AVX2's narrower tiles a tenth).
+    unsafe {
+        let mut acc = [[V::zero(); W]; GROUP];
+        for (t, &j) in idx.iter().enumerate() {
+            let mut v = [V::zero(); GROUP];
+            for (v, values) in v.iter_mut().zip(&values) {
+                *v = V::splat(*values.get_unchecked(t));
+            }
+            let row = b.add(j as usize * ldb);
+            for q in 0..W {
+                let x = if full {
+                    V::load(row.add(q * LANES))
                 } else {
-                    _mm512_maskz_loadu_ps(m[q], row.wrapping_add(q * LANES))
+                    V::load_masked(m[q], row.wrapping_add(q * LANES))
+                };
+                for g in 0..GROUP {
+                    acc[g][q] = v[g].mul_add(x, acc[g][q]);
                 }
-            };
-            for g in 0..GROUP {
-                acc[g][q] = _mm512_fmadd_ps(v[g], x, acc[g][q]);
             }
         }
-    }
-    for (g, acc) in acc.iter().enumerate().take(rows) {
-        for (q, a) in acc.iter().enumerate() {
-            // SAFETY: row `g < rows` of the group and its `w` columns from `c` are inside C.
-            unsafe { _mm512_mask_storeu_ps(c.wrapping_add(g * ldc + q * LANES), m[q], *a) };
+        for (g, acc) in acc.iter().enumerate().take(rows) {
+            for (q, a) in acc.iter().enumerate() {
+                a.store_masked(m[q], c.wrapping_add(g * ldc + q * LANES));
+            }
         }
     }
 }
@@ -297,9 +343,6 @@ mod tests {
 
     #[test]
     fn products_match_the_dense_definition() {
-        if !crate::direct::available() {
-            return;
-        }
         // (ar, ac, transposed, rows, columns of B and the range computed)
         let cases = [
             (12, 50, false, (0, 12), 40, (0, 40)),
@@ -308,15 +351,19 @@ mod tests {
             (30, 20, true, (11, 19), 520, (0, 512)),
             (3, 1, true, (0, 1), 1, (0, 1)),
         ];
-        for (case, &(ar, ac, transposed, (lo, hi), nb, (c0, c1))) in cases.iter().enumerate() {
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| cases.iter().enumerate().map(move |c| (isa, c)));
+        for (isa, (case, &(ar, ac, transposed, (lo, hi), nb, (c0, c1)))) in runs {
             let a = banded(ar, ac, case);
             let k = if transposed { ar } else { ac };
             let b = dense(k * nb, 50 + case);
             let mut c = vec![f32::NAN; (hi - lo) * nb];
             let mut scratch = vec![0u32; scratch_bytes(hi - lo, k) / 4 + 1];
-            // SAFETY: B is k × nb, C (hi − lo) × nb; the test only runs with AVX-512.
+            // SAFETY: B is k × nb, C (hi − lo) × nb; the unit is supported.
             let done = unsafe {
                 product(
+                    isa,
                     &a,
                     [ar, ac],
                     transposed,
@@ -349,7 +396,7 @@ mod tests {
                         .sum();
                     assert!(
                         (got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
-                        "case {case}: C[{r}][{col}] {got} vs {want}"
+                        "{isa:?} case {case}: C[{r}][{col}] {got} vs {want}"
                     );
                 }
             }
@@ -358,13 +405,13 @@ mod tests {
 
     #[test]
     fn dense_rows_are_left_to_the_gemm() {
-        if !crate::direct::available() {
-            return;
-        }
         let (ar, ac) = (8, 30);
         let a = dense(ar * ac, 1);
         let b = vec![1.0f32; ac * 4];
-        for transposed in [false, true] {
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)]);
+        for (isa, transposed) in runs {
             let (rows, k) = if transposed { (ac, ar) } else { (ar, ac) };
             let b = &b[..k * 4];
             let mut c = vec![f32::NAN; rows * 4];
@@ -372,6 +419,7 @@ mod tests {
             // SAFETY: as above.
             let done = unsafe {
                 product(
+                    isa,
                     &a,
                     [ar, ac],
                     transposed,
@@ -395,6 +443,7 @@ mod tests {
     #[test]
     #[ignore]
     fn time_mlp_shapes() {
+        let isa = Isa::best().expect("a vector unit");
         let (ar, ac, nb) = (128, 784, 512);
         let a = banded(ar, ac, 3);
         let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
@@ -411,6 +460,7 @@ mod tests {
                 // SAFETY: B and C are big enough for either product.
                 let done = unsafe {
                     product(
+                        isa,
                         &a,
                         [ar, ac],
                         transposed,

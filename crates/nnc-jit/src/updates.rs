@@ -1,11 +1,12 @@
-//! Optimizer updates recognised in fused loops and run on AVX-512.
+//! Optimizer updates recognised in fused loops and run on the vector unit (AVX-512 or AVX2,
+//! [`crate::simd`]).
 //!
 //! An RMSProp update takes a square root and a division per weight. Cranelift's x64 backend
 //! emits 128-bit vectors only, and there the divider bounds the loop: measured over the
 //! MLP's 784×512 weights, one thread, 206 µs per pass with 128-bit vectors against 61 µs with
 //! 512-bit ones (and 53 µs for the same memory traffic without the root and division). So
 //! the loop that `nnc-ir`'s `optim` emits for RMSProp is recognised here, operation by
-//! operation, and run by an AVX-512 routine that performs the same IEEE operations in the
+//! operation, and run by a vector routine that performs the same IEEE operations in the
 //! same order: its weights and state are bit-identical to the Cranelift loop's, with one
 //! exception, below; the squared gradient norm, a sum, is added in another order.
 //!
@@ -22,14 +23,13 @@
 //! A loop that differs in any way (weight decay, another optimizer, broadcast operands) is
 //! not recognised and stays on Cranelift.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use std::collections::HashMap;
 
 use nnc_ir::{Binary, DType, Function, Op, Unary, ValueId};
 
 use crate::plan::Plan;
 use crate::schedule::LoopKernel;
+use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// `s' = s·ρ + (g·g)·(1 − ρ)`, `w' = w − (g·lr) / √(s' + ε)`, and optionally `‖g‖² = Σ g·g`,
 /// over `n` contiguous floats (byte offsets in the arena).
@@ -167,79 +167,68 @@ impl RmsProp {
     ///
     /// # Safety
     /// `base` is the arena this update was recognised in (every offset plus `4n` bytes lies
-    /// inside it), `start ≤ end ≤ n`, the CPU has AVX-512, and no other thread touches
+    /// inside it), `start ≤ end ≤ n`, the CPU supports `isa`, and no other thread touches
     /// elements `start..end` or the sum's destination meanwhile.
-    pub unsafe fn run(&self, base: *mut u8, start: usize, end: usize, partial: u64) {
+    pub unsafe fn run(&self, isa: Isa, base: *mut u8, start: usize, end: usize, partial: u64) {
         debug_assert!(start <= end && end <= self.n);
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: forwarded.
         unsafe {
             let at = |off: usize| base.add(off).cast::<f32>().add(start);
-            let norm = self.rows(
-                [at(self.g), at(self.s), at(self.w)],
-                [at(self.s_new), at(self.w_new)],
-                end - start,
+            let norm = simd::run(
+                isa,
+                Rows {
+                    update: self,
+                    read: [at(self.g), at(self.s), at(self.w)],
+                    write: [at(self.s_new), at(self.w_new)],
+                    n: end - start,
+                },
             );
             if let Some(off) = self.norm {
                 let dst = if partial == 0 { off } else { partial as usize };
                 *base.add(dst).cast::<f32>() = norm;
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (base, start, end, partial);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows(
-        &self,
-        [g, s, w]: [*const f32; 3],
-        [s_new, w_new]: [*mut f32; 2],
-        n: usize,
-    ) -> f32 {
-        let (rho, omr) = (_mm512_set1_ps(self.rho), _mm512_set1_ps(self.one_minus_rho));
-        let (eps, lr) = (_mm512_set1_ps(self.eps), _mm512_set1_ps(self.lr));
-        let mut sum = _mm512_setzero_ps();
-        for i in (0..n).step_by(16) {
-            let m: __mmask16 = if n - i >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << (n - i)) - 1
-            };
-            // SAFETY: lanes below `n - i` are inside the operands (the caller's contract);
-            // masked lanes are not accessed.
-            unsafe {
-                let gv = _mm512_maskz_loadu_ps(m, g.add(i));
-                let sv = normal(_mm512_maskz_loadu_ps(m, s.add(i)));
-                let wv = _mm512_maskz_loadu_ps(m, w.add(i));
-                // The loop's operations, one IEEE operation each, in its order.
-                let g2 = _mm512_mul_ps(gv, gv);
-                sum = _mm512_add_ps(sum, g2);
-                let sn = normal(_mm512_add_ps(
-                    _mm512_mul_ps(sv, rho),
-                    _mm512_mul_ps(g2, omr),
-                ));
-                let r = _mm512_sqrt_ps(_mm512_add_ps(sn, eps));
-                let wn = _mm512_sub_ps(wv, _mm512_div_ps(_mm512_mul_ps(gv, lr), r));
-                _mm512_mask_storeu_ps(s_new.add(i), m, sn);
-                _mm512_mask_storeu_ps(w_new.add(i), m, wn);
-            }
-        }
-        _mm512_reduce_add_ps(sum)
     }
 }
 
-/// `x` with its subnormal lanes (exponent field zero, mantissa not) set to +0 (see the
-/// module docs).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn normal(x: __m512) -> __m512 {
-    let bits = _mm512_castps_si512(x);
-    let zero = _mm512_setzero_si512();
-    let exponent = _mm512_and_si512(bits, _mm512_set1_epi32(0x7f80_0000));
-    let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
-    let keep = _mm512_cmpneq_epi32_mask(exponent, zero) | _mm512_cmpeq_epi32_mask(magnitude, zero);
-    _mm512_maskz_mov_ps(keep, x)
+/// `n` elements of an update: gradient, mean square and weights in, both updated out.
+struct Rows<'a> {
+    update: &'a RmsProp,
+    read: [*const f32; 3],
+    write: [*mut f32; 2],
+    n: usize,
+}
+
+impl Kernel for Rows<'_> {
+    /// The sum of the squared gradients.
+    type Output = f32;
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) -> f32 {
+        let ([g, s, w], [s_new, w_new], n, u) = (self.read, self.write, self.n, self.update);
+        // SAFETY: lanes below `n - i` are inside the operands (the caller's contract);
+        // masked lanes are not accessed.
+        unsafe {
+            let (rho, omr) = (V::splat(u.rho), V::splat(u.one_minus_rho));
+            let (eps, lr) = (V::splat(u.eps), V::splat(u.lr));
+            let mut sum = V::zero();
+            for i in (0..n).step_by(16) {
+                let m = low_bits(n - i);
+                let gv = V::load_masked(m, g.add(i));
+                let sv = V::load_masked(m, s.add(i)).flush_subnormals();
+                let wv = V::load_masked(m, w.add(i));
+                // The loop's operations, one IEEE operation each, in its order.
+                let g2 = gv.mul(gv);
+                sum = sum.add(g2);
+                let sn = sv.mul(rho).add(g2.mul(omr)).flush_subnormals();
+                let r = sn.add(eps).sqrt();
+                let wn = wv.sub(gv.mul(lr).div(r));
+                sn.store_masked(m, s_new.add(i));
+                wn.store_masked(m, w_new.add(i));
+            }
+            sum.sum()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -292,41 +281,6 @@ mod tests {
             (32, 0.9, 0.1, 1e-7, 0.001)
         );
         assert!(r.norm.is_some());
-    }
-
-    #[test]
-    fn subnormals_and_only_subnormals_become_zero() {
-        if !crate::direct::available() {
-            return;
-        }
-        let x: [f32; 16] = [
-            0.0,
-            -0.0,
-            f32::MIN_POSITIVE,
-            -f32::MIN_POSITIVE,
-            f32::MIN_POSITIVE / 2.0,
-            -1e-40,
-            1e-45,
-            1.0,
-            -3.5,
-            f32::INFINITY,
-            f32::NAN,
-            f32::MAX,
-            1e-38,
-            2e-38,
-            f32::from_bits(1),
-            f32::from_bits(0x007f_ffff),
-        ];
-        let mut out = [0f32; 16];
-        // SAFETY: AVX-512 is available; both arrays hold 16 floats.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), normal(_mm512_loadu_ps(x.as_ptr()))) };
-        for (a, b) in x.iter().zip(&out) {
-            if a.is_subnormal() {
-                assert_eq!(b.to_bits(), 0, "{a:e}");
-            } else {
-                assert_eq!(a.to_bits(), b.to_bits(), "{a:e}");
-            }
-        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
+use nnc_jit::simd::Isa;
 use nnc_jit::{Options, Program};
 use support::{MODELS, load, model_file};
 
@@ -66,19 +67,24 @@ fn close(a: f32, b: f32, what: &str) {
     );
 }
 
-/// Trains `path` for `steps` steps on the JIT and the interpreter, with both the AVX-512
-/// kernels (where the CPU has them) and the portable ones.
+/// The portable kernels, then the hand-vectorised ones on each vector unit this CPU has.
+fn variants() -> Vec<Options> {
+    let portable = Options {
+        portable: true,
+        ..Options::default()
+    };
+    let units = Isa::supported_all().into_iter().map(|isa| Options {
+        isa: Some(isa),
+        ..Options::default()
+    });
+    std::iter::once(portable).chain(units).collect()
+}
+
+/// Trains `path` for `steps` steps on the JIT and the interpreter, with the portable kernels
+/// and with the vectorised ones on each unit ([`variants`]).
 fn check(path: &str, steps: usize) {
-    for portable in [false, true] {
-        check_with(
-            path,
-            steps,
-            Options {
-                portable,
-                ..Options::default()
-            },
-            false,
-        );
+    for options in variants() {
+        check_with(path, steps, options, false);
     }
 }
 
@@ -194,22 +200,18 @@ fn mlp() {
 }
 
 /// On images that are mostly 0, the MLP's first-layer contractions (the forward product,
-/// its weight gradient, and evaluation's product) skip the zeros where the CPU has AVX-512,
-/// and still agree with the interpreter.
+/// its weight gradient, and evaluation's product) skip the zeros where the CPU has a vector
+/// unit, and still agree with the interpreter.
 #[test]
 fn mlp_on_mostly_zero_images() {
-    for portable in [false, true] {
-        let options = Options {
-            portable,
-            ..Options::default()
-        };
+    for options in variants() {
         let runs = check_with(&format!("{MODELS}mlp.nn"), 3, options, true);
         // Three steps of two contractions and one evaluation (split kernels count a run
         // per part).
-        if nnc_jit::direct::available() && !portable {
-            assert!(runs >= 7, "{runs} sparse runs");
+        if options.portable {
+            assert_eq!(runs, 0, "portable");
         } else {
-            assert_eq!(runs, 0, "portable {portable}");
+            assert!(runs >= 7, "{options:?}: {runs} sparse runs");
         }
     }
     // LeNet-5 reads its images with convolutions: nothing to skip.
@@ -217,12 +219,18 @@ fn mlp_on_mostly_zero_images() {
     assert_eq!(runs, 0);
 }
 
-/// The MLP's RMSProp updates, recognised and run on AVX-512 (where the CPU has it), leave
+/// The MLP's RMSProp updates, recognised and run on each vector unit the CPU has, leave
 /// weights and optimizer state bit-identical to the Cranelift loops (the portable kernels),
 /// as long as the state stays in f32's normal range (it does here: the routine reads and
 /// stores subnormal state as zero, see `nnc_jit::updates`).
 #[test]
 fn recognised_updates_are_bitwise_the_generated_loops() {
+    for isa in Isa::supported_all() {
+        updates_match_the_loops(isa);
+    }
+}
+
+fn updates_match_the_loops(isa: Isa) {
     let m = model_file(format!("{MODELS}mlp.nn"));
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
@@ -234,6 +242,7 @@ fn recognised_updates_are_bitwise_the_generated_loops() {
         .map(|portable| {
             let options = Options {
                 portable,
+                isa: Some(isa),
                 ..Options::default()
             };
             let mut p = Program::compile(&step.func, options).unwrap();
@@ -246,12 +255,11 @@ fn recognised_updates_are_bitwise_the_generated_loops() {
         })
         .collect();
     let [mut fast, mut portable] = <[Program; 2]>::try_from(programs).ok().unwrap();
-    if nnc_jit::direct::available() {
-        let recognised = (0..fast.kernel_count())
-            .filter(|&k| fast.kernel_label(k).contains("rmsprop on AVX-512"))
-            .count();
-        assert_eq!(recognised, 4, "one update per parameter");
-    }
+    let label = format!("rmsprop on {}", isa.name());
+    let recognised = (0..fast.kernel_count())
+        .filter(|&k| fast.kernel_label(k).contains(&label))
+        .count();
+    assert_eq!(recognised, 4, "one update per parameter");
     let mut rng = Rng::new(3);
     let n = step.params.len() + step.states.len();
     for s in 0..3 {
@@ -268,7 +276,7 @@ fn recognised_updates_are_bitwise_the_generated_loops() {
                 assert_eq!(
                     x.to_bits(),
                     y.to_bits(),
-                    "step {s} result {k} [{j}]: {x} vs {y}"
+                    "{isa:?} step {s} result {k} [{j}]: {x} vs {y}"
                 );
             }
             fast.commit(k, step.data_params + k - 2);
@@ -284,8 +292,8 @@ fn lenet5() {
 
 /// LeNet-5's two pool gradients, with their ReLU masks and bias gradients, are recognised
 /// as one pass each, and its two convolutions add bias and ReLU in the direct kernels, where
-/// the CPU has AVX-512 (the `lenet5` test checks their results against the interpreter, at
-/// the batch of 16 it uses, where they are recognised too).
+/// the CPU has a vector unit (the `lenet5` test checks their results against the
+/// interpreter, at the batch of 16 it uses, where they are recognised too).
 #[test]
 fn lenet5_recognised_kernels() {
     let m = model_file(format!("{MODELS}lenet5.nn"));
@@ -294,24 +302,16 @@ fn lenet5_recognised_kernels() {
     let targets = TargetSpec::of(&train.data, &m);
     for batch in [16, 32] {
         let c = compile(&m, batch, input.clone(), targets).unwrap();
-        for portable in [false, true] {
-            let options = Options {
-                portable,
-                ..Options::default()
-            };
+        for options in variants() {
             let p = Program::compile(&c.train_step.func, options).unwrap();
             let count = |note: &str| {
                 (0..p.kernel_count())
                     .filter(|&k| p.kernel_label(k).contains(note))
                     .count()
             };
-            let want = if nnc_jit::direct::available() && !portable {
-                2
-            } else {
-                0
-            };
-            let what = format!("batch {batch}, portable {portable}");
-            assert_eq!(count("[one pass on AVX-512]"), want, "{what}");
+            let want = if options.portable { 0 } else { 2 };
+            let what = format!("batch {batch}, {options:?}");
+            assert_eq!(count("[one pass on"), want, "{what}");
             assert_eq!(
                 count("[bias and relu in the direct kernel]"),
                 want,

@@ -11,6 +11,7 @@ use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
+use nnc_jit::simd::Isa;
 use nnc_jit::{Options, Program};
 use support::load;
 
@@ -161,11 +162,14 @@ fn random_models_train_identically() {
             .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
         let step = &c.train_step;
         // Every other case splits every kernel that can split, so that the two-thread and
-        // fused paths run on these small shapes too; and every other pair convolves with
-        // the portable kernels rather than the AVX-512 ones.
+        // fused paths run on these small shapes too; every other pair convolves with the
+        // portable kernels rather than the vectorised ones, which take each vector unit the
+        // CPU has in turn.
+        let units = Isa::supported_all();
         let options = Options {
             split_small: case % 2 == 1,
             portable: case % 4 >= 2,
+            isa: units.get((case as usize / 4) % units.len().max(1)).copied(),
             ..Options::default()
         };
         let mut p = Program::compile(&step.func, options)

@@ -1,0 +1,715 @@
+//! Sixteen f32 lanes on whichever vector unit the CPU has: AVX-512, or AVX2 with FMA.
+//!
+//! The library kernels (`direct`, `sparse`, `maxpool`, `updates`) are written once, generic
+//! over [`F32x16`], and compiled twice: for AVX-512 a value is one 512-bit register and a
+//! `u16` mask is a mask register; for AVX2 it is a pair of 256-bit registers and masks are
+//! expanded to lanes. Both perform the same IEEE operations lane by lane, so a kernel's
+//! results do not depend on the vector unit, except the order of [`F32x16::sum`]'s additions
+//! (a tree on both, the same tree). Layouts (sixteen positions per vector, `u16` masks) are the
+//! same on both, so a program's buffer plan does not depend on the CPU either.
+//!
+//! A kernel implements [`Kernel`]; [`run`] calls it through a function compiled with the
+//! chosen unit's target features, into which every `#[inline(always)]` operation here is
+//! inlined. Kernels call these operations in loops, not in closures (`std::array::from_fn`):
+//! a closure is a function of its own, compiled without the features, and LLVM may leave it
+//! out of line with a call per intrinsic in it (measured: LeNet-5's step 9× slower).
+//!
+//! AVX2 has 16 vector registers to AVX-512's 32, each holding half as much, so kernels choose
+//! narrower register tiles for it ([`F32x16::REGISTERS`]).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// A vector unit the library kernels run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F: sixteen lanes per register, mask registers, compress and gather.
+    Avx512,
+    /// AVX2 and FMA (x86-64-v3): two 256-bit registers per sixteen lanes.
+    Avx2,
+}
+
+impl Isa {
+    /// Both units, best first.
+    pub const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+
+    /// Whether this CPU has the unit.
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
+        }
+    }
+
+    /// The best unit this CPU has, if any.
+    pub fn best() -> Option<Isa> {
+        Isa::ALL.into_iter().find(|i| i.supported())
+    }
+
+    /// The units this CPU has (tests run a kernel on each).
+    pub fn supported_all() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.supported()).collect()
+    }
+
+    /// Its name in reports: `AVX-512` or `AVX2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2",
+        }
+    }
+}
+
+/// A computation generic over the vector type, run by [`run`].
+pub trait Kernel {
+    type Output;
+    /// The computation, with `V` the chosen unit's vector.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s unit; the rest is the kernel's own contract.
+    unsafe fn run<V: F32x16>(self) -> Self::Output;
+}
+
+/// Runs `k` on `isa`, compiled with its target features.
+///
+/// # Safety
+/// The CPU supports `isa` ([`Isa::supported`]), and `k`'s own contract holds.
+pub unsafe fn run<K: Kernel>(isa: Isa, k: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        match isa {
+            Isa::Avx512 => run_avx512(k),
+            Isa::Avx2 => run_avx2(k),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, k);
+        unreachable!("no vector unit on this architecture")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
+    // SAFETY: the caller's contract; this function has AVX-512's features.
+    unsafe { k.run::<Avx512>() }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
+    // SAFETY: the caller's contract; this function has AVX2's and FMA's features.
+    unsafe { k.run::<Avx2>() }
+}
+
+/// A mask of the lowest `n` lanes (all sixteen for `n ≥ 16`).
+pub fn low_bits(n: usize) -> u16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
+/// Sixteen f32 lanes. Every operation is unsafe to call: the CPU must have the unit, and
+/// pointers must be valid for the lanes they access (masked-off lanes are never accessed, so
+/// their addresses may lie outside any allocation).
+#[allow(clippy::missing_safety_doc)]
+pub trait F32x16: Copy {
+    /// Vector registers of sixteen lanes the unit has (32 on AVX-512, 8 pairs on AVX2).
+    const REGISTERS: usize;
+
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    /// Sixteen floats from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// The lanes of `m` from `p`, +0 in the others.
+    unsafe fn load_masked(m: u16, p: *const f32) -> Self;
+    /// Lanes of `m` from `p + i·stride` (lane `i`), +0 in the others.
+    unsafe fn load_strided(m: u16, p: *const f32, stride: usize) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// Stores the lanes of `m` to their places from `p`.
+    unsafe fn store_masked(self, m: u16, p: *mut f32);
+    /// Stores the lanes of `m`, packed, to `p..p + popcount(m)`.
+    unsafe fn store_compressed(self, m: u16, p: *mut f32);
+    /// `self · b + c`, one rounding.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    unsafe fn div(self, b: Self) -> Self;
+    unsafe fn sqrt(self) -> Self;
+    /// `b < self ? self : b` per lane, as x86's `max` (the second operand on NaN or ties).
+    unsafe fn max(self, b: Self) -> Self;
+    /// Lanes where `self > b` (ordered: false on NaN).
+    unsafe fn gt(self, b: Self) -> u16;
+    /// Lanes where `self ≠ 0` (unordered: true on NaN; -0 is 0).
+    unsafe fn nonzero(self) -> u16;
+    /// The lanes of `m`, +0 in the others.
+    unsafe fn keep(self, m: u16) -> Self;
+    /// The sum of the lanes: halves added pairwise down to one lane.
+    unsafe fn sum(self) -> f32;
+    /// Subnormal lanes (exponent zero, mantissa not) set to +0.
+    unsafe fn flush_subnormals(self) -> Self;
+    /// The even and the odd lanes of the 32 floats `self`, `b`.
+    unsafe fn deinterleave(self, b: Self) -> (Self, Self);
+    /// `self` and `b` interleaved: lanes `0..8` of each, then lanes `8..16`.
+    unsafe fn interleave(self, b: Self) -> (Self, Self);
+}
+
+/// Stores the indices `base + i` of the lanes `i` of `m`, packed, to `p..p + popcount(m)`.
+///
+/// # Safety
+/// `p` is valid for `popcount(m)` writes.
+#[inline(always)]
+pub unsafe fn store_indices(m: u16, base: u32, p: *mut u32) {
+    let mut bits = m;
+    let mut n = 0;
+    while bits != 0 {
+        // SAFETY: `n < popcount(m)`.
+        unsafe { *p.add(n) = base + bits.trailing_zeros() };
+        bits &= bits - 1;
+        n += 1;
+    }
+}
+
+/// One 512-bit register.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub struct Avx512(__m512);
+
+#[cfg(target_arch = "x86_64")]
+impl F32x16 for Avx512 {
+    const REGISTERS: usize = 32;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { Avx512(_mm512_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe { Avx512(_mm512_set1_ps(x)) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { Avx512(_mm512_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(m: u16, p: *const f32) -> Self {
+        unsafe { Avx512(_mm512_maskz_loadu_ps(m, p)) }
+    }
+    #[inline(always)]
+    unsafe fn load_strided(m: u16, p: *const f32, stride: usize) -> Self {
+        unsafe {
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
+            Avx512(_mm512_mask_i32gather_ps::<4>(
+                _mm512_setzero_ps(),
+                m,
+                at,
+                p.cast(),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, m: u16, p: *mut f32) {
+        unsafe { _mm512_mask_storeu_ps(p, m, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_compressed(self, m: u16, p: *mut f32) {
+        unsafe {
+            let packed = _mm512_maskz_compress_ps(m, self.0);
+            _mm512_mask_storeu_ps(p, low_bits(m.count_ones() as usize), packed)
+        }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { Avx512(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { Avx512(_mm512_add_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { Avx512(_mm512_sub_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { Avx512(_mm512_mul_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        unsafe { Avx512(_mm512_div_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sqrt(self) -> Self {
+        unsafe { Avx512(_mm512_sqrt_ps(self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        unsafe { Avx512(_mm512_max_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn gt(self, b: Self) -> u16 {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, b.0) }
+    }
+    #[inline(always)]
+    unsafe fn nonzero(self) -> u16 {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn keep(self, m: u16) -> Self {
+        unsafe { Avx512(_mm512_maskz_mov_ps(m, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        // Halves, quarters, then pairs: the tree of `Avx2::sum`.
+        unsafe { _mm512_reduce_add_ps(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn flush_subnormals(self) -> Self {
+        unsafe {
+            let bits = _mm512_castps_si512(self.0);
+            let zero = _mm512_setzero_si512();
+            let exponent = _mm512_and_si512(bits, _mm512_set1_epi32(0x7f80_0000));
+            let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
+            let keep =
+                _mm512_cmpneq_epi32_mask(exponent, zero) | _mm512_cmpeq_epi32_mask(magnitude, zero);
+            Avx512(_mm512_maskz_mov_ps(keep, self.0))
+        }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(self, b: Self) -> (Self, Self) {
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                Avx512(_mm512_permutex2var_ps(self.0, even, b.0)),
+                Avx512(_mm512_permutex2var_ps(self.0, odd, b.0)),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(self, b: Self) -> (Self, Self) {
+        unsafe {
+            let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let second =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            (
+                Avx512(_mm512_permutex2var_ps(self.0, first, b.0)),
+                Avx512(_mm512_permutex2var_ps(self.0, second, b.0)),
+            )
+        }
+    }
+}
+
+/// The sum of eight lanes: halves added pairwise down to one lane.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sum8(x: __m256) -> f32 {
+    unsafe {
+        let q = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps::<1>(d, d)))
+    }
+}
+
+/// Two 256-bit registers: lanes `0..8` and `8..16`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub struct Avx2(__m256, __m256);
+
+/// The lanes of the 8-bit mask `m` as a vector mask (all ones where set).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lanes(m: u16) -> __m256i {
+    unsafe {
+        let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let v = _mm256_set1_epi32(i32::from(m & 0xff));
+        _mm256_cmpeq_epi32(_mm256_and_si256(v, bits), bits)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    #[inline(always)]
+    unsafe fn mask(self) -> u16 {
+        unsafe {
+            (_mm256_movemask_ps(self.0) as u16 & 0xff) | ((_mm256_movemask_ps(self.1) as u16) << 8)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn from_array(a: &[f32; 16]) -> Self {
+        unsafe {
+            Avx2(
+                _mm256_loadu_ps(a.as_ptr()),
+                _mm256_loadu_ps(a.as_ptr().add(8)),
+            )
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F32x16 for Avx2 {
+    const REGISTERS: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe {
+            let v = _mm256_set1_ps(x);
+            Avx2(v, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.wrapping_add(8))) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(m: u16, p: *const f32) -> Self {
+        unsafe {
+            if m == u16::MAX {
+                return Self::load(p);
+            }
+            Avx2(load_half(m, p), load_half(m >> 8, p.wrapping_add(8)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_strided(m: u16, p: *const f32, stride: usize) -> Self {
+        let mut a = [0.0f32; 16];
+        let mut bits = m;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            // SAFETY: lane `i` is in `m`, so `p + i·stride` is valid (the caller's contract).
+            a[i] = unsafe { *p.wrapping_add(i * stride) };
+            bits &= bits - 1;
+        }
+        unsafe { Self::from_array(&a) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe {
+            _mm256_storeu_ps(p, self.0);
+            _mm256_storeu_ps(p.wrapping_add(8), self.1);
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, m: u16, p: *mut f32) {
+        unsafe {
+            if m == u16::MAX {
+                return self.store(p);
+            }
+            store_half(m, p, self.0);
+            store_half(m >> 8, p.wrapping_add(8), self.1);
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_compressed(self, m: u16, p: *mut f32) {
+        if m == u16::MAX {
+            return unsafe { self.store(p) };
+        }
+        let mut a = [0.0f32; 16];
+        unsafe { self.store(a.as_mut_ptr()) };
+        let mut bits = m;
+        let mut n = 0;
+        while bits != 0 {
+            // SAFETY: `n < popcount(m)` (the caller's contract).
+            unsafe { *p.add(n) = a[bits.trailing_zeros() as usize] };
+            bits &= bits - 1;
+            n += 1;
+        }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe {
+            Avx2(
+                _mm256_fmadd_ps(self.0, b.0, c.0),
+                _mm256_fmadd_ps(self.1, b.1, c.1),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { Avx2(_mm256_add_ps(self.0, b.0), _mm256_add_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { Avx2(_mm256_sub_ps(self.0, b.0), _mm256_sub_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { Avx2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        unsafe { Avx2(_mm256_div_ps(self.0, b.0), _mm256_div_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn sqrt(self) -> Self {
+        unsafe { Avx2(_mm256_sqrt_ps(self.0), _mm256_sqrt_ps(self.1)) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        unsafe { Avx2(_mm256_max_ps(self.0, b.0), _mm256_max_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn gt(self, b: Self) -> u16 {
+        unsafe {
+            Avx2(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, b.0),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.1, b.1),
+            )
+            .mask()
+        }
+    }
+    #[inline(always)]
+    unsafe fn nonzero(self) -> u16 {
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            Avx2(
+                _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, zero),
+                _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.1, zero),
+            )
+            .mask()
+        }
+    }
+    #[inline(always)]
+    unsafe fn keep(self, m: u16) -> Self {
+        unsafe {
+            Avx2(
+                _mm256_and_ps(self.0, _mm256_castsi256_ps(lanes(m))),
+                _mm256_and_ps(self.1, _mm256_castsi256_ps(lanes(m >> 8))),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        unsafe { sum8(_mm256_add_ps(self.0, self.1)) }
+    }
+    #[inline(always)]
+    unsafe fn flush_subnormals(self) -> Self {
+        unsafe { Avx2(flush_half(self.0), flush_half(self.1)) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(self, b: Self) -> (Self, Self) {
+        // `shuffle_ps` picks lanes within each 128-bit half; `permute4x64` puts the halves'
+        // 64-bit pairs in order.
+        unsafe {
+            (
+                Avx2(
+                    in_order(_mm256_shuffle_ps::<0b10_00_10_00>(self.0, self.1)),
+                    in_order(_mm256_shuffle_ps::<0b10_00_10_00>(b.0, b.1)),
+                ),
+                Avx2(
+                    in_order(_mm256_shuffle_ps::<0b11_01_11_01>(self.0, self.1)),
+                    in_order(_mm256_shuffle_ps::<0b11_01_11_01>(b.0, b.1)),
+                ),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(self, b: Self) -> (Self, Self) {
+        unsafe { (zip(self.0, b.0), zip(self.1, b.1)) }
+    }
+}
+
+/// Eight lanes of `m` (its low byte) from `p`, +0 in the others. `vmaskmovps` does not fault
+/// on the lanes it leaves out; a half with no lane is not accessed at all.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_half(m: u16, p: *const f32) -> __m256 {
+    unsafe {
+        match m & 0xff {
+            0xff => _mm256_loadu_ps(p),
+            0 => _mm256_setzero_ps(),
+            _ => _mm256_maskload_ps(p, lanes(m)),
+        }
+    }
+}
+
+/// Stores the eight lanes of `m` (its low byte) to `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_half(m: u16, p: *mut f32, v: __m256) {
+    unsafe {
+        match m & 0xff {
+            0xff => _mm256_storeu_ps(p, v),
+            0 => {}
+            _ => _mm256_maskstore_ps(p, lanes(m), v),
+        }
+    }
+}
+
+/// `x` with its subnormal lanes (exponent zero, magnitude not) set to +0.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn flush_half(x: __m256) -> __m256 {
+    unsafe {
+        let bits = _mm256_castps_si256(x);
+        let zero = _mm256_setzero_si256();
+        let exponent = _mm256_and_si256(bits, _mm256_set1_epi32(0x7f80_0000));
+        let magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fff_ffff));
+        let tiny = _mm256_cmpeq_epi32(exponent, zero);
+        let nil = _mm256_cmpeq_epi32(magnitude, zero);
+        _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_andnot_si256(nil, tiny)), x)
+    }
+}
+
+/// The 64-bit pairs of a `shuffle_ps` result in order: 0, 2, 1, 3.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn in_order(s: __m256) -> __m256 {
+    unsafe { _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s))) }
+}
+
+/// `l` and `r` interleaved, sixteen lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zip(l: __m256, r: __m256) -> Avx2 {
+    unsafe {
+        let (lo, hi) = (_mm256_unpacklo_ps(l, r), _mm256_unpackhi_ps(l, r));
+        Avx2(
+            _mm256_permute2f128_ps::<0x20>(lo, hi),
+            _mm256_permute2f128_ps::<0x31>(lo, hi),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each operation on every supported unit, against its scalar definition.
+    struct Check;
+
+    impl Kernel for Check {
+        type Output = ();
+        unsafe fn run<V: F32x16>(self) {
+            let a: [f32; 16] = std::array::from_fn(|i| (i as f32 * 0.7).sin() * 3.0);
+            let b: [f32; 16] = std::array::from_fn(|i| (i as f32 * 1.3).cos());
+            let mut wide = [0.0f32; 48];
+            wide[..16].copy_from_slice(&a);
+            wide[16..32].copy_from_slice(&b);
+            let out = |v: V| {
+                let mut o = [0.0f32; 16];
+                unsafe { v.store(o.as_mut_ptr()) };
+                o
+            };
+            unsafe {
+                let (va, vb) = (V::load(a.as_ptr()), V::load(b.as_ptr()));
+                let check = |got: [f32; 16], want: &dyn Fn(usize) -> f32, what: &str| {
+                    for (i, g) in got.iter().enumerate() {
+                        assert_eq!(g.to_bits(), want(i).to_bits(), "{what}[{i}]");
+                    }
+                };
+                check(
+                    out(va.mul_add(vb, va)),
+                    &|i| a[i].mul_add(b[i], a[i]),
+                    "fma",
+                );
+                check(out(va.div(vb)), &|i| a[i] / b[i], "div");
+                let abs = a.map(f32::abs);
+                check(
+                    out(V::load(abs.as_ptr()).sqrt()),
+                    &|i| abs[i].sqrt(),
+                    "sqrt",
+                );
+                check(
+                    out(va.max(vb)),
+                    &|i| if b[i] < a[i] { a[i] } else { b[i] },
+                    "max",
+                );
+                for m in [0u16, 1, 0x00ff, 0x0f0f, 0xff00, 0x8001, u16::MAX] {
+                    let on = |i: usize| m >> i & 1 == 1;
+                    check(
+                        out(V::load_masked(m, a.as_ptr())),
+                        &|i| if on(i) { a[i] } else { 0.0 },
+                        "load_masked",
+                    );
+                    check(
+                        out(V::load_strided(m, wide.as_ptr(), 2)),
+                        &|i| if on(i) { wide[2 * i] } else { 0.0 },
+                        "load_strided",
+                    );
+                    check(out(va.keep(m)), &|i| if on(i) { a[i] } else { 0.0 }, "keep");
+                    let mut o = [f32::NAN; 17];
+                    va.store_masked(m, o.as_mut_ptr());
+                    check(
+                        o[..16].try_into().unwrap(),
+                        &|i| if on(i) { a[i] } else { f32::NAN },
+                        "store_masked",
+                    );
+                    let mut o = [f32::NAN; 17];
+                    va.store_compressed(m, o.as_mut_ptr());
+                    let packed: Vec<f32> = (0..16).filter(|&i| on(i)).map(|i| a[i]).collect();
+                    let n = packed.len();
+                    assert_eq!(o[..n], packed[..], "store_compressed {m:#x}");
+                    assert!(o[n].is_nan(), "store_compressed {m:#x} wrote past");
+                    let mut idx = [u32::MAX; 17];
+                    store_indices(m, 100, idx.as_mut_ptr());
+                    let want: Vec<u32> =
+                        (0..16).filter(|&i| on(i)).map(|i| 100 + i as u32).collect();
+                    assert_eq!(idx[..n], want[..]);
+                }
+                assert_eq!(
+                    va.gt(vb),
+                    (0..16).fold(0, |m, i| m | u16::from(a[i] > b[i]) << i)
+                );
+                let z: [f32; 16] =
+                    std::array::from_fn(|i| [0.0, -0.0, f32::NAN, 1e-40, 2.0][i % 5]);
+                let vz = V::load(z.as_ptr());
+                assert_eq!(
+                    vz.nonzero(),
+                    (0..16).fold(0, |m, i| m | u16::from(z[i] != 0.0 || z[i].is_nan()) << i)
+                );
+                check(
+                    out(vz.flush_subnormals()),
+                    &|i| if z[i].is_subnormal() { 0.0 } else { z[i] },
+                    "flush_subnormals",
+                );
+                let s = va.sum();
+                let want: f64 = a.iter().map(|&x| x as f64).sum();
+                assert!((s as f64 - want).abs() < 1e-5, "sum {s} vs {want}");
+                let (even, odd) = va.deinterleave(vb);
+                check(out(even), &|i| wide[2 * i], "even");
+                check(out(odd), &|i| wide[2 * i + 1], "odd");
+                let (first, second) = va.interleave(vb);
+                let zipped = |i: usize| {
+                    if i.is_multiple_of(2) {
+                        a[i / 2]
+                    } else {
+                        b[i / 2]
+                    }
+                };
+                check(out(first), &zipped, "first");
+                check(out(second), &|i| zipped(i + 16), "second");
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_on_every_unit() {
+        for isa in Isa::supported_all() {
+            // SAFETY: the unit is supported.
+            unsafe { run(isa, Check) };
+        }
+    }
+}
