@@ -673,20 +673,25 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
                     let dyb = dyp.wrapping_add(b * sample_dy + ob * stride + lo * LANES);
                     for (v, &m) in masks[lo..hi].iter().enumerate() {
                         let at = v * LANES;
-                        // SAFETY: as in `forward_tile`: unmasked lanes read inside plane `c`.
-                        let mut xv = [unsafe { V::zero() }; KW];
-                        for (kj, xv) in xv.iter_mut().enumerate() {
-                            *xv = unsafe {
-                                V::load_masked(m, xb.wrapping_add(at + kj * g.kj_stride))
-                            };
-                        }
-                        for (o, row) in acc.iter_mut().enumerate() {
-                            let at = o * stride + v * LANES;
+                        // The tile's gradient vectors first, then each tap's input vector
+                        // as it is used: `ROWS + 1` registers besides the accumulators (AVX2
+                        // has no room for all `KW` inputs at once).
+                        let mut d = [unsafe { V::zero() }; ROWS];
+                        for (o, d) in d.iter_mut().enumerate() {
                             // SAFETY: `dy` holds `samples · rows · stride` floats; lanes that
                             // are not real positions are not read.
-                            let d = unsafe { V::load_masked(m, dyb.wrapping_add(at)) };
-                            for (a, &xv) in row.iter_mut().zip(&xv) {
-                                *a = unsafe { d.mul_add(xv, *a) };
+                            *d = unsafe {
+                                V::load_masked(m, dyb.wrapping_add(o * stride + v * LANES))
+                            };
+                        }
+                        for kj in 0..KW {
+                            // SAFETY: as in `forward_tile`: unmasked lanes read inside plane
+                            // `c`.
+                            let xv = unsafe {
+                                V::load_masked(m, xb.wrapping_add(at + kj * g.kj_stride))
+                            };
+                            for (row, &d) in acc.iter_mut().zip(&d) {
+                                row[kj] = unsafe { d.mul_add(xv, row[kj]) };
                             }
                         }
                     }

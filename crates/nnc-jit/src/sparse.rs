@@ -237,28 +237,30 @@ impl Kernel for Tiles<'_> {
     unsafe fn run<V: F32x16>(self) {
         let (starts, idx, vals, room) = self.gathered;
         let ((b, ldb), (c, ldc), (c0, c1)) = (self.b, self.c, self.columns);
-        for (gi, w) in starts.windows(2).enumerate() {
-            let (s, e) = (w[0] as usize, w[1] as usize);
-            let group_rows = (self.rows - gi * GROUP).min(GROUP);
-            let values: [&[f32]; GROUP] =
-                std::array::from_fn(|g| &vals[g * room + s..g * room + e]);
-            // SAFETY: rows of the group, and columns `c0..c1`, of `B` and `C` (the caller's
-            // contract).
-            unsafe {
-                let c_rows = c.add(gi * GROUP * ldc);
-                let mut j = c0;
-                while j < c1 {
-                    let w = (c1 - j).min(tile_width::<V>() * LANES);
+        // Column strips outside, groups inside: a strip of `B`'s rows (784 × 16 floats for
+        // the MLP on AVX2, 50 KB) stays in L2 while every group reads it, where a group at a
+        // time over all strips read all of `B` (1.6 MB) from L3 for each group.
+        let mut j = c0;
+        while j < c1 {
+            let w = (c1 - j).min(tile_width::<V>() * LANES);
+            for (gi, se) in starts.windows(2).enumerate() {
+                let (s, e) = (se[0] as usize, se[1] as usize);
+                let group_rows = (self.rows - gi * GROUP).min(GROUP);
+                let values: [&[f32]; GROUP] =
+                    std::array::from_fn(|g| &vals[g * room + s..g * room + e]);
+                // SAFETY: rows of the group, and columns `j..j + w` within `c0..c1`, of `B`
+                // and `C` (the caller's contract).
+                unsafe {
                     let tile = (b.add(j), ldb);
-                    let out = (c_rows.add(j), ldc, group_rows);
+                    let out = (c.add(gi * GROUP * ldc + j), ldc, group_rows);
                     if V::REGISTERS >= 32 {
                         tile_of::<V, WIDTH>((&idx[s..e], values), tile, out, w);
                     } else {
                         tile_of::<V, 1>((&idx[s..e], values), tile, out, w);
                     }
-                    j += w;
                 }
             }
+            j += w;
         }
     }
 }
