@@ -461,23 +461,38 @@ unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
 ) {
     let taps = g.taps();
     let plane = g.oh * g.ow;
-    let (x, w, y) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
     let m: [u16; NV] = std::array::from_fn(|n| masks[v0 + n]);
     // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
     let mut acc = [[unsafe { V::zero() }; NV]; OB];
     let rows = g.tap_rows(v0, NV);
+    // Lanes that are not real positions feed only accumulator lanes that are never stored, so
+    // where masked loads cost more than plain ones (AVX2's `vmaskmovps`), a tile whose every
+    // load ends inside `x` (all but the last sample's last vectors) loads whole vectors.
+    let reach = (g.c - 1) * g.plane
+        + rows.end.saturating_sub(1) * g.w
+        + (g.kw - 1) * g.kj_stride
+        + (v0 + NV) * LANES;
+    let plain = !V::FREE_MASKS && !rows.is_empty() && reach <= x.len();
+    let (x, w, y) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
     for c in 0..g.c {
         for ki in rows.clone() {
             for kj in 0..g.kw {
                 let at = c * g.plane + ki * g.w + kj * g.kj_stride + v0 * LANES;
                 // SAFETY: unmasked lanes are real positions, whose taps lie inside input
                 // plane `c`; masked lanes are not read (the address is formed with wrapping
-                // arithmetic and may lie outside).
+                // arithmetic and may lie outside); plain loads end by `reach`, inside `x`.
                 // (Loops, not closures: a closure is compiled without the unit's features,
                 // and the operations in it would not be inlined.)
                 let mut xv = [unsafe { V::zero() }; NV];
                 for (n, xv) in xv.iter_mut().enumerate() {
-                    *xv = unsafe { V::load_masked(m[n], x.wrapping_add(at + n * LANES)) };
+                    let p = x.wrapping_add(at + n * LANES);
+                    *xv = unsafe {
+                        if plain {
+                            V::load(p)
+                        } else {
+                            V::load_masked(m[n], p)
+                        }
+                    };
                 }
                 let tap = (c * g.kh + ki) * g.kw + kj;
                 for (o, row) in acc.iter_mut().enumerate() {

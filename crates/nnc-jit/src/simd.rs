@@ -127,6 +127,8 @@ pub fn low_bits(n: usize) -> u16 {
 pub trait F32x16: Copy {
     /// Vector registers of sixteen lanes the unit has (32 on AVX-512, 8 pairs on AVX2).
     const REGISTERS: usize;
+    /// Whether a masked load costs what a plain one does (AVX-512), or more (AVX2).
+    const FREE_MASKS: bool;
 
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
@@ -190,6 +192,7 @@ pub struct Avx512(__m512);
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx512 {
     const REGISTERS: usize = 32;
+    const FREE_MASKS: bool = true;
 
     #[inline(always)]
     unsafe fn zero() -> Self {
@@ -382,6 +385,7 @@ impl Avx2 {
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx2 {
     const REGISTERS: usize = 8;
+    const FREE_MASKS: bool = false;
 
     #[inline(always)]
     unsafe fn zero() -> Self {
@@ -642,7 +646,11 @@ mod tests {
                     &|i| if b[i] < a[i] { a[i] } else { b[i] },
                     "max",
                 );
-                for m in [0u16, 1, 0x00ff, 0x0f0f, 0xff00, 0x8001, u16::MAX] {
+                let low = (0..=16).map(low_bits);
+                for m in [0x0f0f, 0xff00, 0x8001, 0x0ff0, 0x3fff]
+                    .into_iter()
+                    .chain(low)
+                {
                     let on = |i: usize| m >> i & 1 == 1;
                     check(
                         out(V::load_masked(m, a.as_ptr())),
