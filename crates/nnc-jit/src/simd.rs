@@ -129,6 +129,9 @@ pub trait F32x16: Copy {
     const REGISTERS: usize;
     /// Whether a masked load costs what a plain one does (AVX-512), or more (AVX2).
     const FREE_MASKS: bool;
+    /// Whether [`F32x16::load_strided`] is one instruction (AVX-512's gather), or a lane at a
+    /// time (AVX2).
+    const FAST_GATHER: bool;
 
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
@@ -193,6 +196,7 @@ pub struct Avx512(__m512);
 impl F32x16 for Avx512 {
     const REGISTERS: usize = 32;
     const FREE_MASKS: bool = true;
+    const FAST_GATHER: bool = true;
 
     #[inline(always)]
     unsafe fn zero() -> Self {
@@ -386,6 +390,7 @@ impl Avx2 {
 impl F32x16 for Avx2 {
     const REGISTERS: usize = 8;
     const FREE_MASKS: bool = false;
+    const FAST_GATHER: bool = false;
 
     #[inline(always)]
     unsafe fn zero() -> Self {

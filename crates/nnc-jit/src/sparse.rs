@@ -186,6 +186,9 @@ impl Kernel for Gather<'_> {
             cap,
         } = self;
         let k = if src.transposed { src.ar } else { src.ac };
+        if src.transposed && !V::FAST_GATHER {
+            return gather_columns(src, (lo, hi), starts, (idx, vals, room), cap);
+        }
         let mut n = 0;
         for (gi, r0) in (lo..hi).step_by(GROUP).enumerate() {
             starts[gi] = n as u32;
@@ -218,6 +221,45 @@ impl Kernel for Gather<'_> {
         starts[(hi - lo).div_ceil(GROUP)] = n as u32;
         true
     }
+}
+
+/// [`Gather`] for `op(A) = Aᵀ` without a fast vector gather (AVX2's `vgatherdps` loads a lane
+/// at a time): the group's `GROUP` rows of `Aᵀ` are adjacent columns of `A`, so each entry is
+/// `GROUP` contiguous floats of a row of `A`, read in order. Same output as [`Gather`].
+#[inline(always)]
+fn gather_columns(
+    src: &Source,
+    (lo, hi): (usize, usize),
+    starts: &mut [u32],
+    (idx, vals, room): (&mut [u32], &mut [f32], usize),
+    cap: usize,
+) -> bool {
+    assert!(GROUP * room <= vals.len() && room <= idx.len() && cap <= room);
+    let mut n = 0;
+    for (gi, r0) in (lo..hi).step_by(GROUP).enumerate() {
+        starts[gi] = n as u32;
+        // Rows past `hi` read as 0, as in `Source::chunk`.
+        let width = (hi - r0).min(GROUP);
+        for j in 0..src.ar {
+            let row = &src.a[j * src.ac + r0..][..width];
+            let mut v = [0.0f32; GROUP];
+            v[..width].copy_from_slice(row);
+            // Nonzero as `F32x16::nonzero` has it: NaN counts, -0 does not.
+            if v.iter().all(|&x| x == 0.0) {
+                continue;
+            }
+            if n == cap {
+                return false;
+            }
+            idx[n] = j as u32;
+            for (g, &x) in v.iter().enumerate() {
+                vals[g * room + n] = x;
+            }
+            n += 1;
+        }
+    }
+    starts[(hi - lo).div_ceil(GROUP)] = n as u32;
+    true
 }
 
 /// The products of the gathered groups with `B`'s columns `c0..c1`, a tile of `GROUP` rows
