@@ -661,6 +661,14 @@ pub fn filter_rows(g: &Conv) -> usize {
     g.o.next_multiple_of(filter_tile_rows(g.o))
 }
 
+/// Tiles of output planes whose accumulators one pass over a block of samples carries (on
+/// the stack between blocks).
+const CARRIED_TILES: usize = 16;
+/// Samples per block on AVX2: their inputs for one filter row stay in L1 while every tile of
+/// output planes reads them (one plane per tile there, so each input is read once per output
+/// plane; over all 32 samples of LeNet-5's batch they came from L2).
+const AVX2_SAMPLE_BLOCK: usize = 4;
+
 #[inline(always)]
 unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARROW: bool>(
     g: &Conv,
@@ -673,50 +681,69 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
     let (stride, vectors) = (g.stride(), g.vectors());
     let (sample_x, sample_dy) = (g.c * g.plane, filter_rows(g) * stride);
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
+    // AVX-512's tiles of 3–4 planes reuse each input enough: one block of all samples.
+    let block = if V::REGISTERS >= 32 {
+        samples.max(1)
+    } else {
+        AVX2_SAMPLE_BLOCK
+    };
     for c in 0..g.c {
         for ki in 0..g.kh {
-            for ob in (0..g.o).step_by(ROWS) {
+            for chunk in (0..g.o).step_by(ROWS * CARRIED_TILES) {
+                let tiles = (chunk..g.o).step_by(ROWS).take(CARRIED_TILES);
                 // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
-                let mut acc = [[unsafe { V::zero() }; KW]; ROWS];
-                for b in 0..samples {
-                    // Vectors that read only a sample's zero rows add products with zeros,
-                    // which change no sum (an accumulator that starts at +0 never holds -0).
-                    let (lo, hi) = if NARROW {
-                        g.live_vectors(*live.get(b).unwrap_or(&g.live), ki)
-                    } else {
-                        (0, vectors)
-                    };
-                    let xb = xp.wrapping_add(b * sample_x + c * g.plane + ki * g.w + lo * LANES);
-                    let dyb = dyp.wrapping_add(b * sample_dy + ob * stride + lo * LANES);
-                    for (v, &m) in masks[lo..hi].iter().enumerate() {
-                        let at = v * LANES;
-                        // The tile's gradient vectors first, then each tap's input vector
-                        // as it is used: `ROWS + 1` registers besides the accumulators (AVX2
-                        // has no room for all `KW` inputs at once).
-                        let mut d = [unsafe { V::zero() }; ROWS];
-                        for (o, d) in d.iter_mut().enumerate() {
-                            // SAFETY: `dy` holds `samples · rows · stride` floats; lanes that
-                            // are not real positions are not read.
-                            *d = unsafe {
-                                V::load_masked(m, dyb.wrapping_add(o * stride + v * LANES))
+                let mut carried = [[[unsafe { V::zero() }; KW]; ROWS]; CARRIED_TILES];
+                for b0 in (0..samples).step_by(block) {
+                    for (ob, carried) in tiles.clone().zip(&mut carried) {
+                        // Each accumulator adds the same products in the same order (sample
+                        // by sample, vector by vector) whatever the block.
+                        let mut acc = *carried;
+                        for b in b0..(b0 + block).min(samples) {
+                            // Vectors that read only a sample's zero rows add products with
+                            // zeros, which change no sum (an accumulator that starts at +0
+                            // never holds -0).
+                            let (lo, hi) = if NARROW {
+                                g.live_vectors(*live.get(b).unwrap_or(&g.live), ki)
+                            } else {
+                                (0, vectors)
                             };
-                        }
-                        for kj in 0..KW {
-                            // SAFETY: as in `forward_tile`: unmasked lanes read inside plane
-                            // `c`.
-                            let xv = unsafe {
-                                V::load_masked(m, xb.wrapping_add(at + kj * g.kj_stride))
-                            };
-                            for (row, &d) in acc.iter_mut().zip(&d) {
-                                row[kj] = unsafe { d.mul_add(xv, row[kj]) };
+                            let xb =
+                                xp.wrapping_add(b * sample_x + c * g.plane + ki * g.w + lo * LANES);
+                            let dyb = dyp.wrapping_add(b * sample_dy + ob * stride + lo * LANES);
+                            for (v, &m) in masks[lo..hi].iter().enumerate() {
+                                let at = v * LANES;
+                                // The tile's gradient vectors first, then each tap's input
+                                // vector as it is used: `ROWS + 1` registers besides the
+                                // accumulators (AVX2 has no room for all `KW` inputs at once).
+                                let mut d = [unsafe { V::zero() }; ROWS];
+                                for (o, d) in d.iter_mut().enumerate() {
+                                    // SAFETY: `dy` holds `samples · rows · stride` floats;
+                                    // lanes that are not real positions are not read.
+                                    *d = unsafe {
+                                        V::load_masked(m, dyb.wrapping_add(o * stride + at))
+                                    };
+                                }
+                                for kj in 0..KW {
+                                    // SAFETY: as in `forward_tile`: unmasked lanes read
+                                    // inside plane `c`.
+                                    let xv = unsafe {
+                                        V::load_masked(m, xb.wrapping_add(at + kj * g.kj_stride))
+                                    };
+                                    for (row, &d) in acc.iter_mut().zip(&d) {
+                                        row[kj] = unsafe { d.mul_add(xv, row[kj]) };
+                                    }
+                                }
                             }
                         }
+                        *carried = acc;
                     }
                 }
-                for (o, row) in acc.iter().enumerate().take(g.o - ob) {
-                    for (kj, &a) in row.iter().enumerate() {
-                        dw[((ob + o) * g.c + c) * g.kh * g.kw + ki * g.kw + kj] =
-                            unsafe { a.sum() };
+                for (ob, acc) in tiles.zip(&carried) {
+                    for (o, row) in acc.iter().enumerate().take(g.o - ob) {
+                        for (kj, &a) in row.iter().enumerate() {
+                            dw[((ob + o) * g.c + c) * g.kh * g.kw + ki * g.kw + kj] =
+                                unsafe { a.sum() };
+                        }
                     }
                 }
             }
