@@ -68,11 +68,11 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
         let g = direct::Conv::forward(x[1], x[2], x[3], w[0], w[2], w[3]);
         let t = g.input_gradient();
-        // The filter gradient may read shifted copies of the input (the forward product
-        // measured no faster with them, the copying included).
+        // The filter gradient may read shifted copies of the input, and on AVX2 the forward
+        // product too (reserved whatever the CPU, so that plans do not depend on it).
         let (s, copies) = g.filter_layout();
         4 * match op {
-            WideOp::Forward => g.o_pad() * g.taps(),
+            WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
             WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
             WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
         }
@@ -891,7 +891,16 @@ impl LibKernel {
         match op {
             WideOp::Forward => {
                 let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                let pw = buffer(g.o_pad() * g.taps());
+                // On AVX2, from shifted copies of the input's columns where the filter
+                // gradient reads them too (C3, not C1, whose blank rows the plain layout
+                // skips): every lane real, so no masked loads, which cost more there
+                // (`time_lenet_shapes`: C3's forward 316 → 255 µs for 16 samples, the copying
+                // included). AVX-512's masked loads cost nothing extra: there the copying
+                // did not pay.
+                let (s, copies) = g.filter_layout();
+                let copies = if isa == Isa::Avx2 { copies } else { 0 };
+                let (pw, xs) =
+                    buffer(g.o_pad() * g.taps() + nb * copies).split_at_mut(g.o_pad() * g.taps());
                 // Weights padded with zero rows to whole tiles, unless they already are.
                 let weights = if o == g.o_pad() {
                     arg(1)
@@ -906,7 +915,12 @@ impl LibKernel {
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
                 let y = &mut y[lo * out_sample..hi * out_sample];
-                direct::forward(isa, &g, nb, x, weights, bias, y);
+                if copies > 0 {
+                    direct::shift_columns(isa, &g, nb, x, xs);
+                    direct::forward(isa, &s, nb, xs, weights, bias, y);
+                } else {
+                    direct::forward(isa, &g, nb, x, weights, bias, y);
+                }
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
