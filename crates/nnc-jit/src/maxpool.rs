@@ -161,8 +161,6 @@ impl Kernel for Backward<'_> {
         let (oh, ow) = (h / 2, w / 2);
         // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
         let (zero, one) = unsafe { (V::zero(), V::splat(1.0)) };
-        // `v · step(x)`, one multiplication as the loop does it (`step`: 1 where `x > 0`, else 0).
-        let mask = |v: V, x: V| unsafe { v.mul(one.keep(x.gt(zero))) };
         for l in 0..planes {
             let mut sum = zero;
             let dxp = &mut dx[l * h * w..(l + 1) * h * w];
@@ -175,27 +173,28 @@ impl Kernel for Backward<'_> {
                     rows::<V>(x0, x1, ow, |j0, m, [a, b, c, d]| {
                         // SAFETY: windows `j0..j0 + n` (the lanes of `m`) are within `g`.
                         let gv = V::load_masked(m, g.as_ptr().add(j0));
-                        let top_right = b.gt(a);
+                        // (In the unit's own masks, and loops, not closures: see `simd`.)
+                        let top_right = b.greater(a);
                         let best = b.max(a);
-                        let bottom_left = c.gt(best);
+                        let bottom_left = c.greater(best);
                         let best = c.max(best);
-                        let bottom_right = d.gt(best);
-                        let bottom_left = bottom_left & !bottom_right;
-                        let top_right = top_right & !bottom_left & !bottom_right;
-                        let top_left = !(top_right | bottom_left | bottom_right);
+                        let bottom_right = d.greater(best);
+                        let bottom_left = V::and_not(bottom_left, bottom_right);
+                        let top_right =
+                            V::and_not(V::and_not(top_right, bottom_left), bottom_right);
+                        let top_left = V::not(V::or(V::or(top_right, bottom_left), bottom_right));
                         // `+ 0` turns a gradient of -0 into +0, as the scalar `0 + g` does.
-                        let pick = |k: u16| gv.keep(k).add(zero);
-                        let mut corners = [
-                            pick(top_left),
-                            pick(top_right),
-                            pick(bottom_left),
-                            pick(bottom_right),
-                        ];
+                        let picks = [top_left, top_right, bottom_left, bottom_right];
+                        let mut corners = [zero; 4];
+                        for (v, k) in corners.iter_mut().zip(picks) {
+                            *v = gv.select(k).add(zero);
+                        }
                         if masked {
-                            // Lanes beyond the row are 0 in `gv` and in the corners: they
-                            // add +0.
+                            // `v · step(x)`, one multiplication as the loop does it (`step`: 1
+                            // where `x > 0`, else 0). Lanes beyond the row are 0 in `gv` and in
+                            // the corners: they add +0.
                             for (v, x) in corners.iter_mut().zip([a, b, c, d]) {
-                                *v = mask(*v, x);
+                                *v = v.mul(one.select(x.greater(zero)));
                             }
                             let pairs = [corners[0].add(corners[1]), corners[2].add(corners[3])];
                             sum = sum.add(pairs[0].add(pairs[1]));

@@ -161,6 +161,21 @@ pub trait F32x16: Copy {
     unsafe fn nonzero(self) -> u16;
     /// The lanes of `m`, +0 in the others.
     unsafe fn keep(self, m: u16) -> Self;
+
+    /// A lane mask in the unit's own form: a mask register's `u16` on AVX-512, a vector of
+    /// all-ones and zero lanes on AVX2 (where turning one into bits and back costs more than
+    /// the arithmetic the kernels do with it).
+    type Mask: Copy;
+    /// Lanes where `self > b` (ordered: false on NaN).
+    unsafe fn greater(self, b: Self) -> Self::Mask;
+    /// `a` and not `b`.
+    unsafe fn and_not(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+    /// `a` or `b`.
+    unsafe fn or(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+    /// The other lanes.
+    unsafe fn not(a: Self::Mask) -> Self::Mask;
+    /// The lanes of `m`, +0 in the others.
+    unsafe fn select(self, m: Self::Mask) -> Self;
     /// The sum of the lanes: halves added pairwise down to one lane.
     unsafe fn sum(self) -> f32;
     /// Subnormal lanes (exponent zero, mantissa not) set to +0.
@@ -281,6 +296,28 @@ impl F32x16 for Avx512 {
     #[inline(always)]
     unsafe fn keep(self, m: u16) -> Self {
         unsafe { Avx512(_mm512_maskz_mov_ps(m, self.0)) }
+    }
+
+    type Mask = u16;
+    #[inline(always)]
+    unsafe fn greater(self, b: Self) -> u16 {
+        unsafe { self.gt(b) }
+    }
+    #[inline(always)]
+    unsafe fn and_not(a: u16, b: u16) -> u16 {
+        a & !b
+    }
+    #[inline(always)]
+    unsafe fn or(a: u16, b: u16) -> u16 {
+        a | b
+    }
+    #[inline(always)]
+    unsafe fn not(a: u16) -> u16 {
+        !a
+    }
+    #[inline(always)]
+    unsafe fn select(self, m: u16) -> Self {
+        unsafe { self.keep(m) }
     }
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
@@ -527,6 +564,35 @@ impl F32x16 for Avx2 {
                 _mm256_and_ps(self.1, _mm256_castsi256_ps(lanes(m >> 8))),
             )
         }
+    }
+    type Mask = Avx2;
+    #[inline(always)]
+    unsafe fn greater(self, b: Self) -> Avx2 {
+        unsafe {
+            Avx2(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, b.0),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.1, b.1),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn and_not(a: Avx2, b: Avx2) -> Avx2 {
+        unsafe { Avx2(_mm256_andnot_ps(b.0, a.0), _mm256_andnot_ps(b.1, a.1)) }
+    }
+    #[inline(always)]
+    unsafe fn or(a: Avx2, b: Avx2) -> Avx2 {
+        unsafe { Avx2(_mm256_or_ps(a.0, b.0), _mm256_or_ps(a.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn not(a: Avx2) -> Avx2 {
+        unsafe {
+            let ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+            Avx2(_mm256_xor_ps(a.0, ones), _mm256_xor_ps(a.1, ones))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select(self, m: Avx2) -> Self {
+        unsafe { Avx2(_mm256_and_ps(self.0, m.0), _mm256_and_ps(self.1, m.1)) }
     }
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
