@@ -28,6 +28,8 @@
 //! A forward convolution whose fused epilogue is exactly its bias and ReLU
 //! ([`bias_relu_epilogue`]) adds and rectifies in registers before it stores.
 
+use std::mem::MaybeUninit;
+
 use nnc_ir::{Binary, DType, Function, Op, Unary};
 
 use crate::plan::Plan;
@@ -691,13 +693,22 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
         for ki in 0..g.kh {
             for chunk in (0..g.o).step_by(ROWS * CARRIED_TILES) {
                 let tiles = (chunk..g.o).step_by(ROWS).take(CARRIED_TILES);
-                // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
-                let mut carried = [[[unsafe { V::zero() }; KW]; ROWS]; CARRIED_TILES];
-                for b0 in (0..samples).step_by(block) {
+                // Written by the first block before any read (not zeroed up front: 20 KiB a
+                // filter row with AVX-512's tiles, which need no carrying).
+                let mut carried =
+                    [const { MaybeUninit::<[[V; KW]; ROWS]>::uninit() }; CARRIED_TILES];
+                // (At least one block, so that no samples still writes every tile.)
+                for b0 in (0..samples.max(1)).step_by(block) {
                     for (ob, carried) in tiles.clone().zip(&mut carried) {
                         // Each accumulator adds the same products in the same order (sample
                         // by sample, vector by vector) whatever the block.
-                        let mut acc = *carried;
+                        // SAFETY: the CPU has `V`'s unit (the caller's contract), and a later
+                        // block reads what the first one wrote.
+                        let mut acc = if b0 == 0 {
+                            [[unsafe { V::zero() }; KW]; ROWS]
+                        } else {
+                            unsafe { carried.assume_init_read() }
+                        };
                         for b in b0..(b0 + block).min(samples) {
                             // Vectors that read only a sample's zero rows add products with
                             // zeros, which change no sum (an accumulator that starts at +0
@@ -735,10 +746,12 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
                                 }
                             }
                         }
-                        *carried = acc;
+                        carried.write(acc);
                     }
                 }
                 for (ob, acc) in tiles.zip(&carried) {
+                    // SAFETY: the first block wrote every tile's accumulators.
+                    let acc = unsafe { acc.assume_init_read() };
                     for (o, row) in acc.iter().enumerate().take(g.o - ob) {
                         for (kj, &a) in row.iter().enumerate() {
                             dw[((ob + o) * g.c + c) * g.kh * g.kw + ki * g.kw + kj] =
@@ -1041,8 +1054,11 @@ mod tests {
 
     #[test]
     fn filter_gradient_matches_the_definition() {
-        for isa in Isa::supported_all() {
-            let samples = 3;
+        // 9 samples: AVX2 goes over them in blocks, carrying its accumulators.
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| [(isa, 3), (isa, 9)]);
+        for (isa, samples) in runs {
             for ((k, &s), shifted) in SHAPES
                 .iter()
                 .enumerate()
