@@ -517,7 +517,7 @@ unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
                 let a = match bias {
                     Some(b) => {
                         let z = a.add(V::splat(b[ob + o]));
-                        z.keep(z.gt(V::zero()))
+                        z.select(z.greater(V::zero()))
                     }
                     None => a,
                 };

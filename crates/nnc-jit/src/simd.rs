@@ -155,12 +155,8 @@ pub trait F32x16: Copy {
     unsafe fn sqrt(self) -> Self;
     /// `b < self ? self : b` per lane, as x86's `max` (the second operand on NaN or ties).
     unsafe fn max(self, b: Self) -> Self;
-    /// Lanes where `self > b` (ordered: false on NaN).
-    unsafe fn gt(self, b: Self) -> u16;
     /// Lanes where `self ≠ 0` (unordered: true on NaN; -0 is 0).
     unsafe fn nonzero(self) -> u16;
-    /// The lanes of `m`, +0 in the others.
-    unsafe fn keep(self, m: u16) -> Self;
 
     /// A lane mask in the unit's own form: a mask register's `u16` on AVX-512, a vector of
     /// all-ones and zero lanes on AVX2 (where turning one into bits and back costs more than
@@ -286,22 +282,14 @@ impl F32x16 for Avx512 {
         unsafe { Avx512(_mm512_max_ps(self.0, b.0)) }
     }
     #[inline(always)]
-    unsafe fn gt(self, b: Self) -> u16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, b.0) }
-    }
-    #[inline(always)]
     unsafe fn nonzero(self) -> u16 {
         unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps()) }
-    }
-    #[inline(always)]
-    unsafe fn keep(self, m: u16) -> Self {
-        unsafe { Avx512(_mm512_maskz_mov_ps(m, self.0)) }
     }
 
     type Mask = u16;
     #[inline(always)]
     unsafe fn greater(self, b: Self) -> u16 {
-        unsafe { self.gt(b) }
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, b.0) }
     }
     #[inline(always)]
     unsafe fn and_not(a: u16, b: u16) -> u16 {
@@ -317,7 +305,7 @@ impl F32x16 for Avx512 {
     }
     #[inline(always)]
     unsafe fn select(self, m: u16) -> Self {
-        unsafe { self.keep(m) }
+        unsafe { Avx512(_mm512_maskz_mov_ps(m, self.0)) }
     }
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
@@ -536,16 +524,6 @@ impl F32x16 for Avx2 {
         unsafe { Avx2(_mm256_max_ps(self.0, b.0), _mm256_max_ps(self.1, b.1)) }
     }
     #[inline(always)]
-    unsafe fn gt(self, b: Self) -> u16 {
-        unsafe {
-            Avx2(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, b.0),
-                _mm256_cmp_ps::<_CMP_GT_OQ>(self.1, b.1),
-            )
-            .mask()
-        }
-    }
-    #[inline(always)]
     unsafe fn nonzero(self) -> u16 {
         unsafe {
             let zero = _mm256_setzero_ps();
@@ -554,15 +532,6 @@ impl F32x16 for Avx2 {
                 _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.1, zero),
             )
             .mask()
-        }
-    }
-    #[inline(always)]
-    unsafe fn keep(self, m: u16) -> Self {
-        unsafe {
-            Avx2(
-                _mm256_and_ps(self.0, _mm256_castsi256_ps(lanes(m))),
-                _mm256_and_ps(self.1, _mm256_castsi256_ps(lanes(m >> 8))),
-            )
         }
     }
     type Mask = Avx2;
@@ -733,7 +702,6 @@ mod tests {
                         &|i| if on(i) { wide[2 * i] } else { 0.0 },
                         "load_strided",
                     );
-                    check(out(va.keep(m)), &|i| if on(i) { a[i] } else { 0.0 }, "keep");
                     let mut o = [f32::NAN; 17];
                     va.store_masked(m, o.as_mut_ptr());
                     check(
@@ -753,9 +721,24 @@ mod tests {
                         (0..16).filter(|&i| on(i)).map(|i| 100 + i as u32).collect();
                     assert_eq!(idx[..n], want[..]);
                 }
-                assert_eq!(
-                    va.gt(vb),
-                    (0..16).fold(0, |m, i| m | u16::from(a[i] > b[i]) << i)
+                // Masks in the unit's own form: `greater`, the logic, `select`.
+                let gt = va.greater(vb);
+                let (lt, all) = (vb.greater(va), V::or(gt, V::not(gt)));
+                check(
+                    out(va.select(gt)),
+                    &|i| if a[i] > b[i] { a[i] } else { 0.0 },
+                    "select",
+                );
+                check(
+                    out(va.select(V::and_not(all, lt))),
+                    &|i| if a[i] < b[i] { 0.0 } else { a[i] },
+                    "and_not",
+                );
+                let nan = V::splat(f32::NAN);
+                check(
+                    out(va.select(nan.greater(va))),
+                    &|_| 0.0,
+                    "NaN is not greater",
                 );
                 let z: [f32; 16] =
                     std::array::from_fn(|i| [0.0, -0.0, f32::NAN, 1e-40, 2.0][i % 5]);
