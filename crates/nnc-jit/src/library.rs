@@ -805,8 +805,7 @@ enum WideOp {
 impl LibKernel {
     /// A stride-1, unpadded convolution (or one of its gradients) for samples `lo..hi`: direct
     /// kernels on the vector unit (measured 2–3× faster than im2col + GEMM on LeNet-5's shapes
-    /// with AVX-512), else
-    /// wide im2col + GEMM.
+    /// with AVX-512), else wide im2col + GEMM.
     ///
     /// # Safety
     /// As [`LibKernel::wide_conv`].
@@ -898,7 +897,7 @@ impl LibKernel {
                 // included). AVX-512's masked loads cost nothing extra: there the copying
                 // did not pay.
                 let (s, copies) = g.filter_layout();
-                let copies = if isa == Isa::Avx2 { copies } else { 0 };
+                let copies = if isa.free_masks() { 0 } else { copies };
                 let (pw, xs) =
                     buffer(g.o_pad() * g.taps() + nb * copies).split_at_mut(g.o_pad() * g.taps());
                 // Weights padded with zero rows to whole tiles, unless they already are.

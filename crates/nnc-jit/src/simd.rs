@@ -62,6 +62,15 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.supported()).collect()
     }
 
+    /// Whether its masked loads cost what plain ones do ([`F32x16::FREE_MASKS`] of its
+    /// vector), for choices made outside the kernels (a layout that needs no masks).
+    pub fn free_masks(self) -> bool {
+        match self {
+            Isa::Avx512 => true,
+            Isa::Avx2 => false,
+        }
+    }
+
     /// Its name in reports: `AVX-512` or `AVX2`.
     pub fn name(self) -> &'static str {
         match self {
@@ -770,6 +779,13 @@ mod tests {
                 check(out(second), &|i| zipped(i + 16), "second");
             }
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn each_unit_says_what_its_vector_says() {
+        assert_eq!(Isa::Avx512.free_masks(), <Avx512 as F32x16>::FREE_MASKS);
+        assert_eq!(Isa::Avx2.free_masks(), <Avx2 as F32x16>::FREE_MASKS);
     }
 
     #[test]
