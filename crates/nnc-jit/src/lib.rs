@@ -12,6 +12,7 @@
 //! reassociation in GEMMs.
 
 pub mod bench;
+pub mod channels;
 pub mod codegen;
 pub mod direct;
 pub mod fuse;

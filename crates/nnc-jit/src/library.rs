@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::{Plan, elem_size};
 use crate::simd::Isa;
-use crate::{direct, sparse};
+use crate::{channels, direct, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -73,6 +73,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         let (s, copies) = g.filter_layout();
         4 * match op {
             WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
+            WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
             WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
             WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
         }
@@ -920,6 +921,17 @@ impl LibKernel {
                 } else {
                     direct::forward(isa, &g, nb, x, weights, bias, y);
                 }
+            }
+            WideOp::Filter if channels::suits(&g) => {
+                let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
+                let per = channels::gradient_floats(&g);
+                let dyt = buffer(nb * per);
+                let dy = arg(1);
+                for (b, dyt) in dyt.chunks_exact_mut(per).enumerate() {
+                    let dy = &dy[(lo + b) * out_sample..][..out_sample];
+                    channels::transposed_gradient(&g, dy, dyt);
+                }
+                channels::filter(isa, &g, nb, &arg(0)[lo * sample..hi * sample], dyt, dw);
             }
             WideOp::Filter => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
