@@ -16,6 +16,12 @@
 //!
 //! Each accumulator adds its products in the same order (sample, row, column) whatever the
 //! register tile, so the result does not depend on the vector unit.
+//!
+//! [`forward`] is the forward product the same way: a vector of output channels per output
+//! position, a few positions of a row per tile, each filter tap one load of its channels
+//! ([`transposed_filters`]) and one broadcast input per position. Each output adds its taps
+//! in [`crate::direct::forward`]'s order (input plane, row, column; one rounding each), so
+//! the two give the same bits.
 
 use crate::direct::{Conv, MAX_FILTER_WIDTH};
 use crate::simd::{self, F32x16, Isa, Kernel};
@@ -198,6 +204,204 @@ unsafe fn tile<V: F32x16, const KW: usize, const KI: usize>(
     }
 }
 
+/// Floats of [`transposed_filters`]' output.
+pub fn filter_floats(g: &Conv) -> usize {
+    g.taps() * lanes(g)
+}
+
+/// The filters `w` (`o × taps`) transposed to `taps` vectors of `o` channels, padded with
+/// zeros to whole vectors, as [`forward`] reads them.
+pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
+    let (taps, per) = (g.taps(), lanes(g));
+    for (tap, row) in out[..taps * per].chunks_exact_mut(per).enumerate() {
+        for (o, v) in row[..g.o].iter_mut().enumerate() {
+            *v = w[o * taps + tap];
+        }
+        row[g.o..].fill(0.0);
+    }
+}
+
+/// `y[b][o][i][j] = Σ_{c,ki,kj} w[o][c][ki][kj] · x[b][c·plane + (i + ki)·w + j + kj]` for
+/// `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`), with the filters as
+/// [`transposed_filters`] leaves them; with a `bias`, `relu(y + bias[o])` instead, as
+/// [`crate::direct::forward`] computes both.
+///
+/// # Panics
+/// As [`filter`].
+pub fn forward(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(isa.supported(), "vector kernels need {}", isa.name());
+    assert!(
+        g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
+        "not a plain layout"
+    );
+    assert!((g.oh + g.kh - 1) * g.w <= g.plane, "planes too small");
+    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert!(wt.len() >= filter_floats(g), "weights too short");
+    assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
+    assert!(y.len() >= samples * g.o * g.oh * g.ow, "output too short");
+    let k = Forward {
+        g,
+        samples,
+        x,
+        wt,
+        bias,
+        y,
+    };
+    // SAFETY: the unit is supported, and the slices are long enough (asserted).
+    unsafe { simd::run(isa, k) };
+}
+
+/// [`forward`]'s arguments, for [`simd::run`].
+struct Forward<'a> {
+    g: &'a Conv,
+    samples: usize,
+    x: &'a [f32],
+    wt: &'a [f32],
+    bias: Option<&'a [f32]>,
+    y: &'a mut [f32],
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+
+    /// Tiles of up to 6 positions on AVX2 (12 of its 16 registers accumulate, two hold the
+    /// tap's channels, one the broadcast) or 12 on AVX-512, a row's positions split evenly.
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Forward {
+            g,
+            samples,
+            x,
+            wt,
+            bias,
+            y,
+        } = self;
+        let most = if V::REGISTERS >= 32 { 12 } else { 6 };
+        let tiles = g.ow.div_ceil(most);
+        let width = g.ow.div_ceil(tiles);
+        let (sample_x, sample_y, plane) = (g.c * g.plane, g.o * g.oh * g.ow, g.oh * g.ow);
+        for b in 0..samples {
+            let (x, y) = (&x[b * sample_x..], &mut y[b * sample_y..][..sample_y]);
+            for ov in (0..g.o).step_by(LANES) {
+                // This vector's biases, zero past `o`.
+                let mut bv = [0.0f32; LANES];
+                if let Some(bias) = bias {
+                    for (l, v) in bv.iter_mut().enumerate().take(g.o - ov) {
+                        *v = bias[ov + l];
+                    }
+                }
+                let bias = bias.map(|_| &bv);
+                for i in 0..g.oh {
+                    for j in (0..g.ow).step_by(width) {
+                        let at = Row {
+                            g,
+                            x,
+                            wt,
+                            bias,
+                            ov,
+                            i,
+                            j,
+                        };
+                        let out = &mut y[ov * plane..];
+                        // SAFETY (all calls): forwarded; positions `j..j + n` lie in row `i`.
+                        unsafe {
+                            match (g.ow - j).min(width) {
+                                1 => at.tile::<V, 1>(out),
+                                2 => at.tile::<V, 2>(out),
+                                3 => at.tile::<V, 3>(out),
+                                4 => at.tile::<V, 4>(out),
+                                5 => at.tile::<V, 5>(out),
+                                6 => at.tile::<V, 6>(out),
+                                7 => at.tile::<V, 7>(out),
+                                8 => at.tile::<V, 8>(out),
+                                9 => at.tile::<V, 9>(out),
+                                10 => at.tile::<V, 10>(out),
+                                11 => at.tile::<V, 11>(out),
+                                _ => at.tile::<V, 12>(out),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One sample's output positions `(i, j..)` for channels `ov..ov + 16`.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    g: &'a Conv,
+    x: &'a [f32],
+    wt: &'a [f32],
+    bias: Option<&'a [f32; LANES]>,
+    ov: usize,
+    i: usize,
+    j: usize,
+}
+
+impl Row<'_> {
+    /// Positions `j..j + P` of row `i`, accumulated over every tap in registers, stored to
+    /// `y` (channel `ov` onwards: `y[(o − ov)·oh·ow + i·ow + j + t]`).
+    #[inline(always)]
+    unsafe fn tile<V: F32x16, const P: usize>(self, y: &mut [f32]) {
+        let Row {
+            g,
+            x,
+            wt,
+            bias,
+            ov,
+            i,
+            j,
+        } = self;
+        let per = lanes(g);
+        // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
+        let mut acc = [unsafe { V::zero() }; P];
+        let (x, wt) = (x.as_ptr(), wt.as_ptr());
+        for c in 0..g.c {
+            for ki in 0..g.kh {
+                // SAFETY: row `i + ki < oh + kh − 1` of plane `c` lies in the sample's input,
+                // and the taps read its columns `j + t + kj < ow + kw − 1 ≤ w`; the tap's
+                // channels `ov..ov + 16` lie in `wt` (whole vectors per tap).
+                let xr = unsafe { x.add(c * g.plane + (i + ki) * g.w + j) };
+                let wr = unsafe { wt.add((c * g.kh + ki) * g.kw * per + ov) };
+                for kj in 0..g.kw {
+                    let wv = unsafe { V::load(wr.add(kj * per)) };
+                    // (Loops, not closures: see `simd`.)
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        *a = unsafe { wv.mul_add(V::splat(*xr.add(kj + t)), *a) };
+                    }
+                }
+            }
+        }
+        let plane = g.oh * g.ow;
+        let mut out = [0.0f32; LANES];
+        for (t, &a) in acc.iter().enumerate() {
+            // SAFETY: `out` holds sixteen floats.
+            unsafe {
+                let a = match bias {
+                    Some(b) => {
+                        let z = a.add(V::load(b.as_ptr()));
+                        z.select(z.greater(V::zero()))
+                    }
+                    None => a,
+                };
+                a.store(out.as_mut_ptr());
+            }
+            for (l, &v) in out.iter().enumerate().take(g.o - ov) {
+                y[l * plane + i * g.ow + j + t] = v;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +488,32 @@ mod tests {
     }
 
     #[test]
+    fn forward_gives_the_bits_of_direct_forward() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // And a row wider than one tile on either unit.
+        let shapes = SHAPES.iter().chain(&[(2, 9, 30, 20, 3, 3)]);
+        for (k, &(c, h, wd, o, kh, kw)) in shapes.enumerate() {
+            let g = Conv::forward(c, h, wd, o, kh, kw);
+            let samples = 3;
+            let x = values(samples * c * h * wd, 300 + k as u64);
+            let w = values(g.o_pad() * g.taps(), 400 + k as u64);
+            let bias = values(o, 500 + k as u64);
+            let mut wt = vec![f32::NAN; filter_floats(&g)];
+            transposed_filters(&g, &w, &mut wt);
+            for isa in Isa::supported_all() {
+                for bias in [None, Some(&bias[..])] {
+                    let out = samples * o * g.oh * g.ow;
+                    let (mut got, mut want) = (vec![f32::NAN; out], vec![f32::NAN; out]);
+                    forward(isa, &g, samples, &x, &wt, bias, &mut got);
+                    crate::direct::forward(isa, &g, samples, &x, &w, bias, &mut want);
+                    assert!(want.iter().all(|v| v.is_finite()));
+                    assert_eq!(bits(&got), bits(&want), "{:?} on {isa:?}", (c, h, wd, o));
+                }
+            }
+        }
+    }
+
+    #[test]
     #[ignore = "timing, not a test: cargo test --release -p nnc-jit channels -- --ignored --nocapture"]
     fn time_c3() {
         let isa = Isa::best().expect("a vector unit");
@@ -305,6 +535,17 @@ mod tests {
             filter(isa, &g, samples, &x, &dyt, &mut dw);
             best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
         }
+        let w = vec![0.1f32; g.o_pad() * g.taps()];
+        let mut wt = vec![0.0f32; filter_floats(&g)];
+        let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
+        let mut fwd = f64::MAX;
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            transposed_filters(&g, &w, &mut wt);
+            forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
+            fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        eprintln!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
         eprintln!(
             "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
              ({samples} samples, one thread)",

@@ -72,6 +72,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         // product too (reserved whatever the CPU, so that plans do not depend on it).
         let (s, copies) = g.filter_layout();
         4 * match op {
+            WideOp::Forward if channels::suits(&g) => channels::filter_floats(&g),
             WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
             WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
             WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
@@ -889,14 +890,26 @@ impl LibKernel {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
         match op {
+            WideOp::Forward if channels::suits(&g) => {
+                let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
+                let wt = buffer(channels::filter_floats(&g));
+                channels::transposed_filters(&g, arg(1), wt);
+                // SAFETY: the bias offset holds `o` floats (checked when it was recognised).
+                let bias = self
+                    .bias_relu
+                    .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
+                let x = &arg(0)[lo * sample..hi * sample];
+                let y = &mut y[lo * out_sample..hi * out_sample];
+                channels::forward(isa, &g, nb, x, wt, bias, y);
+            }
             WideOp::Forward => {
                 let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 // On AVX2, from shifted copies of the input's columns where the filter
-                // gradient reads them too (C3, not C1, whose blank rows the plain layout
+                // gradient's layout has them (not C1, whose blank rows the plain layout
                 // skips): every lane real, so no masked loads, which cost more there
                 // (`time_lenet_shapes`: C3's forward 316 → 255 µs for 16 samples, the copying
-                // included). AVX-512's masked loads cost nothing extra: there the copying
-                // did not pay.
+                // included, before C3 moved to `channels`). AVX-512's masked loads cost
+                // nothing extra: there the copying did not pay.
                 let (s, copies) = g.filter_layout();
                 let copies = if isa.free_masks() { 0 } else { copies };
                 let (pw, xs) =
