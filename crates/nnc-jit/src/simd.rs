@@ -488,6 +488,32 @@ impl F32x16 for Avx2 {
         if m == u16::MAX {
             return unsafe { self.store(p) };
         }
+        if m & m.wrapping_add(1) == 0 {
+            // The lowest lanes (a wide row's last vector): already packed, stored in pieces
+            // of 8, 4, 2 and 1.
+            // SAFETY: `popcount(m)` floats from `p` (the caller's contract).
+            unsafe {
+                let mut n = m.count_ones() as usize;
+                let (mut q, mut v) = (p, self.0);
+                if n >= 8 {
+                    _mm256_storeu_ps(q, v);
+                    (q, v, n) = (q.add(8), self.1, n - 8);
+                }
+                let mut x = _mm256_castps256_ps128(v);
+                if n >= 4 {
+                    _mm_storeu_ps(q, x);
+                    (q, x, n) = (q.add(4), _mm256_extractf128_ps::<1>(v), n - 4);
+                }
+                if n >= 2 {
+                    _mm_storel_epi64(q.cast(), _mm_castps_si128(x));
+                    (q, x, n) = (q.add(2), _mm_movehl_ps(x, x), n - 2);
+                }
+                if n == 1 {
+                    _mm_store_ss(q, x);
+                }
+            }
+            return;
+        }
         let mut a = [0.0f32; 16];
         unsafe { self.store(a.as_mut_ptr()) };
         let mut bits = m;
