@@ -402,6 +402,31 @@ unsafe fn lanes(m: u16) -> __m256i {
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
+    /// Stores lanes `0..n` (`n < 16`) to `p..p + n` in pieces of 8, 4, 2 and 1 floats.
+    #[inline(always)]
+    unsafe fn store_low(self, mut n: usize, p: *mut f32) {
+        // SAFETY: `p` is valid for `n` floats (the caller's contract).
+        unsafe {
+            let (mut q, mut v) = (p, self.0);
+            if n >= 8 {
+                _mm256_storeu_ps(q, v);
+                (q, v, n) = (q.add(8), self.1, n - 8);
+            }
+            let mut x = _mm256_castps256_ps128(v);
+            if n >= 4 {
+                _mm_storeu_ps(q, x);
+                (q, x, n) = (q.add(4), _mm256_extractf128_ps::<1>(v), n - 4);
+            }
+            if n >= 2 {
+                _mm_storel_epi64(q.cast(), _mm_castps_si128(x));
+                (q, x, n) = (q.add(2), _mm_movehl_ps(x, x), n - 2);
+            }
+            if n == 1 {
+                _mm_store_ss(q, x);
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn mask(self) -> u16 {
         unsafe {
@@ -489,30 +514,9 @@ impl F32x16 for Avx2 {
             return unsafe { self.store(p) };
         }
         if m & m.wrapping_add(1) == 0 {
-            // The lowest lanes (a wide row's last vector): already packed, stored in pieces
-            // of 8, 4, 2 and 1.
+            // The lowest lanes (a wide row's last vector): already packed.
             // SAFETY: `popcount(m)` floats from `p` (the caller's contract).
-            unsafe {
-                let mut n = m.count_ones() as usize;
-                let (mut q, mut v) = (p, self.0);
-                if n >= 8 {
-                    _mm256_storeu_ps(q, v);
-                    (q, v, n) = (q.add(8), self.1, n - 8);
-                }
-                let mut x = _mm256_castps256_ps128(v);
-                if n >= 4 {
-                    _mm_storeu_ps(q, x);
-                    (q, x, n) = (q.add(4), _mm256_extractf128_ps::<1>(v), n - 4);
-                }
-                if n >= 2 {
-                    _mm_storel_epi64(q.cast(), _mm_castps_si128(x));
-                    (q, x, n) = (q.add(2), _mm_movehl_ps(x, x), n - 2);
-                }
-                if n == 1 {
-                    _mm_store_ss(q, x);
-                }
-            }
-            return;
+            return unsafe { self.store_low(m.count_ones() as usize, p) };
         }
         let mut a = [0.0f32; 16];
         unsafe { self.store(a.as_mut_ptr()) };
