@@ -53,9 +53,14 @@ fn random_model(g: &mut Gen) -> Option<(String, usize)> {
             let k = 1 + g.below(3);
             let stride = 1 + g.below(2);
             let pad = g.below(2);
-            layers.push(format!(
-                "conv2d({}, kernel: {k}, stride: {stride}, padding: {pad})",
+            // Sometimes 16 or more filters: the kernels with the channels in the lanes.
+            let filters = if g.chance(0.4) {
+                16 + g.below(9)
+            } else {
                 1 + g.below(4)
+            };
+            layers.push(format!(
+                "conv2d({filters}, kernel: {k}, stride: {stride}, padding: {pad})"
             ));
             layers.push(g.pick(ACTIVATIONS).to_string());
             if g.chance(0.5) {
