@@ -90,6 +90,19 @@ pub trait Kernel {
     unsafe fn run<V: F32x16>(self) -> Self::Output;
 }
 
+/// [`run`] from a function of its own, never inlined into its caller: for a register tile
+/// called from a kernel whose other code would otherwise share LLVM's register allocation
+/// with it (`channels::forward`: an accumulator spilled to the stack, its every update then
+/// waiting on memory, 2× slower).
+///
+/// # Safety
+/// As [`run`].
+#[inline(never)]
+pub unsafe fn run_apart<K: Kernel>(isa: Isa, k: K) -> K::Output {
+    // SAFETY: the caller's contract.
+    unsafe { run(isa, k) }
+}
+
 /// Runs `k` on `isa`, compiled with its target features.
 ///
 /// # Safety
@@ -134,6 +147,8 @@ pub fn low_bits(n: usize) -> u16 {
 /// their addresses may lie outside any allocation).
 #[allow(clippy::missing_safety_doc)]
 pub trait F32x16: Copy {
+    /// The unit.
+    const ISA: Isa;
     /// Vector registers of sixteen lanes the unit has (32 on AVX-512, 8 pairs on AVX2).
     const REGISTERS: usize;
     /// Whether a masked load costs what a plain one does (AVX-512), or more (AVX2).
@@ -214,6 +229,7 @@ pub struct Avx512(__m512);
 
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx512 {
+    const ISA: Isa = Isa::Avx512;
     const REGISTERS: usize = 32;
     const FREE_MASKS: bool = true;
     const FAST_GATHER: bool = true;
@@ -447,6 +463,7 @@ impl Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx2 {
+    const ISA: Isa = Isa::Avx2;
     const REGISTERS: usize = 8;
     const FREE_MASKS: bool = false;
     const FAST_GATHER: bool = false;
