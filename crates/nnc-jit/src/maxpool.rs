@@ -427,6 +427,33 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "timing, not a test: cargo test --release -p nnc-jit maxpool -- --ignored --nocapture"]
+    fn time_lenet_shapes() {
+        let isa = Isa::best().expect("a vector unit");
+        // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.
+        for (name, planes, h, w) in [("c1", 16 * 6, 28, 28), ("c3", 16 * 16, 10, 10)] {
+            let x: Vec<f32> = (0..planes * h * w)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let dy = vec![0.5f32; planes * (h / 2) * (w / 2)];
+            let (mut y, mut dz, mut sums) = (vec![0.0; dy.len()], vec![0.0; x.len()], [0.0; 16]);
+            let mut best = [f64::MAX; 2];
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                forward(isa, &x, &mut y, planes, h, w);
+                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+                let t = std::time::Instant::now();
+                backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
+                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            eprintln!(
+                "{name}: pool {:.1} µs, masked gradient {:.1} µs ({planes} planes, one thread)",
+                best[0], best[1]
+            );
+        }
+    }
+
+    #[test]
     fn both_directions_match_the_scalar_loops() {
         // Ties (ReLU zeros, repeated values), NaN, -0 gradients, odd sizes, wide rows.
         let shapes = [(3, 28, 28), (2, 10, 10), (2, 5, 7), (1, 2, 2), (2, 4, 70)];
