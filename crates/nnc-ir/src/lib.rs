@@ -2,7 +2,7 @@
 //!
 //! A checked model becomes one IR [`Function`] per training step: the forward ops from
 //! [`lower`], backward ops derived from them by [`autodiff`], optimizer updates from [`optim`],
-//! then [`passes`]. [`interp`] runs any function; [`print`] and [`parse`] are each other's
+//! then [`passes`]. [`interp`] runs any function; [`print`](mod@print) and [`parse`] are each other's
 //! inverse; [`verify`] checks the invariants after every pass.
 
 pub mod autodiff;

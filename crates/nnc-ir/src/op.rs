@@ -142,7 +142,7 @@ pub enum Op {
     },
     /// Softmax over the last axis, with the maximum subtracted.
     Softmax,
-    /// (probabilities `[B,K]`, labels i32 `[B]`) → mean of −ln p[label], f32 `[]`.
+    /// (probabilities `[B,K]`, labels i32 `[B]`) → mean of −ln p\[label\], f32 `[]`.
     CrossEntropy,
     /// Softmax and cross-entropy fused: (logits, labels) → mean loss.
     SoftmaxXent,

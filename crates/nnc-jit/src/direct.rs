@@ -20,7 +20,7 @@
 //! - [`filter`]: `dw[o][c][ki][kj] = Σ_samples Σ_p dy[o][p] · x[c][p + ki·w + kj]`.
 //!
 //! The forward product and the filter gradient also skip the rows each sample leaves blank
-//! ([`Conv::live_in`]; MNIST digits leave a third of the padded image blank).
+//! (`Conv::live_in`; MNIST digits leave a third of the padded image blank).
 //!
 //! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
 //! elsewhere they use im2col + GEMM.
@@ -156,7 +156,7 @@ impl Conv {
 
     /// The product that gives this forward convolution's input gradient: `o` planes of the
     /// output gradient in wide layout (zero at columns `j ≥ ow`), each preceded by
-    /// [`Conv::front`] and followed by `(kh − 1)·w` zeros ([`Conv::gradient_planes`] builds
+    /// [`Conv::front`] and followed by `(kh − 1)·w` zeros ([`gradient_planes`] builds
     /// them), correlated with the filters transposed (`o` ↔ `c`) and flipped. Every input
     /// position is real.
     pub fn input_gradient(&self) -> Conv {
