@@ -71,6 +71,19 @@ pub fn transposed_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
 /// If the slices are short, `g` is not a plain forward geometry with a filter at most
 /// [`MAX_FILTER_WIDTH`] wide, or the CPU does not support `isa`.
 pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dyt: &[f32], dw: &mut [f32]) {
+    filter_tiled(isa, g, samples, (x, dyt), dw, false);
+}
+
+/// [`filter`], with AVX-512's tiles on any unit where `wide` (so that AVX2 machines test
+/// them too).
+fn filter_tiled(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    (x, dyt): (&[f32], &[f32]),
+    dw: &mut [f32],
+    wide: bool,
+) {
     assert!(isa.supported(), "vector kernels need {}", isa.name());
     assert!((1..=MAX_FILTER_WIDTH).contains(&g.kw), "filter too wide");
     assert!(
@@ -90,6 +103,7 @@ pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dyt: &[f32], dw: &m
         x,
         dyt,
         dw,
+        wide,
     };
     // SAFETY: the unit is supported, and the slices are long enough (asserted).
     unsafe { simd::run(isa, k) };
@@ -102,6 +116,7 @@ struct Filter<'a> {
     x: &'a [f32],
     dyt: &'a [f32],
     dw: &'a mut [f32],
+    wide: bool,
 }
 
 impl Kernel for Filter<'_> {
@@ -112,7 +127,11 @@ impl Kernel for Filter<'_> {
     /// units busy).
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
-        let rows = if V::REGISTERS >= 32 { 2 } else { 1 };
+        let rows = if self.wide || V::REGISTERS >= 32 {
+            2
+        } else {
+            1
+        };
         // SAFETY (all calls): forwarded.
         unsafe {
             match (self.g.kw, rows) {
@@ -142,6 +161,7 @@ impl Filter<'_> {
             x,
             dyt,
             dw,
+            ..
         } = self;
         for ov in (0..g.o).step_by(LANES) {
             for c in 0..g.c {
@@ -242,6 +262,18 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    forward_tiled(isa, g, samples, (x, wt, bias), y, false);
+}
+
+/// [`forward`], with AVX-512's tiles on any unit where `wide`.
+fn forward_tiled(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    (x, wt, bias): (&[f32], &[f32], Option<&[f32]>),
+    y: &mut [f32],
+    wide: bool,
+) {
     assert!(isa.supported(), "vector kernels need {}", isa.name());
     assert!(
         g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
@@ -260,6 +292,7 @@ pub fn forward(
         wt,
         bias,
         y,
+        wide,
     };
     // SAFETY: the unit is supported, and the slices are long enough (asserted).
     unsafe { simd::run(isa, k) };
@@ -273,6 +306,7 @@ struct Forward<'a> {
     wt: &'a [f32],
     bias: Option<&'a [f32]>,
     y: &'a mut [f32],
+    wide: bool,
 }
 
 impl Kernel for Forward<'_> {
@@ -289,8 +323,9 @@ impl Kernel for Forward<'_> {
             wt,
             bias,
             y,
+            wide,
         } = self;
-        let most = if V::REGISTERS >= 32 { 12 } else { 6 };
+        let most = if wide || V::REGISTERS >= 32 { 12 } else { 6 };
         let tiles = g.ow.div_ceil(most);
         let width = g.ow.div_ceil(tiles);
         let (sample_x, sample_y, plane) = (g.c * g.plane, g.o * g.oh * g.ow, g.oh * g.ow);
@@ -492,9 +527,13 @@ mod tests {
                 transposed_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], out);
             }
             let mut first: Option<Vec<f32>> = None;
-            for isa in Isa::supported_all() {
+            // Each unit with its own tiles, and with AVX-512's.
+            let runs = Isa::supported_all()
+                .into_iter()
+                .flat_map(|isa| [(isa, false), (isa, true)]);
+            for (isa, wide) in runs {
                 let mut dw = vec![f32::NAN; o * g.taps()];
-                filter(isa, &g, samples, &x, &dyt, &mut dw);
+                filter_tiled(isa, &g, samples, (&x, &dyt), &mut dw, wide);
                 for oc in 0..o {
                     for ci in 0..c {
                         for ki in 0..kh {
@@ -512,7 +551,7 @@ mod tests {
                                 let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
                                 assert!(
                                     (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                    "{:?} on {isa:?}: dw[{oc},{ci},{ki},{kj}] {got} vs {want}",
+                                    "{:?} on {isa:?} wide {wide}: dw[{oc},{ci},{ki},{kj}] {got} vs {want}",
                                     SHAPES[k]
                                 );
                             }
@@ -521,7 +560,9 @@ mod tests {
                 }
                 // The same bits on every unit, whatever its tile.
                 match &first {
-                    Some(f) => assert_eq!(bits(f), bits(&dw), "{:?} on {isa:?}", SHAPES[k]),
+                    Some(f) => {
+                        assert_eq!(bits(f), bits(&dw), "{:?} on {isa:?} wide {wide}", SHAPES[k])
+                    }
                     None => first = Some(dw),
                 }
             }
@@ -531,8 +572,15 @@ mod tests {
     #[test]
     fn forward_gives_the_bits_of_direct_forward() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        // And a row wider than one tile on either unit.
-        let shapes = SHAPES.iter().chain(&[(2, 9, 30, 20, 3, 3)]);
+        // And a row wider than one tile on either unit, and rows of 7, 9, 11 and 12.
+        let more = [
+            (2, 9, 30, 20, 3, 3),
+            (2, 4, 9, 16, 2, 3),
+            (1, 3, 11, 16, 1, 3),
+            (1, 4, 13, 17, 2, 3),
+            (1, 3, 14, 16, 1, 3),
+        ];
+        let shapes = SHAPES.iter().chain(&more);
         for (k, &(c, h, wd, o, kh, kw)) in shapes.enumerate() {
             let g = Conv::forward(c, h, wd, o, kh, kw);
             let samples = 3;
@@ -541,14 +589,22 @@ mod tests {
             let bias = values(o, 500 + k as u64);
             let mut wt = vec![f32::NAN; filter_floats(&g)];
             transposed_filters(&g, &w, &mut wt);
-            for isa in Isa::supported_all() {
+            let runs = Isa::supported_all()
+                .into_iter()
+                .flat_map(|isa| [(isa, false), (isa, true)]);
+            for (isa, wide) in runs {
                 for bias in [None, Some(&bias[..])] {
                     let out = samples * o * g.oh * g.ow;
                     let (mut got, mut want) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                    forward(isa, &g, samples, &x, &wt, bias, &mut got);
+                    forward_tiled(isa, &g, samples, (&x, &wt, bias), &mut got, wide);
                     crate::direct::forward(isa, &g, samples, &x, &w, bias, &mut want);
                     assert!(want.iter().all(|v| v.is_finite()));
-                    assert_eq!(bits(&got), bits(&want), "{:?} on {isa:?}", (c, h, wd, o));
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{:?} on {isa:?} wide {wide}",
+                        (c, h, wd, o)
+                    );
                 }
             }
         }
