@@ -336,10 +336,11 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    forward_rows_of(isa, g, samples, (x, w, bias), y, true);
+    forward_rows_of(isa, g, samples, (x, w, bias), y, true, false);
 }
 
-/// [`forward`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`.
+/// [`forward`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`, with
+/// AVX-512's tiles on any unit where `wide` (so that AVX2 machines test them too).
 fn forward_rows_of(
     isa: Isa,
     g: &Conv,
@@ -347,6 +348,7 @@ fn forward_rows_of(
     (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
     y: &mut [f32],
     data_rows: bool,
+    wide: bool,
 ) {
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
     let (sample, out) = (g.c * g.plane, g.o * g.oh * g.ow);
@@ -373,6 +375,7 @@ fn forward_rows_of(
             w: (w, bias),
             y,
             masks: (&masks, &starts),
+            wide,
         };
         // SAFETY: the unit is supported (asserted); the slices are long enough for every
         // unmasked access (asserted above; masked lanes are not accessed).
@@ -388,6 +391,7 @@ struct Planes<'a> {
     w: (&'a [f32], Option<&'a [f32]>),
     y: &'a mut [f32],
     masks: (&'a [u16], &'a [usize]),
+    wide: bool,
 }
 
 impl Kernel for Planes<'_> {
@@ -395,10 +399,17 @@ impl Kernel for Planes<'_> {
 
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
-        let Planes { g, x, w, y, masks } = self;
+        let Planes {
+            g,
+            x,
+            w,
+            y,
+            masks,
+            wide,
+        } = self;
         // SAFETY (all calls): forwarded.
         unsafe {
-            if V::REGISTERS >= 32 {
+            if wide || V::REGISTERS >= 32 {
                 // `OB·NV` accumulators, `NV` inputs and a broadcast weight fill the 32
                 // registers. Where rows of the input are known to be zero, one vector per
                 // tile skips the most taps (measured on LeNet-5's C3 input gradient: 140 →
@@ -537,14 +548,15 @@ unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
 /// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], or the CPU does
 /// not support `isa`.
 pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    filter_rows_of(isa, g, samples, (x, dy), dw, true);
+    filter_rows_of(isa, g, samples, (x, dy), dw, true, false);
 }
 
 /// The most samples of one [`filter`] call whose zero rows are skipped (their live rows are
 /// kept on the stack); later samples are summed over every row.
 const LIVE_SAMPLES: usize = 128;
 
-/// [`filter`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`.
+/// [`filter`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`, with
+/// AVX-512's tiles on any unit where `wide`.
 fn filter_rows_of(
     isa: Isa,
     g: &Conv,
@@ -552,6 +564,7 @@ fn filter_rows_of(
     (x, dy): (&[f32], &[f32]),
     dw: &mut [f32],
     data_rows: bool,
+    wide: bool,
 ) {
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
     assert!(g.filter_supported(), "filter too wide");
@@ -582,6 +595,7 @@ fn filter_rows_of(
         dw,
         m: (&masks, &live),
         narrow,
+        wide,
     };
     // SAFETY: as in `forward`.
     unsafe { simd::run(isa, k) };
@@ -596,6 +610,7 @@ struct FilterKernel<'a> {
     dw: &'a mut [f32],
     m: (&'a [u16], &'a [(usize, usize)]),
     narrow: bool,
+    wide: bool,
 }
 
 impl Kernel for FilterKernel<'_> {
@@ -627,13 +642,18 @@ impl FilterKernel<'_> {
             dy,
             dw,
             m,
+            wide,
             ..
         } = self;
-        let rows = if V::REGISTERS >= 32 {
-            filter_tile_rows(g.o)
+        let wide = wide || V::REGISTERS >= 32;
+        let rows = if wide { filter_tile_rows(g.o) } else { 1 };
+        // AVX-512's tiles of 3–4 planes reuse each input enough: one block of all samples.
+        let block = if wide {
+            samples.max(1)
         } else {
-            1
+            AVX2_SAMPLE_BLOCK
         };
+        let m = (m, block);
         // SAFETY (all calls): forwarded.
         unsafe {
             match (g.kw, rows) {
@@ -663,6 +683,9 @@ pub fn filter_rows(g: &Conv) -> usize {
     g.o.next_multiple_of(filter_tile_rows(g.o))
 }
 
+/// A plane's lane masks ([`Conv::masks`]) and each sample's live rows.
+type LiveMasks<'a> = (&'a [u16], &'a [(usize, usize)]);
+
 /// Tiles of output planes whose accumulators one pass over a block of samples carries (on
 /// the stack between blocks).
 const CARRIED_TILES: usize = 16;
@@ -678,17 +701,11 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
     x: &[f32],
     dy: &[f32],
     dw: &mut [f32],
-    (masks, live): (&[u16], &[(usize, usize)]),
+    ((masks, live), block): (LiveMasks, usize),
 ) {
     let (stride, vectors) = (g.stride(), g.vectors());
     let (sample_x, sample_dy) = (g.c * g.plane, filter_rows(g) * stride);
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
-    // AVX-512's tiles of 3–4 planes reuse each input enough: one block of all samples.
-    let block = if V::REGISTERS >= 32 {
-        samples.max(1)
-    } else {
-        AVX2_SAMPLE_BLOCK
-    };
     for c in 0..g.c {
         for ki in 0..g.kh {
             for chunk in (0..g.o).step_by(ROWS * CARRIED_TILES) {
@@ -956,7 +973,11 @@ mod tests {
 
     #[test]
     fn forward_matches_the_definition() {
-        for isa in Isa::supported_all() {
+        // Each unit with its own tiles, and with AVX-512's.
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)]);
+        for (isa, tiles) in runs {
             for (k, &s) in SHAPES.iter().enumerate() {
                 let (c, h, wd, o, kh, kw) = s;
                 let g = Conv::forward(c, h, wd, o, kh, kw);
@@ -967,7 +988,8 @@ mod tests {
                 let want = conv(&x, &w, s);
                 // One float more than the output: nothing may be written past it.
                 let mut y = vec![f32::NAN; want.len() + 1];
-                forward(isa, &g, samples, &x, &w, None, &mut y[..want.len()]);
+                let n = want.len();
+                forward_rows_of(isa, &g, samples, (&x, &w, None), &mut y[..n], true, tiles);
                 for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     close(got, want, &format!("{s:?} y[{k}]"));
                 }
@@ -977,7 +999,8 @@ mod tests {
                 let mut bias = values(o, 200 + k as u64);
                 bias[0] = f32::NAN;
                 let mut z = vec![f32::NAN; want.len() + 1];
-                forward(isa, &g, samples, &x, &w, Some(&bias), &mut z[..want.len()]);
+                let b = Some(&bias[..]);
+                forward_rows_of(isa, &g, samples, (&x, &w, b), &mut z[..n], true, tiles);
                 let plane = g.oh * g.ow;
                 for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
                     let sum = y + bias[(k / plane) % o];
@@ -992,7 +1015,8 @@ mod tests {
                 shift_columns(isa, &g, samples, &x, &mut xs);
                 for bias in [None, Some(&bias[..])] {
                     let mut ys = vec![f32::NAN; want.len()];
-                    forward(isa, &shifted, samples, &xs, &w, bias, &mut ys);
+                    let (s, samples) = (&shifted, samples);
+                    forward_rows_of(isa, s, samples, (&xs, &w, bias), &mut ys, true, tiles);
                     let wide = if bias.is_some() { &z } else { &y };
                     for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
                         assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
@@ -1055,10 +1079,16 @@ mod tests {
     #[test]
     fn filter_gradient_matches_the_definition() {
         // 9 samples: AVX2 goes over them in blocks, carrying its accumulators.
-        let runs = Isa::supported_all()
-            .into_iter()
-            .flat_map(|isa| [(isa, 3), (isa, 9)]);
-        for (isa, samples) in runs {
+        // Each unit with its own tiles, and with AVX-512's.
+        let runs = Isa::supported_all().into_iter().flat_map(|isa| {
+            [
+                (isa, 3, false),
+                (isa, 9, false),
+                (isa, 3, true),
+                (isa, 9, true),
+            ]
+        });
+        for (isa, samples, tiles) in runs {
             for ((k, &s), shifted) in SHAPES
                 .iter()
                 .enumerate()
@@ -1088,7 +1118,7 @@ mod tests {
                     );
                 }
                 let mut dw = vec![f32::NAN; o * g.taps()];
-                filter(isa, &g, samples, &input, &wide, &mut dw);
+                filter_rows_of(isa, &g, samples, (&input, &wide), &mut dw, true, tiles);
                 for oc in 0..o {
                     for ci in 0..c {
                         for ki in 0..kh {
@@ -1152,8 +1182,8 @@ mod tests {
                 for bias in [None, Some(&bias[..])] {
                     let out = samples * o * g.oh * g.ow;
                     let (mut skipped, mut every) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut skipped, true);
-                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut every, false);
+                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut skipped, true, false);
+                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut every, false, false);
                     assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
                 }
                 let rows = filter_rows(&g);
@@ -1164,8 +1194,8 @@ mod tests {
                 }
                 let (mut skipped, mut every) =
                     (vec![f32::NAN; o * g.taps()], vec![0.0; o * g.taps()]);
-                filter_rows_of(isa, &g, samples, (&x, &wide), &mut skipped, true);
-                filter_rows_of(isa, &g, samples, (&x, &wide), &mut every, false);
+                filter_rows_of(isa, &g, samples, (&x, &wide), &mut skipped, true, false);
+                filter_rows_of(isa, &g, samples, (&x, &wide), &mut every, false, false);
                 assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
             }
         }
