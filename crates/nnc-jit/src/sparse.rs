@@ -73,11 +73,45 @@ pub unsafe fn product(
     a: &[f32],
     [ar, ac]: [usize; 2],
     transposed: bool,
-    (lo, hi): (usize, usize),
+    rows: (usize, usize),
     b: *const f32,
     ldb: usize,
     c: *mut f32,
     ldc: usize,
+    columns: (usize, usize),
+    scratch: &mut [u8],
+) -> bool {
+    let (b, c) = ((b, ldb), (c, ldc));
+    // SAFETY: the caller's contract.
+    unsafe {
+        product_on(
+            (isa, false),
+            a,
+            [ar, ac],
+            transposed,
+            rows,
+            b,
+            c,
+            columns,
+            scratch,
+        )
+    }
+}
+
+/// [`product`], with AVX-512's tiles and gathers on any unit where `wide` (so that AVX2
+/// machines test them too).
+///
+/// # Safety
+/// As [`product`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_on(
+    (isa, wide): (Isa, bool),
+    a: &[f32],
+    [ar, ac]: [usize; 2],
+    transposed: bool,
+    (lo, hi): (usize, usize),
+    (b, ldb): (*const f32, usize),
+    (c, ldc): (*mut f32, usize),
     (c0, c1): (usize, usize),
     scratch: &mut [u8],
 ) -> bool {
@@ -113,6 +147,7 @@ pub unsafe fn product(
         starts,
         out: (idx, vals, room),
         cap,
+        wide,
     };
     // SAFETY: the CPU supports `isa` (the caller's contract); the slices were checked above.
     if !unsafe { simd::run(isa, gathered) } {
@@ -124,6 +159,7 @@ pub unsafe fn product(
         b: (b, ldb),
         c: (c, ldc),
         columns: (c0, c1),
+        wide,
     };
     // SAFETY: as above; `b` and `c` hold what is addressed (the caller's contract).
     unsafe { simd::run(isa, tiles) };
@@ -171,6 +207,7 @@ struct Gather<'a> {
     starts: &'a mut [u32],
     out: (&'a mut [u32], &'a mut [f32], usize),
     cap: usize,
+    wide: bool,
 }
 
 impl Kernel for Gather<'_> {
@@ -184,9 +221,10 @@ impl Kernel for Gather<'_> {
             starts,
             out: (idx, vals, room),
             cap,
+            wide,
         } = self;
         let k = if src.transposed { src.ar } else { src.ac };
-        if src.transposed && !V::FAST_GATHER {
+        if src.transposed && !(wide || V::FAST_GATHER) {
             return gather_columns(src, (lo, hi), starts, (idx, vals, room), cap);
         }
         let mut n = 0;
@@ -270,6 +308,7 @@ struct Tiles<'a> {
     b: (*const f32, usize),
     c: (*mut f32, usize),
     columns: (usize, usize),
+    wide: bool,
 }
 
 impl Kernel for Tiles<'_> {
@@ -284,7 +323,7 @@ impl Kernel for Tiles<'_> {
         // time over all strips read all of `B` (1.6 MB) from L3 for each group.
         let mut j = c0;
         while j < c1 {
-            let w = (c1 - j).min(tile_width::<V>() * LANES);
+            let w = (c1 - j).min(tile_width::<V>(self.wide) * LANES);
             for (gi, se) in starts.windows(2).enumerate() {
                 let (s, e) = (se[0] as usize, se[1] as usize);
                 let group_rows = (self.rows - gi * GROUP).min(GROUP);
@@ -295,7 +334,7 @@ impl Kernel for Tiles<'_> {
                 unsafe {
                     let tile = (b.add(j), ldb);
                     let out = (c.add(gi * GROUP * ldc + j), ldc, group_rows);
-                    if V::REGISTERS >= 32 {
+                    if self.wide || V::REGISTERS >= 32 {
                         tile_of::<V, WIDTH>((&idx[s..e], values), tile, out, w);
                     } else {
                         tile_of::<V, 1>((&idx[s..e], values), tile, out, w);
@@ -307,10 +346,11 @@ impl Kernel for Tiles<'_> {
     }
 }
 
-/// Vectors of `C`'s columns per tile: `WIDTH` with 32 registers, 1 with 8 (`GROUP`
-/// accumulators of two halves each, the row of `B` and the broadcasts fill AVX2's sixteen).
-fn tile_width<V: F32x16>() -> usize {
-    if V::REGISTERS >= 32 { WIDTH } else { 1 }
+/// Vectors of `C`'s columns per tile: `WIDTH` with 32 registers (or where `wide`), 1 with 8
+/// (`GROUP` accumulators of two halves each, the row of `B` and the broadcasts fill AVX2's
+/// sixteen).
+fn tile_width<V: F32x16>(wide: bool) -> usize {
+    if wide || V::REGISTERS >= 32 { WIDTH } else { 1 }
 }
 
 /// `C[g][0..w] = Σ_t values[g][t] · B[idx[t]][0..w]` for the `rows` rows of a group, `w ≤
@@ -395,10 +435,12 @@ mod tests {
             (30, 20, true, (11, 19), 520, (0, 512)),
             (3, 1, true, (0, 1), 1, (0, 1)),
         ];
+        // Each unit with its own tiles and gathers, and with AVX-512's.
         let runs = Isa::supported_all()
             .into_iter()
-            .flat_map(|isa| cases.iter().enumerate().map(move |c| (isa, c)));
-        for (isa, (case, &(ar, ac, transposed, (lo, hi), nb, (c0, c1)))) in runs {
+            .flat_map(|isa| [(isa, false), (isa, true)])
+            .flat_map(|unit| cases.iter().enumerate().map(move |c| (unit, c)));
+        for ((isa, wide), (case, &(ar, ac, transposed, (lo, hi), nb, (c0, c1)))) in runs {
             let a = banded(ar, ac, case);
             let k = if transposed { ar } else { ac };
             let b = dense(k * nb, 50 + case);
@@ -406,16 +448,14 @@ mod tests {
             let mut scratch = vec![0u32; scratch_bytes(hi - lo, k) / 4 + 1];
             // SAFETY: B is k × nb, C (hi − lo) × nb; the unit is supported.
             let done = unsafe {
-                product(
-                    isa,
+                product_on(
+                    (isa, wide),
                     &a,
                     [ar, ac],
                     transposed,
                     (lo, hi),
-                    b.as_ptr(),
-                    nb,
-                    c.as_mut_ptr(),
-                    nb,
+                    (b.as_ptr(), nb),
+                    (c.as_mut_ptr(), nb),
                     (c0, c1),
                     bytemuck_bytes(&mut scratch),
                 )
@@ -440,7 +480,7 @@ mod tests {
                         .sum();
                     assert!(
                         (got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
-                        "{isa:?} case {case}: C[{r}][{col}] {got} vs {want}"
+                        "{isa:?} wide {wide} case {case}: C[{r}][{col}] {got} vs {want}"
                     );
                 }
             }
