@@ -1,7 +1,7 @@
-//! A convolution's filter gradient with the output channels in the lanes:
-//! `dw[o][c][ki][kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][c][i + ki][j + kj]`, sixteen `o` at a
-//! time, each input value broadcast.
+//! A stride-1 convolution's forward product and filter gradient with the output channels in
+//! the lanes, sixteen at a time, each input value broadcast.
 //!
+//! The filter gradient, `dw[o][c][ki][kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][c][i + ki][j + kj]`:
 //! [`crate::direct::filter`] puts sixteen output *positions* in a vector instead; each of its
 //! accumulators then sums a dozen positions per sample, and a short loop over a plane's few
 //! vectors (LeNet-5's C3: 7) runs for every sample, tap row and output plane, with an
@@ -29,9 +29,9 @@ use crate::simd::{self, F32x16, Isa, Kernel};
 /// Floats per vector.
 const LANES: usize = 16;
 
-/// Whether [`filter`] handles `g` (a plain forward geometry, [`Conv::forward`]) and fills its
-/// lanes at least as well as [`crate::direct::filter`] would in its layout
-/// ([`Conv::filter_layout`]).
+/// Whether [`forward`] and [`filter`] handle `g` (a plain forward geometry,
+/// [`Conv::forward`]) and fill their lanes at least as well as [`crate::direct::filter`]
+/// would in its layout ([`Conv::filter_layout`]).
 pub fn suits(g: &Conv) -> bool {
     let (s, _) = g.filter_layout();
     let positions = g.oh * g.ow;
