@@ -84,14 +84,7 @@ fn filter_tiled(
     dw: &mut [f32],
     wide: bool,
 ) {
-    assert!(isa.supported(), "vector kernels need {}", isa.name());
-    assert!((1..=MAX_FILTER_WIDTH).contains(&g.kw), "filter too wide");
-    assert!(
-        g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
-        "not a plain layout"
-    );
-    assert!((g.oh + g.kh - 1) * g.w <= g.plane, "planes too small");
-    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert_plain(isa, g, samples, x);
     assert!(
         dyt.len() >= samples * gradient_floats(g),
         "gradient too short"
@@ -107,6 +100,19 @@ fn filter_tiled(
     };
     // SAFETY: the unit is supported, and the slices are long enough (asserted).
     unsafe { simd::run(isa, k) };
+}
+
+/// What both kernels ask of their geometry and input: a supported unit, a plain layout
+/// ([`Conv::forward`]'s) with a filter at most [`MAX_FILTER_WIDTH`] wide, `samples` inputs.
+fn assert_plain(isa: Isa, g: &Conv, samples: usize, x: &[f32]) {
+    assert!(isa.supported(), "vector kernels need {}", isa.name());
+    assert!((1..=MAX_FILTER_WIDTH).contains(&g.kw), "filter too wide");
+    assert!(
+        g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
+        "not a plain layout"
+    );
+    assert!((g.oh + g.kh - 1) * g.w <= g.plane, "planes too small");
+    assert!(x.len() >= samples * g.c * g.plane, "input too short");
 }
 
 /// [`filter`]'s arguments, for [`simd::run`].
@@ -274,13 +280,7 @@ fn forward_tiled(
     y: &mut [f32],
     wide: bool,
 ) {
-    assert!(isa.supported(), "vector kernels need {}", isa.name());
-    assert!(
-        g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
-        "not a plain layout"
-    );
-    assert!((g.oh + g.kh - 1) * g.w <= g.plane, "planes too small");
-    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert_plain(isa, g, samples, x);
     assert!(wt.len() >= filter_floats(g), "weights too short");
     assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
     assert!(y.len() >= samples * g.o * g.oh * g.ow, "output too short");
@@ -481,19 +481,7 @@ impl Row<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator of values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::{filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, and shapes with more than one vector of channels,
     /// a part of one, odd tap rows and every filter width.
@@ -534,29 +522,13 @@ mod tests {
             for (isa, wide) in runs {
                 let mut dw = vec![f32::NAN; o * g.taps()];
                 filter_tiled(isa, &g, samples, (&x, &dyt), &mut dw, wide);
-                for oc in 0..o {
-                    for ci in 0..c {
-                        for ki in 0..kh {
-                            for kj in 0..kw {
-                                let mut want = 0.0f64;
-                                for b in 0..samples {
-                                    for i in 0..g.oh {
-                                        for j in 0..g.ow {
-                                            want += dy[((b * o + oc) * g.oh + i) * g.ow + j] as f64
-                                                * x[((b * c + ci) * h + i + ki) * wd + j + kj]
-                                                    as f64;
-                                        }
-                                    }
-                                }
-                                let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
-                                assert!(
-                                    (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                    "{:?} on {isa:?} wide {wide}: dw[{oc},{ci},{ki},{kj}] {got} vs {want}",
-                                    SHAPES[k]
-                                );
-                            }
-                        }
-                    }
+                let want = filter_gradient(&x, &dy, SHAPES[k], samples);
+                for (i, (&got, &want)) in dw.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{:?} on {isa:?} wide {wide}: dw[{i}] {got} vs {want}",
+                        SHAPES[k]
+                    );
                 }
                 // The same bits on every unit, whatever its tile.
                 match &first {

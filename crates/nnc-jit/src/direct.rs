@@ -911,19 +911,7 @@ pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator of values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::{filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C1 and C3, and odd shapes.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
@@ -1119,27 +1107,13 @@ mod tests {
                 }
                 let mut dw = vec![f32::NAN; o * g.taps()];
                 filter_rows_of(isa, &g, samples, (&input, &wide), &mut dw, true, tiles);
-                for oc in 0..o {
-                    for ci in 0..c {
-                        for ki in 0..kh {
-                            for kj in 0..kw {
-                                let mut want = 0.0f64;
-                                for b in 0..samples {
-                                    for i in 0..g.oh {
-                                        for j in 0..g.ow {
-                                            want += dy[((b * o + oc) * g.oh + i) * g.ow + j] as f64
-                                                * x[((b * c + ci) * h + i + ki) * wd + j + kj]
-                                                    as f64;
-                                        }
-                                    }
-                                }
-                                let got = dw[((oc * c + ci) * kh + ki) * kw + kj];
-                                let what =
-                                    format!("{s:?} shifted {shifted}: dw[{oc},{ci},{ki},{kj}]");
-                                close(got, want, &what);
-                            }
-                        }
-                    }
+                let want = filter_gradient(&x, &dy, s, samples);
+                for (k, (&got, &want)) in dw.iter().zip(&want).enumerate() {
+                    close(
+                        got,
+                        want,
+                        &format!("{s:?} shifted {shifted} tiles {tiles}: dw[{k}]"),
+                    );
                 }
             }
         }

@@ -27,5 +27,8 @@ pub mod threads;
 pub mod trainer;
 pub mod updates;
 
+#[cfg(test)]
+mod testing;
+
 pub use program::{Options, Program};
 pub use trainer::{BatchData, InputData, StepOutput, TargetData, Trainer};

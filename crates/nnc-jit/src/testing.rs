@@ -1,0 +1,46 @@
+//! Helpers shared by the vector kernels' unit tests.
+
+/// A small deterministic generator of values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A convolution's filter gradient by its definition, in f64: `dw[o][c][ki][kj] = Σ_b
+/// Σ_(i,j) dy[b][o][i][j] · x[b][c][i + ki][j + kj]`, for `samples` samples of `c × h × w`
+/// inputs `x` and `o × oh × ow` output gradients `dy` (shape `(c, h, w, o, kh, kw)`).
+pub fn filter_gradient(
+    x: &[f32],
+    dy: &[f32],
+    (c, h, w, o, kh, kw): (usize, usize, usize, usize, usize, usize),
+    samples: usize,
+) -> Vec<f64> {
+    let (oh, ow) = (h + 1 - kh, w + 1 - kw);
+    let mut dw = vec![0.0f64; o * c * kh * kw];
+    for oc in 0..o {
+        for ci in 0..c {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let mut sum = 0.0f64;
+                    for b in 0..samples {
+                        for i in 0..oh {
+                            for j in 0..ow {
+                                sum += dy[((b * o + oc) * oh + i) * ow + j] as f64
+                                    * x[((b * c + ci) * h + i + ki) * w + j + kj] as f64;
+                            }
+                        }
+                    }
+                    dw[((oc * c + ci) * kh + ki) * kw + kj] = sum;
+                }
+            }
+        }
+    }
+    dw
+}
