@@ -133,7 +133,7 @@ impl Kernel for Filter<'_> {
     /// units busy).
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
-        let rows = if self.wide || V::REGISTERS >= 32 {
+        let rows = if simd::wide_tiles::<V>(self.wide) {
             2
         } else {
             1
@@ -325,7 +325,7 @@ impl Kernel for Forward<'_> {
             y,
             wide,
         } = self;
-        let most = if wide || V::REGISTERS >= 32 { 12 } else { 6 };
+        let most = if simd::wide_tiles::<V>(wide) { 12 } else { 6 };
         let tiles = g.ow.div_ceil(most);
         let width = g.ow.div_ceil(tiles);
         let (sample_x, sample_y, plane) = (g.c * g.plane, g.o * g.oh * g.ow, g.oh * g.ow);

@@ -409,7 +409,7 @@ impl Kernel for Planes<'_> {
         } = self;
         // SAFETY (all calls): forwarded.
         unsafe {
-            if wide || V::REGISTERS >= 32 {
+            if simd::wide_tiles::<V>(wide) {
                 // `OB·NV` accumulators, `NV` inputs and a broadcast weight fill the 32
                 // registers. Where rows of the input are known to be zero, one vector per
                 // tile skips the most taps (measured on LeNet-5's C3 input gradient: 140 →
@@ -645,7 +645,7 @@ impl FilterKernel<'_> {
             wide,
             ..
         } = self;
-        let wide = wide || V::REGISTERS >= 32;
+        let wide = simd::wide_tiles::<V>(wide);
         let rows = if wide { filter_tile_rows(g.o) } else { 1 };
         // AVX-512's tiles of 3–4 planes reuse each input enough: one block of all samples.
         let block = if wide {

@@ -137,6 +137,13 @@ unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
     unsafe { k.run::<Avx2>() }
 }
 
+/// Whether a kernel takes the register tiles sized for 32 registers (AVX-512's): on such a
+/// unit, or anywhere when `forced` (the kernels' tests force them, so that a CPU with AVX2
+/// only still runs their logic).
+pub fn wide_tiles<V: F32x16>(forced: bool) -> bool {
+    forced || V::REGISTERS >= 32
+}
+
 /// A mask of the lowest `n` lanes (all sixteen for `n ≥ 16`).
 pub fn low_bits(n: usize) -> u16 {
     if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }

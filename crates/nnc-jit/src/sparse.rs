@@ -334,7 +334,7 @@ impl Kernel for Tiles<'_> {
                 unsafe {
                     let tile = (b.add(j), ldb);
                     let out = (c.add(gi * GROUP * ldc + j), ldc, group_rows);
-                    if self.wide || V::REGISTERS >= 32 {
+                    if simd::wide_tiles::<V>(self.wide) {
                         tile_of::<V, WIDTH>((&idx[s..e], values), tile, out, w);
                     } else {
                         tile_of::<V, 1>((&idx[s..e], values), tile, out, w);
@@ -350,7 +350,11 @@ impl Kernel for Tiles<'_> {
 /// (`GROUP` accumulators of two halves each, the row of `B` and the broadcasts fill AVX2's
 /// sixteen).
 fn tile_width<V: F32x16>(wide: bool) -> usize {
-    if wide || V::REGISTERS >= 32 { WIDTH } else { 1 }
+    if simd::wide_tiles::<V>(wide) {
+        WIDTH
+    } else {
+        1
+    }
 }
 
 /// `C[g][0..w] = Σ_t values[g][t] · B[idx[t]][0..w]` for the `rows` rows of a group, `w ≤
