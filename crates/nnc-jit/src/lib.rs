@@ -20,6 +20,7 @@ pub mod library;
 pub mod maxpool;
 pub mod plan;
 pub mod program;
+pub mod samples;
 pub mod schedule;
 pub mod simd;
 pub mod sparse;

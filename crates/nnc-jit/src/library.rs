@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::{Plan, elem_size};
 use crate::simd::Isa;
-use crate::{channels, direct, sparse};
+use crate::{channels, direct, samples, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -76,7 +76,9 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
             WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
             WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
             WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
-            WideOp::Input => x[0] * g.o * t.plane + t.o_pad() * t.taps(),
+            WideOp::Input => {
+                (x[0] * g.o * t.plane + t.o_pad() * t.taps()).max(samples::scratch_floats(&g, x[0]))
+            }
         }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -962,6 +964,13 @@ impl LibKernel {
                 } else {
                     direct::filter(isa, &g, nb, x, wide, dw);
                 }
+            }
+            WideOp::Input if samples::suits(&g, nb) => {
+                let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
+                let dy = &arg(0)[lo * out_sample..hi * out_sample];
+                let scratch = buffer(samples::scratch_floats(&g, nb));
+                let dx = &mut dx[lo * sample..hi * sample];
+                samples::input_gradient(isa, &g, nb, (dy, arg(1)), scratch, dx);
             }
             WideOp::Input => {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };

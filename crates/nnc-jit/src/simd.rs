@@ -211,6 +211,74 @@ pub trait F32x16: Copy {
     unsafe fn deinterleave(self, b: Self) -> (Self, Self);
     /// `self` and `b` interleaved: lanes `0..8` of each, then lanes `8..16`.
     unsafe fn interleave(self, b: Self) -> (Self, Self);
+
+    /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i, j < 8`: an 8×8 block
+    /// transposed (eight loads, 24 shuffles and eight stores on either unit).
+    #[inline(always)]
+    unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both units have AVX; the rows are valid (the caller's contract).
+        unsafe {
+            transpose8_avx(src, src_stride, dst, dst_stride)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (src, src_stride, dst, dst_stride);
+            unreachable!("no vector unit on this architecture")
+        }
+    }
+}
+
+/// [`F32x16::transpose8`] in 256-bit registers: pairs of rows interleaved by lanes, then by
+/// pairs of lanes, then the 128-bit halves exchanged.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    unsafe {
+        let r: [__m256; 8] = [
+            _mm256_loadu_ps(src),
+            _mm256_loadu_ps(src.add(src_stride)),
+            _mm256_loadu_ps(src.add(2 * src_stride)),
+            _mm256_loadu_ps(src.add(3 * src_stride)),
+            _mm256_loadu_ps(src.add(4 * src_stride)),
+            _mm256_loadu_ps(src.add(5 * src_stride)),
+            _mm256_loadu_ps(src.add(6 * src_stride)),
+            _mm256_loadu_ps(src.add(7 * src_stride)),
+        ];
+        // t0 = a0 b0 a1 b1 | a4 b4 a5 b5, t1 = a2 b2 a3 b3 | a6 b6 a7 b7, ...
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        // u0 = a0 b0 c0 d0 | a4 b4 c4 d4, u1 = a1 b1 c1 d1 | a5 b5 c5 d5, ...
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xee>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xee>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xee>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xee>(t[5], t[7]),
+        ];
+        for k in 0..4 {
+            let (lo, hi) = (u[k], u[k + 4]);
+            _mm256_storeu_ps(
+                dst.add(k * dst_stride),
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+            );
+            _mm256_storeu_ps(
+                dst.add((k + 4) * dst_stride),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            );
+        }
+    }
 }
 
 /// Stores the indices `base + i` of the lanes `i` of `m`, packed, to `p..p + popcount(m)`.
@@ -831,6 +899,15 @@ mod tests {
                 };
                 check(out(first), &zipped, "first");
                 check(out(second), &|i| zipped(i + 16), "second");
+                // An 8×8 block of rows 11 apart into rows 9 apart.
+                let src: Vec<f32> = (0..88).map(|i| i as f32).collect();
+                let mut dst = vec![-1.0f32; 72];
+                V::transpose8(src.as_ptr(), 11, dst.as_mut_ptr(), 9);
+                for (k, &d) in dst.iter().enumerate() {
+                    let (j, i) = (k / 9, k % 9);
+                    let want = if i < 8 { src[i * 11 + j] } else { -1.0 };
+                    assert_eq!(d, want, "transpose8 dst[{k}]");
+                }
             }
         }
     }

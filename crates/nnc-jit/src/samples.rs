@@ -1,0 +1,477 @@
+//! A stride-1 convolution's input gradient with the samples in the lanes, sixteen at a time.
+//!
+//! `dx[b][c][i][j] = Σ_o Σ_(ki,kj) dy[b][o][i − ki][j − kj] · w[o][c][ki][kj]`, over the taps
+//! that land inside the output gradient. [`crate::direct`] computes it as a forward product of
+//! the output gradient padded by `k − 1` ([`Conv::input_gradient`]), sixteen positions per
+//! vector: near the borders most of its products are with the padding's zeros (LeNet-5's C3:
+//! 14×14 positions, each with 25 taps, of which a 10×10 gradient leaves 16 real on average).
+//! Here a vector holds one position of sixteen samples, so every product is real and every
+//! lane a sample: the output gradient is transposed to that layout first ([`to_lanes`]), the
+//! filters to `[o][ki][kj][c]`, and the result back ([`from_lanes`]). A register tile is one
+//! position's input channels, six at a time, each filter weight broadcast.
+//!
+//! Each input position adds its products in [`crate::direct`]'s order (output channel, then
+//! the output gradient's rows and columns ascending, one rounding each), and the products it
+//! skips are those direct adds as exact zeros, so the two give the same bits.
+//!
+//! It pays where a part has enough samples to fill the lanes ([`suits`]): LeNet-5's batch of
+//! 32 gives each thread sixteen.
+
+use crate::direct::Conv;
+use crate::simd::{self, F32x16, Isa, Kernel};
+
+/// Floats per vector: samples per group.
+const LANES: usize = 16;
+
+/// Input channels per register tile: six accumulators (twelve registers on AVX2) and an
+/// output-gradient vector.
+const CHANNELS: usize = 6;
+
+/// Whether [`input_gradient`] handles `g` (a plain forward geometry, [`Conv::forward`]) for a
+/// part of `samples` samples and fills at least three quarters of its lanes with them.
+pub fn suits(g: &Conv, samples: usize) -> bool {
+    plain(g) && samples > 0 && 4 * samples >= 3 * groups(samples) * LANES
+}
+
+/// Whether `g` is [`Conv::forward`]'s layout: compact planes, taps within a row.
+fn plain(g: &Conv) -> bool {
+    g.kj_stride == 1 && g.plane == (g.oh + g.kh - 1) * g.w && g.ow + g.kw - 1 == g.w
+}
+
+/// Groups of sixteen samples.
+fn groups(samples: usize) -> usize {
+    samples.div_ceil(LANES)
+}
+
+/// Floats of scratch [`input_gradient`] needs for `samples` samples: the output gradient and
+/// the input gradient in lanes, and the transposed filters.
+pub fn scratch_floats(g: &Conv, samples: usize) -> usize {
+    let lanes = groups(samples) * LANES;
+    lanes * (g.o * g.oh * g.ow + g.c * g.plane) + g.o * g.taps()
+}
+
+/// `src` holds `samples` rows of `per` floats; `out[(group·per + e)·16 + l]` receives
+/// `src[(group·16 + l)·per + e]`, and +0 for lanes past the last sample.
+///
+/// # Panics
+/// If the slices are short or the CPU does not support `isa`.
+pub fn to_lanes(isa: Isa, src: &[f32], samples: usize, per: usize, out: &mut [f32]) {
+    assert!(isa.supported(), "vector kernels need {}", isa.name());
+    assert!(src.len() >= samples * per, "rows too short");
+    assert!(
+        out.len() >= groups(samples) * per * LANES,
+        "lanes too short"
+    );
+    let k = Transpose {
+        samples,
+        per,
+        rows: src.as_ptr() as *mut f32,
+        lanes: out.as_mut_ptr(),
+        into_lanes: true,
+    };
+    // SAFETY: the unit is supported; the buffers hold what the kernel touches (asserted), and
+    // it writes only `out`.
+    unsafe { simd::run(isa, k) };
+}
+
+/// The inverse of [`to_lanes`] for the `samples` real samples: `out[s·per + e]` receives
+/// `src[((s / 16)·per + e)·16 + s % 16]`.
+///
+/// # Panics
+/// If the slices are short or the CPU does not support `isa`.
+pub fn from_lanes(isa: Isa, src: &[f32], samples: usize, per: usize, out: &mut [f32]) {
+    assert!(isa.supported(), "vector kernels need {}", isa.name());
+    assert!(
+        src.len() >= groups(samples) * per * LANES,
+        "lanes too short"
+    );
+    assert!(out.len() >= samples * per, "rows too short");
+    let k = Transpose {
+        samples,
+        per,
+        rows: out.as_mut_ptr(),
+        lanes: src.as_ptr() as *mut f32,
+        into_lanes: false,
+    };
+    // SAFETY: as in `to_lanes`; this direction writes only `out`.
+    unsafe { simd::run(isa, k) };
+}
+
+/// [`to_lanes`] (rows into lanes) or [`from_lanes`], in 8×8 blocks where a block is whole.
+struct Transpose {
+    samples: usize,
+    per: usize,
+    /// `samples` rows of `per` floats.
+    rows: *mut f32,
+    /// Groups of `per` positions of sixteen lanes.
+    lanes: *mut f32,
+    into_lanes: bool,
+}
+
+impl Kernel for Transpose {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Transpose {
+            samples,
+            per,
+            rows,
+            lanes,
+            into_lanes,
+        } = self;
+        for group in 0..groups(samples) {
+            let real = (samples - group * LANES).min(LANES);
+            // SAFETY (throughout): the group's rows and lanes lie inside the buffers (the
+            // callers' asserts), and every access below stays in them.
+            let (rows, lanes) = unsafe {
+                (
+                    rows.add(group * LANES * per),
+                    lanes.add(group * per * LANES),
+                )
+            };
+            for e0 in (0..per).step_by(8) {
+                let e1 = (e0 + 8).min(per);
+                for l0 in [0, 8] {
+                    let (row, lane) =
+                        unsafe { (rows.add(l0 * per + e0), lanes.add(e0 * LANES + l0)) };
+                    if e1 == e0 + 8 && l0 + 8 <= real {
+                        unsafe {
+                            if into_lanes {
+                                V::transpose8(row, per, lane, LANES);
+                            } else {
+                                V::transpose8(lane, LANES, row, per);
+                            }
+                        }
+                        continue;
+                    }
+                    for l in 0..8 {
+                        for e in 0..e1 - e0 {
+                            let (r, q) = unsafe { (row.add(l * per + e), lane.add(e * LANES + l)) };
+                            unsafe {
+                                match (into_lanes, l0 + l < real) {
+                                    (true, true) => *q = *r,
+                                    (true, false) => *q = 0.0,
+                                    (false, true) => *r = *q,
+                                    (false, false) => {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The filters `w` (`o × c × kh × kw`) as `out[((o·kh + ki)·kw + kj)·c + ci]`: a tap's input
+/// channels side by side.
+pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
+    let k = g.kh * g.kw;
+    for o in 0..g.o {
+        for ci in 0..g.c {
+            for tap in 0..k {
+                out[(o * k + tap) * g.c + ci] = w[(o * g.c + ci) * k + tap];
+            }
+        }
+    }
+}
+
+/// The input gradient `dx` (`samples × c × h × w`, compact) of the forward convolution `g`
+/// from its output gradient `dy` (`samples × o × oh × ow`) and filters `w` (`o × c × kh ×
+/// kw`), with `scratch` of [`scratch_floats`] floats.
+///
+/// # Panics
+/// If `g` is not a plain forward geometry, the slices are short, or the CPU does not support
+/// `isa`.
+pub fn input_gradient(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    (dy, w): (&[f32], &[f32]),
+    scratch: &mut [f32],
+    dx: &mut [f32],
+) {
+    assert!(isa.supported(), "vector kernels need {}", isa.name());
+    assert!(plain(g), "not a plain forward geometry");
+    let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+    assert!(dy.len() >= samples * per_out, "output gradient too short");
+    assert!(w.len() >= g.o * g.taps(), "filters too short");
+    assert!(dx.len() >= samples * per_in, "input gradient too short");
+    assert!(
+        scratch.len() >= scratch_floats(g, samples),
+        "scratch too short"
+    );
+    let lanes = groups(samples) * LANES;
+    let (dyt, rest) = scratch.split_at_mut(lanes * per_out);
+    let (dxt, wt) = rest.split_at_mut(lanes * per_in);
+    to_lanes(isa, dy, samples, per_out, dyt);
+    transposed_filters(g, w, wt);
+    let k = Gradient {
+        g,
+        groups: groups(samples),
+        dyt,
+        wt,
+        dxt,
+    };
+    // SAFETY: the unit is supported, and the buffers hold what the geometry needs (asserted
+    // above and split to size).
+    unsafe { simd::run(isa, k) };
+    from_lanes(isa, dxt, samples, per_in, dx);
+}
+
+/// [`input_gradient`]'s product in lanes, for [`simd::run`].
+struct Gradient<'a> {
+    g: &'a Conv,
+    groups: usize,
+    dyt: &'a [f32],
+    wt: &'a [f32],
+    dxt: &'a mut [f32],
+}
+
+impl Kernel for Gradient<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Gradient {
+            g,
+            groups,
+            dyt,
+            wt,
+            dxt,
+        } = self;
+        let h = g.oh + g.kh - 1;
+        let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+        for group in 0..groups {
+            let dyt = dyt[group * per_out * LANES..][..per_out * LANES].as_ptr();
+            let dxt = dxt[group * per_in * LANES..][..per_in * LANES].as_mut_ptr();
+            for i in 0..h {
+                for j in 0..g.w {
+                    let mut c0 = 0;
+                    // SAFETY (all calls): the CPU has `V`'s unit; the pointers hold a
+                    // group's planes, which every tap of a position in them stays inside.
+                    unsafe {
+                        while c0 + CHANNELS <= g.c {
+                            position::<V, CHANNELS>(g, dyt, wt, (i, j, c0), dxt);
+                            c0 += CHANNELS;
+                        }
+                        match g.c - c0 {
+                            1 => position::<V, 1>(g, dyt, wt, (i, j, c0), dxt),
+                            2 => position::<V, 2>(g, dyt, wt, (i, j, c0), dxt),
+                            3 => position::<V, 3>(g, dyt, wt, (i, j, c0), dxt),
+                            4 => position::<V, 4>(g, dyt, wt, (i, j, c0), dxt),
+                            5 => position::<V, 5>(g, dyt, wt, (i, j, c0), dxt),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Input position `(i, j)` of input channels `c0..c0 + CB` for one group: the sum over every
+/// output channel and every output-gradient position `(r, s)` the taps reach, `r = i − ki`
+/// and `s = j − kj` ascending.
+#[inline(always)]
+unsafe fn position<V: F32x16, const CB: usize>(
+    g: &Conv,
+    dyt: *const f32,
+    wt: &[f32],
+    (i, j, c0): (usize, usize, usize),
+    dxt: *mut f32,
+) {
+    let (rows, cols) = (reach(i, g.kh, g.oh), reach(j, g.kw, g.ow));
+    // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
+    let mut acc = [unsafe { V::zero() }; CB];
+    let wt = wt.as_ptr();
+    for o in 0..g.o {
+        for r in rows.clone() {
+            for s in cols.clone() {
+                // SAFETY: `(o, r, s)` is an output-gradient position of the group, and the
+                // tap `(i − r, j − s)` lies in the filter: its `c` weights start at `w`.
+                unsafe {
+                    let v = V::load(dyt.add(((o * g.oh + r) * g.ow + s) * LANES));
+                    let w = wt.add(((o * g.kh + i - r) * g.kw + j - s) * g.c + c0);
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a = V::splat(*w.add(k)).mul_add(v, *a);
+                    }
+                }
+            }
+        }
+    }
+    for (k, a) in acc.iter().enumerate() {
+        // SAFETY: input channel `c0 + k` < `c` at a position of the plane.
+        unsafe { a.store(dxt.add((((c0 + k) * (g.oh + g.kh - 1) + i) * g.w + j) * LANES)) };
+    }
+}
+
+/// The output-gradient rows (or columns) `r` that input row `i` receives from, through filter
+/// rows `i − r` in `0..k`, of `n` rows.
+fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
+    i.saturating_sub(k - 1)..(i + 1).min(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct;
+    use crate::testing::values;
+
+    /// (c, h, w, o, kh, kw): LeNet-5's C3, a channel count past one tile, each remainder
+    /// tile, filters as large as the plane, and 1×1 filters.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (6, 14, 14, 16, 5, 5),
+        (7, 6, 7, 3, 3, 2),
+        (1, 5, 5, 2, 2, 2),
+        (2, 4, 6, 5, 4, 6),
+        (3, 5, 4, 4, 1, 1),
+        (4, 6, 5, 2, 3, 3),
+        (17, 3, 3, 1, 2, 3),
+    ];
+
+    /// The input gradient by its definition, in f64.
+    fn definition(
+        dy: &[f32],
+        w: &[f32],
+        (c, h, wd, o, kh, kw): (usize, usize, usize, usize, usize, usize),
+        samples: usize,
+    ) -> Vec<f64> {
+        let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
+        let mut dx = vec![0.0f64; samples * c * h * wd];
+        for b in 0..samples {
+            for oc in 0..o {
+                for ci in 0..c {
+                    for r in 0..oh {
+                        for s in 0..ow {
+                            let d = dy[((b * o + oc) * oh + r) * ow + s] as f64;
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let wv = w[((oc * c + ci) * kh + ki) * kw + kj] as f64;
+                                    dx[((b * c + ci) * h + r + ki) * wd + s + kj] += d * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// `direct`'s input gradient: the padded output gradient correlated with the flipped
+    /// filters, as the library runs it.
+    fn direct_input_gradient(
+        isa: Isa,
+        g: &Conv,
+        samples: usize,
+        dy: &[f32],
+        w: &[f32],
+    ) -> Vec<f32> {
+        let t = g.input_gradient();
+        let per = g.o * t.plane;
+        let mut planes = vec![0.0f32; samples * per];
+        let mut wt = vec![0.0f32; t.o_pad() * t.taps()];
+        direct::flipped_filters(g, w, &mut wt);
+        for (b, planes) in planes.chunks_exact_mut(per).enumerate() {
+            direct::gradient_planes(g, &dy[b * g.o * g.oh * g.ow..], planes);
+        }
+        let mut dx = vec![f32::NAN; samples * g.c * g.plane];
+        direct::forward(isa, &t, samples, &planes, &wt, None, &mut dx);
+        dx
+    }
+
+    #[test]
+    fn to_lanes_and_back_on_every_unit() {
+        // Whole blocks, a partial block of positions, partial groups of samples.
+        for (samples, per) in [(16, 64), (19, 70), (29, 5), (8, 8), (3, 17)] {
+            let src = values(samples * per, per as u64);
+            for isa in Isa::supported_all() {
+                let mut lanes = vec![f32::NAN; groups(samples) * per * LANES];
+                to_lanes(isa, &src, samples, per, &mut lanes);
+                for (k, &v) in lanes.iter().enumerate() {
+                    let (group, e, l) = (k / (per * LANES), k / LANES % per, k % LANES);
+                    let s = group * LANES + l;
+                    let want = if s < samples { src[s * per + e] } else { 0.0 };
+                    assert_eq!(v, want, "{samples}×{per} on {isa:?}: lane {k}");
+                }
+                let mut back = vec![f32::NAN; samples * per];
+                from_lanes(isa, &lanes, samples, per, &mut back);
+                assert_eq!(back, src, "{samples}×{per} on {isa:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_rule_wants_full_lanes() {
+        let c3 = Conv::forward(6, 14, 14, 16, 5, 5);
+        assert!(suits(&c3, 16) && suits(&c3, 12) && suits(&c3, 32));
+        assert!(!suits(&c3, 11) && !suits(&c3, 17) && !suits(&c3, 0));
+        assert!(!suits(&c3.shifted(), 16), "not a plain layout");
+    }
+
+    #[test]
+    fn input_gradient_gives_the_bits_of_direct_and_matches_the_definition() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (k, &(c, h, wd, o, kh, kw)) in SHAPES.iter().enumerate() {
+            let g = Conv::forward(c, h, wd, o, kh, kw);
+            // One group, two groups with a partial one.
+            for samples in [16, 29] {
+                let seed = 10 * k as u64 + samples as u64;
+                let dy = values(samples * o * g.oh * g.ow, seed);
+                let w = values(o * g.taps(), 1000 + seed);
+                let want = definition(&dy, &w, SHAPES[k], samples);
+                for isa in Isa::supported_all() {
+                    let mut scratch = vec![f32::NAN; scratch_floats(&g, samples)];
+                    let mut dx = vec![f32::NAN; samples * c * g.plane];
+                    input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
+                    for (e, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{:?} on {isa:?}: dx[{e}] {got} vs {want}",
+                            SHAPES[k]
+                        );
+                    }
+                    let direct = direct_input_gradient(isa, &g, samples, &dy, &w);
+                    assert_eq!(bits(&dx), bits(&direct), "{:?} on {isa:?}", SHAPES[k]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "timing, not a test: cargo test --release -p nnc-jit samples -- --ignored --nocapture"]
+    fn time_c3() {
+        let isa = Isa::best().expect("a vector unit");
+        let samples = 16;
+        let g = Conv::forward(6, 14, 14, 16, 5, 5);
+        let dy = values(samples * g.o * g.oh * g.ow, 1);
+        let w = values(g.o * g.taps(), 2);
+        let mut scratch = vec![0.0f32; scratch_floats(&g, samples)];
+        let mut dx = vec![0.0f32; samples * g.c * g.plane];
+        let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+        let mut best = [f64::MAX; 4];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let (dyt, rest) = scratch.split_at_mut(samples * per_out);
+            let t = std::time::Instant::now();
+            to_lanes(isa, &dy, samples, per_out, dyt);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            from_lanes(isa, rest, samples, per_in, &mut dx);
+            best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            let direct = direct_input_gradient(isa, &g, samples, &dy, &w);
+            best[3] = best[3].min(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(direct);
+        }
+        eprintln!(
+            "c3 input gradient, samples in lanes: {:.1} µs (of which to lanes {:.1}, back {:.1}); \
+             direct {:.1} µs with its allocations ({samples} samples, one thread)",
+            best[0], best[1], best[2], best[3]
+        );
+    }
+}
