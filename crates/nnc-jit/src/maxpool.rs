@@ -455,15 +455,25 @@ mod tests {
 
     #[test]
     fn both_directions_match_the_scalar_loops() {
-        // Ties (ReLU zeros, repeated values), NaN, -0 gradients, odd sizes, wide rows.
-        let shapes = [(3, 28, 28), (2, 10, 10), (2, 5, 7), (1, 2, 2), (2, 4, 70)];
+        // Ties (ReLU zeros, repeated values, -0 against +0), NaN, -0 gradients, odd sizes,
+        // wide rows, a column no window covers, rows of one window.
+        let shapes = [
+            (3, 28, 28),
+            (2, 10, 10),
+            (2, 5, 7),
+            (1, 2, 2),
+            (2, 4, 70),
+            (2, 9, 11),
+            (2, 35, 3),
+        ];
         let runs = Isa::supported_all()
             .into_iter()
             .flat_map(|isa| shapes.map(|s| (isa, s)));
         for (isa, (planes, h, w)) in runs {
             let x: Vec<f32> = (0..planes * h * w)
                 .map(|i| match (i * 7919) % 11 {
-                    0..=2 => 0.0,
+                    0..=1 => 0.0,
+                    2 => -0.0,
                     3 => f32::NAN,
                     4 => 1.0,
                     k => (k as f32 * 0.37).sin(),
