@@ -1,7 +1,8 @@
 //! Library kernels: the ops that are not fused loops, as Rust routines specialised at compile
 //! time (every shape, offset and flag is fixed in the kernel value). Contractions call gemm's
-//! micro-kernels (AVX-512 or AVX2); convolutions are direct ([`direct`]) or im2col + GEMM over
-//! a scratch buffer in the arena.
+//! micro-kernels (AVX-512 or AVX2); convolutions are direct ([`direct`], [`channels`],
+//! [`samples`]: positions, output channels or samples in the lanes, chosen by geometry) or
+//! im2col + GEMM over a scratch buffer in the arena.
 //! Each routine computes exactly what the reference interpreter computes (same tie-breaking,
 //! same stable formulas), so the two can be compared element by element.
 

@@ -90,11 +90,16 @@ fn check(path: &str, steps: usize) {
 
 /// Returns how many times a contraction skipped the data's zeros.
 fn check_with(path: &str, steps: usize, options: Options, zeros: bool) -> usize {
+    check_at(path, steps, options, zeros, 16)
+}
+
+/// [`check_with`] at the model's batch, or `max_batch` if that is smaller.
+fn check_at(path: &str, steps: usize, options: Options, zeros: bool, max_batch: usize) -> usize {
     let m = model_file(path);
     let train = m.train.clone().expect("train block");
     let input = InputSpec::of(&train.data, &m).expect("known input layout");
     let targets = TargetSpec::of(&train.data, &m);
-    let batch = train.batch.min(16);
+    let batch = train.batch.min(max_batch);
     let c: Compiled = compile(&m, batch, input, targets).expect("compiles");
     let step = &c.train_step;
     let mut program = Program::compile(&step.func, options).expect("jit compiles");
@@ -288,6 +293,19 @@ fn updates_match_the_loops(isa: Isa) {
 #[test]
 fn lenet5() {
     check(&format!("{MODELS}lenet5.nn"), 3);
+}
+
+/// At LeNet-5's own batch of 32, each thread's part has sixteen samples: C3's input gradient
+/// then puts the samples in the lanes (`samples.rs`), which the batch of 16 above does not.
+#[test]
+fn lenet5_at_its_batch() {
+    check_at(
+        &format!("{MODELS}lenet5.nn"),
+        2,
+        Options::default(),
+        false,
+        32,
+    );
 }
 
 /// LeNet-5's two pool gradients, with their ReLU masks and bias gradients, are recognised
