@@ -796,6 +796,28 @@ impl LibKernel {
     }
 }
 
+/// What the lanes of a direct convolution kernel's vectors hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lanes {
+    /// Sixteen output positions of a plane ([`direct`]).
+    Positions,
+    /// Sixteen output channels of a position ([`channels`]).
+    Channels,
+    /// One position of sixteen samples ([`samples`]).
+    Samples,
+}
+
+impl Lanes {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lanes::Positions => "positions",
+            Lanes::Channels => "channels",
+            Lanes::Samples => "samples",
+        }
+    }
+}
+
 /// Which product a wide convolution computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WideOp {
@@ -823,21 +845,68 @@ impl LibKernel {
         op: WideOp,
         out: *mut f32,
     ) {
+        // SAFETY: forwarded.
+        unsafe {
+            match (self.isa, self.lanes(op, hi - lo)) {
+                (Some(isa), Some(lanes)) => {
+                    self.direct_conv(isa, lanes, base, scratch, lo, hi, op, out)
+                }
+                _ => self.wide_conv(base, scratch, lo, hi, op, out),
+            }
+        }
+    }
+
+    /// Which direct kernel a stride-1, unpadded convolution's product `op` runs on for a part
+    /// of `samples` samples, by what its vectors' lanes hold; none where it runs as im2col +
+    /// GEMM (no vector unit, a filter too wide for [`direct::filter`], planes too large, or
+    /// no samples).
+    fn lanes(&self, op: WideOp, samples: usize) -> Option<Lanes> {
+        self.isa?;
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let g = direct::Conv::forward(c, h, w, o, kh, kw);
         let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
-        // SAFETY: forwarded.
-        unsafe {
-            match self.isa {
-                Some(isa) if !filter_too_wide && fits && hi > lo => {
-                    self.direct_conv(isa, base, scratch, lo, hi, op, out)
-                }
-                _ => self.wide_conv(base, scratch, lo, hi, op, out),
-            }
+        if filter_too_wide || !fits || samples == 0 {
+            return None;
         }
+        Some(match op {
+            WideOp::Forward | WideOp::Filter if channels::suits(&g) => Lanes::Channels,
+            WideOp::Input if samples::suits(&g, samples) => Lanes::Samples,
+            _ => Lanes::Positions,
+        })
+    }
+
+    /// What the lanes of this convolution's direct kernel hold in each part it runs as (one
+    /// entry when the parts agree), for `nnc bench`'s profile; empty for other kernels and
+    /// for convolutions on im2col + GEMM.
+    pub fn conv_lanes(&self) -> Vec<Lanes> {
+        let op = match &self.op {
+            Op::Conv2d { stride, padding }
+            | Op::Conv2dGradFilter {
+                stride, padding, ..
+            }
+            | Op::Conv2dGradInput {
+                stride, padding, ..
+            } if *stride != [1, 1] || *padding != [0, 0] => return Vec::new(),
+            Op::Conv2d { .. } => WideOp::Forward,
+            Op::Conv2dGradFilter { .. } => WideOp::Filter,
+            Op::Conv2dGradInput { .. } => WideOp::Input,
+            _ => return Vec::new(),
+        };
+        // Samples are the first operand's leading axis, the result's for the input gradient.
+        let n = if op == WideOp::Input {
+            self.out.1[0]
+        } else {
+            self.args[0].1[0]
+        };
+        let parts = if self.splittable() { 2 } else { 1 };
+        let mut lanes: Vec<Lanes> = (0..parts)
+            .filter_map(|p| self.lanes(op, n * (p + 1) / parts - n * p / parts))
+            .collect();
+        lanes.dedup();
+        lanes
     }
 
     /// Operand `k` as floats.
@@ -873,6 +942,7 @@ impl LibKernel {
     unsafe fn direct_conv(
         &self,
         isa: Isa,
+        lanes: Lanes,
         base: *mut u8,
         scratch: usize,
         lo: usize,
@@ -892,8 +962,8 @@ impl LibKernel {
         let buffer = |floats: usize| unsafe {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
-        match op {
-            WideOp::Forward if channels::suits(&g) => {
+        match (op, lanes) {
+            (WideOp::Forward, Lanes::Channels) => {
                 let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let wt = buffer(channels::filter_floats(&g));
                 channels::transposed_filters(&g, arg(1), wt);
@@ -905,7 +975,7 @@ impl LibKernel {
                 let y = &mut y[lo * out_sample..hi * out_sample];
                 channels::forward(isa, &g, nb, x, wt, bias, y);
             }
-            WideOp::Forward => {
+            (WideOp::Forward, _) => {
                 let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 // On AVX2, from shifted copies of the input's columns where the filter
                 // gradient's layout has them (not C1, whose blank rows the plain layout
@@ -938,7 +1008,7 @@ impl LibKernel {
                     direct::forward(isa, &g, nb, x, weights, bias, y);
                 }
             }
-            WideOp::Filter if channels::suits(&g) => {
+            (WideOp::Filter, Lanes::Channels) => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let per = channels::gradient_floats(&g);
                 let dyt = buffer(nb * per);
@@ -949,7 +1019,7 @@ impl LibKernel {
                 }
                 channels::filter(isa, &g, nb, &arg(0)[lo * sample..hi * sample], dyt, dw);
             }
-            WideOp::Filter => {
+            (WideOp::Filter, _) => {
                 let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let (s, copies) = g.filter_layout();
                 let per = direct::filter_rows(&s) * s.stride();
@@ -966,14 +1036,14 @@ impl LibKernel {
                     direct::filter(isa, &g, nb, x, wide, dw);
                 }
             }
-            WideOp::Input if samples::suits(&g, nb) => {
+            (WideOp::Input, Lanes::Samples) => {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let dy = &arg(0)[lo * out_sample..hi * out_sample];
                 let scratch = buffer(samples::scratch_floats(&g, nb));
                 let dx = &mut dx[lo * sample..hi * sample];
                 samples::input_gradient(isa, &g, nb, (dy, arg(1)), scratch, dx);
             }
-            WideOp::Input => {
+            (WideOp::Input, _) => {
                 let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let t = g.input_gradient();
                 let per = o * t.plane;

@@ -436,22 +436,26 @@ impl Program {
             Body::Jit(_) => String::new(),
         };
         let lib_note = |lib: &LibKernel| {
+            let lanes: Vec<&str> = lib.conv_lanes().iter().map(|l| l.name()).collect();
+            let mut note = if lanes.is_empty() {
+                String::new()
+            } else {
+                format!(" [{} in lanes]", lanes.join(", then "))
+            };
             if lib.bias_relu.is_some() {
-                " [bias and relu in the direct kernel]"
+                note.push_str(" [bias and relu in the direct kernel]");
             } else if lib.sparse_runs.load(std::sync::atomic::Ordering::Relaxed) > 0 {
                 // (Decided per call: only said of kernels that did.)
-                " [skips the data's zeros]"
-            } else {
-                ""
+                note.push_str(" [skips the data's zeros]");
             }
+            note
         };
         let note = match &self.kernels[k] {
             Compiled::Loop { f, .. } => routine(f),
             Compiled::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
-            Compiled::Lib(lib) => lib_note(lib).to_string(),
+            Compiled::Lib(lib) => lib_note(lib),
             Compiled::Fused { lib, epilogue, .. } => {
-                lib_note(lib).to_string()
-                    + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
+                lib_note(lib) + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
             }
         };
         let label = match &self.schedule.kernels[k] {
