@@ -6,7 +6,8 @@
 //! contiguously become one), the innermost loop is vectorised four lanes wide (F32X4, the widest
 //! vector Cranelift's x64 backend emits) when every operand is f32 and read contiguously or
 //! broadcast along it, with a scalar tail. ReLU and friends are `fcmp` + `bitselect`, not
-//! `fmax`'s NaN-safe sequence. Transcendental functions (exp, log, tanh, sigmoid, softplus)
+//! `fmax`'s NaN-safe sequence. `exp`, `tanh` and the sigmoid are inlined instruction
+//! sequences ([`crate::transcendental`]) in vector and scalar loops alike; `log` and softplus
 //! are calls to Rust's implementations and keep their loop scalar.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
 
 use crate::plan::{Plan, elem_size};
 use crate::schedule::LoopKernel;
+use crate::transcendental::Emit;
 
 /// The signature of every generated loop: arena base, outer range, and where its sums go:
 /// 0 for their planned buffers, else the byte offset of a partial-sum region in which the
@@ -30,34 +32,17 @@ pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64, u64);
 /// A linked module, the pointers of its loops, and their Cranelift IR if kept.
 pub type Linked = (JITModule, Vec<LoopFn>, Option<Vec<String>>);
 
-extern "C" fn nnc_exp(x: f32) -> f32 {
-    x.exp()
-}
 extern "C" fn nnc_log(x: f32) -> f32 {
     x.ln()
-}
-extern "C" fn nnc_tanh(x: f32) -> f32 {
-    x.tanh()
-}
-extern "C" fn nnc_sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 extern "C" fn nnc_softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
-const LIBM: [(&str, extern "C" fn(f32) -> f32); 5] = [
-    ("nnc_exp", nnc_exp),
-    ("nnc_log", nnc_log),
-    ("nnc_tanh", nnc_tanh),
-    ("nnc_sigmoid", nnc_sigmoid),
-    ("nnc_softplus", nnc_softplus),
-];
+/// The functions loops call rather than inline ([`crate::transcendental`] inlines the
+/// others).
+const LIBM: [(&str, extern "C" fn(f32) -> f32); 2] =
+    [("nnc_log", nnc_log), ("nnc_softplus", nnc_softplus)];
 
 /// A JIT module holding the compiled loops of one step function.
 pub struct Jit {
@@ -265,15 +250,13 @@ impl<'a> LoopGen<'a> {
                 }
             }
         }
-        let transcendental = l.insts.iter().any(|&i| {
-            matches!(
-                f.insts[i].op,
-                Op::Unary(Unary::Exp | Unary::Log | Unary::Tanh | Unary::Sigmoid | Unary::Softplus)
-            )
-        });
+        let calls = l
+            .insts
+            .iter()
+            .any(|&i| matches!(f.insts[i].op, Op::Unary(Unary::Log | Unary::Softplus)));
         let last = dims.len() - 1;
         // Vector loops read f32 contiguously or broadcast, and bytes (images) contiguously.
-        let vector = !transcendental
+        let vector = !calls
             && dims[last] >= 4
             && inputs.iter().all(|a| match a.dtype {
                 DType::F32 => a.strides[last] <= 1,
@@ -658,11 +641,11 @@ impl<'a> LoopGen<'a> {
                         let n = self.choose(b, neg, o, z, vector);
                         b.ins().fsub(p, n)
                     }
-                    Unary::Exp => call(b, 0, x),
-                    Unary::Log => call(b, 1, x),
-                    Unary::Tanh => call(b, 2, x),
-                    Unary::Sigmoid => call(b, 3, x),
-                    Unary::Softplus => call(b, 4, x),
+                    Unary::Exp => Emit { b, vector }.exp(x),
+                    Unary::Tanh => Emit { b, vector }.tanh(x),
+                    Unary::Sigmoid => Emit { b, vector }.sigmoid(x),
+                    Unary::Log => call(b, 0, x),
+                    Unary::Softplus => call(b, 1, x),
                 }
             }
             Op::Binary(op) => {

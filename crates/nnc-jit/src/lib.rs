@@ -26,6 +26,7 @@ pub mod simd;
 pub mod sparse;
 pub mod threads;
 pub mod trainer;
+pub mod transcendental;
 pub mod updates;
 
 #[cfg(test)]
