@@ -332,19 +332,21 @@ pub fn subset(ds: &Dataset, indices: &[usize]) -> Result<Dataset, String> {
 }
 
 fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
-    let (scale, pad, flatten) = match data {
+    let (scale, shift, pad, flatten) = match data {
         Data::Mnist {
             pad,
             scale,
+            shift,
             flatten,
         }
         | Data::Idx {
             pad,
             scale,
+            shift,
             flatten,
             ..
-        } => (*scale, *pad, *flatten),
-        _ => (1.0, 0, false),
+        } => (*scale, *shift, *pad, *flatten),
+        _ => (1.0, 0.0, 0, false),
     };
     InputSpec {
         dtype: match ds.inputs {
@@ -353,6 +355,7 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
         },
         sample: ds.sample_shape().to_vec(),
         scale,
+        shift,
         pad,
         flatten,
     }

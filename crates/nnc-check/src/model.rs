@@ -434,11 +434,13 @@ pub struct Augment {
 /// A data source. Paths are as written, relative to the `.nn` file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
-    /// The MNIST digits (60,000 train, 10,000 test), 1x28x28 u8 images scaled by `scale`,
-    /// zero-padded by `pad` pixels on each side, optionally flattened.
+    /// The MNIST digits (60,000 train, 10,000 test), 1x28x28 u8 images padded by `pad`
+    /// background pixels on each side, mapped to `pixel · scale + shift`, optionally
+    /// flattened.
     Mnist {
         pad: usize,
         scale: f64,
+        shift: f64,
         flatten: bool,
     },
     /// Any IDX image/label pair (e.g. Fashion-MNIST), gzip or raw.
@@ -447,6 +449,7 @@ pub enum Data {
         labels: String,
         pad: usize,
         scale: f64,
+        shift: f64,
         flatten: bool,
         classes: Option<usize>,
     },

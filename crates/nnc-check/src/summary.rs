@@ -124,10 +124,14 @@ fn data(d: &Data) -> String {
         Data::Mnist {
             pad,
             scale,
+            shift,
             flatten,
         } => {
             let shape = d.sample_shape().map(|s| s.compact()).unwrap_or_default();
             let mut opts = vec![format!("scale {}", num(*scale))];
+            if *shift != 0.0 {
+                opts.push(format!("shift {}", num(*shift)));
+            }
             if *pad > 0 {
                 opts.push(format!("pad {pad}"));
             }

@@ -213,16 +213,24 @@ fn data(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Data> {
         (
             b.int_or("pad", 0, 0, diags) as usize,
             b.float_or("scale", Range::POSITIVE, 1.0 / 255.0, diags),
+            b.float_or("shift", Range::ANY, 0.0, diags),
             b.bool_or("flatten", false, diags),
         )
     };
     let data = match c.name.name.as_str() {
         "mnist" => {
-            let b = bind(c, &[named("pad"), named("scale"), named("flatten")], diags);
-            let (pad, scale, flatten) = image_options(&b, diags);
+            let specs = [
+                named("pad"),
+                named("scale"),
+                named("shift"),
+                named("flatten"),
+            ];
+            let b = bind(c, &specs, diags);
+            let (pad, scale, shift, flatten) = image_options(&b, diags);
             Data::Mnist {
                 pad,
                 scale,
+                shift,
                 flatten,
             }
         }
@@ -232,6 +240,7 @@ fn data(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Data> {
                 named("labels"),
                 named("pad"),
                 named("scale"),
+                named("shift"),
                 named("flatten"),
                 named("classes"),
             ];
@@ -239,7 +248,7 @@ fn data(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Data> {
             let example = r#"idx(images: "train-images.gz", labels: "train-labels.gz")"#;
             let images = b.string("images", example, diags);
             let labels = b.string("labels", example, diags);
-            let (pad, scale, flatten) = image_options(&b, diags);
+            let (pad, scale, shift, flatten) = image_options(&b, diags);
             let classes = b
                 .get("classes")
                 .and_then(|v| args::int_at_least(v, "classes", 2, diags));
@@ -248,6 +257,7 @@ fn data(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Data> {
                 labels: labels.unwrap_or_default(),
                 pad,
                 scale,
+                shift,
                 flatten,
                 classes: classes.map(|c| c as usize),
             }
@@ -644,6 +654,7 @@ fn data_fits_input(model: &Model, data: &Data, span: Span, diags: &mut Vec<Diagn
                     Data::Mnist {
                         pad,
                         scale: 1.0,
+                        shift: 0.0,
                         flatten,
                     }
                     .sample_shape()

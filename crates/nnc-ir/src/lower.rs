@@ -23,7 +23,10 @@ pub struct InputSpec {
     pub sample: Vec<usize>,
     /// Multiplies the stored values (1/255 for images).
     pub scale: f64,
-    /// Zero padding on each side of the last two axes.
+    /// Added after scaling and padding: what a stored 0 (and the padding) becomes.
+    pub shift: f64,
+    /// Padding on each side of the last two axes, with stored zeros (so, after the shift,
+    /// with the background's value).
     pub pad: usize,
     /// Flatten each sample to a vector after padding.
     pub flatten: bool,
@@ -46,11 +49,13 @@ impl InputSpec {
             Data::Mnist {
                 pad,
                 scale,
+                shift,
                 flatten,
             } => InputSpec {
                 dtype: DType::U8,
                 sample: vec![1, 28, 28],
                 scale: *scale,
+                shift: *shift,
                 pad: *pad,
                 flatten: *flatten,
             },
@@ -58,6 +63,7 @@ impl InputSpec {
                 dtype: DType::F32,
                 sample: model.input.shape.0.clone(),
                 scale: 1.0,
+                shift: 0.0,
                 pad: 0,
                 flatten: false,
             },
@@ -304,7 +310,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
     })
 }
 
-/// The data source's scaling, padding and flattening, as the step's first ops.
+/// The data source's scaling, padding, shift and flattening, as the step's first ops.
 fn preprocess(b: &mut Builder<'_>, x: ValueId, spec: &InputSpec) -> ValueId {
     let mut h = if spec.dtype == DType::F32 && spec.scale == 1.0 {
         x
@@ -318,6 +324,11 @@ fn preprocess(b: &mut Builder<'_>, x: ValueId, spec: &InputSpec) -> ValueId {
             *p = spec.pad;
         }
         h = b.op(Op::Pad { pads }, &[h]);
+    }
+    // After the padding, which thus takes the value of a stored 0: the background.
+    if spec.shift != 0.0 {
+        let shift = b.scalar(spec.shift);
+        h = b.add(h, shift);
     }
     if spec.flatten {
         let s = b.shape(h);
@@ -403,4 +414,69 @@ fn loss_and_correct(
     };
     let correct = b.sum_all(hits);
     (loss, correct)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::interp::{Tensor, run_f32};
+
+    /// Pixels become `pixel · scale + shift`, and the padding around them is background: a
+    /// stored 0 shifted like the rest, not a 0 after it.
+    #[test]
+    fn the_padding_is_background_after_the_shift() {
+        let source = r#"
+            model m {
+                input x: f32[12]
+                out: dense(1)
+            }
+            train m {
+                data idx(images: "i", labels: "l", pad: 1, scale: 2, shift: -1, flatten: true)
+                loss mse
+                optimizer sgd(lr: 0.1)
+                batch 1
+            }
+        "#;
+        let mut checked = nnc_check::check_source(source);
+        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+        let model = checked.models.remove(0);
+        let input = InputSpec {
+            dtype: DType::U8,
+            sample: vec![1, 1, 2],
+            scale: 2.0,
+            shift: -1.0,
+            pad: 1,
+            flatten: true,
+        };
+        let opts = LowerOptions {
+            batch: 1,
+            training: false,
+            input,
+            targets: TargetSpec::Values(1),
+            loss: Loss::Mse,
+        };
+        let forward = lower(&model, &opts).expect("lowers");
+        let tensor = |shape: &[usize], v: Vec<f32>| {
+            Tensor::F(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+        };
+        let pixels = ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 2]), vec![0u8, 255]).expect("shape");
+        // out = Σ inputs (weights 1, bias 0): two pixels, -1 and 2·255 - 1, and ten pixels of
+        // padding at -1 each.
+        let inputs = vec![
+            Tensor::U8(pixels),
+            tensor(&[1, 1], vec![0.0]),
+            tensor(&[12, 1], vec![1.0; 12]),
+            tensor(&[1], vec![0.0]),
+        ];
+        let out = run_f32(&forward.func, inputs).expect("runs");
+        let Tensor::F(y) = &out[2] else {
+            panic!("f32 output")
+        };
+        assert_eq!(
+            y.iter().copied().collect::<Vec<f32>>(),
+            vec![-1.0 + 509.0 - 10.0]
+        );
+    }
 }

@@ -159,6 +159,7 @@ fn random_models_train_identically() {
             dtype: DType::F32,
             sample: model.input.shape.0.clone(),
             scale: 1.0,
+            shift: 0.0,
             pad: 0,
             flatten: false,
         };
