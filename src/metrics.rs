@@ -228,6 +228,39 @@ pub fn read(path: &Path) -> Result<Vec<Row>, ReadError> {
         .collect())
 }
 
+impl EpochReport {
+    /// The warning for a network that predicts class `class` (of `classes`) for every test
+    /// sample, with its likely cause. If its training loss is still a uniform guess's,
+    /// ln(classes), and its first layer's gradient is under 1 % of its last layer's, it has
+    /// not started to learn: its gradients vanish on the way back (LeNet-5 of 1998 at lr
+    /// 0.01, a deep sigmoid network). Otherwise it learned and collapsed, as a learning rate
+    /// too high makes it (LeNet-5 at lr 0.1).
+    pub fn single_class_warning(&self, class: usize, classes: usize) -> String {
+        let head = format!(
+            "after epoch {} the model predicts class {class} for every test sample",
+            self.epoch
+        );
+        let chance = (classes.max(2) as f64).ln();
+        let norms = &self.grad_norms.0;
+        let ratio = match (norms.first(), norms.last()) {
+            (Some((_, first)), Some((_, last))) if norms.len() > 1 && *last > 0.0 => first / last,
+            _ => f64::NAN,
+        };
+        if self.train_loss >= 0.99 * chance && ratio < 0.01 {
+            format!(
+                "{head}, and its training loss ({:.4}) is still a uniform guess's (ln {classes} = \
+                 {chance:.4}): it has not started to learn. Its first layer's gradient is \
+                 {ratio:.1e} of its last layer's (grad_norm.* in metrics.csv): the gradients \
+                 vanish on the way back. A larger learning rate, momentum, ReLU activations or \
+                 larger initial weights help",
+                self.train_loss
+            )
+        } else {
+            format!("{head}: training has collapsed; lower the learning rate (e.g. by 10x)")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +302,29 @@ mod tests {
         log.append(&report(3, 1.0 / 3.0).row()).unwrap();
         let again = std::fs::read_to_string(&path).unwrap();
         assert_eq!(again, text, "the resumed log is the uninterrupted one");
+    }
+
+    #[test]
+    fn a_single_class_is_a_collapse_or_a_network_that_has_not_started() {
+        let mut r = report(1, 2.3016);
+        r.grad_norms = Norms(vec![("c1".into(), 2e-4), ("out".into(), 0.17)]);
+        let w = r.single_class_warning(1, 10);
+        assert!(
+            w.contains("has not started to learn") && w.contains("1.2e-3"),
+            "{w}"
+        );
+        // Learned, then collapsed: the loss below chance, or gradients of one size.
+        r.train_loss = 1.95;
+        assert!(
+            r.single_class_warning(8, 10)
+                .contains("lower the learning rate")
+        );
+        r.train_loss = 2.3052;
+        r.grad_norms = Norms(vec![("c1".into(), 0.67), ("out".into(), 0.76)]);
+        assert!(
+            r.single_class_warning(8, 10)
+                .contains("lower the learning rate")
+        );
     }
 
     #[test]

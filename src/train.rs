@@ -468,11 +468,11 @@ impl Driver<'_> {
         };
         self.state.partial_seconds = 0.0;
         self.state.epoch = epoch;
-        if let Some(class) = test.confusion.as_ref().and_then(|c| c.single_prediction()) {
-            eprintln!(
-                "warning: after epoch {epoch} the model predicts class {class} for every test \
-                 sample: training has collapsed; lower the learning rate (e.g. by 10x)"
-            );
+        if let Some(confusion) = &test.confusion
+            && let Some(class) = confusion.single_prediction()
+        {
+            let warning = report.single_class_warning(class, confusion.classes);
+            eprintln!("warning: {warning}");
         }
         *last_test = Some(test);
         if self.opts.json {
