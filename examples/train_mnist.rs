@@ -59,7 +59,7 @@ fn run() -> Result<(), String> {
     println!(
         "epoch 1: train loss {:.4}, accuracy {:.4}",
         sums.loss(),
-        sums.accuracy()
+        sums.score()
     );
 
     let test = trainer
@@ -67,7 +67,7 @@ fn run() -> Result<(), String> {
         .ok_or("the model has no test data")?;
     println!(
         "test: loss {:.4}, accuracy {:.4} on {} images",
-        test.loss, test.accuracy, test.samples
+        test.loss, test.score, test.samples
     );
     for (layer, norm) in trainer.weight_norms() {
         println!("‖{layer}‖ = {norm:.3}");

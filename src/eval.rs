@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::project;
 use crate::trainer::{Part, Trainer};
 use crate::{Outcome, Ui};
+use nnc_check::Score;
 
 /// `nnc eval` options.
 pub struct Options {
@@ -30,7 +31,11 @@ struct Report {
     epoch: usize,
     samples: usize,
     test_loss: f64,
-    test_acc: f64,
+    /// Accuracy, or (for a model that reports it) the mean absolute error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_acc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_mae: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     per_class: Vec<ClassReport>,
     /// `confusion[true][predicted]`.
@@ -99,13 +104,19 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         ),
         None => (Vec::new(), Vec::new()),
     };
+    let score = project
+        .model
+        .train
+        .as_ref()
+        .map_or(Score::Accuracy, |t| t.score());
     let report = Report {
         model: project.model.name.clone(),
         weights: opts.weights.display().to_string(),
         epoch: ckpt.meta.epoch,
         samples: test.samples,
         test_loss: test.loss,
-        test_acc: test.accuracy,
+        test_acc: (score == Score::Accuracy).then_some(test.score),
+        test_mae: (score == Score::Mae).then_some(test.score),
         per_class,
         confusion,
     };
@@ -118,8 +129,11 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         report.model, report.weights, report.epoch
     );
     println!(
-        "test: {} samples, loss {:.4}, accuracy {:.4}",
-        report.samples, report.test_loss, report.test_acc
+        "test: {} samples, loss {:.4}, {} {:.4}",
+        report.samples,
+        report.test_loss,
+        score.title(),
+        test.score
     );
     if let Some(c) = &test.confusion {
         println!("{:>5} {:>8} {:>9}", "class", "samples", "accuracy");

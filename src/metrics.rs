@@ -10,19 +10,21 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::files;
+use nnc_check::Score;
 
 /// One epoch's figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
+    /// What `*_score` is: accuracy (keys `train_acc`, ...) or the mean absolute error
+    /// (`train_mae`, ...).
+    pub score: Score,
     pub train_loss: f64,
-    pub train_acc: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_score: f64,
     pub val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_acc: Option<f64>,
+    pub val_score: Option<f64>,
     pub test_loss: f64,
-    pub test_acc: f64,
+    pub test_score: f64,
     /// Wall time of the epoch: training and evaluation.
     pub seconds: f64,
     /// Wall time of the training steps alone, what the peer frameworks report per epoch (of
@@ -49,21 +51,28 @@ impl Serialize for Norms {
 }
 
 impl EpochReport {
-    /// The report as a metrics row.
-    pub fn row(&self) -> Row {
+    /// The scalar figures in column order: epoch, losses and scores, times.
+    pub fn figures(&self) -> Vec<(String, f64)> {
+        let key = self.score.key();
         let mut cols = vec![
             ("epoch".to_string(), self.epoch as f64),
             ("train_loss".into(), self.train_loss),
-            ("train_acc".into(), self.train_acc),
+            (format!("train_{key}"), self.train_score),
         ];
-        if let (Some(l), Some(a)) = (self.val_loss, self.val_acc) {
+        if let (Some(l), Some(a)) = (self.val_loss, self.val_score) {
             cols.push(("val_loss".into(), l));
-            cols.push(("val_acc".into(), a));
+            cols.push((format!("val_{key}"), a));
         }
         cols.push(("test_loss".into(), self.test_loss));
-        cols.push(("test_acc".into(), self.test_acc));
+        cols.push((format!("test_{key}"), self.test_score));
         cols.push(("seconds".into(), self.seconds));
         cols.push(("train_seconds".into(), self.train_seconds));
+        cols
+    }
+
+    /// The report as a metrics row.
+    pub fn row(&self) -> Row {
+        let mut cols = self.figures();
         for (layer, v) in &self.grad_norms.0 {
             cols.push((format!("grad_norm.{layer}"), *v));
         }
@@ -71,6 +80,23 @@ impl EpochReport {
             cols.push((format!("weight_norm.{layer}"), *v));
         }
         Row(cols)
+    }
+}
+
+impl Serialize for EpochReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let figures = self.figures();
+        let mut map = s.serialize_map(Some(figures.len() + 2))?;
+        for (k, v) in &figures {
+            if k == "epoch" {
+                map.serialize_entry(k, &self.epoch)?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry("grad_norms", &self.grad_norms)?;
+        map.serialize_entry("weight_norms", &self.weight_norms)?;
+        map.end()
     }
 }
 
@@ -268,12 +294,13 @@ mod tests {
     fn report(epoch: usize, loss: f64) -> EpochReport {
         EpochReport {
             epoch,
+            score: Score::Accuracy,
             train_loss: loss,
-            train_acc: 0.5,
+            train_score: 0.5,
             val_loss: None,
-            val_acc: None,
+            val_score: None,
             test_loss: loss * 2.0,
-            test_acc: 0.25,
+            test_score: 0.25,
             seconds: 1.0,
             train_seconds: 0.5,
             grad_norms: Norms(vec![("h".into(), 0.1), ("out".into(), 0.2)]),
@@ -324,6 +351,24 @@ mod tests {
         assert!(
             r.single_class_warning(8, 10)
                 .contains("lower the learning rate")
+        );
+    }
+
+    #[test]
+    fn a_regression_reports_its_mean_absolute_error_under_its_own_keys() {
+        let mut r = report(1, 0.5);
+        r.score = Score::Mae;
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.starts_with(
+                r#"{"epoch":1,"train_loss":0.5,"train_mae":0.5,"test_loss":1.0,"test_mae":0.25,"#
+            ),
+            "{json}"
+        );
+        let names: Vec<String> = r.row().0.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names[..5],
+            ["epoch", "train_loss", "train_mae", "test_loss", "test_mae"]
         );
     }
 

@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use crate::metrics::Row;
 use crate::trainer::Confusion;
+use nnc_check::Score;
 
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
@@ -48,15 +49,17 @@ fn series(rows: &[Row], column: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Loss (left) and accuracy (right) per epoch, train vs validation vs test.
-pub fn curves(rows: &[Row], title: &str) -> Result<String, String> {
+/// Loss (left) and the score (right: accuracy, or the mean absolute error) per epoch, train vs
+/// validation vs test.
+pub fn curves(rows: &[Row], title: &str, score: Score) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let root = root.titled(title, (FONT, 20)).map_err(err)?;
         let panels = root.split_evenly((1, 2));
-        for (panel, (metric, name)) in panels.iter().zip([("loss", "loss"), ("acc", "accuracy")]) {
+        let panel_names = [("loss", "loss"), (score.key(), score.title())];
+        for (panel, (metric, name)) in panels.iter().zip(panel_names) {
             let lines: Vec<Line<'_>> = [("train", TRAIN), ("val", VAL), ("test", TEST)]
                 .into_iter()
                 .map(|(part, color)| (part, color, series(rows, &format!("{part}_{metric}"))))

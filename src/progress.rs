@@ -58,18 +58,19 @@ impl Progress {
         }
     }
 
-    /// Reports `done` samples of the epoch, with the running mean loss and accuracy.
-    pub fn update(&mut self, done: usize, loss: f64, acc: f64) {
+    /// Reports `done` samples of the epoch, with the running mean loss and score (`key`:
+    /// `acc` or `mae`).
+    pub fn update(&mut self, done: usize, loss: f64, (key, acc): (&str, f64)) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = (done - self.first.min(done)) as f64 / elapsed.max(1e-9);
         if let Some(bar) = &self.bar {
             bar.set_position(done as u64);
-            bar.set_message(format!("loss {loss:.4} acc {acc:.4} {rate:.0} img/s"));
+            bar.set_message(format!("loss {loss:.4} {key} {acc:.4} {rate:.0} img/s"));
         } else if self.last_line.elapsed() >= LINE_EVERY {
             self.last_line = Instant::now();
             let left = self.total.saturating_sub(done) as f64 / rate.max(1e-9);
             eprintln!(
-                "epoch {}/{}: {done}/{} samples, loss {loss:.4}, acc {acc:.4}, {rate:.0} img/s, \
+                "epoch {}/{}: {done}/{} samples, loss {loss:.4}, {key} {acc:.4}, {rate:.0} img/s, \
                  ETA {}",
                 self.epoch,
                 self.epochs,

@@ -30,6 +30,7 @@ use crate::progress::{self, Progress};
 use crate::project::{self, Project};
 use crate::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
 use crate::{Outcome, Ui, files, plot};
+use nnc_check::Score;
 
 /// The least time between two end-of-epoch checkpoints (the last epoch and Ctrl-C always
 /// write one).
@@ -54,26 +55,39 @@ pub struct Options {
 
 /// The final `--json` object. It repeats the last epoch's keys with the final weights' test
 /// figures, so a tool reading only the last line has them.
-#[derive(Serialize)]
 struct Summary {
-    summary: bool,
-    epoch: usize,
-    train_loss: f64,
-    train_acc: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    val_acc: Option<f64>,
-    test_loss: f64,
-    test_acc: f64,
+    /// The last epoch's report, its test figures those of the final weights.
+    last: EpochReport,
     /// Seconds of this process's training.
     seconds: f64,
     stopped_early: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     best_epoch: Option<usize>,
     run_dir: String,
     /// The file holding the final weights.
     weights: String,
+}
+
+impl Serialize for Summary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("summary", &true)?;
+        for (k, v) in self.last.figures() {
+            match k.as_str() {
+                "epoch" => map.serialize_entry(&k, &self.last.epoch)?,
+                "seconds" | "train_seconds" => {}
+                _ => map.serialize_entry(&k, &v)?,
+            }
+        }
+        map.serialize_entry("seconds", &self.seconds)?;
+        map.serialize_entry("stopped_early", &self.stopped_early)?;
+        if let Some(b) = self.best_epoch {
+            map.serialize_entry("best_epoch", &b)?;
+        }
+        map.serialize_entry("run_dir", &self.run_dir)?;
+        map.serialize_entry("weights", &self.weights)?;
+        map.end()
+    }
 }
 
 /// Ctrl-C presses seen. The first asks the loop to stop after the current step; a second one
@@ -295,6 +309,15 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// What the model reports beside its loss.
+    fn score(&self) -> Score {
+        self.project
+            .model
+            .train
+            .as_ref()
+            .map_or(Score::Accuracy, |t| t.score())
+    }
+
     fn announce(&self, resumed: Option<&Checkpoint>) {
         let data = self.trainer.data();
         let model = &self.project.model;
@@ -360,6 +383,7 @@ impl Driver<'_> {
         install_ctrl_c(self.stop.clone());
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut progress = Progress::new(terminal);
+        let score = self.score();
         let train_len = self.trainer.data().train.len();
         let mut last_test: Option<Evaluation> = None;
         let mut last_report: Option<EpochReport> = None;
@@ -373,7 +397,7 @@ impl Driver<'_> {
             let steps_here = &mut self.steps_here;
             let result = self.trainer.train_epoch(epoch, &mut self.state.sums, |s| {
                 *steps_here += 1;
-                progress.update(s.samples, s.loss(), s.accuracy());
+                progress.update(s.samples, s.loss(), (score.key(), s.score()));
                 if limit.is_some_and(|l| *steps_here >= l) {
                     stop.store(true, Ordering::SeqCst);
                 }
@@ -455,12 +479,13 @@ impl Driver<'_> {
         let sums = std::mem::take(&mut self.state.sums);
         let report = EpochReport {
             epoch,
+            score: self.score(),
             train_loss: sums.loss(),
-            train_acc: sums.accuracy(),
+            train_score: sums.score(),
             val_loss: val.as_ref().map(|v| v.loss),
-            val_acc: val.as_ref().map(|v| v.accuracy),
+            val_score: val.as_ref().map(|v| v.score),
             test_loss: test.loss,
-            test_acc: test.accuracy,
+            test_score: test.score,
             seconds: self.state.partial_seconds + start.elapsed().as_secs_f64(),
             train_seconds,
             grad_norms: Norms(self.trainer.grad_norms(&sums)),
@@ -491,9 +516,15 @@ impl Driver<'_> {
         self.last_save = Instant::now();
         let ckpt = self.checkpoint();
         ckpt.save(&self.run.path(checkpoint::FILE))?;
-        let title = format!("{}: loss and accuracy", self.project.model.name);
-        self.run
-            .write_svg("curves.svg", plot::curves(&self.run.history, &title))?;
+        let title = format!(
+            "{}: loss and {}",
+            self.project.model.name,
+            self.score().title()
+        );
+        self.run.write_svg(
+            "curves.svg",
+            plot::curves(&self.run.history, &title, self.score()),
+        )?;
         let name = self.project.model.name.as_str();
         self.run.write_svg(
             "norms.svg",
@@ -634,14 +665,11 @@ impl Driver<'_> {
         let seconds = self.started.elapsed().as_secs_f64();
         if self.opts.json {
             let summary = Summary {
-                summary: true,
-                epoch: last.epoch,
-                train_loss: last.train_loss,
-                train_acc: last.train_acc,
-                val_loss: last.val_loss,
-                val_acc: last.val_acc,
-                test_loss: test.loss,
-                test_acc: test.accuracy,
+                last: EpochReport {
+                    test_loss: test.loss,
+                    test_score: test.score,
+                    ..last.clone()
+                },
                 seconds,
                 stopped_early,
                 best_epoch: self.state.best.map(|b| b.epoch),
@@ -651,8 +679,9 @@ impl Driver<'_> {
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
         } else {
             println!(
-                "test accuracy {:.4} (loss {:.4}) after {} epoch{} in {}; weights in {}",
-                test.accuracy,
+                "test {} {:.4} (loss {:.4}) after {} epoch{} in {}; weights in {}",
+                self.score().title(),
+                test.score,
                 test.loss,
                 last.epoch,
                 if last.epoch == 1 { "" } else { "s" },
@@ -666,13 +695,14 @@ impl Driver<'_> {
 
 /// `epoch   1  train loss 0.2551  acc 0.9262  [val ...]  test loss 0.1329  acc 0.9596  5.21 s`
 fn epoch_line(r: &EpochReport) -> String {
-    let val = match (r.val_loss, r.val_acc) {
-        (Some(l), Some(a)) => format!("  val loss {l:.4}  acc {a:.4}"),
+    let key = r.score.key();
+    let val = match (r.val_loss, r.val_score) {
+        (Some(l), Some(a)) => format!("  val loss {l:.4}  {key} {a:.4}"),
         _ => String::new(),
     };
     format!(
-        "epoch {:>3}  train loss {:.4}  acc {:.4}{val}  test loss {:.4}  acc {:.4}  {:.2} s",
-        r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.seconds
+        "epoch {:>3}  train loss {:.4}  {key} {:.4}{val}  test loss {:.4}  {key} {:.4}  {:.2} s",
+        r.epoch, r.train_loss, r.train_score, r.test_loss, r.test_score, r.seconds
     )
 }
 

@@ -48,8 +48,9 @@ impl EpochSums {
         self.loss_sum / self.samples.max(1) as f64
     }
 
-    /// The training accuracy of the samples seen.
-    pub fn accuracy(&self) -> f64 {
+    /// The training score of the samples seen: accuracy, or the mean absolute error (the
+    /// backends' `correct` is then the summed absolute error).
+    pub fn score(&self) -> f64 {
         self.correct / self.samples.max(1) as f64
     }
 }
@@ -102,7 +103,8 @@ impl fmt::Display for TrainError {
 pub struct Evaluation {
     pub samples: usize,
     pub loss: f64,
-    pub accuracy: f64,
+    /// Accuracy, or the mean absolute error (see [`EpochSums::score`]).
+    pub score: f64,
     pub confusion: Option<Confusion>,
 }
 
@@ -443,7 +445,7 @@ pub fn evaluate(
     Ok(Evaluation {
         samples: ds.len(),
         loss: loss_sum / n,
-        accuracy: correct / n,
+        score: correct / n,
         confusion,
     })
 }

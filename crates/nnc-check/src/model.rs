@@ -624,6 +624,43 @@ pub enum Metric {
     Mae,
 }
 
+/// The figure reported next to the loss: accuracy for classes, or the mean absolute error for
+/// a regression that asks for it (`metrics [loss, mae]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    Accuracy,
+    Mae,
+}
+
+impl Score {
+    /// Its short name in logs and metric keys: `acc` (`train_acc`, ...) or `mae`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Score::Accuracy => "acc",
+            Score::Mae => "mae",
+        }
+    }
+
+    /// Its name in sentences and plots.
+    pub fn title(self) -> &'static str {
+        match self {
+            Score::Accuracy => "accuracy",
+            Score::Mae => "mean absolute error",
+        }
+    }
+}
+
+impl Train {
+    /// The score this train block reports ([`Score`]).
+    pub fn score(&self) -> Score {
+        if self.metrics.contains(&Metric::Mae) {
+            Score::Mae
+        } else {
+            Score::Accuracy
+        }
+    }
+}
+
 impl Metric {
     pub fn keyword(&self) -> &'static str {
         match self {

@@ -7,7 +7,8 @@ use nnc_syntax::{Diagnostic, Span};
 
 use crate::args::{self, Range, bind, named, pos};
 use crate::model::{
-    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Shape, Train,
+    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Score, Shape,
+    Train,
 };
 use crate::suggest;
 
@@ -35,6 +36,7 @@ pub struct Spans {
     pub test: Option<Span>,
     pub loss: Span,
     pub augment: Option<Span>,
+    pub metrics: Option<Span>,
 }
 
 /// Checks a train block on its own. The cross-checks with the model are in [`against_model`].
@@ -145,6 +147,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
         test: get("test").map(|v| v.span),
         loss: loss_v?.span,
         augment: get("augment").map(|v| v.span),
+        metrics: get("metrics").map(|v| v.span),
     };
     Some((
         Train {
@@ -462,6 +465,37 @@ fn metrics(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
 
 /// Checks that the train block fits the model: data shape, loss and output layer.
 pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Vec<Diagnostic>) {
+    if let (Score::Mae, Some(span)) = (train.score(), spans.metrics) {
+        // The targets are values for CSV data, and for inline tables under MSE.
+        let values = match train.data {
+            Data::Csv { .. } => true,
+            Data::Inline { .. } => train.loss == Loss::Mse,
+            Data::Mnist { .. } | Data::Idx { .. } => false,
+        };
+        if train.metrics.contains(&Metric::Accuracy) {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::metrics",
+                    "a model reports `accuracy` or `mae` next to its loss, not both",
+                )
+                .label(span, "both here")
+                .help("keep `mae` for a regression, `accuracy` for classes"),
+            );
+        } else if !values {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::train::metrics",
+                    format!(
+                        "`mae` compares outputs with target values, but the targets of {} \
+                         data are classes",
+                        train.data.keyword()
+                    ),
+                )
+                .label(span, "mean absolute error asked for here")
+                .help("report `accuracy` for classes, or train on values (csv data, or an inline table with `mse`)"),
+            );
+        }
+    }
     if let (Some(_), Some(span)) = (train.augment, spans.augment) {
         let images = matches!(
             train.data,

@@ -44,6 +44,7 @@ pub fn compile(
         input: input.clone(),
         targets,
         loss: train.loss,
+        score: train.score(),
     };
     let fwd = lower::lower(model, &opts)?;
     let simplified = passes::simplify::run(&fwd.func);

@@ -180,6 +180,7 @@ pub fn check_model(
         input: input.clone(),
         targets,
         loss: train.loss,
+        score: train.score(),
     };
     let fwd = crate::lower::lower(model, &opts)?;
     // Check the function that autodiff differentiates in `compile`: the simplified forward.

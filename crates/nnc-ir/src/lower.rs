@@ -1,7 +1,7 @@
 //! Lowering: a checked model becomes a forward function.
 //!
 //! ```text
-//! forward(x, targets, [key], params...) -> (loss, correct, output)
+//! forward(x, targets, [key], params...) -> (loss, score, output)
 //! ```
 //!
 //! `x` is the batch as the data layer holds it (u8 images stay u8: the scale, padding and
@@ -9,7 +9,7 @@
 //! values; `key` (i32[], only when the model has dropout and is training) seeds the dropout
 //! masks; the parameters follow in layer order, named `<layer>.<weight|bias>`.
 
-use nnc_check::{Activation, Data, LayerKind, Loss, Model};
+use nnc_check::{Activation, Data, LayerKind, Loss, Model, Score};
 
 use crate::function::{Builder, Function, ValueId};
 use crate::op::{Compare, Op, Unary};
@@ -101,6 +101,9 @@ pub struct LowerOptions {
     pub input: InputSpec,
     pub targets: TargetSpec,
     pub loss: Loss,
+    /// The score beside the loss: correct predictions, or the absolute error summed over the
+    /// batch (each sample's mean over its outputs).
+    pub score: Score,
 }
 
 /// The forward function of a model and where its pieces are.
@@ -297,7 +300,11 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
         model.output_shape().numel() as usize,
     );
     f.set_name(loss, "loss");
-    f.set_name(correct, "correct");
+    let score_name = match (opts.score, opts.targets) {
+        (Score::Mae, TargetSpec::Values(_)) => "abs_error",
+        _ => "correct",
+    };
+    f.set_name(correct, score_name);
     if f.name_of(output).is_none() && !f.params.contains(&output) {
         f.set_name(output, "output");
     }
@@ -372,7 +379,8 @@ fn activation(b: &mut Builder<'_>, a: Activation, x: ValueId) -> ValueId {
     }
 }
 
-/// The mean loss over the batch and the number of correct predictions.
+/// The mean loss over the batch, and the number of correct predictions or (for
+/// [`Score::Mae`]) the summed absolute error.
 fn loss_and_correct(
     b: &mut Builder<'_>,
     opts: &LowerOptions,
@@ -395,6 +403,17 @@ fn loss_and_correct(
             b.scale(s, 0.5 / batch)
         }
     };
+    if let (Score::Mae, TargetSpec::Values(width)) = (opts.score, opts.targets) {
+        let d = b.sub(y, t);
+        let a = b.unary(Unary::Abs, d);
+        let s = b.sum_all(a);
+        let per_sample = if width > 1 {
+            b.scale(s, 1.0 / width as f64)
+        } else {
+            s
+        };
+        return (loss, per_sample);
+    }
     let hits = match opts.targets {
         TargetSpec::Classes(_) => {
             let pred = b.op(Op::ArgMax { axis: 1 }, &[y]);
@@ -456,6 +475,7 @@ mod tests {
             input,
             targets: TargetSpec::Values(1),
             loss: Loss::Mse,
+            score: Score::Accuracy,
         };
         let forward = lower(&model, &opts).expect("lowers");
         let tensor = |shape: &[usize], v: Vec<f32>| {
