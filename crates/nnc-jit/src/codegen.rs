@@ -6,9 +6,9 @@
 //! contiguously become one), the innermost loop is vectorised four lanes wide (F32X4, the widest
 //! vector Cranelift's x64 backend emits) when every operand is f32 and read contiguously or
 //! broadcast along it, with a scalar tail. ReLU and friends are `fcmp` + `bitselect`, not
-//! `fmax`'s NaN-safe sequence. `exp`, `tanh` and the sigmoid are inlined instruction
-//! sequences ([`crate::transcendental`]) in vector and scalar loops alike; `log` and softplus
-//! are calls to Rust's implementations and keep their loop scalar.
+//! `fmax`'s NaN-safe sequence. The transcendental functions (exp, log, tanh, sigmoid,
+//! softplus) are inlined instruction sequences ([`crate::transcendental`]), in vector and
+//! scalar loops alike: a loop calls nothing.
 
 use std::collections::HashMap;
 
@@ -32,24 +32,11 @@ pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64, u64);
 /// A linked module, the pointers of its loops, and their Cranelift IR if kept.
 pub type Linked = (JITModule, Vec<LoopFn>, Option<Vec<String>>);
 
-extern "C" fn nnc_log(x: f32) -> f32 {
-    x.ln()
-}
-extern "C" fn nnc_softplus(x: f32) -> f32 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
-
-/// The functions loops call rather than inline ([`crate::transcendental`] inlines the
-/// others).
-const LIBM: [(&str, extern "C" fn(f32) -> f32); 2] =
-    [("nnc_log", nnc_log), ("nnc_softplus", nnc_softplus)];
-
 /// A JIT module holding the compiled loops of one step function.
 pub struct Jit {
     module: JITModule,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
-    libm: Vec<FuncId>,
     /// The Cranelift IR of each generated function, when asked for (`--emit clif`).
     pub clif: Option<Vec<String>>,
 }
@@ -67,27 +54,11 @@ impl Jit {
             .map_err(|e| format!("unsupported host: {e}"))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;
-        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        for (name, f) in LIBM {
-            builder.symbol(name, f as *const u8);
-        }
-        let mut module = JITModule::new(builder);
-        let mut sig = module.make_signature();
-        sig.params.push(AbiParam::new(types::F32));
-        sig.returns.push(AbiParam::new(types::F32));
-        let libm = LIBM
-            .iter()
-            .map(|(name, _)| {
-                module
-                    .declare_function(name, Linkage::Import, &sig)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<_, _>>()?;
+        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         Ok(Jit {
             ctx: module.make_context(),
             module,
             fctx: FunctionBuilderContext::new(),
-            libm,
             clif: keep_clif.then(Vec::new),
         })
     }
@@ -113,17 +84,12 @@ impl Jit {
             .map_err(|e| e.to_string())?;
         self.ctx.func.signature = sig;
         self.ctx.func.name = ir::UserFuncName::user(0, id.as_u32());
-        let libm: Vec<ir::FuncRef> = self
-            .libm
-            .iter()
-            .map(|&fid| self.module.declare_func_in_func(fid, &mut self.ctx.func))
-            .collect();
         let loop_gen = LoopGen::new(f, l, plan);
         let outer = loop_gen.dims[0] as u64;
         let target = self.module.target_config();
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            loop_gen.emit(&mut b, &libm);
+            loop_gen.emit(&mut b);
             b.seal_all_blocks();
             b.finalize(target);
         }
@@ -250,14 +216,9 @@ impl<'a> LoopGen<'a> {
                 }
             }
         }
-        let calls = l
-            .insts
-            .iter()
-            .any(|&i| matches!(f.insts[i].op, Op::Unary(Unary::Log | Unary::Softplus)));
         let last = dims.len() - 1;
         // Vector loops read f32 contiguously or broadcast, and bytes (images) contiguously.
-        let vector = !calls
-            && dims[last] >= 4
+        let vector = dims[last] >= 4
             && inputs.iter().all(|a| match a.dtype {
                 DType::F32 => a.strides[last] <= 1,
                 DType::U8 => a.strides[last] == 1,
@@ -288,7 +249,7 @@ impl<'a> LoopGen<'a> {
         }
     }
 
-    fn emit(&self, b: &mut FunctionBuilder<'_>, libm: &[ir::FuncRef]) {
+    fn emit(&self, b: &mut FunctionBuilder<'_>) {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -320,7 +281,7 @@ impl<'a> LoopGen<'a> {
                 self.zero(b, base, self.f.ty(a.value).numel());
             }
         }
-        self.level(b, 0, Some((start, end)), bases, libm);
+        self.level(b, 0, Some((start, end)), bases);
         b.ins().return_(&[]);
     }
 
@@ -331,11 +292,10 @@ impl<'a> LoopGen<'a> {
         d: usize,
         range: Option<(Value, Value)>,
         bases: Vec<Value>,
-        libm: &[ir::FuncRef],
     ) {
         let last = self.dims.len() - 1;
         if d == last {
-            self.inner(b, range, &bases, libm);
+            self.inner(b, range, &bases);
             return;
         }
         let (lo, hi) = range.unwrap_or_else(|| {
@@ -368,20 +328,14 @@ impl<'a> LoopGen<'a> {
                 }
             })
             .collect();
-        self.level(b, d + 1, None, next_bases, libm);
+        self.level(b, d + 1, None, next_bases);
         let next = b.ins().iadd_imm_s(i, 1);
         b.ins().jump(header, &[next.into()]);
         b.switch_to_block(exit);
     }
 
     /// The innermost loop: vector body and scalar tail.
-    fn inner(
-        &self,
-        b: &mut FunctionBuilder<'_>,
-        range: Option<(Value, Value)>,
-        bases: &[Value],
-        libm: &[ir::FuncRef],
-    ) {
+    fn inner(&self, b: &mut FunctionBuilder<'_>, range: Option<(Value, Value)>, bases: &[Value]) {
         let last = self.dims.len() - 1;
         let n = self.dims[last] as i64;
         let (lo, hi) = match range {
@@ -394,10 +348,10 @@ impl<'a> LoopGen<'a> {
             let len = b.ins().isub(hi, lo);
             let whole = b.ins().band_imm_s(len, !3);
             let vend = b.ins().iadd(lo, whole);
-            self.counted(b, lo, vend, 4, bases, libm, true);
+            self.counted(b, lo, vend, 4, bases, true);
             tail_start = vend;
         }
-        self.counted(b, tail_start, hi, 1, bases, libm, false);
+        self.counted(b, tail_start, hi, 1, bases, false);
     }
 
     /// A counted loop over `lo..hi` in steps of `step` lanes.
@@ -409,7 +363,6 @@ impl<'a> LoopGen<'a> {
         hi: Value,
         step: i64,
         bases: &[Value],
-        libm: &[ir::FuncRef],
         vector: bool,
     ) {
         let last = self.dims.len() - 1;
@@ -474,7 +427,7 @@ impl<'a> LoopGen<'a> {
         }
         for &i in &self.l.insts {
             let inst = &self.f.insts[i];
-            let v = self.op(b, inst, &env, vector, libm);
+            let v = self.op(b, inst, &env, vector);
             env.insert(inst.result, v);
         }
         let mut next_accs = Vec::new();
@@ -603,15 +556,10 @@ impl<'a> LoopGen<'a> {
         inst: &nnc_ir::Inst,
         env: &HashMap<ValueId, Value>,
         vector: bool,
-        libm: &[ir::FuncRef],
     ) -> Value {
         let arg = |b: &mut FunctionBuilder<'_>, k: usize| self.arg(b, inst.args[k], env, vector);
         let zero = |b: &mut FunctionBuilder<'_>| self.constant(b, 0.0, vector);
         let one = |b: &mut FunctionBuilder<'_>| self.constant(b, 1.0, vector);
-        let call = |b: &mut FunctionBuilder<'_>, which: usize, x: Value| {
-            let c = b.ins().call(libm[which], &[x]);
-            b.inst_results(c)[0]
-        };
         match &inst.op {
             Op::Unary(u) => {
                 let x = arg(b, 0);
@@ -644,8 +592,8 @@ impl<'a> LoopGen<'a> {
                     Unary::Exp => Emit { b, vector }.exp(x),
                     Unary::Tanh => Emit { b, vector }.tanh(x),
                     Unary::Sigmoid => Emit { b, vector }.sigmoid(x),
-                    Unary::Log => call(b, 0, x),
-                    Unary::Softplus => call(b, 1, x),
+                    Unary::Log => Emit { b, vector }.log(x),
+                    Unary::Softplus => Emit { b, vector }.softplus(x),
                 }
             }
             Op::Binary(op) => {
