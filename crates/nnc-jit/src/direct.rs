@@ -911,7 +911,7 @@ pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{filter_gradient, values};
+    use crate::testing::{self, filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C1 and C3, and odd shapes.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
@@ -1023,23 +1023,7 @@ mod tests {
                 let t = g.input_gradient();
                 let w = values(o * g.taps(), 300 + k as u64);
                 let dy = values(o * g.oh * g.ow, 400 + k as u64);
-                // dx[ci][y][x] = Σ_{o,ki,kj} w[o][ci][ki][kj] · dy[o][y − ki][x − kj]
-                let mut want = vec![0.0f64; c * h * wd];
-                for oc in 0..o {
-                    for ci in 0..c {
-                        for ki in 0..kh {
-                            for kj in 0..kw {
-                                for i in 0..g.oh {
-                                    for j in 0..g.ow {
-                                        want[(ci * h + i + ki) * wd + j + kj] +=
-                                            w[((oc * c + ci) * kh + ki) * kw + kj] as f64
-                                                * dy[(oc * g.oh + i) * g.ow + j] as f64;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                let want = testing::input_gradient(&dy, &w, s, 1);
                 let mut planes = vec![f32::NAN; o * t.plane];
                 gradient_planes(&g, &dy, &mut planes);
                 let mut wt = vec![f32::NAN; t.o_pad() * t.taps()];

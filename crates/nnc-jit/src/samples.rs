@@ -317,7 +317,7 @@ fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
 mod tests {
     use super::*;
     use crate::direct;
-    use crate::testing::values;
+    use crate::testing::{input_gradient as definition, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, a channel count past one tile, each remainder
     /// tile, filters as large as the plane, and 1×1 filters.
@@ -330,35 +330,6 @@ mod tests {
         (4, 6, 5, 2, 3, 3),
         (17, 3, 3, 1, 2, 3),
     ];
-
-    /// The input gradient by its definition, in f64.
-    fn definition(
-        dy: &[f32],
-        w: &[f32],
-        (c, h, wd, o, kh, kw): (usize, usize, usize, usize, usize, usize),
-        samples: usize,
-    ) -> Vec<f64> {
-        let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
-        let mut dx = vec![0.0f64; samples * c * h * wd];
-        for b in 0..samples {
-            for oc in 0..o {
-                for ci in 0..c {
-                    for r in 0..oh {
-                        for s in 0..ow {
-                            let d = dy[((b * o + oc) * oh + r) * ow + s] as f64;
-                            for ki in 0..kh {
-                                for kj in 0..kw {
-                                    let wv = w[((oc * c + ci) * kh + ki) * kw + kj] as f64;
-                                    dx[((b * c + ci) * h + r + ki) * wd + s + kj] += d * wv;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        dx
-    }
 
     /// `direct`'s input gradient: the padded output gradient correlated with the flipped
     /// filters, as the library runs it.

@@ -44,3 +44,34 @@ pub fn filter_gradient(
     }
     dw
 }
+
+/// A convolution's input gradient by its definition, in f64: `dx[b][c][r + ki][s + kj] +=
+/// dy[b][o][r][s] · w[o][c][ki][kj]`, for `samples` samples of `o × oh × ow` output gradients
+/// `dy` and filters `w` (shape `(c, h, w, o, kh, kw)`).
+pub fn input_gradient(
+    dy: &[f32],
+    w: &[f32],
+    (c, h, wd, o, kh, kw): (usize, usize, usize, usize, usize, usize),
+    samples: usize,
+) -> Vec<f64> {
+    let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
+    let mut dx = vec![0.0f64; samples * c * h * wd];
+    for b in 0..samples {
+        for oc in 0..o {
+            for ci in 0..c {
+                for r in 0..oh {
+                    for s in 0..ow {
+                        let d = dy[((b * o + oc) * oh + r) * ow + s] as f64;
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let wv = w[((oc * c + ci) * kh + ki) * kw + kj] as f64;
+                                dx[((b * c + ci) * h + r + ki) * wd + s + kj] += d * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
