@@ -501,12 +501,7 @@ impl<'a> LoopGen<'a> {
     }
 
     fn constant(&self, b: &mut FunctionBuilder<'_>, x: f32, vector: bool) -> Value {
-        let c = b.ins().f32const(x);
-        if vector {
-            b.ins().splat(types::F32X4, c)
-        } else {
-            c
-        }
+        Emit { b, vector }.constant(x)
     }
 
     /// The value of operand `v` in this iteration: computed, loaded, or an inlined constant.
@@ -538,16 +533,7 @@ impl<'a> LoopGen<'a> {
         y: Value,
         vector: bool,
     ) -> Value {
-        if vector {
-            let mask = b.ins().bitcast(
-                types::F32X4,
-                MemFlagsData::new().with_endianness(ir::Endianness::Little),
-                c,
-            );
-            b.ins().bitselect(mask, x, y)
-        } else {
-            b.ins().select(c, x, y)
-        }
+        Emit { b, vector }.select(c, x, y)
     }
 
     fn op(

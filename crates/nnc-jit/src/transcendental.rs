@@ -79,15 +79,21 @@ impl Emit<'_, '_> {
         self.b.ins().bitcast(ty, Self::flags(), i)
     }
 
-    /// `x cc y ? a : b` per lane.
-    fn choose(&mut self, cc: FloatCC, (x, y): (Value, Value), a: Value, b: Value) -> Value {
-        let c = self.b.ins().fcmp(cc, x, y);
+    /// `c ? a : b` per lane, for a comparison result `c` (i8 for one lane, a lane mask for
+    /// four).
+    pub fn select(&mut self, c: Value, a: Value, b: Value) -> Value {
         if self.vector {
             let mask = self.float(c);
             self.b.ins().bitselect(mask, a, b)
         } else {
             self.b.ins().select(c, a, b)
         }
+    }
+
+    /// `x cc y ? a : b` per lane.
+    fn choose(&mut self, cc: FloatCC, (x, y): (Value, Value), a: Value, b: Value) -> Value {
+        let c = self.b.ins().fcmp(cc, x, y);
+        self.select(c, a, b)
     }
 
     /// `Σ coefficients[k]·x^(n−1−k)` by Horner's rule (the first coefficient is the highest
