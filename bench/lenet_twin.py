@@ -1,6 +1,7 @@
 """LeNet-5 in PyTorch from nnc's initial weights and in nnc's data order: a like-for-like twin.
 
 usage: /tmp/peers-venv/bin/python bench/lenet_twin.py [--seed 7] [--epochs 2] [--log-every 0]
+       [--lr 0.02] [--schedule cosine|constant]
 
 `nnc train models/lenet5.nn --seed N` and this script with the same seed start from the same
 weights and see the same batches in the same order, so their losses agree step by step up to
@@ -12,9 +13,13 @@ seeded is transcribed from nnc's documented algorithms:
 - order: nnc-data's `order` (SplitMix64 from `mix(seed ^ mix(epoch))`, epochs from 1, Lemire's
   bounded draws, Fisher-Yates from the back).
 
-The model and hyper-parameters are those of models/lenet5.nn and ../shared/bench/lenet_torch.py.
+The model and hyper-parameters are those of models/lenet5.nn: momentum 0.9, batch 32, the rate
+0.02 falling along a cosine to 0 over the run (`schedule cosine`, set before each step from
+the step's index, as nnc's driver does). `--lr 0.01 --schedule constant` is the recipe of
+../shared/bench/lenet_torch.py.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -118,18 +123,24 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--log-every", type=int, default=0, help="print the mean loss of every N steps")
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     args = p.parse_args()
     torch.set_num_threads(2)
 
     model = LeNet5()
     model.load_state_dict(nnc_init(args.seed))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     xtr, ytr, xte, yte = common.load_mnist()
     X = torch.from_numpy(common.mnist_padded32(xtr)).unsqueeze(1)
     Y = torch.from_numpy(ytr.astype(np.int64))
     Xte = torch.from_numpy(common.mnist_padded32(xte)).unsqueeze(1)
     Yte = torch.from_numpy(yte.astype(np.int64))
 
+    velocity = [torch.zeros_like(w) for w in model.parameters()]
+    steps_per_epoch = (len(X) + 31) // 32
+    total_steps = steps_per_epoch * args.epochs
+    step = 0
     for epoch in range(1, args.epochs + 1):
         order = torch.tensor(nnc_order(len(X), args.seed, epoch))
         total, window = 0.0, []
@@ -138,7 +149,19 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(X[idx]), Y[idx])
             loss.backward()
-            opt.step()
+            if args.schedule == "cosine":
+                # nnc's `Schedule::factor`, in f64, rounded to f32 as nnc's step receives it;
+                # and nnc's (Keras') momentum, v ← μv − lr·g; w ← w + v, which keeps each
+                # gradient at the rate of its step. (PyTorch's SGD, b ← μb + g; w ← w − lr·b,
+                # is the same only while the rate is constant.)
+                rate = float(np.float32(args.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))))
+                with torch.no_grad():
+                    for w, v in zip(model.parameters(), velocity):
+                        v.mul_(0.9).sub_(w.grad * rate)
+                        w.add_(v)
+            else:
+                opt.step()
+            step += 1
             total += loss.item() * len(idx)
             window.append(loss.item())
             if args.log_every and len(window) == args.log_every:

@@ -61,6 +61,7 @@ impl Jit {
                 BatchTargets::Values(t) => nnc_jit::TargetData::Values(t),
             },
             key: b.key,
+            lr: b.lr,
         }
     }
 
@@ -146,6 +147,8 @@ pub struct Batch<'a> {
     pub targets: BatchTargets<'a>,
     /// Seeds dropout; differs every step.
     pub key: i32,
+    /// The learning rate of this step (the optimizer's, times the schedule's factor).
+    pub lr: f32,
 }
 
 #[derive(Clone, Copy)]
@@ -278,6 +281,9 @@ impl Backend for Interp {
         let mut inputs = self.data_tensors(batch, step.data_params == 3)?;
         inputs.extend(self.params.iter().map(|p| Tensor::F(p.clone())));
         inputs.extend(self.states.iter().map(|s| Tensor::F(s.clone())));
+        if step.learning_rate.is_some() {
+            inputs.push(Tensor::F(ArrayD::from_elem(IxDyn(&[]), batch.lr)));
+        }
         let mut out = interp::run_f32(&step.func, inputs)?.into_iter();
         let loss = out.next().ok_or("no loss")?.scalar()?;
         let correct = out.next().ok_or("no count")?.scalar()?;

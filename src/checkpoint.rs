@@ -56,6 +56,9 @@ pub struct Meta {
     pub backend: String,
     pub seed: u64,
     pub batch: usize,
+    /// The epochs the run was to take, which a learning-rate schedule spans (absent in
+    /// checkpoints of nnc before 0.1 had schedules).
+    pub epochs: Option<usize>,
     /// Completed epochs.
     pub epoch: usize,
     /// Training steps since the run started.
@@ -102,6 +105,9 @@ impl Checkpoint {
         put("states", names(&self.states));
         put("seed", m.seed.to_string());
         put("batch", m.batch.to_string());
+        if let Some(e) = m.epochs {
+            put("epochs", e.to_string());
+        }
         put("epoch", m.epoch.to_string());
         put("step", m.step.to_string());
         put("epoch_samples", m.partial.samples.to_string());
@@ -242,6 +248,10 @@ impl Checkpoint {
                 backend: get("backend")?.to_string(),
                 seed: int("seed")?,
                 batch: int("batch")? as usize,
+                epochs: meta
+                    .get("epochs")
+                    .map(|v| parse::<usize>(shown, "epochs", v))
+                    .transpose()?,
                 epoch: int("epoch")? as usize,
                 step: int("step")?,
                 partial: EpochSums {
@@ -403,6 +413,7 @@ mod tests {
                 backend: "interp".into(),
                 seed: 7,
                 batch: 32,
+                epochs: Some(3),
                 epoch: 2,
                 step: 123,
                 partial: EpochSums {

@@ -130,6 +130,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         inputs: BatchInputs::U8(&pixels),
         targets: BatchTargets::Classes(&labels),
         key: 0,
+        lr: 0.0,
     };
     let outputs = match backend.eval_step(&batch) {
         Ok(r) => r.outputs,

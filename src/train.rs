@@ -30,7 +30,7 @@ use crate::progress::{self, Progress};
 use crate::project::{self, Project};
 use crate::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
 use crate::{Outcome, Ui, files, plot};
-use nnc_check::Score;
+use nnc_check::{Schedule, Score};
 
 /// The least time between two end-of-epoch checkpoints (the last epoch and Ctrl-C always
 /// write one).
@@ -159,6 +159,16 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         .unwrap_or(train.batch);
     let epochs = opts.epochs.unwrap_or(train.epochs);
     if let Some(c) = &resumed
+        && train.schedule != Schedule::Constant
+        && let Some(before) = c.meta.epochs.filter(|&e| e != epochs)
+    {
+        eprintln!(
+            "warning: the learning-rate schedule spanned {before} epochs, it now spans {epochs}: \
+             the rates ahead differ from those of an uninterrupted run of {before} or of \
+             {epochs} epochs"
+        );
+    }
+    if let Some(c) = &resumed
         && (c.meta.seed, c.meta.batch) != (seed, batch)
     {
         eprintln!(
@@ -181,6 +191,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         Ok(t) => t,
         Err(e) => return fail(Outcome::Failed, e),
     };
+    trainer.set_epochs(epochs);
 
     let mut state = RunState::default();
     if let Some(c) = &resumed {
@@ -549,6 +560,7 @@ impl Driver<'_> {
                 backend: self.opts.backend.name(),
                 seed: self.seed,
                 batch: self.trainer.batch(),
+                epochs: Some(self.epochs),
                 epoch: self.state.epoch,
                 step: self.trainer.step,
                 partial: self.state.sums.clone(),

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::ops::ControlFlow;
 
-use nnc_check::Model;
+use nnc_check::{Model, Schedule};
 use nnc_data::{Dataset, Inputs, Targets};
 use nnc_ir::lower::TargetSpec;
 
@@ -192,6 +192,11 @@ pub struct Trainer {
     seed: u64,
     /// Random image shifts of up to this many pixels, from the train block.
     augment: Option<usize>,
+    /// The optimizer's learning rate, the schedule that scales it, and the run's length in
+    /// epochs, which the schedule spans.
+    lr: f64,
+    schedule: Schedule,
+    epochs: usize,
     /// Training steps taken since the run started; keys dropout.
     pub step: u64,
     /// The mean loss of the last step whose loss was finite.
@@ -227,17 +232,17 @@ impl Trainer {
                 _ => layers.push((layer.to_string(), vec![i])),
             }
         }
-        let augment = model
-            .train
-            .as_ref()
-            .and_then(|t| t.augment)
-            .map(|a| a.shift);
+        let train = model.train.as_ref();
+        let augment = train.and_then(|t| t.augment).map(|a| a.shift);
         Ok(Trainer {
             backend,
             batch: batch.clamp(1, data.train.len()),
             data,
             seed,
             augment,
+            lr: train.map_or(0.0, |t| t.optimizer.lr()),
+            schedule: train.map_or(Schedule::Constant, |t| t.schedule),
+            epochs: train.map_or(1, |t| t.epochs),
             step: 0,
             last_finite_loss: None,
             layers,
@@ -291,6 +296,21 @@ impl Trainer {
         self.data.train.len().div_ceil(self.batch)
     }
 
+    /// Sets the length of the run, which a learning-rate schedule spans (the train block's
+    /// `epochs` unless the command line says otherwise).
+    pub fn set_epochs(&mut self, epochs: usize) {
+        self.epochs = epochs;
+    }
+
+    /// The learning rate of global step `step` (0-based): the optimizer's, times the
+    /// schedule's factor.
+    pub fn learning_rate(&self, step: u64) -> f64 {
+        self.lr
+            * self
+                .schedule
+                .factor(step, self.steps_per_epoch(), self.epochs)
+    }
+
     /// Trains epoch `epoch` (1-based) from the position in `sums` to its end, calling
     /// `after_step` after every step; it may break to stop early (Ctrl-C). Returns whether the
     /// epoch is complete.
@@ -312,10 +332,12 @@ impl Trainer {
             let shift = self
                 .augment
                 .map(|max| (max, self.seed, epoch as u64, sums.samples as u64));
-            let batch = self
+            let lr = self.learning_rate(self.step - 1) as f32;
+            let mut batch = self
                 .buffers
                 .gather(&self.data, &self.data.train, indices, key, shift)
                 .map_err(TrainError::Backend)?;
+            batch.lr = lr;
             let r = self
                 .backend
                 .train_step(&batch)
@@ -523,6 +545,7 @@ impl Buffers {
                 BatchTargets::Values(&self.values)
             },
             key,
+            lr: 0.0,
         })
     }
 }

@@ -103,10 +103,12 @@ const MLP: &str = "model m {
 }";
 
 /// Everything a resume must reproduce: validation split, augmentation, dropout, optimizer
-/// state, early stopping's memory and a partial last batch (480 training samples, batch 50).
+/// state, early stopping's memory, a partial last batch (480 training samples, batch 50) and
+/// the learning-rate schedule (halved from epoch 3, in the resumed part of each run below).
 const RESUMABLE: &str = "
     loss softmax_cross_entropy
     optimizer momentum(lr: 0.05, momentum: 0.9)
+    schedule step(every: 2, gamma: 0.5)
     batch 50
     epochs 4
     seed 11
@@ -204,6 +206,59 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     let (_, err, code) = run(dir, &["train", file, "--out", "straight", "--resume"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("already has 4 epochs"), "{err}");
+}
+
+/// A cosine schedule spans the run's epochs: a run interrupted in the middle of an epoch and
+/// resumed takes the same rates, and one resumed for more epochs than it started with is told
+/// that its rates differ.
+#[test]
+fn a_schedule_resumes_where_it_stopped() {
+    let train = "
+    loss softmax_cross_entropy
+    optimizer momentum(lr: 0.05, momentum: 0.9)
+    schedule cosine(min: 0.1)
+    batch 50
+    epochs 3
+    seed 3";
+    let (tmp, file) = model_dir(MLP, train);
+    let file = file.to_str().expect("path");
+    let dir = tmp.path();
+    let (_, err, code) = run(dir, &["train", file, "--out", "straight"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(
+        dir,
+        &["train", file, "--out", "ctrl-c", "--stop-after-steps", "17"],
+    );
+    assert_eq!(code, 130, "{err}");
+    let (_, err, code) = run(dir, &["train", file, "--out", "ctrl-c", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("schedule"), "{err}");
+    let straight = metrics_without_seconds(&dir.join("straight"));
+    assert_eq!(metrics_without_seconds(&dir.join("ctrl-c")), straight);
+    assert_eq!(
+        checkpoint(&dir.join("straight")).params,
+        checkpoint(&dir.join("ctrl-c")).params
+    );
+    assert_eq!(checkpoint(&dir.join("straight")).meta.epochs, Some(3));
+
+    // The schedule matters: without it, the same run ends elsewhere.
+    let (tmp2, constant) = model_dir(MLP, &train.replace("schedule cosine(min: 0.1)", ""));
+    let (_, err, code) = run(
+        tmp2.path(),
+        &["train", constant.to_str().expect("path"), "--out", "c"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(metrics_without_seconds(&tmp2.path().join("c")), straight);
+
+    // Two epochs planned, then resumed for the block's three: the rates differ, and it says so.
+    let (_, err, code) = run(dir, &["train", file, "--out", "split", "--epochs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(dir, &["train", file, "--out", "split", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the learning-rate schedule spanned 2 epochs, it now spans 3"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -417,6 +417,70 @@ pub struct Train {
     pub early_stop: Option<EarlyStop>,
     /// Random shifts of training images by up to `shift` pixels, seeded.
     pub augment: Option<Augment>,
+    /// How the learning rate changes over the run (`constant` unless the block says).
+    pub schedule: Schedule,
+}
+
+/// A learning-rate schedule: the optimizer's `lr` times [`Schedule::factor`] at each step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Half a cosine from 1 down to `min` over the run's steps (PyTorch's `CosineAnnealingLR`,
+    /// Keras' `CosineDecay` with `alpha: min`).
+    Cosine { min: f64 },
+    /// A straight line from 1 down to `min` over the run's steps.
+    Linear { min: f64 },
+    /// Times `gamma` after every `every` epochs (PyTorch's `StepLR`).
+    Step { every: usize, gamma: f64 },
+    /// Times `gamma` after every epoch (PyTorch's `ExponentialLR`).
+    Exponential { gamma: f64 },
+}
+
+impl Schedule {
+    /// The factor on the learning rate at step `step` (0-based, counted over the whole run)
+    /// of a run of `epochs` epochs of `steps_per_epoch` steps.
+    pub fn factor(&self, step: u64, steps_per_epoch: usize, epochs: usize) -> f64 {
+        let per_epoch = steps_per_epoch.max(1) as u64;
+        let total = (per_epoch * epochs.max(1) as u64) as f64;
+        let progress = (step as f64 / total).min(1.0);
+        let epoch = step / per_epoch;
+        match *self {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine { min } => {
+                min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Schedule::Linear { min } => 1.0 - (1.0 - min) * progress,
+            Schedule::Step { every, gamma } => gamma.powi((epoch / every.max(1) as u64) as i32),
+            Schedule::Exponential { gamma } => gamma.powi(epoch as i32),
+        }
+    }
+
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine { .. } => "cosine",
+            Schedule::Linear { .. } => "linear",
+            Schedule::Step { .. } => "step",
+            Schedule::Exponential { .. } => "exponential",
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.keyword();
+        match *self {
+            Schedule::Constant => f.write_str(k),
+            Schedule::Cosine { min } | Schedule::Linear { min } => {
+                write!(f, "{k}(min: {})", num(min))
+            }
+            Schedule::Step { every, gamma } => {
+                write!(f, "{k}(every: {every}, gamma: {})", num(gamma))
+            }
+            Schedule::Exponential { gamma } => write!(f, "{k}(gamma: {})", num(gamma)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -559,6 +623,18 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The learning rate, before any schedule.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { lr }
+            | Optimizer::Momentum { lr, .. }
+            | Optimizer::Nesterov { lr, .. }
+            | Optimizer::Adagrad { lr, .. }
+            | Optimizer::RmsProp { lr, .. }
+            | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+
     pub fn keyword(&self) -> &'static str {
         match self {
             Optimizer::Sgd { .. } => "sgd",
@@ -668,5 +744,39 @@ impl Metric {
             Metric::Accuracy => "accuracy",
             Metric::Mae => "mae",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn schedule_factors() {
+        // 2 epochs of 10 steps.
+        let at = |s: Schedule, step: u64| s.factor(step, 10, 2);
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(at(Schedule::Constant, 17), 1.0);
+        let cosine = Schedule::Cosine { min: 0.1 };
+        close(at(cosine, 0), 1.0);
+        close(at(cosine, 10), 0.55); // half way: the mean of 1 and min
+        close(
+            at(cosine, 5),
+            0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos()),
+        );
+        close(at(cosine, 20), 0.1); // the run's end, and never below it after
+        close(at(cosine, 25), 0.1);
+        close(at(Schedule::Linear { min: 0.0 }, 15), 0.25);
+        let step = Schedule::Step {
+            every: 2,
+            gamma: 0.5,
+        };
+        close(at(step, 19), 1.0);
+        close(at(step, 20), 0.5);
+        close(at(step, 40), 0.25);
+        let exp = Schedule::Exponential { gamma: 0.9 };
+        close(at(exp, 9), 1.0);
+        close(at(exp, 10), 0.9);
+        close(at(exp, 25), 0.81);
     }
 }

@@ -7,8 +7,8 @@ use nnc_syntax::{Diagnostic, Span};
 
 use crate::args::{self, Range, bind, named, pos};
 use crate::model::{
-    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Score, Shape,
-    Train,
+    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Schedule,
+    Score, Shape, Train,
 };
 use crate::suggest;
 
@@ -24,11 +24,13 @@ pub const SETTINGS: &[&str] = &[
     "validation",
     "early_stop",
     "augment",
+    "schedule",
 ];
 pub const LOSSES: &[&str] = &["mse", "cross_entropy", "softmax_cross_entropy"];
 pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"];
 pub const DATA: &[&str] = &["mnist", "idx", "csv"];
 pub const METRICS: &[&str] = &["loss", "accuracy", "mae"];
+pub const SCHEDULES: &[&str] = &["constant", "cosine", "linear", "step", "exponential"];
 
 /// The spans of a train block's settings, for labels in cross-checks with the model.
 pub struct Spans {
@@ -118,6 +120,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
     let augment = get("augment")
         .map(|v| augment(v, diags))
         .map_or(Some(None), |v| v.map(Some));
+    let schedule = get("schedule").map_or(Some(Schedule::Constant), |v| schedule(v, diags));
     if let (Some(v), None) = (get("early_stop"), get("validation")) {
         diags.push(
             Diagnostic::error(
@@ -168,6 +171,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
             validation: validation?,
             early_stop: early_stop?,
             augment: augment?,
+            schedule: schedule?,
         },
         spans,
     ))
@@ -190,6 +194,7 @@ fn named_call<'a>(
                 "loss" => "nnc::name::unknown_loss",
                 "optimizer" => "nnc::name::unknown_optimizer",
                 "metric" => "nnc::name::unknown_metric",
+                "learning-rate schedule" => "nnc::name::unknown_schedule",
                 _ => "nnc::name::unknown_data",
             },
             format!("unknown {what} {}", quote(&c.name.name)),
@@ -752,4 +757,51 @@ fn augment(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Augment> {
     (diags.len() == before).then(|| Augment {
         shift: shift.unwrap_or(1) as usize,
     })
+}
+
+fn schedule(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Schedule> {
+    let c = named_call(
+        v,
+        "learning-rate schedule",
+        "the schedules",
+        SCHEDULES,
+        diags,
+    )?;
+    let before = diags.len();
+    // A factor that lowers the rate: 0 < gamma ≤ 1.
+    let shrink = Range {
+        lo: 0.0,
+        lo_open: true,
+        hi: 1.0,
+        hi_open: false,
+    };
+    let s = match c.name.name.as_str() {
+        "constant" => {
+            bind(c, &[], diags);
+            Schedule::Constant
+        }
+        "cosine" | "linear" => {
+            let b = bind(c, &[named("min")], diags);
+            let min = b.float_or("min", Range::UNIT_OPEN, 0.0, diags);
+            if c.name.name == "cosine" {
+                Schedule::Cosine { min }
+            } else {
+                Schedule::Linear { min }
+            }
+        }
+        "step" => {
+            let b = bind(c, &[named("every"), named("gamma")], diags);
+            Schedule::Step {
+                every: b.int_or("every", 1, 1, diags) as usize,
+                gamma: b.float_or("gamma", shrink, 0.1, diags),
+            }
+        }
+        _ => {
+            let b = bind(c, &[named("gamma")], diags);
+            Schedule::Exponential {
+                gamma: b.float_or("gamma", shrink, 0.9, diags),
+            }
+        }
+    };
+    (diags.len() == before).then_some(s)
 }

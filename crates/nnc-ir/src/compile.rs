@@ -9,7 +9,7 @@
 //!
 //! `eval_step` is the forward function without dropout, optimized.
 
-use nnc_check::Model;
+use nnc_check::{Model, Schedule};
 
 use crate::function::Function;
 use crate::lower::{self, InputSpec, LowerOptions, TargetSpec};
@@ -59,7 +59,13 @@ pub fn compile(
         })
         .collect();
     let backward = crate::autodiff::grad(&simplified, loss, &params)?;
-    let train_fn = optim::apply(&backward, &params, &train.optimizer, train.weight_decay);
+    let train_fn = optim::apply(
+        &backward,
+        &params,
+        &train.optimizer,
+        train.weight_decay,
+        train.schedule != Schedule::Constant,
+    );
     let train_step = TrainStep {
         func: passes::optimize(&train_fn.func),
         ..train_fn.clone()

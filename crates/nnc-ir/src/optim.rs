@@ -36,6 +36,10 @@ pub struct TrainStep {
     pub data_params: usize,
     pub params: Vec<String>,
     pub states: Vec<State>,
+    /// With a learning-rate schedule, the index in `func.params` of the scalar `lr`, the
+    /// step's learning rate (the last parameter). Like the data, the driver sets it before
+    /// every step. Without a schedule, the rate is a constant in the updates.
+    pub learning_rate: Option<usize>,
 }
 
 /// Appends the optimizer's updates to a function whose results are
@@ -43,8 +47,15 @@ pub struct TrainStep {
 /// parameters are the data followed by `params`.
 ///
 /// `weight_decay` λ > 0 adds the gradient of the L2 penalty λ/2·‖w‖², λ·w, to each gradient
-/// before the update.
-pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f64) -> TrainStep {
+/// before the update. `scheduled` makes the learning rate a parameter of the step (see
+/// [`TrainStep::learning_rate`]) instead of the optimizer's constant.
+pub fn apply(
+    g: &Function,
+    params: &[ValueId],
+    opt: &Optimizer,
+    weight_decay: f64,
+    scheduled: bool,
+) -> TrainStep {
     let mut f = g.clone();
     let data_grads: Vec<ValueId> = g.results[3..].to_vec();
     let (loss, correct) = (g.results[0], g.results[1]);
@@ -90,7 +101,18 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f6
         f.add_param("step_count", Type::scalar())
     });
 
+    let learning_rate = scheduled.then(|| {
+        f.add_param("lr", Type::scalar());
+        f.params.len() - 1
+    });
+    let lr_value = learning_rate.map(|i| f.params[i]);
+
     let mut b = Builder { f: &mut f };
+    // x·lr: by the constant, or by the scheduled rate.
+    let times_lr = |b: &mut Builder<'_>, x: ValueId, lr: f64| match lr_value {
+        Some(v) => b.mul(x, v),
+        None => b.scale(x, lr),
+    };
     let grad_norms: Vec<ValueId> = data_grads
         .iter()
         .map(|&g| {
@@ -132,19 +154,19 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f6
             let c2 = b.sub(one, p2);
             let r2 = b.unary(Unary::Sqrt, c2);
             let ratio = b.div(r2, c1);
-            Some((t1, b.scale(ratio, lr)))
+            Some((t1, times_lr(&mut b, ratio, lr)))
         }
         _ => None,
     };
     for ((&w, &gw), st) in params.iter().zip(&grads).zip(&state_vals) {
         match *opt {
             Optimizer::Sgd { lr } => {
-                let step = b.scale(gw, lr);
+                let step = times_lr(&mut b, gw, lr);
                 new_params.push(b.sub(w, step));
             }
             Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
                 let kept = b.scale(st[0], momentum);
-                let step = b.scale(gw, lr);
+                let step = times_lr(&mut b, gw, lr);
                 let v = b.sub(kept, step);
                 let w2 = if matches!(opt, Optimizer::Momentum { .. }) {
                     b.add(w, v)
@@ -162,7 +184,7 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f6
                 let root = b.unary(Unary::Sqrt, a);
                 let e = b.scalar(eps);
                 let den = b.add(root, e);
-                let step = b.scale(gw, lr);
+                let step = times_lr(&mut b, gw, lr);
                 let q = b.div(step, den);
                 new_params.push(b.sub(w, q));
                 new_states.push(a);
@@ -175,7 +197,7 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f6
                 let e = b.scalar(eps);
                 let se = b.add(s, e);
                 let root = b.unary(Unary::Sqrt, se);
-                let step = b.scale(gw, lr);
+                let step = times_lr(&mut b, gw, lr);
                 let q = b.div(step, root);
                 new_params.push(b.sub(w, q));
                 new_states.push(s);
@@ -227,5 +249,6 @@ pub fn apply(g: &Function, params: &[ValueId], opt: &Optimizer, weight_decay: f6
         data_params,
         params: names,
         states,
+        learning_rate,
     }
 }

@@ -95,7 +95,17 @@ pub fn run(
             .for_each(|(i, v)| *v = i as i32 % classes);
     }
     let n = step.params.len() + step.states.len();
+    // A scheduled rate is set before every step, as the trainer does: the step may reuse its
+    // buffer. The optimizer's own rate.
+    let lr = step
+        .learning_rate
+        .zip(model.train.as_ref().map(|t| t.optimizer.lr() as f32));
     let run = |p: &mut Program, times: Option<&mut [Duration]>| {
+        if let Some((i, lr)) = lr
+            && let Ok(slot) = p.f32_param(i)
+        {
+            slot[0] = lr;
+        }
         match times {
             Some(t) => p.run_timed(t),
             None => p.run(),

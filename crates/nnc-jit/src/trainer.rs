@@ -21,6 +21,9 @@ pub struct BatchData<'a> {
     pub targets: TargetData<'a>,
     /// Seeds the dropout masks of this step.
     pub key: i32,
+    /// The learning rate of this step; read only by steps with a schedule
+    /// ([`TrainStep::learning_rate`]).
+    pub lr: f32,
 }
 
 #[derive(Clone, Copy)]
@@ -185,6 +188,9 @@ impl Trainer {
         let t = self.train.get_mut(&batch.size).expect("synced");
         let dp = t.step.data_params;
         Self::load_data(&mut t.program, batch, dp == 3)?;
+        if let Some(i) = t.step.learning_rate {
+            t.program.f32_param(i)?[0] = batch.lr;
+        }
         t.program.run();
         let np = t.step.params.len();
         let ns = t.step.states.len();

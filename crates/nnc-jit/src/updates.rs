@@ -46,7 +46,15 @@ pub struct RmsProp {
     pub rho: f32,
     pub one_minus_rho: f32,
     pub eps: f32,
-    pub lr: f32,
+    pub lr: Rate,
+}
+
+/// The learning rate of an update: a constant, or a scheduled rate read from the arena when
+/// the update runs (the step's `lr` parameter, a byte offset).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    Const(f32),
+    At(usize),
 }
 
 /// The loop as an RMSProp update, if it is exactly one (see the module docs).
@@ -56,7 +64,11 @@ pub fn recognise(f: &Function, l: &LoopKernel, plan: &Plan) -> Option<RmsProp> {
     // own index, or a splat constant.
     let def: HashMap<ValueId, usize> = l.insts.iter().map(|&i| (f.insts[i].result, i)).collect();
     let whole = |v: ValueId| f.ty(v).dtype == DType::F32 && f.ty(v).shape == l.shape;
-    if !l.inputs.iter().all(|&v| whole(v)) {
+    // A scheduled rate: a scalar f32 parameter of the step.
+    let rate_param = |v: ValueId| {
+        f.params.contains(&v) && f.ty(v).dtype == DType::F32 && f.ty(v).shape.is_empty()
+    };
+    if !l.inputs.iter().all(|&v| whole(v) || rate_param(v)) {
         return None;
     }
     let splat = |v: ValueId| {
@@ -89,7 +101,15 @@ pub fn recognise(f: &Function, l: &LoopKernel, plan: &Plan) -> Option<RmsProp> {
         (Op::Binary(Binary::Div), &[m, r]) => (m, r),
         _ => return None,
     };
-    let (g, lr) = scaled(m)?;
+    let (g, lr) = match scaled(m) {
+        Some((g, c)) => (g, Rate::Const(c)),
+        None => match op(m)? {
+            (Op::Binary(Binary::Mul), &[g, r]) if rate_param(r) && l.inputs.contains(&r) => {
+                (g, Rate::At(plan.at(r)))
+            }
+            _ => return None,
+        },
+    };
     let d = match op(r)? {
         (Op::Unary(Unary::Sqrt), &[d]) => d,
         _ => return None,
@@ -119,8 +139,9 @@ pub fn recognise(f: &Function, l: &LoopKernel, plan: &Plan) -> Option<RmsProp> {
             return None;
         }
     };
-    input(g)?;
-    input(s)?;
+    whole(input(g)?).then_some(())?;
+    whole(input(s)?).then_some(())?;
+    whole(w).then_some(())?;
     // Nothing else in the loop: its members are exactly these, and it stores s', w' and
     // perhaps ‖g‖² = Σ g².
     let norm = match l.reductions.as_slice() {
@@ -174,10 +195,15 @@ impl RmsProp {
         // SAFETY: forwarded.
         unsafe {
             let at = |off: usize| base.add(off).cast::<f32>().add(start);
+            let lr = match self.lr {
+                Rate::Const(c) => c,
+                Rate::At(off) => *base.add(off).cast::<f32>(),
+            };
             let norm = simd::run(
                 isa,
                 Rows {
                     update: self,
+                    lr,
                     read: [at(self.g), at(self.s), at(self.w)],
                     write: [at(self.s_new), at(self.w_new)],
                     n: end - start,
@@ -194,6 +220,7 @@ impl RmsProp {
 /// `n` elements of an update: gradient, mean square and weights in, both updated out.
 struct Rows<'a> {
     update: &'a RmsProp,
+    lr: f32,
     read: [*const f32; 3],
     write: [*mut f32; 2],
     n: usize,
@@ -210,7 +237,7 @@ impl Kernel for Rows<'_> {
         // masked lanes are not accessed.
         unsafe {
             let (rho, omr) = (V::splat(u.rho), V::splat(u.one_minus_rho));
-            let (eps, lr) = (V::splat(u.eps), V::splat(u.lr));
+            let (eps, lr) = (V::splat(u.eps), V::splat(self.lr));
             let mut sum = V::zero();
             for i in (0..n).step_by(16) {
                 let m = low_bits(n - i);
@@ -278,9 +305,23 @@ mod tests {
         let r = &found[0];
         assert_eq!(
             (r.n, r.rho, r.one_minus_rho, r.eps, r.lr),
-            (32, 0.9, 0.1, 1e-7, 0.001)
+            (32, 0.9, 0.1, 1e-7, Rate::Const(0.001))
         );
         assert!(r.norm.is_some());
+    }
+
+    #[test]
+    fn a_scheduled_rate_is_read_from_its_parameter() {
+        let text = RMSPROP
+            .replace("%w: f32[8,4])", "%w: f32[8,4], %lr: f32[])")
+            .replace("  %lr: f32[] = const value=0.001\n", "");
+        let found = recognised(&text);
+        assert_eq!(found.len(), 1, "{text}");
+        // The fourth parameter, after three of 8·4 floats.
+        assert_eq!(found[0].lr, Rate::At(3 * 128));
+        // A scalar that is not a parameter is not a rate.
+        let computed = text.replace("mul %g, %lr", "mul %g, %norm");
+        assert!(recognised(&computed).is_empty());
     }
 
     #[test]

@@ -119,14 +119,25 @@ fn check_at(path: &str, steps: usize, options: Options, zeros: bool, max_batch: 
     for (i, t) in params.iter().chain(&states).enumerate() {
         load(&mut program, step.data_params + i, t);
     }
+    // A scheduled rate: the optimizer's own, loaded before every step like the data.
+    let lr = step.learning_rate.map(|i| {
+        (
+            i,
+            Tensor::F(ArrayD::from_elem(IxDyn(&[]), train.optimizer.lr() as f32)),
+        )
+    });
     for s in 0..steps {
         let data = data_inputs(&step.func, step.data_params, targets, &mut rng, zeros);
         for (i, t) in data.iter().enumerate() {
             load(&mut program, i, t);
         }
+        if let Some((i, t)) = &lr {
+            load(&mut program, *i, t);
+        }
         let mut inputs = data.clone();
         inputs.extend(params.iter().cloned());
         inputs.extend(states.iter().cloned());
+        inputs.extend(lr.iter().map(|(_, t)| t.clone()));
         let out = interp::run_f32(&step.func, inputs).expect("interpreter runs");
         program.run();
         close(
@@ -231,12 +242,17 @@ fn mlp_on_mostly_zero_images() {
 #[test]
 fn recognised_updates_are_bitwise_the_generated_loops() {
     for isa in Isa::supported_all() {
-        updates_match_the_loops(isa);
+        updates_match_the_loops(isa, false);
+        updates_match_the_loops(isa, true);
     }
 }
 
-fn updates_match_the_loops(isa: Isa) {
-    let m = model_file(format!("{MODELS}mlp.nn"));
+/// With `scheduled`, the rate is the step's parameter, a different one each step.
+fn updates_match_the_loops(isa: Isa, scheduled: bool) {
+    let mut m = model_file(format!("{MODELS}mlp.nn"));
+    if scheduled && let Some(t) = m.train.as_mut() {
+        t.schedule = nnc_check::Schedule::Cosine { min: 0.0 };
+    }
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);
@@ -260,6 +276,7 @@ fn updates_match_the_loops(isa: Isa) {
         })
         .collect();
     let [mut fast, mut portable] = <[Program; 2]>::try_from(programs).ok().unwrap();
+    assert_eq!(step.learning_rate.is_some(), scheduled);
     let label = format!("rmsprop on {}", isa.name());
     let recognised = (0..fast.kernel_count())
         .filter(|&k| fast.kernel_label(k).contains(&label))
@@ -272,6 +289,9 @@ fn updates_match_the_loops(isa: Isa) {
         for p in [&mut fast, &mut portable] {
             for (i, t) in data.iter().enumerate() {
                 load(p, i, t);
+            }
+            if let Some(i) = step.learning_rate {
+                p.f32_param(i).unwrap()[0] = 0.001 / (1 + s) as f32;
             }
             p.run();
         }
@@ -346,10 +366,14 @@ fn lenet5_1998() {
 
 /// The trainer moves weights between programs of different batch sizes and to evaluation
 /// without losing a step: it tracks an interpreter run with the same sequence of batches.
+/// With a schedule, each step's learning rate reaches the program that runs it.
 #[test]
 fn trainer_across_batch_sizes() {
     use nnc_jit::{BatchData, InputData, TargetData, Trainer};
-    let m = model_file(format!("{MODELS}lenet5.nn"));
+    let mut m = model_file(format!("{MODELS}lenet5.nn"));
+    if let Some(t) = m.train.as_mut() {
+        t.schedule = nnc_check::Schedule::Cosine { min: 0.0 };
+    }
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);
@@ -378,11 +402,19 @@ fn trainer_across_batch_sizes() {
             inputs: InputData::U8(x.as_slice().unwrap()),
             targets: TargetData::Classes(y.as_slice().unwrap()),
             key: 0,
+            // Large and different each step, so that a rate that does not arrive shows.
+            lr: 0.05 * (1 + s) as f32,
         };
         let got = trainer.train_step(&batch).unwrap();
         let mut inputs = data.clone();
         inputs.extend(params.iter().cloned());
         inputs.extend(st.iter().cloned());
+        assert_eq!(
+            step.learning_rate,
+            Some(inputs.len()),
+            "the rate is the last parameter"
+        );
+        inputs.push(Tensor::F(ArrayD::from_elem(IxDyn(&[]), batch.lr)));
         let out = interp::run_f32(&step.func, inputs).unwrap();
         close(
             got.loss as f32,

@@ -41,9 +41,9 @@ const ACTIVATIONS: &[&str] = &[
     "tanh(scale: 1.7159, slope: 2/3)",
 ];
 
-/// A random model and train block; `None` when the draw does not check (shapes that do not
-/// tile), in which case the caller draws again.
-fn random_model(g: &mut Gen) -> Option<(String, usize)> {
+/// A random model and train block, with a learning-rate schedule if `scheduled`; `None` when
+/// the draw does not check (shapes that do not tile), in which case the caller draws again.
+fn random_model(g: &mut Gen, scheduled: bool) -> Option<(String, usize)> {
     let classes = 2 + g.below(4);
     let mut layers = Vec::new();
     let input = if g.chance(0.6) {
@@ -110,9 +110,15 @@ fn random_model(g: &mut Gen) -> Option<(String, usize)> {
         4 => format!("rmsprop(lr: 0.01, rho: 0.8{decay})"),
         _ => format!("adam(lr: 0.01{decay})"),
     };
+    // A schedule makes the learning rate a parameter of the step.
+    let schedule = if scheduled {
+        "    schedule cosine\n"
+    } else {
+        ""
+    };
     let body: Vec<String> = layers.iter().map(|l| format!("    {l}")).collect();
     let text = format!(
-        "model random {{\n    input x: {input}\n{}\n}}\n\ntrain random {{\n    data idx(images: \"x\", labels: \"y\", classes: {classes})\n    loss {loss}\n    optimizer {optimizer}\n    batch 8\n}}\n",
+        "model random {{\n    input x: {input}\n{}\n}}\n\ntrain random {{\n    data idx(images: \"x\", labels: \"y\", classes: {classes})\n    loss {loss}\n    optimizer {optimizer}\n{schedule}    batch 8\n}}\n",
         body.join("\n")
     );
     let checked = nnc_check::check_source(&text);
@@ -146,11 +152,11 @@ fn agree(a: f32, b: f32) -> bool {
 
 #[test]
 fn random_models_train_identically() {
-    let (mut checked, mut prologues, mut epilogues) = (0, 0, 0);
+    let (mut checked, mut prologues, mut epilogues, mut scheduled) = (0, 0, 0, 0);
     for case in 0..60u64 {
         let mut g = Gen(Rng::new(case));
         let (text, classes) = loop {
-            if let Some(m) = random_model(&mut g) {
+            if let Some(m) = random_model(&mut g, case % 3 == 0) {
                 break m;
             }
         };
@@ -195,15 +201,31 @@ fn random_models_train_identically() {
         for (i, t) in state.iter().enumerate() {
             load(&mut p, step.data_params + i, t);
         }
+        // A scheduled rate: part way down from the optimizer's. Like the data, it is loaded
+        // before every step (the step may reuse its buffer).
+        let lr: Option<(usize, Tensor<f32>)> = step.learning_rate.map(|i| {
+            let base = model.train.as_ref().map_or(0.01, |t| t.optimizer.lr());
+            (
+                i,
+                Tensor::F(ArrayD::from_elem(IxDyn(&[]), 0.7 * base as f32)),
+            )
+        });
+        scheduled += usize::from(lr.is_some());
         let mut rng = Rng::new(case + 1000);
         for s in 0..3 {
             let data = inputs(&step.func, step.data_params, classes, &mut rng);
             for (i, t) in data.iter().enumerate() {
                 load(&mut p, i, t);
             }
+            if let Some((i, t)) = &lr {
+                load(&mut p, *i, t);
+            }
             let out = interp::run_f32(
                 &step.func,
-                data.into_iter().chain(state.iter().cloned()).collect(),
+                data.into_iter()
+                    .chain(state.iter().cloned())
+                    .chain(lr.iter().map(|(_, t)| t.clone()))
+                    .collect(),
             )
             .unwrap();
             p.run();
@@ -231,6 +253,7 @@ fn random_models_train_identically() {
         }
     }
     assert_eq!(checked, 60);
+    assert_eq!(scheduled, 20, "models with a schedule");
     // The fused paths were exercised.
     assert!(
         prologues >= 4 && epilogues >= 30,
