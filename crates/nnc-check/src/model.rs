@@ -442,7 +442,8 @@ impl Schedule {
     /// of a run of `epochs` epochs of `steps_per_epoch` steps.
     pub fn factor(&self, step: u64, steps_per_epoch: usize, epochs: usize) -> f64 {
         let per_epoch = steps_per_epoch.max(1) as u64;
-        let total = (per_epoch * epochs.max(1) as u64) as f64;
+        // In f64: a block may ask for any number of epochs.
+        let total = per_epoch as f64 * epochs.max(1) as f64;
         let progress = (step as f64 / total).min(1.0);
         let epoch = step / per_epoch;
         match *self {
@@ -451,8 +452,8 @@ impl Schedule {
                 min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
             Schedule::Linear { min } => 1.0 - (1.0 - min) * progress,
-            Schedule::Step { every, gamma } => gamma.powi((epoch / every.max(1) as u64) as i32),
-            Schedule::Exponential { gamma } => gamma.powi(epoch as i32),
+            Schedule::Step { every, gamma } => gamma.powf((epoch / every.max(1) as u64) as f64),
+            Schedule::Exponential { gamma } => gamma.powf(epoch as f64),
         }
     }
 
@@ -778,5 +779,8 @@ mod tests {
         close(at(exp, 9), 1.0);
         close(at(exp, 10), 0.9);
         close(at(exp, 25), 0.81);
+        // Any number of epochs a block may ask for, without overflow.
+        close(cosine.factor(0, 60_000, usize::MAX), 1.0);
+        assert!(exp.factor(u64::MAX, 1, usize::MAX) >= 0.0);
     }
 }
