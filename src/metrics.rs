@@ -25,6 +25,8 @@ pub struct EpochReport {
     pub val_score: Option<f64>,
     pub test_loss: f64,
     pub test_score: f64,
+    /// With a learning-rate schedule, the rate of the epoch's last step (column `lr`).
+    pub lr: Option<f64>,
     /// Wall time of the epoch: training and evaluation.
     pub seconds: f64,
     /// Wall time of the training steps alone, what the peer frameworks report per epoch (of
@@ -65,6 +67,9 @@ impl EpochReport {
         }
         cols.push(("test_loss".into(), self.test_loss));
         cols.push((format!("test_{key}"), self.test_score));
+        if let Some(lr) = self.lr {
+            cols.push(("lr".into(), lr));
+        }
         cols.push(("seconds".into(), self.seconds));
         cols.push(("train_seconds".into(), self.train_seconds));
         cols
@@ -301,6 +306,7 @@ mod tests {
             val_score: None,
             test_loss: loss * 2.0,
             test_score: 0.25,
+            lr: None,
             seconds: 1.0,
             train_seconds: 0.5,
             grad_norms: Norms(vec![("h".into(), 0.1), ("out".into(), 0.2)]),

@@ -497,6 +497,10 @@ impl Driver<'_> {
             val_score: val.as_ref().map(|v| v.score),
             test_loss: test.loss,
             test_score: test.score,
+            lr: self.trainer.scheduled().then(|| {
+                self.trainer
+                    .learning_rate(self.trainer.step.saturating_sub(1))
+            }),
             seconds: self.state.partial_seconds + start.elapsed().as_secs_f64(),
             train_seconds,
             grad_norms: Norms(self.trainer.grad_norms(&sums)),
@@ -705,15 +709,21 @@ impl Driver<'_> {
     }
 }
 
-/// `epoch   1  train loss 0.2551  acc 0.9262  [val ...]  test loss 0.1329  acc 0.9596  5.21 s`
+/// `epoch   1  train loss 0.2551  acc 0.9262  [val ...]  test loss 0.1329  acc 0.9596  [lr
+/// 0.0100]  5.21 s`
 fn epoch_line(r: &EpochReport) -> String {
     let key = r.score.key();
     let val = match (r.val_loss, r.val_score) {
         (Some(l), Some(a)) => format!("  val loss {l:.4}  {key} {a:.4}"),
         _ => String::new(),
     };
+    let lr = match r.lr {
+        Some(lr) if lr >= 1e-4 || lr == 0.0 => format!("  lr {lr:.4}"),
+        Some(lr) => format!("  lr {lr:.1e}"),
+        None => String::new(),
+    };
     format!(
-        "epoch {:>3}  train loss {:.4}  {key} {:.4}{val}  test loss {:.4}  {key} {:.4}  {:.2} s",
+        "epoch {:>3}  train loss {:.4}  {key} {:.4}{val}  test loss {:.4}  {key} {:.4}{lr}  {:.2} s",
         r.epoch, r.train_loss, r.train_score, r.test_loss, r.test_score, r.seconds
     )
 }

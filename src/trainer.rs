@@ -302,6 +302,11 @@ impl Trainer {
         self.epochs = epochs;
     }
 
+    /// Whether the train block schedules the learning rate.
+    pub fn scheduled(&self) -> bool {
+        self.schedule != Schedule::Constant
+    }
+
     /// The learning rate of global step `step` (0-based): the optimizer's, times the
     /// schedule's factor.
     pub fn learning_rate(&self, step: u64) -> f64 {

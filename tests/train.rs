@@ -240,6 +240,39 @@ fn a_schedule_resumes_where_it_stopped() {
         checkpoint(&dir.join("ctrl-c")).params
     );
     assert_eq!(checkpoint(&dir.join("straight")).meta.epochs, Some(3));
+    // metrics.csv logs the rate of each epoch's last step: 12 steps an epoch, 36 in all.
+    let header: Vec<&str> = straight
+        .lines()
+        .next()
+        .expect("header")
+        .split(',')
+        .collect();
+    let column = header
+        .iter()
+        .position(|&c| c == "lr")
+        .expect("an lr column");
+    let rates: Vec<f64> = straight
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(column)
+                .expect("lr")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    let cosine =
+        |t: f64| 0.05 * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t / 36.0).cos()));
+    assert_eq!(rates.len(), 3);
+    for (e, r) in rates.iter().enumerate() {
+        let want = cosine((12 * (e + 1) - 1) as f64);
+        assert!(
+            (r - want).abs() < 1e-12,
+            "epoch {}: lr {r}, want {want}",
+            e + 1
+        );
+    }
 
     // The schedule matters: without it, the same run ends elsewhere.
     let (tmp2, constant) = model_dir(MLP, &train.replace("schedule cosine(min: 0.1)", ""));
@@ -248,7 +281,12 @@ fn a_schedule_resumes_where_it_stopped() {
         &["train", constant.to_str().expect("path"), "--out", "c"],
     );
     assert_eq!(code, 0, "{err}");
-    assert_ne!(metrics_without_seconds(&tmp2.path().join("c")), straight);
+    let plain = metrics_without_seconds(&tmp2.path().join("c"));
+    assert_ne!(plain, straight);
+    assert!(
+        !plain.lines().next().expect("header").contains(",lr"),
+        "{plain}"
+    );
 
     // Two epochs planned, then resumed for the block's three: the rates differ, and it says so.
     let (_, err, code) = run(dir, &["train", file, "--out", "split", "--epochs", "2"]);
