@@ -26,9 +26,9 @@ pub struct State {
     pub init: f64,
 }
 
-/// A training step: `train_step(data..., params..., states...) -> (loss, correct, params'...,
-/// states'..., ‖g‖²...)`: the last results are each parameter's squared gradient norm (of the
-/// data loss), for monitoring vanishing or exploding gradients.
+/// A training step: `train_step(data..., params..., states..., [lr]) -> (loss, correct,
+/// params'..., states'..., ‖g‖²...)`: the last results are each parameter's squared gradient
+/// norm (of the data loss), for monitoring vanishing or exploding gradients.
 #[derive(Clone, Debug)]
 pub struct TrainStep {
     pub func: Function,
