@@ -300,8 +300,10 @@ impl fmt::Display for Activation {
 
 /// Formats a number compactly: `0.01`, `1e-7`, `1/255`, `2/3`.
 pub fn num(x: f64) -> String {
-    // Fractions as written in .nn files, when the value is one with a small denominator.
-    if x.fract() != 0.0 && x.abs() < 1.0 {
+    // A short decimal when one is exact (0.5, 0.2), else a fraction as written in .nn files
+    // when the value is one with a small denominator (1/255, 2/3).
+    let short = (x * 1e4).round() / 1e4;
+    if x.fract() != 0.0 && x.abs() < 1.0 && (x - short).abs() > 1e-12 {
         for den in [3.0, 6.0, 7.0, 9.0, 255.0] {
             let n = x * den;
             if (n - n.round()).abs() < 1e-9 && n.round() != 0.0 {
@@ -750,7 +752,24 @@ impl Metric {
 
 #[cfg(test)]
 mod tests {
-    use super::Schedule;
+    use super::{Schedule, num};
+
+    #[test]
+    fn numbers_print_as_written() {
+        for (x, text) in [
+            (0.5, "0.5"),
+            (0.2, "0.2"),
+            (0.02, "0.02"),
+            (1.0 / 255.0, "1/255"),
+            (2.0 / 3.0, "2/3"),
+            (1.0 / 6.0, "1/6"),
+            (1e-7, "1e-7"),
+            (-0.1, "-0.1"),
+            (3.0, "3"),
+        ] {
+            assert_eq!(num(x), text, "{x}");
+        }
+    }
 
     #[test]
     fn schedule_factors() {
