@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
             let mut sums = EpochSums::default();
             let _ = trainer.train_epoch(1, &mut sums, |_| ControlFlow::Continue(()));
             let _ = sums.loss();
-            let _ = sums.accuracy();
+            let _ = sums.score();
             let _ = trainer.grad_norms(&sums);
             let _ = trainer.weight_norms();
             for part in [Part::Train, Part::Validation, Part::Test] {
