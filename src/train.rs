@@ -30,7 +30,7 @@ use crate::progress::{self, Progress};
 use crate::project::{self, Project};
 use crate::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
 use crate::{Outcome, Ui, files, plot};
-use nnc_check::{Schedule, Score};
+use nnc_check::Score;
 
 /// The least time between two end-of-epoch checkpoints (the last epoch and Ctrl-C always
 /// write one).
@@ -159,7 +159,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         .unwrap_or(train.batch);
     let epochs = opts.epochs.unwrap_or(train.epochs);
     if let Some(c) = &resumed
-        && train.schedule != Schedule::Constant
+        && train.schedule.spans_run()
         && let Some(before) = c.meta.epochs.filter(|&e| e != epochs)
     {
         eprintln!(

@@ -459,6 +459,13 @@ impl Schedule {
         }
     }
 
+    /// Whether the factors depend on the run's length (cosine and linear span the run; a
+    /// step or exponential schedule counts epochs from the start, whatever the length).
+    pub fn spans_run(&self) -> bool {
+        matches!(self, Schedule::Cosine { .. } | Schedule::Linear { .. })
+    }
+
+    /// The schedule's name in the language.
     pub fn keyword(&self) -> &'static str {
         match self {
             Schedule::Constant => "constant",
