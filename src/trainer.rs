@@ -241,7 +241,7 @@ impl Trainer {
             seed,
             augment,
             lr: train.map_or(0.0, |t| t.optimizer.lr()),
-            schedule: train.map_or(Schedule::Constant, |t| t.schedule),
+            schedule: train.map_or(Schedule::default(), |t| t.schedule),
             epochs: train.map_or(1, |t| t.epochs),
             step: 0,
             last_finite_loss: None,
@@ -304,7 +304,7 @@ impl Trainer {
 
     /// Whether the train block schedules the learning rate.
     pub fn scheduled(&self) -> bool {
-        self.schedule != Schedule::Constant
+        !self.schedule.is_constant()
     }
 
     /// The learning rate of global step `step` (0-based): the optimizer's, times the

@@ -301,6 +301,43 @@ fn a_schedule_resumes_where_it_stopped() {
     );
 }
 
+/// A warmup ramps the rate up over its epochs, even before a constant rate: the step takes the
+/// rate as a parameter, and the driver sets it from the ramp.
+#[test]
+fn a_warmup_ramps_the_rate_up() {
+    let train = "
+    loss softmax_cross_entropy
+    optimizer momentum(lr: 0.05, momentum: 0.9)
+    schedule constant(warmup: 2)
+    batch 50
+    epochs 3
+    seed 3";
+    let (tmp, file) = model_dir(MLP, train);
+    let (_, err, code) = run(
+        tmp.path(),
+        &["train", file.to_str().expect("path"), "--out", "w"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let metrics = metrics_without_seconds(&tmp.path().join("w"));
+    let mut lines = metrics.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let column = header
+        .iter()
+        .position(|&c| c == "lr")
+        .expect("an lr column");
+    let rates: Vec<f64> = lines
+        .map(|l| {
+            l.split(',')
+                .nth(column)
+                .expect("lr")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    // 12 steps an epoch, 24 of warmup: step 11 takes 12/24 of the rate, steps 23 on all of it.
+    assert_eq!(rates, vec![0.025, 0.05, 0.05]);
+}
+
 #[test]
 fn augmentation_and_seed_change_the_run() {
     let (tmp, file) = model_dir(MLP, &RESUMABLE.replace("epochs 4", "epochs 1"));

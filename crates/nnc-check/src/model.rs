@@ -424,8 +424,18 @@ pub struct Train {
 }
 
 /// A learning-rate schedule: the optimizer's `lr` times [`Schedule::factor`] at each step.
+/// An optional warmup ramps the rate up first; the decay then runs over the steps after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum Schedule {
+pub struct Schedule {
+    /// How the rate falls after the warmup.
+    pub decay: Decay,
+    /// Epochs (a fraction allowed) over which the rate rises linearly to `lr`; 0 for none.
+    pub warmup: f64,
+}
+
+/// The shape of a schedule's fall, over the steps after its warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Decay {
     #[default]
     Constant,
     /// Half a cosine from 1 down to `min` over the run's steps (PyTorch's `CosineAnnealingLR`,
@@ -439,56 +449,93 @@ pub enum Schedule {
     Exponential { gamma: f64 },
 }
 
+impl From<Decay> for Schedule {
+    fn from(decay: Decay) -> Schedule {
+        Schedule { decay, warmup: 0.0 }
+    }
+}
+
 impl Schedule {
+    /// Whether the rate is the optimizer's `lr` at every step.
+    pub fn is_constant(&self) -> bool {
+        self.decay == Decay::Constant && self.warmup == 0.0
+    }
+
     /// The factor on the learning rate at step `step` (0-based, counted over the whole run)
     /// of a run of `epochs` epochs of `steps_per_epoch` steps.
+    ///
+    /// The warmup's W steps (its epochs times `steps_per_epoch`, rounded, at most the run) take
+    /// (t + 1)/W, so that the first step already moves and the last one reaches `lr`; the
+    /// decay then sees the step t − W of a run of T − W steps.
     pub fn factor(&self, step: u64, steps_per_epoch: usize, epochs: usize) -> f64 {
-        let per_epoch = steps_per_epoch.max(1) as u64;
+        let per_epoch = steps_per_epoch.max(1) as f64;
         // In f64: a block may ask for any number of epochs.
-        let total = per_epoch as f64 * epochs.max(1) as f64;
-        let progress = (step as f64 / total).min(1.0);
-        let epoch = step / per_epoch;
-        match *self {
-            Schedule::Constant => 1.0,
-            Schedule::Cosine { min } => {
-                min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-            Schedule::Linear { min } => 1.0 - (1.0 - min) * progress,
-            Schedule::Step { every, gamma } => gamma.powf((epoch / every.max(1) as u64) as f64),
-            Schedule::Exponential { gamma } => gamma.powf(epoch as f64),
+        let total = per_epoch * epochs.max(1) as f64;
+        let warmup = (self.warmup * per_epoch).round().min(total);
+        let t = step as f64;
+        if t < warmup {
+            return (t + 1.0) / warmup;
         }
+        self.decay.factor(t - warmup, per_epoch, total - warmup)
     }
 
     /// Whether the factors depend on the run's length (cosine and linear span the run; a
-    /// step or exponential schedule counts epochs from the start, whatever the length).
+    /// step or exponential schedule counts epochs, and a warmup steps, from the start).
     pub fn spans_run(&self) -> bool {
-        matches!(self, Schedule::Cosine { .. } | Schedule::Linear { .. })
+        matches!(self.decay, Decay::Cosine { .. } | Decay::Linear { .. })
+    }
+}
+
+impl Decay {
+    /// The factor at step `t` (from the end of the warmup) of `total` steps of `per_epoch`.
+    fn factor(&self, t: f64, per_epoch: f64, total: f64) -> f64 {
+        let progress = if total > 0.0 {
+            (t / total).min(1.0)
+        } else {
+            1.0
+        };
+        let epoch = (t / per_epoch).floor();
+        match *self {
+            Decay::Constant => 1.0,
+            Decay::Cosine { min } => {
+                min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Decay::Linear { min } => 1.0 - (1.0 - min) * progress,
+            Decay::Step { every, gamma } => gamma.powf((epoch / every.max(1) as f64).floor()),
+            Decay::Exponential { gamma } => gamma.powf(epoch),
+        }
     }
 
     /// The schedule's name in the language.
     pub fn keyword(&self) -> &'static str {
         match self {
-            Schedule::Constant => "constant",
-            Schedule::Cosine { .. } => "cosine",
-            Schedule::Linear { .. } => "linear",
-            Schedule::Step { .. } => "step",
-            Schedule::Exponential { .. } => "exponential",
+            Decay::Constant => "constant",
+            Decay::Cosine { .. } => "cosine",
+            Decay::Linear { .. } => "linear",
+            Decay::Step { .. } => "step",
+            Decay::Exponential { .. } => "exponential",
         }
     }
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = self.keyword();
-        match *self {
-            Schedule::Constant => f.write_str(k),
-            Schedule::Cosine { min } | Schedule::Linear { min } => {
-                write!(f, "{k}(min: {})", num(min))
+        let k = self.decay.keyword();
+        let mut args = match self.decay {
+            Decay::Constant => vec![],
+            Decay::Cosine { min } | Decay::Linear { min } => vec![format!("min: {}", num(min))],
+            Decay::Step { every, gamma } => {
+                vec![format!("every: {every}"), format!("gamma: {}", num(gamma))]
             }
-            Schedule::Step { every, gamma } => {
-                write!(f, "{k}(every: {every}, gamma: {})", num(gamma))
-            }
-            Schedule::Exponential { gamma } => write!(f, "{k}(gamma: {})", num(gamma)),
+            Decay::Exponential { gamma } => vec![format!("gamma: {}", num(gamma))],
+        };
+        if self.warmup > 0.0 {
+            args.push(format!("warmup: {}", num(self.warmup)));
+        }
+        if args.is_empty() {
+            f.write_str(k)
+        } else {
+            write!(f, "{k}({})", args.join(", "))
         }
     }
 }
@@ -759,7 +806,7 @@ impl Metric {
 
 #[cfg(test)]
 mod tests {
-    use super::{Schedule, num};
+    use super::{Decay, Schedule, num};
 
     #[test]
     fn numbers_print_as_written() {
@@ -781,10 +828,10 @@ mod tests {
     #[test]
     fn schedule_factors() {
         // 2 epochs of 10 steps.
-        let at = |s: Schedule, step: u64| s.factor(step, 10, 2);
+        let at = |s: Decay, step: u64| Schedule::from(s).factor(step, 10, 2);
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
-        close(at(Schedule::Constant, 17), 1.0);
-        let cosine = Schedule::Cosine { min: 0.1 };
+        close(at(Decay::Constant, 17), 1.0);
+        let cosine = Decay::Cosine { min: 0.1 };
         close(at(cosine, 0), 1.0);
         close(at(cosine, 10), 0.55); // half way: the mean of 1 and min
         close(
@@ -793,20 +840,63 @@ mod tests {
         );
         close(at(cosine, 20), 0.1); // the run's end, and never below it after
         close(at(cosine, 25), 0.1);
-        close(at(Schedule::Linear { min: 0.0 }, 15), 0.25);
-        let step = Schedule::Step {
+        close(at(Decay::Linear { min: 0.0 }, 15), 0.25);
+        let step = Decay::Step {
             every: 2,
             gamma: 0.5,
         };
         close(at(step, 19), 1.0);
         close(at(step, 20), 0.5);
         close(at(step, 40), 0.25);
-        let exp = Schedule::Exponential { gamma: 0.9 };
+        let exp = Decay::Exponential { gamma: 0.9 };
         close(at(exp, 9), 1.0);
         close(at(exp, 10), 0.9);
         close(at(exp, 25), 0.81);
         // Any number of epochs a block may ask for, without overflow.
-        close(cosine.factor(0, 60_000, usize::MAX), 1.0);
-        assert!(exp.factor(u64::MAX, 1, usize::MAX) >= 0.0);
+        close(Schedule::from(cosine).factor(0, 60_000, usize::MAX), 1.0);
+        assert!(Schedule::from(exp).factor(u64::MAX, 1, usize::MAX) >= 0.0);
+    }
+
+    #[test]
+    fn warmup_ramps_then_the_decay_runs_over_the_rest() {
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        // Half an epoch of warmup in 2 epochs of 10 steps: 5 steps up, then 15 of cosine.
+        let s = Schedule {
+            decay: Decay::Cosine { min: 0.0 },
+            warmup: 0.5,
+        };
+        let at = |step: u64| s.factor(step, 10, 2);
+        close(at(0), 0.2);
+        close(at(3), 0.8);
+        close(at(4), 1.0);
+        close(at(5), 1.0); // the cosine's start
+        close(
+            at(5 + 7),
+            0.5 * (1.0 + (std::f64::consts::PI * 7.0 / 15.0).cos()),
+        );
+        close(at(20), 0.0);
+        assert!(!s.is_constant() && s.spans_run());
+        // A constant rate after its warmup; step and exponential count epochs from its end.
+        let warm = |decay| Schedule { decay, warmup: 1.0 };
+        close(warm(Decay::Constant).factor(9, 10, 2), 1.0);
+        close(warm(Decay::Constant).factor(17, 10, 2), 1.0);
+        assert!(!warm(Decay::Constant).is_constant());
+        let exp = warm(Decay::Exponential { gamma: 0.5 });
+        close(exp.factor(19, 10, 3), 1.0);
+        close(exp.factor(20, 10, 3), 0.5);
+        // A warmup longer than the run is all of it.
+        close(warm(Decay::Constant).factor(4, 10, 0), 0.5);
+        close(
+            Schedule {
+                decay: Decay::Linear { min: 0.0 },
+                warmup: 5.0,
+            }
+            .factor(19, 10, 2),
+            1.0,
+        );
+        // Display round-trips the language.
+        assert_eq!(s.to_string(), "cosine(min: 0, warmup: 0.5)");
+        assert_eq!(warm(Decay::Constant).to_string(), "constant(warmup: 1)");
+        assert_eq!(Schedule::default().to_string(), "constant");
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::model::{Data, Model, Schedule, num};
+use crate::model::{Data, Model, num};
 
 /// `61706` → `61,706`
 pub fn thousands(n: u64) -> String {
@@ -101,9 +101,10 @@ pub fn table(model: &Model) -> String {
         thousands(model.flops_per_sample())
     );
     if let Some(t) = &model.train {
-        let schedule = match t.schedule {
-            Schedule::Constant => String::new(),
-            s => format!(", {s} schedule"),
+        let schedule = if t.schedule.is_constant() {
+            String::new()
+        } else {
+            format!(", {} schedule", t.schedule)
         };
         let _ = writeln!(
             out,

@@ -7,8 +7,8 @@ use nnc_syntax::{Diagnostic, Span};
 
 use crate::args::{self, Range, bind, named, pos};
 use crate::model::{
-    Activation, Augment, Data, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer, Schedule,
-    Score, Shape, Train,
+    Activation, Augment, Data, Decay, EarlyStop, LayerKind, Loss, Metric, Model, Optimizer,
+    Schedule, Score, Shape, Train,
 };
 use crate::suggest;
 
@@ -120,7 +120,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
     let augment = get("augment")
         .map(|v| augment(v, diags))
         .map_or(Some(None), |v| v.map(Some));
-    let schedule = get("schedule").map_or(Some(Schedule::Constant), |v| schedule(v, diags));
+    let schedule = get("schedule").map_or(Some(Schedule::default()), |v| schedule(v, diags));
     if let (Some(v), None) = (get("early_stop"), get("validation")) {
         diags.push(
             Diagnostic::error(
@@ -775,33 +775,38 @@ fn schedule(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Schedule> {
         hi: 1.0,
         hi_open: false,
     };
-    let s = match c.name.name.as_str() {
-        "constant" => {
-            bind(c, &[], diags);
-            Schedule::Constant
-        }
+    let warmup = named("warmup");
+    let (decay, b) = match c.name.name.as_str() {
+        "constant" => (Decay::Constant, bind(c, &[warmup], diags)),
         "cosine" | "linear" => {
-            let b = bind(c, &[named("min")], diags);
+            let b = bind(c, &[named("min"), warmup], diags);
             let min = b.float_or("min", Range::UNIT_OPEN, 0.0, diags);
-            if c.name.name == "cosine" {
-                Schedule::Cosine { min }
+            let decay = if c.name.name == "cosine" {
+                Decay::Cosine { min }
             } else {
-                Schedule::Linear { min }
-            }
+                Decay::Linear { min }
+            };
+            (decay, b)
         }
         "step" => {
-            let b = bind(c, &[named("every"), named("gamma")], diags);
-            Schedule::Step {
+            let b = bind(c, &[named("every"), named("gamma"), warmup], diags);
+            let decay = Decay::Step {
                 every: b.int_or("every", 1, 1, diags) as usize,
                 gamma: b.float_or("gamma", shrink, 0.1, diags),
-            }
+            };
+            (decay, b)
         }
         _ => {
-            let b = bind(c, &[named("gamma")], diags);
-            Schedule::Exponential {
+            let b = bind(c, &[named("gamma"), warmup], diags);
+            let decay = Decay::Exponential {
                 gamma: b.float_or("gamma", shrink, 0.9, diags),
-            }
+            };
+            (decay, b)
         }
+    };
+    let s = Schedule {
+        decay,
+        warmup: b.float_or("warmup", Range::NON_NEGATIVE, 0.0, diags),
     };
     (diags.len() == before).then_some(s)
 }

@@ -9,7 +9,7 @@
 //!
 //! `eval_step` is the forward function without dropout, optimized.
 
-use nnc_check::{Model, Schedule};
+use nnc_check::Model;
 
 use crate::function::Function;
 use crate::lower::{self, InputSpec, LowerOptions, TargetSpec};
@@ -64,7 +64,7 @@ pub fn compile(
         &params,
         &train.optimizer,
         train.weight_decay,
-        train.schedule != Schedule::Constant,
+        !train.schedule.is_constant(),
     );
     let train_step = TrainStep {
         func: passes::optimize(&train_fn.func),

@@ -251,7 +251,7 @@ fn recognised_updates_are_bitwise_the_generated_loops() {
 fn updates_match_the_loops(isa: Isa, scheduled: bool) {
     let mut m = model_file(format!("{MODELS}mlp.nn"));
     if scheduled && let Some(t) = m.train.as_mut() {
-        t.schedule = nnc_check::Schedule::Cosine { min: 0.0 };
+        t.schedule = nnc_check::Decay::Cosine { min: 0.0 }.into();
     }
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
@@ -372,7 +372,7 @@ fn trainer_across_batch_sizes() {
     use nnc_jit::{BatchData, InputData, TargetData, Trainer};
     let mut m = model_file(format!("{MODELS}lenet5.nn"));
     if let Some(t) = m.train.as_mut() {
-        t.schedule = nnc_check::Schedule::Cosine { min: 0.0 };
+        t.schedule = nnc_check::Decay::Cosine { min: 0.0 }.into();
     }
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
