@@ -63,7 +63,7 @@ fn attach(s: &mut Schedule, i: usize, pro: Option<LoopKernel>, epi: Option<LoopK
             inst,
             epilogue: epi.or(epilogue),
         },
-        Kernel::Loop(_) => unreachable!("only library kernels take loops"),
+        Kernel::Loop(_) | Kernel::Head(_) => unreachable!("only library kernels take loops"),
     };
 }
 
@@ -71,7 +71,7 @@ fn attach(s: &mut Schedule, i: usize, pro: Option<LoopKernel>, epi: Option<LoopK
 fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
     let inst = match k {
         Kernel::Op { inst } | Kernel::Fused { inst, .. } => *inst,
-        Kernel::Loop(_) => return None,
+        Kernel::Loop(_) | Kernel::Head(_) => return None,
     };
     let mut lib = LibKernel::shapes_only(f, &f.insts[inst]);
     lib.split_small = split_small;
@@ -168,6 +168,7 @@ pub fn reads(f: &Function, k: &Kernel) -> Vec<ValueId> {
             v.extend(epilogue.iter().flat_map(|l| l.inputs.clone()));
             v
         }
+        Kernel::Head(h) => h.reads(f),
     }
 }
 
@@ -186,6 +187,7 @@ pub fn writes(f: &Function, k: &Kernel) -> Vec<ValueId> {
             v.extend(epilogue.iter().flat_map(|l| l.outputs.clone()));
             v
         }
+        Kernel::Head(h) => h.writes(f),
     }
 }
 

@@ -2,8 +2,9 @@
 //! contractions on gemm's micro-kernels (AVX-512 or AVX2), the rest as specialised library
 //! routines — over one statically planned arena.
 //!
-//! Pipeline: [`schedule`] (fusion into loops, then [`fuse`]: loops into library kernels) →
-//! [`plan`] (buffers) → [`codegen`] (Cranelift) and [`library`] → [`program::Program`] (run).
+//! Pipeline: [`schedule`] (fusion into loops, then [`fuse`]: loops into library kernels, and
+//! [`head`]: the loss head into one kernel) → [`plan`] (buffers) → [`codegen`] (Cranelift)
+//! and [`library`] → [`program::Program`] (run).
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
 //! parameters and constants); nnc's kernels allocate nothing while a program runs (the
@@ -16,6 +17,7 @@ pub mod channels;
 pub mod codegen;
 pub mod direct;
 pub mod fuse;
+pub mod head;
 pub mod library;
 pub mod maxpool;
 pub mod plan;

@@ -112,7 +112,7 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
         // may still be reading them.
         let (lp, shared) = match k {
             Kernel::Loop(l) => (Some(l), Vec::new()),
-            Kernel::Op { .. } => (None, Vec::new()),
+            Kernel::Op { .. } | Kernel::Head(_) => (None, Vec::new()),
             Kernel::Fused {
                 prologue,
                 inst,

@@ -8,6 +8,7 @@ use nnc_ir::{DType, Function, Op};
 use crate::codegen::{Jit, LoopFn};
 use crate::direct;
 use crate::fuse;
+use crate::head::{self, HeadKernel};
 use crate::library::{LibKernel, MAX_RANK, scratch_bytes};
 use crate::maxpool::MaskedGrad;
 use crate::plan::{self, ALIGN, Plan, elem_size};
@@ -37,6 +38,8 @@ enum Compiled {
         prologue: Option<PartLoop>,
         epilogue: Option<PartLoop>,
     },
+    /// The loss head (see `head`), on one thread: its work is a few rows of a few classes.
+    Head(HeadKernel),
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
     /// on the vector unit (see `maxpool::MaskedGrad`).
     MaskedPoolGrad {
@@ -153,6 +156,7 @@ impl Program {
         }
         let mut schedule = schedule::schedule(f);
         fuse::fuse(f, &mut schedule, opts.split_small);
+        head::fuse_heads(f, &mut schedule);
         let plan = plan::plan(f, &schedule);
         let scratch_size = schedule
             .kernels
@@ -161,7 +165,7 @@ impl Program {
                 Kernel::Op { inst } | Kernel::Fused { inst, .. } => {
                     scratch_bytes(f, &f.insts[*inst])
                 }
-                Kernel::Loop(_) => 0,
+                Kernel::Loop(_) | Kernel::Head(_) => 0,
             })
             .max()
             .unwrap_or(0);
@@ -202,7 +206,7 @@ impl Program {
         for (k, kernel) in schedule.kernels.iter().enumerate() {
             let loops: Vec<(&LoopKernel, &str)> = match kernel {
                 Kernel::Loop(l) => vec![(l, "")],
-                Kernel::Op { .. } => Vec::new(),
+                Kernel::Op { .. } | Kernel::Head(_) => Vec::new(),
                 Kernel::Fused {
                     prologue, epilogue, ..
                 } => prologue
@@ -258,6 +262,7 @@ impl Program {
                     lib.isa = isa;
                     Ok(Compiled::Lib(lib))
                 }
+                Kernel::Head(h) => Ok(Compiled::Head(HeadKernel::new(f, h, &plan))),
                 Kernel::Fused {
                     prologue,
                     inst,
@@ -454,6 +459,7 @@ impl Program {
             Compiled::Loop { f, .. } => routine(f),
             Compiled::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
             Compiled::Lib(lib) => lib_note(lib),
+            Compiled::Head(_) => String::new(),
             Compiled::Fused { lib, epilogue, .. } => {
                 lib_note(lib) + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
             }
@@ -461,6 +467,14 @@ impl Program {
         let label = match &self.schedule.kernels[k] {
             Kernel::Loop(l) => format!("loop {:?}: {}", l.shape, ops(l)),
             Kernel::Op { inst } => lib(*inst),
+            Kernel::Head(h) => {
+                let names: Vec<&str> = h
+                    .insts()
+                    .iter()
+                    .map(|&i| self.func.insts[i].op.name())
+                    .collect();
+                format!("head: {}", names.join(" "))
+            }
             Kernel::Fused {
                 prologue,
                 inst,
@@ -485,7 +499,7 @@ impl Program {
         match &self.kernels[k] {
             Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => l.macs(),
             Compiled::MaskedPoolGrad { macs, .. } => *macs,
-            Compiled::Loop { .. } => 0,
+            Compiled::Loop { .. } | Compiled::Head(_) => 0,
         }
     }
 
@@ -533,6 +547,17 @@ impl Program {
             match kernel {
                 Kernel::Loop(l) => out.push_str(&lp(l, "")),
                 Kernel::Op { inst } => out.push_str(&op(*inst, "")),
+                Kernel::Head(h) => {
+                    let insts = h.insts();
+                    let ops: Vec<&str> = insts.iter().map(|&i| f.insts[i].op.name()).collect();
+                    out.push_str(&format!(
+                        "head, {} fused in one pass over the logits: {}\n  reads  {}\n  writes {}\n",
+                        insts.len(),
+                        ops.join(" "),
+                        list(&h.reads(f)),
+                        list(&h.writes(f)),
+                    ));
+                }
                 Kernel::Fused {
                     prologue,
                     inst,
@@ -654,6 +679,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             unsafe { l.finish(base.get(), 2) };
         }
         Compiled::Lib(l) => unsafe { l.run(base.get()) },
+        Compiled::Head(h) => unsafe { h.run(base.get()) },
         Compiled::Fused {
             lib,
             prologue,

@@ -7,7 +7,8 @@
 //! - Reshapes are views: the result shares its operand's buffer.
 //! - Everything else (contractions, convolutions, pooling, the fused loss, reductions) is one
 //!   [`Kernel::Op`] per instruction; loops then join the ones that split over the two threads
-//!   as prologues and epilogues ([`crate::fuse`]).
+//!   as prologues and epilogues ([`crate::fuse`]), and a classifier's loss, predictions and
+//!   output gradient become one kernel ([`crate::head`]).
 //!
 //! A group stays open while later instructions of its shape can join it; it is closed (its
 //! kernel emitted) just before the first instruction outside it that reads one of its values.
@@ -16,6 +17,8 @@
 use std::collections::HashMap;
 
 use nnc_ir::{Function, Op, ValueId};
+
+use crate::head::Head;
 
 /// A unit of work in the compiled step.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +36,11 @@ pub enum Kernel {
         inst: usize,
         epilogue: Option<LoopKernel>,
     },
+    /// Softmax-cross-entropy forward and backward with the predictions, their count and the
+    /// output bias's gradient, in one pass over the logits (see [`head`]).
+    ///
+    /// [`head`]: crate::head
+    Head(Head),
 }
 
 /// A fused elementwise loop.
