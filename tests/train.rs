@@ -808,6 +808,85 @@ fn ctrl_c_writes_a_checkpoint_and_exits_130() {
     assert_eq!(checkpoint(&tmp.path().join("run")).meta.epoch as u64, epoch);
 }
 
+/// A process killed (SIGKILL: no handler runs) in the middle of writing its checkpoint leaves
+/// the previous checkpoint whole, and the run resumes from it to the end. The model is big
+/// enough (14 MB of weights and velocities) that each write, synced to disk, takes a while;
+/// the test waits until a write is under way (its temporary file exists) and kills then.
+#[cfg(unix)]
+#[test]
+fn a_process_killed_while_writing_leaves_no_torn_checkpoint() {
+    let model = "model m {
+    input image: f32[1, 28, 28]
+    flatten
+    narrow: dense(16) -> relu
+    wide: dense(65536) -> relu
+    out: dense(10)
+}";
+    let train = "
+    loss softmax_cross_entropy
+    optimizer momentum(lr: 0.001, momentum: 0.9)
+    batch 100
+    epochs 4
+    seed 5";
+    let (tmp, _) = model_dir(model, train);
+    let dir = tmp.path();
+    let out = dir.join("run");
+    let (ckpt, partial) = (
+        out.join("checkpoint.safetensors"),
+        out.join(".checkpoint.safetensors.tmp"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(dir)
+        .args(["train", "m.nn", "--out", "run", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nnc runs");
+    // A write after the first: there is a whole checkpoint to keep.
+    let start = std::time::Instant::now();
+    let mut caught = false;
+    while start.elapsed() < std::time::Duration::from_secs(300) {
+        if ckpt.exists() && partial.exists() {
+            caught = true;
+            break;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+    }
+    child.kill().expect("kill");
+    child.wait().expect("nnc ends");
+    assert!(caught, "never saw a checkpoint being written");
+    let before = checkpoint(&out);
+    assert!((1..4).contains(&before.meta.epoch), "{}", before.meta.epoch);
+    // metrics.csv: a header and whole rows, at least as many as the checkpoint's epochs
+    // (checkpoints are written at most every few seconds, metrics after every epoch).
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        let mut lines = text.lines();
+        let columns = lines.next().expect("header").split(',').count();
+        lines
+            .map(|r| {
+                let row: Vec<String> = r.split(',').map(str::to_string).collect();
+                assert_eq!(row.len(), columns, "a torn row: {text}");
+                row
+            })
+            .collect()
+    };
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).expect("metrics.csv");
+    assert!(rows(&metrics).len() >= before.meta.epoch, "{metrics}");
+
+    let (_, err, code) = run(dir, &["train", "m.nn", "--out", "run", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(checkpoint(&out).meta.epoch, 4);
+    assert!(
+        !partial.exists(),
+        "the next write replaced the stale temporary file"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).expect("metrics.csv");
+    let epochs: Vec<String> = rows(&metrics).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(epochs, ["1", "2", "3", "4"], "{metrics}");
+}
+
 /// The malformed-file corpus of nnc-data, reached through models: every defect ends in one
 /// line naming the file, exit code 2, and no panic.
 #[test]
