@@ -41,7 +41,6 @@ fn load(
     }
 }
 
-/// Runs `nnc ir`: prints a stage of the model's compilation.
 /// `--emit`: what to print.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Emit {
@@ -52,6 +51,8 @@ pub enum Emit {
     Clif,
 }
 
+/// Runs `nnc ir`: prints a stage of the model's compilation. With [`Emit::Clif`] the stage is
+/// not read: the generated loops are always the training step's.
 pub fn run(
     file: &Path,
     model: Option<&str>,
@@ -73,6 +74,7 @@ pub fn run(
         }
     };
     let f = match stage {
+        _ if matches!(emit, Emit::Clif) => &compiled.train_step.func,
         Stage::Forward => &compiled.forward,
         Stage::Backward => &compiled.backward,
         Stage::Train => &compiled.train.func,

@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nnc::backend::BackendKind;
 use nnc::{Ui, check, eval, ir, predict, train};
 
@@ -126,15 +127,16 @@ enum Command {
         /// The model, when the file holds several.
         #[arg(long)]
         model: Option<String>,
-        /// Which stage to print.
-        #[arg(long, value_enum, default_value_t = ir::Stage::Optimized)]
-        stage: ir::Stage,
-        /// What to print: the stage's IR, or the Cranelift IR of the generated loops.
+        /// Which stage to print (default: optimized).
+        #[arg(long, value_enum)]
+        stage: Option<ir::Stage>,
+        /// What to print: the stage's IR, or the Cranelift IR of the training step's generated
+        /// loops (with no --stage, or --stage kernels).
         #[arg(long, value_enum, default_value_t = ir::Emit::Ir)]
         emit: ir::Emit,
         /// Batch size (default: the train block's).
-        #[arg(long)]
-        batch: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
     },
     /// Time the compiled training step: compile time, step time, images/s, GFLOP/s and a
     /// per-kernel profile, on the first test images of the model's data when they can be read
@@ -146,11 +148,11 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
         /// Batch size (default: the train block's).
-        #[arg(long)]
-        batch: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
         /// Timed steps.
-        #[arg(long, default_value_t = 200)]
-        iterations: usize,
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: u64,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -264,14 +266,48 @@ fn main() -> ExitCode {
             stage,
             emit,
             batch,
-        } => ir::run(&file, model.as_deref(), stage, emit, batch, &ui),
+        } => {
+            // The generated loops are the training step's: another stage has none to show.
+            if matches!(emit, ir::Emit::Clif)
+                && let Some(stage) = stage.filter(|s| !matches!(s, ir::Stage::Kernels))
+            {
+                let stage = stage
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| format!("`--stage {}` ", v.get_name()));
+                Cli::command()
+                    .error(
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "{stage}cannot be used with `--emit clif`, which prints the \
+                             training step's generated loops (the kernels stage)"
+                        ),
+                    )
+                    .exit();
+            }
+            let stage = stage.unwrap_or(ir::Stage::Optimized);
+            ir::run(
+                &file,
+                model.as_deref(),
+                stage,
+                emit,
+                batch.map(saturating_usize),
+                &ui,
+            )
+        }
         Command::Bench {
             file,
             model,
             batch,
             iterations,
             json,
-        } => ir::bench(&file, model.as_deref(), batch, iterations, json, &ui),
+        } => ir::bench(
+            &file,
+            model.as_deref(),
+            batch.map(saturating_usize),
+            saturating_usize(iterations),
+            json,
+            &ui,
+        ),
         Command::Gradcheck {
             file,
             model,

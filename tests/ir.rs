@@ -73,6 +73,57 @@ fn emit_clif_prints_cranelift_functions() {
     assert!(stdout.contains("f32x4"), "vectorised loops");
 }
 
+/// Counts of zero and `--emit clif` with a stage other than the kernels' are usage errors,
+/// named by clap before anything is compiled.
+#[test]
+fn zero_counts_and_clif_of_another_stage_are_refused() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["bench", "models/xor.nn", "--iterations", "0"],
+            "--iterations",
+        ),
+        (&["bench", "models/xor.nn", "--batch", "0"], "--batch"),
+        (
+            &["ir", "models/xor.nn", "--stage", "kernels", "--batch", "0"],
+            "--batch",
+        ),
+        (
+            &[
+                "ir",
+                "models/xor.nn",
+                "--emit",
+                "clif",
+                "--stage",
+                "forward",
+            ],
+            "--stage forward",
+        ),
+        (
+            &["ir", "models/xor.nn", "--emit", "clif", "--stage", "eval"],
+            "--stage eval",
+        ),
+    ];
+    for (args, named) in cases {
+        let (stdout, stderr, code) = nnc(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(named),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (clif, stderr, code) = nnc(&[
+        "ir",
+        "models/xor.nn",
+        "--emit",
+        "clif",
+        "--stage",
+        "kernels",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(clif, nnc(&["ir", "models/xor.nn", "--emit", "clif"]).0);
+}
+
 /// Every IR snapshot parses back to a function that prints identically.
 #[test]
 fn snapshots_round_trip() {
