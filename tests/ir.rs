@@ -57,12 +57,26 @@ fn every_model_kernel_schedule() {
             .to_string();
         let (stdout, stderr, code) = nnc(&["ir", &relative(&path), "--stage", "kernels"]);
         assert_eq!(code, 0, "{stderr}");
+        assert_arena_parts_add_up(stdout.lines().next().unwrap_or(""));
         let name = format!("{stem}@kernels");
         if std::panic::catch_unwind(|| insta::assert_snapshot!(name, stdout)).is_err() {
             failures.push(stem);
         }
     }
     assert!(failures.is_empty(), "kernel schedules differ: {failures:?}");
+}
+
+/// `arena T bytes = P persistent (…) + I intermediates + S scratch (…)`: T = P + I + S.
+fn assert_arena_parts_add_up(header: &str) {
+    let numbers: Vec<u64> = header
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [total, parts @ ..] = numbers.as_slice() else {
+        panic!("no arena size: {header}");
+    };
+    assert_eq!(parts.len(), 3, "{header}");
+    assert_eq!(*total, parts.iter().sum::<u64>(), "{header}");
 }
 
 #[test]

@@ -126,38 +126,41 @@ impl Options {
     }
 }
 
-/// A step function compiled to kernels, with its arena.
-pub struct Program {
-    pub func: Function,
-    schedule: Schedule,
-    plan: Plan,
-    scratch: usize,
-    arena: Vec<Line>,
-    kernels: Vec<Compiled>,
-    worker: Worker,
-    /// Byte offset of the partial-sum region of split loops.
-    partial: usize,
-    /// Keeps the generated code alive for the function pointers in `kernels`.
-    _module: JITModule,
-    /// Cranelift IR of the loops, if kept.
-    pub clif: Option<Vec<String>>,
-    /// Seconds spent compiling (scheduling, planning, code generation).
-    pub compile_seconds: f64,
+fn check_rank(f: &Function) -> Result<(), String> {
+    match f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
+        Some(t) => Err(format!(
+            "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
+            t.shape.len()
+        )),
+        None => Ok(()),
+    }
 }
 
-impl Program {
-    pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
-        let start = Instant::now();
-        if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
-            return Err(format!(
-                "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
-                t.shape.len()
-            ));
-        }
-        let mut schedule = schedule::schedule(f);
-        fuse::fuse(f, &mut schedule, opts.split_small);
-        head::fuse_heads(f, &mut schedule);
-        let plan = plan::plan(f, &schedule);
+/// The kernels of `f` and their buffers: loops, library kernels with the loops they fuse, and
+/// loss heads, planned in one arena.
+fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
+    let mut schedule = schedule::schedule(f);
+    fuse::fuse(f, &mut schedule, opts.split_small);
+    head::fuse_heads(f, &mut schedule);
+    let plan = plan::plan(f, &schedule);
+    (schedule, plan)
+}
+
+/// Where the scratch regions sit after the plan's buffers, in bytes from the arena's start.
+struct Layout {
+    /// The start of the scratch: one region of `scratch_part` bytes per thread.
+    scratch: usize,
+    scratch_part: usize,
+    /// Room for a second partial filter gradient.
+    extra: usize,
+    /// The partial sums of split loops.
+    partial: usize,
+    /// The arena's size.
+    total: usize,
+}
+
+impl Layout {
+    fn of(f: &Function, schedule: &Schedule, plan: &Plan) -> Layout {
         let scratch_size = schedule
             .kernels
             .iter()
@@ -200,6 +203,85 @@ impl Program {
             .unwrap_or(0);
         let partial = extra + extra_size.div_ceil(ALIGN) * ALIGN;
         let total = partial + sum_size.div_ceil(ALIGN) * ALIGN;
+        Layout {
+            scratch,
+            scratch_part,
+            extra,
+            partial,
+            total,
+        }
+    }
+}
+
+/// How a program's arena divides, in bytes: the three parts lie in this order and add up to
+/// [`ArenaSize::total`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaSize {
+    /// Parameters, optimizer state, inputs and constants: what lives across steps.
+    pub persistent: usize,
+    /// The values passed between kernels, sharing memory where their lifetimes do not
+    /// overlap.
+    pub intermediates: usize,
+    /// Working memory of the library kernels (a region per thread) and the partial sums of
+    /// split loops.
+    pub scratch: usize,
+}
+
+impl ArenaSize {
+    /// The whole arena.
+    pub fn total(&self) -> usize {
+        self.persistent + self.intermediates + self.scratch
+    }
+
+    /// The arena `f` compiles to under `opts`, without generating code: the same schedule and
+    /// plan as [`Program::compile`], which fail only on a tensor of too high a rank.
+    pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, String> {
+        check_rank(f)?;
+        let (schedule, plan) = schedule_and_plan(f, opts);
+        let layout = Layout::of(f, &schedule, &plan);
+        Ok(ArenaSize::from_parts(&plan, &layout))
+    }
+
+    fn from_parts(plan: &Plan, layout: &Layout) -> ArenaSize {
+        ArenaSize {
+            persistent: plan.persistent,
+            intermediates: layout.scratch - plan.persistent,
+            scratch: layout.total - layout.scratch,
+        }
+    }
+}
+
+/// A step function compiled to kernels, with its arena.
+pub struct Program {
+    pub func: Function,
+    schedule: Schedule,
+    plan: Plan,
+    scratch: usize,
+    arena: Vec<Line>,
+    kernels: Vec<Compiled>,
+    worker: Worker,
+    /// Byte offset of the partial-sum region of split loops.
+    partial: usize,
+    /// Keeps the generated code alive for the function pointers in `kernels`.
+    _module: JITModule,
+    /// Cranelift IR of the loops, if kept.
+    pub clif: Option<Vec<String>>,
+    /// Seconds spent compiling (scheduling, planning, code generation).
+    pub compile_seconds: f64,
+}
+
+impl Program {
+    pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
+        let start = Instant::now();
+        check_rank(f)?;
+        let (schedule, plan) = schedule_and_plan(f, opts);
+        let Layout {
+            scratch,
+            scratch_part,
+            extra,
+            partial,
+            total,
+        } = Layout::of(f, &schedule, &plan);
         let mut jit = Jit::new(opts.keep_clif)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
@@ -386,6 +468,15 @@ impl Program {
         self.plan.persistent
     }
 
+    /// The arena's parts.
+    pub fn arena_size(&self) -> ArenaSize {
+        ArenaSize {
+            persistent: self.plan.persistent,
+            intermediates: self.scratch - self.plan.persistent,
+            scratch: self.arena_bytes() - self.scratch,
+        }
+    }
+
     /// Runs every kernel once.
     pub fn run(&mut self) {
         let base = Base(self.arena.as_mut_ptr() as *mut u8);
@@ -514,11 +605,14 @@ impl Program {
             Some(o) => format!("{}@{o}", name(v)),
             None => name(v),
         };
+        let a = self.arena_size();
         let mut out = format!(
-            "arena {} bytes: {} persistent (parameters, constants), {} scratch\n",
-            self.arena_bytes(),
-            self.plan.persistent,
-            self.arena_bytes() - self.scratch
+            "arena {} bytes = {} persistent (parameters, state, inputs, constants) + {} \
+             intermediates + {} scratch (kernel workspace, partial sums)\n",
+            a.total(),
+            a.persistent,
+            a.intermediates,
+            a.scratch
         );
         let list =
             |vs: &[nnc_ir::ValueId]| vs.iter().map(|&v| at(v)).collect::<Vec<_>>().join(", ");
