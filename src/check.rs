@@ -2,8 +2,11 @@
 
 use std::path::Path;
 
-use nnc_check::{Model, summary};
+use nnc_check::Model;
+use nnc_check::summary::{self, thousands};
+use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_syntax::{Diagnostic, RenderOptions};
+use serde::Serialize;
 
 use crate::source::{self, Source};
 use crate::{Outcome, Ui};
@@ -24,7 +27,13 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
         }
     }
     if json {
-        let summaries: Vec<summary::Json> = models.iter().map(summary::json).collect();
+        let summaries: Vec<Json> = models
+            .iter()
+            .map(|m| Json {
+                summary: summary::json(m),
+                arena: arenas(m).and_then(Result::ok),
+            })
+            .collect();
         let text = match summaries.as_slice() {
             [one] => serde_json::to_string_pretty(one),
             _ => serde_json::to_string_pretty(&summaries),
@@ -37,9 +46,78 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
                 println!();
             }
             print!("{}", summary::table(m));
+            match arenas(m) {
+                Some(Ok(a)) => println!(
+                    "Arena: {} per train step (batch {}), {} per eval step",
+                    summary::bytes(a.train_step_bytes),
+                    thousands(a.batch),
+                    summary::bytes(a.eval_step_bytes)
+                ),
+                Some(Err(why)) => println!("Arena: not computed: {why}"),
+                None => {}
+            }
         }
     }
     worst
+}
+
+/// `nnc check --json`: the checker's summary and, for a trained model, its arenas.
+#[derive(Serialize)]
+struct Json {
+    #[serde(flatten)]
+    summary: summary::Json,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arena: Option<Arenas>,
+}
+
+/// The arenas of a model's JIT-compiled steps at its train block's batch size, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Arenas {
+    pub batch: u64,
+    pub train_step_bytes: u64,
+    pub eval_step_bytes: u64,
+}
+
+/// Batch × FLOPs per sample above which `nnc check` does not plan the steps (16 TFLOP a
+/// step): the plan's sizes, products of such figures, stay far from overflowing.
+const PLAN_LIMIT: u128 = 1 << 44;
+
+/// The arenas of `model`'s train and eval steps, planned as `nnc bench` and `nnc train`
+/// compile them (without generating code, so `nnc check` stays fast); `None` without a train
+/// block, else why they are not known.
+pub fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
+    let train = model.train.as_ref()?;
+    let Some(input) = InputSpec::of(&train.data, model) else {
+        return Some(Err(
+            "the IDX files give the input's layout (`nnc bench` reads them)".into(),
+        ));
+    };
+    let largest = model
+        .layers
+        .iter()
+        .map(|l| l.output_shape.numel())
+        .chain([model.input.shape.numel(), model.param_count()])
+        .max()
+        .unwrap_or(0);
+    let work = u128::from(model.flops_per_sample()) + u128::from(largest);
+    if work * train.batch as u128 > PLAN_LIMIT {
+        return Some(Err(format!(
+            "batch {} of {} FLOPs per sample is too large a step to plan here",
+            thousands(train.batch as u64),
+            thousands(model.flops_per_sample())
+        )));
+    }
+    let targets = TargetSpec::of(&train.data, model);
+    let plan = || -> Result<Arenas, String> {
+        let c = nnc_ir::compile::compile(model, train.batch, input, targets)?;
+        let size = |f| nnc_jit::program::ArenaSize::of(f, nnc_jit::Options::default());
+        Ok(Arenas {
+            batch: train.batch as u64,
+            train_step_bytes: size(&c.train_step.func)?.total() as u64,
+            eval_step_bytes: size(&c.eval_step)?.total() as u64,
+        })
+    };
+    Some(plan())
 }
 
 /// Reads and checks one file, printing its diagnostics to stderr. Returns the checked models, or

@@ -142,3 +142,68 @@ fn ten_thousand_layers() {
     assert_eq!(v["layers"].as_array().map(Vec::len), Some(10_000));
     assert_eq!(v["total_params"], 5000 * (16 * 16 + 16));
 }
+
+/// `nnc check` gives the arenas of the compiled steps without generating code: the train
+/// step's is the arena `nnc ir --stage kernels` and `nnc bench` compile.
+#[test]
+fn the_arena_is_the_compiled_steps() {
+    for model in ["models/xor.nn", "models/lenet5.nn", "models/lenet5-1998.nn"] {
+        let (stdout, stderr, code) = nnc(&["check", model, "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        let arena = &v["arena"];
+        let train = arena["train_step_bytes"]
+            .as_u64()
+            .expect("train step bytes");
+        assert!(arena["eval_step_bytes"].as_u64().expect("eval step bytes") > 0);
+        let batch = if model.contains("xor") { 4 } else { 32 };
+        assert_eq!(arena["batch"], batch, "{model}");
+        let (kernels, stderr, code) = nnc(&["ir", model, "--stage", "kernels"]);
+        assert_eq!(code, 0, "{stderr}");
+        let header = format!("arena {train} bytes = ");
+        assert!(
+            kernels.starts_with(&header),
+            "{model}: {train} vs {kernels:.80}"
+        );
+    }
+    let (bench, stderr, code) = nnc(&["bench", "models/xor.nn", "--iterations", "1", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let bench: serde_json::Value = serde_json::from_str(&bench).expect("JSON");
+    let (check, _, _) = nnc(&["check", "models/xor.nn", "--json"]);
+    let check: serde_json::Value = serde_json::from_str(&check).expect("JSON");
+    assert_eq!(bench["arena_bytes"], check["arena"]["train_step_bytes"]);
+}
+
+/// Without a train block there is no step to plan; with IDX data the files give the input's
+/// layout, which `nnc check` does not read.
+#[test]
+fn the_arena_line_says_why_it_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("m.nn");
+    let model = "model m {\n    input x: f32[1, 4, 4]\n    flatten\n    out: dense(10)\n}\n";
+    std::fs::write(&file, model).expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let (stdout, stderr, code) = nnc(&["check", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("Arena"), "{stdout}");
+    let (stdout, _, _) = nnc(&["check", path, "--json"]);
+    assert!(!stdout.contains("arena"), "{stdout}");
+
+    let idx = "train m {\n    data idx(images: \"i.idx\", labels: \"l.idx\")\n    loss \
+               softmax_cross_entropy\n    optimizer sgd(lr: 0.1)\n}\n";
+    std::fs::write(&file, format!("{model}{idx}")).expect("write");
+    let (stdout, stderr, code) = nnc(&["check", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("Arena: not computed: the IDX files give the input's layout"),
+        "{stdout}"
+    );
+
+    let huge = "train m {\n    data csv(\"d.csv\", target: \"y\")\n    loss mse\n    \
+                optimizer sgd(lr: 0.1)\n    batch 9007199254740992\n}\n";
+    let model = "model m {\n    input x: f32[4096]\n    out: dense(1)\n}\n";
+    std::fs::write(&file, format!("{model}{huge}")).expect("write");
+    let (stdout, stderr, code) = nnc(&["check", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("too large a step to plan"), "{stdout}");
+}
