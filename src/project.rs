@@ -185,13 +185,65 @@ fn load_source(
     }
 }
 
+/// How a data source is named in messages: its file (the images of an IDX pair), MNIST's
+/// directory, or the inline table.
+fn source_name(data: &Data, project: &Project, data_dir: Option<&Path>) -> String {
+    let base = project.path.parent().unwrap_or(Path::new("."));
+    match data {
+        Data::Mnist { .. } => format!("`{}`", mnist_dir(project, data_dir).display()),
+        Data::Idx { images, .. } => format!("`{}`", base.join(images).display()),
+        Data::Csv { path, .. } => format!("`{}`", base.join(path).display()),
+        Data::Inline { .. } => "the inline table".into(),
+    }
+}
+
+/// Refuses a source whose samples, padded and flattened as it says, are not the model's
+/// input, naming the source (the step functions would refuse them without saying where they
+/// came from).
+fn check_sample_shape(
+    data: &Data,
+    ds: &Dataset,
+    project: &Project,
+    data_dir: Option<&Path>,
+) -> Result<(), String> {
+    let model = &project.model;
+    let spec = input_spec(data, ds);
+    let seen = spec.model_sample();
+    if seen == model.input.shape.0 {
+        return Ok(());
+    }
+    let how = match (spec.pad > 0, spec.flatten) {
+        (true, true) => "padded and flattened",
+        (true, false) => "padded",
+        (false, true) => "flattened",
+        (false, false) => "",
+    };
+    let shaped = if how.is_empty() {
+        String::new()
+    } else {
+        format!(" ({seen:?} {how})")
+    };
+    Err(format!(
+        "{}: the data gives samples of shape {:?}{shaped}, but the input of model `{}` is {}",
+        source_name(data, project, data_dir),
+        spec.sample,
+        model.name,
+        model.input.shape
+    ))
+}
+
 /// Loads the data of the project's train block.
 pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
     let train_ds = load_source(&train.data, project, data_dir, Split::Train)?;
+    check_sample_shape(&train.data, &train_ds, project, data_dir)?;
     let test_ds = match (&train.test, &train.data) {
-        (Some(test), _) => load_source(test, project, data_dir, Split::Test)?,
+        (Some(test), _) => {
+            let ds = load_source(test, project, data_dir, Split::Test)?;
+            check_sample_shape(test, &ds, project, data_dir)?;
+            ds
+        }
         (None, Data::Mnist { .. }) => load_source(&train.data, project, data_dir, Split::Test)?,
         // Without a test split, evaluate on the training data (toy tables).
         (None, _) => train_ds.clone(),
@@ -232,11 +284,15 @@ pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedDat
 pub fn load_test_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
-    let test = match (&train.test, &train.data) {
-        (Some(test), _) => load_source(test, project, data_dir, Split::Test)?,
-        (None, Data::Mnist { .. }) => load_source(&train.data, project, data_dir, Split::Test)?,
+    let (source, test) = match (&train.test, &train.data) {
+        (Some(test), _) => (test, load_source(test, project, data_dir, Split::Test)?),
+        (None, Data::Mnist { .. }) => (
+            &train.data,
+            load_source(&train.data, project, data_dir, Split::Test)?,
+        ),
         (None, _) => return load_data(project, data_dir),
     };
+    check_sample_shape(source, &test, project, data_dir)?;
     let input = input_spec(&train.data, &test);
     let targets = targets_spec(model, &test, train.loss);
     Ok(LoadedData {
@@ -377,6 +433,7 @@ pub fn specs(project: &Project) -> Result<LoadedSpec, String> {
         Some(spec) => spec,
         None => {
             let ds = load_source(&train.data, project, None, Split::Train)?;
+            check_sample_shape(&train.data, &ds, project, None)?;
             input_spec(&train.data, &ds)
         }
     };

@@ -1062,3 +1062,70 @@ fn malformed_data_files_are_one_line_errors_with_exit_code_2() {
     assert!(cases.len() >= 15);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// Samples of another shape than the model's input are refused before compiling, naming the
+/// file that holds them, for the training and the test source alike.
+#[test]
+fn a_data_shape_mismatch_names_the_file() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/nnc-data/tests/corpus");
+    let c = |name: &str| corpus.join(name).display().to_string();
+    let d = digits();
+    let digit = |name: &str| d.dir.join(name).display().to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // (input, data, test, file named, phrase)
+    let cases = [
+        (
+            "[1, 4, 4]",
+            format!(
+                "idx(images: \"{}\", labels: \"{}\")",
+                c("ok-images.idx"),
+                c("ok-labels.idx")
+            ),
+            String::new(),
+            "ok-images.idx",
+            "the data gives samples of shape [1, 3, 3], but the input of model `m` is [1, 4, 4]",
+        ),
+        (
+            "[1, 4, 4]",
+            format!(
+                "idx(images: \"{}\", labels: \"{}\", pad: 1)",
+                c("ok-images.idx"),
+                c("ok-labels.idx")
+            ),
+            String::new(),
+            "ok-images.idx",
+            "[1, 3, 3] ([1, 5, 5] padded), but the input of model `m` is [1, 4, 4]",
+        ),
+        (
+            "[1, 28, 28]",
+            format!(
+                "idx(images: \"{}\", labels: \"{}\")",
+                digit("train-images.idx"),
+                digit("train-labels.idx")
+            ),
+            format!(
+                "test idx(images: \"{}\", labels: \"{}\")",
+                c("ok-images.idx"),
+                c("ok-labels.idx")
+            ),
+            "ok-images.idx",
+            "[1, 3, 3], but the input of model `m` is [1, 28, 28]",
+        ),
+    ];
+    for (i, (input, data, test, file, phrase)) in cases.iter().enumerate() {
+        let source = format!(
+            "model m {{\n input x: f32{input}\n flatten\n out: dense(10)\n}}\ntrain m {{\n data \
+             {data}\n {test}\n loss softmax_cross_entropy\n optimizer sgd(lr: 0.1)\n}}\n"
+        );
+        let nn = tmp.path().join(format!("case{i}.nn"));
+        std::fs::write(&nn, source).expect("write");
+        let (_, err, code) = run(tmp.path(), &["train", nn.to_str().expect("path")]);
+        let line = err.trim_end();
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            !line.contains('\n') && line.starts_with("error: `") && line.contains(file),
+            "{err}"
+        );
+        assert!(line.contains(phrase), "{err}");
+    }
+}

@@ -72,6 +72,22 @@ impl InputSpec {
     }
 }
 
+impl InputSpec {
+    /// The per-sample shape the model's first layer gets: the stored one, its last two axes
+    /// padded, then flattened (as the first ops of [`lower`] make it).
+    pub fn model_sample(&self) -> Vec<usize> {
+        let mut shape = self.sample.clone();
+        let rank = shape.len();
+        for d in &mut shape[rank.saturating_sub(2)..] {
+            *d += 2 * self.pad;
+        }
+        if self.flatten {
+            shape = vec![shape.iter().product()];
+        }
+        shape
+    }
+}
+
 impl TargetSpec {
     pub fn of(data: &Data, model: &Model) -> TargetSpec {
         match data {
