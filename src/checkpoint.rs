@@ -18,7 +18,7 @@
 //! from bit-identical sums.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -288,11 +288,11 @@ impl Checkpoint {
     /// names or shapes than `expected` (the backend's), or another source text.
     pub fn check_fits(
         &self,
-        shown: &Path,
+        path: &Path,
         project: &Project,
         expected: &[NamedTensor],
     ) -> Result<(), String> {
-        let shown = shown.display();
+        let shown = path.display();
         let file = project.path.display();
         let m = &self.meta;
         if m.model != project.model.name {
@@ -334,16 +334,47 @@ impl Checkpoint {
         }
         let hash = project.source_hash();
         if m.source_sha256 != hash {
+            let advice = match self.saved_source(path) {
+                Some(copy) => format!(
+                    "Train again, or use the copy of the .nn file saved with the checkpoint \
+                     (`{}`)",
+                    copy.display()
+                ),
+                None => format!(
+                    "Train again (the copy of the .nn file saved with the checkpoint, `{}`, is \
+                     missing or was changed too)",
+                    self.beside(path).display()
+                ),
+            };
             return Err(format!(
                 "`{shown}` was trained from another version of `{file}` (source SHA-256 {}…, \
-                 now {}…); the weights may not mean what the model says. Train again, or use \
-                 the copy of the .nn file saved with the checkpoint ({})",
+                 now {}…); the weights may not mean what the model says. {advice}",
                 short(&m.source_sha256),
                 short(&hash),
-                m.source_file
             ));
         }
         Ok(())
+    }
+
+    /// Where the run directory holding the checkpoint at `path` keeps its source copy: beside
+    /// the checkpoint, under the name it was saved with (a run directory may have been copied
+    /// or moved since).
+    fn beside(&self, path: &Path) -> PathBuf {
+        let name = Path::new(&self.meta.source_file)
+            .file_name()
+            .map_or_else(|| format!("{}.nn", self.meta.model).into(), Into::into);
+        path.parent().unwrap_or(Path::new("")).join::<PathBuf>(name)
+    }
+
+    /// The source the checkpoint was trained from, if a copy of it is still at hand: beside
+    /// the checkpoint, else where it was saved (relative to the directory nnc ran in then).
+    fn saved_source(&self, path: &Path) -> Option<PathBuf> {
+        [self.beside(path), PathBuf::from(&self.meta.source_file)]
+            .into_iter()
+            .find(|p| {
+                matches!(crate::source::read(p), Ok(crate::source::Source::Text(t))
+                    if crate::project::text_hash(&t) == self.meta.source_sha256)
+            })
     }
 
     /// [`Checkpoint::check_fits`] against the parameters `project`'s model declares, before any

@@ -55,11 +55,16 @@ impl Project {
     /// The SHA-256 of the source text, in hex: checkpoints record it, so that weights are never
     /// loaded into a model they were not trained for.
     pub fn source_hash(&self) -> String {
-        Sha256::digest(self.source.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        text_hash(&self.source)
     }
+}
+
+/// The SHA-256 of `.nn` source text, in hex (see [`Project::source_hash`]).
+pub fn text_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads and checks `file`, and picks the model to work on: `name`, or the file's only model

@@ -1129,3 +1129,62 @@ fn a_data_shape_mismatch_names_the_file() {
         assert!(line.contains(phrase), "{err}");
     }
 }
+
+/// A run directory copied elsewhere and resumed with a changed model: the refusal points at
+/// the source copy in the directory the user named, not at the original run's.
+#[test]
+fn a_copied_run_directory_points_at_its_own_source_copy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(dir.join("x.nn"), &xor).expect("write");
+    let (_, err, code) = run(dir, &["train", "x.nn", "--out", "a", "--epochs", "3"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(dir.join("b")).expect("mkdir");
+    for entry in std::fs::read_dir(dir.join("a")).expect("run dir") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.join("b").join(path.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(dir.join("x.nn"), format!("{xor}// changed\n")).expect("write");
+    let resume = ["train", "x.nn", "--out", "b", "--resume", "--epochs", "4"];
+    let (_, err, code) = run(dir, &resume);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`b/checkpoint.safetensors` was trained from another version"),
+        "{err}"
+    );
+    assert!(
+        err.contains("saved with the checkpoint (`b/x.nn`)"),
+        "{err}"
+    );
+    assert!(!err.contains("a/x.nn"), "{err}");
+    let (_, err, code) = run(
+        dir,
+        &["eval", "x.nn", "--weights", "b/checkpoint.safetensors"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("(`b/x.nn`)"), "{err}");
+
+    // Without the copy beside it, the original run's copy serves while it is unchanged.
+    std::fs::remove_file(dir.join("b/x.nn")).expect("remove");
+    let (_, err, _) = run(dir, &resume);
+    assert!(
+        err.contains("saved with the checkpoint (`a/x.nn`)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.join("a")).expect("remove");
+    let (_, err, code) = run(dir, &resume);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`b/x.nn`, is missing or was changed too"),
+        "{err}"
+    );
+    // The copy works: the run resumes from it.
+    std::fs::write(dir.join("b/x.nn"), &xor).expect("write");
+    let (_, err, code) = run(
+        dir,
+        &["train", "b/x.nn", "--out", "b", "--resume", "--epochs", "4"],
+    );
+    assert_eq!(code, 0, "{err}");
+}
