@@ -29,6 +29,9 @@ struct Report {
     weights: String,
     /// Completed epochs of the weights.
     epoch: usize,
+    /// Samples of epoch `epoch + 1` the weights were trained on (a checkpoint written
+    /// mid-epoch, on Ctrl-C), else 0.
+    epoch_samples: usize,
     samples: usize,
     test_loss: f64,
     /// Accuracy, or (for a model that reports it) the mean absolute error.
@@ -113,6 +116,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         model: project.model.name.clone(),
         weights: opts.weights.display().to_string(),
         epoch: ckpt.meta.epoch,
+        epoch_samples: ckpt.meta.partial.samples,
         samples: test.samples,
         test_loss: test.loss,
         test_acc: (score == Score::Accuracy).then_some(test.score),
@@ -125,8 +129,10 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         return Outcome::Ok;
     }
     println!(
-        "model `{}`, weights {} (epoch {})",
-        report.model, report.weights, report.epoch
+        "model `{}`, weights {} ({})",
+        report.model,
+        report.weights,
+        trained_for(report.epoch, ckpt.meta.step, report.epoch_samples)
     );
     println!(
         "test: {} samples, loss {:.4}, {} {:.4}",
@@ -146,4 +152,37 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         print!("{}", crate::train::confusion_table(c));
     }
     Outcome::Ok
+}
+
+/// How far training had gone: `after epoch 2`, or for a checkpoint written mid-epoch (on
+/// Ctrl-C), `after step 5, 160 samples into epoch 1`. (The step of a whole-epoch checkpoint is
+/// not shown: in `best.safetensors` it is the run's last, not the best epoch's.)
+fn trained_for(epoch: usize, step: u64, epoch_samples: usize) -> String {
+    if epoch_samples > 0 {
+        format!(
+            "after step {step}, {epoch_samples} sample{} into epoch {}",
+            if epoch_samples == 1 { "" } else { "s" },
+            epoch + 1
+        )
+    } else {
+        format!("after epoch {epoch}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trained_for;
+
+    #[test]
+    fn a_mid_epoch_checkpoint_says_how_far_into_the_epoch_it_is() {
+        assert_eq!(trained_for(2, 3750, 0), "after epoch 2");
+        assert_eq!(
+            trained_for(0, 5, 160),
+            "after step 5, 160 samples into epoch 1"
+        );
+        assert_eq!(
+            trained_for(3, 13, 1),
+            "after step 13, 1 sample into epoch 4"
+        );
+    }
 }

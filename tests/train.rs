@@ -1188,3 +1188,42 @@ fn a_copied_run_directory_points_at_its_own_source_copy() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// Weights saved in the middle of the first epoch (Ctrl-C) are not "epoch 0": `eval` says
+/// how far into epoch 1 they are.
+#[test]
+fn eval_of_a_mid_epoch_checkpoint_says_where_it_stopped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(dir.join("x.nn"), xor).expect("write");
+    let args = [
+        "train",
+        "x.nn",
+        "--out",
+        "r",
+        "--batch",
+        "1",
+        "--stop-after-steps",
+        "3",
+    ];
+    let (_, err, code) = run(dir, &args);
+    assert_eq!(code, 130, "{err}");
+    let weights = ["eval", "x.nn", "--weights", "r/checkpoint.safetensors"];
+    let (out, err, code) = run(dir, &weights);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "model `xor`, weights r/checkpoint.safetensors (after step 3, 3 samples into epoch 1)\n"
+        ),
+        "{out}"
+    );
+    let (out, err, code) = run(dir, &[&weights[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (v["epoch"].as_u64(), v["epoch_samples"].as_u64()),
+        (Some(0), Some(3))
+    );
+}
