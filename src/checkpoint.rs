@@ -54,6 +54,8 @@ pub struct Meta {
     pub source_sha256: String,
     pub nnc_version: String,
     pub backend: String,
+    /// The seed and batch size of the session that wrote the checkpoint, which a resume
+    /// continues with unless told otherwise (a resumed run may have changed them).
     pub seed: u64,
     pub batch: usize,
     /// The epochs the run was to take, which a learning-rate schedule spans (absent in

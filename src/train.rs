@@ -168,12 +168,15 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
              {epochs} epochs"
         );
     }
+    // The checkpoint records the seed and batch of the session that wrote it, which a later
+    // resume continues with: not necessarily those the run started with.
     if let Some(c) = &resumed
         && (c.meta.seed, c.meta.batch) != (seed, batch)
     {
         eprintln!(
-            "warning: the run started with seed {} and batch {}, it continues with seed {seed} \
-             and batch {batch}: the epochs ahead will differ from an uninterrupted run",
+            "warning: the checkpoint was written with seed {} and batch {}, this session \
+             continues with seed {seed} and batch {batch}: the epochs ahead will differ from \
+             those of a run continued with the checkpoint's",
             c.meta.seed, c.meta.batch
         );
     }

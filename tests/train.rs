@@ -1227,3 +1227,41 @@ fn eval_of_a_mid_epoch_checkpoint_says_where_it_stopped() {
         (Some(0), Some(3))
     );
 }
+
+/// A resume with another seed records that seed in the checkpoint (a later plain resume
+/// continues with it), so a later warning names it as the checkpoint's, not the run's first.
+#[test]
+fn a_changed_seed_is_the_checkpoints_from_then_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(dir.join("x.nn"), xor).expect("write");
+    let train = |extra: &[&str]| {
+        let args = [&["train", "x.nn", "--out", "r"][..], extra].concat();
+        let (_, err, code) = run(dir, &args);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let err = train(&["--epochs", "2", "--seed", "0"]);
+    assert!(!err.contains("warning"), "{err}");
+    let err = train(&["--resume", "--epochs", "3", "--seed", "5"]);
+    assert!(
+        err.contains(
+            "warning: the checkpoint was written with seed 0 and batch 4, this session continues \
+             with seed 5 and batch 4"
+        ),
+        "{err}"
+    );
+    assert_eq!(checkpoint(&dir.join("r")).meta.seed, 5);
+    let err = train(&["--resume", "--epochs", "4", "--seed", "0"]);
+    assert!(
+        err.contains(
+            "the checkpoint was written with seed 5 and batch 4, this session continues with seed 0"
+        ),
+        "{err}"
+    );
+    // Without --seed, the checkpoint's seed: no warning.
+    let err = train(&["--resume", "--epochs", "5"]);
+    assert!(!err.contains("warning") && err.contains("seed 0"), "{err}");
+}
