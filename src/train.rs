@@ -58,7 +58,7 @@ pub struct Options {
 struct Summary {
     /// The last epoch's report, its test figures those of the final weights.
     last: EpochReport,
-    /// Seconds of this process's training.
+    /// Seconds of this session (process), from its start: on resume, not the whole run's.
     seconds: f64,
     stopped_early: bool,
     best_epoch: Option<usize>,
@@ -227,6 +227,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         last_save: Instant::now(),
         started: Instant::now(),
         steps_here: 0,
+        resumed: resumed.is_some(),
     };
     driver.announce(resumed.as_ref());
     driver.train()
@@ -320,6 +321,8 @@ struct Driver<'a> {
     started: Instant,
     /// Steps taken by this process (for `--stop-after-steps`).
     steps_here: u64,
+    /// The session continues a checkpoint: its time is not the run's.
+    resumed: bool,
 }
 
 impl Driver<'_> {
@@ -491,6 +494,7 @@ impl Driver<'_> {
         let val = self.trainer.evaluate(Part::Validation)?;
         let test = self.trainer.evaluate(Part::Test)?.ok_or("no test data")?;
         let sums = std::mem::take(&mut self.state.sums);
+        let before = self.state.partial_seconds;
         let report = EpochReport {
             epoch,
             score: self.score(),
@@ -521,7 +525,7 @@ impl Driver<'_> {
         if self.opts.json {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
         } else {
-            println!("{}", epoch_line(&report));
+            println!("{}", epoch_line(&report, before));
         }
         let row = report.row();
         self.run.metrics.append(&row)?;
@@ -697,14 +701,30 @@ impl Driver<'_> {
             };
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
         } else {
+            // A resumed session's time is not the run's: the epochs' times (metrics.csv's
+            // `seconds`, which count the parts before interruptions) add up to that.
+            let time = if self.resumed {
+                let epochs: f64 = self
+                    .run
+                    .history
+                    .iter()
+                    .filter_map(|r| r.get("seconds"))
+                    .sum();
+                format!(
+                    "; {} in this session, {} in all the run's epochs",
+                    progress::duration(seconds),
+                    progress::duration(epochs)
+                )
+            } else {
+                format!(" in {}", progress::duration(seconds))
+            };
             println!(
-                "test {} {:.4} (loss {:.4}) after {} epoch{} in {}; weights in {}",
+                "test {} {:.4} (loss {:.4}) after {} epoch{}{time}; weights in {}",
                 self.score().title(),
                 test.score,
                 test.loss,
                 last.epoch,
                 if last.epoch == 1 { "" } else { "s" },
-                progress::duration(seconds),
                 weights.display()
             );
         }
@@ -713,8 +733,9 @@ impl Driver<'_> {
 }
 
 /// `epoch   1  train loss 0.2551  acc 0.9262  [val ...]  test loss 0.1329  acc 0.9596  [lr
-/// 0.0100]  5.21 s`
-fn epoch_line(r: &EpochReport) -> String {
+/// 0.0100]  5.21 s`: the epoch's time, training and evaluation; for an epoch resumed in its
+/// middle, `(2.17 s before the interruption)` says how much of it an earlier session spent.
+fn epoch_line(r: &EpochReport, before: f64) -> String {
     let key = r.score.key();
     let val = match (r.val_loss, r.val_score) {
         (Some(l), Some(a)) => format!("  val loss {l:.4}  {key} {a:.4}"),
@@ -725,8 +746,14 @@ fn epoch_line(r: &EpochReport) -> String {
         Some(lr) => format!("  lr {lr:.1e}"),
         None => String::new(),
     };
+    let before = if before > 0.0 {
+        format!(" ({before:.2} s before the interruption)")
+    } else {
+        String::new()
+    };
     format!(
-        "epoch {:>3}  train loss {:.4}  {key} {:.4}{val}  test loss {:.4}  {key} {:.4}{lr}  {:.2} s",
+        "epoch {:>3}  train loss {:.4}  {key} {:.4}{val}  test loss {:.4}  {key} {:.4}{lr}  {:.2} \
+         s{before}",
         r.epoch, r.train_loss, r.train_score, r.test_loss, r.test_score, r.seconds
     )
 }

@@ -1265,3 +1265,50 @@ fn a_changed_seed_is_the_checkpoints_from_then_on() {
     let err = train(&["--resume", "--epochs", "5"]);
     assert!(!err.contains("warning") && err.contains("seed 0"), "{err}");
 }
+
+/// The epoch line of an epoch resumed in its middle counts the time spent before the
+/// interruption and says so; the summary of a resumed session gives its own time and the
+/// run's (the epochs' `seconds` in metrics.csv), so the two do not contradict each other.
+#[test]
+fn a_resumed_run_says_what_its_times_count() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let xor = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn"))
+        .expect("xor");
+    std::fs::write(dir.join("x.nn"), xor).expect("write");
+    let first = [
+        "train", "x.nn", "--out", "r", "--batch", "1", "--epochs", "2",
+    ];
+    let (out, err, code) = run(dir, &[&first[..], &["--stop-after-steps", "2"]].concat());
+    assert_eq!(code, 130, "{err}");
+    assert!(out.is_empty(), "{out}");
+    let before = checkpoint(&dir.join("r")).meta.partial_seconds;
+    assert!(before > 0.0);
+    let (out, err, code) = run(dir, &[&first[..], &["--resume"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("epoch   1 ")
+            && lines[0].ends_with(&format!(" s ({before:.2} s before the interruption)")),
+        "{out}"
+    );
+    assert!(!lines[1].contains("interruption"), "{out}");
+    let rows = nnc::metrics::read(&dir.join("r/metrics.csv")).unwrap_or_default();
+    let epochs: f64 = rows.iter().filter_map(|r| r.get("seconds")).sum();
+    assert!(rows[0].get("seconds").unwrap_or(0.0) >= before);
+    let summary = lines.last().expect("summary");
+    let all = format!(
+        " in this session, {} in all the run's epochs; weights in r/checkpoint.safetensors",
+        nnc::progress::duration(epochs)
+    );
+    assert!(summary.contains(&all), "{summary}");
+
+    let (out, err, code) = run(dir, &["train", "x.nn", "--out", "s", "--epochs", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.contains(" after 1 epoch in ") && !l.contains("session")),
+        "{out}"
+    );
+}
