@@ -261,23 +261,41 @@ pub fn read(path: &Path) -> Result<Vec<Row>, ReadError> {
 
 impl EpochReport {
     /// The warning for a network that predicts class `class` (of `classes`) for every test
-    /// sample, with its likely cause. If its training loss is still a uniform guess's,
-    /// ln(classes), and its first layer's gradient is under 1 % of its last layer's, it has
-    /// not started to learn: its gradients vanish on the way back (LeNet-5 of 1998 at lr
-    /// 0.01, a deep sigmoid network). Otherwise it learned and collapsed, as a learning rate
-    /// too high makes it (LeNet-5 at lr 0.1).
-    pub fn single_class_warning(&self, class: usize, classes: usize) -> String {
+    /// sample, with its likely cause; `earlier` are the run's rows before this epoch.
+    ///
+    /// If its training loss is still a uniform guess's, ln(classes), and has been in every
+    /// earlier epoch, and its first layer's gradient is under 1 % of its last layer's but not
+    /// zero, it has not started to learn: its gradients vanish on the way back (LeNet-5 of
+    /// 1998 at lr 0.01, a deep sigmoid network). Otherwise it collapsed, as a learning rate
+    /// too high makes it (LeNet-5 at lr 0.1): it learned and lost it, or no gradient reaches
+    /// its first layer at all — units dead on every sample, dead ReLUs, which then leave the
+    /// loss at chance too. A collapsed run is never told to raise its learning rate.
+    pub fn single_class_warning(&self, class: usize, classes: usize, earlier: &[Row]) -> String {
         let head = format!(
             "after epoch {} the model predicts class {class} for every test sample",
             self.epoch
         );
         let chance = (classes.max(2) as f64).ln();
+        let at_chance = |loss: f64| loss >= 0.99 * chance;
         let norms = &self.grad_norms.0;
-        let ratio = match (norms.first(), norms.last()) {
-            (Some((_, first)), Some((_, last))) if norms.len() > 1 && *last > 0.0 => first / last,
-            _ => f64::NAN,
+        let (first, ratio) = match (norms.first(), norms.last()) {
+            (Some((name, first)), Some((_, last))) if norms.len() > 1 && *last > 0.0 => {
+                (name.as_str(), first / last)
+            }
+            _ => ("", f64::NAN),
         };
-        if self.train_loss >= 0.99 * chance && ratio < 0.01 {
+        let learned_before = earlier
+            .iter()
+            .filter_map(|r| r.get("train_loss"))
+            .any(|l| !at_chance(l));
+        if ratio == 0.0 {
+            format!(
+                "{head}: training has collapsed, and no gradient reaches its first layer \
+                 (grad_norm.{first} is 0 in metrics.csv: its units, or a later layer's, output \
+                 nothing for every sample, as dead ReLUs do); lower the learning rate (e.g. by \
+                 10x)"
+            )
+        } else if at_chance(self.train_loss) && ratio < 0.01 && !learned_before {
             format!(
                 "{head}, and its training loss ({:.4}) is still a uniform guess's (ln {classes} = \
                  {chance:.4}): it has not started to learn. Its first layer's gradient is \
@@ -341,7 +359,7 @@ mod tests {
     fn a_single_class_is_a_collapse_or_a_network_that_has_not_started() {
         let mut r = report(1, 2.3016);
         r.grad_norms = Norms(vec![("c1".into(), 2e-4), ("out".into(), 0.17)]);
-        let w = r.single_class_warning(1, 10);
+        let w = r.single_class_warning(1, 10, &[]);
         assert!(
             w.contains("has not started to learn") && w.contains("1.2e-3"),
             "{w}"
@@ -349,15 +367,38 @@ mod tests {
         // Learned, then collapsed: the loss below chance, or gradients of one size.
         r.train_loss = 1.95;
         assert!(
-            r.single_class_warning(8, 10)
+            r.single_class_warning(8, 10, &[])
                 .contains("lower the learning rate")
         );
         r.train_loss = 2.3052;
         r.grad_norms = Norms(vec![("c1".into(), 0.67), ("out".into(), 0.76)]);
         assert!(
-            r.single_class_warning(8, 10)
+            r.single_class_warning(8, 10, &[])
                 .contains("lower the learning rate")
         );
+    }
+
+    /// LeNet-5 at lr 0.1: epoch 1 learns, then collapses; in epoch 2 its ReLUs are dead, the
+    /// loss is back at chance and the first layer gets no gradient. That is the collapse
+    /// again, not a network to give a larger learning rate.
+    #[test]
+    fn a_collapsed_run_is_never_told_to_raise_its_learning_rate() {
+        let raise = |w: &str| w.contains("larger learning rate") || w.contains("not started");
+        let mut r = report(2, 2.3019);
+        r.grad_norms = Norms(vec![("c1".into(), 0.0), ("out".into(), 0.02)]);
+        let epoch1 = report(1, 1.4).row();
+        for earlier in [vec![], vec![epoch1.clone()]] {
+            let w = r.single_class_warning(3, 10, &earlier);
+            assert!(!raise(&w) && w.contains("lower the learning rate"), "{w}");
+            assert!(w.contains("grad_norm.c1 is 0"), "{w}");
+        }
+        // Vanishing gradients after an epoch that learned: a collapse too.
+        r.grad_norms = Norms(vec![("c1".into(), 2e-4), ("out".into(), 0.17)]);
+        let w = r.single_class_warning(3, 10, &[epoch1]);
+        assert!(!raise(&w) && w.contains("lower the learning rate"), "{w}");
+        // Epochs at chance before: still a network that has not started.
+        let w = r.single_class_warning(3, 10, &[report(1, 2.3024).row()]);
+        assert!(raise(&w), "{w}");
     }
 
     #[test]

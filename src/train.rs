@@ -518,7 +518,7 @@ impl Driver<'_> {
         if let Some(confusion) = &test.confusion
             && let Some(class) = confusion.single_prediction()
         {
-            let warning = report.single_class_warning(class, confusion.classes);
+            let warning = report.single_class_warning(class, confusion.classes, &self.run.history);
             eprintln!("warning: {warning}");
         }
         *last_test = Some(test);

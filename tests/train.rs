@@ -1312,3 +1312,41 @@ fn a_resumed_run_says_what_its_times_count() {
         "{out}"
     );
 }
+
+/// A ReLU network at too high a rate collapses in epoch 1 and its ReLUs die: in the next
+/// epochs its loss is back at chance and its first layer gets no gradient, which must still
+/// be called a collapse, never a network to give a larger learning rate.
+#[test]
+fn a_collapsed_network_is_told_to_lower_its_rate_every_epoch() {
+    let (tmp, file) = model_dir(
+        "model m {
+    input image: f32[1, 28, 28]
+    flatten
+    h1: dense(64) -> relu
+    h2: dense(32) -> relu
+    out: dense(10)
+}",
+        "
+    loss softmax_cross_entropy
+    optimizer momentum(lr: 2, momentum: 0.9)
+    batch 20
+    epochs 3",
+    );
+    let (_, err, code) = run(tmp.path(), &["train", file.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert!(warnings.len() >= 2, "{err}");
+    for w in &warnings {
+        assert!(
+            w.contains("training has collapsed") && w.contains("lower the learning rate"),
+            "{err}"
+        );
+        assert!(!w.contains("larger learning rate"), "{err}");
+    }
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("no gradient reaches its first layer")),
+        "{err}"
+    );
+}
