@@ -17,7 +17,7 @@ use nnc_ir::compile::compile;
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
 use nnc_jit::{Options, Program};
-use support::{MODELS, model_file};
+use support::{model_file, model_files};
 
 /// The system allocator, counting allocations and reallocations outside `gemm` while
 /// [`WATCHING`] is set.
@@ -114,12 +114,7 @@ fn assert_no_allocation(program: &mut Program, what: &str) {
 
 #[test]
 fn programs_do_not_allocate_while_they_run() {
-    let mut files: Vec<_> = std::fs::read_dir(MODELS)
-        .expect("models directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
-        .collect();
-    files.sort();
+    let files = model_files();
     assert!(files.len() >= 8, "models found: {files:?}");
     for path in files {
         let m = model_file(&path);

@@ -5,13 +5,24 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nnc_ir::interp::Tensor;
 use nnc_jit::Program;
 
 /// The models shipped in `models/`.
 pub const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/");
+
+/// The `.nn` files in `models/`, sorted.
+pub fn model_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(MODELS)
+        .expect("models directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    files.sort();
+    files
+}
 
 /// The first model of a `.nn` file, which must check without errors.
 pub fn model_file(path: impl AsRef<Path>) -> nnc_check::Model {
