@@ -711,12 +711,15 @@ impl LibKernel {
                 }
             }
             Op::Pad { pads } => {
-                // Split over samples when they are not padded themselves.
+                // Split over samples when they are not padded themselves: a part's rows of
+                // the input and of the result are then the same; otherwise one part does all
+                // (the result has more rows than the input).
                 let lead = shape(0)[0];
-                let (lo, hi) = if pads[..2] == [0, 0] {
-                    range(lead)
+                let (lo, hi, out_rows) = if pads[..2] == [0, 0] {
+                    let (lo, hi) = range(lead);
+                    (lo, hi, (lo, hi))
                 } else if part == 0 {
-                    (0, lead)
+                    (0, lead, (0, oshape[0]))
                 } else {
                     return;
                 };
@@ -724,23 +727,23 @@ impl LibKernel {
                 // The part's shapes and the low pads, on the stack (a kernel allocates
                 // nothing).
                 let r = oshape.len();
-                let sub = |s: &[usize]| {
+                let sub = |s: &[usize], rows: usize| {
                     let mut d = [0; MAX_RANK];
                     d[..r].copy_from_slice(s);
-                    d[0] = hi - lo;
+                    d[0] = rows;
                     d
                 };
                 let mut low = [0; MAX_RANK];
                 for (l, &p) in low.iter_mut().zip(pads.iter().step_by(2)) {
                     *l = p;
                 }
-                let out = &mut out[lo * yp..hi * yp];
+                let out = &mut out[out_rows.0 * yp..out_rows.1 * yp];
                 out.fill(0.0);
                 copy_box(
                     &f32s(0)[lo * xp..hi * xp],
-                    &sub(shape(0))[..r],
+                    &sub(shape(0), hi - lo)[..r],
                     out,
-                    &sub(oshape)[..r],
+                    &sub(oshape, out_rows.1 - out_rows.0)[..r],
                     &low[..r],
                     true,
                 );
