@@ -64,26 +64,25 @@ impl Jit {
             lr: b.lr,
         }
     }
-
-    fn result(out: nnc_jit::StepOutput, size: usize) -> StepResult {
-        StepResult {
-            loss_sum: out.loss * size as f64,
-            correct: out.correct,
-            grad_norms2: out.grad_norms2,
-            outputs: out.outputs,
-        }
-    }
 }
 
 impl Backend for Jit {
-    fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<TrainResult<'_>, String> {
         let out = self.0.train_step(&Jit::batch(batch))?;
-        Ok(Jit::result(out, batch.size))
+        Ok(TrainResult {
+            loss_sum: out.loss * batch.size as f64,
+            correct: out.correct,
+            grad_norms2: out.grad_norms2,
+        })
     }
 
     fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
         let out = self.0.eval_step(&Jit::batch(batch))?;
-        Ok(Jit::result(out, batch.size))
+        Ok(StepResult {
+            loss_sum: out.loss * batch.size as f64,
+            correct: out.correct,
+            outputs: out.outputs,
+        })
     }
 
     fn params(&self) -> Vec<NamedTensor> {
@@ -163,14 +162,24 @@ pub enum BatchTargets<'a> {
     Values(&'a [f32]),
 }
 
-/// Loss summed over the batch's samples, and the number of correct predictions.
+/// A training step's loss summed over the batch's samples, its number of correct predictions
+/// and squared gradient norms.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainResult<'a> {
+    pub loss_sum: f64,
+    pub correct: f64,
+    /// Squared gradient norm per parameter tensor, borrowed from the backend (the JIT's
+    /// steps allocate nothing).
+    pub grad_norms2: &'a [f64],
+}
+
+/// An evaluation step's loss summed over the batch's samples, its number of correct
+/// predictions and the model's outputs.
 #[derive(Clone, Debug, Default)]
 pub struct StepResult {
     pub loss_sum: f64,
     pub correct: f64,
-    /// Squared gradient norm per parameter tensor (training steps only; empty in evaluation).
-    pub grad_norms2: Vec<f64>,
-    /// The model's outputs, `batch × outputs`, row-major (evaluation steps only).
+    /// The model's outputs, `batch × outputs`, row-major.
     pub outputs: Vec<f32>,
 }
 
@@ -185,7 +194,7 @@ pub struct NamedTensor {
 /// Something that runs training and evaluation steps and owns the parameters and the
 /// optimizer state. The training driver sees only this.
 pub trait Backend {
-    fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<TrainResult<'_>, String>;
     /// Forward only, dropout off; fills `outputs`.
     fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
     /// The parameters, in declaration order (`c1.weight`, `c1.bias`, ...).
@@ -207,6 +216,8 @@ pub struct Interp {
     names: Vec<String>,
     states: Vec<ArrayD<f32>>,
     state_names: Vec<String>,
+    /// The latest step's squared gradient norms.
+    grad_norms2: Vec<f64>,
 }
 
 impl Interp {
@@ -224,6 +235,7 @@ impl Interp {
                 .map(|t| ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).expect("init shape"))
                 .collect(),
             states: Vec::new(),
+            grad_norms2: Vec::new(),
         }
     }
 
@@ -276,7 +288,7 @@ impl Interp {
 }
 
 impl Backend for Interp {
-    fn train_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<TrainResult<'_>, String> {
         let step = self.compiled(batch.size)?.train_step.clone();
         let mut inputs = self.data_tensors(batch, step.data_params == 3)?;
         inputs.extend(self.params.iter().map(|p| Tensor::F(p.clone())));
@@ -293,12 +305,11 @@ impl Backend for Interp {
         for s in self.states.iter_mut() {
             *s = out.next().ok_or("missing state")?.into_f()?;
         }
-        let grad_norms2 = out.map(|t| t.scalar()).collect::<Result<_, _>>()?;
-        Ok(StepResult {
+        self.grad_norms2 = out.map(|t| t.scalar()).collect::<Result<_, _>>()?;
+        Ok(TrainResult {
             loss_sum: loss * batch.size as f64,
             correct,
-            grad_norms2,
-            outputs: Vec::new(),
+            grad_norms2: &self.grad_norms2,
         })
     }
 
@@ -310,7 +321,6 @@ impl Backend for Interp {
         Ok(StepResult {
             loss_sum: out[0].scalar()? * batch.size as f64,
             correct: out[1].scalar()?,
-            grad_norms2: Vec::new(),
             outputs: out[2].as_f()?.iter().copied().collect(),
         })
     }

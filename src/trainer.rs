@@ -373,7 +373,7 @@ impl Trainer {
             sums.steps += 1;
             sums.loss_sum += r.loss_sum;
             sums.correct += r.correct;
-            for (s, g2) in sums.grad_norm2_sums.iter_mut().zip(&r.grad_norms2) {
+            for (s, g2) in sums.grad_norm2_sums.iter_mut().zip(r.grad_norms2) {
                 *s += g2;
             }
             if after_step(sums).is_break() {

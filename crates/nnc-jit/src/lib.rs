@@ -7,8 +7,9 @@
 //! and [`library`] → [`program::Program`] (run).
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
-//! parameters and constants); nnc's kernels allocate nothing while a program runs (the
-//! `gemm` crate allocates its packing buffers on each call: tests/no_allocation.rs); a
+//! parameters and constants); nnc's kernels allocate nothing while a program runs, nor does
+//! a [`Trainer`] step (the `gemm` crate allocates a flag vector and its packing buffers on
+//! each blocked product: tests/no_allocation.rs); a
 //! program computes what the reference interpreter computes, up to floating-point
 //! reassociation in GEMMs.
 
@@ -35,4 +36,4 @@ pub mod updates;
 mod testing;
 
 pub use program::{Options, Program};
-pub use trainer::{BatchData, InputData, StepOutput, TargetData, Trainer};
+pub use trainer::{BatchData, EvalOutput, InputData, TargetData, TrainOutput, Trainer};

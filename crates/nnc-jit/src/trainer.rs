@@ -2,8 +2,9 @@
 //!
 //! One program per batch size (the last batch of an epoch may be smaller), compiled on first
 //! use. The parameters and optimizer state live in the arena of the program that ran the
-//! latest training step, and move (a copy) only when a step of another batch size runs or an
-//! evaluation program needs fresh weights.
+//! latest training step, and move (a copy, arena to arena) only when a step of another batch
+//! size runs or an evaluation program needs fresh weights. Once every program is compiled, a
+//! training step allocates nothing (tests/no_allocation.rs).
 
 use std::collections::HashMap;
 
@@ -41,15 +42,23 @@ pub enum TargetData<'a> {
 /// Parameter tensors and optimizer state tensors, flat, in their layouts' order.
 pub type Weights = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
-/// What a step reports.
-#[derive(Clone, Debug, Default)]
-pub struct StepOutput {
+/// What a training step reports.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainOutput<'a> {
     /// Mean loss over the batch.
     pub loss: f64,
     pub correct: f64,
-    /// Squared gradient norm per parameter (training steps).
-    pub grad_norms2: Vec<f64>,
-    /// The model's outputs, `batch × outputs` (evaluation steps).
+    /// Squared gradient norm per parameter: the trainer's buffer, refilled every step.
+    pub grad_norms2: &'a [f64],
+}
+
+/// What an evaluation step reports.
+#[derive(Clone, Debug, Default)]
+pub struct EvalOutput {
+    /// Mean loss over the batch.
+    pub loss: f64,
+    pub correct: f64,
+    /// The model's outputs, `batch × outputs`.
     pub outputs: Vec<f32>,
 }
 
@@ -81,6 +90,8 @@ pub struct Trainer {
     param_names: Vec<String>,
     param_shapes: Vec<Vec<usize>>,
     states: Vec<(String, Vec<usize>)>,
+    /// The latest step's squared gradient norms (reused: no allocation per step).
+    grad_norms2: Vec<f64>,
 }
 
 impl Trainer {
@@ -113,6 +124,7 @@ impl Trainer {
                 .iter()
                 .map(|s| (s.name.clone(), s.ty.shape.clone()))
                 .collect(),
+            grad_norms2: Vec::new(),
         })
     }
 
@@ -133,20 +145,38 @@ impl Trainer {
         Ok(())
     }
 
-    /// Copies the newest parameters and states into the training program for `batch`.
+    /// Copies the newest parameters and states into the training program for `batch`,
+    /// arena to arena (no allocation).
     fn sync_train(&mut self, batch: usize) -> Result<(), String> {
         self.ensure_train(batch)?;
         let target_version = self.train[&batch].version;
         if target_version == self.version && self.owner.is_some() {
             return Ok(());
         }
-        let (params, states) = self.current()?;
-        let t = self.train.get_mut(&batch).expect("compiled above");
-        let dp = t.step.data_params;
-        for (i, p) in params.iter().chain(&states).enumerate() {
-            t.program.f32_param(dp + i)?.copy_from_slice(p);
+        match self.owner {
+            // It holds the newest already (its version lags only after `restore`, which
+            // clears the owner).
+            Some(b) if b == batch => {}
+            Some(b) => {
+                let [Some(from), Some(to)] = self.train.get_disjoint_mut([&b, &batch]) else {
+                    return Err(format!("no program for batch {b} or {batch}"));
+                };
+                let (dp, dq) = (from.step.data_params, to.step.data_params);
+                let n = from.step.params.len() + from.step.states.len();
+                for i in 0..n {
+                    let src = from.program.read_f32_param(dp + i)?;
+                    to.program.f32_param(dq + i)?.copy_from_slice(src);
+                }
+            }
+            None => {
+                let t = self.train.get_mut(&batch).expect("compiled above");
+                let dp = t.step.data_params;
+                for (i, p) in self.initial.iter().chain(&self.initial_states).enumerate() {
+                    t.program.f32_param(dp + i)?.copy_from_slice(p);
+                }
+            }
         }
-        t.version = self.version;
+        self.train.get_mut(&batch).expect("compiled above").version = self.version;
         Ok(())
     }
 
@@ -182,8 +212,9 @@ impl Trainer {
         Ok(())
     }
 
-    /// One training step on `batch`.
-    pub fn train_step(&mut self, batch: &BatchData<'_>) -> Result<StepOutput, String> {
+    /// One training step on `batch`. Once a program for its size exists, nothing is
+    /// allocated.
+    pub fn train_step(&mut self, batch: &BatchData<'_>) -> Result<TrainOutput<'_>, String> {
         self.sync_train(batch.size)?;
         let t = self.train.get_mut(&batch.size).expect("synced");
         let dp = t.step.data_params;
@@ -196,25 +227,24 @@ impl Trainer {
         let ns = t.step.states.len();
         let loss = t.program.result(0)[0] as f64;
         let correct = t.program.result(1)[0] as f64;
-        let grad_norms2 = (0..np)
-            .map(|i| t.program.result(2 + np + ns + i)[0] as f64)
-            .collect();
+        self.grad_norms2.clear();
+        self.grad_norms2
+            .extend((0..np).map(|i| t.program.result(2 + np + ns + i)[0] as f64));
         for k in 0..np + ns {
             t.program.commit(2 + k, dp + k);
         }
         self.version += 1;
         t.version = self.version;
         self.owner = Some(batch.size);
-        Ok(StepOutput {
+        Ok(TrainOutput {
             loss,
             correct,
-            grad_norms2,
-            outputs: Vec::new(),
+            grad_norms2: &self.grad_norms2,
         })
     }
 
     /// One evaluation step (forward only, dropout off) on `batch`.
-    pub fn eval_step(&mut self, batch: &BatchData<'_>) -> Result<StepOutput, String> {
+    pub fn eval_step(&mut self, batch: &BatchData<'_>) -> Result<EvalOutput, String> {
         if !self.eval.contains_key(&batch.size) {
             let c = compile(&self.model, batch.size, self.input.clone(), self.targets)?;
             let program = Program::compile(&c.eval_step, Options::default())?;
@@ -227,20 +257,31 @@ impl Trainer {
             );
         }
         if self.eval[&batch.size].version != self.version {
-            let (params, _) = self.current()?;
+            // The newest weights, arena to arena.
             let e = self.eval.get_mut(&batch.size).expect("compiled above");
-            for (i, p) in params.iter().enumerate() {
-                e.program.f32_param(2 + i)?.copy_from_slice(p);
+            match self.owner {
+                Some(b) => {
+                    let t = &self.train[&b];
+                    let dp = t.step.data_params;
+                    for i in 0..t.step.params.len() {
+                        let src = t.program.read_f32_param(dp + i)?;
+                        e.program.f32_param(2 + i)?.copy_from_slice(src);
+                    }
+                }
+                None => {
+                    for (i, p) in self.initial.iter().enumerate() {
+                        e.program.f32_param(2 + i)?.copy_from_slice(p);
+                    }
+                }
             }
             e.version = self.version;
         }
         let e = self.eval.get_mut(&batch.size).expect("compiled above");
         Self::load_data(&mut e.program, batch, false)?;
         e.program.run();
-        Ok(StepOutput {
+        Ok(EvalOutput {
             loss: e.program.result(0)[0] as f64,
             correct: e.program.result(1)[0] as f64,
-            grad_norms2: Vec::new(),
             outputs: e.program.result(2).to_vec(),
         })
     }
