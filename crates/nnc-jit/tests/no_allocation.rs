@@ -1,10 +1,17 @@
 //! nnc's kernels allocate nothing while a program runs (the invariant in the crate's
-//! documentation): the training and evaluation steps of every model in `models/`, watched by
-//! a global allocator. Its own test binary, so that no other test allocates meanwhile.
+//! documentation): the training and evaluation steps of every model in `models/`, and a
+//! `Trainer`'s training steps across a full and a partial batch, watched by a global
+//! allocator. Its own test binary, its tests one at a time ([`SERIAL`]), so that nothing else
+//! allocates meanwhile.
 //!
-//! The one exception is the `gemm` crate, which allocates its packing buffers on every call
-//! (version 0.19 takes no workspace): an allocation whose backtrace passes through
-//! `gemm_common` is not counted, nor one made outside nnc's code (a thread starting).
+//! The one exception is the `gemm` crate (0.19), whose public API takes no workspace: every
+//! call that reaches its blocked path (`gemm_common::gemm::gemm_basic_generic`) allocates a
+//! `vec![false; mc / MR]` (which packed LHS blocks are ready: tens to hundreds of bytes) and,
+//! when it packs the RHS or pre-packs the LHS, a `dyn_stack::MemBuffer` for them (LeNet-5's
+//! training step: 15 such calls, 600 KB in all); both are freed before it returns. (Its other
+//! buffer, the thread-local `L2_SLAB` for the LHS panels, is allocated once per thread.) An
+//! allocation whose backtrace passes through `gemm_basic_generic` is therefore not counted,
+//! nor one made outside nnc's code (a thread starting).
 
 mod support;
 
@@ -16,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nnc_ir::compile::compile;
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
-use nnc_jit::{Options, Program};
+use nnc_jit::{BatchData, InputData, Options, Program, TargetData, Trainer};
 use support::{model_file, model_files};
 
 /// The system allocator, counting allocations and reallocations outside `gemm` while
@@ -24,6 +31,9 @@ use support::{model_file, model_files};
 struct Counting;
 
 static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Held by each test: the watch is global (kernels allocate on the worker thread too), so an
+/// allocation by another test running meanwhile would count.
+static SERIAL: Mutex<()> = Mutex::new(());
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// The backtrace of the first allocation counted.
 static FIRST: Mutex<String> = Mutex::new(String::new());
@@ -38,8 +48,8 @@ fn watch() {
         return;
     }
     let trace = std::backtrace::Backtrace::force_capture().to_string();
-    // Made by nnc (not by a thread starting), and not inside gemm.
-    let counted = trace.contains("nnc_jit") && !trace.contains("gemm_common");
+    // Made by nnc (not by a thread starting), and not by gemm's blocked product.
+    let counted = trace.contains("nnc_jit") && !trace.contains("gemm_basic_generic");
     if counted && ALLOCATIONS.fetch_add(1, Ordering::Relaxed) == 0 {
         *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = trace;
     }
@@ -99,21 +109,27 @@ fn fill_data(program: &mut Program, f: &Function, data_params: usize, dense: boo
     }
 }
 
-/// Runs `program` once to warm it up, then asserts that a second run allocates nothing
-/// outside `gemm`.
-fn assert_no_allocation(program: &mut Program, what: &str) {
-    program.run();
+/// Asserts that `run` allocates nothing outside `gemm`.
+fn assert_no_allocation_in(what: &str, run: impl FnOnce()) {
     ALLOCATIONS.store(0, Ordering::Relaxed);
     WATCHING.store(true, Ordering::Relaxed);
-    program.run();
+    run();
     WATCHING.store(false, Ordering::Relaxed);
     let n = ALLOCATIONS.load(Ordering::Relaxed);
     let first = FIRST.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(n, 0, "{what}: {n} allocations, the first at\n{first}");
 }
 
+/// Runs `program` once to warm it up, then asserts that a second run allocates nothing
+/// outside `gemm`.
+fn assert_no_allocation(program: &mut Program, what: &str) {
+    program.run();
+    assert_no_allocation_in(what, || program.run());
+}
+
 #[test]
 fn programs_do_not_allocate_while_they_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let files = model_files();
     assert!(files.len() >= 8, "models found: {files:?}");
     for path in files {
@@ -138,5 +154,93 @@ fn programs_do_not_allocate_while_they_run() {
                 assert_no_allocation(&mut eval, &format!("evaluation step of {what}"));
             }
         }
+    }
+}
+
+/// One batch's data for a training program: MNIST-like images or features, valid targets.
+struct Batch {
+    size: usize,
+    u8s: Vec<u8>,
+    f32s: Vec<f32>,
+    classes: Vec<i32>,
+    values: Vec<f32>,
+}
+
+impl Batch {
+    /// Sized by the program's own data parameters.
+    fn for_program(p: &Program, size: usize) -> Batch {
+        let f = &p.func;
+        let ty = |i: usize| f.ty(f.params[i]);
+        let mut b = Batch {
+            size,
+            u8s: Vec::new(),
+            f32s: Vec::new(),
+            classes: Vec::new(),
+            values: Vec::new(),
+        };
+        let n = ty(0).numel();
+        match ty(0).dtype {
+            DType::U8 => b.u8s = (0..n).map(|k| (k * 37 % 251) as u8).collect(),
+            _ => b.f32s = vec![0.5; n],
+        }
+        match ty(1).dtype {
+            DType::I32 => b.classes = vec![1; ty(1).numel()],
+            _ => b.values = vec![0.5; ty(1).numel()],
+        }
+        b
+    }
+
+    fn data(&self) -> BatchData<'_> {
+        BatchData {
+            size: self.size,
+            inputs: if self.u8s.is_empty() {
+                InputData::F32(&self.f32s)
+            } else {
+                InputData::U8(&self.u8s)
+            },
+            targets: if self.classes.is_empty() {
+                TargetData::Values(&self.values)
+            } else {
+                TargetData::Classes(&self.classes)
+            },
+            key: 7,
+            lr: 0.01,
+        }
+    }
+}
+
+/// A `Trainer` allocates nothing per training step once it has compiled its programs: not
+/// for the gradient norms it reports, nor when the weights move between the full batch's
+/// program and the partial last batch's (which happens at every epoch's end).
+#[test]
+fn trainer_steps_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for path in model_files() {
+        let m = model_file(&path);
+        let train = m.train.clone().expect("train block");
+        let input = InputSpec::of(&train.data, &m).expect("known input layout");
+        let targets = TargetSpec::of(&train.data, &m);
+        let mut trainer = Trainer::new(&m, input, targets, 1).expect("trainer");
+        let (full, partial) = (train.batch, train.batch / 2 + 1);
+        let batches: Vec<Batch> = [full, partial]
+            .into_iter()
+            .map(|size| {
+                let p = trainer.train_program(size).expect("compiles");
+                Batch::for_program(p, size)
+            })
+            .collect();
+        let [full, partial] = [&batches[0], &batches[1]];
+        // Every program has run and the norms' buffer has grown.
+        for b in [full, partial, full] {
+            trainer.train_step(&b.data()).expect("step");
+        }
+        let params = trainer.param_layout().0.len();
+        let what = format!("{} trainer steps", path.display());
+        assert_no_allocation_in(&what, || {
+            for b in [full, full, partial, full, partial, full] {
+                let out = trainer.train_step(&b.data()).expect("step");
+                assert_eq!(out.grad_norms2.len(), params);
+            }
+        });
     }
 }
