@@ -76,6 +76,9 @@ enum Command {
         /// Behave as if Ctrl-C came after this many steps (for tests).
         #[arg(long, hide = true)]
         stop_after_steps: Option<u64>,
+        /// Write a checkpoint after every epoch, not at most every 5 s (for tests).
+        #[arg(long, hide = true)]
+        save_every_epoch: bool,
     },
     /// Evaluate saved weights on the model's test data: loss, accuracy, per-class accuracy.
     Eval {
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
             backend,
             json,
             stop_after_steps,
+            save_every_epoch,
         } => train::run(
             &train::Options {
                 file,
@@ -219,6 +223,7 @@ fn main() -> ExitCode {
                 backend,
                 json,
                 stop_after_steps,
+                save_every_epoch,
             },
             &ui,
         ),

@@ -51,6 +51,8 @@ pub struct Options {
     pub json: bool,
     /// Act as if Ctrl-C came after this many steps of this process (tests).
     pub stop_after_steps: Option<u64>,
+    /// Write a checkpoint after every epoch, not at most every [`SAVE_EVERY`] (tests).
+    pub save_every_epoch: bool,
 }
 
 /// The final `--json` object. It repeats the last epoch's keys with the final weights' test
@@ -462,7 +464,7 @@ impl Driver<'_> {
             last_report = Some(report);
             let interrupted = self.stop.load(Ordering::SeqCst);
             let last = epoch == self.epochs || patience_out || interrupted;
-            if (last || self.last_save.elapsed() >= SAVE_EVERY)
+            if (last || self.opts.save_every_epoch || self.last_save.elapsed() >= SAVE_EVERY)
                 && let Err(e) = self.save()
             {
                 return fail(Outcome::Failed, e);
