@@ -125,7 +125,7 @@ pub fn bench(
         .ok()
         .and_then(|d| match d.test.inputs {
             nnc_data::Inputs::U8 { data, sample } => {
-                let n = sample.iter().product::<usize>() * batch;
+                let n = sample.iter().product::<usize>().saturating_mul(batch);
                 Some(data[..n.min(data.len())].to_vec())
             }
             nnc_data::Inputs::F32 { .. } => None,

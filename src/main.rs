@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         epochs: Option<u64>,
         /// Batch size (overrides the train block).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
         /// Seed for initialisation, shuffling, augmentation and dropout (overrides the train
         /// block).
@@ -94,7 +94,7 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Batch size (default: the train block's).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
         /// Which engine runs the steps.
         #[arg(long, value_enum, default_value_t = BackendKind::default())]
@@ -138,7 +138,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ir::Emit::Ir)]
         emit: ir::Emit,
         /// Batch size (default: the train block's).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
     },
     /// Time the compiled training step: compile time, step time, images/s, GFLOP/s and a
@@ -151,7 +151,7 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
         /// Batch size (default: the train block's).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
         /// Timed steps.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]

@@ -200,8 +200,8 @@ fn the_arena_line_says_why_it_is_missing() {
     );
 
     let huge = "train m {\n    data csv(\"d.csv\", target: \"y\")\n    loss mse\n    \
-                optimizer sgd(lr: 0.1)\n    batch 9007199254740992\n}\n";
-    let model = "model m {\n    input x: f32[4096]\n    out: dense(1)\n}\n";
+                optimizer sgd(lr: 0.1)\n    batch 16777216\n}\n";
+    let model = "model m {\n    input x: f32[1048576]\n    out: dense(1)\n}\n";
     std::fs::write(&file, format!("{model}{huge}")).expect("write");
     let (stdout, stderr, code) = nnc(&["check", path]);
     assert_eq!(code, 0, "{stderr}");

@@ -87,6 +87,29 @@ fn emit_clif_prints_cranelift_functions() {
     assert!(stdout.contains("f32x4"), "vectorised loops");
 }
 
+/// A batch larger than 2^24 is a usage error, named by clap before anything is compiled (so
+/// that no size computed from it can overflow), and a step whose arena this machine cannot
+/// allocate is an error, not an abort.
+#[test]
+fn a_huge_batch_is_an_error_not_an_abort() {
+    for args in [
+        ["bench", "models/mlp.nn", "--batch", "4000000000000"],
+        [
+            "bench",
+            "models/lenet5.nn",
+            "--batch",
+            "18446744073709551615",
+        ],
+        ["ir", "models/mlp.nn", "--batch", "16777217"],
+        ["train", "models/mlp.nn", "--batch", "16777217"],
+    ] {
+        let (_, stderr, code) = nnc(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("--batch"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// Counts of zero and `--emit clif` with a stage other than the kernels' are usage errors,
 /// named by clap before anything is compiled.
 #[test]

@@ -30,6 +30,10 @@ pub const LOSSES: &[&str] = &["mse", "cross_entropy", "softmax_cross_entropy"];
 pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"];
 pub const DATA: &[&str] = &["mnist", "idx", "csv"];
 pub const METRICS: &[&str] = &["loss", "accuracy", "mae"];
+/// The largest batch: with a sample of at most 2^32 elements, a batch's tensors stay below
+/// 2^56 elements, so no size computed from them overflows.
+pub const MAX_BATCH: u64 = 1 << 24;
+
 pub const SCHEDULES: &[&str] = &["constant", "cosine", "linear", "step", "exponential"];
 
 /// The spans of a train block's settings, for labels in cross-checks with the model.
@@ -97,7 +101,22 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
     let positive = |key: &str, default: u64, diags: &mut Vec<Diagnostic>| {
         get(key).map_or(Some(default), |v| args::int_at_least(v, key, 1, diags))
     };
-    let batch = positive("batch", 32, diags);
+    let batch = positive("batch", 32, diags).and_then(|b| {
+        if b <= MAX_BATCH {
+            return Some(b);
+        }
+        if let Some(v) = get("batch") {
+            diags.push(
+                Diagnostic::error(
+                    "nnc::range",
+                    format!("`batch` must be at most {MAX_BATCH} (2^24), found {b}"),
+                )
+                .label(v.span, "too large")
+                .help("a batch is held in memory at once: MNIST's whole training set is 60000"),
+            );
+        }
+        None
+    });
     let epochs = positive("epochs", 1, diags);
     let seed = get("seed").map_or(Some(0), |v| args::int_at_least(v, "seed", 0, diags));
     let metrics = get("metrics").map_or(Some(vec![Metric::Loss, Metric::Accuracy]), |v| {

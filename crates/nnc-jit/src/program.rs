@@ -126,14 +126,35 @@ impl Options {
     }
 }
 
-fn check_rank(f: &Function) -> Result<(), String> {
-    match f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
-        Some(t) => Err(format!(
+/// The most bytes a step's tensors may take together (64 TiB): far beyond any machine's
+/// memory, and small enough that the plan's offsets cannot overflow.
+const MAX_TENSOR_BYTES: u128 = 1 << 46;
+
+/// Refuses what the JIT cannot compile: a tensor of too high a rank, or tensors too large to
+/// plan (a huge `--batch`), before any size is computed in `usize`.
+fn check_function(f: &Function) -> Result<(), String> {
+    if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
+        return Err(format!(
             "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
             t.shape.len()
-        )),
-        None => Ok(()),
+        ));
     }
+    let bytes: u128 = f
+        .types
+        .iter()
+        .map(|t| {
+            t.shape.iter().fold(elem_size(t.dtype) as u128, |n, &d| {
+                n.saturating_mul(d as u128)
+            })
+        })
+        .fold(0, u128::saturating_add);
+    if bytes > MAX_TENSOR_BYTES {
+        return Err(format!(
+            "the step's tensors would take {bytes} bytes, more than any machine's memory \
+             (a smaller batch?)"
+        ));
+    }
+    Ok(())
 }
 
 /// The kernels of `f` and their buffers: loops, library kernels with the loops they fuse, and
@@ -234,9 +255,10 @@ impl ArenaSize {
     }
 
     /// The arena `f` compiles to under `opts`, without generating code: the same schedule and
-    /// plan as [`Program::compile`], which fail only on a tensor of too high a rank.
+    /// plan as [`Program::compile`], which fail only on a tensor of too high a rank or tensors
+    /// too large for any machine.
     pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, String> {
-        check_rank(f)?;
+        check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
         let layout = Layout::of(f, &schedule, &plan);
         Ok(ArenaSize::from_parts(&plan, &layout))
@@ -273,7 +295,7 @@ pub struct Program {
 impl Program {
     pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
         let start = Instant::now();
-        check_rank(f)?;
+        check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
         let Layout {
             scratch,
@@ -413,12 +435,21 @@ impl Program {
                 }
             })
             .collect::<Result<_, String>>()?;
+        // A size the machine cannot hold is an error, not an abort.
+        let mut arena = Vec::new();
+        arena.try_reserve_exact(total / ALIGN).map_err(|_| {
+            format!(
+                "cannot allocate the step's arena of {} MiB (a smaller batch?)",
+                total >> 20
+            )
+        })?;
+        arena.resize(total / ALIGN, Line([0; ALIGN]));
         let mut program = Program {
             func: f.clone(),
             schedule,
             plan,
             scratch,
-            arena: vec![Line([0; ALIGN]); total / ALIGN],
+            arena,
             kernels,
             worker: Worker::new(),
             partial,
