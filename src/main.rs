@@ -167,12 +167,12 @@ enum Command {
         /// The model, when the file holds several.
         #[arg(long)]
         model: Option<String>,
-        /// Samples in the batch.
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
+        /// Samples in the batch (the check runs in f64 on the interpreter: keep it small).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        batch: u64,
         /// Elements checked per parameter tensor (all of them when it is smaller).
-        #[arg(long, default_value_t = 24)]
-        samples: usize,
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+        samples: u64,
         /// Seed for the weights and the random batch.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -319,7 +319,14 @@ fn main() -> ExitCode {
             batch,
             samples,
             seed,
-        } => ir::gradcheck(&file, model.as_deref(), batch, samples, seed, &ui),
+        } => ir::gradcheck(
+            &file,
+            model.as_deref(),
+            saturating_usize(batch),
+            saturating_usize(samples),
+            seed,
+            &ui,
+        ),
     };
     ExitCode::from(outcome.code())
 }

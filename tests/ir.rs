@@ -102,6 +102,8 @@ fn a_huge_batch_is_an_error_not_an_abort() {
         ],
         ["ir", "models/mlp.nn", "--batch", "16777217"],
         ["train", "models/mlp.nn", "--batch", "16777217"],
+        ["gradcheck", "models/xor.nn", "--batch", "0"],
+        ["gradcheck", "models/xor.nn", "--batch", "5000"],
     ] {
         let (_, stderr, code) = nnc(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
