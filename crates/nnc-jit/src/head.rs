@@ -6,8 +6,8 @@
 //! output bias's gradient, its column sums (`reduce_sum` over the batch). Scheduled apart,
 //! these are five kernels that read the logits three times and compute every exponential
 //! twice. [`fuse_heads`] makes them one [`Head`] kernel: per row, one scan for the maximum
-//! (which is also the argmax), one for the exponentials and their sum, one writing the
-//! gradient row and adding it to the bias gradient.
+//! (which is also the argmax), one for the exponentials (into the gradient's row) and their
+//! sum, one finishing the gradient row and adding it to the bias gradient.
 //!
 //! The head computes exactly what the separate routines compute (the same maximum with the
 //! same tie-breaking, the same sums in the same order), so fusing changes no bit of a step.
@@ -257,9 +257,17 @@ impl HeadKernel {
                     (m, best) = (x, j);
                 }
             }
+            // The exponentials, kept in the gradient's row when there is one (each computed
+            // once), and their sum in order.
             let mut s = 0.0f32;
-            for &x in row {
-                s += (x - m).exp();
+            match grad.as_deref_mut() {
+                Some(g) => {
+                    for (y, &x) in g[i * k..(i + 1) * k].iter_mut().zip(row) {
+                        *y = (x - m).exp();
+                        s += *y;
+                    }
+                }
+                None => row.iter().for_each(|&x| s += (x - m).exp()),
             }
             let t = label(l, k);
             total += m + s.ln() - row[t];
@@ -269,9 +277,7 @@ impl HeadKernel {
             correct += f32::from(u8::from(best as i32 == l));
             if let Some(g) = grad.as_deref_mut() {
                 let g = &mut g[i * k..(i + 1) * k];
-                for (y, &x) in g.iter_mut().zip(row) {
-                    *y = (x - m).exp() / s;
-                }
+                g.iter_mut().for_each(|y| *y /= s);
                 g[t] -= 1.0;
                 g.iter_mut().for_each(|y| *y *= scale);
                 if let Some(bias) = bias.as_deref_mut() {
@@ -321,6 +327,52 @@ mod tests {
             panic!("{:?}", s.kernels)
         };
         assert_eq!(h.insts(), vec![0, 1, 2, 3, 5, 6]);
+    }
+
+    /// The head's results are the separate routines' bit for bit: each op alone is a library
+    /// kernel (or a loop), the whole step one head.
+    #[test]
+    fn the_head_computes_the_separate_routines_bits() {
+        use crate::{Options, Program};
+        // Logits with ties, a large spread and a -0; labels with one out of range (clamped by
+        // the loss, never equal to a prediction).
+        let z: Vec<f32> = (0..30)
+            .map(|i| match i {
+                3 | 4 => 2.5,
+                7 => -0.0,
+                11 => 40.0,
+                _ => ((i * 37 % 23) as f32 - 11.0) / 3.0,
+            })
+            .collect();
+        let labels = [1, 4, 2, 0, 9, 3];
+        let run = |text: &str| -> Vec<Vec<u32>> {
+            let f = parse_function(text).expect("valid IR");
+            let mut p = Program::compile(&f, Options::default()).expect("compiles");
+            p.f32_param(0).expect("z").copy_from_slice(&z);
+            p.i32_param(1).expect("labels").copy_from_slice(&labels);
+            p.run();
+            (0..f.results.len())
+                .map(|k| p.result(k).iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let fused = run(STEP);
+        let args = "(%z: f32[6,5], %label: i32[6])";
+        let loss = run(&format!(
+            "func @f{args} -> (f32[]) {{\n  %0: f32[] = softmax_xent %z, %label\n  return %0\n}}"
+        ));
+        let correct = run(&format!(
+            "func @f{args} -> (f32[]) {{\n  %0: i32[6] = argmax %z, axis=1\n  \
+             %1: f32[6] = eq %0, %label\n  %2: f32[] = reduce_sum %1, axes=[0]\n  return %2\n}}"
+        ));
+        let grads = run(&format!(
+            "func @f{args} -> (f32[6,5], f32[5]) {{\n  %0: f32[] = const value=1.0\n  \
+             %1: f32[6,5] = softmax_xent_grad %z, %label, %0\n  \
+             %2: f32[5] = reduce_sum %1, axes=[0]\n  return %1, %2\n}}"
+        ));
+        assert_eq!(fused[0], loss[0], "loss");
+        assert_eq!(fused[1], correct[0], "correct");
+        assert_eq!(fused[2], grads[0], "gradient");
+        assert_eq!(fused[3], grads[1], "bias gradient");
     }
 
     #[test]
