@@ -137,6 +137,24 @@ fn metrics_without_seconds(dir: &Path) -> String {
         .join("\n")
 }
 
+/// The values of column `name` of a metrics.csv text, one per epoch.
+fn column(metrics: &str, name: &str) -> Vec<f64> {
+    let mut lines = metrics.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let at = header
+        .iter()
+        .position(|&c| c == name)
+        .unwrap_or_else(|| panic!("no column {name}: {metrics}"));
+    lines
+        .map(|l| {
+            l.split(',')
+                .nth(at)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} of {l}"))
+        })
+        .collect()
+}
+
 fn checkpoint(dir: &Path) -> Checkpoint {
     Checkpoint::load(&dir.join("checkpoint.safetensors")).expect("checkpoint")
 }
@@ -243,27 +261,7 @@ fn a_schedule_resumes_where_it_stopped() {
     );
     assert_eq!(checkpoint(&dir.join("straight")).meta.epochs, Some(3));
     // metrics.csv logs the rate of each epoch's last step: 12 steps an epoch, 36 in all.
-    let header: Vec<&str> = straight
-        .lines()
-        .next()
-        .expect("header")
-        .split(',')
-        .collect();
-    let column = header
-        .iter()
-        .position(|&c| c == "lr")
-        .expect("an lr column");
-    let rates: Vec<f64> = straight
-        .lines()
-        .skip(1)
-        .map(|l| {
-            l.split(',')
-                .nth(column)
-                .expect("lr")
-                .parse()
-                .expect("number")
-        })
-        .collect();
+    let rates = column(&straight, "lr");
     let cosine =
         |t: f64| 0.05 * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t / 36.0).cos()));
     assert_eq!(rates.len(), 3);
@@ -318,22 +316,7 @@ fn a_warmup_ramps_the_rate_up() {
         &["train", file.to_str().expect("path"), "--out", "w"],
     );
     assert_eq!(code, 0, "{err}");
-    let metrics = metrics_without_seconds(&tmp.path().join("w"));
-    let mut lines = metrics.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let column = header
-        .iter()
-        .position(|&c| c == "lr")
-        .expect("an lr column");
-    let rates: Vec<f64> = lines
-        .map(|l| {
-            l.split(',')
-                .nth(column)
-                .expect("lr")
-                .parse()
-                .expect("number")
-        })
-        .collect();
+    let rates = column(&metrics_without_seconds(&tmp.path().join("w")), "lr");
     // 12 steps an epoch, 24 of warmup: step 11 takes 12/24 of the rate, steps 23 on all of it.
     assert_eq!(rates, vec![0.025, 0.05, 0.05]);
 }
