@@ -278,7 +278,8 @@ pub struct Program {
     pub func: Function,
     schedule: Schedule,
     plan: Plan,
-    scratch: usize,
+    /// How the arena divides (what `nnc check` and `ir --stage kernels` print).
+    size: ArenaSize,
     arena: Vec<Line>,
     kernels: Vec<Compiled>,
     worker: Worker,
@@ -297,13 +298,15 @@ impl Program {
         let start = Instant::now();
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
+        let layout = Layout::of(f, &schedule, &plan);
+        let size = ArenaSize::from_parts(&plan, &layout);
         let Layout {
             scratch,
             scratch_part,
             extra,
             partial,
             total,
-        } = Layout::of(f, &schedule, &plan);
+        } = layout;
         let mut jit = Jit::new(opts.keep_clif)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
@@ -448,7 +451,7 @@ impl Program {
             func: f.clone(),
             schedule,
             plan,
-            scratch,
+            size,
             arena,
             kernels,
             worker: Worker::new(),
@@ -501,11 +504,7 @@ impl Program {
 
     /// The arena's parts.
     pub fn arena_size(&self) -> ArenaSize {
-        ArenaSize {
-            persistent: self.plan.persistent,
-            intermediates: self.scratch - self.plan.persistent,
-            scratch: self.arena_bytes() - self.scratch,
-        }
+        self.size
     }
 
     /// Runs every kernel once.
