@@ -7,9 +7,9 @@
 //! and [`library`] → [`program::Program`] (run).
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
-//! parameters and constants); nnc's kernels allocate nothing while a program runs, nor does
-//! a [`Trainer`] step (the `gemm` crate allocates a flag vector and its packing buffers on
-//! each blocked product: tests/no_allocation.rs); a
+//! parameters and constants); a program allocates nothing while it runs after its first run,
+//! nor does a [`Trainer`] step (tests/no_allocation.rs; gemm's packing buffers are kept per
+//! thread by the vendored gemm-common, vendor/gemm-common/PATCH.md); a
 //! program computes what the reference interpreter computes, up to floating-point
 //! reassociation in GEMMs.
 

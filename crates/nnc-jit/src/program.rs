@@ -283,6 +283,8 @@ pub struct Program {
     arena: Vec<Line>,
     kernels: Vec<Compiled>,
     worker: Worker,
+    /// gemm's count of buffer growths when this program last grew its threads' buffers.
+    gemm_growths_kept: Option<usize>,
     /// Byte offset of the partial-sum region of split loops.
     partial: usize,
     /// Keeps the generated code alive for the function pointers in `kernels`.
@@ -455,6 +457,7 @@ impl Program {
             arena,
             kernels,
             worker: Worker::new(),
+            gemm_growths_kept: None,
             partial,
             _module: module,
             clif,
@@ -513,6 +516,7 @@ impl Program {
         for k in &self.kernels {
             run_kernel(k, base, &self.worker, self.partial);
         }
+        self.keep_gemm_buffers();
     }
 
     /// Runs every kernel once, adding each kernel's time to `times` (one entry per kernel).
@@ -522,6 +526,19 @@ impl Program {
             let start = Instant::now();
             run_kernel(k, base, &self.worker, self.partial);
             *t += start.elapsed();
+        }
+        self.keep_gemm_buffers();
+    }
+
+    /// After the first run, and after any run in which a GEMM (of this program or another)
+    /// needed a larger packing buffer than any before it (the first to take a dense path),
+    /// grows both threads' kept buffers to the largest needed: which thread runs which half of
+    /// a kernel varies from run to run, and the next runs must not allocate.
+    fn keep_gemm_buffers(&mut self) {
+        let growths = gemm_common::gemm::kept_buffer_growths();
+        if self.gemm_growths_kept != Some(growths) {
+            self.worker.on_both(gemm_common::gemm::reserve_kept_buffers);
+            self.gemm_growths_kept = Some(growths);
         }
     }
 

@@ -54,19 +54,13 @@ impl Worker {
     /// Runs `a` here and `b` on the worker, returning when both are done. Without a worker
     /// thread (it could not be spawned), runs both here.
     pub fn join(&self, a: impl Fn() + Sync, b: impl Fn() + Sync) {
-        let Some(handle) = &self.handle else {
+        if self.handle.is_none() {
             a();
             b();
             return;
-        };
-        let job: Job<'_> = &b;
-        self.shared
-            .job
-            .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
-        self.shared.state.store(POSTED, Ordering::Release);
-        if self.shared.parked.load(Ordering::Acquire) {
-            handle.thread().unpark();
         }
+        let job: Job<'_> = &b;
+        self.post(&job);
         a();
         // If the worker has not started `b` (another process has the core), take it back:
         // waiting for a thread that is not scheduled would cost a whole time slice.
@@ -79,6 +73,25 @@ impl Worker {
             b();
             return;
         }
+        self.wait();
+    }
+
+    /// Hands `job` to the worker. The caller must [`wait`](Self::wait) (or take the job back)
+    /// before `job` goes out of scope.
+    fn post(&self, job: &Job<'_>) {
+        self.shared
+            .job
+            .store(job as *const Job<'_> as *mut (), Ordering::Relaxed);
+        self.shared.state.store(POSTED, Ordering::Release);
+        if self.shared.parked.load(Ordering::Acquire)
+            && let Some(handle) = &self.handle
+        {
+            handle.thread().unpark();
+        }
+    }
+
+    /// Waits until the worker has finished the posted job.
+    fn wait(&self) {
         let mut spins = 0u32;
         while self.shared.state.load(Ordering::Acquire) != DONE {
             spins += 1;
@@ -89,6 +102,20 @@ impl Worker {
             }
         }
         self.shared.state.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    /// Runs `f` on this thread and on the worker (not taken back: it must run there), returning
+    /// when both are done.
+    pub fn on_both(&self, f: impl Fn() + Sync) {
+        f();
+        if self.handle.is_none() {
+            return;
+        }
+        let job: Job<'_> = &f;
+        self.post(&job);
+        self.wait();
     }
 }
 
@@ -118,9 +145,10 @@ fn work(s: &Shared) {
                 .is_ok()
         {
             let job = s.job.load(Ordering::Relaxed) as *const Job<'_>;
-            // SAFETY: `join` stored a pointer to a `Job` on its stack; having moved the state
-            // from POSTED to RUNNING, this thread owns the job, and `join` does not return (so
-            // the job and everything it borrows stay alive) until this thread stores DONE.
+            // SAFETY: `post` stored a pointer to a `Job` on its caller's stack; having moved the
+            // state from POSTED to RUNNING, this thread owns the job, and the caller (`join`,
+            // `on_both`) does not return (so the job and everything it borrows stay alive)
+            // until this thread stores DONE.
             unsafe { (*job)() };
             s.state.store(DONE, Ordering::Release);
             last = Instant::now();

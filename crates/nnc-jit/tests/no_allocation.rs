@@ -4,14 +4,10 @@
 //! allocator. Its own test binary, its tests one at a time ([`SERIAL`]), so that nothing else
 //! allocates meanwhile.
 //!
-//! The one exception is the `gemm` crate (0.19), whose public API takes no workspace: every
-//! call that reaches its blocked path (`gemm_common::gemm::gemm_basic_generic`) allocates a
-//! `vec![false; mc / MR]` (which packed LHS blocks are ready: tens to hundreds of bytes) and,
-//! when it packs the RHS or pre-packs the LHS, a `dyn_stack::MemBuffer` for them (LeNet-5's
-//! training step: 15 such calls, 600 KB in all); both are freed before it returns. (Its other
-//! buffer, the thread-local `L2_SLAB` for the LHS panels, is allocated once per thread.) An
-//! allocation whose backtrace passes through `gemm_basic_generic` is therefore not counted,
-//! nor one made outside nnc's code (a thread starting).
+//! That includes the `gemm` crate's blocked product: upstream gemm-common allocates its
+//! packing buffer and packed-LHS flags in every call; the vendored copy
+//! (`vendor/gemm-common/PATCH.md`) keeps them per thread, so only a program's first run
+//! allocates them. An allocation made outside nnc's code (a thread starting) is not counted.
 
 mod support;
 
@@ -26,7 +22,7 @@ use nnc_ir::{DType, Function};
 use nnc_jit::{BatchData, InputData, Options, Program, TargetData, Trainer};
 use support::{model_file, model_files};
 
-/// The system allocator, counting allocations and reallocations outside `gemm` while
+/// The system allocator, counting allocations and reallocations while
 /// [`WATCHING`] is set.
 struct Counting;
 
@@ -48,8 +44,8 @@ fn watch() {
         return;
     }
     let trace = std::backtrace::Backtrace::force_capture().to_string();
-    // Made by nnc (not by a thread starting), and not by gemm's blocked product.
-    let counted = trace.contains("nnc_jit") && !trace.contains("gemm_basic_generic");
+    // Made by nnc's code (not by a thread starting).
+    let counted = trace.contains("nnc_jit");
     if counted && ALLOCATIONS.fetch_add(1, Ordering::Relaxed) == 0 {
         *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = trace;
     }
@@ -109,7 +105,7 @@ fn fill_data(program: &mut Program, f: &Function, data_params: usize, dense: boo
     }
 }
 
-/// Asserts that `run` allocates nothing outside `gemm`.
+/// Asserts that `run` allocates nothing.
 fn assert_no_allocation_in(what: &str, run: impl FnOnce()) {
     ALLOCATIONS.store(0, Ordering::Relaxed);
     WATCHING.store(true, Ordering::Relaxed);
@@ -120,8 +116,7 @@ fn assert_no_allocation_in(what: &str, run: impl FnOnce()) {
     assert_eq!(n, 0, "{what}: {n} allocations, the first at\n{first}");
 }
 
-/// Runs `program` once to warm it up, then asserts that a second run allocates nothing
-/// outside `gemm`.
+/// Runs `program` once to warm it up, then asserts that a second run allocates nothing.
 fn assert_no_allocation(program: &mut Program, what: &str) {
     program.run();
     assert_no_allocation_in(what, || program.run());
@@ -155,6 +150,8 @@ fn programs_do_not_allocate_while_they_run() {
             }
         }
     }
+    // Not vacuous: gemm's blocked product ran (and grew its kept buffers).
+    assert!(gemm_common::gemm::kept_buffer_growths() > 0);
 }
 
 /// One batch's data for a training program: MNIST-like images or features, valid targets.
