@@ -41,6 +41,10 @@ pub struct LibKernel {
     /// A contraction whose first operand is image data: it skips the data's zeros when
     /// they are most of it ([`sparse`]).
     pub sparse: bool,
+    /// A contraction whose first operand is the u8 images times this scale, read from the
+    /// bytes (the operand's offset is the parameter's; [`sparse::read_as_bytes`]): the sparse
+    /// path scales as it gathers, the GEMM reads floats converted into the scratch.
+    pub bytes: Option<f32>,
     /// How many times the sparse path ran (tests and `nnc bench` read it).
     pub sparse_runs: Arc<AtomicUsize>,
 }
@@ -94,11 +98,16 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         Op::Conv2dGradInput { .. } => {
             conv(out, shape(1), shape(0)).max(direct(out, shape(1), WideOp::Input))
         }
-        // The gather of the sparse path, for all of op(A)'s rows.
+        // The gather of the sparse path, for all of op(A)'s rows; when A is read from bytes,
+        // or all of A as floats for the GEMM (after the gather gave up).
         Op::MatMul { ta, .. } if sparse_candidate(f, inst) => {
             let a = shape(0);
             let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
-            sparse::scratch_bytes(m, k)
+            let floats = match sparse::bytes_scale(f, inst.args[0]) {
+                Some(_) => 4 * m * k,
+                None => 0,
+            };
+            sparse::scratch_bytes(m, k).max(floats)
         }
         _ => 0,
     }
@@ -130,6 +139,7 @@ impl LibKernel {
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
+            bytes: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
         }
     }
@@ -148,6 +158,7 @@ impl LibKernel {
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
+            bytes: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
         }
     }
@@ -349,6 +360,16 @@ impl LibKernel {
                 } else {
                     ((0, m), range(nn))
                 };
+                // The images' bytes, when A is read from them.
+                let bytes = self.bytes.map(|scale| {
+                    // SAFETY: the operand's offset is the u8 parameter's, `ar · ac` bytes.
+                    let a = unsafe { std::slice::from_raw_parts(base.add(self.args[0].0), n(a)) };
+                    (a, scale)
+                });
+                let data = match bytes {
+                    Some((a, scale)) => sparse::Data::U8(a, scale),
+                    None => sparse::Data::F32(f32s(0)),
+                };
                 if let (true, Some(isa), false) = (self.sparse, self.isa, *tb) {
                     // SAFETY: this part's scratch holds `scratch_bytes` of the instruction,
                     // the gather's for all rows; C and B hold the rows and columns addressed.
@@ -359,7 +380,7 @@ impl LibKernel {
                         );
                         sparse::product(
                             isa,
-                            f32s(0),
+                            data,
                             [a[0], a[1]],
                             *ta,
                             rows,
@@ -376,13 +397,35 @@ impl LibKernel {
                         return;
                     }
                 }
+                // From bytes, the GEMM reads A converted into this part's scratch (the
+                // gather's, done with): this part's rows of A, or all of Aᵀ's.
+                let a_rows = if *ta { (0, a[0]) } else { rows };
+                let a_floats = match bytes {
+                    Some((bytes, scale)) => {
+                        let bytes = &bytes[a_rows.0 * a[1]..a_rows.1 * a[1]];
+                        // SAFETY: the scratch holds `4 · ar · ac` bytes for this (see
+                        // `scratch_bytes`), 4-byte aligned, disjoint from every operand.
+                        let floats = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                base.add(scratch) as *mut f32,
+                                bytes.len(),
+                            )
+                        };
+                        for (x, &b) in floats.iter_mut().zip(bytes) {
+                            *x = b as f32 * scale;
+                        }
+                        // Where A's row 0 would be.
+                        floats.as_ptr().wrapping_sub(a_rows.0 * a[1])
+                    }
+                    None => f32s(0).as_ptr(),
+                };
                 // SAFETY: rows and columns of C, op(A) and op(B) in these ranges are inside
-                // their matrices.
+                // their matrices (of A, those converted when it is read from bytes).
                 unsafe {
                     matmul(
                         out.as_mut_ptr().add(rows.0 * nn + cols.0),
                         nn as isize,
-                        f32s(0).as_ptr().offset(rows.0 as isize * a_rs),
+                        a_floats.wrapping_offset(rows.0 as isize * a_rs),
                         a_cs,
                         a_rs,
                         f32s(1).as_ptr().offset(cols.0 as isize * b_cs),

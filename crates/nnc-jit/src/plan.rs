@@ -43,9 +43,9 @@ impl Plan {
     }
 }
 
-/// The value whose buffer `v` uses (following views).
+/// The value whose buffer `v` uses (following views, and scaled bytes to their parameter).
 pub fn root(s: &Schedule, mut v: ValueId) -> ValueId {
-    while let Storage::View(of) = s.storage[v.index()] {
+    while let Storage::View(of) | Storage::Scaled(of) = s.storage[v.index()] {
         v = of;
     }
     v
@@ -190,10 +190,10 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             }
         }
     }
-    // Views share their root's buffer.
+    // Views share their root's buffer; scaled bytes are their parameter's.
     for v in 0..n {
         let id = ValueId(v as u32);
-        if let Storage::View(_) = s.storage[v] {
+        if let Storage::View(_) | Storage::Scaled(_) = s.storage[v] {
             offset[v] = offset[root(s, id).index()];
         }
     }

@@ -648,9 +648,21 @@ impl Program {
             Some(n) => format!("%{n}"),
             None => format!("%{}", v.0),
         };
-        let at = |v: nnc_ir::ValueId| match self.plan.offset[v.index()] {
-            Some(o) => format!("{}@{o}", name(v)),
-            None => name(v),
+        let at = |v: nnc_ir::ValueId| {
+            // Scaled bytes (perhaps reshaped) name their parameter: no buffer of their own.
+            let mut r = v;
+            let scaled = loop {
+                match self.schedule.storage[r.index()] {
+                    Storage::View(of) => r = of,
+                    Storage::Scaled(of) => break Some(of),
+                    _ => break None,
+                }
+            };
+            match (self.plan.offset[v.index()], scaled) {
+                (Some(o), Some(p)) => format!("{}@{o} (the bytes of {}, scaled)", name(v), name(p)),
+                (Some(o), None) => format!("{}@{o}", name(v)),
+                (None, _) => name(v),
+            }
         };
         let a = self.arena_size();
         let mut out = format!(

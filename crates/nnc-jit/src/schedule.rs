@@ -5,6 +5,8 @@
 //! - Constants are not kernels: loops inline them; the rest read them from the arena's
 //!   constant region, filled once.
 //! - Reshapes are views: the result shares its operand's buffer.
+//! - The u8 images' scaling (`to_f32`) is no kernel when only contractions read it: they read
+//!   the bytes and scale them themselves (`Storage::Scaled`).
 //! - Everything else (contractions, convolutions, pooling, the fused loss, reductions) is one
 //!   [`Kernel::Op`] per instruction; loops then join the ones that split over the two threads
 //!   as prologues and epilogues ([`crate::fuse`]), and a classifier's loss, predictions and
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 use nnc_ir::{Function, Op, ValueId};
 
 use crate::head::Head;
+use crate::sparse;
 
 /// A unit of work in the compiled step.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +72,9 @@ pub enum Storage {
     Const,
     /// Shares the buffer of another value (a reshape).
     View(ValueId),
+    /// The u8 parameter's bytes, times a `to_f32`'s scale: no buffer, read as bytes by the
+    /// contractions that use it (`sparse::read_as_bytes`).
+    Scaled(ValueId),
     /// Its own buffer, written by a kernel.
     Buffer,
     /// Lives in registers inside a loop kernel only.
@@ -164,6 +170,10 @@ pub fn schedule(f: &Function) -> Schedule {
             }
         }
         let joins = loop_shape.as_ref().and_then(|s| open.get(s).copied());
+        if sparse::read_as_bytes(f, i) {
+            storage[v.index()] = Storage::Scaled(inst.args[0]);
+            continue;
+        }
         if let Op::Reshape { .. } = inst.op {
             storage[v.index()] = Storage::View(inst.args[0]);
             continue;

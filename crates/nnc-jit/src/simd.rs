@@ -172,6 +172,26 @@ pub trait F32x16: Copy {
     unsafe fn load_masked(m: u16, p: *const f32) -> Self;
     /// Lanes of `m` from `p + i·stride` (lane `i`), +0 in the others.
     unsafe fn load_strided(m: u16, p: *const f32, stride: usize) -> Self;
+    /// Sixteen bytes from `p`, as floats (exactly: they are below 256).
+    unsafe fn load_bytes(p: *const u8) -> Self;
+    /// Lanes of `m` from the bytes at `p + i·stride` (lane `i`), as floats; +0 in the others.
+    #[inline(always)]
+    unsafe fn load_bytes_strided(m: u16, p: *const u8, stride: usize) -> Self {
+        if m == u16::MAX && stride == 1 {
+            // SAFETY: all sixteen lanes are valid (the caller's contract).
+            return unsafe { Self::load_bytes(p) };
+        }
+        let mut a = [0u8; 16];
+        let mut bits = m;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            // SAFETY: lane `i` is in `m`, so `p + i·stride` is valid (the caller's contract).
+            a[i] = unsafe { *p.wrapping_add(i * stride) };
+            bits &= bits - 1;
+        }
+        // SAFETY: `a` holds sixteen bytes.
+        unsafe { Self::load_bytes(a.as_ptr()) }
+    }
     unsafe fn store(self, p: *mut f32);
     /// Stores the lanes of `m` to their places from `p`.
     unsafe fn store_masked(self, m: u16, p: *mut f32);
@@ -336,6 +356,13 @@ impl F32x16 for Avx512 {
                 at,
                 p.cast(),
             ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_bytes(p: *const u8) -> Self {
+        unsafe {
+            let b = _mm_loadu_si128(p.cast());
+            Avx512(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)))
         }
     }
     #[inline(always)]
@@ -582,6 +609,16 @@ impl F32x16 for Avx2 {
             bits &= bits - 1;
         }
         unsafe { Self::from_array(&a) }
+    }
+    #[inline(always)]
+    unsafe fn load_bytes(p: *const u8) -> Self {
+        unsafe {
+            let b = _mm_loadu_si128(p.cast());
+            Avx2(
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)),
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b))),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {

@@ -20,19 +20,67 @@ use nnc_ir::{DType, Function, Op, ValueId};
 
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
-/// Whether `v` is image data: `to_f32` of a u8 parameter, perhaps reshaped.
-pub fn from_u8_data(f: &Function, mut v: ValueId) -> bool {
+/// The `to_f32` instruction of a u8 parameter that `v` is, perhaps reshaped.
+fn image_source(f: &Function, mut v: ValueId) -> Option<usize> {
     loop {
-        let Some(inst) = f.insts.iter().find(|i| i.result == v) else {
-            return false;
-        };
+        let i = f.insts.iter().position(|i| i.result == v)?;
+        let inst = &f.insts[i];
         match (&inst.op, inst.args.as_slice()) {
             (Op::Reshape { .. }, &[x]) => v = x,
             (Op::ToF32 { .. }, &[x]) => {
-                return f.params.contains(&x) && f.ty(x).dtype == DType::U8;
+                return (f.params.contains(&x) && f.ty(x).dtype == DType::U8).then_some(i);
             }
-            _ => return false,
+            _ => return None,
         }
+    }
+}
+
+/// Whether `v` is image data: `to_f32` of a u8 parameter, perhaps reshaped.
+pub fn from_u8_data(f: &Function, v: ValueId) -> bool {
+    image_source(f, v).is_some()
+}
+
+/// Whether the contractions that read the result of instruction `i`, a `to_f32` of a u8
+/// parameter, read the bytes themselves (the image scaling fused into its consumers): every
+/// reader, through reshapes, is the first operand of a `matmul` whose B is not transposed (the
+/// routines that take [`Data::U8`]), and no step result is among them. The instruction then
+/// needs no kernel and its result no buffer.
+pub fn read_as_bytes(f: &Function, i: usize) -> bool {
+    let inst = &f.insts[i];
+    let Op::ToF32 { .. } = inst.op else {
+        return false;
+    };
+    let x = inst.args[0];
+    if !(f.params.contains(&x) && f.ty(x).dtype == DType::U8) {
+        return false;
+    }
+    // The values that are the scaled bytes: the result and its reshapes.
+    let mut same = vec![inst.result];
+    let mut k = 0;
+    while k < same.len() {
+        let v = same[k];
+        k += 1;
+        if f.results.contains(&v) {
+            return false;
+        }
+        for user in f.insts.iter().filter(|u| u.args.contains(&v)) {
+            match &user.op {
+                Op::Reshape { .. } => same.push(user.result),
+                Op::MatMul { tb: false, .. } if user.args[0] == v && user.args[1] != v => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The scale of the image bytes that a contraction reading `v` as its first operand reads
+/// itself ([`read_as_bytes`]), if it does.
+pub fn bytes_scale(f: &Function, v: ValueId) -> Option<f32> {
+    let i = image_source(f, v)?;
+    match f.insts[i].op {
+        Op::ToF32 { scale } if read_as_bytes(f, i) => Some(scale as f32),
+        _ => None,
     }
 }
 
@@ -70,7 +118,7 @@ pub fn scratch_bytes(rows: usize, k: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn product(
     isa: Isa,
-    a: &[f32],
+    a: Data,
     [ar, ac]: [usize; 2],
     transposed: bool,
     rows: (usize, usize),
@@ -106,7 +154,7 @@ pub unsafe fn product(
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_on(
     (isa, wide): (Isa, bool),
-    a: &[f32],
+    a: Data,
     [ar, ac]: [usize; 2],
     transposed: bool,
     (lo, hi): (usize, usize),
@@ -166,9 +214,27 @@ unsafe fn product_on(
     true
 }
 
+/// The elements of `A`: floats, or bytes that a `to_f32` would scale (the kernel then reads
+/// the images themselves, and the step has no float copy of them).
+#[derive(Clone, Copy)]
+pub enum Data<'a> {
+    F32(&'a [f32]),
+    /// `A[i] = bytes[i] as f32 · scale`, rounded as `to_f32` rounds it.
+    U8(&'a [u8], f32),
+}
+
+impl Data<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Data::F32(a) => a.len(),
+            Data::U8(a, _) => a.len(),
+        }
+    }
+}
+
 /// Where the rows of `op(A)` come from.
 struct Source<'a> {
-    a: &'a [f32],
+    a: Data<'a>,
     ar: usize,
     ac: usize,
     transposed: bool,
@@ -184,15 +250,20 @@ impl Source<'_> {
             if r >= end {
                 return V::zero();
             }
-            if self.transposed {
-                // Column `r` of A, rows `j0..`: `ac` floats apart.
-                let m = low_bits(self.ar - j0);
-                // SAFETY: the lanes of `m` address rows below `ar` of column `r < ac`.
-                V::load_strided(m, self.a.as_ptr().add(j0 * self.ac + r), self.ac)
+            // Column `r` of A, rows `j0..` (`ac` elements apart), or row `r`, from `j0`.
+            let (m, at, stride) = if self.transposed {
+                (low_bits(self.ar - j0), j0 * self.ac + r, self.ac)
             } else {
-                let m = low_bits(self.ac - j0);
-                // SAFETY: the lanes of `m` are inside row `r < ar`.
-                V::load_masked(m, self.a.as_ptr().add(r * self.ac + j0))
+                (low_bits(self.ac - j0), r * self.ac + j0, 1)
+            };
+            // SAFETY: the lanes of `m` address rows below `ar` of column `r < ac`, or are
+            // inside row `r < ar`.
+            match self.a {
+                Data::F32(a) if stride == 1 => V::load_masked(m, a.as_ptr().add(at)),
+                Data::F32(a) => V::load_strided(m, a.as_ptr().add(at), stride),
+                Data::U8(a, scale) => {
+                    V::load_bytes_strided(m, a.as_ptr().add(at), stride).mul(V::splat(scale))
+                }
             }
         }
     }
@@ -263,10 +334,42 @@ impl Kernel for Gather<'_> {
 
 /// [`Gather`] for `op(A) = Aᵀ` without a fast vector gather (AVX2's `vgatherdps` loads a lane
 /// at a time): the group's `GROUP` rows of `Aᵀ` are adjacent columns of `A`, so each entry is
-/// `GROUP` contiguous floats of a row of `A`, read in order. Same output as [`Gather`].
+/// `GROUP` contiguous elements of a row of `A`, read in order. Same output as [`Gather`].
 #[inline(always)]
 fn gather_columns(
     src: &Source,
+    rows: (usize, usize),
+    starts: &mut [u32],
+    out: (&mut [u32], &mut [f32], usize),
+    cap: usize,
+) -> bool {
+    let shape = (src.ar, src.ac);
+    match src.a {
+        Data::F32(a) => gather_columns_of(a, shape, |x| x, |_| false, rows, starts, out, cap),
+        // All-zero bytes are skipped before they are scaled (0 · scale is 0 when the scale
+        // is finite): most of the images' entries.
+        Data::U8(a, scale) => gather_columns_of(
+            a,
+            shape,
+            |b| b as f32 * scale,
+            |b| b == 0 && scale.is_finite(),
+            rows,
+            starts,
+            out,
+            cap,
+        ),
+    }
+}
+
+/// [`gather_columns`] over elements `T`, which `value` turns into floats; an entry whose
+/// elements are all `zero` (a quick test, before `value`) is skipped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather_columns_of<T: Copy>(
+    a: &[T],
+    (ar, ac): (usize, usize),
+    value: impl Fn(T) -> f32,
+    zero: impl Fn(T) -> bool,
     (lo, hi): (usize, usize),
     starts: &mut [u32],
     (idx, vals, room): (&mut [u32], &mut [f32], usize),
@@ -278,10 +381,15 @@ fn gather_columns(
         starts[gi] = n as u32;
         // Rows past `hi` read as 0, as in `Source::chunk`.
         let width = (hi - r0).min(GROUP);
-        for j in 0..src.ar {
-            let row = &src.a[j * src.ac + r0..][..width];
+        for j in 0..ar {
+            let row = &a[j * ac + r0..][..width];
+            if row.iter().all(|&x| zero(x)) {
+                continue;
+            }
             let mut v = [0.0f32; GROUP];
-            v[..width].copy_from_slice(row);
+            for (v, &x) in v.iter_mut().zip(row) {
+                *v = value(x);
+            }
             // Nonzero as `F32x16::nonzero` has it: NaN counts, -0 does not.
             if v.iter().all(|&x| x == 0.0) {
                 continue;
@@ -404,6 +512,53 @@ unsafe fn tile_of<V: F32x16, const W: usize>(
 mod tests {
     use super::*;
 
+    /// The scaling is left to the contractions only when nothing else reads it.
+    #[test]
+    fn images_are_read_as_bytes_only_by_contractions() {
+        let scaled = |uses: &str, results: &str| {
+            let text = format!(
+                "func @f(%x: u8[4,2,2], %w: f32[4,3], %v: f32[3,4]) -> ({results}) {{
+                   %a: f32[4,2,2] = to_f32 %x, scale=0.5
+                   %r: f32[4,4] = reshape %a, shape=[4,4]
+                   {uses}
+                 }}"
+            );
+            let f = nnc_ir::parse::parse_function(&text).unwrap_or_else(|e| panic!("{e}"));
+            (read_as_bytes(&f, 0), bytes_scale(&f, f.insts[1].result))
+        };
+        let product = "%y: f32[4,3] = matmul %r, %w\n";
+        assert_eq!(
+            scaled(&format!("{product} return %y"), "f32[4,3]"),
+            (true, Some(0.5))
+        );
+        let tn = "%z: f32[4,3] = matmul_tn %r, %w\n";
+        assert_eq!(
+            scaled(
+                &format!("{product}{tn} return %y, %z"),
+                "f32[4,3], f32[4,3]"
+            ),
+            (true, Some(0.5))
+        );
+        // B transposed, an elementwise reader, the scaled images returned.
+        let nt = "%z: f32[4,3] = matmul_nt %r, %v\n";
+        assert_eq!(
+            scaled(&format!("{nt} return %z"), "f32[4,3]"),
+            (false, None)
+        );
+        let relu = "%z: f32[4,4] = relu %r\n";
+        assert_eq!(
+            scaled(
+                &format!("{product}{relu} return %y, %z"),
+                "f32[4,3], f32[4,4]"
+            ),
+            (false, None)
+        );
+        assert_eq!(
+            scaled(&format!("{product} return %y, %r"), "f32[4,3], f32[4,4]"),
+            (false, None)
+        );
+    }
+
     /// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
     /// columns (three in ten), there about half the time; some zeros are -0.
     fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
@@ -454,7 +609,7 @@ mod tests {
             let done = unsafe {
                 product_on(
                     (isa, wide),
-                    &a,
+                    Data::F32(&a),
                     [ar, ac],
                     transposed,
                     (lo, hi),
@@ -491,6 +646,54 @@ mod tests {
         }
     }
 
+    /// Image bytes read with their scale give the bits that their floats (as `to_f32` makes
+    /// them) give, on each unit, gathered along rows and along columns.
+    #[test]
+    fn bytes_give_the_bits_of_their_floats() {
+        let scale = (1.0 / 255.0f64) as f32;
+        let (ar, ac, nb) = (13, 37, 40);
+        let floats = banded(ar, ac, 2);
+        let bytes: Vec<u8> = floats
+            .iter()
+            .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
+            .collect();
+        assert!(bytes.contains(&0) && bytes.iter().any(|&b| b > 100));
+        let scaled: Vec<f32> = bytes.iter().map(|&b| b as f32 * scale).collect();
+        let runs = Isa::supported_all()
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)])
+            .flat_map(|unit| [(unit, false), (unit, true)]);
+        for ((isa, wide), transposed) in runs {
+            let (rows, k) = if transposed { (ac, ar) } else { (ar, ac) };
+            let b = dense(k * nb, 9);
+            let run = |a: Data| {
+                let mut c = vec![f32::NAN; rows * nb];
+                let mut scratch = vec![0u32; scratch_bytes(rows, k) / 4 + 1];
+                // SAFETY: B is k × nb, C rows × nb; the unit is supported.
+                let done = unsafe {
+                    product_on(
+                        (isa, wide),
+                        a,
+                        [ar, ac],
+                        transposed,
+                        (0, rows),
+                        (b.as_ptr(), nb),
+                        (c.as_mut_ptr(), nb),
+                        (0, nb),
+                        bytemuck_bytes(&mut scratch),
+                    )
+                };
+                assert!(done, "sparse enough");
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                run(Data::U8(&bytes, scale)),
+                run(Data::F32(&scaled)),
+                "{isa:?} wide {wide} transposed {transposed}"
+            );
+        }
+    }
+
     #[test]
     fn dense_rows_are_left_to_the_gemm() {
         let (ar, ac) = (8, 30);
@@ -508,7 +711,7 @@ mod tests {
             let done = unsafe {
                 product(
                     isa,
-                    &a,
+                    Data::F32(&a),
                     [ar, ac],
                     transposed,
                     (0, rows),
@@ -535,6 +738,11 @@ mod tests {
         let (ar, ac, nb) = (128, 784, 512);
         let a = banded(ar, ac, 3);
         let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
+        // The same sparsity as bytes (the images as the step reads them).
+        let bytes: Vec<u8> = a
+            .iter()
+            .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
+            .collect();
         let b = dense(ac.max(ar) * nb, 4);
         let mut c = vec![0.0f32; ac * nb];
         let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
@@ -542,29 +750,35 @@ mod tests {
             ("X·W, 256 columns", false, (0, 128), (0, 256)),
             ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
         ] {
-            let mut best = f64::MAX;
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                // SAFETY: B and C are big enough for either product.
-                let done = unsafe {
-                    product(
-                        isa,
-                        &a,
-                        [ar, ac],
-                        transposed,
-                        rows,
-                        b.as_ptr(),
-                        nb,
-                        c.as_mut_ptr(),
-                        nb,
-                        cols,
-                        bytemuck_bytes(&mut scratch),
-                    )
+            for data in [Data::F32(&a), Data::U8(&bytes, 1.0 / 255.0)] {
+                let mut best = f64::MAX;
+                for _ in 0..50 {
+                    let t = std::time::Instant::now();
+                    // SAFETY: B and C are big enough for either product.
+                    let done = unsafe {
+                        product(
+                            isa,
+                            data,
+                            [ar, ac],
+                            transposed,
+                            rows,
+                            b.as_ptr(),
+                            nb,
+                            c.as_mut_ptr(),
+                            nb,
+                            cols,
+                            bytemuck_bytes(&mut scratch),
+                        )
+                    };
+                    assert!(done);
+                    best = best.min(t.elapsed().as_secs_f64() * 1e6);
+                }
+                let kind = match data {
+                    Data::F32(_) => "floats",
+                    Data::U8(..) => "bytes",
                 };
-                assert!(done);
-                best = best.min(t.elapsed().as_secs_f64() * 1e6);
+                eprintln!("{name}, {kind}: {best:.1} µs at density {density:.2}");
             }
-            eprintln!("{name}: {best:.1} µs at density {density:.2}");
         }
     }
 

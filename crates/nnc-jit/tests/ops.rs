@@ -385,7 +385,22 @@ fn contraction_cases() -> Vec<Case> {
     };
     cases.push(case(image_product("sparse", "matmul", "100,20", "32,20")).sparse());
     cases.push(case(image_product("sparse", "matmul_tn", "32,20", "100,20")).sparse());
+    // The products read the bytes (the scaling fused into them); dense data is converted for
+    // the GEMM: a part's rows when split by rows, all of A when by columns or transposed.
     cases.push(case(image_product("img", "matmul", "100,20", "32,20")));
+    cases.push(case(image_product("img", "matmul", "100,64", "32,64")));
+    cases.push(case(image_product("img", "matmul_tn", "32,20", "100,20")));
+    // The scaled images also returned: a buffer of floats, which the product reads.
+    cases.push(
+        case(
+            "func @f(%sparse: u8[32,100], %b: f32[100,20]) -> (f32[32,20], f32[32,100]) {
+               %a: f32[32,100] = to_f32 %sparse, scale=0.00392156862745098
+               %y: f32[32,20] = matmul %a, %b
+               return %y, %a
+             }",
+        )
+        .sparse(),
+    );
     cases.push(
         case(
             "func @f(%sparse: u8[8,1,10,10], %b: f32[100,12]) -> (f32[8,12]) {
