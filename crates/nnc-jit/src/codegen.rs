@@ -41,6 +41,26 @@ pub struct Jit {
     pub clif: Option<Vec<String>>,
 }
 
+/// A JIT module for `isa`, with the libcalls Cranelift emits for `fma` on a CPU without FMA
+/// (`fmaf`, `fma`) bound to Rust's own rather than looked up in the process. nnc's loops emit
+/// no `fma` (a fused multiply-add rounds once where `fmul` + `fadd` round twice: with it, a
+/// loop's vector body, its scalar tail and the library routines would not agree bit for bit,
+/// nor would CPUs with and without FMA), so this matters only to a loop that would.
+pub fn module(isa: cranelift_codegen::isa::OwnedTargetIsa) -> JITModule {
+    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+    builder.symbol("fmaf", fused_mul_add_f32 as *const u8);
+    builder.symbol("fma", fused_mul_add_f64 as *const u8);
+    JITModule::new(builder)
+}
+
+extern "C" fn fused_mul_add_f32(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+extern "C" fn fused_mul_add_f64(a: f64, b: f64, c: f64) -> f64 {
+    a.mul_add(b, c)
+}
+
 impl Jit {
     pub fn new(keep_clif: bool) -> Result<Jit, String> {
         let mut flags = settings::builder();
@@ -54,7 +74,7 @@ impl Jit {
             .map_err(|e| format!("unsupported host: {e}"))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;
-        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let module = module(isa);
         Ok(Jit {
             ctx: module.make_context(),
             module,
@@ -640,6 +660,62 @@ impl<'a> LoopGen<'a> {
             // The contribution of this iteration; the store accumulates it.
             Op::ReduceSum { .. } => arg(b, 0),
             other => unreachable!("`{}` is not a loop op", other.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fma` links and rounds once, with and without the CPU's FMA unit (without it, through
+    /// the registered `fmaf`).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn fma_rounds_once_with_or_without_the_unit() {
+        // The host's unit as detected, then without FMA.
+        for host in [true, false] {
+            let mut isa = cranelift_native::builder().expect("host");
+            if !host {
+                isa.set("has_fma", "false").expect("an x86 flag");
+            }
+            let isa = isa
+                .finish(settings::Flags::new(settings::builder()))
+                .expect("isa");
+            let mut module = module(isa);
+            let target = module.target_config();
+            let mut ctx = module.make_context();
+            for _ in 0..3 {
+                ctx.func.signature.params.push(AbiParam::new(types::F32));
+            }
+            ctx.func.signature.returns.push(AbiParam::new(types::F32));
+            let id = module
+                .declare_function("fma3", Linkage::Local, &ctx.func.signature)
+                .expect("declared");
+            let mut fctx = FunctionBuilderContext::new();
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let [x, y, z] = b.block_params(entry).try_into().expect("three params");
+            let r = b.ins().fma(x, y, z);
+            b.ins().return_(&[r]);
+            b.seal_all_blocks();
+            b.finalize(target);
+            module.define_function(id, &mut ctx).expect("compiles");
+            module.finalize_definitions().expect("links");
+            // SAFETY: the function was generated with this signature; `module` outlives the
+            // call.
+            let f = unsafe {
+                std::mem::transmute::<*const u8, extern "C" fn(f32, f32, f32) -> f32>(
+                    module.get_finalized_function(id),
+                )
+            };
+            // (1 + 2⁻²³)² − (1 + 2⁻²²) = 2⁻⁴⁶ exactly; rounded before the sum, 0.
+            let x = 1.0 + f32::EPSILON;
+            let c = -(1.0 + 2.0 * f32::EPSILON);
+            assert_eq!(f(x, x, c), 2.0f32.powi(-46), "host's unit {host}");
+            assert_eq!(x * x + c, 0.0);
         }
     }
 }
