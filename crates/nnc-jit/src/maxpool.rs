@@ -46,15 +46,23 @@ impl Kernel for Forward<'_> {
         for l in 0..planes {
             for i in 0..oh {
                 let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
-                let yr = &mut y[(l * oh + i) * ow..][..ow];
+                // The row and the rest of `y`: a whole vector is stored where `y` goes on
+                // past it (the lanes beyond the row land on later rows' places, which are
+                // written after this), a masked one at the end.
+                let yr = &mut y[(l * oh + i) * ow..];
                 // SAFETY: the CPU has `V`'s unit (the caller's contract); `m` covers windows
-                // `j0..j0 + n`, within `yr`.
-                unsafe {
-                    rows::<V>(x0, x1, ow, |j0, m, [a, b, c, d]| {
+                // `j0..j0 + n`, within `yr`, and whole vectors fit in it where stored.
+                for j0 in (0..ow).step_by(16) {
+                    unsafe {
+                        let (m, [a, b, c, d]) = windows::<V>(x0, x1, ow, j0);
                         let v = d.max(c.max(b.max(a)));
-                        v.store_masked(m, yr.as_mut_ptr().add(j0));
-                    })
-                };
+                        if yr.len() >= j0 + 16 {
+                            v.store(yr.as_mut_ptr().add(j0));
+                        } else {
+                            v.store_masked(m, yr.as_mut_ptr().add(j0));
+                        }
+                    }
+                }
             }
         }
     }
@@ -163,14 +171,16 @@ impl Kernel for Backward<'_> {
         let (zero, one) = unsafe { (V::zero(), V::splat(1.0)) };
         for l in 0..planes {
             let mut sum = zero;
-            let dxp = &mut dx[l * h * w..(l + 1) * h * w];
+
             for i in 0..oh {
                 let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
                 let g = &dy[(l * oh + i) * ow..][..ow];
-                let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+                // The row pair's first row and the rest of `dx` after it.
+                let at = (l * h + 2 * i) * w;
                 let masked = masked.is_some();
-                unsafe {
-                    rows::<V>(x0, x1, ow, |j0, m, [a, b, c, d]| {
+                for j0 in (0..ow).step_by(16) {
+                    unsafe {
+                        let (m, [a, b, c, d]) = windows::<V>(x0, x1, ow, j0);
                         // SAFETY: windows `j0..j0 + n` (the lanes of `m`) are within `g`.
                         let gv = V::load_masked(m, g.as_ptr().add(j0));
                         // (In the unit's own masks, and loops, not closures: see `simd`.)
@@ -199,15 +209,19 @@ impl Kernel for Backward<'_> {
                             let pairs = [corners[0].add(corners[1]), corners[2].add(corners[3])];
                             sum = sum.add(pairs[0].add(pairs[1]));
                         }
-                        store_pairs(d0, j0, m, corners[0], corners[1]);
-                        store_pairs(d1, j0, m, corners[2], corners[3]);
-                    })
-                };
+                        // The first row before the second: a whole vector stored past the
+                        // first row's last block lands on the second row's start, which is
+                        // stored next (with one block a row, or when the block is whole).
+                        let spill = ow <= 16 || m == u16::MAX;
+                        store_pairs(&mut dx[at..], j0, m, corners[0], corners[1], spill);
+                        store_pairs(&mut dx[at + w..], j0, m, corners[2], corners[3], spill);
+                    }
+                }
                 // Inputs no window covers get 0, masked or not (0 · step = +0).
-                d0[2 * ow..].fill(0.0);
-                d1[2 * ow..].fill(0.0);
+                dx[at + 2 * ow..at + w].fill(0.0);
+                dx[at + w + 2 * ow..at + 2 * w].fill(0.0);
             }
-            dxp[2 * oh * w..].fill(0.0);
+            dx[(l * h + 2 * oh) * w..(l + 1) * h * w].fill(0.0);
             if let Some((sums, first, channels)) = masked.as_mut() {
                 sums[(*first + l) % *channels] += unsafe { sum.sum() };
             }
@@ -328,57 +342,89 @@ impl MaskedGrad {
     }
 }
 
-/// Calls `f(j0, mask, [top-left, top-right, bottom-left, bottom-right])` for windows
-/// `j0..j0 + 16` of the row pair `x0`, `x1` (`mask`: the windows below `ow`).
+/// The corners `[top-left, top-right, bottom-left, bottom-right]` of windows `j0..j0 + 16`
+/// of the row pair `x0`, `x1`, and the mask of those below `ow`. (A function per block of
+/// windows, called in loops: a closure per block was compiled out of line, see `simd`.)
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn rows<V: F32x16>(
-    x0: &[f32],
-    x1: &[f32],
-    ow: usize,
-    mut f: impl FnMut(usize, u16, [V; 4]),
-) {
-    assert!(x0.len() >= 2 * ow && x1.len() >= 2 * ow);
-    for j0 in (0..ow).step_by(16) {
-        let n = (ow - j0).min(16);
-        let m = low_bits(n);
-        let (lo, hi) = (
-            low_bits((2 * n).min(16)),
-            low_bits((2 * n).saturating_sub(16)),
-        );
-        // SAFETY: lanes below `2n` of the pair of vectors at `2·j0` are inside the rows.
-        unsafe {
-            let (a0, a1, b0, b1) = (
-                V::load_masked(lo, x0.as_ptr().add(2 * j0)),
-                V::load_masked(hi, x0.as_ptr().wrapping_add(2 * j0 + 16)),
-                V::load_masked(lo, x1.as_ptr().add(2 * j0)),
-                V::load_masked(hi, x1.as_ptr().wrapping_add(2 * j0 + 16)),
-            );
-            let ((a, b), (c, d)) = (a0.deinterleave(a1), b0.deinterleave(b1));
-            f(j0, m, [a, b, c, d]);
+unsafe fn windows<V: F32x16>(x0: &[f32], x1: &[f32], ow: usize, j0: usize) -> (u16, [V; 4]) {
+    assert!(x0.len() >= 2 * ow && x1.len() >= 2 * ow && j0 < ow);
+    let n = (ow - j0).min(16);
+    let m = low_bits(n);
+    let (lo, hi) = (
+        low_bits((2 * n).min(16)),
+        low_bits((2 * n).saturating_sub(16)),
+    );
+    // Whole vectors where the slices go on past them (into the next rows: the lanes beyond
+    // the row are not used), masked ones at the end; AVX2's masked loads cost more. `x1`
+    // ends where `x0` does.
+    let whole = x1.len() >= 2 * j0 + 32;
+    // SAFETY: lanes below `2n` of the pair of vectors at `2·j0` are inside the rows, and
+    // whole vectors inside the slices.
+    unsafe {
+        let mut v = [V::zero(); 4];
+        for (k, (row, at, m)) in [
+            (x0, 2 * j0, lo),
+            (x0, 2 * j0 + 16, hi),
+            (x1, 2 * j0, lo),
+            (x1, 2 * j0 + 16, hi),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if m == 0 {
+                continue;
+            }
+            v[k] = if whole {
+                V::load(row.as_ptr().add(at))
+            } else {
+                V::load_masked(m, row.as_ptr().wrapping_add(at))
+            };
         }
+        let [a0, a1, b0, b1] = v;
+        let ((a, b), (c, d)) = (a0.deinterleave(a1), b0.deinterleave(b1));
+        (m, [a, b, c, d])
     }
 }
 
-/// Stores `left` and `right` interleaved at columns `2·j0 ..` of `row`, for the windows in `m`.
+/// Stores `left` and `right` interleaved at columns `2·j0 ..` of `row` (a row and what
+/// follows it), for the windows in `m`; where `spill` and `row` goes on past them, as whole
+/// vectors (the lanes beyond the windows land on the following row, which the caller writes
+/// after this), else masked.
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn store_pairs<V: F32x16>(row: &mut [f32], j0: usize, m: u16, left: V, right: V) {
+unsafe fn store_pairs<V: F32x16>(
+    row: &mut [f32],
+    j0: usize,
+    m: u16,
+    left: V,
+    right: V,
+    spill: bool,
+) {
     let n = m.count_ones() as usize;
     assert!(row.len() >= 2 * (j0 + n));
     let (lo, hi) = (
         low_bits((2 * n).min(16)),
         low_bits((2 * n).saturating_sub(16)),
     );
-    // SAFETY: lanes below `2n` from column `2·j0` are inside the row.
+    let whole = spill && row.len() >= 2 * j0 + 32;
+    // SAFETY: lanes below `2n` from column `2·j0` are inside the row; whole vectors inside
+    // `row`.
     unsafe {
         let (first, second) = left.interleave(right);
-        first.store_masked(lo, row.as_mut_ptr().add(2 * j0));
-        second.store_masked(hi, row.as_mut_ptr().wrapping_add(2 * j0 + 16));
+        if whole {
+            first.store(row.as_mut_ptr().add(2 * j0));
+            if hi != 0 {
+                second.store(row.as_mut_ptr().add(2 * j0 + 16));
+            }
+        } else {
+            first.store_masked(lo, row.as_mut_ptr().add(2 * j0));
+            second.store_masked(hi, row.as_mut_ptr().wrapping_add(2 * j0 + 16));
+        }
     }
 }
 
