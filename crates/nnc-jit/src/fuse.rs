@@ -11,8 +11,10 @@
 //! A loop joins a kernel only if each thread's part of it is exactly what that thread's part
 //! of the kernel writes (an epilogue) or reads of the first operand (a prologue), in whole
 //! outer iterations of the loop; the loop is moved next to the kernel when the order allows.
+//! A kernel too small to split runs whole on one thread, its loops whole before and after it
+//! (a small contraction with its bias and activation: one dispatch, the result still in L1).
 
-use nnc_ir::{Function, ValueId};
+use nnc_ir::{Function, Op, ValueId};
 
 use crate::library::{LibKernel, Parts};
 use crate::plan::root;
@@ -67,7 +69,8 @@ fn attach(s: &mut Schedule, i: usize, pro: Option<LoopKernel>, epi: Option<LoopK
     };
 }
 
-/// The split of kernel `k`, if it is a library kernel that splits.
+/// How the loops of kernel `k` would divide, if it is a library kernel: its split, or all on
+/// one thread when it does not split.
 fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
     let inst = match k {
         Kernel::Op { inst } | Kernel::Fused { inst, .. } => *inst,
@@ -75,7 +78,11 @@ fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
     };
     let mut lib = LibKernel::shapes_only(f, &f.insts[inst]);
     lib.split_small = split_small;
-    lib.parts()
+    // Unsplit, only contractions take loops: the loss head's routines are left to `head`.
+    if !lib.splittable() && !matches!(lib.op, Op::MatMul { .. }) {
+        return None;
+    }
+    lib.fused_parts()
 }
 
 /// Whether `ranges` fall on whole outer iterations of `l`: multiples of the elements under
@@ -248,6 +255,24 @@ mod tests {
         assert_eq!(
             loops(text, &kernels[0]),
             (Vec::<String>::new(), vec!["add".into(), "relu".into()])
+        );
+    }
+
+    /// Too small to split, a contraction runs on one thread with its loops whole.
+    #[test]
+    fn a_small_contraction_takes_its_loops_whole() {
+        let text = "func @f(%x: f32[8,16], %w: f32[16,4], %b: f32[4]) -> (f32[8,4]) {
+  %0: f32[8,16] = mul %x, %x
+  %1: f32[8,4] = matmul %0, %w
+  %2: f32[8,4] = add %1, %b
+  %3: f32[8,4] = relu %2
+  return %3
+}";
+        let kernels = fused(text);
+        assert_eq!(kernels.len(), 1, "{kernels:?}");
+        assert_eq!(
+            loops(text, &kernels[0]),
+            (vec!["mul".into()], vec!["add".into(), "relu".into()])
         );
     }
 

@@ -216,6 +216,21 @@ impl LibKernel {
         })
     }
 
+    /// How a fused kernel's loops divide: as [`LibKernel::parts`] when the kernel splits, or
+    /// when it runs whole on one thread, everything in the first part and nothing in the
+    /// second (its loops then run whole, before and after it, on that thread).
+    pub fn fused_parts(&self) -> Option<Parts> {
+        if self.splittable() {
+            return self.parts();
+        }
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        let whole = |len: usize| [(0, len), (len, len)];
+        Some(Parts {
+            input: Some(whole(n(&self.args.first()?.1))),
+            output: Some(whole(n(&self.out.1))),
+        })
+    }
+
     fn splittable_op(&self) -> bool {
         matches!(
             self.op,

@@ -32,7 +32,8 @@ enum Compiled {
         sums: Vec<(usize, usize)>,
     },
     Lib(LibKernel),
-    /// A split library kernel with loops each thread runs on its own part.
+    /// A split library kernel with loops each thread runs on its own part; or one too small
+    /// to split, its loops run whole on one thread.
     Fused {
         lib: LibKernel,
         prologue: Option<PartLoop>,
@@ -380,7 +381,7 @@ impl Program {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
                     lib.isa = isa;
-                    let parts = lib.parts().ok_or("a fused kernel that does not split")?;
+                    let parts = lib.fused_parts().ok_or("a fused kernel without parts")?;
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let part_loop =
                         |l: &LoopKernel,
@@ -716,7 +717,12 @@ impl Program {
                     inst,
                     epilogue,
                 } => {
-                    out.push_str("split in two parts, each thread running\n");
+                    let whole = matches!(&self.kernels[k], Compiled::Fused { lib, .. } if !lib.splittable());
+                    out.push_str(if whole {
+                        "too small to split, one thread running\n"
+                    } else {
+                        "split in two parts, each thread running\n"
+                    });
                     if let Some(l) = prologue {
                         out.push_str(&format!("  prologue {}", lp(l, "  ")));
                     }
@@ -833,6 +839,23 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
         }
         Compiled::Lib(l) => unsafe { l.run(base.get()) },
         Compiled::Head(h) => unsafe { h.run(base.get()) },
+        Compiled::Fused {
+            lib,
+            prologue,
+            epilogue,
+        } if !lib.splittable() => {
+            // On this thread: the prologue, the routine and the epilogue, each whole (their
+            // first part; the second is empty).
+            if let Some(l) = prologue {
+                let (lo, hi) = l.ranges[0];
+                unsafe { l.f.call(base.get(), lo, hi, 0) };
+            }
+            unsafe { lib.run(base.get()) };
+            if let Some(l) = epilogue {
+                let (lo, hi) = l.ranges[0];
+                unsafe { l.f.call(base.get(), lo, hi, 0) };
+            }
+        }
         Compiled::Fused {
             lib,
             prologue,
