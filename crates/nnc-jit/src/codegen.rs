@@ -105,7 +105,12 @@ impl Jit {
         self.ctx.func.signature = sig;
         self.ctx.func.name = ir::UserFuncName::user(0, id.as_u32());
         let loop_gen = LoopGen::new(f, l, plan);
-        let outer = loop_gen.dims[0] as u64;
+        // The extent of the axis a call's range bounds.
+        let outer = if l.band {
+            loop_gen.dims[loop_gen.dims.len() - 1]
+        } else {
+            loop_gen.dims[0]
+        } as u64;
         let target = self.module.target_config();
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
@@ -224,6 +229,10 @@ impl<'a> LoopGen<'a> {
         let mut k = dims.len();
         while k > 1 {
             k -= 1;
+            // A band's axis stays itself.
+            if l.band && k == l.shape.len().max(1) - 1 {
+                continue;
+            }
             let mergeable = inputs
                 .iter()
                 .chain(outputs.iter())
@@ -301,21 +310,27 @@ impl<'a> LoopGen<'a> {
                 self.zero(b, base, self.f.ty(a.value).numel());
             }
         }
-        self.level(b, 0, Some((start, end)), bases);
+        if self.l.band {
+            self.level(b, 0, None, bases, Some((start, end)));
+        } else {
+            self.level(b, 0, Some((start, end)), bases, None);
+        }
         b.ins().return_(&[]);
     }
 
-    /// Emits the loop over dimension `d`; `range` overrides its bounds (the outermost one).
+    /// Emits the loop over dimension `d`; `range` overrides its bounds (the outermost one),
+    /// `band` those of the innermost.
     fn level(
         &self,
         b: &mut FunctionBuilder<'_>,
         d: usize,
         range: Option<(Value, Value)>,
         bases: Vec<Value>,
+        band: Option<(Value, Value)>,
     ) {
         let last = self.dims.len() - 1;
         if d == last {
-            self.inner(b, range, &bases);
+            self.inner(b, range.or(band), &bases);
             return;
         }
         let (lo, hi) = range.unwrap_or_else(|| {
@@ -348,7 +363,7 @@ impl<'a> LoopGen<'a> {
                 }
             })
             .collect();
-        self.level(b, d + 1, None, next_bases);
+        self.level(b, d + 1, None, next_bases, band);
         let next = b.ins().iadd_imm_s(i, 1);
         b.ins().jump(header, &[next.into()]);
         b.switch_to_block(exit);

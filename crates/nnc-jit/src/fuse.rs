@@ -11,6 +11,9 @@
 //! A loop joins a kernel only if each thread's part of it is exactly what that thread's part
 //! of the kernel writes (an epilogue) or reads of the first operand (a prologue), in whole
 //! outer iterations of the loop; the loop is moved next to the kernel when the order allows.
+//! A contraction split by columns (a short, wide result: LeNet-5's dense layers) takes an
+//! epilogue over its result's shape, each thread running it on the columns it wrote (a loop
+//! over a band of its last axis, `LoopKernel::band`).
 //! A kernel too small to split runs whole on one thread, its loops whole before and after it
 //! (a small contraction with its bias and activation: one dispatch, the result still in L1).
 
@@ -26,10 +29,11 @@ pub fn fuse(f: &Function, s: &mut Schedule, split_small: bool) {
     // Epilogues first: a loop after a kernel usually consumes it.
     let mut i = 0;
     while i < s.kernels.len() {
-        if let Some(j) = epilogue_for(f, s, i, split_small) {
-            let Kernel::Loop(l) = s.kernels.remove(j) else {
+        if let Some((j, band)) = epilogue_for(f, s, i, split_small) {
+            let Kernel::Loop(mut l) = s.kernels.remove(j) else {
                 unreachable!("epilogues are loops")
             };
+            l.band = band;
             attach(s, i, None, Some(l));
         }
         i += 1;
@@ -102,13 +106,14 @@ fn numel(l: &LoopKernel) -> usize {
     l.shape.iter().product()
 }
 
-/// The index of a loop that can be the epilogue of kernel `i` (it may move up to `i + 1`).
-fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<usize> {
+/// The index of a loop that can be the epilogue of kernel `i` (it may move up to `i + 1`),
+/// and whether it runs over bands of columns.
+fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<(usize, bool)> {
     let inst = match &s.kernels[i] {
         Kernel::Op { inst } => *inst,
         _ => return None,
     };
-    let ranges = split_parts(f, &s.kernels[i], split_small)?.output?;
+    let parts = split_parts(f, &s.kernels[i], split_small)?;
     let result = f.insts[inst].result;
     let reads_result = |l: &LoopKernel| l.inputs.iter().any(|&v| root(s, v) == result);
     let j = (i + 1..s.kernels.len())
@@ -117,14 +122,19 @@ fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Opti
         return None;
     };
     // Everything else it reads is ready by kernel `i`; each thread's part of it is the part
-    // of the result that thread wrote.
+    // of the result that thread wrote: whole outer iterations of rows, or (split by columns)
+    // the same columns, when the loop iterates over the result's own shape.
     let defined_by = defining_kernels(f, s);
-    let ok = numel(l) == f.ty(result).numel()
-        && aligned(l, &ranges)
-        && l.inputs
-            .iter()
-            .all(|&v| defined_by[root(s, v).index()].is_none_or(|k| k <= i));
-    ok.then_some(j)
+    let ready = l
+        .inputs
+        .iter()
+        .all(|&v| defined_by[root(s, v).index()].is_none_or(|k| k <= i));
+    let band = match (parts.output, parts.columns) {
+        (Some(ranges), _) if numel(l) == f.ty(result).numel() && aligned(l, &ranges) => false,
+        (None, Some(_)) if l.shape == f.ty(result).shape && l.shape.len() == 2 => true,
+        _ => return None,
+    };
+    ready.then_some((j, band))
 }
 
 /// The index of a loop that can be the prologue of kernel `i` (it may move down to `i - 1`).
@@ -276,8 +286,10 @@ mod tests {
         );
     }
 
+    /// Split by columns, a contraction takes no prologue (each thread reads all of its first
+    /// operand), and its epilogue runs on each thread's columns.
     #[test]
-    fn a_wide_contraction_splits_by_columns_and_takes_no_loops() {
+    fn a_wide_contraction_takes_its_epilogue_by_columns() {
         let text = "func @f(%x: f32[64,64], %w: f32[64,512], %b: f32[512]) -> (f32[64,512]) {
   %0: f32[64,64] = mul %x, %x
   %1: f32[64,512] = matmul %0, %w
@@ -285,8 +297,18 @@ mod tests {
   return %2
 }";
         let kernels = fused(text);
-        assert_eq!(kernels.len(), 3, "{kernels:?}");
-        assert!(matches!(kernels[1], Kernel::Op { .. }));
+        assert_eq!(kernels.len(), 2, "{kernels:?}");
+        assert!(matches!(kernels[0], Kernel::Loop(_)));
+        let Kernel::Fused {
+            prologue: None,
+            epilogue: Some(e),
+            ..
+        } = &kernels[1]
+        else {
+            panic!("{kernels:?}")
+        };
+        assert!(e.band);
+        assert_eq!(loops(text, &kernels[1]), (Vec::new(), vec!["add".into()]));
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Parts {
     pub input: Option<[(usize, usize); 2]>,
     /// The range of the result each part writes, if the parts partition it.
     pub output: Option<[(usize, usize); 2]>,
+    /// The columns of the result each part writes, for a contraction split by columns.
+    pub columns: Option<[(usize, usize); 2]>,
 }
 
 /// Scratch bytes a kernel needs (im2col columns for one sample).
@@ -182,20 +184,27 @@ impl LibKernel {
             Op::MatMul { ta, .. } => {
                 let (m, nn) = (y[0], y[1]);
                 if !self.splits_rows() {
-                    return None;
+                    return Some(Parts {
+                        input: None,
+                        output: None,
+                        columns: Some(halves(nn, 1)),
+                    });
                 }
                 Parts {
                     input: (!*ta).then(|| halves(m, x[1])),
                     output: Some(halves(m, nn)),
+                    columns: None,
                 }
             }
             Op::Conv2d { .. } | Op::Conv2dGradInput { .. } => Parts {
                 input: Some(halves(x[0], per(x))),
                 output: Some(halves(x[0], per(y))),
+                columns: None,
             },
             Op::Conv2dGradFilter { .. } => Parts {
                 input: Some(halves(x[0], per(x))),
                 output: None,
+                columns: None,
             },
             Op::MaxPool { .. }
             | Op::SumPool { .. }
@@ -206,11 +215,13 @@ impl LibKernel {
                 Parts {
                     input: Some(halves(lead, h * w)),
                     output: Some(halves(lead, oh * ow)),
+                    columns: None,
                 }
             }
             Op::Pad { .. } => Parts {
                 input: Some(halves(x[0], per(x))),
                 output: Some(halves(x[0], per(y))),
+                columns: None,
             },
             _ => return None,
         })
@@ -228,6 +239,7 @@ impl LibKernel {
         Some(Parts {
             input: Some(whole(n(&self.args.first()?.1))),
             output: Some(whole(n(&self.out.1))),
+            columns: None,
         })
     }
 

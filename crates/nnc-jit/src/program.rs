@@ -387,9 +387,14 @@ impl Program {
                         |l: &LoopKernel,
                          ranges: Option<[(usize, usize); 2]>,
                          (func, outer): (LoopFn, u64)| {
+                            // A band's ranges are of its last axis, already.
+                            let ranges = if l.band { parts.columns } else { ranges };
                             let ranges = ranges.expect("fusion checked the parts");
-                            let per =
-                                (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1);
+                            let per = if l.band {
+                                1
+                            } else {
+                                (l.shape.iter().product::<usize>() as u64 / outer.max(1)).max(1)
+                            };
                             let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
                             PartLoop {
                                 f: body(l, func, outer),
@@ -679,8 +684,13 @@ impl Program {
         let lp = |l: &LoopKernel, indent: &str| {
             let ops: Vec<&str> = l.insts.iter().map(|&i| f.insts[i].op.name()).collect();
             format!(
-                "loop {:?}, {} fused: {}\n{indent}  reads  {}\n{indent}  writes {}\n",
+                "loop {:?}{}, {} fused: {}\n{indent}  reads  {}\n{indent}  writes {}\n",
                 l.shape,
+                if l.band {
+                    " (each part its columns)"
+                } else {
+                    ""
+                },
                 ops.len(),
                 ops.join(" "),
                 list(&l.inputs),

@@ -59,6 +59,10 @@ pub struct LoopKernel {
     pub outputs: Vec<ValueId>,
     /// The outputs that are sums (`reduce_sum` members), accumulated over the loop.
     pub reductions: Vec<ValueId>,
+    /// Run over a band of its last axis (the epilogue of a contraction split by columns):
+    /// the range a call gives bounds the innermost loop, not the outermost, and the last
+    /// axis is never coalesced with the others.
+    pub band: bool,
 }
 
 /// How each value is held at run time.
@@ -188,6 +192,7 @@ pub fn schedule(f: &Function) -> Schedule {
                         inputs: Vec::new(),
                         outputs: Vec::new(),
                         reductions: Vec::new(),
+                        band: false,
                     });
                     emitted.push(false);
                     open.insert(shape, groups.len() - 1);
