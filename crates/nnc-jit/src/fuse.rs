@@ -1,10 +1,11 @@
 //! Fusing loops into the library kernels they feed or follow.
 //!
-//! A library kernel that splits over the two threads (a contraction by rows when its result
-//! is taller than wide, a convolution by samples, a pooling by planes) can take a loop on each side, run by each thread on its own
-//! part: a *prologue* that produces the kernel's first operand (the u8 → f32 image scaling
-//! before the first contraction or convolution) and an *epilogue* that consumes its result
-//! (bias, activation, activation-gradient mask and the bias-gradient sum after it). A thread
+//! A library kernel that splits over the two threads (a contraction by rows or columns, a
+//! convolution by samples, a pooling by planes) can take a loop on each side, run by each
+//! thread on its own part: a *prologue* that produces the kernel's first operand (a layer's
+//! bias and activation before the next contraction, the u8 → f32 image scaling before a
+//! padding) and an *epilogue* that consumes its result (bias, activation, activation-gradient
+//! mask and the bias-gradient sum after it, an optimizer update after a gradient). A thread
 //! then reads what it has just written while it is still in its cache, and the step has one
 //! join instead of three.
 //!
