@@ -12,7 +12,7 @@ use nnc_ir::{DType, Function, Inst, Op};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::plan::{Plan, elem_size};
+use crate::plan::Plan;
 use crate::simd::Isa;
 use crate::{channels, direct, samples, sparse};
 
@@ -44,7 +44,7 @@ pub struct LibKernel {
     /// A contraction whose first operand is the u8 images times this scale, read from the
     /// bytes (the operand's offset is the parameter's; [`sparse::read_as_bytes`]): the sparse
     /// path scales as it gathers, the GEMM reads floats converted into the scratch.
-    pub bytes: Option<f32>,
+    pub u8_scale: Option<f32>,
     /// How many times the sparse path ran (tests and `nnc bench` read it).
     pub sparse_runs: Arc<AtomicUsize>,
 }
@@ -141,7 +141,7 @@ impl LibKernel {
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
-            bytes: sparse::bytes_scale(f, inst.args[0]),
+            u8_scale: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
         }
     }
@@ -160,7 +160,7 @@ impl LibKernel {
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
-            bytes: sparse::bytes_scale(f, inst.args[0]),
+            u8_scale: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
         }
     }
@@ -388,7 +388,7 @@ impl LibKernel {
                     ((0, m), range(nn))
                 };
                 // The images' bytes, when A is read from them.
-                let bytes = self.bytes.map(|scale| {
+                let bytes = self.u8_scale.map(|scale| {
                     // SAFETY: the operand's offset is the u8 parameter's, `ar · ac` bytes.
                     let a = unsafe { std::slice::from_raw_parts(base.add(self.args[0].0), n(a)) };
                     (a, scale)
@@ -858,14 +858,6 @@ impl LibKernel {
             Op::Conv2dGradFilter { .. } => n(&self.args[1].1) * n(&self.out.1[1..]),
             _ => 0,
         }
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.args
-            .iter()
-            .chain(std::iter::once(&self.out))
-            .map(|(_, s, d)| s.iter().product::<usize>() * elem_size(*d))
-            .sum()
     }
 }
 
