@@ -76,6 +76,18 @@ impl Worker {
         self.wait();
     }
 
+    /// Runs `f` on this thread and on the worker (not taken back: it must run there), returning
+    /// when both are done.
+    pub fn on_both(&self, f: impl Fn() + Sync) {
+        f();
+        if self.handle.is_none() {
+            return;
+        }
+        let job: Job<'_> = &f;
+        self.post(&job);
+        self.wait();
+    }
+
     /// Hands `job` to the worker. The caller must [`wait`](Self::wait) (or take the job back)
     /// before `job` goes out of scope.
     fn post(&self, job: &Job<'_>) {
@@ -102,20 +114,6 @@ impl Worker {
             }
         }
         self.shared.state.store(IDLE, Ordering::Relaxed);
-    }
-}
-
-impl Worker {
-    /// Runs `f` on this thread and on the worker (not taken back: it must run there), returning
-    /// when both are done.
-    pub fn on_both(&self, f: impl Fn() + Sync) {
-        f();
-        if self.handle.is_none() {
-            return;
-        }
-        let job: Job<'_> = &f;
-        self.post(&job);
-        self.wait();
     }
 }
 
