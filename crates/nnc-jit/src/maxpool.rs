@@ -171,7 +171,6 @@ impl Kernel for Backward<'_> {
         let (zero, one) = unsafe { (V::zero(), V::splat(1.0)) };
         for l in 0..planes {
             let mut sum = zero;
-
             for i in 0..oh {
                 let (x0, x1) = (&x[(l * h + 2 * i) * w..], &x[(l * h + 2 * i + 1) * w..]);
                 let g = &dy[(l * oh + i) * ow..][..ow];
