@@ -853,32 +853,17 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             lib,
             prologue,
             epilogue,
-        } if !lib.splittable() => {
-            // On this thread: the prologue, the routine and the epilogue, each whole (their
-            // first part; the second is empty).
-            if let Some(l) = prologue {
-                let (lo, hi) = l.ranges[0];
-                unsafe { l.f.call(base.get(), lo, hi, 0) };
-            }
-            unsafe { lib.run(base.get()) };
-            if let Some(l) = epilogue {
-                let (lo, hi) = l.ranges[0];
-                unsafe { l.f.call(base.get(), lo, hi, 0) };
-            }
-        }
-        Compiled::Fused {
-            lib,
-            prologue,
-            epilogue,
         } => {
             // A thread's part: its rows of the first operand, its part of the routine, then
             // the rows of the result it wrote. The second part's sums go to the partial region.
+            // A routine too small to split is one part, on this thread, its loops whole.
+            let parts = if lib.splittable() { 2 } else { 1 };
             let part = |p: usize| {
                 if let Some(l) = prologue {
                     let (lo, hi) = l.ranges[p];
                     unsafe { l.f.call(base.get(), lo, hi, 0) };
                 }
-                unsafe { lib.run_part(base.get(), p, 2) };
+                unsafe { lib.run_part(base.get(), p, parts) };
                 if let Some(l) = epilogue {
                     let (lo, hi) = l.ranges[p];
                     let sums = if p == 1 && !l.sums.is_empty() {
@@ -889,9 +874,13 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                     unsafe { l.f.call(base.get(), lo, hi, sums) };
                 }
             };
-            worker.join(|| part(0), || part(1));
-            unsafe { lib.finish(base.get(), 2) };
-            if let Some(l) = epilogue {
+            if parts == 1 {
+                part(0);
+            } else {
+                worker.join(|| part(0), || part(1));
+            }
+            unsafe { lib.finish(base.get(), parts) };
+            if let (2, Some(l)) = (parts, epilogue) {
                 add_partial_sums(base, partial, &l.sums);
             }
         }
