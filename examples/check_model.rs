@@ -1,10 +1,7 @@
 //! Drives the front end as a library: parse and check a model held in a string, then print its
-//! summary, or its diagnostics rendered as `nnc check` would.
+//! summary, or its diagnostics rendered as `nnc check` would (and, as data, their codes).
 //!
 //!     cargo run --example check_model
-
-use nnc_check::summary;
-use nnc_syntax::RenderOptions;
 
 const SOURCE: &str = "
 model tiny {
@@ -26,19 +23,23 @@ train tiny {
 ";
 
 fn main() {
-    let checked = nnc_check::check_source(SOURCE);
-    if checked.has_errors() {
-        let text = nnc_syntax::render(
-            &checked.diagnostics,
-            "tiny.nn",
-            SOURCE,
-            RenderOptions::default(),
-        );
-        eprint!("{text}");
-        std::process::exit(1);
-    }
-    for model in &checked.models {
-        print!("{}", summary::table(model));
+    let project = match nnc::Project::from_source(SOURCE, "tiny.nn", None) {
+        Ok(p) => p,
+        Err(nnc::Error::Invalid(d)) => {
+            eprint!("{}", d.render(false, 100));
+            for diag in &d.diagnostics {
+                eprintln!("{}: {}", diag.code, diag.message);
+            }
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    {
+        let model = &project.model;
+        print!("{}", nnc::summary(model));
         for layer in &model.layers {
             for p in &layer.params {
                 println!(

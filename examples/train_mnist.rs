@@ -34,11 +34,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The path names the source in diagnostics and anchors relative data paths; MNIST is
     // found in data/mnist (of the working directory or of this source tree).
     let project = Project::from_source(SOURCE, "small_mlp.nn", None)?;
-    let data = nnc::project::load_data(&project, None)?;
+    let data = project.load_data(None)?;
     println!(
         "{} parameters, {} training images",
         project.model.param_count(),
@@ -48,14 +48,12 @@ fn run() -> Result<(), String> {
 
     let mut sums = EpochSums::default();
     let steps = trainer.steps_per_epoch();
-    trainer
-        .train_epoch(1, &mut sums, |s| {
-            if s.steps % 200 == 0 {
-                println!("step {}/{steps}: loss {:.4}", s.steps, s.loss());
-            }
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| e.to_string())?;
+    trainer.train_epoch(1, &mut sums, |s| {
+        if s.steps % 200 == 0 {
+            println!("step {}/{steps}: loss {:.4}", s.steps, s.loss());
+        }
+        ControlFlow::Continue(())
+    })?;
     println!(
         "epoch 1: train loss {:.4}, accuracy {:.4}",
         sums.loss(),

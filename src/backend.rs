@@ -11,7 +11,7 @@ use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 
 /// Which engine runs the steps (`--backend`). The default is what `nnc` uses when not told.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
     /// Compiled: fused Cranelift kernels and vectorised GEMMs over a static arena.
     #[default]
@@ -23,9 +23,11 @@ pub enum BackendKind {
 impl BackendKind {
     /// The name used on the command line and in messages (`interp`).
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+        match self {
+            BackendKind::Jit => "jit",
+            BackendKind::Interp => "interp",
+        }
+        .to_string()
     }
 }
 
@@ -141,8 +143,11 @@ impl Backend for Jit {
 
 /// One batch, as the data layer gathered it.
 pub struct Batch<'a> {
+    /// Samples in the batch (the last batch of an epoch may be short).
     pub size: usize,
+    /// The samples, `size × sample` values, row-major.
     pub inputs: BatchInputs<'a>,
+    /// Their targets.
     pub targets: BatchTargets<'a>,
     /// Seeds dropout; differs every step.
     pub key: i32,
@@ -150,15 +155,21 @@ pub struct Batch<'a> {
     pub lr: f32,
 }
 
+/// A batch's samples in the element type of the data set.
 #[derive(Clone, Copy)]
 pub enum BatchInputs<'a> {
+    /// Bytes (images), scaled by the step as the data source says.
     U8(&'a [u8]),
+    /// Floats, used as they are.
     F32(&'a [f32]),
 }
 
+/// A batch's targets.
 #[derive(Clone, Copy)]
 pub enum BatchTargets<'a> {
+    /// One class index per sample.
     Classes(&'a [i32]),
+    /// `width` values per sample, row-major.
     Values(&'a [f32]),
 }
 
@@ -166,7 +177,9 @@ pub enum BatchTargets<'a> {
 /// and squared gradient norms.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainResult<'a> {
+    /// The loss summed over the batch's samples.
     pub loss_sum: f64,
+    /// Correct predictions (or, for value targets, the summed absolute error).
     pub correct: f64,
     /// Squared gradient norm per parameter tensor, borrowed from the backend (the JIT's
     /// steps allocate nothing).
@@ -177,7 +190,9 @@ pub struct TrainResult<'a> {
 /// predictions and the model's outputs.
 #[derive(Clone, Debug, Default)]
 pub struct StepResult {
+    /// The loss summed over the batch's samples.
     pub loss_sum: f64,
+    /// Correct predictions (or, for value targets, the summed absolute error).
     pub correct: f64,
     /// The model's outputs, `batch × outputs`, row-major.
     pub outputs: Vec<f32>,
@@ -186,14 +201,18 @@ pub struct StepResult {
 /// A named tensor of f32 values: a parameter or an optimizer state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedTensor {
+    /// `layer.weight`, `layer.bias`, or an optimizer state's name.
     pub name: String,
+    /// Its dimensions (dense weights `[in, out]`, conv weights `[out, in, kh, kw]`).
     pub shape: Vec<usize>,
+    /// Its values, row-major.
     pub data: Vec<f32>,
 }
 
 /// Something that runs training and evaluation steps and owns the parameters and the
 /// optimizer state. The training driver sees only this.
 pub trait Backend {
+    /// One training step on `batch`: forward, backward and the optimizer's update.
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<TrainResult<'_>, String>;
     /// Forward only, dropout off; fills `outputs`.
     fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String>;
@@ -221,6 +240,7 @@ pub struct Interp {
 }
 
 impl Interp {
+    /// The interpreter for `model`, its parameters initialised from `seed`.
     pub fn new(model: &Model, input: InputSpec, targets: TargetSpec, seed: u64) -> Interp {
         let init = nnc_ir::init::init_params(model, seed);
         Interp {
@@ -239,6 +259,7 @@ impl Interp {
         }
     }
 
+    /// The model's step functions at batch size `batch`, compiled once per size.
     pub fn compiled(&mut self, batch: usize) -> Result<&Compiled, String> {
         if !self.compiled.contains_key(&batch) {
             let c = compile(&self.model, batch, self.input.clone(), self.targets)?;

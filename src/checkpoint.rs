@@ -40,7 +40,9 @@ const MAX_BYTES: u64 = 4 << 30;
 /// Early stopping's memory: the best validation loss and when it was reached.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Best {
+    /// The epoch of the best validation loss.
     pub epoch: usize,
+    /// That loss.
     pub val_loss: f64,
     /// Epochs since the last improvement.
     pub bad_epochs: usize,
@@ -49,14 +51,20 @@ pub struct Best {
 /// Everything about a checkpoint but its tensors.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Meta {
+    /// The model's name.
     pub model: String,
+    /// The `.nn` file it was trained from, as given on the command line.
     pub source_file: String,
+    /// The SHA-256 of that file's text ([`crate::Project::source_hash`]).
     pub source_sha256: String,
+    /// The nnc version that wrote the checkpoint.
     pub nnc_version: String,
+    /// The backend that trained it (`jit`, `interp`).
     pub backend: String,
     /// The seed and batch size of the session that wrote the checkpoint, which a resume
     /// continues with unless told otherwise (a resumed run may have changed them).
     pub seed: u64,
+    /// See `seed`.
     pub batch: usize,
     /// The epochs the run was to take, which a learning-rate schedule spans (absent in
     /// checkpoints of nnc before 0.1 had schedules).
@@ -69,15 +77,20 @@ pub struct Meta {
     pub partial: EpochSums,
     /// Seconds spent in the partial epoch.
     pub partial_seconds: f64,
+    /// The mean loss of the last step whose loss was finite.
     pub last_finite_loss: Option<f64>,
+    /// Early stopping's best epoch so far.
     pub best: Option<Best>,
 }
 
 /// A training state.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checkpoint {
+    /// Everything but the tensors.
     pub meta: Meta,
+    /// The parameters, in the backend's order.
     pub params: Vec<NamedTensor>,
+    /// The optimizer's state (moments, velocities), in the backend's order.
     pub states: Vec<NamedTensor>,
     /// The best parameters so far, when early stopping (else empty).
     pub best: Vec<NamedTensor>,

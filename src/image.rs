@@ -21,8 +21,11 @@ const MAX_PIXELS: usize = 1 << 26;
 /// An 8-bit grayscale image, row-major; 0 is black.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gray {
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// `height × width` bytes, row-major.
     pub pixels: Vec<u8>,
 }
 

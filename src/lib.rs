@@ -1,70 +1,52 @@
-//! nnc as a library: check a `.nn` model, load its data, train it and evaluate it without the
-//! command line.
+//! nnc as a library: check a `.nn` model, load its data, train it with callbacks, evaluate it,
+//! predict with it and save or load its weights, without the command line. Every fallible call
+//! returns an [`Error`], whose variants say what went wrong (a model's diagnostics come as data).
 //!
 //! ```no_run
-//! use nnc::{BackendKind, Part, Project, Trainer};
+//! use std::ops::ControlFlow;
+//! use nnc::{BackendKind, EpochSums, Part, Project, Trainer};
 //!
-//! let source = std::fs::read_to_string("models/mlp.nn").unwrap();
-//! let project = Project::from_source(&source, "models/mlp.nn", None).unwrap();
-//! let data = nnc::project::load_data(&project, None).unwrap();
-//! let mut trainer = Trainer::new(&project.model, data, BackendKind::default(), 0, 128).unwrap();
-//! let epoch = trainer.train_epoch(1, &mut Default::default(), |_| std::ops::ControlFlow::Continue(()));
-//! let test = trainer.evaluate(Part::Test).unwrap();
+//! # fn main() -> Result<(), nnc::Error> {
+//! let project = Project::load("models/mlp.nn".as_ref(), None, true)?;
+//! let data = project.load_data(None)?;
+//! let mut trainer = Trainer::new(&project.model, data, BackendKind::default(), 0, 128)?;
+//! let mut sums = EpochSums::default();
+//! // The callback sees every step's running sums; `Break` stops the epoch (an interrupt).
+//! trainer.train_epoch(1, &mut sums, |_| ControlFlow::Continue(()))?;
+//! let test = trainer.evaluate(Part::Test)?;
+//! # Ok(())
+//! # }
 //! ```
 //!
-//! `examples/train_mnist.rs` is a complete program. The command-line front end is
-//! `src/main.rs`; the modules `check`, `ir`, `train`, `eval` and `predict` are its commands.
+//! `examples/` holds complete programs that use only this API. The `nnc` command line is a
+//! thin layer over it (`src/main.rs`, `src/cli/`, behind the default `cli` feature).
+
+#![warn(missing_docs)]
 
 pub mod augment;
 pub mod backend;
-pub mod check;
 pub mod checkpoint;
-pub mod eval;
+pub mod error;
 pub mod files;
 pub mod image;
-pub mod ir;
 pub mod metrics;
 pub mod plot;
-pub mod predict;
-pub mod progress;
 pub mod project;
 pub mod source;
-pub mod train;
 pub mod trainer;
 
 pub use backend::{Backend, BackendKind};
 pub use checkpoint::Checkpoint;
-pub use project::{LoadedData, Project};
+pub use error::{Diagnostics, Error};
+pub use project::{CheckedFile, LoadedData, Project};
 pub use trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
 
-/// How a command ended; the process exit code follows from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Exit 0.
-    Ok,
-    /// The model is wrong (diagnostics were printed), or training diverged: exit 1.
-    Invalid,
-    /// Usage, I/O or data error; a message was printed: exit 2.
-    Failed,
-    /// Stopped by Ctrl-C after writing a checkpoint: exit 130 (128 + SIGINT, the shell's
-    /// convention for a program ended by Ctrl-C).
-    Interrupted,
-}
+/// A checked model: its layers with their shapes and parameters, and its train block.
+pub use nnc_check::Model;
+/// A diagnostic as data: code, severity, message, labelled spans, help.
+pub use nnc_syntax::Diagnostic;
 
-impl Outcome {
-    /// The process exit code.
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Ok => 0,
-            Outcome::Invalid => 1,
-            Outcome::Failed => 2,
-            Outcome::Interrupted => 130,
-        }
-    }
-}
-
-/// Rendering settings shared by the commands.
-pub struct Ui {
-    pub color: bool,
-    pub width: usize,
+/// The Keras-style summary table `nnc check` prints for a model.
+pub fn summary(model: &Model) -> String {
+    nnc_check::summary::table(model)
 }

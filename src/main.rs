@@ -9,8 +9,11 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use nnc::backend::BackendKind;
-use nnc::{Ui, check, eval, ir, predict, train};
+use nnc::BackendKind;
+
+mod cli;
+
+use cli::{Ui, check, eval, ir, predict, train};
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for neural networks", long_about = None)]
@@ -27,6 +30,25 @@ enum Color {
     Auto,
     Always,
     Never,
+}
+
+/// `--backend`: which engine runs the steps.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum Backend {
+    /// Compiled: fused Cranelift kernels and vectorised GEMMs over a static arena.
+    #[default]
+    Jit,
+    /// The reference interpreter: exact, and the oracle the compiled backends are tested against.
+    Interp,
+}
+
+impl From<Backend> for BackendKind {
+    fn from(b: Backend) -> BackendKind {
+        match b {
+            Backend::Jit => BackendKind::Jit,
+            Backend::Interp => BackendKind::Interp,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -68,8 +90,8 @@ enum Command {
         #[arg(long)]
         resume: bool,
         /// Which engine runs the steps.
-        #[arg(long, value_enum, default_value_t = BackendKind::default())]
-        backend: BackendKind,
+        #[arg(long, value_enum, default_value_t = Backend::default())]
+        backend: Backend,
         /// One JSON object per epoch on stdout, then a summary object.
         #[arg(long)]
         json: bool,
@@ -97,8 +119,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
         /// Which engine runs the steps.
-        #[arg(long, value_enum, default_value_t = BackendKind::default())]
-        backend: BackendKind,
+        #[arg(long, value_enum, default_value_t = Backend::default())]
+        backend: Backend,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -117,8 +139,8 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
         /// Which engine runs the steps.
-        #[arg(long, value_enum, default_value_t = BackendKind::default())]
-        backend: BackendKind,
+        #[arg(long, value_enum, default_value_t = Backend::default())]
+        backend: Backend,
         /// One JSON object per image.
         #[arg(long)]
         json: bool,
@@ -211,7 +233,7 @@ fn main() -> ExitCode {
             stop_after_steps,
             save_every_epoch,
         } => train::run(
-            &train::Options {
+            &train::TrainCommand {
                 file,
                 model,
                 epochs: epochs.map(saturating_usize),
@@ -220,7 +242,7 @@ fn main() -> ExitCode {
                 data,
                 out,
                 resume,
-                backend,
+                backend: backend.into(),
                 json,
                 stop_after_steps,
                 save_every_epoch,
@@ -236,13 +258,13 @@ fn main() -> ExitCode {
             backend,
             json,
         } => eval::run(
-            &eval::Options {
+            &eval::EvalCommand {
                 file,
                 weights,
                 model,
                 data,
                 batch: batch.map(saturating_usize),
-                backend,
+                backend: backend.into(),
                 json,
             },
             &ui,
@@ -255,12 +277,12 @@ fn main() -> ExitCode {
             backend,
             json,
         } => predict::run(
-            &predict::Options {
+            &predict::PredictCommand {
                 file,
                 weights,
                 images,
                 model,
-                backend,
+                backend: backend.into(),
                 json,
             },
             &ui,

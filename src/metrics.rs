@@ -15,15 +15,22 @@ use nnc_check::Score;
 /// One epoch's figures.
 #[derive(Clone, Debug)]
 pub struct EpochReport {
+    /// The epoch, from 1.
     pub epoch: usize,
     /// What `*_score` is: accuracy (keys `train_acc`, ...) or the mean absolute error
     /// (`train_mae`, ...).
     pub score: Score,
+    /// The training loss, averaged over the epoch's steps.
     pub train_loss: f64,
+    /// The training score over the epoch.
     pub train_score: f64,
+    /// The validation loss, with a validation split.
     pub val_loss: Option<f64>,
+    /// The validation score, with a validation split.
     pub val_score: Option<f64>,
+    /// The test loss after the epoch.
     pub test_loss: f64,
+    /// The test score after the epoch.
     pub test_score: f64,
     /// With a learning-rate schedule, the rate of the epoch's last step (column `lr`).
     pub lr: Option<f64>,
@@ -225,7 +232,9 @@ impl MetricsCsv {
 
 /// Why [`read`] found no rows.
 pub enum ReadError {
+    /// There is no such file.
     Missing,
+    /// It could not be read or parsed; the message says why.
     Unreadable(String),
 }
 use ReadError::{Missing, Unreadable};
@@ -310,6 +319,23 @@ impl EpochReport {
     }
 }
 
+/// `4.4 s`, `42 s`, `3 min 05 s`, `2 h 07 min`.
+pub fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "?".into();
+    }
+    // Below ten seconds a tenth still says something (nnc trains LeNet-5 in 1.4 s).
+    if seconds < 9.95 {
+        return format!("{seconds:.1} s");
+    }
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +356,15 @@ mod tests {
             grad_norms: Norms(vec![("h".into(), 0.1), ("out".into(), 0.2)]),
             weight_norms: Norms(vec![("h".into(), 3.0), ("out".into(), 4.0)]),
         }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(4.44), "4.4 s");
+        assert_eq!(duration(12.4), "12 s");
+        assert_eq!(duration(185.0), "3 min 05 s");
+        assert_eq!(duration(7620.0), "2 h 07 min");
+        assert_eq!(duration(f64::INFINITY), "?");
     }
 
     #[test]

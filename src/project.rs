@@ -10,7 +10,8 @@ use nnc_ir::DType;
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use sha2::{Digest, Sha256};
 
-use crate::{Outcome, Ui, check};
+use crate::error::{Diagnostics, Error};
+use crate::source::{self, Source};
 
 /// A checked model, the file it came from and that file's text.
 pub struct Project {
@@ -18,37 +19,86 @@ pub struct Project {
     pub path: PathBuf,
     /// The file's text, hashed into checkpoints and copied into run directories.
     pub source: String,
+    /// The model, checked: every later stage may assume consistent names and shapes.
     pub model: Model,
+    /// The checker's warnings about the file (no errors: a file with errors is no project).
+    pub warnings: Diagnostics,
+}
+
+/// Every model of a `.nn` file that checked without error, and the file's warnings.
+pub struct CheckedFile {
+    /// The file's text.
+    pub source: String,
+    /// The models, in source order.
+    pub models: Vec<Model>,
+    /// The warnings (diagnostics that are not errors).
+    pub warnings: Diagnostics,
+}
+
+/// Reads and checks a `.nn` file. A file with errors is [`Error::Invalid`], with every
+/// diagnostic (warnings included) as data; an unreadable one is [`Error::Io`].
+pub fn check_file(file: &Path) -> Result<CheckedFile, Error> {
+    let name = file.display().to_string();
+    match source::read(file).map_err(Error::Io)? {
+        Source::Text(text) => check_text(text, name),
+        Source::NotText(diag, lossy) => Err(Error::Invalid(Diagnostics {
+            name,
+            text: lossy,
+            diagnostics: vec![diag],
+        })),
+    }
+}
+
+fn check_text(text: String, name: String) -> Result<CheckedFile, Error> {
+    let checked = nnc_check::check_source(&text);
+    let diagnostics = Diagnostics {
+        name,
+        text,
+        diagnostics: checked.diagnostics,
+    };
+    if diagnostics.has_errors() {
+        return Err(Error::Invalid(diagnostics));
+    }
+    Ok(CheckedFile {
+        source: diagnostics.text.clone(),
+        models: checked.models,
+        warnings: diagnostics,
+    })
 }
 
 impl Project {
-    /// Checks `.nn` source text held in memory (the library's entry point). `path` names the
-    /// text in diagnostics and anchors relative data paths; `name` picks a model when the text
-    /// has several. Errors are the rendered diagnostics, or a one-line message.
+    /// Reads and checks `file` and picks the model to work on: `name`, or the file's only
+    /// model (its only one with a train block when `need_train`).
+    pub fn load(file: &Path, name: Option<&str>, need_train: bool) -> Result<Project, Error> {
+        let checked = check_file(file)?;
+        Project::pick(checked, file.to_path_buf(), name, need_train)
+    }
+
+    /// Checks `.nn` source text held in memory and picks a model with a train block, as
+    /// [`Project::load`] does. `path` names the text in diagnostics and anchors relative data
+    /// paths; `name` picks a model when the text has several.
     pub fn from_source(
         source: &str,
         path: impl Into<PathBuf>,
         name: Option<&str>,
-    ) -> Result<Project, String> {
+    ) -> Result<Project, Error> {
         let path = path.into();
-        let checked = nnc_check::check_source(source);
-        if checked.has_errors() {
-            let ui = Ui {
-                color: false,
-                width: 100,
-            };
-            return Err(check::render(
-                &checked.diagnostics,
-                &path.display().to_string(),
-                source,
-                &ui,
-            ));
-        }
-        let model = pick(&checked.models, &path, name, true).map_err(|(message, _)| message)?;
+        let checked = check_text(source.to_string(), path.display().to_string())?;
+        Project::pick(checked, path, name, true)
+    }
+
+    fn pick(
+        checked: CheckedFile,
+        path: PathBuf,
+        name: Option<&str>,
+        need_train: bool,
+    ) -> Result<Project, Error> {
+        let model = pick(&checked.models, &path, name, need_train)?.clone();
         Ok(Project {
             path,
-            source: source.to_string(),
-            model: model.clone(),
+            source: checked.source,
+            model,
+            warnings: checked.warnings,
         })
     }
 
@@ -67,40 +117,17 @@ pub fn text_hash(text: &str) -> String {
         .collect()
 }
 
-/// Reads and checks `file`, and picks the model to work on: `name`, or the file's only model
-/// (or its only trained one). Diagnostics and messages are printed.
-pub fn load(
-    file: &Path,
-    name: Option<&str>,
-    need_train: bool,
-    ui: &Ui,
-) -> Result<Project, Outcome> {
-    let (source, models) = check::load_and_check_text(file, ui)?;
-    match pick(&models, file, name, need_train) {
-        Ok(m) => Ok(Project {
-            path: file.to_path_buf(),
-            source,
-            model: m.clone(),
-        }),
-        Err((message, outcome)) => {
-            eprintln!("error: {message}");
-            Err(outcome)
-        }
-    }
-}
-
 /// The model called `name`, or the only one (with a train block when `need_train`).
 fn pick<'a>(
     models: &'a [Model],
     file: &Path,
     name: Option<&str>,
     need_train: bool,
-) -> Result<&'a Model, (String, Outcome)> {
-    let failed = |m: String| (m, Outcome::Failed);
+) -> Result<&'a Model, Error> {
     let pick = match name {
         Some(n) => models.iter().find(|m| m.name == n).ok_or_else(|| {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-            failed(format!(
+            Error::Model(format!(
                 "`{}` has no model `{n}`; it has {}",
                 file.display(),
                 names.join(", ")
@@ -113,11 +140,11 @@ fn pick<'a>(
                 .collect();
             match candidates.as_slice() {
                 [one] => Ok(*one),
-                [] => Err(failed(format!(
+                [] => Err(Error::Model(format!(
                     "`{}` has no model with a train block",
                     file.display()
                 ))),
-                many => Err(failed(format!(
+                many => Err(Error::Model(format!(
                     "`{}` has several models ({}); choose one with --model",
                     file.display(),
                     many.iter()
@@ -129,21 +156,26 @@ fn pick<'a>(
         }
     }?;
     if need_train && pick.train.is_none() {
-        return Err((
-            format!("model `{}` has no train block", pick.name),
-            Outcome::Invalid,
-        ));
+        return Err(Error::NoTrainBlock(format!(
+            "model `{}` has no train block",
+            pick.name
+        )));
     }
     Ok(pick)
 }
 
 /// The training, validation and test data of a model, and how they enter its step functions.
 pub struct LoadedData {
+    /// The training samples (less the validation set, once held out).
     pub train: Dataset,
-    /// Held out of the training data by [`hold_out`] (the train block's `validation`).
+    /// Held out of the training data by [`LoadedData::hold_out`] (the train block's
+    /// `validation`).
     pub val: Option<Dataset>,
+    /// The test samples (the training samples for a source without a test split).
     pub test: Dataset,
+    /// How samples enter the step: element type, scale, shift, padding, flattening.
     pub input: InputSpec,
+    /// What the targets are: classes (and how many outputs) or values (and their width).
     pub targets: TargetSpec,
 }
 
@@ -238,7 +270,7 @@ fn check_sample_shape(
 }
 
 /// Loads the data of the project's train block.
-pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
+pub(crate) fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
     let train_ds = load_source(&train.data, project, data_dir, Split::Train)?;
@@ -286,7 +318,10 @@ pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedDat
 
 /// Loads only what evaluation needs: the test data (which is the training data for sources
 /// without a test split) and its layout.
-pub fn load_test_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
+pub(crate) fn load_test_data(
+    project: &Project,
+    data_dir: Option<&Path>,
+) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
     let (source, test) = match (&train.test, &train.data) {
@@ -327,7 +362,7 @@ const VALIDATION_EPOCH: u64 = u64::MAX;
 
 /// Moves `fraction` of the training samples (rounded, at least one, at least one left) into
 /// the validation set, chosen by a seeded shuffle. Errors when the data is too small to split.
-pub fn hold_out(data: &mut LoadedData, fraction: f64, seed: u64) -> Result<(), String> {
+pub(crate) fn hold_out(data: &mut LoadedData, fraction: f64, seed: u64) -> Result<(), String> {
     let n = data.train.len();
     let held = ((n as f64) * fraction).round() as usize;
     if held == 0 || held >= n {
@@ -350,7 +385,7 @@ pub fn hold_out(data: &mut LoadedData, fraction: f64, seed: u64) -> Result<(), S
 }
 
 /// The samples `indices` of `ds`, copied.
-pub fn subset(ds: &Dataset, indices: &[usize]) -> Result<Dataset, String> {
+pub(crate) fn subset(ds: &Dataset, indices: &[usize]) -> Result<Dataset, String> {
     let err = |e: nnc_data::DataError| e.to_string();
     let size = ds.inputs.sample_size();
     let inputs = match &ds.inputs {
@@ -425,13 +460,16 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
 /// How data enters a model's steps, known without loading the data (except for IDX files,
 /// whose headers are read).
 pub struct LoadedSpec {
+    /// How samples enter the step.
     pub input: InputSpec,
+    /// What the targets are.
     pub targets: TargetSpec,
+    /// The train block's batch size.
     pub batch: usize,
 }
 
 /// The input and target layout of the project's train block.
-pub fn specs(project: &Project) -> Result<LoadedSpec, String> {
+pub(crate) fn specs(project: &Project) -> Result<LoadedSpec, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
     let input = match InputSpec::of(&train.data, model) {
@@ -447,4 +485,32 @@ pub fn specs(project: &Project) -> Result<LoadedSpec, String> {
         targets: TargetSpec::of(&train.data, model),
         batch: train.batch,
     })
+}
+
+impl Project {
+    /// Loads the data of the train block: training and test sets (MNIST from `data_dir`, else
+    /// from `data/mnist`), checked against the model's input and outputs.
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<LoadedData, Error> {
+        load_data(self, data_dir).map_err(Error::Data)
+    }
+
+    /// Loads only what evaluation needs: the test set (the training set for sources without
+    /// one) and its layout.
+    pub fn load_test_data(&self, data_dir: Option<&Path>) -> Result<LoadedData, Error> {
+        load_test_data(self, data_dir).map_err(Error::Data)
+    }
+
+    /// How the data enters the model's steps, known without reading the samples (an IDX
+    /// source's headers are read).
+    pub fn data_layout(&self) -> Result<LoadedSpec, Error> {
+        specs(self).map_err(Error::Data)
+    }
+}
+
+impl LoadedData {
+    /// Moves `fraction` of the training samples into the validation set, chosen by a
+    /// shuffle seeded with `seed`; an error when either part would be empty.
+    pub fn hold_out(&mut self, fraction: f64, seed: u64) -> Result<(), Error> {
+        hold_out(self, fraction, seed).map_err(Error::Data)
+    }
 }

@@ -8,7 +8,9 @@ use nnc_syntax::Diagnostic;
 /// mistaken path (a data set, a disk image) from being read into memory.
 const MAX_SIZE: u64 = 64 << 20;
 
+/// A `.nn` file's contents.
 pub enum Source {
+    /// UTF-8 text.
     Text(String),
     /// Not UTF-8: a diagnostic labelled in a lossy decoding of the file, which is identical to
     /// the file up to the first invalid byte.

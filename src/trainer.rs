@@ -16,13 +16,17 @@ use nnc_ir::lower::TargetSpec;
 
 use crate::augment;
 use crate::backend::{self, Backend, BackendKind, Batch, BatchInputs, BatchTargets, NamedTensor};
+use crate::error::Error;
 use crate::project::LoadedData;
 
 /// Which part of the data to evaluate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
+    /// The training samples (less the validation set).
     Train,
+    /// The samples held out by the train block's `validation`.
     Validation,
+    /// The test set.
     Test,
 }
 
@@ -60,6 +64,7 @@ impl EpochSums {
 pub enum TrainError {
     /// The loss or a gradient became NaN or infinite.
     Diverged {
+        /// The epoch (1-based) in which it happened.
         epoch: usize,
         /// The global step number (1-based).
         step: u64,
@@ -98,19 +103,25 @@ impl fmt::Display for TrainError {
     }
 }
 
+impl std::error::Error for TrainError {}
+
 /// Loss and accuracy over a data set, with the confusion matrix for class targets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
+    /// Samples evaluated.
     pub samples: usize,
+    /// The mean loss.
     pub loss: f64,
     /// Accuracy, or the mean absolute error (see [`EpochSums::score`]).
     pub score: f64,
+    /// For class targets, the confusion matrix.
     pub confusion: Option<Confusion>,
 }
 
 /// Counts of (true class, predicted class) pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confusion {
+    /// The number of classes (rows and columns).
     pub classes: usize,
     /// Row-major: `counts[truth * classes + predicted]`.
     pub counts: Vec<u64>,
@@ -217,11 +228,12 @@ impl Trainer {
         kind: BackendKind,
         seed: u64,
         batch: usize,
-    ) -> Result<Trainer, String> {
+    ) -> Result<Trainer, Error> {
         if data.train.is_empty() {
-            return Err("the training data holds no samples".into());
+            return Err(Error::Data("the training data holds no samples".into()));
         }
-        let backend = backend::create(kind, model, data.input.clone(), data.targets, seed)?;
+        let backend = backend::create(kind, model, data.input.clone(), data.targets, seed)
+            .map_err(Error::Compile)?;
         let mut layers: Vec<(String, Vec<usize>)> = Vec::new();
         let params = backend.params();
         let param_names = params.iter().map(|p| p.name.clone()).collect();
@@ -385,7 +397,7 @@ impl Trainer {
 
     /// Loss, accuracy and (for class targets) the confusion matrix over a part of the data,
     /// with the current weights and dropout off. `None` when there is no such part.
-    pub fn evaluate(&mut self, part: Part) -> Result<Option<Evaluation>, String> {
+    pub fn evaluate(&mut self, part: Part) -> Result<Option<Evaluation>, Error> {
         let ds = match part {
             Part::Train => &self.data.train,
             Part::Validation => match &self.data.val {
@@ -402,6 +414,7 @@ impl Trainer {
             &mut self.buffers,
         )
         .map(Some)
+        .map_err(|e| Error::Train(TrainError::Backend(e)))
     }
 
     /// Per layer, the root mean square over the epoch's steps of the norm of its gradient

@@ -1284,7 +1284,7 @@ fn a_resumed_run_says_what_its_times_count() {
     let summary = lines.last().expect("summary");
     let all = format!(
         " in this session, {} in all the run's epochs; weights in r/checkpoint.safetensors",
-        nnc::progress::duration(epochs)
+        nnc::metrics::duration(epochs)
     );
     assert!(summary.contains(&all), "{summary}");
 

@@ -1,7 +1,7 @@
 //! `nnc predict FILE --weights CKPT IMAGE...`: classifies images with saved weights.
 //!
 //! Each image is read as 8-bit grayscale, inverted when its border is bright (MNIST digits are
-//! white on black), brought to the input size of the data set ([`crate::image`]), and then
+//! white on black), brought to the input size of the data set ([`nnc::image`]), and then
 //! goes through the model's own evaluation step, which scales, pads and flattens it exactly as
 //! it did the training images.
 
@@ -12,14 +12,15 @@ use nnc_ir::DType;
 use nnc_ir::lower::TargetSpec;
 use serde::Serialize;
 
-use crate::backend::{self, BackendKind, Batch, BatchInputs, BatchTargets};
-use crate::checkpoint::Checkpoint;
-use crate::image::{self, Gray};
-use crate::trainer::predicted_class;
-use crate::{Outcome, Ui, project};
+use nnc::backend::{self, BackendKind, Batch, BatchInputs, BatchTargets};
+use nnc::checkpoint::Checkpoint;
+use nnc::image::{self, Gray};
+use nnc::trainer::predicted_class;
+
+use super::{Outcome, Ui};
 
 /// `nnc predict` options.
-pub struct Options {
+pub struct PredictCommand {
     pub file: PathBuf,
     pub weights: PathBuf,
     pub images: Vec<PathBuf>,
@@ -50,8 +51,8 @@ fn fail(message: impl std::fmt::Display) -> Outcome {
 }
 
 /// Runs `nnc predict`.
-pub fn run(opts: &Options, ui: &Ui) -> Outcome {
-    let project = match project::load(&opts.file, opts.model.as_deref(), true, ui) {
+pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
+    let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
@@ -65,9 +66,9 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let spec = match project::specs(&project) {
+    let spec = match project.data_layout() {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return ui.report(&e),
     };
     let name = &project.model.name;
     let TargetSpec::Classes(classes) = spec.targets else {

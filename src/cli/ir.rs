@@ -5,8 +5,10 @@ use std::path::Path;
 use clap::ValueEnum;
 use nnc_ir::print::print;
 
-use crate::project::{self, Project};
-use crate::{Outcome, Ui};
+use nnc::Project;
+use nnc::project::LoadedSpec;
+
+use super::{Outcome, Ui};
 
 /// A stage of compilation (see ARCHITECTURE.md, "The IR").
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -26,18 +28,11 @@ pub enum Stage {
     Kernels,
 }
 
-fn load(
-    file: &Path,
-    model: Option<&str>,
-    ui: &Ui,
-) -> Result<(Project, project::LoadedSpec), Outcome> {
-    let project = project::load(file, model, true, ui)?;
-    match project::specs(&project) {
+fn load(file: &Path, model: Option<&str>, ui: &Ui) -> Result<(Project, LoadedSpec), Outcome> {
+    let project = super::load(file, model, true, ui)?;
+    match project.data_layout() {
         Ok(spec) => Ok((project, spec)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(Outcome::Failed)
-        }
+        Err(e) => Err(ui.report(&e)),
     }
 }
 
@@ -121,7 +116,8 @@ pub fn bench(
     let batch = batch.unwrap_or(spec.batch);
     // The first test images, if the model's data can be read (sparse contractions depend on
     // their zeros); otherwise synthetic data.
-    let images = crate::project::load_test_data(&project, None)
+    let images = project
+        .load_test_data(None)
         .ok()
         .and_then(|d| match d.test.inputs {
             nnc_data::Inputs::U8 { data, sample } => {

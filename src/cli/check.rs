@@ -1,29 +1,29 @@
 //! `nnc check`: parse, check, and print a summary per model.
 
-use std::path::Path;
-
 use nnc_check::Model;
 use nnc_check::summary::{self, thousands};
 use nnc_ir::lower::{InputSpec, TargetSpec};
-use nnc_syntax::{Diagnostic, RenderOptions};
 use serde::Serialize;
 
-use crate::source::{self, Source};
-use crate::{Outcome, Ui};
+use super::{Outcome, Ui};
 
 /// Runs `nnc check` on `files`.
 pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut models = Vec::new();
     let mut worst = Outcome::Ok;
     for file in files {
-        match load_and_check(file, ui) {
-            Ok(mut ms) => models.append(&mut ms),
-            Err(Outcome::Failed) => worst = Outcome::Failed,
-            Err(_) => {
-                if !matches!(worst, Outcome::Failed) {
-                    worst = Outcome::Invalid;
+        match nnc::project::check_file(file) {
+            Ok(mut checked) => {
+                if !checked.warnings.diagnostics.is_empty() {
+                    eprint!("{}", checked.warnings.render(ui.color, ui.width));
                 }
+                models.append(&mut checked.models);
             }
+            Err(e) => match ui.report(&e) {
+                Outcome::Failed => worst = Outcome::Failed,
+                _ if worst != Outcome::Failed => worst = Outcome::Invalid,
+                _ => {}
+            },
         }
     }
     if json {
@@ -73,9 +73,9 @@ struct Json {
 /// The arenas of a model's JIT-compiled steps at its train block's batch size, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Arenas {
-    pub batch: u64,
-    pub train_step_bytes: u64,
-    pub eval_step_bytes: u64,
+    batch: u64,
+    train_step_bytes: u64,
+    eval_step_bytes: u64,
 }
 
 /// Batch × FLOPs per sample above which `nnc check` does not plan the steps (16 TFLOP a
@@ -85,7 +85,7 @@ const PLAN_LIMIT: u128 = 1 << 44;
 /// The arenas of `model`'s train and eval steps, planned as `nnc bench` and `nnc train`
 /// compile them (without generating code, so `nnc check` stays fast); `None` without a train
 /// block, else why they are not known.
-pub fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
+fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
     let train = model.train.as_ref()?;
     let Some(input) = InputSpec::of(&train.data, model) else {
         return Some(Err(
@@ -118,49 +118,4 @@ pub fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
         })
     };
     Some(plan())
-}
-
-/// Reads and checks one file, printing its diagnostics to stderr. Returns the checked models, or
-/// how the command should end.
-pub fn load_and_check(file: &Path, ui: &Ui) -> Result<Vec<Model>, Outcome> {
-    load_and_check_text(file, ui).map(|(_, models)| models)
-}
-
-/// [`load_and_check`], also returning the file's text (hashed and copied by `nnc train`).
-pub fn load_and_check_text(file: &Path, ui: &Ui) -> Result<(String, Vec<Model>), Outcome> {
-    let name = file.display().to_string();
-    let text = match source::read(file) {
-        Ok(Source::Text(text)) => text,
-        Ok(Source::NotText(diag, lossy)) => {
-            eprint!("{}", render(&[diag], &name, &lossy, ui));
-            return Err(Outcome::Invalid);
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Err(Outcome::Failed);
-        }
-    };
-    let checked = nnc_check::check_source(&text);
-    if !checked.diagnostics.is_empty() {
-        eprint!("{}", render(&checked.diagnostics, &name, &text, ui));
-    }
-    if checked.has_errors() {
-        Err(Outcome::Invalid)
-    } else {
-        Ok((text, checked.models))
-    }
-}
-
-/// Renders diagnostics as `nnc check` prints them.
-pub fn render(diags: &[Diagnostic], name: &str, text: &str, ui: &Ui) -> String {
-    nnc_syntax::render(
-        diags,
-        name,
-        text,
-        RenderOptions {
-            color: ui.color,
-            width: ui.width,
-            ..RenderOptions::default()
-        },
-    )
 }

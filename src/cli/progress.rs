@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nnc::metrics::duration;
 
 /// How often a plain progress line is printed when stderr is not a terminal.
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
@@ -85,36 +86,5 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-    }
-}
-
-/// `4.4 s`, `42 s`, `3 min 05 s`, `2 h 07 min`.
-pub fn duration(seconds: f64) -> String {
-    if !seconds.is_finite() {
-        return "?".into();
-    }
-    // Below ten seconds a tenth still says something (nnc trains LeNet-5 in 1.4 s).
-    if seconds < 9.95 {
-        return format!("{seconds:.1} s");
-    }
-    let s = seconds.round() as u64;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration(4.44), "4.4 s");
-        assert_eq!(duration(12.4), "12 s");
-        assert_eq!(duration(185.0), "3 min 05 s");
-        assert_eq!(duration(7620.0), "2 h 07 min");
-        assert_eq!(duration(f64::INFINITY), "?");
     }
 }

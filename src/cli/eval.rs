@@ -5,15 +5,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::backend::BackendKind;
-use crate::checkpoint::Checkpoint;
-use crate::project;
-use crate::trainer::{Part, Trainer};
-use crate::{Outcome, Ui};
+use nnc::checkpoint::Checkpoint;
+use nnc::{BackendKind, Part, Trainer};
 use nnc_check::Score;
 
+use super::{Outcome, Ui};
+
 /// `nnc eval` options.
-pub struct Options {
+pub struct EvalCommand {
     pub file: PathBuf,
     pub weights: PathBuf,
     pub model: Option<String>,
@@ -53,14 +52,14 @@ struct ClassReport {
     accuracy: Option<f64>,
 }
 
-fn fail(message: String) -> Outcome {
+fn fail(message: impl std::fmt::Display) -> Outcome {
     eprintln!("error: {message}");
     Outcome::Failed
 }
 
 /// Runs `nnc eval`.
-pub fn run(opts: &Options, ui: &Ui) -> Outcome {
-    let project = match project::load(&opts.file, opts.model.as_deref(), true, ui) {
+pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
+    let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
@@ -75,7 +74,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let data = match project::load_test_data(&project, opts.data.as_deref()) {
+    let data = match project.load_test_data(opts.data.as_deref()) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -149,7 +148,7 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
                 None => println!("{:>5} {:>8} {:>9}", r.class, r.samples, "-"),
             }
         }
-        print!("{}", crate::train::confusion_table(c));
+        print!("{}", super::train::confusion_table(c));
     }
     Outcome::Ok
 }

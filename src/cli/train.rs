@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{BackendKind, NamedTensor};
-use crate::checkpoint::{self, Best, Checkpoint, Meta};
-use crate::metrics::{EpochReport, MetricsCsv, Norms, Row};
-use crate::progress::{self, Progress};
-use crate::project::{self, Project};
-use crate::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
-use crate::{Outcome, Ui, files, plot};
+use nnc::backend::{BackendKind, NamedTensor};
+use nnc::checkpoint::{self, Best, Checkpoint, Meta};
+use nnc::metrics::{EpochReport, MetricsCsv, Norms, Row};
+use nnc::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
+use nnc::{Project, files, plot};
+
+use super::progress::Progress;
+use super::{Outcome, Ui};
 use nnc_check::Score;
 
 /// The least time between two end-of-epoch checkpoints (the last epoch and Ctrl-C always
@@ -37,7 +38,7 @@ use nnc_check::Score;
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// `nnc train` options.
-pub struct Options {
+pub struct TrainCommand {
     pub file: PathBuf,
     pub model: Option<String>,
     pub epochs: Option<usize>,
@@ -116,8 +117,8 @@ fn fail(outcome: Outcome, message: impl std::fmt::Display) -> Outcome {
 }
 
 /// Runs `nnc train`: loads the model and data, trains, and writes the run directory.
-pub fn run(opts: &Options, ui: &Ui) -> Outcome {
-    let project = match project::load(&opts.file, opts.model.as_deref(), true, ui) {
+pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
+    let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
@@ -183,14 +184,14 @@ pub fn run(opts: &Options, ui: &Ui) -> Outcome {
         );
     }
 
-    let mut data = match project::load_data(&project, opts.data.as_deref()) {
+    let mut data = match project.load_data(opts.data.as_deref()) {
         Ok(d) => d,
-        Err(e) => return fail(Outcome::Failed, e),
+        Err(e) => return ui.report(&e),
     };
     if let Some(fraction) = train.validation
-        && let Err(e) = project::hold_out(&mut data, fraction, seed)
+        && let Err(e) = data.hold_out(fraction, seed)
     {
-        return fail(Outcome::Invalid, e);
+        return fail(Outcome::Invalid, e.to_string());
     }
     let mut trainer = match Trainer::new(&project.model, data, opts.backend, seed, batch) {
         Ok(t) => t,
@@ -311,7 +312,7 @@ fn source_name(project: &Project) -> String {
 }
 
 struct Driver<'a> {
-    opts: &'a Options,
+    opts: &'a TrainCommand,
     project: &'a Project,
     run: RunDir,
     trainer: Trainer,
@@ -493,8 +494,15 @@ impl Driver<'_> {
         train_seconds: f64,
         last_test: &mut Option<Evaluation>,
     ) -> Result<EpochReport, String> {
-        let val = self.trainer.evaluate(Part::Validation)?;
-        let test = self.trainer.evaluate(Part::Test)?.ok_or("no test data")?;
+        let val = self
+            .trainer
+            .evaluate(Part::Validation)
+            .map_err(|e| e.to_string())?;
+        let test = self
+            .trainer
+            .evaluate(Part::Test)
+            .map_err(|e| e.to_string())?
+            .ok_or("no test data")?;
         let sums = std::mem::take(&mut self.state.sums);
         let before = self.state.partial_seconds;
         let report = EpochReport {
@@ -649,7 +657,7 @@ impl Driver<'_> {
                 .trainer
                 .backend()
                 .load(&best, &states)
-                .and_then(|()| self.trainer.evaluate(Part::Test));
+                .and_then(|()| self.trainer.evaluate(Part::Test).map_err(|e| e.to_string()));
             match result {
                 Ok(t) => test = t,
                 Err(e) => return fail(Outcome::Failed, e),
@@ -714,11 +722,11 @@ impl Driver<'_> {
                     .sum();
                 format!(
                     "; {} in this session, {} in all the run's epochs",
-                    progress::duration(seconds),
-                    progress::duration(epochs)
+                    nnc::metrics::duration(seconds),
+                    nnc::metrics::duration(epochs)
                 )
             } else {
-                format!(" in {}", progress::duration(seconds))
+                format!(" in {}", nnc::metrics::duration(seconds))
             };
             println!(
                 "test {} {:.4} (loss {:.4}) after {} epoch{}{time}; weights in {}",
