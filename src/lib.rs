@@ -31,6 +31,7 @@ pub mod files;
 pub mod image;
 pub mod metrics;
 pub mod plot;
+pub mod predictor;
 pub mod project;
 pub mod source;
 pub mod trainer;
@@ -38,6 +39,7 @@ pub mod trainer;
 pub use backend::{Backend, BackendKind};
 pub use checkpoint::Checkpoint;
 pub use error::{Diagnostics, Error};
+pub use predictor::Predictor;
 pub use project::{CheckedFile, LoadedData, Project};
 pub use trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
 

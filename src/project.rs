@@ -459,6 +459,7 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
 
 /// How data enters a model's steps, known without loading the data (except for IDX files,
 /// whose headers are read).
+#[derive(Clone, Debug)]
 pub struct LoadedSpec {
     /// How samples enter the step.
     pub input: InputSpec,

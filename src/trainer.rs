@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use nnc_check::{Model, Schedule};
 use nnc_data::{Dataset, Inputs, Targets};
@@ -16,8 +17,9 @@ use nnc_ir::lower::TargetSpec;
 
 use crate::augment;
 use crate::backend::{self, Backend, BackendKind, Batch, BatchInputs, BatchTargets, NamedTensor};
+use crate::checkpoint::{Checkpoint, Meta};
 use crate::error::Error;
-use crate::project::LoadedData;
+use crate::project::{LoadedData, Project};
 
 /// Which part of the data to evaluate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +200,7 @@ pub fn predicted_class(row: &[f32]) -> usize {
 /// A model, its data and a backend holding its weights: trains epochs and evaluates.
 pub struct Trainer {
     backend: Box<dyn Backend>,
+    kind: BackendKind,
     data: LoadedData,
     batch: usize,
     seed: u64,
@@ -248,6 +251,7 @@ impl Trainer {
         let augment = train.and_then(|t| t.augment).map(|a| a.shift);
         Ok(Trainer {
             backend,
+            kind,
             batch: batch.clamp(1, data.train.len()),
             data,
             seed,
@@ -565,6 +569,52 @@ impl Buffers {
             key,
             lr: 0.0,
         })
+    }
+}
+
+impl Trainer {
+    /// The weights and optimizer state after `epoch` complete epochs of `project`'s run, as a
+    /// checkpoint ([`Checkpoint::save`] writes it; `nnc eval`, `nnc predict`,
+    /// [`crate::Predictor`] and [`Trainer::restore`] read it).
+    pub fn checkpoint(&self, project: &Project, epoch: usize) -> Checkpoint {
+        Checkpoint {
+            meta: Meta {
+                model: project.model.name.clone(),
+                source_file: project.path.display().to_string(),
+                source_sha256: project.source_hash(),
+                nnc_version: env!("CARGO_PKG_VERSION").to_string(),
+                backend: self.kind.name(),
+                seed: self.seed,
+                batch: self.batch,
+                epochs: Some(self.epochs),
+                epoch,
+                step: self.step,
+                partial: EpochSums::default(),
+                partial_seconds: 0.0,
+                last_finite_loss: self.last_finite_loss,
+                best: None,
+            },
+            params: self.params(),
+            states: self.states(),
+            best: Vec::new(),
+        }
+    }
+
+    /// Loads a checkpoint's weights and optimizer state (read from `path`, which messages
+    /// name); it must have been trained from `project`'s model. The step count continues
+    /// from the checkpoint's.
+    pub fn restore(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &Path,
+        project: &Project,
+    ) -> Result<(), Error> {
+        checkpoint
+            .load_into(self.backend.as_mut(), path, project)
+            .map_err(Error::Checkpoint)?;
+        self.step = checkpoint.meta.step;
+        self.last_finite_loss = checkpoint.meta.last_finite_loss;
+        Ok(())
     }
 }
 

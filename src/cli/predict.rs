@@ -12,8 +12,8 @@ use nnc_ir::DType;
 use nnc_ir::lower::TargetSpec;
 use serde::Serialize;
 
-use nnc::backend::{self, BackendKind, Batch, BatchInputs, BatchTargets};
-use nnc::checkpoint::Checkpoint;
+use nnc::Predictor;
+use nnc::backend::{BackendKind, BatchInputs};
 use nnc::image::{self, Gray};
 use nnc::trainer::predicted_class;
 
@@ -59,17 +59,12 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
     let Some(train) = project.model.train.as_ref() else {
         return fail("the model has no train block");
     };
-    // The checkpoint before the data layout, which may read data files.
-    let ckpt = match Checkpoint::load(&opts.weights)
-        .and_then(|c| c.check_fits_model(&opts.weights, &project).map(|()| c))
-    {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let spec = match project.data_layout() {
-        Ok(s) => s,
+    // The checkpoint is read before the data layout, which may read data files.
+    let mut predictor = match Predictor::new(&project, &opts.weights, opts.backend) {
+        Ok(p) => p,
         Err(e) => return ui.report(&e),
     };
+    let spec = predictor.layout().clone();
     let name = &project.model.name;
     let TargetSpec::Classes(classes) = spec.targets else {
         return fail(format!(
@@ -86,20 +81,6 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
             ));
         }
     };
-    let mut backend = match backend::create(
-        opts.backend,
-        &project.model,
-        spec.input.clone(),
-        spec.targets,
-        0,
-    ) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = ckpt.load_into(backend.as_mut(), &opts.weights, &project) {
-        return fail(e);
-    }
-
     let mnist = matches!(train.data, Data::Mnist { .. });
     let mut pixels = Vec::with_capacity(opts.images.len() * h * w);
     let mut notes = Vec::new();
@@ -124,26 +105,11 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
         notes.push((inverted, resized));
     }
 
-    let n = opts.images.len();
-    let labels = vec![0; n];
-    let batch = Batch {
-        size: n,
-        inputs: BatchInputs::U8(&pixels),
-        targets: BatchTargets::Classes(&labels),
-        key: 0,
-        lr: 0.0,
+    let outputs = match predictor.predict(BatchInputs::U8(&pixels)) {
+        Ok(rows) => rows,
+        Err(e) => return ui.report(&e),
     };
-    let outputs = match backend.eval_step(&batch) {
-        Ok(r) => r.outputs,
-        Err(e) => return fail(e),
-    };
-    let width = outputs.len() / n.max(1);
-    if width == 0 {
-        return fail("the model gave no outputs");
-    }
-    for ((path, row), (inverted, resized)) in
-        opts.images.iter().zip(outputs.chunks(width)).zip(notes)
-    {
+    for ((path, row), (inverted, resized)) in opts.images.iter().zip(&outputs).zip(notes) {
         let class = predicted_class(row);
         let probabilities: Vec<f64> = match train.loss {
             Loss::SoftmaxCrossEntropy => softmax(row),
