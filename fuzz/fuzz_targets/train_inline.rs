@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         for kind in [BackendKind::Jit, BackendKind::Interp] {
-            let Ok(data) = nnc::project::load_data(&project, None) else {
+            let Ok(data) = project.load_data(None) else {
                 continue;
             };
             let Ok(mut trainer) = Trainer::new(&project.model, data, kind, 1, train.batch) else {
