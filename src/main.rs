@@ -106,9 +106,10 @@ enum Command {
     Eval {
         /// The `.nn` file the weights were trained from.
         file: PathBuf,
-        /// A checkpoint written by `nnc train` (a .safetensors file).
+        /// A checkpoint written by `nnc train` (a .safetensors file); default: the checkpoint
+        /// in the model's run directory (runs/<model>/checkpoint.safetensors).
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// The model, when the file holds several.
         #[arg(long)]
         model: Option<String>,
@@ -129,9 +130,10 @@ enum Command {
     Predict {
         /// The `.nn` file the weights were trained from.
         file: PathBuf,
-        /// A checkpoint written by `nnc train` (a .safetensors file).
+        /// A checkpoint written by `nnc train` (a .safetensors file); default: the checkpoint
+        /// in the model's run directory (runs/<model>/checkpoint.safetensors).
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// The images to classify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -202,6 +204,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    end_quietly_on_closed_pipes();
     let cli = Cli::parse();
     let ui = Ui {
         color: match cli.color {
@@ -351,6 +354,19 @@ fn main() -> ExitCode {
         ),
     };
     ExitCode::from(outcome.code())
+}
+
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores: a command whose reader
+/// went away (`nnc check m.nn | head -1`) then ends as other Unix tools do, silently, instead of
+/// panicking in `println!`. Files are written atomically (temporary file, then rename), so
+/// ending anywhere loses nothing already saved.
+fn end_quietly_on_closed_pipes() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with SIG_DFL installs no handler (no code runs in signal context), it is
+    // called first in `main`, before any thread exists to race with it, and it cannot panic.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Counts from the command line fit in usize on 64-bit targets; elsewhere they saturate.

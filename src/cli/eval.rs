@@ -14,7 +14,8 @@ use super::{Outcome, Ui};
 /// `nnc eval` options.
 pub struct EvalCommand {
     pub file: PathBuf,
-    pub weights: PathBuf,
+    /// The checkpoint; `None`: the run directory's.
+    pub weights: Option<PathBuf>,
     pub model: Option<String>,
     pub data: Option<PathBuf>,
     pub batch: Option<usize>,
@@ -63,13 +64,17 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
+    let weights = match super::weights(opts.weights.as_deref(), &project) {
+        Ok(w) => w,
+        Err(outcome) => return outcome,
+    };
     let batch = opts
         .batch
         .or(project.model.train.as_ref().map(|t| t.batch))
         .unwrap_or(32);
     // The checkpoint is read before the data: a wrong one is reported at once.
-    let ckpt = match Checkpoint::load(&opts.weights)
-        .and_then(|c| c.check_fits_model(&opts.weights, &project).map(|()| c))
+    let ckpt = match Checkpoint::load(&weights)
+        .and_then(|c| c.check_fits_model(&weights, &project).map(|()| c))
     {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -82,7 +87,7 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    if let Err(e) = ckpt.load_into(trainer.backend(), &opts.weights, &project) {
+    if let Err(e) = ckpt.load_into(trainer.backend(), &weights, &project) {
         return fail(e);
     }
     let test = match trainer.evaluate(Part::Test) {
@@ -113,7 +118,7 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         .map_or(Score::Accuracy, |t| t.score());
     let report = Report {
         model: project.model.name.clone(),
-        weights: opts.weights.display().to_string(),
+        weights: weights.display().to_string(),
         epoch: ckpt.meta.epoch,
         epoch_samples: ckpt.meta.partial.samples,
         samples: test.samples,

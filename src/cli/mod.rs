@@ -8,7 +8,7 @@ pub mod predict;
 pub mod progress;
 pub mod train;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nnc::{Error, Project};
 
@@ -79,4 +79,23 @@ pub fn load(
         }
         Err(e) => Err(ui.report(&e)),
     }
+}
+
+/// The checkpoint `eval` and `predict` read: `--weights`, else the one in the model's run
+/// directory, which must then exist.
+pub fn weights(given: Option<&Path>, project: &Project) -> Result<PathBuf, Outcome> {
+    if let Some(w) = given {
+        return Ok(w.to_path_buf());
+    }
+    let path = train::run_dir(project).join(nnc::checkpoint::FILE);
+    if path.is_file() {
+        return Ok(path);
+    }
+    eprintln!(
+        "error: no --weights given, and `{}` does not exist: train the model first (nnc train \
+         {}), or give a checkpoint with --weights",
+        path.display(),
+        project.path.display()
+    );
+    Err(Outcome::Failed)
 }

@@ -22,7 +22,8 @@ use super::{Outcome, Ui};
 /// `nnc predict` options.
 pub struct PredictCommand {
     pub file: PathBuf,
-    pub weights: PathBuf,
+    /// The checkpoint; `None`: the run directory's.
+    pub weights: Option<PathBuf>,
     pub images: Vec<PathBuf>,
     pub model: Option<String>,
     pub backend: BackendKind,
@@ -56,11 +57,15 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
+    let weights = match super::weights(opts.weights.as_deref(), &project) {
+        Ok(w) => w,
+        Err(outcome) => return outcome,
+    };
     let Some(train) = project.model.train.as_ref() else {
         return fail("the model has no train block");
     };
     // The checkpoint is read before the data layout, which may read data files.
-    let mut predictor = match Predictor::new(&project, &opts.weights, opts.backend) {
+    let mut predictor = match Predictor::new(&project, &weights, opts.backend) {
         Ok(p) => p,
         Err(e) => return ui.report(&e),
     };

@@ -125,10 +125,7 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
     let Some(train) = project.model.train.clone() else {
         return fail(Outcome::Invalid, "the model has no train block");
     };
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("runs").join(&project.model.name));
+    let dir = opts.out.clone().unwrap_or_else(|| run_dir(&project));
     let ckpt_path = dir.join(checkpoint::FILE);
 
     // A checkpoint is read before the data: a wrong one is reported at once.
@@ -160,7 +157,11 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
         .batch
         .or(resumed.as_ref().map(|c| c.meta.batch))
         .unwrap_or(train.batch);
-    let epochs = opts.epochs.unwrap_or(train.epochs);
+    // Like the seed and batch, the run's length continues the checkpoint's unless told.
+    let epochs = opts
+        .epochs
+        .or(resumed.as_ref().and_then(|c| c.meta.epochs))
+        .unwrap_or(train.epochs);
     if let Some(c) = &resumed
         && train.schedule.spans_run()
         && let Some(before) = c.meta.epochs.filter(|&e| e != epochs)
@@ -201,8 +202,8 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
 
     let mut state = RunState::default();
     if let Some(c) = &resumed {
-        if let Err(e) = restore(&mut trainer, c, &ckpt_path, &project) {
-            return fail(Outcome::Failed, e);
+        if let Err(e) = trainer.restore(c, &ckpt_path, &project) {
+            return ui.report(&e);
         }
         state = RunState {
             epoch: c.meta.epoch,
@@ -231,22 +232,35 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
         started: Instant::now(),
         steps_here: 0,
         resumed: resumed.is_some(),
+        warned_class: None,
     };
     driver.announce(resumed.as_ref());
     driver.train()
 }
 
-/// Loads a checkpoint into the trainer, refusing one made for another model.
-fn restore(
-    trainer: &mut Trainer,
-    c: &Checkpoint,
-    path: &Path,
-    project: &Project,
-) -> Result<(), String> {
-    c.load_into(trainer.backend(), path, project)?;
-    trainer.step = c.meta.step;
-    trainer.set_last_finite_loss(c.meta.last_finite_loss);
-    Ok(())
+/// The default run directory of a project: `runs/<model>`, or `runs/<model>-2`, `-3`, … when
+/// that one holds the run of another `.nn` file (its copy of the source has another name), so
+/// that training one file never overwrites another file's run.
+pub fn run_dir(project: &Project) -> PathBuf {
+    let name = &project.model.name;
+    let own = source_name(project);
+    let holds_other_file = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            let copies: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".nn"))
+                .collect();
+            !copies.is_empty() && !copies.contains(&own)
+        })
+    };
+    (1..)
+        .map(|k| match k {
+            1 => Path::new("runs").join(name),
+            k => Path::new("runs").join(format!("{name}-{k}")),
+        })
+        .find(|d| !holds_other_file(d))
+        .unwrap_or_else(|| Path::new("runs").join(name))
 }
 
 /// What a run carries from epoch to epoch (and through a checkpoint).
@@ -280,7 +294,28 @@ impl RunDir {
                 files::reason(&e)
             )
         })?;
-        files::write_atomic(&dir.join(source_name(project)), project.source.as_bytes())?;
+        // A run directory given with --out that holds another file's run: say so, and leave
+        // one source copy, this run's.
+        let own = source_name(project);
+        if resume.is_none()
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for other in entries.flatten().map(|e| e.path()) {
+                let is_other_copy = other.extension().is_some_and(|x| x == "nn")
+                    && other
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy() != own);
+                if is_other_copy {
+                    eprintln!(
+                        "warning: `{}` held a run of `{}`; this run of `{own}` replaces it",
+                        dir.display(),
+                        other.file_name().unwrap_or_default().to_string_lossy()
+                    );
+                    let _ = std::fs::remove_file(&other);
+                }
+            }
+        }
+        files::write_atomic(&dir.join(own), project.source.as_bytes())?;
         let path = dir.join("metrics.csv");
         let (metrics, history) = match resume {
             Some(epoch) => MetricsCsv::resume(&path, epoch)?,
@@ -326,6 +361,8 @@ struct Driver<'a> {
     steps_here: u64,
     /// The session continues a checkpoint: its time is not the run's.
     resumed: bool,
+    /// The class of the last "predicts one class for every sample" warning, while it holds.
+    warned_class: Option<usize>,
 }
 
 impl Driver<'_> {
@@ -383,8 +420,9 @@ impl Driver<'_> {
         let first = self.state.epoch + 1;
         if first > self.epochs {
             eprintln!(
-                "the run already has {} epochs of {}; pass --epochs N to train more",
-                self.state.epoch, self.epochs
+                "the run already has {} of {}; pass --epochs N to train more",
+                count(self.state.epoch, "epoch"),
+                self.epochs
             );
             return Outcome::Ok;
         }
@@ -528,8 +566,15 @@ impl Driver<'_> {
         if let Some(confusion) = &test.confusion
             && let Some(class) = confusion.single_prediction()
         {
-            let warning = report.single_class_warning(class, confusion.classes, &self.run.history);
-            eprintln!("warning: {warning}");
+            // Said once, and again only when the class changes: not every epoch.
+            if self.warned_class != Some(class) {
+                let warning =
+                    report.single_class_warning(class, confusion.classes, &self.run.history);
+                eprintln!("warning: {warning}");
+            }
+            self.warned_class = Some(class);
+        } else {
+            self.warned_class = None;
         }
         *last_test = Some(test);
         if self.opts.json {
@@ -610,15 +655,22 @@ impl Driver<'_> {
             self.trainer.step,
             path.display()
         );
-        let out = if self.opts.out.is_some() {
-            format!(" --out {}", self.run.dir.display())
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "continue with: nnc train {}{out} --resume",
-            self.project.path.display()
-        );
+        // Runnable as printed: the flags that found this run's model, data and directory
+        // (the seed, batch and epochs continue the checkpoint's).
+        let mut again = format!("nnc train {}", shell_word(&self.project.path.display()));
+        if let Some(model) = &self.opts.model {
+            again += &format!(" --model {}", shell_word(model));
+        }
+        if let Some(data) = &self.opts.data {
+            again += &format!(" --data {}", shell_word(&data.display()));
+        }
+        if self.opts.out.is_some() {
+            again += &format!(" --out {}", shell_word(&self.run.dir.display()));
+        }
+        if self.opts.backend != BackendKind::default() {
+            again += &format!(" --backend {}", self.opts.backend.name());
+        }
+        eprintln!("continue with: {again} --resume");
         if self.opts.json {
             println!(
                 "{}",
@@ -751,9 +803,10 @@ fn epoch_line(r: &EpochReport, before: f64) -> String {
         (Some(l), Some(a)) => format!("  val loss {l:.4}  {key} {a:.4}"),
         _ => String::new(),
     };
+    // Three significant digits at least: 0.0100, 9.37e-4, 3.51e-9.
     let lr = match r.lr {
-        Some(lr) if lr >= 1e-4 || lr == 0.0 => format!("  lr {lr:.4}"),
-        Some(lr) => format!("  lr {lr:.1e}"),
+        Some(lr) if lr >= 0.01 || lr == 0.0 => format!("  lr {lr:.4}"),
+        Some(lr) => format!("  lr {lr:.2e}"),
         None => String::new(),
     };
     let before = if before > 0.0 {
@@ -796,4 +849,25 @@ pub fn confusion_table(c: &Confusion) -> String {
         }
     }
     out
+}
+
+/// `1 epoch`, `2 epochs`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A word as a POSIX shell reads it: as it is when it holds only safe characters, else
+/// single-quoted.
+fn shell_word(word: &dyn std::fmt::Display) -> String {
+    let word = word.to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./=:@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
