@@ -803,12 +803,9 @@ fn epoch_line(r: &EpochReport, before: f64) -> String {
         (Some(l), Some(a)) => format!("  val loss {l:.4}  {key} {a:.4}"),
         _ => String::new(),
     };
-    // Three significant digits at least: 0.0100, 9.37e-4, 3.51e-9.
-    let lr = match r.lr {
-        Some(lr) if lr >= 0.01 || lr == 0.0 => format!("  lr {lr:.4}"),
-        Some(lr) => format!("  lr {lr:.2e}"),
-        None => String::new(),
-    };
+    let lr =
+        r.lr.map(|lr| format!("  lr {}", rate(lr)))
+            .unwrap_or_default();
     let before = if before > 0.0 {
         format!(" ({before:.2} s before the interruption)")
     } else {
@@ -869,5 +866,35 @@ fn shell_word(word: &dyn std::fmt::Display) -> String {
         word
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// A learning rate with three significant digits at least: `0.0100`, `9.37e-4`, `3.51e-9`.
+fn rate(lr: f64) -> String {
+    if lr >= 0.01 || lr == 0.0 {
+        format!("{lr:.4}")
+    } else {
+        format!("{lr:.2e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_keep_their_digits() {
+        assert_eq!(rate(0.02), "0.0200");
+        assert_eq!(rate(0.010008), "0.0100");
+        assert_eq!(rate(0.000937), "9.37e-4");
+        assert_eq!(rate(2.2e-10), "2.20e-10");
+        assert_eq!(rate(0.0), "0.0000");
+    }
+
+    #[test]
+    fn hints_are_shell_words() {
+        assert_eq!(shell_word(&"models/x.nn"), "models/x.nn");
+        assert_eq!(shell_word(&"my model.nn"), "'my model.nn'");
+        assert_eq!(shell_word(&"it's.nn"), "'it'\\''s.nn'");
     }
 }

@@ -1,0 +1,191 @@
+//! What a new user trips over in their first hour, through the binary: closed pipes, resuming
+//! an interrupted run, `eval` without `--weights`, run directories of different files, and
+//! warnings said once.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::nnc_in as run;
+
+/// A classifier on an inline table: 8 rows, batch 4, so 2 steps per epoch.
+const TABLE: &str = "
+model m {
+    input x: f32[2]
+    hidden: dense(4) -> tanh
+    out:    dense(2)
+}
+
+train m {
+    data {
+        0 0 -> 0
+        0 1 -> 1
+        1 0 -> 1
+        1 1 -> 0
+        0 0 -> 0
+        0 1 -> 1
+        1 0 -> 1
+        1 1 -> 0
+    }
+    loss      softmax_cross_entropy
+    optimizer adam(lr: 0.01)
+    batch     4
+    epochs    1
+    seed      5
+}
+";
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write the model");
+}
+
+fn metrics_epochs(dir: &Path) -> usize {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+    text.lines().count() - 1
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let models: Vec<String> = std::fs::read_dir(root.join("models"))
+        .expect("models/")
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".nn"))
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("check")
+        .args(&models)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nnc runs");
+    // The reader goes away before nnc has checked the first model, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("nnc ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
+
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_its_own_length_with_the_printed_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "x.nn", TABLE);
+    let (_, err, code) = run(
+        dir.path(),
+        &["train", "x.nn", "--epochs", "3", "--stop-after-steps", "3"],
+    );
+    assert_eq!(code, 130, "{err}");
+    let hint = err
+        .lines()
+        .find_map(|l| l.strip_prefix("continue with: "))
+        .unwrap_or_else(|| panic!("no hint in: {err}"));
+    let args: Vec<&str> = hint.split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"nnc"), "{hint}");
+    // Run as printed: the run's 3 epochs, not the train block's 1.
+    let (out, err, code) = run(dir.path(), &args[1..]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("after 3 epochs"), "{out}\n{err}");
+    assert_eq!(metrics_epochs(&dir.path().join("runs/m")), 3);
+
+    let (_, err, code) = run(dir.path(), &args[1..]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the run already has 3 epochs of 3"), "{err}");
+}
+
+#[test]
+fn one_epoch_is_singular() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "x.nn", TABLE);
+    let (_, err, code) = run(dir.path(), &["train", "x.nn"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(dir.path(), &["train", "x.nn", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the run already has 1 epoch of 1;"), "{err}");
+}
+
+#[test]
+fn eval_and_predict_find_the_run_directorys_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "x.nn", TABLE);
+    let (_, err, code) = run(dir.path(), &["eval", "x.nn"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no --weights given") && err.contains("nnc train x.nn"),
+        "{err}"
+    );
+    let (_, err, code) = run(dir.path(), &["train", "x.nn"]);
+    assert_eq!(code, 0, "{err}");
+    let (out, err, code) = run(dir.path(), &["eval", "x.nn", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["weights"], "runs/m/checkpoint.safetensors");
+}
+
+#[test]
+fn another_files_run_is_not_overwritten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "a.nn", TABLE);
+    write(dir.path(), "b.nn", &TABLE.replace("dense(4)", "dense(3)"));
+    for file in ["a.nn", "b.nn", "a.nn"] {
+        let (_, err, code) = run(dir.path(), &["train", file]);
+        assert_eq!(code, 0, "{file}: {err}");
+    }
+    let runs = dir.path().join("runs");
+    assert!(runs.join("m/a.nn").is_file());
+    assert!(!runs.join("m/b.nn").exists());
+    assert!(runs.join("m-2/b.nn").is_file());
+    assert!(
+        !runs.join("m-3").exists(),
+        "a.nn's second run went to its own directory"
+    );
+
+    // Told to, a run replaces another file's, says so, and leaves one source copy.
+    let (_, err, code) = run(dir.path(), &["train", "b.nn", "--out", "runs/m"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("held a run of `a.nn`"), "{err}");
+    assert!(!runs.join("m/a.nn").exists() && runs.join("m/b.nn").is_file());
+}
+
+#[test]
+fn the_single_class_warning_is_said_once() {
+    // Every sample has the same input, so the model predicts one class for all of them.
+    let same = "
+model s {
+    input x: f32[2]
+    out: dense(2)
+}
+
+train s {
+    data {
+        1 1 -> 0
+        1 1 -> 1
+        1 1 -> 0
+    }
+    loss      softmax_cross_entropy
+    optimizer sgd(lr: 0.001)
+    batch     3
+    epochs    4
+}
+";
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "s.nn", same);
+    let (_, err, code) = run(dir.path(), &["train", "s.nn"]);
+    assert_eq!(code, 0, "{err}");
+    let warnings = err.matches("predicts class").count();
+    assert_eq!(warnings, 1, "{err}");
+}
