@@ -96,6 +96,45 @@ impl Diagnostics {
         )
     }
 
+    /// Each diagnostic as a JSON object: `file`, `severity` (`error`, `warning`), `code`,
+    /// `message`, `labels` (each with its `message`, byte `start`/`end`, and 1-based `line`,
+    /// `column`, `end_line`, `end_column`, columns counted in characters) and `help`.
+    pub fn to_json(&self) -> Vec<serde_json::Value> {
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                let labels: Vec<serde_json::Value> = d
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        let (line, column) = line_column(&self.text, l.span.start);
+                        let (end_line, end_column) = line_column(&self.text, l.span.end);
+                        serde_json::json!({
+                            "message": l.text,
+                            "start": l.span.start,
+                            "end": l.span.end,
+                            "line": line,
+                            "column": column,
+                            "end_line": end_line,
+                            "end_column": end_column,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "file": self.name,
+                    "severity": match d.severity {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                    },
+                    "code": d.code,
+                    "message": d.message,
+                    "labels": labels,
+                    "help": d.help,
+                })
+            })
+            .collect()
+    }
+
     /// Whether any of them is an error (not only warnings).
     pub fn has_errors(&self) -> bool {
         self.diagnostics
@@ -107,5 +146,35 @@ impl Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.render(false, 100).trim_end())
+    }
+}
+
+/// The 1-based line and character column of byte `offset` in `text` (clamped to the text, and
+/// back to a character boundary).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_columns_count_characters() {
+        let text = "ab\nçd\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 3), (2, 1));
+        // `d` is byte 5 (ç is two bytes) but the second character of its line.
+        assert_eq!(line_column(text, 5), (2, 2));
+        // Inside a character: its start; past the end: the end.
+        assert_eq!(line_column(text, 4), (2, 1));
+        assert_eq!(line_column(text, 99), (3, 1));
     }
 }

@@ -189,3 +189,31 @@ train s {
     let warnings = err.matches("predicts class").count();
     assert_eq!(warnings, 1, "{err}");
 }
+
+#[test]
+fn check_json_gives_the_diagnostics_as_json() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (out, _, code) = run(root, &["check", "--json", "tests/invalid/arg-bool.nn"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["file"], "tests/invalid/arg-bool.nn");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "nnc::arg::type");
+    assert_eq!(d["severity"], "error");
+    let label = &d["labels"][0];
+    assert_eq!(
+        (&label["line"], &label["column"]),
+        (&3.into(), &25.into()),
+        "{d}"
+    );
+
+    // A valid model's summary carries its file's warnings (none here), an unreadable file an
+    // error of its own.
+    let (out, _, code) = run(root, &["check", "--json", "models/xor.nn", "no-such.nn"]);
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v[0]["model"], "xor");
+    assert_eq!(v[0]["diagnostics"], serde_json::json!([]));
+    assert_eq!(v[1]["file"], "no-such.nn");
+    assert_eq!(v[1]["diagnostics"][0]["severity"], "error");
+}

@@ -7,33 +7,60 @@ use serde::Serialize;
 
 use super::{Outcome, Ui};
 
-/// Runs `nnc check` on `files`.
+/// Runs `nnc check` on `files`. With `json`, stdout has an object per model (its summary and
+/// its file's warnings as `diagnostics`) and, for a file with errors, an object with its
+/// `file` and `diagnostics` instead; one object alone, else an array.
 pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut models = Vec::new();
     let mut worst = Outcome::Ok;
+    let mut entries: Vec<serde_json::Value> = Vec::new();
     for file in files {
         match nnc::project::check_file(file) {
             Ok(mut checked) => {
                 if !checked.warnings.diagnostics.is_empty() {
                     eprint!("{}", checked.warnings.render(ui.color, ui.width));
                 }
+                if json {
+                    let warnings = checked.warnings.to_json();
+                    for m in &checked.models {
+                        let summary = Json {
+                            summary: summary::json(m),
+                            arena: arenas(m).and_then(Result::ok),
+                            diagnostics: warnings.clone(),
+                        };
+                        entries.push(serde_json::to_value(summary).unwrap_or_default());
+                    }
+                }
                 models.append(&mut checked.models);
             }
-            Err(e) => match ui.report(&e) {
-                Outcome::Failed => worst = Outcome::Failed,
-                _ if worst != Outcome::Failed => worst = Outcome::Invalid,
-                _ => {}
-            },
+            Err(e) => {
+                if json {
+                    let diagnostics = match &e {
+                        nnc::Error::Invalid(d) => d.to_json(),
+                        other => vec![serde_json::json!({
+                            "file": file.display().to_string(),
+                            "severity": "error",
+                            "code": "nnc::io",
+                            "message": other.to_string(),
+                            "labels": [],
+                            "help": null,
+                        })],
+                    };
+                    entries.push(serde_json::json!({
+                        "file": file.display().to_string(),
+                        "diagnostics": diagnostics,
+                    }));
+                }
+                match ui.report(&e) {
+                    Outcome::Failed => worst = Outcome::Failed,
+                    _ if worst != Outcome::Failed => worst = Outcome::Invalid,
+                    _ => {}
+                }
+            }
         }
     }
     if json {
-        let summaries: Vec<Json> = models
-            .iter()
-            .map(|m| Json {
-                summary: summary::json(m),
-                arena: arenas(m).and_then(Result::ok),
-            })
-            .collect();
+        let summaries = entries;
         let text = match summaries.as_slice() {
             [one] => serde_json::to_string_pretty(one),
             _ => serde_json::to_string_pretty(&summaries),
@@ -68,6 +95,8 @@ struct Json {
     summary: summary::Json,
     #[serde(skip_serializing_if = "Option::is_none")]
     arena: Option<Arenas>,
+    /// The file's warnings ([`nnc::Diagnostics::to_json`]).
+    diagnostics: Vec<serde_json::Value>,
 }
 
 /// The arenas of a model's JIT-compiled steps at its train block's batch size, in bytes.
