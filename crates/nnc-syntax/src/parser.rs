@@ -521,7 +521,7 @@ fn token_at(text: &str, pos: usize) -> (String, Span) {
     let len = if c.is_alphanumeric() || c == '_' {
         rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))
             .unwrap_or(rest.len())
-    } else if rest.starts_with("->") {
+    } else if rest.starts_with("->") || rest.starts_with("*/") {
         2
     } else {
         c.len_utf8()
