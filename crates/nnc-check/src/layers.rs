@@ -644,11 +644,17 @@ fn window(
             let unused = unused_rows(padded[axis], size[axis], stride[axis]);
             let row = if axis == 0 { "row" } else { "column" };
             let rows = |n: usize| format!("{n} {row}{}", if n == 1 { "" } else { "s" });
+            // With padding the rows counted are the padded input's, which the formula shows.
+            let of = if padding[axis] == 0 {
+                ""
+            } else {
+                " of the padded input"
+            };
             let left = if unused.between == 0 {
-                format!("{} unused", rows(unused.after))
+                format!("{}{of} unused", rows(unused.after))
             } else {
                 format!(
-                    "{} unused: {} between windows and the last {}",
+                    "{}{of} unused: {} between windows and the last {}",
                     rows(unused.between + unused.after),
                     unused.between,
                     unused.after
