@@ -588,6 +588,15 @@ fn grammar_help(before: &str, expected: &[Rule]) -> String {
                 `X` connected, `.` not"
             .into();
     }
+    if has(Rule::table_row) {
+        return "a table row is one sample on one line, numbers separated by spaces or `,`: \
+                inputs, `->`, targets, e.g. `0 1 -> 1`"
+            .into();
+    }
+    if has(Rule::tensor_type) {
+        return "an input is declared with its per-sample shape: `input image: f32[1, 28, 28]`"
+            .into();
+    }
     if has(Rule::lbracket) && !has(Rule::value) {
         return "a tensor type gives its shape in brackets: `f32[784]` or `f32[1, 28, 28]`".into();
     }
@@ -611,6 +620,26 @@ fn grammar_help(before: &str, expected: &[Rule]) -> String {
     if has(Rule::value) {
         return "a value is a number, a string, a name, a call, a list `[...]` or a data table \
                 `{ ... }`"
+            .into();
+    }
+    if has(Rule::ident) || has(Rule::call) || has(Rule::key) {
+        return "a name starts with a letter or `_`, then letters, digits and `_`: `dense`, \
+                `conv_1`"
+            .into();
+    }
+    if has(Rule::number) {
+        return "a number is written in ASCII digits: `28`, `-1`, `0.5`, `1e-3`".into();
+    }
+    if has(Rule::colon) {
+        return "a named argument is `name: value`: `kernel: 5`".into();
+    }
+    if has(Rule::arg) {
+        return "an argument is a value or `name: value`: `dense(128)`, `conv2d(6, kernel: 5)`"
+            .into();
+    }
+    if has(Rule::lbrace) {
+        return "a block's name is one word, followed by its body in braces: \
+                `model lenet5 { ... }`"
             .into();
     }
     let file_level = [
@@ -838,6 +867,12 @@ mod tests {
             "model m { input [1] dense(1) -> }",
             "model m { input [1] dense(1) → relu }",
             "model m { } extra",
+            "model m: x { }",
+            "model m { input x: 3 }",
+            "model m { input [1] dense(->) }",
+            "model m { input [1] out: 2dense(10) }",
+            "model m { input [1, ²] }",
+            "train m { data {\n 0 1x -> 1\n } }",
         ];
         for text in cases {
             let (_, d) = parse(text);
