@@ -28,6 +28,41 @@ fn every_invalid_model_is_explained() {
     });
 }
 
+/// docs/language.md promises a help line for every problem: each diagnostic rendered for the
+/// invalid corpus (its code line `nnc::…`) has its `help:` line.
+#[test]
+fn every_diagnostic_has_a_help_line() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/invalid")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 50,
+        "the corpus is there: {} files",
+        files.len()
+    );
+    let mut missing = Vec::new();
+    for path in files {
+        let (_, stderr, _) = nnc(&["check", &relative(&path)]);
+        let codes = stderr.lines().filter(|l| l.starts_with("nnc::")).count();
+        let helps = stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("help: "))
+            .count();
+        assert!(codes > 0, "{}: no diagnostic\n{stderr}", path.display());
+        if helps != codes {
+            missing.push(format!(
+                "{}: {codes} diagnostics, {helps} help lines",
+                relative(&path)
+            ));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
 #[test]
 fn reference_parameter_counts() {
     let total = |file: &str| -> serde_json::Value {

@@ -4,7 +4,7 @@
 //! a list of [`Spec`]s. Errors are pushed and a fallback is returned, so that one bad argument
 //! does not hide the next problem.
 
-use nnc_syntax::ast::{Call, Value, ValueKind};
+use nnc_syntax::ast::{Call, NumberForm, Value, ValueKind};
 use nnc_syntax::diagnostic::quote;
 use nnc_syntax::{Diagnostic, Span};
 
@@ -309,22 +309,38 @@ impl Range {
     }
 }
 
+/// A value of the wrong kind. The help line says how to write the right one: without the
+/// quotes when a number or a name was quoted, else what the argument is, with an example.
 pub fn type_error(v: &Value, name: &str, expected: &str) -> Diagnostic {
     let found = match &v.kind {
         ValueKind::Number(n) => crate::model::num(n.value),
         ValueKind::Call(c) if c.args.is_none() => format!("`{}`", c.name.name),
         other => other.describe().to_string(),
     };
+    let help = match &v.kind {
+        ValueKind::Str(s) if unquoted(s) => format!("write it without the quotes: `{s}`"),
+        _ => about(name).map_or_else(|| format!("write {expected}"), str::to_string),
+    };
     Diagnostic::error(
         "nnc::arg::type",
         format!("`{name}` must be {expected}, found {found}"),
     )
     .label(v.span, format!("expected {expected}"))
+    .help(help)
 }
 
-/// What a range-checked quantity means, for the help line of a range error.
-fn range_help(name: &str) -> Option<&'static str> {
+/// A string that would be a number or a name without its quotes: `"10"`, `"relu"`.
+fn unquoted(s: &str) -> bool {
+    let name = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    name || (!s.is_empty() && s.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
+/// What an argument or setting is, with an example: the help line of its type and range
+/// errors. Names shared by several calls (`scale`, `alpha`, `shift`) are described for all.
+fn about(name: &str) -> Option<&'static str> {
     Some(match name {
+        // Optimizers.
         "lr" => "the learning rate scales each step; typical values are 0.0001 to 0.1",
         "momentum" => {
             "momentum is the fraction of the previous update kept; 0.9 is typical, 1 never forgets"
@@ -332,16 +348,91 @@ fn range_help(name: &str) -> Option<&'static str> {
         "rho" => "rho is the decay of the squared-gradient average; 0.9 is typical",
         "beta1" | "beta2" => "Adam's decay rates are below 1; the defaults are 0.9 and 0.999",
         "eps" => "eps keeps the division away from zero; 1e-7 is Keras' default",
+        "initial_accumulator" => {
+            "Adagrad's starting sum of squared gradients, ≥ 0; Keras' default is 0.1"
+        }
+        "weight_decay" => "the L2 penalty λ adds λ·w to each gradient; 1e-4 to 1e-2 is typical",
+        // Train settings.
+        "batch" => "the number of samples per training step, from 1; 32 is typical",
+        "epochs" => "the number of passes over the training data, from 1",
+        "seed" => "any integer from 0 to 2^53 − 1; the same seed gives the same run",
+        "validation" => "the fraction of the training data held out, e.g. `validation 0.1`",
+        "patience" => "the epochs without improvement before stopping, e.g. `patience: 3`",
+        "min_delta" => {
+            "the smallest drop of the validation loss that counts as an improvement; 0 counts any"
+        }
+        "shift" => {
+            "`augment(shift: 2)` shifts images by up to 2 pixels; `mnist(shift: -0.1)` adds \
+             -0.1 to every pixel value"
+        }
+        "min" => "the last rate as a fraction of `lr`, in [0, 1): 0 decays to zero, 0.1 to a tenth",
+        "gamma" => {
+            "the factor applied at each decay, in (0, 1]; 0.1 for `step`, 0.9 for `exponential`"
+        }
+        "every" => "the epochs between two decays, from 1, e.g. `step(every: 10)`",
+        "warmup" => "the warmup's length in epochs, ≥ 0 (0 for none; fractions allowed)",
+        // Data.
+        "pad" => "pixels of background added on each side of an image; 0 for none",
+        "scale" => {
+            "a positive factor: `scale: 1/255` maps pixels to [0, 1]; `tanh(scale: 1.7159)` \
+             is LeCun's"
+        }
+        "classes" => "the number of classes, at least 2, e.g. `classes: 10`",
+        "flatten" => "`flatten: true` gives each image as a vector; the default is `false`",
+        "path" | "images" | "labels" => {
+            "a path in double quotes, relative to the .nn file, e.g. `\"data/train.csv\"`"
+        }
+        "target" => {
+            "the target column's name in double quotes, or a list of names: `target: \"y\"`"
+        }
+        "data source" => {
+            "a data source is a call such as `mnist()` or `csv(\"data.csv\", target: \"y\")`, \
+             or an inline table `{ 0 1 -> 1 }`"
+        }
+        "loss" => "a loss is a name: `loss softmax_cross_entropy`",
+        "optimizer" => "an optimizer is a name or a call: `optimizer sgd(lr: 0.1)`",
+        "metric" => "metrics are names: `metrics [loss, accuracy]`",
+        "learning-rate schedule" => "a schedule is a name or a call: `schedule cosine(warmup: 1)`",
+        "early stopping rule" => "write `early_stop(patience: 3)`",
+        "augmentation" => "write `augment(shift: 2)`",
+        // Layers.
+        "units" => "the number of outputs, from 1, e.g. `dense(128)`",
+        "filters" => "the number of output channels, from 1, e.g. `conv2d(6, kernel: 5)`",
+        "kernel" => "the window's height and width, from 1: `kernel: 5` or `kernel: [5, 3]`",
+        "size" => "the window's height and width, from 1: `maxpool(2)` or `maxpool([2, 1])`",
+        "stride" => "the step between windows, from 1: `stride: 2` or `stride: [2, 1]`",
+        "padding" => {
+            "pixels added on each side (`padding: 2` or `[1, 2]`), `same` (stride 1 and an odd \
+             kernel) or `valid` (none)"
+        }
+        "bias" => "`bias: false` leaves the bias out; the default is `true`",
+        "connections" => "the name of a `connections NAME { ... }` table, without quotes",
         "rate" => {
             "dropout zeroes this fraction of units while training; a rate of 1 would drop everything"
         }
-        "batch" => "the number of samples per training step",
-        "epochs" => "the number of passes over the training data",
-        "weight_decay" => "the L2 penalty λ adds λ·w to each gradient; 1e-4 to 1e-2 is typical",
-        "validation" => "the fraction of the training data held out, e.g. 0.1",
+        "alpha" => "the slope or scale of the negative side, ≥ 0: `leaky_relu(0.01)`, `elu(1)`",
+        "slope" => "the factor on tanh's input, > 0; LeCun 1998 uses `slope: 2/3`",
+        "activation" => {
+            "an activation is a name or a call: `activation: relu`, `activation: leaky_relu(0.2)`"
+        }
+        "init" | "bias_init" => {
+            "an initialiser is a name or a call: `init: he_normal`, `init: normal(std: 0.01)`"
+        }
+        "limit" => "`uniform(limit)` draws from [−limit, limit], limit > 0; 0.05 is Keras' default",
+        "std" => "the standard deviation of the initial weights, > 0, e.g. `normal(std: 0.01)`",
+        "mean" | "value" => "a finite number, e.g. `0.1`",
         _ => return None,
     })
 }
+
+/// The help line of a range error: what the quantity is, or else the range itself.
+fn range_help(name: &str, range: &str) -> String {
+    about(name).map_or_else(|| format!("use a value {range}"), str::to_string)
+}
+
+/// Integers are read as 64-bit floats, which hold every integer below 2^53 exactly and round
+/// some above it (2^53 + 1 reads as 2^53): an integer literal must be below 2^53.
+const MAX_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// An integer literal ≥ `min`.
 pub fn int_at_least(v: &Value, name: &str, min: u64, diags: &mut Vec<Diagnostic>) -> Option<u64> {
@@ -354,25 +445,66 @@ pub fn int_at_least(v: &Value, name: &str, min: u64, diags: &mut Vec<Diagnostic>
         ValueKind::Number(n) if !n.value.is_finite() => None, // reported by the parser
         ValueKind::Number(n) if n.is_integer() => {
             if n.value < min as f64 {
-                let mut d = Diagnostic::error(
-                    "nnc::range",
-                    format!("`{name}` must be at least {min}, found {}", n.value),
-                )
-                .label(v.span, format!("must be ≥ {min}"));
-                if let Some(h) = range_help(name) {
-                    d = d.help(h);
-                }
-                diags.push(d);
-                None
-            } else if n.value > (1u64 << 53) as f64 {
                 diags.push(
-                    Diagnostic::error("nnc::range", format!("`{name}` is too large"))
-                        .label(v.span, "must be at most 2^53"),
+                    Diagnostic::error(
+                        "nnc::range",
+                        format!("`{name}` must be at least {min}, found {}", n.value),
+                    )
+                    .label(v.span, format!("must be ≥ {min}"))
+                    .help(range_help(name, &format!("≥ {min}"))),
+                );
+                None
+            } else if n.value >= MAX_INTEGER {
+                // Not the value: a literal above 2^53 was rounded when it was read.
+                diags.push(
+                    Diagnostic::error(
+                        "nnc::range",
+                        format!("`{name}` must be below 2^53 = 9007199254740992"),
+                    )
+                    .label(v.span, "too large to be read exactly")
+                    .help(
+                        "numbers are read as 64-bit floats, which hold every integer below 2^53 \
+                         but not every larger one: 2^53 + 1 would be read as 2^53",
+                    ),
                 );
                 None
             } else {
                 Some(n.value as u64)
             }
+        }
+        ValueKind::Number(n) if n.value.fract() == 0.0 => {
+            // `1e3`, `128.0`, `10/2`: an integral value not written as an integer.
+            let written = match n.form {
+                NumberForm::Fraction => "a fraction",
+                _ => "a floating-point number",
+            };
+            let help = if n.value >= min as f64 && n.value < MAX_INTEGER {
+                format!("write it as an integer: `{}`", n.value as u64)
+            } else {
+                range_help(name, &format!("≥ {min}"))
+            };
+            diags.push(
+                Diagnostic::error(
+                    "nnc::arg::type",
+                    format!(
+                        "`{name}` must be {expected}, found {} written as {written}",
+                        crate::model::num(n.value)
+                    ),
+                )
+                .label(v.span, format!("written as {written}"))
+                .help(help),
+            );
+            None
+        }
+        ValueKind::Number(n) => {
+            let (below, above) = (n.value.floor(), n.value.ceil());
+            let help = if below >= min as f64 && above < MAX_INTEGER {
+                format!("`{name}` is a whole number: write `{below}` or `{above}`")
+            } else {
+                range_help(name, &format!("≥ {min}"))
+            };
+            diags.push(type_error(v, name, expected).help(help));
+            None
         }
         _ => {
             diags.push(type_error(v, name, expected));
@@ -391,7 +523,7 @@ pub fn float_in(v: &Value, name: &str, range: Range, diags: &mut Vec<Diagnostic>
             if range.contains(n.value) {
                 Some(n.value)
             } else {
-                let mut d = Diagnostic::error(
+                let d = Diagnostic::error(
                     "nnc::range",
                     format!(
                         "`{name}` must be {}, found {}",
@@ -399,10 +531,8 @@ pub fn float_in(v: &Value, name: &str, range: Range, diags: &mut Vec<Diagnostic>
                         crate::model::num(n.value)
                     ),
                 )
-                .label(v.span, "out of range");
-                if let Some(h) = range_help(name) {
-                    d = d.help(h);
-                }
+                .label(v.span, "out of range")
+                .help(range_help(name, &range.describe()));
                 diags.push(d);
                 None
             }

@@ -631,9 +631,7 @@ fn window(
                 format!("({} + 2·{} − {})", input[axis], padding[axis], size[axis])
             };
             let help = if keyword == "conv2d" {
-                match (0..=size[axis])
-                    .find(|p| (input[axis] + 2 * p - size[axis]).is_multiple_of(stride[axis]))
-                {
+                match padding_to_tile(input[axis], size[axis], stride[axis]) {
                     Some(p) => format!("use `padding: {p}`, or a stride that divides {span_len}"),
                     None => format!("use a stride that divides {span_len}"),
                 }
@@ -641,6 +639,25 @@ fn window(
                 format!(
                     "crop or pad the input so that ({axis_name} − {}) is a multiple of {}, or use a stride that divides {span_len}",
                     size[axis], stride[axis]
+                )
+            };
+            let unused = unused_rows(padded[axis], size[axis], stride[axis]);
+            let row = if axis == 0 { "row" } else { "column" };
+            let rows = |n: usize| format!("{n} {row}{}", if n == 1 { "" } else { "s" });
+            // With padding the rows counted are the padded input's, which the formula shows.
+            let of = if padding[axis] == 0 {
+                ""
+            } else {
+                " of the padded input"
+            };
+            let left = if unused.between == 0 {
+                format!("{}{of} unused", rows(unused.after))
+            } else {
+                format!(
+                    "{}{of} unused: {} between windows and the last {}",
+                    rows(unused.between + unused.after),
+                    unused.between,
+                    unused.after
                 )
             };
             diags.push(
@@ -655,14 +672,8 @@ fn window(
                     .label(
                         span,
                         format!(
-                            "{} {}x{} with stride {} leaves {} {}{} unused",
-                            what,
-                            size[0],
-                            size[1],
-                            stride[axis],
-                            span_len % stride[axis],
-                            if axis == 0 { "row" } else { "column" },
-                            if span_len % stride[axis] == 1 { "" } else { "s" }
+                            "{what} {}x{} with stride {} leaves {left}",
+                            size[0], size[1], stride[axis],
                         ),
                     ),
                 )
@@ -673,6 +684,42 @@ fn window(
         out[axis] = span_len / stride[axis] + 1;
     }
     Some(out)
+}
+
+/// The rows (or columns) of an input of `n` that no window of `size` at `stride` reads.
+struct Unused {
+    /// In the gaps between windows, when the stride is larger than the window.
+    between: usize,
+    /// After the last window.
+    after: usize,
+}
+
+fn unused_rows(n: usize, size: usize, stride: usize) -> Unused {
+    let windows = (n - size) / stride + 1;
+    Unused {
+        between: (windows - 1) * stride.saturating_sub(size),
+        after: (n - size) % stride,
+    }
+}
+
+/// The smallest padding `p` with which `size`-wide windows at `stride` tile `n`:
+/// `n + 2p ≥ size` and `(n + 2p − size)` a multiple of `stride`, if there is one. Computed
+/// (2p ≡ size − n modulo the stride), not searched: sizes may be as large as 2^53.
+fn padding_to_tile(n: usize, size: usize, stride: usize) -> Option<usize> {
+    let (n, size, stride) = (n as i128, size as i128, stride as i128);
+    let r = (size - n).rem_euclid(stride);
+    // p ≡ base modulo m.
+    let (base, m) = if stride % 2 == 1 {
+        // 2 · (stride + 1)/2 ≡ 1: (stride + 1)/2 is the inverse of 2.
+        ((r * ((stride + 1) / 2)) % stride, stride)
+    } else if r % 2 == 0 {
+        (r / 2, stride / 2)
+    } else {
+        return None;
+    };
+    let least = ((size - n + 1).div_euclid(2)).max(0);
+    let p = least + (base - least).rem_euclid(m);
+    usize::try_from(p).ok()
 }
 
 /// A connection table must have a row per input channel and a column per filter, and every
@@ -714,4 +761,43 @@ fn check_table(
         return None;
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_rows_count_the_gaps_and_the_end() {
+        // maxpool(2, stride: 3) on 7 rows reads rows 0–1 and 3–4: 2 and 5–6 are unused.
+        let u = unused_rows(7, 2, 3);
+        assert_eq!((u.between, u.after), (1, 2));
+        // conv2d(kernel: 5, stride: 2) on 28 rows: windows at 0, 2, …, 22 read up to row 26.
+        let u = unused_rows(28, 5, 2);
+        assert_eq!((u.between, u.after), (0, 1));
+    }
+
+    #[test]
+    fn padding_to_tile_is_the_least_that_tiles() {
+        let search = |n: usize, k: usize, s: usize| {
+            (0..=k + 2 * s).find(|&p| n + 2 * p >= k && (n + 2 * p - k).is_multiple_of(s))
+        };
+        for n in 1..12 {
+            for k in 1..12 {
+                for s in 1..8 {
+                    assert_eq!(padding_to_tile(n, k, s), search(n, k, s), "{n} {k} {s}");
+                }
+            }
+        }
+        // Computed, not searched: a window of 2^52 rows is answered at once.
+        let k = 1usize << 52;
+        let p = padding_to_tile(3, k, 3).expect("an odd stride always has one");
+        assert!(3 + 2 * p >= k && (3 + 2 * p - k).is_multiple_of(3));
+        for q in p - 3..p {
+            assert!(
+                3 + 2 * q < k || !(3 + 2 * q - k).is_multiple_of(3),
+                "{p} is the least"
+            );
+        }
+    }
 }

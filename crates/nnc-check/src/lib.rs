@@ -17,7 +17,7 @@ mod train;
 
 use std::collections::{HashMap, HashSet};
 
-use nnc_syntax::ast::{self, ConnectionsDecl, Ident, ModelDecl, ModelItem};
+use nnc_syntax::ast::{self, ConnectionsDecl, Ident, ModelDecl, ModelItem, NumberForm};
 use nnc_syntax::diagnostic::quote;
 use nnc_syntax::{Diagnostic, Span};
 
@@ -516,19 +516,42 @@ fn input(decl: &ModelDecl, diags: &mut Vec<Diagnostic>) -> Option<Input> {
         );
     }
     let mut dims = Vec::new();
+    const MAX_DIM: f64 = (1u64 << 31) as f64;
     for n in &d.dims {
-        if n.is_integer() && n.value >= 1.0 && n.value <= (1u64 << 31) as f64 {
+        if n.is_integer() && n.value >= 1.0 && n.value <= MAX_DIM {
             dims.push(n.value as usize);
-        } else {
-            diags.push(
-                Diagnostic::error(
-                    "nnc::model::input_dim",
-                    "input dimensions are positive integers",
-                )
-                .label(n.span, "not a positive integer")
-                .help("dimensions count elements, e.g. `f32[1, 28, 28]`"),
-            );
+            continue;
         }
+        let integral = n.value.fract() == 0.0 && n.value >= 1.0;
+        let (message, label, help) = if integral && n.value > MAX_DIM {
+            (
+                "input dimensions are at most 2^31",
+                "too large".to_string(),
+                "a sample this large could not be trained: one tensor holds at most 2^32 elements"
+                    .to_string(),
+            )
+        } else if integral {
+            (
+                "input dimensions are positive integers",
+                match n.form {
+                    NumberForm::Fraction => "written as a fraction",
+                    _ => "written as a floating-point number",
+                }
+                .to_string(),
+                format!("write it as an integer: `{}`", n.value as u64),
+            )
+        } else {
+            (
+                "input dimensions are positive integers",
+                "not a positive integer".to_string(),
+                "dimensions count elements, e.g. `f32[1, 28, 28]`".to_string(),
+            )
+        };
+        diags.push(
+            Diagnostic::error("nnc::model::input_dim", message)
+                .label(n.span, label)
+                .help(help),
+        );
     }
     (diags.len() == before).then(|| Input {
         name: d

@@ -131,15 +131,26 @@ impl ValueKind {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Number {
     pub value: f64,
-    /// Written as an integer (no `.`, exponent or fraction).
-    pub integer_literal: bool,
+    /// How it was written: integers are only what was written as one.
+    pub form: NumberForm,
     pub span: Span,
+}
+
+/// How a number was written, so that a message can say why `1e3` or `10/2` is not an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberForm {
+    /// Digits only, with an optional sign: `32`, `-1`.
+    Integer,
+    /// With a decimal point or an exponent: `0.5`, `1e3`, `128.0`.
+    Float,
+    /// `1/255`.
+    Fraction,
 }
 
 impl Number {
     /// True when the number is integral and was written as an integer.
     pub fn is_integer(&self) -> bool {
-        self.integer_literal && self.value.fract() == 0.0
+        self.form == NumberForm::Integer && self.value.fract() == 0.0
     }
 }
 

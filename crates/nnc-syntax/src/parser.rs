@@ -6,7 +6,7 @@ use pest::iterators::Pair;
 use pest_derive::Parser;
 
 use crate::ast::*;
-use crate::diagnostic::{Diagnostic, quote};
+use crate::diagnostic::{Diagnostic, Label, quote};
 use crate::{Span, scan};
 
 #[derive(Parser)]
@@ -18,12 +18,14 @@ struct Grammar;
 pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
     let mut diags = scan::scan(text);
     if !diags.is_empty() {
+        explain_nested_comment(text, &mut diags);
         return (None, diags);
     }
     let pairs = match Grammar::parse(Rule::file, text) {
         Ok(pairs) => pairs,
         Err(err) => {
             diags.push(describe_error(text, &err));
+            explain_nested_comment(text, &mut diags);
             return (None, diags);
         }
     };
@@ -50,6 +52,33 @@ pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
         return (None, diags);
     }
     (file, diags)
+}
+
+/// A syntax error between a comment that contains `/*` and a stray `*/` is most likely the
+/// nested comment's tail, read as code: say so instead of the generic help.
+fn explain_nested_comment(text: &str, diags: &mut [Diagnostic]) {
+    let Some(scan::StrayCloser {
+        nested: Some(comment),
+        stray,
+    }) = scan::stray_closer(text)
+    else {
+        return;
+    };
+    for diag in diags {
+        let at = diag.primary_span().start;
+        if (comment.end..stray.end).contains(&at) {
+            let first_close = Span::new(comment.end - 2, comment.end);
+            diag.labels.push(Label {
+                span: first_close,
+                text: "the comment ends at this `*/`".into(),
+            });
+            diag.help = Some(
+                "block comments do not nest: a comment ends at its first `*/`, so the text after \
+                 it is read as code; remove the inner `/*`, or comment the lines out with `//`"
+                    .into(),
+            );
+        }
+    }
 }
 
 struct Builder {
@@ -237,7 +266,24 @@ impl Builder {
         let text = pair.as_str();
         let span: Span = pair.as_span().into();
         let value = text.parse::<f64>().unwrap_or(f64::NAN);
-        if !value.is_finite() {
+        if text.ends_with(['e', 'E', '+', '-']) {
+            // The grammar lets `1e`, `2.5E-` through as one token, so that this can say so.
+            let marker = text.rfind(['e', 'E']).unwrap_or(0);
+            self.diags.push(
+                Diagnostic::error(
+                    "nnc::syntax::number",
+                    format!("the exponent of {} has no digits", quote(text)),
+                )
+                .label(
+                    Span::new(span.start + marker, span.end),
+                    "an exponent needs digits",
+                )
+                .help(format!(
+                    "write the power of ten after the `{}`: `1e3` is 1000, `1e-3` is 0.001",
+                    &text[marker..=marker]
+                )),
+            );
+        } else if !value.is_finite() {
             self.diags.push(
                 Diagnostic::error(
                     "nnc::syntax::number",
@@ -249,7 +295,11 @@ impl Builder {
         }
         Number {
             value,
-            integer_literal: !text.contains(['.', 'e', 'E']),
+            form: if text.contains(['.', 'e', 'E']) {
+                NumberForm::Float
+            } else {
+                NumberForm::Integer
+            },
             span,
         }
     }
@@ -268,7 +318,7 @@ impl Builder {
         }
         Number {
             value: num.value / den.value,
-            integer_literal: false,
+            form: NumberForm::Fraction,
             span,
         }
     }
@@ -350,16 +400,22 @@ fn describe_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
     let pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
+    }
+    .min(text.len());
+    if let Some(diag) = non_ascii_name(text, pos) {
+        return diag;
+    }
+    let positives: &[Rule] = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives,
+        ErrorVariant::CustomError { .. } => &[],
     };
     let mut expected: Vec<&str> = Vec::new();
-    if let ErrorVariant::ParsingError { positives, .. } = &err.variant {
-        for words in positives.iter().filter_map(|r| rule_words(*r)) {
-            if !expected.contains(&words) {
-                expected.push(words);
-            }
+    for words in positives.iter().filter_map(|r| rule_words(*r)) {
+        if !expected.contains(&words) {
+            expected.push(words);
         }
     }
-    let before = text[..pos.min(text.len())].trim_end();
+    let before = text[..pos].trim_end();
     if before.ends_with("->") {
         expected = vec!["the next layer"];
     }
@@ -369,15 +425,47 @@ fn describe_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
         [one] => one.to_string(),
         [init @ .., last] => format!("{} or {last}", init.join(", ")),
     };
-    let mut diag = Diagnostic::error(
+    let help = hint(text, pos).unwrap_or_else(|| grammar_help(before, positives));
+    Diagnostic::error(
         "nnc::syntax::unexpected",
         format!("expected {expected}, found {found}"),
     )
-    .label(found_span, format!("expected {expected}"));
-    if let Some(help) = hint(text, pos) {
-        diag = diag.help(help);
+    .label(found_span, format!("expected {expected}"))
+    .help(help)
+}
+
+/// `dënse`: names are ASCII, so the grammar stops inside the word, after `d`. The error is the
+/// whole word, from its first character, and the character that is not ASCII.
+fn non_ascii_name(text: &str, pos: usize) -> Option<Diagnostic> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let c = text[pos..].chars().next()?;
+    if c.is_ascii() || !is_word(c) {
+        return None;
     }
-    diag
+    let start = text[..pos]
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| is_word(c))
+        .last()
+        .map_or(pos, |(i, _)| i);
+    let end = text[pos..]
+        .find(|c| !is_word(c))
+        .map_or(text.len(), |n| pos + n);
+    let word = &text[start..end];
+    if !word.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        return None; // `784²` is a number with something after it, not a name
+    }
+    Some(
+        Diagnostic::error(
+            "nnc::syntax::unexpected",
+            format!("{} is not a name: names are ASCII", quote(word)),
+        )
+        .label(
+            Span::new(start, end),
+            format!("`{c}` (U+{:04X}) is not an ASCII character", u32::from(c)),
+        )
+        .help("names are made of the letters a–z and A–Z, the digits and `_`; rename it in those"),
+    )
 }
 
 /// The words for a rule that can appear in an error, or `None` for rules subsumed by others.
@@ -433,7 +521,7 @@ fn token_at(text: &str, pos: usize) -> (String, Span) {
     let len = if c.is_alphanumeric() || c == '_' {
         rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))
             .unwrap_or(rest.len())
-    } else if rest.starts_with("->") {
+    } else if rest.starts_with("->") || rest.starts_with("*/") {
         2
     } else {
         c.len_utf8()
@@ -474,7 +562,102 @@ fn hint(text: &str, pos: usize) -> Option<String> {
     if rest.starts_with(';') {
         return Some("statements end at the end of the line; no `;` is needed".into());
     }
+    if rest.starts_with('→') {
+        return Some("layers are chained with `->`, a hyphen and `>`".into());
+    }
+    if rest.starts_with("*/") {
+        return Some("`*/` ends a block comment, but no comment is open here".into());
+    }
     None
+}
+
+/// A help line from what the grammar expected, for errors no [`hint`] explains: what belongs
+/// at that place, with an example.
+fn grammar_help(before: &str, expected: &[Rule]) -> String {
+    let has = |rule: Rule| expected.contains(&rule);
+    let block = ["model", "train", "connections"].into_iter().find(|kw| {
+        before.ends_with(kw)
+            && !before[..before.len() - kw.len()]
+                .ends_with(|c: char| c.is_alphanumeric() || c == '_')
+    });
+    if let (Some(kw), true) = (block, has(Rule::ident)) {
+        return format!("a block is named after its keyword: `{kw} NAME {{ ... }}`");
+    }
+    if has(Rule::conn_row) || has(Rule::conn_cell) {
+        return "a connection table has one row per input channel, one cell per output channel: \
+                `X` connected, `.` not"
+            .into();
+    }
+    if has(Rule::table_row) {
+        return "a table row is one sample on one line, numbers separated by spaces or `,`: \
+                inputs, `->`, targets, e.g. `0 1 -> 1`"
+            .into();
+    }
+    if has(Rule::tensor_type) {
+        return "an input is declared with its per-sample shape: `input image: f32[1, 28, 28]`"
+            .into();
+    }
+    if has(Rule::lbracket) && !has(Rule::value) {
+        return "a tensor type gives its shape in brackets: `f32[784]` or `f32[1, 28, 28]`".into();
+    }
+    if has(Rule::comma) && has(Rule::rparen) {
+        return "arguments are separated by `,` and end with `)`: `conv2d(6, kernel: 5)`".into();
+    }
+    if has(Rule::comma) && has(Rule::rbracket) {
+        return "items are separated by `,` and the list ends with `]`: `[5, 5]`".into();
+    }
+    if has(Rule::value) && (has(Rule::colon) || has(Rule::args)) {
+        return "a setting is a name and its value: `batch 32`, `optimizer sgd(lr: 0.1)`".into();
+    }
+    if has(Rule::setting) || (has(Rule::key) && has(Rule::rbrace)) {
+        return "a train block holds settings, one per line (`batch 32`), and ends with `}`".into();
+    }
+    if has(Rule::chain) || has(Rule::input_decl) {
+        return "a model block holds its `input`, then layers chained with `->` \
+                (`h: dense(128) -> relu`), and ends with `}`"
+            .into();
+    }
+    if has(Rule::value) {
+        return "a value is a number, a string, a name, a call, a list `[...]` or a data table \
+                `{ ... }`"
+            .into();
+    }
+    if has(Rule::ident) || has(Rule::call) || has(Rule::key) {
+        return "a name starts with a letter or `_`, then letters, digits and `_`: `dense`, \
+                `conv_1`"
+            .into();
+    }
+    if has(Rule::number) {
+        return "a number is written in ASCII digits: `28`, `-1`, `0.5`, `1e-3`".into();
+    }
+    if has(Rule::colon) {
+        return "a named argument is `name: value`: `kernel: 5`".into();
+    }
+    if has(Rule::arg) {
+        return "an argument is a value or `name: value`: `dense(128)`, `conv2d(6, kernel: 5)`"
+            .into();
+    }
+    if has(Rule::lbrace) {
+        return "a block's name is one word, followed by its body in braces: \
+                `model lenet5 { ... }`"
+            .into();
+    }
+    let file_level = [
+        Rule::file,
+        Rule::model,
+        Rule::train,
+        Rule::connections,
+        Rule::kw_model,
+        Rule::kw_train,
+        Rule::kw_connections,
+        Rule::EOI,
+    ];
+    if file_level.into_iter().any(has) {
+        return "a .nn file holds `model NAME { ... }`, `train NAME { ... }` and \
+                `connections NAME { ... }` blocks; everything else goes inside one"
+            .into();
+    }
+    "docs/language.md describes what may be written here".into()
 }
 
 #[cfg(test)]
@@ -591,6 +774,118 @@ mod tests {
         );
         assert!(err("model { }").contains("a name"));
         assert!(err("1/0 x").contains("expected"));
+    }
+
+    #[test]
+    fn an_exponent_without_digits_is_named() {
+        for text in [
+            "train x { lr 1e }",
+            "train x { lr 2.5E- }",
+            "train x { a f(1e) }",
+        ] {
+            let (file, d) = parse(text);
+            assert!(file.is_none());
+            assert_eq!(d.len(), 1, "{text}: {d:#?}");
+            assert_eq!(d[0].code, "nnc::syntax::number");
+            assert!(d[0].message.contains("exponent"), "{}", d[0].message);
+            assert_eq!(
+                &text[d[0].primary_span().start..][..1].to_ascii_lowercase(),
+                "e"
+            );
+        }
+        let f = ok("train x { a 1e3 b 1E+2 c 1e-7 }");
+        let Item::Train(t) = &f.items[0] else {
+            panic!()
+        };
+        let forms: Vec<NumberForm> = t
+            .settings
+            .iter()
+            .map(|s| match &s.value.kind {
+                ValueKind::Number(n) => n.form,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(forms, [NumberForm::Float; 3]);
+    }
+
+    #[test]
+    fn a_non_ascii_name_is_labelled_from_its_first_character() {
+        // `é` is two bytes: the word starts at byte 9 whichever character is not ASCII.
+        for text in ["model m {cachée: dense(1)}", "model m {éte: dense(1)}"] {
+            let (_, d) = parse(text);
+            assert_eq!(d.len(), 1, "{d:#?}");
+            let span = d[0].primary_span();
+            assert_eq!(span.start, 9, "{text}");
+            assert!(text[span.start..span.end].ends_with('e'), "{text}");
+            assert!(d[0].help.as_deref().is_some_and(|h| h.contains("a–z")));
+        }
+        let (_, d) = parse("model m { input [784²] }");
+        assert!(!d[0].message.contains("not a name"), "{}", d[0].message);
+    }
+
+    #[test]
+    fn a_nested_comment_is_explained() {
+        let text = "model m { input [1]\n /* a /* b */ c */\n dense(1) }";
+        let (_, d) = parse(text);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        let help = d[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("do not nest"), "{help}");
+        let first_close = text.find("*/").expect("a `*/`");
+        assert!(d[0].labels.iter().any(|l| l.span.start == first_close));
+        // A comment containing `/*` with nothing left over is fine, and a bracket error after
+        // a nested comment gets the same explanation.
+        ok("model m { input [1] /* a /* b */ dense(1) }");
+        let (_, d) = parse("model m { input [1] /* f( /* */ ) */ dense(1) }");
+        assert_eq!(d[0].code, "nnc::syntax::unbalanced");
+        assert!(
+            d[0].help
+                .as_deref()
+                .unwrap_or_default()
+                .contains("do not nest")
+        );
+        // A `*/` with no comment before it says that no comment is open.
+        let (_, d) = parse("model m { input [1] */ }");
+        assert!(
+            d[0].help
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no comment is open")
+        );
+    }
+
+    #[test]
+    fn every_parse_error_has_a_help_line() {
+        let cases = [
+            "hello",
+            "model { }",
+            "model m { input x: f32 784 }",
+            "model m { input [1] dense(1 2) }",
+            "model m { input [1] f([1 2]) }",
+            "train m { optimizer }",
+            "train m { 3 }",
+            "connections t { X 1 }",
+            "model m { input [1] dense(1) -> }",
+            "model m { input [1] dense(1) → relu }",
+            "model m { } extra",
+            "model m: x { }",
+            "model m { input x: 3 }",
+            "model m { input [1] dense(->) }",
+            "model m { input [1] out: 2dense(10) }",
+            "model m { input [1, ²] }",
+            "train m { data {\n 0 1x -> 1\n } }",
+        ];
+        for text in cases {
+            let (_, d) = parse(text);
+            assert!(!d.is_empty(), "{text}");
+            for diag in &d {
+                let help = diag.help.as_deref().unwrap_or_default();
+                // The last resort is true but says little: each case here has a better one.
+                assert!(
+                    !help.is_empty() && !help.starts_with("docs/language.md"),
+                    "{text}: {diag:#?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -167,6 +167,53 @@ pub fn scan(text: &str) -> Vec<Diagnostic> {
     diags
 }
 
+/// A `*/` outside any comment, and the last block comment before it that contains a `/*`:
+/// the trace of a nested comment, which `.nn` (like C) does not have: `/* a /* b */ c */`
+/// ends at the first `*/`, leaving ` c */` to be read as code.
+pub struct StrayCloser {
+    /// The comment that looks nested, if there is one before the stray `*/`.
+    pub nested: Option<Span>,
+    pub stray: Span,
+}
+
+/// Finds the first `*/` that is outside every comment and string, in one linear pass.
+pub fn stray_closer(text: &str) -> Option<StrayCloser> {
+    let bytes = text.as_bytes();
+    let mut nested = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = find(bytes, i + 2, b"*/")?;
+                if find(&bytes[..end], i + 2, b"/*").is_some() {
+                    nested = Some(Span::new(i, end + 2));
+                }
+                i = end + 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'*' if bytes.get(i + 1) == Some(&b'/') => {
+                return Some(StrayCloser {
+                    nested,
+                    stray: Span::new(i, i + 2),
+                });
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 fn closer(open: u8) -> u8 {
     match open {
         b'(' => b')',
