@@ -126,7 +126,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Classify images (PNG or PGM, any size) with saved weights.
+    /// Predict with saved weights: classify images (PNG or PGM, any size) for a model trained
+    /// on images, or answer rows of numbers (CSV files, or standard input) for other models.
     Predict {
         /// The `.nn` file the weights were trained from.
         file: PathBuf,
@@ -134,9 +135,8 @@ enum Command {
         /// in the model's run directory (runs/<model>/checkpoint.safetensors).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// The images to classify.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        /// The images to classify, or CSV files of input rows (`-` or none: standard input).
+        inputs: Vec<PathBuf>,
         /// The model, when the file holds several.
         #[arg(long)]
         model: Option<String>,
@@ -275,7 +275,7 @@ fn main() -> ExitCode {
         Command::Predict {
             file,
             weights,
-            images,
+            inputs,
             model,
             backend,
             json,
@@ -283,7 +283,7 @@ fn main() -> ExitCode {
             &predict::PredictCommand {
                 file,
                 weights,
-                images,
+                inputs,
                 model,
                 backend: backend.into(),
                 json,

@@ -217,3 +217,62 @@ fn check_json_gives_the_diagnostics_as_json() {
     assert_eq!(v[1]["file"], "no-such.nn");
     assert_eq!(v[1]["diagnostics"][0]["severity"], "error");
 }
+
+#[test]
+fn predict_answers_rows_for_a_model_of_vectors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "x.nn",
+        &TABLE.replace("epochs    1", "epochs    200"),
+    );
+    let (_, err, code) = run(dir.path(), &["train", "x.nn"]);
+    assert_eq!(code, 0, "{err}");
+    // A header naming the columns is allowed; comments and blank lines are skipped.
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "a,b\n0,0\n# a comment\n\n0,1\n1,0\n1,1\n",
+    )
+    .expect("rows");
+    let (out, err, code) = run(dir.path(), &["predict", "x.nn", "rows.csv", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let answers: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let classes: Vec<u64> = answers.iter().filter_map(|a| a["class"].as_u64()).collect();
+    assert_eq!(classes, [0, 1, 1, 0], "{out}");
+    assert_eq!(answers[1]["line"], 5);
+
+    // From standard input, in text.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .current_dir(dir.path())
+        .args(["predict", "x.nn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nnc runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"1 0\n").expect("write a row");
+    }
+    let out = child.wait_with_output().expect("nnc ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("-:1: 1 (probability "), "{text}");
+
+    // A row of the wrong width names its line.
+    std::fs::write(dir.path().join("bad.csv"), "0,1\n0,1,2\n").expect("rows");
+    let (_, err, code) = run(dir.path(), &["predict", "x.nn", "bad.csv"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.csv:2: 3 values, but the model's input takes 2"),
+        "{err}"
+    );
+}

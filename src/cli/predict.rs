@@ -1,4 +1,5 @@
-//! `nnc predict FILE --weights CKPT IMAGE...`: classifies images with saved weights.
+//! `nnc predict FILE [--weights CKPT] INPUT...`: predicts with saved weights, from images for a
+//! model trained on images, from rows of numbers (CSV files or standard input) otherwise.
 //!
 //! Each image is read as 8-bit grayscale, inverted when its border is bright (MNIST digits are
 //! white on black), brought to the input size of the data set ([`nnc::image`]), and then
@@ -7,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use nnc::project::LoadedSpec;
 use nnc_check::{Data, Loss};
 use nnc_ir::DType;
 use nnc_ir::lower::TargetSpec;
@@ -24,7 +26,8 @@ pub struct PredictCommand {
     pub file: PathBuf,
     /// The checkpoint; `None`: the run directory's.
     pub weights: Option<PathBuf>,
-    pub images: Vec<PathBuf>,
+    /// Images, or CSV files of rows (`-`: standard input) for a model of vectors.
+    pub inputs: Vec<PathBuf>,
     pub model: Option<String>,
     pub backend: BackendKind,
     pub json: bool,
@@ -70,31 +73,48 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
         Err(e) => return ui.report(&e),
     };
     let spec = predictor.layout().clone();
+    let is_image = matches!(spec.input.sample[..], [1, _, _]) && spec.input.dtype == DType::U8;
+    if is_image {
+        images(opts, &project, train, &spec, &mut predictor, ui)
+    } else {
+        rows(opts, train, &spec, &mut predictor, ui)
+    }
+}
+
+/// Classifies the image files `opts.inputs` with a model trained on grayscale images.
+fn images(
+    opts: &PredictCommand,
+    project: &nnc::Project,
+    train: &nnc_check::Train,
+    spec: &LoadedSpec,
+    predictor: &mut Predictor,
+    ui: &Ui,
+) -> Outcome {
     let name = &project.model.name;
     let TargetSpec::Classes(classes) = spec.targets else {
         return fail(format!(
-            "model `{name}` predicts values, not classes; `nnc predict` classifies images"
+            "model `{name}` predicts values from images; `nnc predict` classifies images"
         ));
     };
-    let (h, w) = match spec.input.sample[..] {
-        [1, h, w] if spec.input.dtype == DType::U8 => (h, w),
-        _ => {
-            return fail(format!(
-                "model `{name}` is trained on samples of shape {:?} ({:?}); `nnc predict` needs \
-                 grayscale images ([1, H, W] of u8)",
-                spec.input.sample, spec.input.dtype
-            ));
-        }
+    let [1, h, w] = spec.input.sample[..] else {
+        return fail("the model's input is not a grayscale image");
     };
+    if opts.inputs.is_empty() {
+        return fail(format!(
+            "model `{name}` reads images: give the PNG or PGM files to classify"
+        ));
+    }
+    // MNIST's digits are white on black, framed in 20x20 and centred by mass: a photographed
+    // digit is brought to that form. Other image data is taken as it is, only resized.
     let mnist = matches!(train.data, Data::Mnist { .. });
-    let mut pixels = Vec::with_capacity(opts.images.len() * h * w);
+    let mut pixels = Vec::with_capacity(opts.inputs.len() * h * w);
     let mut notes = Vec::new();
-    for path in &opts.images {
+    for path in &opts.inputs {
         let mut img = match image::read(path) {
             Ok(i) => i,
             Err(e) => return fail(e),
         };
-        let inverted = image::border_is_bright(&img);
+        let inverted = mnist && image::border_is_bright(&img);
         if inverted {
             image::invert(&mut img);
         }
@@ -114,12 +134,9 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
         Ok(rows) => rows,
         Err(e) => return ui.report(&e),
     };
-    for ((path, row), (inverted, resized)) in opts.images.iter().zip(&outputs).zip(notes) {
+    for ((path, row), (inverted, resized)) in opts.inputs.iter().zip(&outputs).zip(notes) {
         let class = predicted_class(row);
-        let probabilities: Vec<f64> = match train.loss {
-            Loss::SoftmaxCrossEntropy => softmax(row),
-            Loss::CrossEntropy | Loss::Mse => row.iter().map(|&v| f64::from(v)).collect(),
-        };
+        let probabilities = probabilities(train.loss, row);
         let p = Prediction {
             file: path.display().to_string(),
             class,
@@ -153,16 +170,209 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
             p.file, p.class, p.probability
         );
         if classes <= 20 {
-            let all: Vec<String> = p
-                .probabilities
-                .iter()
-                .enumerate()
-                .map(|(c, v)| format!("{c}: {v:.4}"))
-                .collect();
-            println!("    {}", all.join("  "));
+            println!("    {}", per_class(&p.probabilities));
         }
     }
     Outcome::Ok
+}
+
+/// One row's prediction: a class (with its probabilities) or values.
+#[derive(Serialize)]
+struct RowPrediction {
+    /// The file (`-` for standard input) and line the row came from.
+    source: String,
+    line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probability: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    probabilities: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    values: Vec<f64>,
+}
+
+/// Predicts rows of numbers (CSV files, or standard input for `-` or no file) with a model
+/// whose input is not an image: each row holds the input's values, in the training data's
+/// column order; a header row is allowed, and the target columns it names are skipped.
+fn rows(
+    opts: &PredictCommand,
+    train: &nnc_check::Train,
+    spec: &LoadedSpec,
+    predictor: &mut Predictor,
+    ui: &Ui,
+) -> Outcome {
+    let targets: Vec<String> = match &train.data {
+        Data::Csv { target, .. } => target.clone(),
+        _ => Vec::new(),
+    };
+    let width: usize = spec.input.sample.iter().product();
+    let sources: Vec<PathBuf> = if opts.inputs.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        opts.inputs.clone()
+    };
+    let mut values: Vec<f32> = Vec::new();
+    let mut origins: Vec<(String, usize)> = Vec::new();
+    for source in &sources {
+        let shown = source.display().to_string();
+        let text = if shown == "-" {
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                return fail(format!("cannot read standard input: {e}"));
+            }
+            text
+        } else {
+            match nnc::files::read_limited(source, 1 << 30, "a file of rows") {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) => return fail(e),
+            }
+        };
+        match parse_rows(&text, &shown, width, &targets) {
+            Ok(parsed) => {
+                for (line, row) in parsed {
+                    values.extend(row);
+                    origins.push((shown.clone(), line));
+                }
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    if origins.is_empty() {
+        return fail("no rows to predict: give a CSV file of the model's inputs, or rows on stdin");
+    }
+    let input = match spec.input.dtype {
+        DType::F32 => BatchInputs::F32(&values),
+        _ => {
+            return fail(format!(
+                "the model reads {:?} samples, which `nnc predict` cannot give as rows",
+                spec.input.dtype
+            ));
+        }
+    };
+    let outputs = match predictor.predict(input) {
+        Ok(rows) => rows,
+        Err(e) => return ui.report(&e),
+    };
+    for ((source, line), row) in origins.into_iter().zip(&outputs) {
+        let p = match spec.targets {
+            TargetSpec::Classes(_) => {
+                let class = predicted_class(row);
+                let probabilities = probabilities(train.loss, row);
+                RowPrediction {
+                    source,
+                    line,
+                    class: Some(class),
+                    probability: probabilities.get(class).copied(),
+                    probabilities,
+                    values: Vec::new(),
+                }
+            }
+            TargetSpec::Values(_) => RowPrediction {
+                source,
+                line,
+                class: None,
+                probability: None,
+                probabilities: Vec::new(),
+                values: row.iter().map(|&v| f64::from(v)).collect(),
+            },
+        };
+        if opts.json {
+            println!("{}", serde_json::to_string(&p).unwrap_or_default());
+        } else if let Some(class) = p.class {
+            println!(
+                "{}:{}: {class} (probability {:.4})    {}",
+                p.source,
+                p.line,
+                p.probability.unwrap_or(f64::NAN),
+                per_class(&p.probabilities)
+            );
+        } else {
+            let values: Vec<String> = p.values.iter().map(|v| format!("{v:.6}")).collect();
+            println!("{}:{}: {}", p.source, p.line, values.join(" "));
+        }
+    }
+    Outcome::Ok
+}
+
+/// The rows of `text` (numbers separated by commas or whitespace; blank lines and `#` comments
+/// skipped), each with its 1-based line number. A first row that is not all numbers is a header:
+/// the columns it names in `targets` are dropped from every row.
+fn parse_rows(
+    text: &str,
+    shown: &str,
+    width: usize,
+    targets: &[String],
+) -> Result<Vec<(usize, Vec<f32>)>, String> {
+    let mut rows = Vec::new();
+    let mut skip: Vec<usize> = Vec::new();
+    let mut first = true;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cells: Vec<&str> = if line.contains(',') {
+            line.split(',').map(str::trim).collect()
+        } else {
+            line.split_whitespace().collect()
+        };
+        let header = first && cells.iter().any(|c| c.parse::<f32>().is_err());
+        first = false;
+        if header {
+            skip = cells
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| targets.iter().any(|t| t == c.trim_matches('"')))
+                .map(|(k, _)| k)
+                .collect();
+            continue;
+        }
+        let mut row = Vec::with_capacity(width);
+        for (k, cell) in cells.iter().enumerate() {
+            if skip.contains(&k) {
+                continue;
+            }
+            match cell.parse::<f32>() {
+                Ok(v) if v.is_finite() => row.push(v),
+                _ => {
+                    return Err(format!(
+                        "{shown}:{}: column {} is `{cell}`, not a number",
+                        i + 1,
+                        k + 1
+                    ));
+                }
+            }
+        }
+        if row.len() != width {
+            return Err(format!(
+                "{shown}:{}: {} values, but the model's input takes {width}",
+                i + 1,
+                row.len()
+            ));
+        }
+        rows.push((i + 1, row));
+    }
+    Ok(rows)
+}
+
+/// `0: 0.0012  1: 0.9988`.
+fn per_class(probabilities: &[f64]) -> String {
+    probabilities
+        .iter()
+        .enumerate()
+        .map(|(c, v)| format!("{c}: {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Per class: probabilities (softmax of the logits for `softmax_cross_entropy`, the softmax
+/// output for `cross_entropy`, the raw outputs for `mse`).
+fn probabilities(loss: Loss, row: &[f32]) -> Vec<f64> {
+    match loss {
+        Loss::SoftmaxCrossEntropy => softmax(row),
+        Loss::CrossEntropy | Loss::Mse => row.iter().map(|&v| f64::from(v)).collect(),
+    }
 }
 
 /// Probabilities from logits, with the maximum subtracted for stability.
