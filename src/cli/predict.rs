@@ -104,8 +104,9 @@ fn images(
             "model `{name}` reads images: give the PNG or PGM files to classify"
         ));
     }
-    // MNIST's digits are white on black, framed in 20x20 and centred by mass: a photographed
-    // digit is brought to that form. Other image data is taken as it is, only resized.
+    // Images are read as light on dark, as MNIST-style data is: a bright-bordered one is
+    // inverted. MNIST's digits are also framed in 20x20 and centred by mass, and a digit of
+    // another size is brought to that form; other image data is only resized.
     let mnist = matches!(train.data, Data::Mnist { .. });
     let mut pixels = Vec::with_capacity(opts.inputs.len() * h * w);
     let mut notes = Vec::new();
@@ -114,7 +115,7 @@ fn images(
             Ok(i) => i,
             Err(e) => return fail(e),
         };
-        let inverted = mnist && image::border_is_bright(&img);
+        let inverted = image::border_is_bright(&img);
         if inverted {
             image::invert(&mut img);
         }
@@ -151,7 +152,11 @@ fn images(
         }
         let mut notes = Vec::new();
         if p.inverted {
-            notes.push("inverted: its border is bright, and MNIST digits are white on black");
+            notes.push(if mnist {
+                "inverted: its border is bright, and MNIST digits are white on black"
+            } else {
+                "inverted: its border is bright, and images are read as light on dark"
+            });
         }
         if p.resized {
             notes.push(if mnist {
