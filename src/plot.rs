@@ -14,6 +14,20 @@ const VAL: RGBColor = RGBColor(255, 127, 14);
 const TEST: RGBColor = RGBColor(44, 160, 44);
 const FONT: &str = "sans-serif";
 
+/// Distinct colours for series that are not ordered (matplotlib's tab10).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
 /// A named, coloured series of (epoch, value) points.
 type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
@@ -49,15 +63,21 @@ fn series(rows: &[Row], column: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Loss (left) and the score (right: accuracy, or the mean absolute error) per epoch, train vs
-/// validation vs test.
+/// Loss (left) and the score (middle: accuracy, or the mean absolute error) per epoch, train vs
+/// validation vs test; with a learning-rate schedule, the rate of each epoch's last step
+/// (right, on a log scale).
 pub fn curves(rows: &[Row], title: &str, score: Score) -> Result<String, String> {
     let mut svg = String::new();
+    let rates = series(rows, "lr");
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
+        let panels = if rates.is_empty() { 2 } else { 3 };
+        let root = SVGBackend::with_string(&mut svg, (500 * panels, 400)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let root = root.titled(title, (FONT, 20)).map_err(err)?;
-        let panels = root.split_evenly((1, 2));
+        let panels = root.split_evenly((1, panels as usize));
+        if let Some(panel) = panels.get(2) {
+            draw_rates(panel, rows, &rates)?;
+        }
         let panel_names = [("loss", "loss"), (score.key(), score.title())];
         for (panel, (metric, name)) in panels.iter().zip(panel_names) {
             let lines: Vec<Line<'_>> = [("train", TRAIN), ("val", VAL), ("test", TEST)]
@@ -86,6 +106,73 @@ pub fn curves(rows: &[Row], title: &str, score: Score) -> Result<String, String>
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The learning rate per epoch on a log scale (zeros, which a log scale cannot show, left out).
+fn draw_rates(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    rows: &[Row],
+    rates: &[(f64, f64)],
+) -> Result<(), String> {
+    let positive: Vec<(f64, f64)> = rates.iter().copied().filter(|p| p.1 > 0.0).collect();
+    let (lo, hi) = positive
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        (1e-6, 1.0)
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption("learning rate", (FONT, 16))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(65)
+        .build_cartesian_2d(epoch_range(rows), (lo..hi).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("lr (last step of the epoch)")
+        .x_label_formatter(&epoch_label)
+        .y_label_formatter(&|y| tick(*y))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            positive.iter().copied(),
+            TRAIN.stroke_width(2),
+        ))
+        .map_err(err)?;
+    if positive.len() <= 60 {
+        chart
+            .draw_series(positive.iter().map(|&p| Circle::new(p, 3, TRAIN.filled())))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A tick label of a log axis that reads as a number: `0.9`, `0.05`, `20`, `1e-6`.
+fn tick(y: f64) -> String {
+    if y == 0.0 || !y.is_finite() {
+        return format!("{y}");
+    }
+    let magnitude = y.abs().log10().floor();
+    if (-3.0..5.0).contains(&magnitude) {
+        // Two significant digits, without trailing zeros.
+        let decimals = (1.0 - magnitude).max(0.0) as usize;
+        let text = format!("{y:.decimals$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            text
+        }
+    } else {
+        format!("{y:.0e}")
+    }
 }
 
 fn draw_lines(
@@ -141,7 +228,9 @@ fn draw_lines(
 }
 
 /// The confusion matrix: rows are true classes, columns predicted ones; each cell shows its
-/// count, shaded by its share of the row.
+/// count. The diagonal is shaded blue by its share of the row; a mistake red, on a log scale of
+/// the largest mistake's count with a visible floor, so that a few confusions show beside
+/// thousands of right answers.
 pub fn confusion(c: &Confusion, title: &str) -> Result<String, String> {
     let k = c.classes as i32;
     let cell = 44;
@@ -156,14 +245,25 @@ pub fn confusion(c: &Confusion, title: &str) -> Result<String, String> {
         root.draw(&Text::new(t, (size.0 as i32 / 2, 20), style))
             .map_err(err)?;
         let support = c.support();
+        let worst = (0..c.classes)
+            .flat_map(|t| (0..c.classes).filter(move |&p| p != t).map(move |p| (t, p)))
+            .map(|(t, p)| c.get(t, p))
+            .max()
+            .unwrap_or(0);
         for truth in 0..k {
             for pred in 0..k {
                 let n = c.get(truth as usize, pred as usize);
                 let row = support[truth as usize].max(1) as f64;
-                let share = n as f64 / row;
-                // White through blue; the diagonal and the big mistakes stand out.
+                let (share, full) = if truth == pred {
+                    (n as f64 / row, (8, 81, 156))
+                } else if n > 0 {
+                    let t = (n as f64).ln_1p() / (worst as f64).ln_1p().max(f64::MIN_POSITIVE);
+                    (0.15 + 0.7 * t, (203, 24, 29))
+                } else {
+                    (0.0, (255, 255, 255))
+                };
                 let shade = |full: u8| (255.0 - (255.0 - f64::from(full)) * share) as u8;
-                let fill = RGBColor(shade(8), shade(81), shade(156));
+                let fill = RGBColor(shade(full.0), shade(full.1), shade(full.2));
                 let (x, y) = (left + pred * cell, top + truth * cell);
                 root.draw(&Rectangle::new(
                     [(x, y), (x + cell, y + cell)],
@@ -216,8 +316,8 @@ fn centred(px: i32, color: RGBColor) -> TextStyle<'static> {
     }
 }
 
-/// Per-layer gradient norms per epoch, one panel per run, on a shared log scale. Layers are
-/// coloured from light (first) to dark (last).
+/// Per-layer gradient norms per epoch, one panel per run, on a shared log scale, each layer in
+/// a colour of its own (a categorical palette, in layer order).
 pub fn grad_norms(runs: &[(&str, &[Row])]) -> Result<String, String> {
     let width = 520 * runs.len().max(1) as u32;
     let mut svg = String::new();
@@ -268,16 +368,13 @@ pub fn grad_norms(runs: &[(&str, &[Row])]) -> Result<String, String> {
                 .x_desc("epoch")
                 .y_desc("gradient norm (RMS per epoch)")
                 .x_label_formatter(&epoch_label)
-                .y_label_formatter(&|y| format!("{y:.0e}"))
+                .y_label_formatter(&|y| tick(*y))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(err)?;
             let cols = columns(rows);
-            let n = cols.len().max(2) as f64;
             for (i, col) in cols.iter().enumerate() {
-                let t = i as f64 / (n - 1.0);
-                let c = |a: f64, b: f64| (a + (b - a) * t) as u8;
-                let color = RGBColor(c(158.0, 8.0), c(202.0, 48.0), c(225.0, 107.0));
+                let color = PALETTE[i % PALETTE.len()];
                 chart
                     .draw_series(LineSeries::new(series(rows, col), color.stroke_width(2)))
                     .map_err(err)?;
@@ -304,4 +401,19 @@ pub fn grad_norms(runs: &[(&str, &[Row])]) -> Result<String, String> {
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_read_as_numbers() {
+        assert_eq!(tick(0.9), "0.9");
+        assert_eq!(tick(0.05), "0.05");
+        assert_eq!(tick(0.002), "0.002");
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(1.0), "1");
+        assert_eq!(tick(1e-6), "1e-6");
+    }
 }
