@@ -254,7 +254,7 @@ pub fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedDat
         (None, _) => train_ds.clone(),
     };
     let input = input_spec(&train.data, &train_ds);
-    let targets = targets_spec(model, &train_ds, train.loss);
+    let targets = TargetSpec::of(&train.data, model);
     if let (Targets::Classes { classes, .. }, TargetSpec::Classes(k)) = (&train_ds.targets, targets)
         && *classes > k
     {
@@ -299,7 +299,7 @@ pub fn load_test_data(project: &Project, data_dir: Option<&Path>) -> Result<Load
     };
     check_sample_shape(source, &test, project, data_dir)?;
     let input = input_spec(&train.data, &test);
-    let targets = targets_spec(model, &test, train.loss);
+    let targets = TargetSpec::of(&train.data, model);
     Ok(LoadedData {
         train: test.clone(),
         val: None,
@@ -307,18 +307,6 @@ pub fn load_test_data(project: &Project, data_dir: Option<&Path>) -> Result<Load
         input,
         targets,
     })
-}
-
-fn targets_spec(model: &Model, ds: &Dataset, loss: nnc_check::Loss) -> TargetSpec {
-    let outputs = model.output_shape().numel() as usize;
-    match (&ds.targets, loss) {
-        (Targets::Classes { .. }, _) => TargetSpec::Classes(outputs),
-        (
-            Targets::Values { .. },
-            nnc_check::Loss::CrossEntropy | nnc_check::Loss::SoftmaxCrossEntropy,
-        ) => TargetSpec::Classes(outputs),
-        (Targets::Values { width, .. }, nnc_check::Loss::Mse) => TargetSpec::Values(*width),
-    }
 }
 
 /// The epoch number whose order picks the validation samples: training epochs count from 1,
