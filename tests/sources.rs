@@ -248,3 +248,63 @@ fn every_command_runs_on_every_source_and_loss() {
     assert_eq!(runs, 4 * 3 * 10 + 10 * 3, "every command ran on every case");
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
 }
+
+/// CSV class labels are whole numbers below the model's output count: `nnc train` refuses
+/// others in one line naming the file, line and column (they once trained silently: labels
+/// 0–2 under `dense(2)`, and real values truncated to classes).
+#[test]
+fn csv_class_labels_are_checked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    // (file contents, outputs, target columns, phrase)
+    let cases = [
+        (
+            "a,b,label\n0,1,0\n1,0,1\n1,1,2\n",
+            2,
+            "\"label\"",
+            "labels.csv: line 4, column 3 (`label`): label 2 is out of range for 2 classes (0 to 1)",
+        ),
+        (
+            "a,b,label\n0,1,0\n1,0,0.37\n",
+            2,
+            "\"label\"",
+            "labels.csv: line 3, column 3 (`label`): `0.37` is not a class label: labels are \
+             whole numbers from 0 to 1",
+        ),
+        (
+            "a,b,label\n0,1,0\n1,0,-1\n",
+            3,
+            "\"label\"",
+            "labels.csv: line 3, column 3 (`label`): label -1 is out of range for 3 classes",
+        ),
+        (
+            "a,label,b\n0,1,0\n1,0,1\n",
+            2,
+            "[\"label\", \"b\"]",
+            "labels.csv`: a classifier takes one target column, the class, but the train block \
+             names 2 (label, b)",
+        ),
+    ];
+    for (i, (csv, outputs, target, phrase)) in cases.iter().enumerate() {
+        std::fs::write(dir.join("labels.csv"), csv).expect("write csv");
+        let inputs = if target.starts_with('[') { 1 } else { 2 };
+        let file = dir.join(format!("case{i}.nn"));
+        std::fs::write(
+            &file,
+            format!(
+                "model m {{\n    input x: f32[{inputs}]\n    out: dense({outputs})\n}}\n\ntrain \
+                 m {{\n    data csv(\"labels.csv\", target: {target})\n    loss \
+                 softmax_cross_entropy\n    optimizer sgd(lr: 0.1)\n    batch 2\n}}\n"
+            ),
+        )
+        .expect("write model");
+        let file = file.display().to_string();
+        let (_, err, code) = run(dir, &["train", &file, "--out", "run"]);
+        let line = err.trim_end();
+        assert_eq!(code, 2, "case {i}: {err}");
+        assert!(
+            line.starts_with("error: ") && !line.contains('\n') && line.contains(phrase),
+            "case {i}: {err}"
+        );
+    }
+}

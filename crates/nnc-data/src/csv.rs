@@ -21,19 +21,61 @@ pub const MAX_CSV_BYTES: u64 = 1 << 30;
 /// `[features]`, the features in the order of the header, and
 /// [`Targets::Values`] with `width: target.len()`, the targets in the order of `target`.
 pub fn csv(path: &Path, target: &[String]) -> Result<Dataset, DataError> {
-    let error = |detail: String| DataError::Csv {
+    let text = read(path)?;
+    parse(&text, target, None).map_err(|detail| csv_error(path, detail))
+}
+
+/// A CSV file whose column `target` holds class labels, for a classifier of `classes` classes:
+/// like [`csv()`], but gives [`Targets::Classes`]. Every label must be a whole number from 0
+/// to `classes - 1` (see [`class_label`]); the error names the line and column of the first
+/// that is not.
+pub fn csv_classes(path: &Path, target: &str, classes: usize) -> Result<Dataset, DataError> {
+    let text = read(path)?;
+    parse(&text, &[target.to_string()], Some(classes)).map_err(|detail| csv_error(path, detail))
+}
+
+/// A CSV cell as the class label of a classifier of `classes` classes: a whole number from 0
+/// to `classes - 1` (`2`, `2.0` and `+2` are class 2). The error says why not, after the
+/// place of the cell.
+pub fn class_label(cell: &str, classes: usize) -> Result<i32, String> {
+    let value: f64 = cell
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number", show(cell.trim())))?;
+    let last = classes.saturating_sub(1);
+    if value.fract() != 0.0 || !value.is_finite() {
+        return Err(format!(
+            "`{}` is not a class label: labels are whole numbers from 0 to {last}",
+            show(cell.trim())
+        ));
+    }
+    match i32::try_from(value as i64) {
+        Ok(label) if value >= 0.0 && (label as usize) < classes => Ok(label),
+        _ => Err(format!(
+            "label {value} is out of range for {classes} classes (0 to {last})"
+        )),
+    }
+}
+
+fn csv_error(path: &Path, detail: String) -> DataError {
+    DataError::Csv {
         path: path.to_owned(),
         detail,
-    };
+    }
+}
+
+/// The file's bytes, at most [`MAX_CSV_BYTES`] of them.
+fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     let io_error = |source| DataError::Io {
         path: path.to_owned(),
         source,
     };
     let file = File::open(path).map_err(io_error)?;
     let too_large = |len: u64| {
-        error(format!(
-            "file too large: {len} bytes, over the limit of {MAX_CSV_BYTES} bytes"
-        ))
+        csv_error(
+            path,
+            format!("file too large: {len} bytes, over the limit of {MAX_CSV_BYTES} bytes"),
+        )
     };
     if let Ok(meta) = file.metadata()
         && meta.is_file()
@@ -49,11 +91,12 @@ pub fn csv(path: &Path, target: &[String]) -> Result<Dataset, DataError> {
     if text.len() as u64 > MAX_CSV_BYTES {
         return Err(too_large(text.len() as u64));
     }
-    parse(&text, target).map_err(error)
+    Ok(text)
 }
 
-/// Parses the whole file; the error is the message after the file name.
-fn parse(text: &[u8], target: &[String]) -> Result<Dataset, String> {
+/// Parses the whole file; the error is the message after the file name. With `classes`, the
+/// one target column holds class labels.
+fn parse(text: &[u8], target: &[String], classes: Option<usize>) -> Result<Dataset, String> {
     let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
         return Err("empty file: expected a header row of column names".into());
@@ -117,6 +160,7 @@ fn parse(text: &[u8], target: &[String]) -> Result<Dataset, String> {
 
     let mut inputs = Vec::new();
     let mut targets = Vec::new();
+    let mut labels = Vec::new();
     let mut rows = 0usize;
     let mut blank = None;
     for (line, n) in lines {
@@ -140,12 +184,19 @@ fn parse(text: &[u8], target: &[String]) -> Result<Dataset, String> {
             ));
         }
         let start = targets.len();
-        targets.resize(start + target.len(), 0.0);
+        if classes.is_none() {
+            targets.resize(start + target.len(), 0.0);
+        }
         for ((c, cell), &role) in line.split(',').enumerate().zip(&role) {
             let cell = cell.trim();
             let at = || format!("line {n}, column {} (`{}`)", c + 1, show(names[c]));
             if cell.is_empty() {
                 return Err(format!("{}: empty cell", at()));
+            }
+            if let (Some(k), Some(_)) = (classes, role) {
+                let label = class_label(cell, k).map_err(|why| format!("{}: {why}", at()))?;
+                labels.push(label);
+                continue;
             }
             let value: f32 = cell
                 .parse()
@@ -172,9 +223,12 @@ fn parse(text: &[u8], target: &[String]) -> Result<Dataset, String> {
             data: inputs,
             sample: vec![features],
         },
-        targets: Targets::Values {
-            data: targets,
-            width: target.len(),
+        targets: match classes {
+            Some(classes) => Targets::Classes { labels, classes },
+            None => Targets::Values {
+                data: targets,
+                width: target.len(),
+            },
         },
     })
 }
@@ -207,7 +261,7 @@ mod tests {
 
     fn parse_str(text: &str, target: &[&str]) -> Result<Dataset, String> {
         let target: Vec<String> = target.iter().map(|s| s.to_string()).collect();
-        parse(text.as_bytes(), &target)
+        parse(text.as_bytes(), &target, None)
     }
 
     #[test]
@@ -305,8 +359,49 @@ mod tests {
             "line 3 is empty: blank lines are allowed only at the end of the file"
         );
         assert_eq!(
-            parse(b"x,y\n1,\xff\n", &["y".to_string()]).unwrap_err(),
+            parse(b"x,y\n1,\xff\n", &["y".to_string()], None).unwrap_err(),
             "line 2 is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn class_labels_are_whole_numbers_below_the_class_count() {
+        let classes = |text: &str, k: usize| parse(text.as_bytes(), &["c".to_string()], Some(k));
+        let data = classes("x,c\n1,2\n2,0.0\n3,+1\n4,-0\n", 3).unwrap();
+        assert_eq!(
+            data.targets,
+            Targets::Classes {
+                labels: vec![2, 0, 1, 0],
+                classes: 3
+            }
+        );
+        assert_eq!(data.sample_shape(), [1]);
+        let err = |text: &str, k: usize| classes(text, k).unwrap_err();
+        assert_eq!(
+            err("x,c\n1,0\n2,3\n", 3),
+            "line 3, column 2 (`c`): label 3 is out of range for 3 classes (0 to 2)"
+        );
+        assert_eq!(
+            err("c,x\n0,1\n1,2\n0.37,3\n", 2),
+            "line 4, column 1 (`c`): `0.37` is not a class label: labels are whole numbers from \
+             0 to 1"
+        );
+        assert_eq!(
+            err("x,c\n1,-1\n", 3),
+            "line 2, column 2 (`c`): label -1 is out of range for 3 classes (0 to 2)"
+        );
+        assert!(
+            err("x,c\n1,1e30\n", 3)
+                .contains("label 1000000000000000000000000000000 is out of range")
+        );
+        assert_eq!(
+            err("x,c\n1,inf\n", 3),
+            "line 2, column 2 (`c`): `inf` is not a class label: labels are whole numbers from 0 \
+             to 2"
+        );
+        assert_eq!(
+            err("x,c\n1,two\n", 3),
+            "line 2, column 2 (`c`): `two` is not a number"
         );
     }
 
