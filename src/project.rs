@@ -461,8 +461,8 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
     }
 }
 
-/// How data enters a model's steps, known without loading the data (except for IDX files,
-/// whose headers are read).
+/// How data enters a model's steps, known without loading the data (IDX files give it by
+/// their headers, read as `nnc check` reads them).
 pub struct LoadedSpec {
     pub input: InputSpec,
     pub targets: TargetSpec,
@@ -476,10 +476,11 @@ pub fn specs(project: &Project) -> Result<LoadedSpec, String> {
     let input = match InputSpec::of(&train.data, model) {
         Some(spec) => spec,
         None => {
-            let targets = TargetSpec::of(&train.data, model);
-            let ds = load_source(&train.data, project, None, Split::Train, targets)?;
-            check_sample_shape(&train.data, &ds, project, None)?;
-            input_spec(&train.data, &ds)
+            let check = crate::data_check::check(model, &project.path);
+            if let Some(d) = check.diagnostics.first() {
+                return Err(d.message.clone());
+            }
+            check.input.ok_or("the data's layout is not known")?
         }
     };
     Ok(LoadedSpec {

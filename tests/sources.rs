@@ -173,14 +173,13 @@ fn every_command_runs_on_every_source_and_loss() {
                 }
             };
 
-            // IDX files give the input's layout: not known to `nnc check`.
-            let arena = source.name != "idx";
+            // The arenas too: an IDX source's layout is read from its headers.
             expect(&["check", &file], 0, &|out| {
-                out.contains("Model: m") && (!arena || out.contains("per train step"))
+                out.contains("Model: m") && out.contains("per train step")
             });
             expect(&["check", "--json", &file], 0, &|out| {
                 serde_json::from_str::<serde_json::Value>(out)
-                    .is_ok_and(|v| !arena || v["arena"]["train_step_bytes"].as_u64() > Some(0))
+                    .is_ok_and(|v| v["arena"]["train_step_bytes"].as_u64() > Some(0))
             });
             for stage in ["forward", "backward", "train", "optimized", "eval"] {
                 expect(&["ir", &file, "--stage", stage], 0, &targets);
@@ -249,8 +248,8 @@ fn every_command_runs_on_every_source_and_loss() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
 }
 
-/// CSV class labels are whole numbers below the model's output count: `nnc train` refuses
-/// others in one line naming the file, line and column (they once trained silently: labels
+/// CSV class labels are whole numbers below the model's output count: `nnc check` and
+/// `nnc train` refuse others, naming the file, line and column (they once trained silently: labels
 /// 0–2 under `dense(2)`, and real values truncated to classes).
 #[test]
 fn csv_class_labels_are_checked() {
@@ -299,6 +298,15 @@ fn csv_class_labels_are_checked() {
         )
         .expect("write model");
         let file = file.display().to_string();
+        // `nnc check` reads the label column too: a diagnostic at the data setting.
+        let (out, err, code) = run(dir, &["check", &file]);
+        let code_name = if i == 3 {
+            "nnc::data::targets"
+        } else {
+            "nnc::data::labels"
+        };
+        assert_eq!(code, 1, "case {i}: {out}{err}");
+        assert!(out.is_empty() && err.contains(code_name), "case {i}: {err}");
         let (_, err, code) = run(dir, &["train", &file, "--out", "run"]);
         let line = err.trim_end();
         assert_eq!(code, 2, "case {i}: {err}");

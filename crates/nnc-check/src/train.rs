@@ -175,6 +175,8 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
         Train {
             span: header,
             data: data_src?,
+            data_span: spans.data,
+            test_span: spans.test,
             test: if get("test").is_some() {
                 Some(test?)
             } else {

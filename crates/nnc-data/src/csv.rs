@@ -6,10 +6,19 @@
 //! usually means a file was concatenated or cut.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use crate::{DataError, Dataset, Inputs, Targets};
+
+/// The columns of a CSV file, from its header line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvHeader {
+    /// Every column's name, in the file's order.
+    pub columns: Vec<String>,
+    /// The feature columns (those not named as targets), in the file's order.
+    pub features: Vec<String>,
+}
 
 /// The largest CSV file this crate reads: 1 GiB of text (about 100 million numbers).
 pub const MAX_CSV_BYTES: u64 = 1 << 30;
@@ -54,6 +63,107 @@ pub fn class_label(cell: &str, classes: usize) -> Result<i32, String> {
         _ => Err(format!(
             "label {value} is out of range for {classes} classes (0 to {last})"
         )),
+    }
+}
+
+/// Reads the header line of a CSV file and nothing more: what [`csv()`] checks of it (names,
+/// the target columns, at least one feature), for checking a model against its data without
+/// reading the data.
+pub fn csv_header(path: &Path, target: &[String]) -> Result<CsvHeader, DataError> {
+    let mut lines = Lines::open(path)?;
+    let header = lines.next_line()?.unwrap_or_default();
+    let header = header.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&header);
+    if header.iter().all(u8::is_ascii_whitespace) && lines.next_line()?.is_none() {
+        return Err(csv_error(
+            path,
+            "empty file: expected a header row of column names".into(),
+        ));
+    }
+    let (names, role) = columns(header, target).map_err(|detail| csv_error(path, detail))?;
+    Ok(CsvHeader {
+        columns: names.iter().map(|n| n.to_string()).collect(),
+        features: names
+            .iter()
+            .zip(&role)
+            .filter(|(_, r)| r.is_none())
+            .map(|(n, _)| n.to_string())
+            .collect(),
+    })
+}
+
+/// Checks the class labels of column `target` line by line, holding one line at a time: the
+/// first that [`class_label`] refuses is the error, naming its line and column. Only that
+/// column is read (a malformed other cell, a ragged row, is [`csv_classes`]' to report).
+pub fn csv_check_labels(path: &Path, target: &str, classes: usize) -> Result<(), DataError> {
+    let mut lines = Lines::open(path)?;
+    let header = lines.next_line()?.unwrap_or_default();
+    let header = header.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&header);
+    let (names, _) =
+        columns(header, &[target.to_string()]).map_err(|detail| csv_error(path, detail))?;
+    let Some(c) = names.iter().position(|n| *n == target) else {
+        return Ok(());
+    };
+    let name = show(names[c]);
+    let mut n = 1;
+    while let Some(line) = lines.next_line()? {
+        n += 1;
+        let Some(cell) = line.split(|&b| b == b',').nth(c) else {
+            continue;
+        };
+        let Ok(cell) = std::str::from_utf8(cell) else {
+            continue;
+        };
+        if cell.trim().is_empty() || cell.contains('"') {
+            continue;
+        }
+        class_label(cell, classes).map_err(|why| {
+            csv_error(
+                path,
+                format!("line {n}, column {} (`{name}`): {why}", c + 1),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A CSV file's lines, read one at a time, without their line ends; at most
+/// [`MAX_CSV_BYTES`] in all, as [`csv()`] reads.
+struct Lines<'a> {
+    path: &'a Path,
+    reader: BufReader<std::io::Take<File>>,
+}
+
+impl<'a> Lines<'a> {
+    fn open(path: &'a Path) -> Result<Lines<'a>, DataError> {
+        let file = File::open(path).map_err(|source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Lines {
+            path,
+            reader: BufReader::new(file.take(MAX_CSV_BYTES)),
+        })
+    }
+
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, DataError> {
+        let mut line = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| DataError::Io {
+                path: self.path.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Ok(Some(line))
     }
 }
 
@@ -109,54 +219,8 @@ fn parse(text: &[u8], target: &[String], classes: Option<usize>) -> Result<Datas
         .zip(1..);
 
     let (header, _) = lines.next().unwrap_or((&[], 1));
-    let header = line_str(header, 1)?;
-    if header.trim().is_empty() {
-        return Err("line 1 is empty: expected a header row of column names".into());
-    }
-    let names: Vec<&str> = header.split(',').map(str::trim).collect();
-    for (c, name) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(format!("line 1: column {} has no name", c + 1));
-        }
-        if let Some(first) = names[..c].iter().position(|n| n == name) {
-            return Err(format!(
-                "line 1: column `{}` appears twice (columns {} and {})",
-                show(name),
-                first + 1,
-                c + 1
-            ));
-        }
-    }
-    let columns = || names.iter().map(|n| show(n)).collect::<Vec<_>>().join(", ");
-
-    // Each column's role: a feature (in header order) or the k-th target (in `target` order).
-    if target.is_empty() {
-        return Err(format!(
-            "no target column given; the columns are {}",
-            columns()
-        ));
-    }
-    let mut role: Vec<Option<usize>> = vec![None; names.len()];
-    for (k, t) in target.iter().enumerate() {
-        let Some(c) = names.iter().position(|n| n == t) else {
-            return Err(format!(
-                "no column `{}`; the columns are {}",
-                show(t),
-                columns()
-            ));
-        };
-        if role[c].is_some() {
-            return Err(format!("target column `{}` is listed twice", show(t)));
-        }
-        role[c] = Some(k);
-    }
+    let (names, role) = columns(header, target)?;
     let features = names.len() - target.len();
-    if features == 0 {
-        return Err(format!(
-            "no feature columns: every column ({}) is a target",
-            columns()
-        ));
-    }
 
     let mut inputs = Vec::new();
     let mut targets = Vec::new();
@@ -231,6 +295,63 @@ fn parse(text: &[u8], target: &[String], classes: Option<usize>) -> Result<Datas
             },
         },
     })
+}
+
+/// The header line's column names and each column's role: a feature (`None`, in header
+/// order) or the k-th target (in `target` order).
+fn columns<'a>(
+    header: &'a [u8],
+    target: &[String],
+) -> Result<(Vec<&'a str>, Vec<Option<usize>>), String> {
+    let header = line_str(header, 1)?;
+    if header.trim().is_empty() {
+        return Err("line 1 is empty: expected a header row of column names".into());
+    }
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    for (c, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(format!("line 1: column {} has no name", c + 1));
+        }
+        if let Some(first) = names[..c].iter().position(|n| n == name) {
+            return Err(format!(
+                "line 1: column `{}` appears twice (columns {} and {})",
+                show(name),
+                first + 1,
+                c + 1
+            ));
+        }
+    }
+    let listed = || names.iter().map(|n| show(n)).collect::<Vec<_>>().join(", ");
+
+    // Each column's role: a feature (in header order) or the k-th target (in `target` order).
+    if target.is_empty() {
+        return Err(format!(
+            "no target column given; the columns are {}",
+            listed()
+        ));
+    }
+    let mut role: Vec<Option<usize>> = vec![None; names.len()];
+    for (k, t) in target.iter().enumerate() {
+        let Some(c) = names.iter().position(|n| n == t) else {
+            return Err(format!(
+                "no column `{}`; the columns are {}",
+                show(t),
+                listed()
+            ));
+        };
+        if role[c].is_some() {
+            return Err(format!("target column `{}` is listed twice", show(t)));
+        }
+        role[c] = Some(k);
+    }
+    let features = names.len() - target.len();
+    if features == 0 {
+        return Err(format!(
+            "no feature columns: every column ({}) is a target",
+            listed()
+        ));
+    }
+    Ok((names, role))
 }
 
 /// A line as text: UTF-8, without quotes.
@@ -403,6 +524,48 @@ mod tests {
             err("x,c\n1,two\n", 3),
             "line 2, column 2 (`c`): `two` is not a number"
         );
+    }
+
+    #[test]
+    fn header_and_labels_are_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        let target = |t: &str| vec![t.to_string()];
+        // Only the label column is read: the bad cell in column 1 is not this check's.
+        std::fs::write(&path, "\u{feff}a, label ,b\r\nx,0,1\n2,1,3\n\n4, 2.5 ,5\n").unwrap();
+        let header = csv_header(&path, &target("label")).unwrap();
+        assert_eq!(header.columns, ["a", "label", "b"]);
+        assert_eq!(header.features, ["a", "b"]);
+        let err = csv_check_labels(&path, "label", 3).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "t.csv: line 5, column 2 (`label`): `2.5` is not a class label: labels are \
+                 whole numbers from 0 to 2"
+            ),
+            "{err}"
+        );
+        std::fs::write(&path, "a,label\n1,0\n2,2\n").unwrap();
+        csv_check_labels(&path, "label", 3).unwrap();
+        let err = csv_check_labels(&path, "label", 2).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "line 3, column 2 (`label`): label 2 is out of range for 2 classes (0 to 1)"
+            ),
+            "{err}"
+        );
+        let err = csv_header(&path, &target("y")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("t.csv: no column `y`; the columns are a, label"),
+            "{err}"
+        );
+        std::fs::write(&path, "").unwrap();
+        let err = csv_header(&path, &target("y")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("empty file: expected a header row of column names"),
+            "{err}"
+        );
+        let err = csv_header(&dir.path().join("nope.csv"), &target("y")).unwrap_err();
+        assert!(matches!(err, DataError::Io { .. }), "{err}");
     }
 
     #[test]

@@ -99,13 +99,38 @@ pub fn idx_pair(
     pair(images, labels, classes)
 }
 
-fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Dataset, DataError> {
+/// What an IDX image/label pair holds, from its headers alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxPairHeader {
+    /// The number of images (and of labels).
+    pub count: usize,
+    /// The shape of one image as [`idx_pair`] gives it (`[1, H, W]` for `[N, H, W]` files).
+    pub sample: Vec<usize>,
+    /// Whether the images are u8 ([`Inputs::U8`]); other types become [`Inputs::F32`].
+    pub bytes: bool,
+}
+
+/// Reads the headers of an IDX image/label pair and nothing more: everything [`idx_pair`]
+/// checks before reading a payload (dimensions, element types, counts, and that each file is
+/// long enough for what its header promises), for checking a model against its data without
+/// reading the data.
+pub fn idx_pair_header(images: &Path, labels: &Path) -> Result<IdxPairHeader, DataError> {
+    let images = IdxFile::open(images)?;
+    let labels = IdxFile::open(labels)?;
+    let sample = headers(&images, &labels)?;
+    Ok(IdxPairHeader {
+        count: images.dims.first().copied().unwrap_or(0),
+        sample,
+        bytes: images.ty == ElemType::U8,
+    })
+}
+
+/// Checks the two headers against each other; gives the shape of one image.
+fn headers(images: &IdxFile, labels: &IdxFile) -> Result<Vec<usize>, DataError> {
     let content = |path: &Path, detail: String| DataError::Content {
         path: path.to_owned(),
         detail,
     };
-
-    // Headers first.
     let sample: Vec<usize> = match images.dims[..] {
         [_, d] => vec![d],
         [_, h, w] => vec![1, h, w],
@@ -155,6 +180,16 @@ fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Data
             format!("no data: the images are {}", images.shape()),
         ));
     }
+    Ok(sample)
+}
+
+fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Dataset, DataError> {
+    let content = |path: &Path, detail: String| DataError::Content {
+        path: path.to_owned(),
+        detail,
+    };
+    // Headers first.
+    let sample = headers(&images, &labels)?;
 
     // Labels next: small, and their errors need no image.
     let labels_path = labels.path.clone();
@@ -229,6 +264,32 @@ mod tests {
         }
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn headers_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (i, l) = (dir.path().join("images"), dir.path().join("labels"));
+        std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 24])).unwrap();
+        std::fs::write(&l, idx(8, &[2], &[0, 1])).unwrap();
+        let header = idx_pair_header(&i, &l).unwrap();
+        assert_eq!(
+            header,
+            IdxPairHeader {
+                count: 2,
+                sample: vec![1, 3, 4],
+                bytes: true
+            }
+        );
+        // The payload is not read, but its size is checked against the file's.
+        std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 23])).unwrap();
+        let err = idx_pair_header(&i, &l).unwrap_err().to_string();
+        assert!(err.contains("truncated IDX payload"), "{err}");
+        std::fs::write(&i, idx(0x0D, &[2, 3], &[0; 24])).unwrap();
+        assert!(!idx_pair_header(&i, &l).unwrap().bytes);
+        std::fs::write(&l, idx(8, &[3], &[0, 1, 2])).unwrap();
+        let err = idx_pair_header(&i, &l).unwrap_err().to_string();
+        assert!(err.contains("2 images, but"), "{err}");
     }
 
     fn pair_of(images: &[u8], labels: &[u8], classes: Option<usize>) -> Result<Dataset, DataError> {

@@ -21,10 +21,12 @@ mod order;
 
 use std::fmt;
 
-pub use crate::csv::{MAX_CSV_BYTES, class_label, csv, csv_classes};
+pub use crate::csv::{
+    CsvHeader, MAX_CSV_BYTES, class_label, csv, csv_check_labels, csv_classes, csv_header,
+};
 pub use crate::error::DataError;
 pub use crate::idx::{Idx, IdxData, MAX_PAYLOAD_BYTES, read_idx};
-pub use crate::images::{Split, idx_pair, mnist};
+pub use crate::images::{IdxPairHeader, Split, idx_pair, idx_pair_header, mnist};
 pub use crate::order::{batches, epoch_order};
 
 /// A data set held in memory. Images stay u8 (47 MB for MNIST, not 188 MB of f32).
