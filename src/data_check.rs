@@ -72,7 +72,8 @@ fn source(
             flatten,
             ..
         } => {
-            let header = nnc_data::idx_pair_header(&base.join(images), &base.join(labels))
+            let (images, labels) = (base.join(images), base.join(labels));
+            let header = nnc_data::idx_pair_header(&images, &labels, None)
                 .map_err(|e| data_error(e, base, span))?;
             let spec = InputSpec {
                 dtype: if header.bytes { DType::U8 } else { DType::F32 },
@@ -84,6 +85,11 @@ fn source(
             };
             let gives = spec.model_sample();
             if gives == model.input.shape.0 {
+                // The labels (a byte a sample) against the model's classes.
+                if let TargetSpec::Classes(k) = TargetSpec::of(data, model) {
+                    nnc_data::idx_pair_header(&images, &labels, Some(k))
+                        .map_err(|e| labels_error(e, k, span, false))?;
+                }
                 return Ok(Some(spec));
             }
             let how = match (spec.pad > 0, spec.flatten) {
@@ -96,7 +102,7 @@ fn source(
                 "nnc::data::shape",
                 format!(
                     "the images of `{}` are {:?}{how}, but the input of model `{}` is {}",
-                    base.join(images).display(),
+                    images.display(),
                     spec.sample,
                     model.name,
                     model.input.shape
@@ -149,19 +155,31 @@ fn source(
                 )));
             }
             if let (Some(k), [label]) = (classes, target.as_slice()) {
-                nnc_data::csv_check_labels(&path, label, k).map_err(|e| {
-                    Diagnostic::error("nnc::data::labels", e.to_string())
-                        .label(span, format!("class labels for {k} outputs"))
-                        .help(format!(
-                            "a classification loss takes whole-number labels from 0 to {}, one \
-                             per output of the model; for real-valued targets use `loss mse`",
-                            k - 1
-                        ))
-                })?;
+                nnc_data::csv_check_labels(&path, label, k)
+                    .map_err(|e| labels_error(e, k, span, true))?;
             }
             Ok(InputSpec::of(data, model))
         }
     }
+}
+
+/// A class label that is not a class of the model's `k`; `csv`: the labels could have been
+/// values (a CSV column), not only classes (an IDX label file).
+fn labels_error(e: DataError, k: usize, span: Span, csv: bool) -> Diagnostic {
+    let last = k.saturating_sub(1);
+    Diagnostic::error("nnc::data::labels", e.to_string())
+        .label(span, format!("class labels for {k} outputs"))
+        .help(if csv {
+            format!(
+                "a classification loss takes whole-number labels from 0 to {last}, one per \
+                 output of the model; for real-valued targets use `loss mse`"
+            )
+        } else {
+            format!(
+                "the model has {k} outputs, one per class, for labels from 0 to {last}: give \
+                 its last layer as many outputs as the data has classes"
+            )
+        })
 }
 
 /// A file that cannot be read or whose header is malformed.

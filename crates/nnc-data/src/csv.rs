@@ -104,9 +104,8 @@ pub fn csv_check_labels(path: &Path, target: &str, classes: usize) -> Result<(),
         return Ok(());
     };
     let name = show(names[c]);
-    let mut n = 1;
     while let Some(line) = lines.next_line()? {
-        n += 1;
+        let n = lines.n;
         let Some(cell) = line.split(|&b| b == b',').nth(c) else {
             continue;
         };
@@ -126,11 +125,17 @@ pub fn csv_check_labels(path: &Path, target: &str, classes: usize) -> Result<(),
     Ok(())
 }
 
+/// The longest line [`csv_header`] and [`csv_check_labels`] read (a header of over a million
+/// columns): what they hold is one line, not a file's worth of a line (`/dev/zero`).
+pub const MAX_CSV_LINE_BYTES: u64 = 16 << 20;
+
 /// A CSV file's lines, read one at a time, without their line ends; at most
-/// [`MAX_CSV_BYTES`] in all, as [`csv()`] reads.
+/// [`MAX_CSV_BYTES`] in all, as [`csv()`] reads, and [`MAX_CSV_LINE_BYTES`] a line.
 struct Lines<'a> {
     path: &'a Path,
     reader: BufReader<std::io::Take<File>>,
+    /// The number of the last line read.
+    n: usize,
 }
 
 impl<'a> Lines<'a> {
@@ -142,13 +147,14 @@ impl<'a> Lines<'a> {
         Ok(Lines {
             path,
             reader: BufReader::new(file.take(MAX_CSV_BYTES)),
+            n: 0,
         })
     }
 
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, DataError> {
         let mut line = Vec::new();
-        let n = self
-            .reader
+        let n = (&mut self.reader)
+            .take(MAX_CSV_LINE_BYTES + 1)
             .read_until(b'\n', &mut line)
             .map_err(|source| DataError::Io {
                 path: self.path.to_owned(),
@@ -156,6 +162,16 @@ impl<'a> Lines<'a> {
             })?;
         if n == 0 {
             return Ok(None);
+        }
+        self.n += 1;
+        if line.len() as u64 > MAX_CSV_LINE_BYTES && line.last() != Some(&b'\n') {
+            return Err(csv_error(
+                self.path,
+                format!(
+                    "line {} is longer than {MAX_CSV_LINE_BYTES} bytes: not a table of numbers?",
+                    self.n
+                ),
+            ));
         }
         if line.last() == Some(&b'\n') {
             line.pop();
@@ -562,6 +578,13 @@ mod tests {
         let err = csv_header(&path, &target("y")).unwrap_err().to_string();
         assert!(
             err.ends_with("empty file: expected a header row of column names"),
+            "{err}"
+        );
+        let long = vec![b'a'; MAX_CSV_LINE_BYTES as usize + 1];
+        std::fs::write(&path, long).unwrap();
+        let err = csv_header(&path, &target("y")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("line 1 is longer than 16777216 bytes: not a table of numbers?"),
             "{err}"
         );
         let err = csv_header(&dir.path().join("nope.csv"), &target("y")).unwrap_err();

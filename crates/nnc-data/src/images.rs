@@ -110,19 +110,42 @@ pub struct IdxPairHeader {
     pub bytes: bool,
 }
 
-/// Reads the headers of an IDX image/label pair and nothing more: everything [`idx_pair`]
-/// checks before reading a payload (dimensions, element types, counts, and that each file is
-/// long enough for what its header promises), for checking a model against its data without
-/// reading the data.
-pub fn idx_pair_header(images: &Path, labels: &Path) -> Result<IdxPairHeader, DataError> {
+/// Reads the headers of an IDX image/label pair, and not the images: everything [`idx_pair`]
+/// checks before reading the images (dimensions, element types, counts, that each file is
+/// as long as its header promises, and with `classes`, that every label is below it: one
+/// byte a sample), for checking a model against its data without reading the data.
+pub fn idx_pair_header(
+    images: &Path,
+    labels: &Path,
+    classes: Option<usize>,
+) -> Result<IdxPairHeader, DataError> {
     let images = IdxFile::open(images)?;
     let labels = IdxFile::open(labels)?;
     let sample = headers(&images, &labels)?;
+    if let Some(k) = classes {
+        let path = labels.path.clone();
+        labels_in_range(&path, &labels.read_payload()?, k)?;
+    }
     Ok(IdxPairHeader {
         count: images.dims.first().copied().unwrap_or(0),
         sample,
         bytes: images.ty == ElemType::U8,
     })
+}
+
+/// Every label below `k`, or the first that is not.
+fn labels_in_range(path: &Path, labels: &[u8], k: usize) -> Result<(), DataError> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| usize::from(l) >= k)
+    {
+        Some((i, &label)) => Err(DataError::Content {
+            path: path.to_owned(),
+            detail: format!("label {label} at index {i} is out of range for {k} classes"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks the two headers against each other; gives the shape of one image.
@@ -196,16 +219,7 @@ fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Data
     let raw_labels = labels.read_payload()?;
     let classes = match classes {
         Some(k) => {
-            if let Some((i, &label)) = raw_labels
-                .iter()
-                .enumerate()
-                .find(|&(_, &l)| usize::from(l) >= k)
-            {
-                return Err(content(
-                    &labels_path,
-                    format!("label {label} at index {i} is out of range for {k} classes"),
-                ));
-            }
+            labels_in_range(&labels_path, &raw_labels, k)?;
             k
         }
         None => raw_labels.iter().max().map_or(0, |&m| usize::from(m) + 1),
@@ -272,7 +286,7 @@ mod tests {
         let (i, l) = (dir.path().join("images"), dir.path().join("labels"));
         std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 24])).unwrap();
         std::fs::write(&l, idx(8, &[2], &[0, 1])).unwrap();
-        let header = idx_pair_header(&i, &l).unwrap();
+        let header = idx_pair_header(&i, &l, None).unwrap();
         assert_eq!(
             header,
             IdxPairHeader {
@@ -281,14 +295,21 @@ mod tests {
                 bytes: true
             }
         );
-        // The payload is not read, but its size is checked against the file's.
+        // With a class count, the labels are read.
+        assert!(idx_pair_header(&i, &l, Some(2)).is_ok());
+        let err = idx_pair_header(&i, &l, Some(1)).unwrap_err().to_string();
+        assert!(
+            err.ends_with("labels: label 1 at index 1 is out of range for 1 classes"),
+            "{err}"
+        );
+        // The images are not read, but their size is checked against the file's.
         std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 23])).unwrap();
-        let err = idx_pair_header(&i, &l).unwrap_err().to_string();
+        let err = idx_pair_header(&i, &l, None).unwrap_err().to_string();
         assert!(err.contains("truncated IDX payload"), "{err}");
         std::fs::write(&i, idx(0x0D, &[2, 3], &[0; 24])).unwrap();
-        assert!(!idx_pair_header(&i, &l).unwrap().bytes);
+        assert!(!idx_pair_header(&i, &l, None).unwrap().bytes);
         std::fs::write(&l, idx(8, &[3], &[0, 1, 2])).unwrap();
-        let err = idx_pair_header(&i, &l).unwrap_err().to_string();
+        let err = idx_pair_header(&i, &l, None).unwrap_err().to_string();
         assert!(err.contains("2 images, but"), "{err}");
     }
 

@@ -22,7 +22,8 @@ mod order;
 use std::fmt;
 
 pub use crate::csv::{
-    CsvHeader, MAX_CSV_BYTES, class_label, csv, csv_check_labels, csv_classes, csv_header,
+    CsvHeader, MAX_CSV_BYTES, MAX_CSV_LINE_BYTES, class_label, csv, csv_check_labels, csv_classes,
+    csv_header,
 };
 pub use crate::error::DataError;
 pub use crate::idx::{Idx, IdxData, MAX_PAYLOAD_BYTES, read_idx};
