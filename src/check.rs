@@ -8,30 +8,44 @@ use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_syntax::{Diagnostic, RenderOptions};
 use serde::Serialize;
 
+use crate::data_check;
 use crate::source::{self, Source};
 use crate::{Outcome, Ui};
 
-/// Runs `nnc check` on `files`.
+/// Runs `nnc check` on `files`: the checker, then what the headers of each trained model's
+/// data files say ([`data_check`]).
 pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut models = Vec::new();
     let mut worst = Outcome::Ok;
+    let invalid = |worst: &mut Outcome| {
+        if !matches!(worst, Outcome::Failed) {
+            *worst = Outcome::Invalid;
+        }
+    };
     for file in files {
-        match load_and_check(file, ui) {
-            Ok(mut ms) => models.append(&mut ms),
-            Err(Outcome::Failed) => worst = Outcome::Failed,
-            Err(_) => {
-                if !matches!(worst, Outcome::Failed) {
-                    worst = Outcome::Invalid;
+        match load_and_check_text(file, ui) {
+            Ok((text, ms)) => {
+                for m in ms {
+                    let data = data_check::check(&m, file);
+                    if data.diagnostics.is_empty() {
+                        models.push((m, data.input));
+                    } else {
+                        let name = file.display().to_string();
+                        eprint!("{}", render(&data.diagnostics, &name, &text, ui));
+                        invalid(&mut worst);
+                    }
                 }
             }
+            Err(Outcome::Failed) => worst = Outcome::Failed,
+            Err(_) => invalid(&mut worst),
         }
     }
     if json {
         let summaries: Vec<Json> = models
             .iter()
-            .map(|m| Json {
+            .map(|(m, input)| Json {
                 summary: summary::json(m),
-                arena: arenas(m).and_then(Result::ok),
+                arena: arenas(m, input.clone()).and_then(Result::ok),
             })
             .collect();
         let text = match summaries.as_slice() {
@@ -41,12 +55,12 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
         // Serialising plain structs of strings and numbers cannot fail.
         println!("{}", text.unwrap_or_default());
     } else {
-        for (i, m) in models.iter().enumerate() {
+        for (i, (m, input)) in models.iter().enumerate() {
             if i > 0 {
                 println!();
             }
             print!("{}", summary::table(m));
-            match arenas(m) {
+            match arenas(m, input.clone()) {
                 Some(Ok(a)) => println!(
                     "Arena: {} per train step (batch {}), {} per eval step",
                     summary::bytes(a.train_step_bytes),
@@ -84,13 +98,12 @@ const PLAN_LIMIT: u128 = 1 << 44;
 
 /// The arenas of `model`'s train and eval steps, planned as `nnc bench` and `nnc train`
 /// compile them (without generating code, so `nnc check` stays fast); `None` without a train
-/// block, else why they are not known.
-pub fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
+/// block, else why they are not known. `input` is how the training data enters the steps
+/// ([`data_check::DataCheck::input`]).
+pub fn arenas(model: &Model, input: Option<InputSpec>) -> Option<Result<Arenas, String>> {
     let train = model.train.as_ref()?;
-    let Some(input) = InputSpec::of(&train.data, model) else {
-        return Some(Err(
-            "the IDX files give the input's layout (`nnc bench` reads them)".into(),
-        ));
+    let Some(input) = input else {
+        return Some(Err("the data's layout is not known".into()));
     };
     let largest = model
         .layers

@@ -19,6 +19,7 @@ pub mod augment;
 pub mod backend;
 pub mod check;
 pub mod checkpoint;
+pub mod data_check;
 pub mod eval;
 pub mod files;
 pub mod image;
