@@ -35,5 +35,5 @@ pub mod updates;
 #[cfg(test)]
 mod testing;
 
-pub use program::{Options, Program};
+pub use program::{CompileError, Options, Program};
 pub use trainer::{BatchData, EvalOutput, InputData, TargetData, TrainOutput, Trainer};

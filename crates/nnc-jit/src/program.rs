@@ -1,8 +1,10 @@
 //! A compiled step function: kernels in order over one arena.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use cranelift_jit::JITModule;
+use nnc_ir::verify::{self, VerifyError};
 use nnc_ir::{DType, Function, Op};
 
 use crate::codegen::{Jit, LoopFn};
@@ -131,14 +133,61 @@ impl Options {
 /// memory, and small enough that the plan's offsets cannot overflow.
 const MAX_TENSOR_BYTES: u128 = 1 << 46;
 
-/// Refuses what the JIT cannot compile: a tensor of too high a rank, or tensors too large to
-/// plan (a huge `--batch`), before any size is computed in `usize`.
-fn check_function(f: &Function) -> Result<(), String> {
+/// Why [`Program::compile`] (or [`ArenaSize::of`]) refused a function.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CompileError {
+    /// The function is not well-formed IR (a value used before it is defined, a result type
+    /// its op does not give, ...): the verifier's findings. The JIT trusts types to size its
+    /// buffers and loops, so it compiles only verified functions.
+    IllFormed(Vec<VerifyError>),
+    /// A tensor of a rank higher than the JIT's kernels handle.
+    RankTooHigh { rank: usize },
+    /// The step's tensors, or its arena, are too large for this machine.
+    TooLarge(String),
+    /// Cranelift failed to generate or link the code (a bug, reported rather than a panic).
+    Codegen(String),
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompileError::IllFormed(errors) => {
+                f.write_str("the step function is not well-formed IR:")?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+            CompileError::RankTooHigh { rank } => write!(
+                f,
+                "a tensor of rank {rank} (the JIT handles rank {MAX_RANK} at most)"
+            ),
+            CompileError::TooLarge(why) | CompileError::Codegen(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// For callers whose errors are still text.
+impl From<CompileError> for String {
+    fn from(e: CompileError) -> String {
+        e.to_string()
+    }
+}
+
+/// Refuses what the JIT cannot compile: an ill-formed function (verified first: everything
+/// after it sizes buffers and loops from the declared types), a tensor of too high a rank, or
+/// tensors too large to plan (a huge `--batch`), before any size is computed in `usize`.
+///
+/// Every op of a verified function has a kernel (a loop, a library routine or a view), so there
+/// is no unsupported op to refuse: `schedule` and `LibKernel::run` match on all of them.
+fn check_function(f: &Function) -> Result<(), CompileError> {
+    verify::verify(f).map_err(CompileError::IllFormed)?;
     if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
-        return Err(format!(
-            "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
-            t.shape.len()
-        ));
+        return Err(CompileError::RankTooHigh {
+            rank: t.shape.len(),
+        });
     }
     let bytes: u128 = f
         .types
@@ -150,10 +199,10 @@ fn check_function(f: &Function) -> Result<(), String> {
         })
         .fold(0, u128::saturating_add);
     if bytes > MAX_TENSOR_BYTES {
-        return Err(format!(
+        return Err(CompileError::TooLarge(format!(
             "the step's tensors would take {bytes} bytes, more than any machine's memory \
              (a smaller batch?)"
-        ));
+        )));
     }
     Ok(())
 }
@@ -256,9 +305,9 @@ impl ArenaSize {
     }
 
     /// The arena `f` compiles to under `opts`, without generating code: the same schedule and
-    /// plan as [`Program::compile`], which fail only on a tensor of too high a rank or tensors
-    /// too large for any machine.
-    pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, String> {
+    /// plan as [`Program::compile`], which fail only on an ill-formed function, a tensor of too
+    /// high a rank or tensors too large for any machine.
+    pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, CompileError> {
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
         let layout = Layout::of(f, &schedule, &plan);
@@ -297,7 +346,8 @@ pub struct Program {
 }
 
 impl Program {
-    pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
+    /// Compiles `f`, which is verified first: an ill-formed function is an error, never code.
+    pub fn compile(f: &Function, opts: Options) -> Result<Program, CompileError> {
         let start = Instant::now();
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
@@ -310,7 +360,7 @@ impl Program {
             partial,
             total,
         } = layout;
-        let mut jit = Jit::new(opts.keep_clif)?;
+        let mut jit = Jit::new(opts.keep_clif).map_err(CompileError::Codegen)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
         for (k, kernel) in schedule.kernels.iter().enumerate() {
@@ -326,12 +376,14 @@ impl Program {
                     .collect(),
             };
             for (l, role) in loops {
-                let (id, outer) = jit.compile_loop(&format!("kernel{k}{role}"), f, l, &plan)?;
+                let (id, outer) = jit
+                    .compile_loop(&format!("kernel{k}{role}"), f, l, &plan)
+                    .map_err(CompileError::Codegen)?;
                 ids.push(id);
                 extents.push(outer);
             }
         }
-        let (module, fns, clif) = jit.finish(&ids)?;
+        let (module, fns, clif) = jit.finish(&ids).map_err(CompileError::Codegen)?;
         let mut fns = fns.into_iter().zip(extents);
         let sums_of = |l: &LoopKernel| -> Vec<(usize, usize)> {
             l.reductions
@@ -381,7 +433,9 @@ impl Program {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
                     lib.isa = isa;
-                    let parts = lib.fused_parts().ok_or("a fused kernel without parts")?;
+                    let parts = lib.fused_parts().ok_or_else(|| {
+                        CompileError::Codegen("a fused kernel without parts".into())
+                    })?;
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let part_loop =
                         |l: &LoopKernel,
@@ -445,14 +499,14 @@ impl Program {
                     })
                 }
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, CompileError>>()?;
         // A size the machine cannot hold is an error, not an abort.
         let mut arena = Vec::new();
         arena.try_reserve_exact(total / ALIGN).map_err(|_| {
-            format!(
+            CompileError::TooLarge(format!(
                 "cannot allocate the step's arena of {} MiB (a smaller batch?)",
                 total >> 20
-            )
+            ))
         })?;
         arena.resize(total / ALIGN, Line([0; ALIGN]));
         let mut program = Program {
@@ -909,5 +963,100 @@ fn add_partial_sums(base: Base, partial: usize, sums: &[(usize, usize)]) {
             total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
         }
         rel += n * 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nnc_ir::{Binary, Inst, Type, ValueId};
+
+    use super::*;
+
+    /// `a·b` for `a: f32[4,3]`, `b: f32[3,5]`, typed by the shape rule.
+    fn matmul() -> Function {
+        let mut f = Function::new("matmul");
+        let a = f.add_param("a", Type::f32([4, 3]));
+        let b = f.add_param("b", Type::f32([3, 5]));
+        let y = f
+            .push(
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                vec![a, b],
+            )
+            .expect("well-typed");
+        f.results.push(y);
+        f
+    }
+
+    fn ill_formed(f: &Function) -> Vec<VerifyError> {
+        match Program::compile(f, Options::default()) {
+            Err(CompileError::IllFormed(errors)) => {
+                assert!(!errors.is_empty());
+                // The size query refuses it too.
+                assert!(matches!(
+                    ArenaSize::of(f, Options::default()),
+                    Err(CompileError::IllFormed(_))
+                ));
+                errors
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("an ill-formed function compiled"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_function_compiles() {
+        // The control: the cases below are refused for being ill-formed, not for anything else.
+        let p = Program::compile(&matmul(), Options::default());
+        assert!(p.is_ok(), "{:?}", p.err());
+    }
+
+    #[test]
+    fn a_matmul_declaring_the_wrong_result_type_is_refused() {
+        let mut f = matmul();
+        // Declared far larger than `a·b`: the generated code would write out of bounds.
+        let y = f.insts[0].result;
+        f.types[y.index()] = Type::f32([40, 50]);
+        let errors = ill_formed(&f);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("declared f32[40,50]")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_use_before_its_definition_is_refused() {
+        let mut f = matmul();
+        let y = f.insts[0].result;
+        // `z = y + y` placed before the matmul that defines `y`.
+        let z = f.push_typed(Op::Binary(Binary::Add), vec![y, y], Type::f32([4, 5]));
+        let add = f.insts.pop().expect("pushed");
+        f.insts.insert(0, add);
+        f.results = vec![z];
+        let errors = ill_formed(&f);
+        assert!(
+            errors.iter().any(|e| e.message.contains("used before")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_operand_out_of_range_is_refused() {
+        let mut f = matmul();
+        f.insts.push(Inst {
+            result: ValueId(f.types.len() as u32),
+            op: Op::Binary(Binary::Add),
+            args: vec![ValueId(1000), ValueId(1000)],
+        });
+        ill_formed(&f);
+        let e = Program::compile(&f, Options::default())
+            .err()
+            .expect("refused");
+        // A typed error, also readable as text.
+        assert!(String::from(e).contains("not well-formed"));
     }
 }
