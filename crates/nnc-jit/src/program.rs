@@ -96,9 +96,13 @@ impl Base {
         self.0
     }
 }
-// SAFETY: the halves of a split kernel write disjoint elements (loops split the outer range,
-// library kernels columns/samples/planes with separate scratch), so sharing the base pointer
-// across the two threads of `Worker::join` does not race.
+// SAFETY: a `Base` is made only by `Program::run` from its `&mut` arena, and used only while
+// that borrow lasts, by the kernels `run_kernel` starts: `Worker::join` returns (or unwinds)
+// only after both halves stopped, so no thread uses the pointer after the borrow ends. The
+// halves of a split kernel write disjoint elements (loops split the outer range, library
+// kernels rows/columns/samples/planes with separate scratch, each making references only to
+// its own part: see `LibKernel::run_part`), so sharing the pointer across the two threads
+// does not race.
 unsafe impl Send for Base {}
 // SAFETY: as above.
 unsafe impl Sync for Base {}
@@ -544,14 +548,18 @@ impl Program {
 
     fn bytes(&mut self) -> &mut [u8] {
         let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes.
+        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes;
+        // the slice reborrows `&mut self`, so no other reference to the arena is live (and no
+        // kernel runs: they run only inside `run`, which also borrows `self` mutably).
         unsafe { std::slice::from_raw_parts_mut(self.arena.as_mut_ptr() as *mut u8, len) }
     }
 
     fn f32_at(&mut self, off: usize, n: usize) -> &mut [f32] {
         let bytes = &mut self.bytes()[off..off + 4 * n];
         // SAFETY: offsets are multiples of 64 and the arena base is 64-byte aligned, so the
-        // pointer is aligned for f32; every bit pattern is a valid f32.
+        // pointer is aligned for f32; every bit pattern is a valid f32; the view replaces the
+        // `&mut` byte slice it is made from (bounds checked by its indexing, which may panic
+        // before any view exists).
         unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, n) }
     }
 
@@ -817,8 +825,9 @@ impl Program {
     pub fn read_f32_param(&self, i: usize) -> Result<&[f32], String> {
         let (off, n) = self.param_range(i, DType::F32)?;
         let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout);
-        // the offset is 64-byte aligned, so the f32 view is aligned.
+        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout,
+        // and the indexing below checks it); the offset is 64-byte aligned, so the f32 view is
+        // aligned; both views borrow `&self`, so nothing writes the arena while they live.
         let bytes = unsafe { std::slice::from_raw_parts(self.arena.as_ptr() as *const u8, len) };
         let bytes = &bytes[off..off + 4 * n];
         Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, n) })
@@ -873,7 +882,11 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
     match k {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
         // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
-        // loop's second half accumulates its sums in the partial region).
+        // loop's second half accumulates its sums in the partial region), and a library part
+        // makes references only to its own elements (see `LibKernel::run_part`). A panic in
+        // either half reaches this thread only after both halves stopped (`Worker::join`), so
+        // no kernel is still writing the arena when the panic leaves `Program::run`; the
+        // arena then holds partial results, which is safe (plain floats) if not meaningful.
         Compiled::Loop {
             f,
             outer,
@@ -956,7 +969,8 @@ fn add_partial_sums(base: Base, partial: usize, sums: &[(usize, usize)]) {
     let mut rel = partial;
     for &(off, n) in sums {
         // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of `n` f32s,
-        // aligned by the plan.
+        // aligned by the plan; this runs on the calling thread after `Worker::join` returned,
+        // so both halves have stopped and nothing else references either range.
         unsafe {
             let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
             let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
