@@ -516,9 +516,11 @@ mod tests {
             }
             let mut first: Option<Vec<f32>> = None;
             // Each unit with its own tiles, and with AVX-512's.
-            let runs = Isa::supported_all()
-                .into_iter()
-                .flat_map(|isa| [(isa, false), (isa, true)]);
+            let runs = crate::testing::vector_units(
+                "channels::filter_gradient_matches_the_definition_on_every_unit",
+            )
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 let mut dw = vec![f32::NAN; o * g.taps()];
                 filter_tiled(isa, &g, samples, (&x, &dyt), &mut dw, wide);
@@ -561,9 +563,10 @@ mod tests {
             let bias = values(o, 500 + k as u64);
             let mut wt = vec![f32::NAN; filter_floats(&g)];
             transposed_filters(&g, &w, &mut wt);
-            let runs = Isa::supported_all()
-                .into_iter()
-                .flat_map(|isa| [(isa, false), (isa, true)]);
+            let runs =
+                crate::testing::vector_units("channels::forward_gives_the_bits_of_direct_forward")
+                    .into_iter()
+                    .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 for bias in [None, Some(&bias[..])] {
                     let out = samples * o * g.oh * g.ow;

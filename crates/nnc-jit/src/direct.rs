@@ -962,7 +962,7 @@ mod tests {
     #[test]
     fn forward_matches_the_definition() {
         // Each unit with its own tiles, and with AVX-512's.
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("direct::forward_matches_the_definition")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)]);
         for (isa, tiles) in runs {
@@ -1016,7 +1016,8 @@ mod tests {
 
     #[test]
     fn input_gradient_is_the_transposed_product() {
-        for isa in Isa::supported_all() {
+        for isa in crate::testing::vector_units("direct::input_gradient_is_the_transposed_product")
+        {
             for (k, &s) in SHAPES.iter().enumerate() {
                 let (c, h, wd, o, kh, kw) = s;
                 let g = Conv::forward(c, h, wd, o, kh, kw);
@@ -1052,14 +1053,16 @@ mod tests {
     fn filter_gradient_matches_the_definition() {
         // 9 samples: AVX2 goes over them in blocks, carrying its accumulators.
         // Each unit with its own tiles, and with AVX-512's.
-        let runs = Isa::supported_all().into_iter().flat_map(|isa| {
-            [
-                (isa, 3, false),
-                (isa, 9, false),
-                (isa, 3, true),
-                (isa, 9, true),
-            ]
-        });
+        let runs = crate::testing::vector_units("direct::filter_gradient_matches_the_definition")
+            .into_iter()
+            .flat_map(|isa| {
+                [
+                    (isa, 3, false),
+                    (isa, 9, false),
+                    (isa, 3, true),
+                    (isa, 9, true),
+                ]
+            });
         for (isa, samples, tiles) in runs {
             for ((k, &s), shifted) in SHAPES
                 .iter()
@@ -1105,7 +1108,9 @@ mod tests {
 
     #[test]
     fn skipping_a_samples_zero_rows_changes_no_bit() {
-        for isa in Isa::supported_all() {
+        for isa in
+            crate::testing::vector_units("direct::skipping_a_samples_zero_rows_changes_no_bit")
+        {
             let samples = 4;
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for (k, &s) in SHAPES.iter().enumerate() {

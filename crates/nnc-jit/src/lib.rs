@@ -32,8 +32,9 @@ pub mod trainer;
 pub mod transcendental;
 pub mod updates;
 
-#[cfg(test)]
-mod testing;
+/// Test helpers shared by the unit and integration tests (not API).
+#[doc(hidden)]
+pub mod testing;
 
 pub use program::{CompileError, Options, Program};
 pub use trainer::{BatchData, EvalOutput, InputData, TargetData, TrainOutput, Trainer};

@@ -358,7 +358,7 @@ mod tests {
         // Whole blocks, a partial block of positions, partial groups of samples.
         for (samples, per) in [(16, 64), (19, 70), (29, 5), (8, 8), (3, 17)] {
             let src = values(samples * per, per as u64);
-            for isa in Isa::supported_all() {
+            for isa in crate::testing::vector_units("samples::to_lanes_and_back_on_every_unit") {
                 let mut lanes = vec![f32::NAN; groups(samples) * per * LANES];
                 to_lanes(isa, &src, samples, per, &mut lanes);
                 for (k, &v) in lanes.iter().enumerate() {
@@ -393,7 +393,9 @@ mod tests {
                 let dy = values(samples * o * g.oh * g.ow, seed);
                 let w = values(o * g.taps(), 1000 + seed);
                 let want = definition(&dy, &w, SHAPES[k], samples);
-                for isa in Isa::supported_all() {
+                for isa in crate::testing::vector_units(
+                    "samples::input_gradient_gives_the_bits_of_direct_and_matches_the_definition",
+                ) {
                     let mut scratch = vec![f32::NAN; scratch_floats(&g, samples)];
                     let mut dx = vec![f32::NAN; samples * c * g.plane];
                     input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);

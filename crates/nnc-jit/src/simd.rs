@@ -57,11 +57,6 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| i.supported())
     }
 
-    /// The units this CPU has (tests run a kernel on each).
-    pub fn supported_all() -> Vec<Isa> {
-        Isa::ALL.into_iter().filter(|i| i.supported()).collect()
-    }
-
     /// Whether its masked loads cost what plain ones do ([`F32x16::FREE_MASKS`] of its
     /// vector), for choices made outside the kernels (a layout that needs no masks).
     pub fn free_masks(self) -> bool {
@@ -958,7 +953,7 @@ mod tests {
 
     #[test]
     fn every_operation_on_every_unit() {
-        for isa in Isa::supported_all() {
+        for isa in crate::testing::vector_units("simd::every_operation_on_every_unit") {
             // SAFETY: the unit is supported.
             unsafe { run(isa, Check) };
         }

@@ -595,7 +595,7 @@ mod tests {
             (3, 1, true, (0, 1), 1, (0, 1)),
         ];
         // Each unit with its own tiles and gathers, and with AVX-512's.
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::products_match_the_dense_definition")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)])
             .flat_map(|unit| cases.iter().enumerate().map(move |c| (unit, c)));
@@ -659,7 +659,7 @@ mod tests {
             .collect();
         assert!(bytes.contains(&0) && bytes.iter().any(|&b| b > 100));
         let scaled: Vec<f32> = bytes.iter().map(|&b| b as f32 * scale).collect();
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::bytes_give_the_bits_of_their_floats")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)])
             .flat_map(|unit| [(unit, false), (unit, true)]);
@@ -699,7 +699,7 @@ mod tests {
         let (ar, ac) = (8, 30);
         let a = dense(ar * ac, 1);
         let b = vec![1.0f32; ac * 4];
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::dense_rows_are_left_to_the_gemm")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)]);
         for (isa, transposed) in runs {
