@@ -478,6 +478,46 @@ impl Row<'_> {
     }
 }
 
+/// Times C3's forward and filter gradient, channels in lanes, on one thread, printing the best of
+/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_c3(isa: Isa) {
+    let samples = 16;
+    let g = Conv::forward(6, 14, 14, 16, 5, 5);
+    let x = vec![0.5f32; samples * g.c * g.plane];
+    let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
+    let per = gradient_floats(&g);
+    let mut dyt = vec![0.0f32; samples * per];
+    let mut dw = vec![0.0f32; g.o * g.taps()];
+    let mut best = [f64::MAX; 2];
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
+            transposed_gradient(&g, &dy[b * g.o * g.oh * g.ow..], out);
+        }
+        best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+        let t = std::time::Instant::now();
+        filter(isa, &g, samples, &x, &dyt, &mut dw);
+        best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let w = vec![0.1f32; g.o_pad() * g.taps()];
+    let mut wt = vec![0.0f32; filter_floats(&g)];
+    let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
+    let mut fwd = f64::MAX;
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        transposed_filters(&g, &w, &mut wt);
+        forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
+        fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
+    println!(
+        "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
+         ({samples} samples, one thread)",
+        best[0], best[1]
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,45 +623,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit channels -- --ignored --nocapture"]
-    fn time_c3() {
-        let isa = Isa::best().expect("a vector unit");
-        let samples = 16;
-        let g = Conv::forward(6, 14, 14, 16, 5, 5);
-        let x = vec![0.5f32; samples * g.c * g.plane];
-        let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
-        let per = gradient_floats(&g);
-        let mut dyt = vec![0.0f32; samples * per];
-        let mut dw = vec![0.0f32; g.o * g.taps()];
-        let mut best = [f64::MAX; 2];
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
-                transposed_gradient(&g, &dy[b * g.o * g.oh * g.ow..], out);
-            }
-            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-            let t = std::time::Instant::now();
-            filter(isa, &g, samples, &x, &dyt, &mut dw);
-            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-        }
-        let w = vec![0.1f32; g.o_pad() * g.taps()];
-        let mut wt = vec![0.0f32; filter_floats(&g)];
-        let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
-        let mut fwd = f64::MAX;
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            transposed_filters(&g, &w, &mut wt);
-            forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
-            fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
-        }
-        eprintln!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
-        eprintln!(
-            "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
-             ({samples} samples, one thread)",
-            best[0], best[1]
-        );
     }
 }

@@ -908,6 +908,65 @@ pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Times the direct kernels on LeNet-5's convolutions (and from shifted copies) on one thread,
+/// printing the best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_lenet_shapes(isa: Isa) {
+    let samples = 16;
+    for (name, g) in [
+        ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
+        ("c3", Conv::forward(6, 14, 14, 16, 5, 5)),
+        (
+            "c3 input gradient",
+            Conv::forward(6, 14, 14, 16, 5, 5).input_gradient(),
+        ),
+    ] {
+        let x = vec![0.5f32; samples * g.c * g.plane];
+        let w = vec![0.1f32; g.o_pad() * g.taps()];
+        let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
+        let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
+        let mut dw = vec![0.0f32; g.o * g.taps()];
+        let mut best = [f64::MAX; 2];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            forward(isa, &g, samples, &x, &w, None, &mut out);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            if g.filter_supported() {
+                filter(isa, &g, samples, &x, &dy, &mut dw);
+            }
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
+            best[0], best[1]
+        );
+        if g.skips_rows() {
+            continue;
+        }
+        // The same from shifted copies of the columns, the copying included.
+        let s = g.shifted();
+        let mut xs = vec![0.0f32; samples * g.c * s.plane];
+        let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
+        let mut best = [f64::MAX; 3];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            shift_columns(isa, &g, samples, &x, &mut xs);
+            best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
+            forward(isa, &s, samples, &xs, &w, None, &mut out);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            shift_columns(isa, &g, samples, &x, &mut xs);
+            filter(isa, &s, samples, &xs, &dy, &mut dw);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name} shifted: forward {:.1} µs, filter {:.1} µs (the copies {:.1} µs)",
+            best[0], best[1], best[2]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1161,65 +1220,6 @@ mod tests {
                 filter_rows_of(isa, &g, samples, (&x, &wide), &mut every, false, false);
                 assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
             }
-        }
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit direct -- --ignored --nocapture"]
-    fn time_lenet_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        let samples = 16;
-        for (name, g) in [
-            ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
-            ("c3", Conv::forward(6, 14, 14, 16, 5, 5)),
-            (
-                "c3 input gradient",
-                Conv::forward(6, 14, 14, 16, 5, 5).input_gradient(),
-            ),
-        ] {
-            let x = vec![0.5f32; samples * g.c * g.plane];
-            let w = vec![0.1f32; g.o_pad() * g.taps()];
-            let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
-            let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
-            let mut dw = vec![0.0f32; g.o * g.taps()];
-            let mut best = [f64::MAX; 2];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                forward(isa, &g, samples, &x, &w, None, &mut out);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                if g.filter_supported() {
-                    filter(isa, &g, samples, &x, &dy, &mut dw);
-                }
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
-                best[0], best[1]
-            );
-            if g.skips_rows() {
-                continue;
-            }
-            // The same from shifted copies of the columns, the copying included.
-            let s = g.shifted();
-            let mut xs = vec![0.0f32; samples * g.c * s.plane];
-            let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
-            let mut best = [f64::MAX; 3];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                shift_columns(isa, &g, samples, &x, &mut xs);
-                best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
-                forward(isa, &s, samples, &xs, &w, None, &mut out);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                shift_columns(isa, &g, samples, &x, &mut xs);
-                filter(isa, &s, samples, &xs, &dy, &mut dw);
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name} shifted: forward {:.1} µs, filter {:.1} µs (the copies {:.1} µs)",
-                best[0], best[1], best[2]
-            );
         }
     }
 }

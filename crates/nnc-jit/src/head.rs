@@ -246,6 +246,7 @@ impl HeadKernel {
             bias.fill(0.0);
         }
         // As `softmax_xent_grad`: the seed over the batch.
+        // SAFETY: the seed is an f32 scalar at its aligned offset, an input no one writes.
         let scale = self
             .seed
             .map_or(0.0, |o| unsafe { *(base.add(o) as *const f32) } / b as f32);

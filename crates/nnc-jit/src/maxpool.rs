@@ -427,6 +427,33 @@ unsafe fn store_pairs<V: F32x16>(
     }
 }
 
+/// Times the pool and its masked gradient on LeNet-5's shapes on one thread, printing the best of
+/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_lenet_shapes(isa: Isa) {
+    // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.
+    for (name, planes, h, w) in [("c1", 16 * 6, 28, 28), ("c3", 16 * 16, 10, 10)] {
+        let x: Vec<f32> = (0..planes * h * w)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let dy = vec![0.5f32; planes * (h / 2) * (w / 2)];
+        let (mut y, mut dz, mut sums) = (vec![0.0; dy.len()], vec![0.0; x.len()], [0.0; 16]);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            forward(isa, &x, &mut y, planes, h, w);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name}: pool {:.1} µs, masked gradient {:.1} µs ({planes} planes, one thread)",
+            best[0], best[1]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,33 +496,6 @@ mod tests {
             }
         }
         dx
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit maxpool -- --ignored --nocapture"]
-    fn time_lenet_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.
-        for (name, planes, h, w) in [("c1", 16 * 6, 28, 28), ("c3", 16 * 16, 10, 10)] {
-            let x: Vec<f32> = (0..planes * h * w)
-                .map(|i| (i as f32 * 0.37).sin())
-                .collect();
-            let dy = vec![0.5f32; planes * (h / 2) * (w / 2)];
-            let (mut y, mut dz, mut sums) = (vec![0.0; dy.len()], vec![0.0; x.len()], [0.0; 16]);
-            let mut best = [f64::MAX; 2];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                forward(isa, &x, &mut y, planes, h, w);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name}: pool {:.1} µs, masked gradient {:.1} µs ({planes} planes, one thread)",
-                best[0], best[1]
-            );
-        }
     }
 
     #[test]

@@ -508,6 +508,87 @@ unsafe fn tile_of<V: F32x16, const W: usize>(
     }
 }
 
+/// Times the MLP's two first-layer products on banded data about as sparse as MNIST (15 % nonzero)
+/// on one thread, printing the best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_mlp_shapes(isa: Isa) {
+    let (ar, ac, nb) = (128, 784, 512);
+    let a = banded(ar, ac, 3);
+    let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
+    // The same sparsity as bytes (the images as the step reads them).
+    let bytes: Vec<u8> = a
+        .iter()
+        .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
+        .collect();
+    let b = dense(ac.max(ar) * nb, 4);
+    let mut c = vec![0.0f32; ac * nb];
+    let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
+    for (name, transposed, rows, cols) in [
+        ("X·W, 256 columns", false, (0, 128), (0, 256)),
+        ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
+    ] {
+        for data in [Data::F32(&a), Data::U8(&bytes, 1.0 / 255.0)] {
+            let mut best = f64::MAX;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                // SAFETY: B and C are big enough for either product.
+                let done = unsafe {
+                    product(
+                        isa,
+                        data,
+                        [ar, ac],
+                        transposed,
+                        rows,
+                        b.as_ptr(),
+                        nb,
+                        c.as_mut_ptr(),
+                        nb,
+                        cols,
+                        bytemuck_bytes(&mut scratch),
+                    )
+                };
+                assert!(done);
+                best = best.min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let kind = match data {
+                Data::F32(_) => "floats",
+                Data::U8(..) => "bytes",
+            };
+            println!("{name}, {kind}: {best:.1} µs at density {density:.2}");
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
+/// columns (three in ten), there about half the time; some zeros are -0.
+fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+    let band = cols * 3 / 10..cols * 6 / 10;
+    (0..rows * cols)
+        .map(|i| {
+            let h = (i * 7919 + seed * 104_729) % 1009;
+            if band.contains(&(i % cols)) && h.is_multiple_of(2) {
+                (h as f32 * 0.37).sin()
+            } else if h.is_multiple_of(7) {
+                -0.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Dense values.
+fn dense(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 * 0.37).sin())
+        .collect()
+}
+
+fn bytemuck_bytes(v: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u32s are plain bytes.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,31 +638,6 @@ mod tests {
             scaled(&format!("{product} return %y, %r"), "f32[4,3], f32[4,4]"),
             (false, None)
         );
-    }
-
-    /// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
-    /// columns (three in ten), there about half the time; some zeros are -0.
-    fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
-        let band = cols * 3 / 10..cols * 6 / 10;
-        (0..rows * cols)
-            .map(|i| {
-                let h = (i * 7919 + seed * 104_729) % 1009;
-                if band.contains(&(i % cols)) && h.is_multiple_of(2) {
-                    (h as f32 * 0.37).sin()
-                } else if h.is_multiple_of(7) {
-                    -0.0
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    }
-
-    /// Dense values.
-    fn dense(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 * 0.37).sin())
-            .collect()
     }
 
     #[test]
@@ -726,64 +782,5 @@ mod tests {
             assert!(!done, "every entry is nonzero");
             assert!(c.iter().all(|x| x.is_nan()), "nothing written");
         }
-    }
-
-    /// `cargo test --release -p nnc-jit time_mlp_shapes -- --ignored --nocapture`: the
-    /// MLP's two first-layer products on one thread, on banded data about as sparse as
-    /// MNIST (15 % nonzero).
-    #[test]
-    #[ignore]
-    fn time_mlp_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        let (ar, ac, nb) = (128, 784, 512);
-        let a = banded(ar, ac, 3);
-        let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
-        // The same sparsity as bytes (the images as the step reads them).
-        let bytes: Vec<u8> = a
-            .iter()
-            .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
-            .collect();
-        let b = dense(ac.max(ar) * nb, 4);
-        let mut c = vec![0.0f32; ac * nb];
-        let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
-        for (name, transposed, rows, cols) in [
-            ("X·W, 256 columns", false, (0, 128), (0, 256)),
-            ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
-        ] {
-            for data in [Data::F32(&a), Data::U8(&bytes, 1.0 / 255.0)] {
-                let mut best = f64::MAX;
-                for _ in 0..50 {
-                    let t = std::time::Instant::now();
-                    // SAFETY: B and C are big enough for either product.
-                    let done = unsafe {
-                        product(
-                            isa,
-                            data,
-                            [ar, ac],
-                            transposed,
-                            rows,
-                            b.as_ptr(),
-                            nb,
-                            c.as_mut_ptr(),
-                            nb,
-                            cols,
-                            bytemuck_bytes(&mut scratch),
-                        )
-                    };
-                    assert!(done);
-                    best = best.min(t.elapsed().as_secs_f64() * 1e6);
-                }
-                let kind = match data {
-                    Data::F32(_) => "floats",
-                    Data::U8(..) => "bytes",
-                };
-                eprintln!("{name}, {kind}: {best:.1} µs at density {density:.2}");
-            }
-        }
-    }
-
-    fn bytemuck_bytes(v: &mut [u32]) -> &mut [u8] {
-        // SAFETY: u32s are plain bytes.
-        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
     }
 }
