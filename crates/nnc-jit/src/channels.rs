@@ -98,7 +98,9 @@ fn filter_tiled(
         dw,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted).
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
+    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
+    // panic before any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 
@@ -294,7 +296,9 @@ fn forward_tiled(
         y,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted).
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
+    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
+    // panic before any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 

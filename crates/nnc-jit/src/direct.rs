@@ -378,7 +378,9 @@ fn forward_rows_of(
             wide,
         };
         // SAFETY: the unit is supported (asserted); the slices are long enough for every
-        // unmasked access (asserted above; masked lanes are not accessed).
+        // unmasked access (asserted above; masked lanes are not accessed); the kernel's
+        // pointers come from these slices, borrowed for the call (`y` as `&mut`), so no one
+        // else accesses what it writes meanwhile, and the asserts panic before any is used.
         unsafe { simd::run(isa, planes) };
     }
 }
@@ -835,7 +837,8 @@ pub fn shift_columns(isa: Isa, g: &Conv, samples: usize, x: &[f32], out: &mut [f
         out,
     };
     // SAFETY: the unit is supported (asserted); every row copied lies inside `x` and `out`
-    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
+    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`);
+    // `out` is borrowed `&mut` for the call, so nothing else accesses it meanwhile.
     unsafe { simd::run(isa, k) };
 }
 

@@ -24,7 +24,9 @@ use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 pub fn forward(isa: Isa, x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
     assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && y.len() >= planes * (h / 2) * (w / 2));
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); `y` is borrowed `&mut` for the call, so nothing else
+    // accesses it meanwhile.
     unsafe { simd::run(isa, Forward { x, y, planes, h, w }) }
 }
 
@@ -85,7 +87,9 @@ pub fn backward(
     assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && dx.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2));
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); what it writes is borrowed `&mut` for the call, so nothing
+    // else accesses it meanwhile.
     unsafe {
         simd::run(
             isa,
@@ -125,7 +129,9 @@ pub fn backward_masked(
     assert!(x.len() >= planes * h * w && dz.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2) && sums.len() >= channels && channels > 0);
     sums[..channels].fill(0.0);
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); what it writes is borrowed `&mut` for the call, so nothing
+    // else accesses it meanwhile.
     unsafe {
         simd::run(
             isa,

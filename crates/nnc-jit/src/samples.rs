@@ -69,8 +69,9 @@ pub fn to_lanes(isa: Isa, src: &[f32], samples: usize, per: usize, out: &mut [f3
         lanes: out.as_mut_ptr(),
         into_lanes: true,
     };
-    // SAFETY: the unit is supported; the buffers hold what the kernel touches (asserted), and
-    // it writes only `out`.
+    // SAFETY: the unit is supported; the buffers hold what the kernel touches (asserted, which
+    // panics before any pointer is used), and it writes only `out`, borrowed `&mut` for the
+    // call, so nothing else accesses it meanwhile.
     unsafe { simd::run(isa, k) };
 }
 
@@ -215,7 +216,8 @@ pub fn input_gradient(
         dxt,
     };
     // SAFETY: the unit is supported, and the buffers hold what the geometry needs (asserted
-    // above and split to size).
+    // above and split to size); the pointers come from slices borrowed for the call (the
+    // written ones `&mut`, disjoint by `split_at_mut`), so nothing else accesses them.
     unsafe { simd::run(isa, k) };
     from_lanes(isa, dxt, samples, per_in, dx);
 }

@@ -114,7 +114,9 @@ pub fn scratch_bytes(rows: usize, k: usize) -> usize {
 /// are more than two in five of all.
 ///
 /// # Safety
-/// `b` and `c` hold the rows and columns addressed; the CPU supports `isa`.
+/// `b` and `c` hold the rows and columns addressed; the CPU supports `isa`; no one writes
+/// the rows of `B` read, nor accesses the rows and columns of `C` written, during the call
+/// (a split contraction's other part writes other rows or columns of `C`, through pointers).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn product(
     isa: Isa,
