@@ -26,6 +26,7 @@
 pub mod augment;
 pub mod backend;
 pub mod checkpoint;
+pub mod data_check;
 pub mod error;
 pub mod files;
 pub mod image;

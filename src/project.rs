@@ -201,25 +201,71 @@ fn mnist_dir(project: &Project, data_dir: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("data/mnist"))
 }
 
+/// Reads a data source with its targets as the model's steps take them (`targets`, from
+/// [`TargetSpec::of`]): class labels are checked to be classes of the model here, where the
+/// error can name their file, line and column.
 fn load_source(
     data: &Data,
     project: &Project,
     data_dir: Option<&Path>,
     split: Split,
+    targets: TargetSpec,
 ) -> Result<Dataset, String> {
     let base = project.path.parent().unwrap_or(Path::new("."));
     let err = |e: nnc_data::DataError| e.to_string();
-    match data {
-        Data::Mnist { .. } => nnc_data::mnist(&mnist_dir(project, data_dir), split).map_err(err),
-        Data::Idx {
-            images,
-            labels,
-            classes,
-            ..
-        } => nnc_data::idx_pair(&base.join(images), &base.join(labels), *classes).map_err(err),
-        Data::Csv { path, target } => nnc_data::csv(&base.join(path), target).map_err(err),
-        Data::Inline { inputs, targets } => Ok(nnc_data::inline(inputs, targets)),
+    match (data, targets) {
+        (Data::Mnist { .. }, _) => {
+            nnc_data::mnist(&mnist_dir(project, data_dir), split).map_err(err)
+        }
+        (
+            Data::Idx {
+                images,
+                labels,
+                classes,
+                ..
+            },
+            _,
+        ) => nnc_data::idx_pair(&base.join(images), &base.join(labels), *classes).map_err(err),
+        (Data::Csv { path, target }, TargetSpec::Classes(k)) => match target.as_slice() {
+            [label] => nnc_data::csv_classes(&base.join(path), label, k).map_err(err),
+            _ => Err(format!(
+                "`{}`: a classifier takes one target column, the class, but the train block \
+                 names {} ({})",
+                base.join(path).display(),
+                target.len(),
+                target.join(", ")
+            )),
+        },
+        (Data::Csv { path, target }, TargetSpec::Values(_)) => {
+            nnc_data::csv(&base.join(path), target).map_err(err)
+        }
+        (Data::Inline { inputs, targets }, TargetSpec::Classes(k)) => {
+            inline_classes(inputs, targets, k)
+        }
+        (Data::Inline { inputs, targets }, TargetSpec::Values(_)) => {
+            Ok(nnc_data::inline(inputs, targets))
+        }
     }
+}
+
+/// An inline table whose targets are classes (`inputs -> class`). The checker has seen that
+/// they are; this says which row is not, should one get here.
+fn inline_classes(inputs: &[Vec<f64>], targets: &[Vec<f64>], k: usize) -> Result<Dataset, String> {
+    let mut labels = Vec::with_capacity(targets.len());
+    for (row, t) in targets.iter().enumerate() {
+        let cell = match t.as_slice() {
+            [class] => class.to_string(),
+            _ => format!("{} values", t.len()),
+        };
+        let label = nnc_data::class_label(&cell, k)
+            .map_err(|why| format!("the inline table, row {}: {why}", row + 1))?;
+        labels.push(label);
+    }
+    let table = nnc_data::inline(inputs, targets);
+    Ok(Dataset {
+        inputs: table.inputs,
+        targets: Targets::Classes { labels, classes: k },
+    })
 }
 
 /// How a data source is named in messages: its file (the images of an IDX pair), MNIST's
@@ -273,20 +319,22 @@ fn check_sample_shape(
 pub(crate) fn load_data(project: &Project, data_dir: Option<&Path>) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
-    let train_ds = load_source(&train.data, project, data_dir, Split::Train)?;
+    let targets = TargetSpec::of(&train.data, model);
+    let train_ds = load_source(&train.data, project, data_dir, Split::Train, targets)?;
     check_sample_shape(&train.data, &train_ds, project, data_dir)?;
     let test_ds = match (&train.test, &train.data) {
         (Some(test), _) => {
-            let ds = load_source(test, project, data_dir, Split::Test)?;
+            let ds = load_source(test, project, data_dir, Split::Test, targets)?;
             check_sample_shape(test, &ds, project, data_dir)?;
             ds
         }
-        (None, Data::Mnist { .. }) => load_source(&train.data, project, data_dir, Split::Test)?,
+        (None, Data::Mnist { .. }) => {
+            load_source(&train.data, project, data_dir, Split::Test, targets)?
+        }
         // Without a test split, evaluate on the training data (toy tables).
         (None, _) => train_ds.clone(),
     };
     let input = input_spec(&train.data, &train_ds);
-    let targets = targets_spec(model, &train_ds, train.loss);
     if let (Targets::Classes { classes, .. }, TargetSpec::Classes(k)) = (&train_ds.targets, targets)
         && *classes > k
     {
@@ -324,17 +372,20 @@ pub(crate) fn load_test_data(
 ) -> Result<LoadedData, String> {
     let model = &project.model;
     let train = model.train.as_ref().ok_or("the model has no train block")?;
+    let targets = TargetSpec::of(&train.data, model);
     let (source, test) = match (&train.test, &train.data) {
-        (Some(test), _) => (test, load_source(test, project, data_dir, Split::Test)?),
+        (Some(test), _) => (
+            test,
+            load_source(test, project, data_dir, Split::Test, targets)?,
+        ),
         (None, Data::Mnist { .. }) => (
             &train.data,
-            load_source(&train.data, project, data_dir, Split::Test)?,
+            load_source(&train.data, project, data_dir, Split::Test, targets)?,
         ),
         (None, _) => return load_data(project, data_dir),
     };
     check_sample_shape(source, &test, project, data_dir)?;
     let input = input_spec(&train.data, &test);
-    let targets = targets_spec(model, &test, train.loss);
     Ok(LoadedData {
         train: test.clone(),
         val: None,
@@ -342,18 +393,6 @@ pub(crate) fn load_test_data(
         input,
         targets,
     })
-}
-
-fn targets_spec(model: &Model, ds: &Dataset, loss: nnc_check::Loss) -> TargetSpec {
-    let outputs = model.output_shape().numel() as usize;
-    match (&ds.targets, loss) {
-        (Targets::Classes { .. }, _) => TargetSpec::Classes(outputs),
-        (
-            Targets::Values { .. },
-            nnc_check::Loss::CrossEntropy | nnc_check::Loss::SoftmaxCrossEntropy,
-        ) => TargetSpec::Classes(outputs),
-        (Targets::Values { width, .. }, nnc_check::Loss::Mse) => TargetSpec::Values(*width),
-    }
 }
 
 /// The epoch number whose order picks the validation samples: training epochs count from 1,
@@ -457,8 +496,8 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
     }
 }
 
-/// How data enters a model's steps, known without loading the data (except for IDX files,
-/// whose headers are read).
+/// How data enters a model's steps, known without loading the data (IDX files give it by
+/// their headers, read as `nnc check` reads them).
 #[derive(Clone, Debug)]
 pub struct LoadedSpec {
     /// How samples enter the step.
@@ -476,9 +515,11 @@ pub(crate) fn specs(project: &Project) -> Result<LoadedSpec, String> {
     let input = match InputSpec::of(&train.data, model) {
         Some(spec) => spec,
         None => {
-            let ds = load_source(&train.data, project, None, Split::Train)?;
-            check_sample_shape(&train.data, &ds, project, None)?;
-            input_spec(&train.data, &ds)
+            let check = crate::data_check::check(model, &project.path);
+            if let Some(d) = check.diagnostics.first() {
+                return Err(d.message.clone());
+            }
+            check.input.ok_or("the data's layout is not known")?
         }
     };
     Ok(LoadedSpec {

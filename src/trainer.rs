@@ -531,28 +531,18 @@ impl Buffers {
             self.f32s.resize(n * sample, 0.0);
             ds.gather_f32(indices, &mut self.f32s).map_err(err)?;
         }
+        // The data were loaded with the targets the step takes (`project::load_data`).
         let classes = matches!(data.targets, TargetSpec::Classes(_));
-        match (&ds.targets, classes) {
-            (Targets::Classes { .. }, _) => {
-                self.labels.resize(n, 0);
-                ds.gather_labels(indices, &mut self.labels).map_err(err)?;
-            }
-            (Targets::Values { width, .. }, true) => {
-                // Inline tables written as `inputs -> class`.
-                self.values.resize(n * width, 0.0);
-                ds.gather_values(indices, &mut self.values).map_err(err)?;
-                self.labels.clear();
-                self.labels.extend(
-                    self.values
-                        .iter()
-                        .step_by((*width).max(1))
-                        .map(|&v| v as i32),
-                );
-            }
-            (Targets::Values { width, .. }, false) => {
-                self.values.resize(n * width, 0.0);
-                ds.gather_values(indices, &mut self.values).map_err(err)?;
-            }
+        if classes {
+            self.labels.resize(n, 0);
+            ds.gather_labels(indices, &mut self.labels).map_err(err)?;
+        } else {
+            let width = match ds.targets {
+                Targets::Values { width, .. } => width,
+                Targets::Classes { .. } => 1,
+            };
+            self.values.resize(n * width, 0.0);
+            ds.gather_values(indices, &mut self.values).map_err(err)?;
         }
         Ok(Batch {
             size: n,

@@ -224,19 +224,31 @@ fn the_arena_line_says_why_it_is_missing() {
     let (stdout, _, _) = nnc(&["check", path, "--json"]);
     assert!(!stdout.contains("arena"), "{stdout}");
 
+    // An IDX source's layout comes from its headers; without the files, the model is wrong.
     let idx = "train m {\n    data idx(images: \"i.idx\", labels: \"l.idx\")\n    loss \
-               softmax_cross_entropy\n    optimizer sgd(lr: 0.1)\n}\n";
-    std::fs::write(&file, format!("{model}{idx}")).expect("write");
+               softmax_cross_entropy\n    optimizer sgd(lr: 0.1)\n    BATCH\n}\n";
+    std::fs::write(&file, format!("{model}{}", idx.replace("BATCH", ""))).expect("write");
+    let (stdout, stderr, code) = nnc(&["check", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stderr.contains("nnc::data::missing"), "{stderr}");
+    let idx_file = |name: &str, dims: &[u32]| {
+        let mut bytes = vec![0, 0, 8, dims.len() as u8];
+        bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+        bytes.resize(bytes.len() + dims.iter().product::<u32>() as usize, 0);
+        std::fs::write(dir.path().join(name), bytes).expect("write idx");
+    };
+    idx_file("i.idx", &[1, 4, 4]);
+    idx_file("l.idx", &[1]);
     let (stdout, stderr, code) = nnc(&["check", path]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("Arena: not computed: the IDX files give the input's layout"),
+        stdout.contains("Arena: ") && stdout.contains("per train step"),
         "{stdout}"
     );
 
-    let huge = "train m {\n    data csv(\"d.csv\", target: \"y\")\n    loss mse\n    \
-                optimizer sgd(lr: 0.1)\n    batch 16777216\n}\n";
-    let model = "model m {\n    input x: f32[1048576]\n    out: dense(1)\n}\n";
+    idx_file("i.idx", &[1, 1024, 1024]);
+    let model = "model m {\n    input x: f32[1, 1024, 1024]\n    flatten\n    out: dense(10)\n}\n";
+    let huge = idx.replace("BATCH", "batch 16777216");
     std::fs::write(&file, format!("{model}{huge}")).expect("write");
     let (stdout, stderr, code) = nnc(&["check", path]);
     assert_eq!(code, 0, "{stderr}");

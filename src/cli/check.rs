@@ -5,10 +5,13 @@ use nnc_check::summary::{self, thousands};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use serde::Serialize;
 
+use nnc::data_check;
+
 use super::{Outcome, Ui};
 
-/// Runs `nnc check` on `files`. With `json`, stdout has an object per model (its summary and
-/// its file's warnings as `diagnostics`) and, for a file with errors, an object with its
+/// Runs `nnc check` on `files`: the checker, then what the headers of each trained model's
+/// data files say ([`data_check`]). With `json`, stdout has an object per model (its summary
+/// and its file's warnings as `diagnostics`) and, for a file with errors, an object with its
 /// `file` and `diagnostics` instead; one object alone, else an array.
 pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut models = Vec::new();
@@ -16,22 +19,40 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
     let mut entries: Vec<serde_json::Value> = Vec::new();
     for file in files {
         match nnc::project::check_file(file) {
-            Ok(mut checked) => {
+            Ok(checked) => {
                 if !checked.warnings.diagnostics.is_empty() {
                     eprint!("{}", checked.warnings.render(ui.color, ui.width));
                 }
-                if json {
-                    let warnings = checked.warnings.to_json();
-                    for m in &checked.models {
+                for m in checked.models {
+                    let data = data_check::check(&m, file);
+                    if !data.diagnostics.is_empty() {
+                        let found = nnc::Diagnostics {
+                            name: file.display().to_string(),
+                            text: checked.source.clone(),
+                            diagnostics: data.diagnostics,
+                        };
+                        eprint!("{}", found.render(ui.color, ui.width));
+                        if json {
+                            entries.push(serde_json::json!({
+                                "file": file.display().to_string(),
+                                "diagnostics": found.to_json(),
+                            }));
+                        }
+                        if worst != Outcome::Failed {
+                            worst = Outcome::Invalid;
+                        }
+                        continue;
+                    }
+                    if json {
                         let summary = Json {
-                            summary: summary::json(m),
-                            arena: arenas(m).and_then(Result::ok),
-                            diagnostics: warnings.clone(),
+                            summary: summary::json(&m),
+                            arena: arenas(&m, data.input.clone()).and_then(Result::ok),
+                            diagnostics: checked.warnings.to_json(),
                         };
                         entries.push(serde_json::to_value(summary).unwrap_or_default());
                     }
+                    models.push((m, data.input));
                 }
-                models.append(&mut checked.models);
             }
             Err(e) => {
                 if json {
@@ -68,12 +89,12 @@ pub fn run(files: &[std::path::PathBuf], json: bool, ui: &Ui) -> Outcome {
         // Serialising plain structs of strings and numbers cannot fail.
         println!("{}", text.unwrap_or_default());
     } else {
-        for (i, m) in models.iter().enumerate() {
+        for (i, (m, input)) in models.iter().enumerate() {
             if i > 0 {
                 println!();
             }
             print!("{}", summary::table(m));
-            match arenas(m) {
+            match arenas(m, input.clone()) {
                 Some(Ok(a)) => println!(
                     "Arena: {} per train step (batch {}), {} per eval step",
                     summary::bytes(a.train_step_bytes),
@@ -113,13 +134,12 @@ const PLAN_LIMIT: u128 = 1 << 44;
 
 /// The arenas of `model`'s train and eval steps, planned as `nnc bench` and `nnc train`
 /// compile them (without generating code, so `nnc check` stays fast); `None` without a train
-/// block, else why they are not known.
-fn arenas(model: &Model) -> Option<Result<Arenas, String>> {
+/// block, else why they are not known. `input` is how the training data enters the steps
+/// ([`data_check::DataCheck::input`]).
+fn arenas(model: &Model, input: Option<InputSpec>) -> Option<Result<Arenas, String>> {
     let train = model.train.as_ref()?;
-    let Some(input) = InputSpec::of(&train.data, model) else {
-        return Some(Err(
-            "the IDX files give the input's layout (`nnc bench` reads them)".into(),
-        ));
+    let Some(input) = input else {
+        return Some(Err("the data's layout is not known".into()));
     };
     let largest = model
         .layers

@@ -401,6 +401,10 @@ impl fmt::Display for Init {
 pub struct Train {
     pub span: Span,
     pub data: Data,
+    /// Where `data`'s value is written: `nnc check` labels what it reads of the files there.
+    pub data_span: Span,
+    /// Where `test`'s value is written, when there is one.
+    pub test_span: Option<Span>,
     /// Held-out data for evaluation; `None` means the source's own test split (MNIST's t10k)
     /// or, for sources without one, the training data itself.
     pub test: Option<Data>,

@@ -175,6 +175,8 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
         Train {
             span: header,
             data: data_src?,
+            data_span: spans.data,
+            test_span: spans.test,
             test: if get("test").is_some() {
                 Some(test?)
             } else {
@@ -490,10 +492,9 @@ fn metrics(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
 /// Checks that the train block fits the model: data shape, loss and output layer.
 pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Vec<Diagnostic>) {
     if let (Score::Mae, Some(span)) = (train.score(), spans.metrics) {
-        // The targets are values for CSV data, and for inline tables under MSE.
+        // The targets are values for CSV data and inline tables under MSE.
         let values = match train.data {
-            Data::Csv { .. } => true,
-            Data::Inline { .. } => train.loss == Loss::Mse,
+            Data::Csv { .. } | Data::Inline { .. } => train.loss == Loss::Mse,
             Data::Mnist { .. } | Data::Idx { .. } => false,
         };
         if train.metrics.contains(&Metric::Accuracy) {

@@ -99,13 +99,61 @@ pub fn idx_pair(
     pair(images, labels, classes)
 }
 
-fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Dataset, DataError> {
+/// What an IDX image/label pair holds, from its headers alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxPairHeader {
+    /// The number of images (and of labels).
+    pub count: usize,
+    /// The shape of one image as [`idx_pair`] gives it (`[1, H, W]` for `[N, H, W]` files).
+    pub sample: Vec<usize>,
+    /// Whether the images are u8 ([`Inputs::U8`]); other types become [`Inputs::F32`].
+    pub bytes: bool,
+}
+
+/// Reads the headers of an IDX image/label pair, and not the images: everything [`idx_pair`]
+/// checks before reading the images (dimensions, element types, counts, that each file is
+/// as long as its header promises, and with `classes`, that every label is below it: one
+/// byte a sample), for checking a model against its data without reading the data.
+pub fn idx_pair_header(
+    images: &Path,
+    labels: &Path,
+    classes: Option<usize>,
+) -> Result<IdxPairHeader, DataError> {
+    let images = IdxFile::open(images)?;
+    let labels = IdxFile::open(labels)?;
+    let sample = headers(&images, &labels)?;
+    if let Some(k) = classes {
+        let path = labels.path.clone();
+        labels_in_range(&path, &labels.read_payload()?, k)?;
+    }
+    Ok(IdxPairHeader {
+        count: images.dims.first().copied().unwrap_or(0),
+        sample,
+        bytes: images.ty == ElemType::U8,
+    })
+}
+
+/// Every label below `k`, or the first that is not.
+fn labels_in_range(path: &Path, labels: &[u8], k: usize) -> Result<(), DataError> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| usize::from(l) >= k)
+    {
+        Some((i, &label)) => Err(DataError::Content {
+            path: path.to_owned(),
+            detail: format!("label {label} at index {i} is out of range for {k} classes"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks the two headers against each other; gives the shape of one image.
+fn headers(images: &IdxFile, labels: &IdxFile) -> Result<Vec<usize>, DataError> {
     let content = |path: &Path, detail: String| DataError::Content {
         path: path.to_owned(),
         detail,
     };
-
-    // Headers first.
     let sample: Vec<usize> = match images.dims[..] {
         [_, d] => vec![d],
         [_, h, w] => vec![1, h, w],
@@ -155,22 +203,23 @@ fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Data
             format!("no data: the images are {}", images.shape()),
         ));
     }
+    Ok(sample)
+}
+
+fn pair(images: IdxFile, labels: IdxFile, classes: Option<usize>) -> Result<Dataset, DataError> {
+    let content = |path: &Path, detail: String| DataError::Content {
+        path: path.to_owned(),
+        detail,
+    };
+    // Headers first.
+    let sample = headers(&images, &labels)?;
 
     // Labels next: small, and their errors need no image.
     let labels_path = labels.path.clone();
     let raw_labels = labels.read_payload()?;
     let classes = match classes {
         Some(k) => {
-            if let Some((i, &label)) = raw_labels
-                .iter()
-                .enumerate()
-                .find(|&(_, &l)| usize::from(l) >= k)
-            {
-                return Err(content(
-                    &labels_path,
-                    format!("label {label} at index {i} is out of range for {k} classes"),
-                ));
-            }
+            labels_in_range(&labels_path, &raw_labels, k)?;
             k
         }
         None => raw_labels.iter().max().map_or(0, |&m| usize::from(m) + 1),
@@ -229,6 +278,39 @@ mod tests {
         }
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn headers_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (i, l) = (dir.path().join("images"), dir.path().join("labels"));
+        std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 24])).unwrap();
+        std::fs::write(&l, idx(8, &[2], &[0, 1])).unwrap();
+        let header = idx_pair_header(&i, &l, None).unwrap();
+        assert_eq!(
+            header,
+            IdxPairHeader {
+                count: 2,
+                sample: vec![1, 3, 4],
+                bytes: true
+            }
+        );
+        // With a class count, the labels are read.
+        assert!(idx_pair_header(&i, &l, Some(2)).is_ok());
+        let err = idx_pair_header(&i, &l, Some(1)).unwrap_err().to_string();
+        assert!(
+            err.ends_with("labels: label 1 at index 1 is out of range for 1 classes"),
+            "{err}"
+        );
+        // The images are not read, but their size is checked against the file's.
+        std::fs::write(&i, idx(8, &[2, 3, 4], &[0; 23])).unwrap();
+        let err = idx_pair_header(&i, &l, None).unwrap_err().to_string();
+        assert!(err.contains("truncated IDX payload"), "{err}");
+        std::fs::write(&i, idx(0x0D, &[2, 3], &[0; 24])).unwrap();
+        assert!(!idx_pair_header(&i, &l, None).unwrap().bytes);
+        std::fs::write(&l, idx(8, &[3], &[0, 1, 2])).unwrap();
+        let err = idx_pair_header(&i, &l, None).unwrap_err().to_string();
+        assert!(err.contains("2 images, but"), "{err}");
     }
 
     fn pair_of(images: &[u8], labels: &[u8], classes: Option<usize>) -> Result<Dataset, DataError> {

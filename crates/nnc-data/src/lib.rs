@@ -2,7 +2,8 @@
 //! written inline in a `.nn` file, the per-epoch order of samples, and batches of it.
 //!
 //! - `idx.rs`: the IDX format ([`read_idx`]); `images.rs`: image/label pairs ([`mnist`],
-//!   [`idx_pair`]); `csv.rs`: tables of numbers ([`csv()`]); `order.rs`: [`epoch_order`],
+//!   [`idx_pair`]); `csv.rs`: tables of numbers ([`csv()`], [`csv_classes`] for class
+//!   labels); `order.rs`: [`epoch_order`],
 //!   [`batches`]; `error.rs`: [`DataError`].
 //! - A user's file is untrusted: a malformed one ends in a one-line [`DataError`] naming the
 //!   file and the defect, never a panic, and nothing is allocated before the header says how
@@ -20,10 +21,13 @@ mod order;
 
 use std::fmt;
 
-pub use crate::csv::{MAX_CSV_BYTES, csv};
+pub use crate::csv::{
+    CsvHeader, MAX_CSV_BYTES, MAX_CSV_LINE_BYTES, class_label, csv, csv_check_labels, csv_classes,
+    csv_header,
+};
 pub use crate::error::DataError;
 pub use crate::idx::{Idx, IdxData, MAX_PAYLOAD_BYTES, read_idx};
-pub use crate::images::{Split, idx_pair, mnist};
+pub use crate::images::{IdxPairHeader, Split, idx_pair, idx_pair_header, mnist};
 pub use crate::order::{batches, epoch_order};
 
 /// A data set held in memory. Images stay u8 (47 MB for MNIST, not 188 MB of f32).

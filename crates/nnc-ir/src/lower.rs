@@ -89,21 +89,21 @@ impl InputSpec {
 }
 
 impl TargetSpec {
+    /// What the targets of `data` are in `model`'s steps: the one answer every command uses
+    /// (train, eval, check's arenas, ir, bench, gradcheck), so that they all build the same
+    /// step. Image sources have class labels; CSV and inline tables have class labels under a
+    /// classification loss (their one target column is the class) and values under `mse`.
     pub fn of(data: &Data, model: &Model) -> TargetSpec {
+        let outputs = model.output_shape().numel() as usize;
+        let classification = model.train.as_ref().is_some_and(|t| t.loss != Loss::Mse);
         match data {
             Data::Mnist { .. } => TargetSpec::Classes(10),
-            Data::Idx { classes, .. } => TargetSpec::Classes(
-                classes.unwrap_or_else(|| model.output_shape().numel() as usize),
-            ),
-            Data::Csv { target, .. } => TargetSpec::Values(target.len()),
-            Data::Inline { targets, .. } => {
-                let classification = model.train.as_ref().is_some_and(|t| t.loss != Loss::Mse);
-                if classification {
-                    TargetSpec::Classes(model.output_shape().numel() as usize)
-                } else {
-                    TargetSpec::Values(targets.first().map_or(1, Vec::len))
-                }
+            Data::Idx { classes, .. } => TargetSpec::Classes(classes.unwrap_or(outputs)),
+            Data::Csv { .. } | Data::Inline { .. } if classification => {
+                TargetSpec::Classes(outputs)
             }
+            Data::Csv { target, .. } => TargetSpec::Values(target.len()),
+            Data::Inline { targets, .. } => TargetSpec::Values(targets.first().map_or(1, Vec::len)),
         }
     }
 }

@@ -98,7 +98,9 @@ fn filter_tiled(
         dw,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted).
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
+    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
+    // panic before any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 
@@ -294,7 +296,9 @@ fn forward_tiled(
         y,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted).
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
+    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
+    // panic before any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 
@@ -478,6 +482,46 @@ impl Row<'_> {
     }
 }
 
+/// Times C3's forward and filter gradient, channels in lanes, on one thread, printing the best of
+/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_c3(isa: Isa) {
+    let samples = 16;
+    let g = Conv::forward(6, 14, 14, 16, 5, 5);
+    let x = vec![0.5f32; samples * g.c * g.plane];
+    let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
+    let per = gradient_floats(&g);
+    let mut dyt = vec![0.0f32; samples * per];
+    let mut dw = vec![0.0f32; g.o * g.taps()];
+    let mut best = [f64::MAX; 2];
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
+            transposed_gradient(&g, &dy[b * g.o * g.oh * g.ow..], out);
+        }
+        best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+        let t = std::time::Instant::now();
+        filter(isa, &g, samples, &x, &dyt, &mut dw);
+        best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let w = vec![0.1f32; g.o_pad() * g.taps()];
+    let mut wt = vec![0.0f32; filter_floats(&g)];
+    let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
+    let mut fwd = f64::MAX;
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        transposed_filters(&g, &w, &mut wt);
+        forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
+        fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
+    println!(
+        "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
+         ({samples} samples, one thread)",
+        best[0], best[1]
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,9 +560,11 @@ mod tests {
             }
             let mut first: Option<Vec<f32>> = None;
             // Each unit with its own tiles, and with AVX-512's.
-            let runs = Isa::supported_all()
-                .into_iter()
-                .flat_map(|isa| [(isa, false), (isa, true)]);
+            let runs = crate::testing::vector_units(
+                "channels::filter_gradient_matches_the_definition_on_every_unit",
+            )
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 let mut dw = vec![f32::NAN; o * g.taps()];
                 filter_tiled(isa, &g, samples, (&x, &dyt), &mut dw, wide);
@@ -561,9 +607,10 @@ mod tests {
             let bias = values(o, 500 + k as u64);
             let mut wt = vec![f32::NAN; filter_floats(&g)];
             transposed_filters(&g, &w, &mut wt);
-            let runs = Isa::supported_all()
-                .into_iter()
-                .flat_map(|isa| [(isa, false), (isa, true)]);
+            let runs =
+                crate::testing::vector_units("channels::forward_gives_the_bits_of_direct_forward")
+                    .into_iter()
+                    .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 for bias in [None, Some(&bias[..])] {
                     let out = samples * o * g.oh * g.ow;
@@ -580,45 +627,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit channels -- --ignored --nocapture"]
-    fn time_c3() {
-        let isa = Isa::best().expect("a vector unit");
-        let samples = 16;
-        let g = Conv::forward(6, 14, 14, 16, 5, 5);
-        let x = vec![0.5f32; samples * g.c * g.plane];
-        let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
-        let per = gradient_floats(&g);
-        let mut dyt = vec![0.0f32; samples * per];
-        let mut dw = vec![0.0f32; g.o * g.taps()];
-        let mut best = [f64::MAX; 2];
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
-                transposed_gradient(&g, &dy[b * g.o * g.oh * g.ow..], out);
-            }
-            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-            let t = std::time::Instant::now();
-            filter(isa, &g, samples, &x, &dyt, &mut dw);
-            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-        }
-        let w = vec![0.1f32; g.o_pad() * g.taps()];
-        let mut wt = vec![0.0f32; filter_floats(&g)];
-        let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
-        let mut fwd = f64::MAX;
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            transposed_filters(&g, &w, &mut wt);
-            forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
-            fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
-        }
-        eprintln!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
-        eprintln!(
-            "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
-             ({samples} samples, one thread)",
-            best[0], best[1]
-        );
     }
 }

@@ -378,7 +378,9 @@ fn forward_rows_of(
             wide,
         };
         // SAFETY: the unit is supported (asserted); the slices are long enough for every
-        // unmasked access (asserted above; masked lanes are not accessed).
+        // unmasked access (asserted above; masked lanes are not accessed); the kernel's
+        // pointers come from these slices, borrowed for the call (`y` as `&mut`), so no one
+        // else accesses what it writes meanwhile, and the asserts panic before any is used.
         unsafe { simd::run(isa, planes) };
     }
 }
@@ -835,7 +837,8 @@ pub fn shift_columns(isa: Isa, g: &Conv, samples: usize, x: &[f32], out: &mut [f
         out,
     };
     // SAFETY: the unit is supported (asserted); every row copied lies inside `x` and `out`
-    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`).
+    // (asserted lengths: row `i < h` of plane `c` of sample `b`, columns `kj..kj + ow ≤ w`);
+    // `out` is borrowed `&mut` for the call, so nothing else accesses it meanwhile.
     unsafe { simd::run(isa, k) };
 }
 
@@ -908,6 +911,65 @@ pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Times the direct kernels on LeNet-5's convolutions (and from shifted copies) on one thread,
+/// printing the best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_lenet_shapes(isa: Isa) {
+    let samples = 16;
+    for (name, g) in [
+        ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
+        ("c3", Conv::forward(6, 14, 14, 16, 5, 5)),
+        (
+            "c3 input gradient",
+            Conv::forward(6, 14, 14, 16, 5, 5).input_gradient(),
+        ),
+    ] {
+        let x = vec![0.5f32; samples * g.c * g.plane];
+        let w = vec![0.1f32; g.o_pad() * g.taps()];
+        let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
+        let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
+        let mut dw = vec![0.0f32; g.o * g.taps()];
+        let mut best = [f64::MAX; 2];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            forward(isa, &g, samples, &x, &w, None, &mut out);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            if g.filter_supported() {
+                filter(isa, &g, samples, &x, &dy, &mut dw);
+            }
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
+            best[0], best[1]
+        );
+        if g.skips_rows() {
+            continue;
+        }
+        // The same from shifted copies of the columns, the copying included.
+        let s = g.shifted();
+        let mut xs = vec![0.0f32; samples * g.c * s.plane];
+        let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
+        let mut best = [f64::MAX; 3];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            shift_columns(isa, &g, samples, &x, &mut xs);
+            best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
+            forward(isa, &s, samples, &xs, &w, None, &mut out);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            shift_columns(isa, &g, samples, &x, &mut xs);
+            filter(isa, &s, samples, &xs, &dy, &mut dw);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name} shifted: forward {:.1} µs, filter {:.1} µs (the copies {:.1} µs)",
+            best[0], best[1], best[2]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,7 +1024,7 @@ mod tests {
     #[test]
     fn forward_matches_the_definition() {
         // Each unit with its own tiles, and with AVX-512's.
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("direct::forward_matches_the_definition")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)]);
         for (isa, tiles) in runs {
@@ -1016,7 +1078,8 @@ mod tests {
 
     #[test]
     fn input_gradient_is_the_transposed_product() {
-        for isa in Isa::supported_all() {
+        for isa in crate::testing::vector_units("direct::input_gradient_is_the_transposed_product")
+        {
             for (k, &s) in SHAPES.iter().enumerate() {
                 let (c, h, wd, o, kh, kw) = s;
                 let g = Conv::forward(c, h, wd, o, kh, kw);
@@ -1052,14 +1115,16 @@ mod tests {
     fn filter_gradient_matches_the_definition() {
         // 9 samples: AVX2 goes over them in blocks, carrying its accumulators.
         // Each unit with its own tiles, and with AVX-512's.
-        let runs = Isa::supported_all().into_iter().flat_map(|isa| {
-            [
-                (isa, 3, false),
-                (isa, 9, false),
-                (isa, 3, true),
-                (isa, 9, true),
-            ]
-        });
+        let runs = crate::testing::vector_units("direct::filter_gradient_matches_the_definition")
+            .into_iter()
+            .flat_map(|isa| {
+                [
+                    (isa, 3, false),
+                    (isa, 9, false),
+                    (isa, 3, true),
+                    (isa, 9, true),
+                ]
+            });
         for (isa, samples, tiles) in runs {
             for ((k, &s), shifted) in SHAPES
                 .iter()
@@ -1105,7 +1170,9 @@ mod tests {
 
     #[test]
     fn skipping_a_samples_zero_rows_changes_no_bit() {
-        for isa in Isa::supported_all() {
+        for isa in
+            crate::testing::vector_units("direct::skipping_a_samples_zero_rows_changes_no_bit")
+        {
             let samples = 4;
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for (k, &s) in SHAPES.iter().enumerate() {
@@ -1156,65 +1223,6 @@ mod tests {
                 filter_rows_of(isa, &g, samples, (&x, &wide), &mut every, false, false);
                 assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
             }
-        }
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit direct -- --ignored --nocapture"]
-    fn time_lenet_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        let samples = 16;
-        for (name, g) in [
-            ("c1", Conv::forward(1, 32, 32, 6, 5, 5)),
-            ("c3", Conv::forward(6, 14, 14, 16, 5, 5)),
-            (
-                "c3 input gradient",
-                Conv::forward(6, 14, 14, 16, 5, 5).input_gradient(),
-            ),
-        ] {
-            let x = vec![0.5f32; samples * g.c * g.plane];
-            let w = vec![0.1f32; g.o_pad() * g.taps()];
-            let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
-            let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
-            let mut dw = vec![0.0f32; g.o * g.taps()];
-            let mut best = [f64::MAX; 2];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                forward(isa, &g, samples, &x, &w, None, &mut out);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                if g.filter_supported() {
-                    filter(isa, &g, samples, &x, &dy, &mut dw);
-                }
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name}: forward {:.1} µs, filter {:.1} µs ({samples} samples, one thread)",
-                best[0], best[1]
-            );
-            if g.skips_rows() {
-                continue;
-            }
-            // The same from shifted copies of the columns, the copying included.
-            let s = g.shifted();
-            let mut xs = vec![0.0f32; samples * g.c * s.plane];
-            let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
-            let mut best = [f64::MAX; 3];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                shift_columns(isa, &g, samples, &x, &mut xs);
-                best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
-                forward(isa, &s, samples, &xs, &w, None, &mut out);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                shift_columns(isa, &g, samples, &x, &mut xs);
-                filter(isa, &s, samples, &xs, &dy, &mut dw);
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name} shifted: forward {:.1} µs, filter {:.1} µs (the copies {:.1} µs)",
-                best[0], best[1], best[2]
-            );
         }
     }
 }

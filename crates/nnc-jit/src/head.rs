@@ -228,7 +228,9 @@ impl HeadKernel {
     pub unsafe fn run(&self, base: *mut u8) {
         let (b, k) = (self.rows, self.classes);
         // SAFETY (all views): offsets are the plan's, 64-byte aligned, each buffer of its
-        // value's size; the outputs are disjoint from the inputs and from each other.
+        // value's size; the outputs are disjoint from the inputs and from each other, and the
+        // head is never split: it runs on one thread while no other kernel runs, so nothing
+        // else references these buffers while the views live. Making a view cannot panic.
         let z = unsafe { std::slice::from_raw_parts(base.add(self.z) as *const f32, b * k) };
         let labels = unsafe { std::slice::from_raw_parts(base.add(self.label) as *const i32, b) };
         let f32_out = |off: usize, n: usize| unsafe {
@@ -244,6 +246,7 @@ impl HeadKernel {
             bias.fill(0.0);
         }
         // As `softmax_xent_grad`: the seed over the batch.
+        // SAFETY: the seed is an f32 scalar at its aligned offset, an input no one writes.
         let scale = self
             .seed
             .map_or(0.0, |o| unsafe { *(base.add(o) as *const f32) } / b as f32);

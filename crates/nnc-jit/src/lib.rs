@@ -32,8 +32,21 @@ pub mod trainer;
 pub mod transcendental;
 pub mod updates;
 
-#[cfg(test)]
-mod testing;
+/// Test helpers shared by the unit and integration tests (not API).
+#[doc(hidden)]
+pub mod testing;
 
-pub use program::{Options, Program};
+/// The vector kernels' timings, for `benches/kernels.rs` alone (not API): the one way in from
+/// outside to the kernel routines they time.
+#[doc(hidden)]
+pub mod kernel_timings {
+    pub use crate::channels::time_c3 as channels_c3;
+    pub use crate::direct::time_lenet_shapes as direct_lenet_shapes;
+    pub use crate::maxpool::time_lenet_shapes as maxpool_lenet_shapes;
+    pub use crate::samples::time_c3 as samples_c3;
+    pub use crate::simd::Isa;
+    pub use crate::sparse::time_mlp_shapes as sparse_mlp_shapes;
+}
+
+pub use program::{CompileError, Options, Program};
 pub use trainer::{BatchData, EvalOutput, InputData, TargetData, TrainOutput, Trainer};

@@ -332,24 +332,32 @@ impl LibKernel {
         }
     }
 
-    /// Runs a part of the kernel on the arena at `base`.
+    /// Runs part `part` of `parts` (1 or 2) of the kernel on the arena at `base`: a range of
+    /// rows, columns, samples or planes.
+    ///
+    /// Each part makes references only to what it alone writes (its range of the output, its
+    /// scratch) and to what no one writes while it runs; where the parts interleave (a
+    /// contraction split by columns) it writes through raw pointers, never through a
+    /// reference spanning the other part's elements. Of the first operand, which a fused
+    /// prologue on the other thread may be writing, a split part views only its own range.
     ///
     /// # Safety
     /// `base` must point to an arena laid out by the plan this kernel was built with: every
     /// offset plus its tensor's size lies inside it, operands are initialised, and the output
     /// and scratch buffers overlap no operand (the plan never aliases an op's output with its
-    /// inputs).
-    /// Runs part `part` of `parts` (1 or 2): a range of columns, samples or planes.
-    ///
-    /// # Safety
-    /// As above; the two parts of a split kernel write disjoint parts of the output and use
-    /// separate scratch space, so they may run concurrently.
+    /// inputs). While the part runs, no one else reads or writes its range of the output or
+    /// its scratch, and no one writes the operands, except the other part of the same kernel
+    /// (whose ranges are disjoint from this one's) and its fused prologue, which writes only
+    /// that part's range of the first operand.
     pub unsafe fn run_part(&self, base: *mut u8, part: usize, parts: usize) {
         let n = |s: &[usize]| s.iter().product::<usize>();
         let range = |len: usize| (len * part / parts, len * (part + 1) / parts);
         let scratch = self.scratch + part * self.scratch_part;
-        // SAFETY (for the three helpers): see the function's contract; offsets are 64-byte
-        // aligned, so f32/i32 views are aligned too.
+        // SAFETY (for the two helpers): see the function's contract; offsets are 64-byte
+        // aligned, so f32/i32 views are aligned too. They view whole operands, which no one
+        // writes while this part runs: used only for operands past the first, or for the
+        // first by kernels that never run with a prologue on the other thread (not split,
+        // or split by columns). Creating a slice cannot panic.
         let f32s = |k: usize| unsafe {
             let (o, s, _) = &self.args[k];
             std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
@@ -358,8 +366,31 @@ impl LibKernel {
             let (o, s, _) = &self.args[k];
             std::slice::from_raw_parts(base.add(*o) as *const i32, n(s))
         };
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut f32, n(&self.out.1))
+        // SAFETY (each call): the first operand is an f32 tensor at its aligned offset, and
+        // `lo..hi` is within it and this part's range of it (its rows, samples or planes, as
+        // `range` divides them: the other part's range is disjoint), which no one writes while
+        // this part runs (a fused prologue writes this range before, on this thread).
+        let first = |lo: usize, hi: usize| unsafe { floats(base, self.args[0].0, lo, hi) };
+        // The output, only through this part's range (or raw pointers from `out_at`).
+        let out_at = base.wrapping_add(self.out.0) as *mut f32;
+        // SAFETY (each call): the output is an f32 tensor at its aligned offset, `lo..hi` is
+        // within it and this part's range of it (the other part's is disjoint, as `range`
+        // divides them; a kernel not split is one part with the whole), and each arm makes
+        // one such slice. Nothing else references the output while the part runs: the plan
+        // never aliases it with an operand or scratch, and a fused epilogue on the other
+        // thread touches only that part's range. Creating a slice cannot panic.
+        let out_part = |lo: usize, hi: usize| unsafe { floats_mut(base, self.out.0, lo, hi) };
+        // The second part of a split filter gradient sums into `extra`, added to the output
+        // by `finish`.
+        let filter_target = || {
+            if part == 0 {
+                out_part(0, n(&self.out.1))
+            } else {
+                // SAFETY: `extra` holds the output's size in floats of scratch, used by the
+                // second part alone (and read by `finish` after both parts), disjoint from the
+                // output and every operand.
+                unsafe { floats_mut(base, self.extra, 0, n(&self.out.1)) }
+            }
         };
         let shape = |k: usize| &self.args[k].1;
         let oshape = &self.out.1;
@@ -387,19 +418,38 @@ impl LibKernel {
                 } else {
                     ((0, m), range(nn))
                 };
+                // The rows of A this part reads: its own when it has rows of op(A) = A (a
+                // fused prologue may be writing the other part's), all of Aᵀ's otherwise
+                // (then no prologue runs on the other thread: see `parts`).
+                let a_rows = if *ta { (0, a[0]) } else { rows };
+                let (lo_a, hi_a) = (a_rows.0 * a[1], a_rows.1 * a[1]);
                 // The images' bytes, when A is read from them.
                 let bytes = self.u8_scale.map(|scale| {
-                    // SAFETY: the operand's offset is the u8 parameter's, `ar · ac` bytes.
-                    let a = unsafe { std::slice::from_raw_parts(base.add(self.args[0].0), n(a)) };
+                    // SAFETY: the operand's offset is the u8 parameter's, `ar · ac` bytes, and
+                    // `lo_a..hi_a` lies within them; a parameter is not written while a step
+                    // runs. Creating a slice cannot panic.
+                    let a = unsafe {
+                        std::slice::from_raw_parts(base.add(self.args[0].0 + lo_a), hi_a - lo_a)
+                    };
                     (a, scale)
                 });
+                // This part's view of A is rows `a_rows`: its rows count from there.
+                let (a_view, view_rows) = if *ta {
+                    ([a[0], a[1]], rows)
+                } else {
+                    ([rows.1 - rows.0, a[1]], (0, rows.1 - rows.0))
+                };
                 let data = match bytes {
                     Some((a, scale)) => sparse::Data::U8(a, scale),
-                    None => sparse::Data::F32(f32s(0)),
+                    None => sparse::Data::F32(first(lo_a, hi_a)),
                 };
                 if let (true, Some(isa), false) = (self.sparse, self.isa, *tb) {
                     // SAFETY: this part's scratch holds `scratch_bytes` of the instruction,
-                    // the gather's for all rows; C and B hold the rows and columns addressed.
+                    // the gather's for all rows, and no one else uses it; B holds the rows and
+                    // columns addressed, and is not written while the kernel runs; C (the
+                    // output) is written only through the raw pointer, in this part's rows
+                    // and columns (disjoint from the other part's), so no reference spans the
+                    // other part's elements. Creating the scratch slice cannot panic.
                     let done = unsafe {
                         let scratch = std::slice::from_raw_parts_mut(
                             base.add(scratch),
@@ -408,12 +458,12 @@ impl LibKernel {
                         sparse::product(
                             isa,
                             data,
-                            [a[0], a[1]],
+                            a_view,
                             *ta,
-                            rows,
+                            view_rows,
                             f32s(1).as_ptr(),
                             nn,
-                            out.as_mut_ptr().add(rows.0 * nn),
+                            out_at.add(rows.0 * nn),
                             nn,
                             cols,
                             scratch,
@@ -425,13 +475,12 @@ impl LibKernel {
                     }
                 }
                 // From bytes, the GEMM reads A converted into this part's scratch (the
-                // gather's, done with): this part's rows of A, or all of Aᵀ's.
-                let a_rows = if *ta { (0, a[0]) } else { rows };
+                // gather's, done with).
                 let a_floats = match bytes {
                     Some((bytes, scale)) => {
-                        let bytes = &bytes[a_rows.0 * a[1]..a_rows.1 * a[1]];
                         // SAFETY: the scratch holds `4 · ar · ac` bytes for this (see
-                        // `scratch_bytes`), 4-byte aligned, disjoint from every operand.
+                        // `scratch_bytes`), 4-byte aligned, disjoint from every operand, and
+                        // this part's alone; the gather's slice above is no longer used.
                         let floats = unsafe {
                             std::slice::from_raw_parts_mut(
                                 base.add(scratch) as *mut f32,
@@ -442,15 +491,19 @@ impl LibKernel {
                             *x = b as f32 * scale;
                         }
                         // Where A's row 0 would be.
-                        floats.as_ptr().wrapping_sub(a_rows.0 * a[1])
+                        floats.as_ptr().wrapping_sub(lo_a)
                     }
-                    None => f32s(0).as_ptr(),
+                    None => first(lo_a, hi_a).as_ptr().wrapping_sub(lo_a),
                 };
                 // SAFETY: rows and columns of C, op(A) and op(B) in these ranges are inside
-                // their matrices (of A, those converted when it is read from bytes).
+                // their matrices (of A, in the rows this part reads, or those converted when
+                // it is read from bytes); C is written only through this raw pointer, in this
+                // part's rows or columns (the other part's are disjoint), and overlaps neither
+                // A nor B. gemm does not unwind into a half-written state we rely on: a panic
+                // propagates through `Worker::join` after both parts stopped.
                 unsafe {
                     matmul(
-                        out.as_mut_ptr().add(rows.0 * nn + cols.0),
+                        out_at.add(rows.0 * nn + cols.0),
                         nn as isize,
                         a_floats.wrapping_offset(rows.0 as isize * a_rs),
                         a_cs,
@@ -467,30 +520,39 @@ impl LibKernel {
             }
             Op::Conv2d { stride, padding } if *stride == [1, 1] && *padding == [0, 0] => {
                 let (lo, hi) = range(shape(0)[0]);
-                // SAFETY: as for the other arms: operands and scratch as the plan laid out.
-                unsafe {
-                    self.stride_one(base, scratch, lo, hi, WideOp::Forward, out.as_mut_ptr())
-                };
+                let (xs, ys) = (n(&shape(0)[1..]), n(&oshape[1..]));
+                let (x, y) = (first(lo * xs, hi * xs), out_part(lo * ys, hi * ys));
+                // SAFETY: operands past the first and this part's scratch as the plan laid
+                // them out; the part's samples of the input and the output passed as slices.
+                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Forward, x, y) };
             }
             Op::Conv2dGradFilter {
                 stride, padding, ..
             } if *stride == [1, 1] && *padding == [0, 0] => {
                 let (lo, hi) = range(shape(0)[0]);
-                // The second part sums into `extra`, added to the output by `finish`.
-                let target = if part == 0 {
-                    out.as_mut_ptr()
-                } else {
-                    unsafe { base.add(self.extra) as *mut f32 }
-                };
+                let xs = n(&shape(0)[1..]);
+                let dw = filter_target();
                 // SAFETY: as above.
-                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Filter, target) };
+                unsafe {
+                    self.stride_one(
+                        base,
+                        scratch,
+                        lo,
+                        hi,
+                        WideOp::Filter,
+                        first(lo * xs, hi * xs),
+                        dw,
+                    )
+                };
             }
             Op::Conv2dGradInput {
                 stride, padding, ..
             } if *stride == [1, 1] && *padding == [0, 0] => {
                 let (lo, hi) = range(shape(0)[0]);
+                let (dys, dxs) = (n(&shape(0)[1..]), n(&oshape[1..]));
+                let (dy, dx) = (first(lo * dys, hi * dys), out_part(lo * dxs, hi * dxs));
                 // SAFETY: as above.
-                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Input, out.as_mut_ptr()) };
+                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Input, dy, dx) };
             }
             Op::Conv2d { stride, padding } => {
                 let [_, c, h, w] = dims4(shape(0));
@@ -503,12 +565,14 @@ impl LibKernel {
                     return;
                 }
                 let np = nb * p;
-                // SAFETY: the program reserved `scratch_bytes` per part at `scratch`.
+                // SAFETY: the program reserved `scratch_bytes` per part at `scratch`, this
+                // part's alone.
                 let (col, y2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let x = f32s(0);
-                for (i, b) in (lo..hi).enumerate() {
+                let chw = c * h * w;
+                let x = first(lo * chw, hi * chw);
+                for i in 0..nb {
                     im2col(
-                        &x[b * c * h * w..(b + 1) * c * h * w],
+                        &x[i * chw..(i + 1) * chw],
                         &mut col[i * p..],
                         np,
                         c,
@@ -523,6 +587,8 @@ impl LibKernel {
                     );
                 }
                 // Y' [O, n·P] = W [O, K] · col [K, n·P], then each sample's block into place.
+                // SAFETY: `y2` and `col` are this part's scratch slices of these sizes, W an
+                // operand of `o · kk` floats; C (`y2`) overlaps neither.
                 unsafe {
                     matmul(
                         y2.as_mut_ptr(),
@@ -539,9 +605,10 @@ impl LibKernel {
                         false,
                     )
                 };
-                for (i, b) in (lo..hi).enumerate() {
+                let out = out_part(lo * o * p, hi * o * p);
+                for i in 0..nb {
                     for oc in 0..o {
-                        out[(b * o + oc) * p..(b * o + oc + 1) * p]
+                        out[(i * o + oc) * p..(i * o + oc + 1) * p]
                             .copy_from_slice(&y2[oc * np + i * p..oc * np + (i + 1) * p]);
                     }
                 }
@@ -555,24 +622,20 @@ impl LibKernel {
                 let (kk, p) = (c * kh * kw, oh * ow);
                 let (lo, hi) = range(dims4(shape(0))[0]);
                 let nb = hi - lo;
-                // The second part sums into `extra`, added to the output by `finish`.
-                let target = if part == 0 {
-                    out.as_mut_ptr()
-                } else {
-                    unsafe { base.add(self.extra) as *mut f32 }
-                };
+                let target = filter_target();
                 if nb == 0 {
                     // An empty part contributes a zero partial sum.
-                    unsafe { std::slice::from_raw_parts_mut(target, n(oshape)) }.fill(0.0);
+                    target.fill(0.0);
                     return;
                 }
                 let np = nb * p;
                 // SAFETY: as above.
                 let (col, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let (x, dy) = (f32s(0), f32s(1));
+                let chw = c * h * w;
+                let (x, dy) = (first(lo * chw, hi * chw), f32s(1));
                 for (i, b) in (lo..hi).enumerate() {
                     im2col(
-                        &x[b * c * h * w..(b + 1) * c * h * w],
+                        &x[i * chw..(i + 1) * chw],
                         &mut col[i * p..],
                         np,
                         c,
@@ -591,9 +654,11 @@ impl LibKernel {
                     }
                 }
                 // dW [O, K] = dY' [O, n·P] · colᵀ [n·P, K]
+                // SAFETY: `target` holds `o · kk` floats, this part's alone; `g2` and `col`
+                // are this part's scratch slices of these sizes.
                 unsafe {
                     matmul(
-                        target,
+                        target.as_mut_ptr(),
                         kk as isize,
                         g2.as_ptr(),
                         1,
@@ -623,14 +688,16 @@ impl LibKernel {
                 let np = nb * p;
                 // SAFETY: as above.
                 let (dcol, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let dy = f32s(0);
-                for (i, b) in (lo..hi).enumerate() {
+                let dy = first(lo * o * p, hi * o * p);
+                for i in 0..nb {
                     for oc in 0..o {
                         g2[oc * np + i * p..oc * np + (i + 1) * p]
-                            .copy_from_slice(&dy[(b * o + oc) * p..(b * o + oc + 1) * p]);
+                            .copy_from_slice(&dy[(i * o + oc) * p..(i * o + oc + 1) * p]);
                     }
                 }
                 // dcol [K, n·P] = Wᵀ [K, O] · dY' [O, n·P]
+                // SAFETY: `dcol` and `g2` are this part's scratch slices of these sizes, W an
+                // operand of `o · kk` floats; C (`dcol`) overlaps neither.
                 unsafe {
                     matmul(
                         dcol.as_mut_ptr(),
@@ -647,11 +714,13 @@ impl LibKernel {
                         false,
                     )
                 };
-                for (i, b) in (lo..hi).enumerate() {
+                let chw = c * h * w;
+                let out = out_part(lo * chw, hi * chw);
+                for i in 0..nb {
                     col2im(
                         &dcol[i * p..],
                         np,
-                        &mut out[b * c * h * w..(b + 1) * c * h * w],
+                        &mut out[i * chw..(i + 1) * chw],
                         c,
                         h,
                         w,
@@ -677,8 +746,8 @@ impl LibKernel {
                 };
                 let (xs, xp) = sub(shape(0));
                 let (ys, yp) = sub(oshape);
-                let x = &f32s(0)[lo * xp..hi * xp];
-                let y = &mut out[lo * yp..hi * yp];
+                let x = first(lo * xp, hi * xp);
+                let y = out_part(lo * yp, hi * yp);
                 // 2×2 windows, stride 2: sixteen windows per vector.
                 let (h, w) = (xs[1], xs[2]);
                 let vector = self.isa.filter(|_| *size == [2, 2] && *stride == [2, 2]);
@@ -703,14 +772,15 @@ impl LibKernel {
             Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
                 reduce(
                     f32s(0),
-                    out,
+                    out_part(0, n(oshape)),
                     shape(0),
                     axes,
                     matches!(self.op, Op::ReduceMax { .. }),
                 );
             }
             Op::ArgMax { axis } => {
-                // SAFETY: the output is an i32 tensor of `oshape`.
+                // SAFETY: the output is an i32 tensor of `oshape`, written by this kernel
+                // alone (not split: one part), and referenced nowhere else while it runs.
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut i32, n(oshape))
                 };
@@ -731,6 +801,7 @@ impl LibKernel {
                 }
             }
             Op::OneHot { classes } => {
+                let out = out_part(0, n(oshape));
                 out.fill(0.0);
                 for (i, &l) in i32s(0).iter().enumerate() {
                     if l >= 0 && (l as usize) < *classes {
@@ -740,6 +811,7 @@ impl LibKernel {
             }
             Op::Softmax => {
                 let k = *shape(0).last().unwrap_or(&1);
+                let out = out_part(0, n(oshape));
                 out.copy_from_slice(f32s(0));
                 for row in out.chunks_mut(k) {
                     softmax_row(row);
@@ -752,7 +824,7 @@ impl LibKernel {
                 for (i, &l) in i32s(1).iter().enumerate() {
                     total -= (p[i * k + label(l, k)] as f64).ln();
                 }
-                out[0] = (total / i32s(1).len() as f64) as f32;
+                out_part(0, 1)[0] = (total / i32s(1).len() as f64) as f32;
             }
             Op::SoftmaxXent => {
                 let k = shape(0)[1];
@@ -767,12 +839,13 @@ impl LibKernel {
                     let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
                     total += m + s.ln() - row[label(l, k)];
                 }
-                out[0] = total / i32s(1).len() as f32;
+                out_part(0, 1)[0] = total / i32s(1).len() as f32;
             }
             Op::SoftmaxXentGrad => {
                 let k = shape(0)[1];
                 let labels = i32s(1);
                 let scale = f32s(2)[0] / labels.len() as f32;
+                let out = out_part(0, n(oshape));
                 out.copy_from_slice(f32s(0));
                 for (i, row) in out.chunks_mut(k).enumerate() {
                     softmax_row(row);
@@ -807,10 +880,10 @@ impl LibKernel {
                 for (l, &p) in low.iter_mut().zip(pads.iter().step_by(2)) {
                     *l = p;
                 }
-                let out = &mut out[out_rows.0 * yp..out_rows.1 * yp];
+                let out = out_part(out_rows.0 * yp, out_rows.1 * yp);
                 out.fill(0.0);
                 copy_box(
-                    &f32s(0)[lo * xp..hi * xp],
+                    first(lo * xp, hi * xp),
                     &sub(shape(0), hi - lo)[..r],
                     out,
                     &sub(oshape, out_rows.1 - out_rows.0)[..r],
@@ -818,13 +891,16 @@ impl LibKernel {
                     true,
                 );
             }
-            Op::Slice { start, .. } => copy_box(f32s(0), shape(0), out, oshape, start, false),
+            Op::Slice { start, .. } => {
+                let out = out_part(0, n(oshape));
+                copy_box(f32s(0), shape(0), out, oshape, start, false)
+            }
             Op::Transpose { perm } => {
                 let s = shape(0);
                 let x = f32s(0);
                 let strides = row_major(s);
                 let mut idx = [0usize; MAX_RANK];
-                for (k, y) in out.iter_mut().enumerate() {
+                for (k, y) in out_part(0, n(oshape)).iter_mut().enumerate() {
                     let mut rem = k;
                     for d in (0..oshape.len()).rev() {
                         idx[d] = rem % oshape[d];
@@ -837,7 +913,7 @@ impl LibKernel {
             }
             Op::RandomUniform { stream, .. } => {
                 let key = i32s(0)[0];
-                for (i, y) in out.iter_mut().enumerate() {
+                for (i, y) in out_part(0, n(oshape)).iter_mut().enumerate() {
                     *y = nnc_ir::interp::random_uniform(key, *stream, i as u64);
                 }
             }
@@ -899,8 +975,12 @@ impl LibKernel {
     /// kernels on the vector unit (measured 2–3× faster than im2col + GEMM on LeNet-5's shapes
     /// with AVX-512), else wide im2col + GEMM.
     ///
+    /// `x` is the first operand's samples `lo..hi`; `out` the part's output: samples `lo..hi`
+    /// of the result, or the whole (partial) filter gradient.
+    ///
     /// # Safety
     /// As [`LibKernel::wide_conv`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn stride_one(
         &self,
         base: *mut u8,
@@ -908,15 +988,16 @@ impl LibKernel {
         lo: usize,
         hi: usize,
         op: WideOp,
-        out: *mut f32,
+        x: &[f32],
+        out: &mut [f32],
     ) {
         // SAFETY: forwarded.
         unsafe {
             match (self.isa, self.lanes(op, hi - lo)) {
                 (Some(isa), Some(lanes)) => {
-                    self.direct_conv(isa, lanes, base, scratch, lo, hi, op, out)
+                    self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
                 }
-                _ => self.wide_conv(base, scratch, lo, hi, op, out),
+                _ => self.wide_conv(base, scratch, lo, hi, op, x, out),
             }
         }
     }
@@ -1010,38 +1091,34 @@ impl LibKernel {
         lanes: Lanes,
         base: *mut u8,
         scratch: usize,
-        lo: usize,
-        hi: usize,
+        (lo, hi): (usize, usize),
         op: WideOp,
-        out: *mut f32,
+        x: &[f32],
+        out: &mut [f32],
     ) {
-        let n = |s: &[usize]| s.iter().product::<usize>();
-        // SAFETY: the operands are f32 tensors at their planned offsets.
+        // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
+        // second, which no one writes while the kernel runs.
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let g = direct::Conv::forward(c, h, w, o, kh, kw);
-        let (nb, sample, out_sample) = (hi - lo, c * h * w, o * g.oh * g.ow);
+        let (nb, out_sample) = (hi - lo, o * g.oh * g.ow);
         // SAFETY: `scratch_bytes` reserved the direct kernels' buffers for the whole batch
-        // at `scratch`, in floats from there; the output is the op's (or the part's partial)
-        // output of its declared size.
+        // at `scratch`, in floats from there, this part's alone; each arm makes one buffer.
         let buffer = |floats: usize| unsafe {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
         match (op, lanes) {
             (WideOp::Forward, Lanes::Channels) => {
-                let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let wt = buffer(channels::filter_floats(&g));
                 channels::transposed_filters(&g, arg(1), wt);
-                // SAFETY: the bias offset holds `o` floats (checked when it was recognised).
+                // SAFETY: the bias offset holds `o` floats (checked when it was recognised),
+                // an operand no one writes while the kernel runs.
                 let bias = self
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
-                let x = &arg(0)[lo * sample..hi * sample];
-                let y = &mut y[lo * out_sample..hi * out_sample];
-                channels::forward(isa, &g, nb, x, wt, bias, y);
+                channels::forward(isa, &g, nb, x, wt, bias, out);
             }
             (WideOp::Forward, _) => {
-                let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 // On AVX2, from shifted copies of the input's columns where the filter
                 // gradient's layout has them (not C1, whose blank rows the plain layout
                 // skips): every lane real, so no masked loads, which cost more there
@@ -1060,21 +1137,19 @@ impl LibKernel {
                     pw[o * g.taps()..].fill(0.0);
                     &*pw
                 };
-                let x = &arg(0)[lo * sample..hi * sample];
-                // SAFETY: the bias offset holds `o` floats (checked when it was recognised).
+                // SAFETY: the bias offset holds `o` floats (checked when it was recognised),
+                // an operand no one writes while the kernel runs.
                 let bias = self
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
-                let y = &mut y[lo * out_sample..hi * out_sample];
                 if copies > 0 {
                     direct::shift_columns(isa, &g, nb, x, xs);
-                    direct::forward(isa, &s, nb, xs, weights, bias, y);
+                    direct::forward(isa, &s, nb, xs, weights, bias, out);
                 } else {
-                    direct::forward(isa, &g, nb, x, weights, bias, y);
+                    direct::forward(isa, &g, nb, x, weights, bias, out);
                 }
             }
             (WideOp::Filter, Lanes::Channels) => {
-                let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let per = channels::gradient_floats(&g);
                 let dyt = buffer(nb * per);
                 let dy = arg(1);
@@ -1082,10 +1157,9 @@ impl LibKernel {
                     let dy = &dy[(lo + b) * out_sample..][..out_sample];
                     channels::transposed_gradient(&g, dy, dyt);
                 }
-                channels::filter(isa, &g, nb, &arg(0)[lo * sample..hi * sample], dyt, dw);
+                channels::filter(isa, &g, nb, x, dyt, out);
             }
             (WideOp::Filter, _) => {
-                let dw = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let (s, copies) = g.filter_layout();
                 let per = direct::filter_rows(&s) * s.stride();
                 let (wide, xs) = buffer(nb * (per + copies)).split_at_mut(nb * per);
@@ -1093,43 +1167,26 @@ impl LibKernel {
                 for (b, wide) in wide.chunks_exact_mut(per).enumerate() {
                     direct::wide_gradient(&s, &dy[(lo + b) * out_sample..][..out_sample], wide);
                 }
-                let x = &arg(0)[lo * sample..hi * sample];
                 if copies > 0 {
                     direct::shift_columns(isa, &g, nb, x, xs);
-                    direct::filter(isa, &s, nb, xs, wide, dw);
+                    direct::filter(isa, &s, nb, xs, wide, out);
                 } else {
-                    direct::filter(isa, &g, nb, x, wide, dw);
+                    direct::filter(isa, &g, nb, x, wide, out);
                 }
             }
             (WideOp::Input, Lanes::Samples) => {
-                let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                let dy = &arg(0)[lo * out_sample..hi * out_sample];
                 let scratch = buffer(samples::scratch_floats(&g, nb));
-                let dx = &mut dx[lo * sample..hi * sample];
-                samples::input_gradient(isa, &g, nb, (dy, arg(1)), scratch, dx);
+                samples::input_gradient(isa, &g, nb, (x, arg(1)), scratch, out);
             }
             (WideOp::Input, _) => {
-                let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
                 let t = g.input_gradient();
                 let per = o * t.plane;
                 let (planes, wt) = buffer(nb * per + t.o_pad() * t.taps()).split_at_mut(nb * per);
                 direct::flipped_filters(&g, arg(1), wt);
-                let dy = &arg(0)[lo * out_sample..hi * out_sample];
-                for (planes, dy) in planes
-                    .chunks_exact_mut(per)
-                    .zip(dy.chunks_exact(out_sample))
-                {
+                for (planes, dy) in planes.chunks_exact_mut(per).zip(x.chunks_exact(out_sample)) {
                     direct::gradient_planes(&g, dy, planes);
                 }
-                direct::forward(
-                    isa,
-                    &t,
-                    nb,
-                    planes,
-                    wt,
-                    None,
-                    &mut dx[lo * sample..hi * sample],
-                );
+                direct::forward(isa, &t, nb, planes, wt, None, out);
             }
         }
     }
@@ -1142,8 +1199,12 @@ impl LibKernel {
     /// they are dropped from outputs, and the output gradient is zero there, so they add
     /// nothing to the gradients.
     ///
+    /// `x` is the first operand's samples `lo..hi`; `out` the part's output: samples `lo..hi`
+    /// of the result, or the whole (partial) filter gradient.
+    ///
     /// # Safety
-    /// As [`LibKernel::run_part`]; `out` is the output (or the part's partial output).
+    /// As [`LibKernel::run_part`], for operands past the first and this part's scratch.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn wide_conv(
         &self,
         base: *mut u8,
@@ -1151,10 +1212,11 @@ impl LibKernel {
         lo: usize,
         hi: usize,
         op: WideOp,
-        out: *mut f32,
+        x: &[f32],
+        out: &mut [f32],
     ) {
-        let n = |s: &[usize]| s.iter().product::<usize>();
-        // SAFETY: the operands are f32 tensors at their planned offsets.
+        // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
+        // second, which no one writes while the kernel runs.
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let (oh, ow) = (h - kh + 1, w - kw + 1);
@@ -1165,16 +1227,18 @@ impl LibKernel {
         if nb == 0 {
             if op == WideOp::Filter {
                 // An empty part contributes a zero partial sum.
-                unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) }.fill(0.0);
+                out.fill(0.0);
             }
             return;
         }
         let np = nb * ohw;
-        // SAFETY: `scratch_bytes` reserved (K + O)·B·oh·max(ow, w) floats per part.
+        // SAFETY: `scratch_bytes` reserved (K + O)·B·oh·max(ow, w) floats per part, this
+        // part's alone.
         let (col, g) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
+        // `x`: this part's samples.
         let fill_col = |col: &mut [f32], x: &[f32]| {
-            for (i, b) in (lo..hi).enumerate() {
-                let xb = &x[b * sample..(b + 1) * sample];
+            for i in 0..nb {
+                let xb = &x[i * sample..(i + 1) * sample];
                 for ci in 0..c {
                     for ki in 0..kh {
                         for kj in 0..kw {
@@ -1189,10 +1253,11 @@ impl LibKernel {
                 }
             }
         };
-        // dY [b, o, oh, ow] into wide columns [o, (i, oi, oj < w)], zero where oj ≥ ow.
-        let fill_g = |g: &mut [f32], dy: &[f32]| {
+        // dY [b, o, oh, ow] into wide columns [o, (i, oi, oj < w)], zero where oj ≥ ow; `dy`
+        // from sample `from` (the whole, or this part's samples).
+        let fill_g = |g: &mut [f32], dy: &[f32], from: usize| {
             g.fill(0.0);
-            for (i, b) in (lo..hi).enumerate() {
+            for (i, b) in (lo - from..hi - from).enumerate() {
                 for oc in 0..o {
                     for oi in 0..oh {
                         let src = &dy[((b * o + oc) * oh + oi) * ow..][..ow];
@@ -1203,8 +1268,10 @@ impl LibKernel {
         };
         match op {
             WideOp::Forward => {
-                fill_col(col, arg(0));
+                fill_col(col, x);
                 // Y' [O, n·oh·w] = W [O, K] · col
+                // SAFETY: `g` and `col` are this part's scratch slices of these sizes, W an
+                // operand of `o · kk` floats; C (`g`) overlaps neither.
                 unsafe {
                     matmul(
                         g.as_mut_ptr(),
@@ -1221,24 +1288,24 @@ impl LibKernel {
                         false,
                     )
                 };
-                // SAFETY: the output is [B, O, oh, ow] f32.
-                let y = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                for (i, b) in (lo..hi).enumerate() {
+                for i in 0..nb {
                     for oc in 0..o {
                         for oi in 0..oh {
-                            y[((b * o + oc) * oh + oi) * ow..][..ow]
+                            out[((i * o + oc) * oh + oi) * ow..][..ow]
                                 .copy_from_slice(&g[oc * np + i * ohw + oi * w..][..ow]);
                         }
                     }
                 }
             }
             WideOp::Filter => {
-                fill_col(col, arg(0));
-                fill_g(g, arg(1));
+                fill_col(col, x);
+                fill_g(g, arg(1), 0);
                 // dW [O, K] = dY' [O, n·oh·w] · colᵀ
+                // SAFETY: `out` holds `o · kk` floats, this part's alone; `g` and `col` are
+                // this part's scratch slices of these sizes.
                 unsafe {
                     matmul(
-                        out,
+                        out.as_mut_ptr(),
                         kk as isize,
                         g.as_ptr(),
                         1,
@@ -1254,8 +1321,10 @@ impl LibKernel {
                 };
             }
             WideOp::Input => {
-                fill_g(g, arg(0));
+                fill_g(g, x, lo);
                 // dcol [K, n·oh·w] = Wᵀ [K, O] · dY'
+                // SAFETY: `col` and `g` are this part's scratch slices of these sizes, W an
+                // operand of `o · kk` floats; C (`col`) overlaps neither.
                 unsafe {
                     matmul(
                         col.as_mut_ptr(),
@@ -1272,10 +1341,8 @@ impl LibKernel {
                         false,
                     )
                 };
-                // SAFETY: the output is [B, C, h, w] f32.
-                let dx = unsafe { std::slice::from_raw_parts_mut(out, n(&self.out.1)) };
-                for (i, b) in (lo..hi).enumerate() {
-                    let xb = &mut dx[b * sample..(b + 1) * sample];
+                for i in 0..nb {
+                    let xb = &mut out[i * sample..(i + 1) * sample];
                     xb.fill(0.0);
                     for ci in 0..c {
                         for ki in 0..kh {
@@ -1295,6 +1362,26 @@ impl LibKernel {
             }
         }
     }
+}
+
+/// Elements `lo..hi` of the f32 tensor at byte offset `at` of the arena at `base`.
+///
+/// # Safety
+/// The tensor holds at least `hi ≥ lo` floats at `at`, 4-byte aligned, and no one writes
+/// these elements while the slice is live.
+unsafe fn floats<'a>(base: *mut u8, at: usize, lo: usize, hi: usize) -> &'a [f32] {
+    // SAFETY: forwarded.
+    unsafe { std::slice::from_raw_parts((base.add(at) as *const f32).add(lo), hi - lo) }
+}
+
+/// Elements `lo..hi` of the f32 tensor at byte offset `at` of the arena at `base`, to write.
+///
+/// # Safety
+/// The tensor holds at least `hi ≥ lo` floats at `at`, 4-byte aligned, and no other
+/// reference to these elements (on any thread) is used while the slice is live.
+unsafe fn floats_mut<'a>(base: *mut u8, at: usize, lo: usize, hi: usize) -> &'a mut [f32] {
+    // SAFETY: forwarded.
+    unsafe { std::slice::from_raw_parts_mut((base.add(at) as *mut f32).add(lo), hi - lo) }
 }
 
 /// Two disjoint f32 buffers at the start of a part's scratch space.

@@ -24,7 +24,9 @@ use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 pub fn forward(isa: Isa, x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
     assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && y.len() >= planes * (h / 2) * (w / 2));
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); `y` is borrowed `&mut` for the call, so nothing else
+    // accesses it meanwhile.
     unsafe { simd::run(isa, Forward { x, y, planes, h, w }) }
 }
 
@@ -85,7 +87,9 @@ pub fn backward(
     assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && dx.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2));
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); what it writes is borrowed `&mut` for the call, so nothing
+    // else accesses it meanwhile.
     unsafe {
         simd::run(
             isa,
@@ -125,7 +129,9 @@ pub fn backward_masked(
     assert!(x.len() >= planes * h * w && dz.len() >= planes * h * w);
     assert!(dy.len() >= planes * (h / 2) * (w / 2) && sums.len() >= channels && channels > 0);
     sums[..channels].fill(0.0);
-    // SAFETY: the unit is supported; the slices hold the planes (checked above).
+    // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
+    // before any pointer is used); what it writes is borrowed `&mut` for the call, so nothing
+    // else accesses it meanwhile.
     unsafe {
         simd::run(
             isa,
@@ -427,6 +433,33 @@ unsafe fn store_pairs<V: F32x16>(
     }
 }
 
+/// Times the pool and its masked gradient on LeNet-5's shapes on one thread, printing the best of
+/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_lenet_shapes(isa: Isa) {
+    // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.
+    for (name, planes, h, w) in [("c1", 16 * 6, 28, 28), ("c3", 16 * 16, 10, 10)] {
+        let x: Vec<f32> = (0..planes * h * w)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let dy = vec![0.5f32; planes * (h / 2) * (w / 2)];
+        let (mut y, mut dz, mut sums) = (vec![0.0; dy.len()], vec![0.0; x.len()], [0.0; 16]);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            forward(isa, &x, &mut y, planes, h, w);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+            let t = std::time::Instant::now();
+            backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "{name}: pool {:.1} µs, masked gradient {:.1} µs ({planes} planes, one thread)",
+            best[0], best[1]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,33 +505,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit maxpool -- --ignored --nocapture"]
-    fn time_lenet_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.
-        for (name, planes, h, w) in [("c1", 16 * 6, 28, 28), ("c3", 16 * 16, 10, 10)] {
-            let x: Vec<f32> = (0..planes * h * w)
-                .map(|i| (i as f32 * 0.37).sin())
-                .collect();
-            let dy = vec![0.5f32; planes * (h / 2) * (w / 2)];
-            let (mut y, mut dz, mut sums) = (vec![0.0; dy.len()], vec![0.0; x.len()], [0.0; 16]);
-            let mut best = [f64::MAX; 2];
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                forward(isa, &x, &mut y, planes, h, w);
-                best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-                let t = std::time::Instant::now();
-                backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
-                best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            }
-            eprintln!(
-                "{name}: pool {:.1} µs, masked gradient {:.1} µs ({planes} planes, one thread)",
-                best[0], best[1]
-            );
-        }
-    }
-
-    #[test]
     fn both_directions_match_the_scalar_loops() {
         // Ties (ReLU zeros, repeated values, -0 against +0), NaN, -0 gradients, odd sizes,
         // wide rows, a column no window covers, rows of one window.
@@ -511,7 +517,7 @@ mod tests {
             (2, 9, 11),
             (2, 35, 3),
         ];
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("maxpool::both_directions_match_the_scalar_loops")
             .into_iter()
             .flat_map(|isa| shapes.map(|s| (isa, s)));
         for (isa, (planes, h, w)) in runs {

@@ -1,8 +1,10 @@
 //! A compiled step function: kernels in order over one arena.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use cranelift_jit::JITModule;
+use nnc_ir::verify::{self, VerifyError};
 use nnc_ir::{DType, Function, Op};
 
 use crate::codegen::{Jit, LoopFn};
@@ -94,9 +96,13 @@ impl Base {
         self.0
     }
 }
-// SAFETY: the halves of a split kernel write disjoint elements (loops split the outer range,
-// library kernels columns/samples/planes with separate scratch), so sharing the base pointer
-// across the two threads of `Worker::join` does not race.
+// SAFETY: a `Base` is made only by `Program::run` from its `&mut` arena, and used only while
+// that borrow lasts, by the kernels `run_kernel` starts: `Worker::join` returns (or unwinds)
+// only after both halves stopped, so no thread uses the pointer after the borrow ends. The
+// halves of a split kernel write disjoint elements (loops split the outer range, library
+// kernels rows/columns/samples/planes with separate scratch, each making references only to
+// its own part: see `LibKernel::run_part`), so sharing the pointer across the two threads
+// does not race.
 unsafe impl Send for Base {}
 // SAFETY: as above.
 unsafe impl Sync for Base {}
@@ -131,14 +137,61 @@ impl Options {
 /// memory, and small enough that the plan's offsets cannot overflow.
 const MAX_TENSOR_BYTES: u128 = 1 << 46;
 
-/// Refuses what the JIT cannot compile: a tensor of too high a rank, or tensors too large to
-/// plan (a huge `--batch`), before any size is computed in `usize`.
-fn check_function(f: &Function) -> Result<(), String> {
+/// Why [`Program::compile`] (or [`ArenaSize::of`]) refused a function.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CompileError {
+    /// The function is not well-formed IR (a value used before it is defined, a result type
+    /// its op does not give, ...): the verifier's findings. The JIT trusts types to size its
+    /// buffers and loops, so it compiles only verified functions.
+    IllFormed(Vec<VerifyError>),
+    /// A tensor of a rank higher than the JIT's kernels handle.
+    RankTooHigh { rank: usize },
+    /// The step's tensors, or its arena, are too large for this machine.
+    TooLarge(String),
+    /// Cranelift failed to generate or link the code (a bug, reported rather than a panic).
+    Codegen(String),
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompileError::IllFormed(errors) => {
+                f.write_str("the step function is not well-formed IR:")?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+            CompileError::RankTooHigh { rank } => write!(
+                f,
+                "a tensor of rank {rank} (the JIT handles rank {MAX_RANK} at most)"
+            ),
+            CompileError::TooLarge(why) | CompileError::Codegen(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// For callers whose errors are still text.
+impl From<CompileError> for String {
+    fn from(e: CompileError) -> String {
+        e.to_string()
+    }
+}
+
+/// Refuses what the JIT cannot compile: an ill-formed function (verified first: everything
+/// after it sizes buffers and loops from the declared types), a tensor of too high a rank, or
+/// tensors too large to plan (a huge `--batch`), before any size is computed in `usize`.
+///
+/// Every op of a verified function has a kernel (a loop, a library routine or a view), so there
+/// is no unsupported op to refuse: `schedule` and `LibKernel::run` match on all of them.
+fn check_function(f: &Function) -> Result<(), CompileError> {
+    verify::verify(f).map_err(CompileError::IllFormed)?;
     if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
-        return Err(format!(
-            "a tensor of rank {} (the JIT handles rank {MAX_RANK} at most)",
-            t.shape.len()
-        ));
+        return Err(CompileError::RankTooHigh {
+            rank: t.shape.len(),
+        });
     }
     let bytes: u128 = f
         .types
@@ -150,10 +203,10 @@ fn check_function(f: &Function) -> Result<(), String> {
         })
         .fold(0, u128::saturating_add);
     if bytes > MAX_TENSOR_BYTES {
-        return Err(format!(
+        return Err(CompileError::TooLarge(format!(
             "the step's tensors would take {bytes} bytes, more than any machine's memory \
              (a smaller batch?)"
-        ));
+        )));
     }
     Ok(())
 }
@@ -256,9 +309,9 @@ impl ArenaSize {
     }
 
     /// The arena `f` compiles to under `opts`, without generating code: the same schedule and
-    /// plan as [`Program::compile`], which fail only on a tensor of too high a rank or tensors
-    /// too large for any machine.
-    pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, String> {
+    /// plan as [`Program::compile`], which fail only on an ill-formed function, a tensor of too
+    /// high a rank or tensors too large for any machine.
+    pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, CompileError> {
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
         let layout = Layout::of(f, &schedule, &plan);
@@ -297,7 +350,8 @@ pub struct Program {
 }
 
 impl Program {
-    pub fn compile(f: &Function, opts: Options) -> Result<Program, String> {
+    /// Compiles `f`, which is verified first: an ill-formed function is an error, never code.
+    pub fn compile(f: &Function, opts: Options) -> Result<Program, CompileError> {
         let start = Instant::now();
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
@@ -310,7 +364,7 @@ impl Program {
             partial,
             total,
         } = layout;
-        let mut jit = Jit::new(opts.keep_clif)?;
+        let mut jit = Jit::new(opts.keep_clif).map_err(CompileError::Codegen)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
         for (k, kernel) in schedule.kernels.iter().enumerate() {
@@ -326,12 +380,14 @@ impl Program {
                     .collect(),
             };
             for (l, role) in loops {
-                let (id, outer) = jit.compile_loop(&format!("kernel{k}{role}"), f, l, &plan)?;
+                let (id, outer) = jit
+                    .compile_loop(&format!("kernel{k}{role}"), f, l, &plan)
+                    .map_err(CompileError::Codegen)?;
                 ids.push(id);
                 extents.push(outer);
             }
         }
-        let (module, fns, clif) = jit.finish(&ids)?;
+        let (module, fns, clif) = jit.finish(&ids).map_err(CompileError::Codegen)?;
         let mut fns = fns.into_iter().zip(extents);
         let sums_of = |l: &LoopKernel| -> Vec<(usize, usize)> {
             l.reductions
@@ -381,7 +437,9 @@ impl Program {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
                     lib.isa = isa;
-                    let parts = lib.fused_parts().ok_or("a fused kernel without parts")?;
+                    let parts = lib.fused_parts().ok_or_else(|| {
+                        CompileError::Codegen("a fused kernel without parts".into())
+                    })?;
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let part_loop =
                         |l: &LoopKernel,
@@ -445,14 +503,14 @@ impl Program {
                     })
                 }
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, CompileError>>()?;
         // A size the machine cannot hold is an error, not an abort.
         let mut arena = Vec::new();
         arena.try_reserve_exact(total / ALIGN).map_err(|_| {
-            format!(
+            CompileError::TooLarge(format!(
                 "cannot allocate the step's arena of {} MiB (a smaller batch?)",
                 total >> 20
-            )
+            ))
         })?;
         arena.resize(total / ALIGN, Line([0; ALIGN]));
         let mut program = Program {
@@ -490,14 +548,18 @@ impl Program {
 
     fn bytes(&mut self) -> &mut [u8] {
         let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes.
+        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes;
+        // the slice reborrows `&mut self`, so no other reference to the arena is live (and no
+        // kernel runs: they run only inside `run`, which also borrows `self` mutably).
         unsafe { std::slice::from_raw_parts_mut(self.arena.as_mut_ptr() as *mut u8, len) }
     }
 
     fn f32_at(&mut self, off: usize, n: usize) -> &mut [f32] {
         let bytes = &mut self.bytes()[off..off + 4 * n];
         // SAFETY: offsets are multiples of 64 and the arena base is 64-byte aligned, so the
-        // pointer is aligned for f32; every bit pattern is a valid f32.
+        // pointer is aligned for f32; every bit pattern is a valid f32; the view replaces the
+        // `&mut` byte slice it is made from (bounds checked by its indexing, which may panic
+        // before any view exists).
         unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, n) }
     }
 
@@ -763,8 +825,9 @@ impl Program {
     pub fn read_f32_param(&self, i: usize) -> Result<&[f32], String> {
         let (off, n) = self.param_range(i, DType::F32)?;
         let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout);
-        // the offset is 64-byte aligned, so the f32 view is aligned.
+        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout,
+        // and the indexing below checks it); the offset is 64-byte aligned, so the f32 view is
+        // aligned; both views borrow `&self`, so nothing writes the arena while they live.
         let bytes = unsafe { std::slice::from_raw_parts(self.arena.as_ptr() as *const u8, len) };
         let bytes = &bytes[off..off + 4 * n];
         Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, n) })
@@ -819,7 +882,11 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
     match k {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
         // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
-        // loop's second half accumulates its sums in the partial region).
+        // loop's second half accumulates its sums in the partial region), and a library part
+        // makes references only to its own elements (see `LibKernel::run_part`). A panic in
+        // either half reaches this thread only after both halves stopped (`Worker::join`), so
+        // no kernel is still writing the arena when the panic leaves `Program::run`; the
+        // arena then holds partial results, which is safe (plain floats) if not meaningful.
         Compiled::Loop {
             f,
             outer,
@@ -902,12 +969,108 @@ fn add_partial_sums(base: Base, partial: usize, sums: &[(usize, usize)]) {
     let mut rel = partial;
     for &(off, n) in sums {
         // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of `n` f32s,
-        // aligned by the plan.
+        // aligned by the plan; this runs on the calling thread after `Worker::join` returned,
+        // so both halves have stopped and nothing else references either range.
         unsafe {
             let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
             let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
             total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
         }
         rel += n * 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nnc_ir::{Binary, Inst, Type, ValueId};
+
+    use super::*;
+
+    /// `a·b` for `a: f32[4,3]`, `b: f32[3,5]`, typed by the shape rule.
+    fn matmul() -> Function {
+        let mut f = Function::new("matmul");
+        let a = f.add_param("a", Type::f32([4, 3]));
+        let b = f.add_param("b", Type::f32([3, 5]));
+        let y = f
+            .push(
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                vec![a, b],
+            )
+            .expect("well-typed");
+        f.results.push(y);
+        f
+    }
+
+    fn ill_formed(f: &Function) -> Vec<VerifyError> {
+        match Program::compile(f, Options::default()) {
+            Err(CompileError::IllFormed(errors)) => {
+                assert!(!errors.is_empty());
+                // The size query refuses it too.
+                assert!(matches!(
+                    ArenaSize::of(f, Options::default()),
+                    Err(CompileError::IllFormed(_))
+                ));
+                errors
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("an ill-formed function compiled"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_function_compiles() {
+        // The control: the cases below are refused for being ill-formed, not for anything else.
+        let p = Program::compile(&matmul(), Options::default());
+        assert!(p.is_ok(), "{:?}", p.err());
+    }
+
+    #[test]
+    fn a_matmul_declaring_the_wrong_result_type_is_refused() {
+        let mut f = matmul();
+        // Declared far larger than `a·b`: the generated code would write out of bounds.
+        let y = f.insts[0].result;
+        f.types[y.index()] = Type::f32([40, 50]);
+        let errors = ill_formed(&f);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("declared f32[40,50]")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_use_before_its_definition_is_refused() {
+        let mut f = matmul();
+        let y = f.insts[0].result;
+        // `z = y + y` placed before the matmul that defines `y`.
+        let z = f.push_typed(Op::Binary(Binary::Add), vec![y, y], Type::f32([4, 5]));
+        let add = f.insts.pop().expect("pushed");
+        f.insts.insert(0, add);
+        f.results = vec![z];
+        let errors = ill_formed(&f);
+        assert!(
+            errors.iter().any(|e| e.message.contains("used before")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_operand_out_of_range_is_refused() {
+        let mut f = matmul();
+        f.insts.push(Inst {
+            result: ValueId(f.types.len() as u32),
+            op: Op::Binary(Binary::Add),
+            args: vec![ValueId(1000), ValueId(1000)],
+        });
+        ill_formed(&f);
+        let e = Program::compile(&f, Options::default())
+            .err()
+            .expect("refused");
+        // A typed error, also readable as text.
+        assert!(String::from(e).contains("not well-formed"));
     }
 }

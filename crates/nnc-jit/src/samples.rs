@@ -69,8 +69,9 @@ pub fn to_lanes(isa: Isa, src: &[f32], samples: usize, per: usize, out: &mut [f3
         lanes: out.as_mut_ptr(),
         into_lanes: true,
     };
-    // SAFETY: the unit is supported; the buffers hold what the kernel touches (asserted), and
-    // it writes only `out`.
+    // SAFETY: the unit is supported; the buffers hold what the kernel touches (asserted, which
+    // panics before any pointer is used), and it writes only `out`, borrowed `&mut` for the
+    // call, so nothing else accesses it meanwhile.
     unsafe { simd::run(isa, k) };
 }
 
@@ -215,7 +216,8 @@ pub fn input_gradient(
         dxt,
     };
     // SAFETY: the unit is supported, and the buffers hold what the geometry needs (asserted
-    // above and split to size).
+    // above and split to size); the pointers come from slices borrowed for the call (the
+    // written ones `&mut`, disjoint by `split_at_mut`), so nothing else accesses them.
     unsafe { simd::run(isa, k) };
     from_lanes(isa, dxt, samples, per_in, dx);
 }
@@ -313,10 +315,60 @@ fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
     i.saturating_sub(k - 1)..(i + 1).min(n)
 }
 
+/// Times C3's input gradient, samples in lanes, against `direct`'s, on one thread, printing the
+/// best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_c3(isa: Isa) {
+    let samples = 16;
+    let g = Conv::forward(6, 14, 14, 16, 5, 5);
+    let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
+    let w = crate::testing::values(g.o * g.taps(), 2);
+    let mut scratch = vec![0.0f32; scratch_floats(&g, samples)];
+    let mut dx = vec![0.0f32; samples * g.c * g.plane];
+    let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+    let mut best = [f64::MAX; 4];
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
+        best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
+        let (dyt, rest) = scratch.split_at_mut(samples * per_out);
+        let t = std::time::Instant::now();
+        to_lanes(isa, &dy, samples, per_out, dyt);
+        best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        let t = std::time::Instant::now();
+        from_lanes(isa, rest, samples, per_in, &mut dx);
+        best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
+        let t = std::time::Instant::now();
+        let direct = direct_input_gradient(isa, &g, samples, &dy, &w);
+        best[3] = best[3].min(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(direct);
+    }
+    println!(
+        "c3 input gradient, samples in lanes: {:.1} µs (of which to lanes {:.1}, back {:.1}); \
+         direct {:.1} µs with its allocations ({samples} samples, one thread)",
+        best[0], best[1], best[2], best[3]
+    );
+}
+
+/// `direct`'s input gradient: the padded output gradient correlated with the flipped
+/// filters, as the library runs it.
+fn direct_input_gradient(isa: Isa, g: &Conv, samples: usize, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let t = g.input_gradient();
+    let per = g.o * t.plane;
+    let mut planes = vec![0.0f32; samples * per];
+    let mut wt = vec![0.0f32; t.o_pad() * t.taps()];
+    crate::direct::flipped_filters(g, w, &mut wt);
+    for (b, planes) in planes.chunks_exact_mut(per).enumerate() {
+        crate::direct::gradient_planes(g, &dy[b * g.o * g.oh * g.ow..], planes);
+    }
+    let mut dx = vec![f32::NAN; samples * g.c * g.plane];
+    crate::direct::forward(isa, &t, samples, &planes, &wt, None, &mut dx);
+    dx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct;
     use crate::testing::{input_gradient as definition, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, a channel count past one tile, each remainder
@@ -331,34 +383,12 @@ mod tests {
         (17, 3, 3, 1, 2, 3),
     ];
 
-    /// `direct`'s input gradient: the padded output gradient correlated with the flipped
-    /// filters, as the library runs it.
-    fn direct_input_gradient(
-        isa: Isa,
-        g: &Conv,
-        samples: usize,
-        dy: &[f32],
-        w: &[f32],
-    ) -> Vec<f32> {
-        let t = g.input_gradient();
-        let per = g.o * t.plane;
-        let mut planes = vec![0.0f32; samples * per];
-        let mut wt = vec![0.0f32; t.o_pad() * t.taps()];
-        direct::flipped_filters(g, w, &mut wt);
-        for (b, planes) in planes.chunks_exact_mut(per).enumerate() {
-            direct::gradient_planes(g, &dy[b * g.o * g.oh * g.ow..], planes);
-        }
-        let mut dx = vec![f32::NAN; samples * g.c * g.plane];
-        direct::forward(isa, &t, samples, &planes, &wt, None, &mut dx);
-        dx
-    }
-
     #[test]
     fn to_lanes_and_back_on_every_unit() {
         // Whole blocks, a partial block of positions, partial groups of samples.
         for (samples, per) in [(16, 64), (19, 70), (29, 5), (8, 8), (3, 17)] {
             let src = values(samples * per, per as u64);
-            for isa in Isa::supported_all() {
+            for isa in crate::testing::vector_units("samples::to_lanes_and_back_on_every_unit") {
                 let mut lanes = vec![f32::NAN; groups(samples) * per * LANES];
                 to_lanes(isa, &src, samples, per, &mut lanes);
                 for (k, &v) in lanes.iter().enumerate() {
@@ -393,7 +423,9 @@ mod tests {
                 let dy = values(samples * o * g.oh * g.ow, seed);
                 let w = values(o * g.taps(), 1000 + seed);
                 let want = definition(&dy, &w, SHAPES[k], samples);
-                for isa in Isa::supported_all() {
+                for isa in crate::testing::vector_units(
+                    "samples::input_gradient_gives_the_bits_of_direct_and_matches_the_definition",
+                ) {
                     let mut scratch = vec![f32::NAN; scratch_floats(&g, samples)];
                     let mut dx = vec![f32::NAN; samples * c * g.plane];
                     input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
@@ -409,40 +441,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    #[ignore = "timing, not a test: cargo test --release -p nnc-jit samples -- --ignored --nocapture"]
-    fn time_c3() {
-        let isa = Isa::best().expect("a vector unit");
-        let samples = 16;
-        let g = Conv::forward(6, 14, 14, 16, 5, 5);
-        let dy = values(samples * g.o * g.oh * g.ow, 1);
-        let w = values(g.o * g.taps(), 2);
-        let mut scratch = vec![0.0f32; scratch_floats(&g, samples)];
-        let mut dx = vec![0.0f32; samples * g.c * g.plane];
-        let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
-        let mut best = [f64::MAX; 4];
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
-            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-            let (dyt, rest) = scratch.split_at_mut(samples * per_out);
-            let t = std::time::Instant::now();
-            to_lanes(isa, &dy, samples, per_out, dyt);
-            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
-            let t = std::time::Instant::now();
-            from_lanes(isa, rest, samples, per_in, &mut dx);
-            best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e6);
-            let t = std::time::Instant::now();
-            let direct = direct_input_gradient(isa, &g, samples, &dy, &w);
-            best[3] = best[3].min(t.elapsed().as_secs_f64() * 1e6);
-            std::hint::black_box(direct);
-        }
-        eprintln!(
-            "c3 input gradient, samples in lanes: {:.1} µs (of which to lanes {:.1}, back {:.1}); \
-             direct {:.1} µs with its allocations ({samples} samples, one thread)",
-            best[0], best[1], best[2], best[3]
-        );
     }
 }

@@ -16,6 +16,14 @@
 //!
 //! AVX2 has 16 vector registers to AVX-512's 32, each holding half as much, so kernels choose
 //! narrower register tiles for it ([`F32x16::REGISTERS`]).
+//!
+//! Unsafe code in the kernels: the operations are `unsafe fn`s (the unit must be present, a
+//! pointer valid for the lanes it touches). A kernel forms its pointers from the slices it was
+//! given, `&` for what it reads and `&mut` for what it writes, so the borrow checker rules out
+//! aliasing at its entry and on other threads (a split kernel's parts are handed disjoint
+//! slices: see `library::LibKernel::run_part`); its `SAFETY` comments argue bounds (asserted
+//! on entry, where a failed check panics before any pointer is used) and that masked-off lanes
+//! are never accessed. A panic inside a kernel leaves only partly written floats behind.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -55,11 +63,6 @@ impl Isa {
     /// The best unit this CPU has, if any.
     pub fn best() -> Option<Isa> {
         Isa::ALL.into_iter().find(|i| i.supported())
-    }
-
-    /// The units this CPU has (tests run a kernel on each).
-    pub fn supported_all() -> Vec<Isa> {
-        Isa::ALL.into_iter().filter(|i| i.supported()).collect()
     }
 
     /// Whether its masked loads cost what plain ones do ([`F32x16::FREE_MASKS`] of its
@@ -254,6 +257,8 @@ pub trait F32x16: Copy {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    // SAFETY: the caller's contract: the CPU has AVX2, the eight rows of eight floats at both
+    // pointers are valid and no one else accesses them meanwhile; no references, no panics.
     unsafe {
         let r: [__m256; 8] = [
             _mm256_loadu_ps(src),
@@ -322,6 +327,10 @@ pub unsafe fn store_indices(m: u16, base: u32, p: *mut u32) {
 #[derive(Clone, Copy)]
 pub struct Avx512(__m512);
 
+// SAFETY (every `unsafe` block in this impl): each method is an `unsafe fn` under the trait's
+// contract: the CPU has the unit, and every pointer is valid for the lanes it accesses and not
+// accessed by anyone else meanwhile (the caller holds the slices it came from). The blocks call
+// the unit's intrinsics under exactly that contract; they make no references and cannot panic.
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx512 {
     const ISA: Isa = Isa::Avx512;
@@ -480,6 +489,7 @@ impl F32x16 for Avx512 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn sum8(x: __m256) -> f32 {
+    // SAFETY: the CPU has AVX2 (the caller's contract); registers only.
     unsafe {
         let q = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
         let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
@@ -515,9 +525,15 @@ static LANE_MASKS: [[i32; 8]; 256] = {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn lanes(m: u16) -> __m256i {
+    // SAFETY: the CPU has AVX2 (the caller's contract); the index is below 256, the table's
+    // length, and each entry is eight i32s: the load reads a static, which nothing writes.
     unsafe { _mm256_loadu_si256(LANE_MASKS[usize::from(m & 0xff)].as_ptr().cast()) }
 }
 
+// SAFETY (every `unsafe` block in this impl): each method is an `unsafe fn` under the trait's
+// contract: the CPU has the unit, and every pointer is valid for the lanes it accesses and not
+// accessed by anyone else meanwhile (the caller holds the slices it came from). The blocks call
+// the unit's intrinsics under exactly that contract; they make no references and cannot panic.
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
     /// Stores lanes `0..n` (`n < 16`) to `p..p + n` in pieces of 8, 4, 2 and 1 floats.
@@ -563,6 +579,10 @@ impl Avx2 {
     }
 }
 
+// SAFETY (every `unsafe` block in this impl): each method is an `unsafe fn` under the trait's
+// contract: the CPU has the unit, and every pointer is valid for the lanes it accesses and not
+// accessed by anyone else meanwhile (the caller holds the slices it came from). The blocks call
+// the unit's intrinsics under exactly that contract; they make no references and cannot panic.
 #[cfg(target_arch = "x86_64")]
 impl F32x16 for Avx2 {
     const ISA: Isa = Isa::Avx2;
@@ -766,6 +786,8 @@ impl F32x16 for Avx2 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn store_half(m: u16, p: *mut f32, v: __m256) {
+    // SAFETY: the caller's contract: the CPU has AVX2 and `p` is valid for the lanes of `m`,
+    // which no one else accesses meanwhile; unselected lanes are not written.
     unsafe {
         match m & 0xff {
             0xff => _mm256_storeu_ps(p, v),
@@ -779,6 +801,7 @@ unsafe fn store_half(m: u16, p: *mut f32, v: __m256) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn flush_half(x: __m256) -> __m256 {
+    // SAFETY: the CPU has AVX2 (the caller's contract); registers only.
     unsafe {
         let bits = _mm256_castps_si256(x);
         let zero = _mm256_setzero_si256();
@@ -794,6 +817,7 @@ unsafe fn flush_half(x: __m256) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn in_order(s: __m256) -> __m256 {
+    // SAFETY: the CPU has AVX2 (the caller's contract); registers only.
     unsafe { _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s))) }
 }
 
@@ -801,6 +825,7 @@ unsafe fn in_order(s: __m256) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn zip(l: __m256, r: __m256) -> Avx2 {
+    // SAFETY: the CPU has AVX2 (the caller's contract); registers only.
     unsafe {
         let (lo, hi) = (_mm256_unpacklo_ps(l, r), _mm256_unpackhi_ps(l, r));
         Avx2(
@@ -958,7 +983,7 @@ mod tests {
 
     #[test]
     fn every_operation_on_every_unit() {
-        for isa in Isa::supported_all() {
+        for isa in crate::testing::vector_units("simd::every_operation_on_every_unit") {
             // SAFETY: the unit is supported.
             unsafe { run(isa, Check) };
         }

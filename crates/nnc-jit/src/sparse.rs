@@ -114,7 +114,9 @@ pub fn scratch_bytes(rows: usize, k: usize) -> usize {
 /// are more than two in five of all.
 ///
 /// # Safety
-/// `b` and `c` hold the rows and columns addressed; the CPU supports `isa`.
+/// `b` and `c` hold the rows and columns addressed; the CPU supports `isa`; no one writes
+/// the rows of `B` read, nor accesses the rows and columns of `C` written, during the call
+/// (a split contraction's other part writes other rows or columns of `C`, through pointers).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn product(
     isa: Isa,
@@ -508,6 +510,87 @@ unsafe fn tile_of<V: F32x16, const W: usize>(
     }
 }
 
+/// Times the MLP's two first-layer products on banded data about as sparse as MNIST (15 % nonzero)
+/// on one thread, printing the best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+#[doc(hidden)]
+pub fn time_mlp_shapes(isa: Isa) {
+    let (ar, ac, nb) = (128, 784, 512);
+    let a = banded(ar, ac, 3);
+    let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
+    // The same sparsity as bytes (the images as the step reads them).
+    let bytes: Vec<u8> = a
+        .iter()
+        .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
+        .collect();
+    let b = dense(ac.max(ar) * nb, 4);
+    let mut c = vec![0.0f32; ac * nb];
+    let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
+    for (name, transposed, rows, cols) in [
+        ("X·W, 256 columns", false, (0, 128), (0, 256)),
+        ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
+    ] {
+        for data in [Data::F32(&a), Data::U8(&bytes, 1.0 / 255.0)] {
+            let mut best = f64::MAX;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                // SAFETY: B and C are big enough for either product.
+                let done = unsafe {
+                    product(
+                        isa,
+                        data,
+                        [ar, ac],
+                        transposed,
+                        rows,
+                        b.as_ptr(),
+                        nb,
+                        c.as_mut_ptr(),
+                        nb,
+                        cols,
+                        bytemuck_bytes(&mut scratch),
+                    )
+                };
+                assert!(done);
+                best = best.min(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let kind = match data {
+                Data::F32(_) => "floats",
+                Data::U8(..) => "bytes",
+            };
+            println!("{name}, {kind}: {best:.1} µs at density {density:.2}");
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
+/// columns (three in ten), there about half the time; some zeros are -0.
+fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+    let band = cols * 3 / 10..cols * 6 / 10;
+    (0..rows * cols)
+        .map(|i| {
+            let h = (i * 7919 + seed * 104_729) % 1009;
+            if band.contains(&(i % cols)) && h.is_multiple_of(2) {
+                (h as f32 * 0.37).sin()
+            } else if h.is_multiple_of(7) {
+                -0.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Dense values.
+fn dense(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 * 0.37).sin())
+        .collect()
+}
+
+fn bytemuck_bytes(v: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u32s are plain bytes.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,31 +642,6 @@ mod tests {
         );
     }
 
-    /// A `[rows, cols]` matrix shaped like a batch of images: nonzero only in a band of the
-    /// columns (three in ten), there about half the time; some zeros are -0.
-    fn banded(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
-        let band = cols * 3 / 10..cols * 6 / 10;
-        (0..rows * cols)
-            .map(|i| {
-                let h = (i * 7919 + seed * 104_729) % 1009;
-                if band.contains(&(i % cols)) && h.is_multiple_of(2) {
-                    (h as f32 * 0.37).sin()
-                } else if h.is_multiple_of(7) {
-                    -0.0
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    }
-
-    /// Dense values.
-    fn dense(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 * 0.37).sin())
-            .collect()
-    }
-
     #[test]
     fn products_match_the_dense_definition() {
         // (ar, ac, transposed, rows, columns of B and the range computed)
@@ -595,7 +653,7 @@ mod tests {
             (3, 1, true, (0, 1), 1, (0, 1)),
         ];
         // Each unit with its own tiles and gathers, and with AVX-512's.
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::products_match_the_dense_definition")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)])
             .flat_map(|unit| cases.iter().enumerate().map(move |c| (unit, c)));
@@ -659,7 +717,7 @@ mod tests {
             .collect();
         assert!(bytes.contains(&0) && bytes.iter().any(|&b| b > 100));
         let scaled: Vec<f32> = bytes.iter().map(|&b| b as f32 * scale).collect();
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::bytes_give_the_bits_of_their_floats")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)])
             .flat_map(|unit| [(unit, false), (unit, true)]);
@@ -699,7 +757,7 @@ mod tests {
         let (ar, ac) = (8, 30);
         let a = dense(ar * ac, 1);
         let b = vec![1.0f32; ac * 4];
-        let runs = Isa::supported_all()
+        let runs = crate::testing::vector_units("sparse::dense_rows_are_left_to_the_gemm")
             .into_iter()
             .flat_map(|isa| [(isa, false), (isa, true)]);
         for (isa, transposed) in runs {
@@ -726,64 +784,5 @@ mod tests {
             assert!(!done, "every entry is nonzero");
             assert!(c.iter().all(|x| x.is_nan()), "nothing written");
         }
-    }
-
-    /// `cargo test --release -p nnc-jit time_mlp_shapes -- --ignored --nocapture`: the
-    /// MLP's two first-layer products on one thread, on banded data about as sparse as
-    /// MNIST (15 % nonzero).
-    #[test]
-    #[ignore]
-    fn time_mlp_shapes() {
-        let isa = Isa::best().expect("a vector unit");
-        let (ar, ac, nb) = (128, 784, 512);
-        let a = banded(ar, ac, 3);
-        let density = a.iter().filter(|&&x| x != 0.0).count() as f64 / a.len() as f64;
-        // The same sparsity as bytes (the images as the step reads them).
-        let bytes: Vec<u8> = a
-            .iter()
-            .map(|&x| (x.abs() * 255.0).min(255.0) as u8)
-            .collect();
-        let b = dense(ac.max(ar) * nb, 4);
-        let mut c = vec![0.0f32; ac * nb];
-        let mut scratch = vec![0u32; scratch_bytes(ac, ar.max(ac)) / 4 + 1];
-        for (name, transposed, rows, cols) in [
-            ("X·W, 256 columns", false, (0, 128), (0, 256)),
-            ("Xᵀ·dH, 392 rows", true, (392, 784), (0, 512)),
-        ] {
-            for data in [Data::F32(&a), Data::U8(&bytes, 1.0 / 255.0)] {
-                let mut best = f64::MAX;
-                for _ in 0..50 {
-                    let t = std::time::Instant::now();
-                    // SAFETY: B and C are big enough for either product.
-                    let done = unsafe {
-                        product(
-                            isa,
-                            data,
-                            [ar, ac],
-                            transposed,
-                            rows,
-                            b.as_ptr(),
-                            nb,
-                            c.as_mut_ptr(),
-                            nb,
-                            cols,
-                            bytemuck_bytes(&mut scratch),
-                        )
-                    };
-                    assert!(done);
-                    best = best.min(t.elapsed().as_secs_f64() * 1e6);
-                }
-                let kind = match data {
-                    Data::F32(_) => "floats",
-                    Data::U8(..) => "bytes",
-                };
-                eprintln!("{name}, {kind}: {best:.1} µs at density {density:.2}");
-            }
-        }
-    }
-
-    fn bytemuck_bytes(v: &mut [u32]) -> &mut [u8] {
-        // SAFETY: u32s are plain bytes.
-        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
     }
 }

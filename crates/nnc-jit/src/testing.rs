@@ -1,4 +1,31 @@
-//! Helpers shared by the vector kernels' unit tests.
+//! Helpers shared by the JIT's tests (the vector kernels' unit tests and the integration
+//! tests): not part of the API.
+
+use crate::simd::Isa;
+
+/// The vector units this CPU has, for a test to check each, printing an explicit `SKIPPED`
+/// line (to stderr) for each unit it lacks, so that a test cannot pass silently having
+/// checked fewer units than it names. For tests that also check the portable path, which
+/// always runs; tests of the vector kernels alone use [`vector_units`].
+pub fn vector_units_or_skip(test: &str) -> Vec<Isa> {
+    let (present, missing): (Vec<Isa>, Vec<Isa>) =
+        Isa::ALL.into_iter().partition(|i| i.supported());
+    for isa in missing {
+        eprintln!("SKIPPED: {test} on {isa:?}: no {isa:?} unit on this CPU");
+    }
+    present
+}
+
+/// [`vector_units_or_skip`], failing when there is none: a test of the vector kernels alone
+/// must not pass having checked nothing.
+pub fn vector_units(test: &str) -> Vec<Isa> {
+    let units = vector_units_or_skip(test);
+    assert!(
+        !units.is_empty(),
+        "{test}: this CPU has no vector unit (AVX-512, or AVX2 with FMA): nothing checked"
+    );
+    units
+}
 
 /// A small deterministic generator of values in [-1, 1).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {

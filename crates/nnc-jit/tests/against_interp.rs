@@ -11,6 +11,7 @@ use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
 use nnc_jit::simd::Isa;
+use nnc_jit::testing::{vector_units, vector_units_or_skip};
 use nnc_jit::{Options, Program};
 use support::{MODELS, load, model_file, model_files};
 
@@ -74,10 +75,12 @@ fn variants() -> Vec<Options> {
         portable: true,
         ..Options::default()
     };
-    let units = Isa::supported_all().into_iter().map(|isa| Options {
-        isa: Some(isa),
-        ..Options::default()
-    });
+    let units = vector_units_or_skip("against_interp")
+        .into_iter()
+        .map(|isa| Options {
+            isa: Some(isa),
+            ..Options::default()
+        });
     std::iter::once(portable).chain(units).collect()
 }
 
@@ -266,7 +269,7 @@ fn mlp_on_mostly_zero_images() {
 /// stores subnormal state as zero, see `nnc_jit::updates`).
 #[test]
 fn recognised_updates_are_bitwise_the_generated_loops() {
-    for isa in Isa::supported_all() {
+    for isa in vector_units("recognised_updates_are_bitwise_the_generated_loops") {
         updates_match_the_loops(isa, false);
         updates_match_the_loops(isa, true);
     }

@@ -105,15 +105,49 @@ fn fill_data(program: &mut Program, f: &Function, data_params: usize, dense: boo
     }
 }
 
-/// Asserts that `run` allocates nothing.
-fn assert_no_allocation_in(what: &str, run: impl FnOnce()) {
+/// The allocations nnc's code makes in `run`, and where the first was made.
+fn allocations_in(run: impl FnOnce()) -> (usize, String) {
     ALLOCATIONS.store(0, Ordering::Relaxed);
     WATCHING.store(true, Ordering::Relaxed);
     run();
     WATCHING.store(false, Ordering::Relaxed);
     let n = ALLOCATIONS.load(Ordering::Relaxed);
     let first = FIRST.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (n, first)
+}
+
+/// Asserts that `run` allocates nothing.
+fn assert_no_allocation_in(what: &str, run: impl FnOnce()) {
+    let (n, first) = allocations_in(run);
     assert_eq!(n, 0, "{what}: {n} allocations, the first at\n{first}");
+}
+
+/// The positive control: an allocation nnc's code makes in the watched region is counted (so
+/// the watch cannot silently be off).
+#[test]
+fn the_watch_sees_an_allocation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut f = Function::new("matmul");
+    let a = f.add_param("a", nnc_ir::Type::f32([4, 3]));
+    let b = f.add_param("b", nnc_ir::Type::f32([3, 5]));
+    let y = f
+        .push(
+            nnc_ir::Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![a, b],
+        )
+        .expect("well-typed");
+    f.results.push(y);
+    let mut p = Program::compile(&f, Options::default()).expect("compiles");
+    assert_no_allocation(&mut p, "the control's program");
+    // `describe` builds its text in nnc_jit's code.
+    let (n, first) = allocations_in(|| {
+        std::hint::black_box(p.describe());
+    });
+    assert!(n >= 1, "an allocation by nnc_jit was not seen");
+    assert!(first.contains("describe"), "{first}");
 }
 
 /// Runs `program` once to warm it up, then asserts that a second run allocates nothing.

@@ -24,7 +24,7 @@ use nnc_ir::init::Rng;
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::parse::parse_function;
 use nnc_ir::{Binary, Compare, DType, Function, Op, Unary};
-use nnc_jit::simd::Isa;
+use nnc_jit::testing::vector_units_or_skip;
 use nnc_jit::{Options, Program};
 use support::load;
 
@@ -769,7 +769,7 @@ fn inputs(f: &Function, rng: &mut Rng) -> Vec<Tensor<f32>> {
 /// The portable kernels and each vector unit this CPU has, each run whole and with every
 /// kernel that can split over the two threads split, however small.
 fn variants() -> Vec<Options> {
-    let units = std::iter::once(None).chain(Isa::supported_all().into_iter().map(Some));
+    let units = std::iter::once(None).chain(vector_units_or_skip("ops").into_iter().map(Some));
     units
         .flat_map(|isa| {
             [false, true].map(|split_small| Options {

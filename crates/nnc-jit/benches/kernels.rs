@@ -1,0 +1,35 @@
+//! Timings of the vector kernels on the shapes of the shipped models, one thread, best of 50
+//! runs each: `cargo bench -p nnc-jit --bench kernels [NAME...]` runs those whose name
+//! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
+//! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
+
+use nnc_jit::kernel_timings::{self, Isa};
+
+type Timing = fn(Isa);
+
+const TIMINGS: [(&str, Timing); 5] = [
+    ("channels", kernel_timings::channels_c3),
+    ("direct", kernel_timings::direct_lenet_shapes),
+    ("maxpool", kernel_timings::maxpool_lenet_shapes),
+    ("samples", kernel_timings::samples_c3),
+    ("sparse", kernel_timings::sparse_mlp_shapes),
+];
+
+fn main() {
+    // Cargo passes `--bench`; names are the other arguments.
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(isa) = Isa::best() else {
+        println!("SKIPPED: no vector unit (AVX-512, or AVX2 with FMA) on this CPU");
+        return;
+    };
+    println!("vector unit: {isa:?}");
+    for (name, time) in TIMINGS {
+        if names.is_empty() || names.iter().any(|n| name.contains(n.as_str())) {
+            println!("-- {name}");
+            time(isa);
+        }
+    }
+}
