@@ -157,10 +157,13 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
         .batch
         .or(resumed.as_ref().map(|c| c.meta.batch))
         .unwrap_or(train.batch);
-    // Like the seed and batch, the run's length continues the checkpoint's unless told.
+    // An interrupted run continues to its own length, like its seed and batch; a run that
+    // finished its epochs goes on to the train block's (or --epochs).
     let epochs = opts
         .epochs
-        .or(resumed.as_ref().and_then(|c| c.meta.epochs))
+        .or(resumed
+            .as_ref()
+            .and_then(|c| c.meta.epochs.filter(|&planned| c.meta.epoch < planned)))
         .unwrap_or(train.epochs);
     if let Some(c) = &resumed
         && train.schedule.spans_run()
