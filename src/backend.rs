@@ -40,15 +40,15 @@ pub fn create(
     seed: u64,
 ) -> Result<Box<dyn Backend>, String> {
     match kind {
-        BackendKind::Jit => Ok(Box::new(Jit(nnc_jit::Trainer::new(
+        BackendKind::Jit => Ok(Box::new(Jit(nnc_jit::CompiledModel::new(
             model, input, targets, seed,
         )?))),
         BackendKind::Interp => Ok(Box::new(Interp::new(model, input, targets, seed))),
     }
 }
 
-/// The JIT backend: compiled programs, one per batch size (see `nnc_jit::Trainer`).
-pub struct Jit(nnc_jit::Trainer);
+/// The JIT backend: compiled programs, one per batch size (see `nnc_jit::CompiledModel`).
+pub struct Jit(nnc_jit::CompiledModel);
 
 impl Jit {
     fn batch<'a>(b: &Batch<'a>) -> nnc_jit::BatchData<'a> {

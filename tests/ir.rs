@@ -297,7 +297,7 @@ fn bench_reports_its_data_and_profile() {
         .iter()
         .filter(|l| l.contains("skips the data's zeros"))
         .count();
-    let vector = nnc_jit::direct::available();
+    let vector = nnc_jit::Isa::best().is_some();
     assert_eq!(skipped, if vector { 2 } else { 0 }, "{labels:#?}");
     assert!(mlp["step_micros"].as_f64().unwrap() > 0.0);
     assert_eq!(report("models/xor.nn")["data"], "synthetic");

@@ -78,11 +78,6 @@ pub fn bias_relu_epilogue(
 /// Floats per vector.
 const LANES: usize = 16;
 
-/// Whether this CPU runs the direct kernels (it has a vector unit of [`crate::simd`]).
-pub fn available() -> bool {
-    Isa::best().is_some()
-}
-
 /// One sample of a stride-1 correlation over wide positions: `c` input planes of `plane`
 /// floats with rows `w` wide, `o` output planes of `oh` wide rows of which the first `ow`
 /// columns are real, taps `kh × kw` at offsets `ki·w + kj`.

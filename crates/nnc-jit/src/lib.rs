@@ -2,35 +2,37 @@
 //! contractions on gemm's micro-kernels (AVX-512 or AVX2), the rest as specialised library
 //! routines — over one statically planned arena.
 //!
-//! Pipeline: [`schedule`] (fusion into loops, then [`fuse`]: loops into library kernels, and
-//! [`head`]: the loss head into one kernel) → [`plan`] (buffers) → [`codegen`] (Cranelift)
-//! and [`library`] → [`program::Program`] (run).
+//! Pipeline: `schedule` (fusion into loops, then `fuse`: loops into library kernels, and
+//! `head`: the loss head into one kernel) → `plan` (buffers) → `codegen` (Cranelift) and
+//! `library` → [`Program`] (run). The API is [`Program`], its [`Options`] and [`ArenaSize`],
+//! [`CompiledModel`] (a model's programs per batch size) and [`mod@bench`]; the kernel modules are
+//! private.
 //!
 //! Invariants: every kernel of a program reads only buffers written by earlier kernels (or
 //! parameters and constants); a program allocates nothing while it runs after its first run,
-//! nor does a [`Trainer`] step (tests/no_allocation.rs; gemm's packing buffers are kept per
+//! nor does a [`CompiledModel`] step (tests/no_allocation.rs; gemm's packing buffers are kept per
 //! thread by the vendored gemm-common, vendor/gemm-common/PATCH.md); a
 //! program computes what the reference interpreter computes, up to floating-point
 //! reassociation in GEMMs.
 
 pub mod bench;
-pub mod channels;
-pub mod codegen;
-pub mod direct;
-pub mod fuse;
-pub mod head;
-pub mod library;
-pub mod maxpool;
-pub mod plan;
-pub mod program;
-pub mod samples;
-pub mod schedule;
-pub mod simd;
-pub mod sparse;
-pub mod threads;
-pub mod trainer;
-pub mod transcendental;
-pub mod updates;
+mod channels;
+mod codegen;
+mod compiled_model;
+mod direct;
+mod fuse;
+mod head;
+mod library;
+mod maxpool;
+mod plan;
+mod program;
+mod samples;
+mod schedule;
+mod simd;
+mod sparse;
+mod threads;
+mod transcendental;
+mod updates;
 
 /// Test helpers shared by the unit and integration tests (not API).
 #[doc(hidden)]
@@ -48,5 +50,8 @@ pub mod kernel_timings {
     pub use crate::sparse::time_mlp_shapes as sparse_mlp_shapes;
 }
 
-pub use program::{CompileError, Options, Program};
-pub use trainer::{BatchData, EvalOutput, InputData, TargetData, TrainOutput, Trainer};
+pub use compiled_model::{
+    BatchData, CompiledModel, EvalOutput, InputData, TargetData, TrainOutput,
+};
+pub use program::{ArenaSize, CompileError, Options, Program};
+pub use simd::Isa;

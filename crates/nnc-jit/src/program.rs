@@ -24,7 +24,7 @@ use crate::updates::{self, RmsProp};
 #[repr(C, align(64))]
 struct Line([u8; ALIGN]);
 
-enum Compiled {
+enum KernelCode {
     /// `split`: big enough to run as two halves on two threads; `sums`: the (offset, length)
     /// of each sum it accumulates, which the second half accumulates in the partial region.
     Loop {
@@ -335,7 +335,7 @@ pub struct Program {
     /// How the arena divides (what `nnc check` and `ir --stage kernels` print).
     size: ArenaSize,
     arena: Vec<Line>,
-    kernels: Vec<Compiled>,
+    kernels: Vec<KernelCode>,
     worker: Worker,
     /// gemm's count of buffer growths when this program last grew its threads' buffers.
     gemm_growths_kept: Option<usize>,
@@ -415,7 +415,7 @@ impl Program {
                     let elements = l.shape.iter().product::<usize>();
                     let split = outer >= 2 && (opts.split_small || elements >= SPLIT_ELEMENTS);
                     let sums = sums_of(l);
-                    Ok(Compiled::Loop {
+                    Ok(KernelCode::Loop {
                         f: body(l, func, outer),
                         outer,
                         split,
@@ -426,9 +426,9 @@ impl Program {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
                     lib.isa = isa;
-                    Ok(Compiled::Lib(lib))
+                    Ok(KernelCode::Lib(lib))
                 }
-                Kernel::Head(h) => Ok(Compiled::Head(HeadKernel::new(f, h, &plan))),
+                Kernel::Head(h) => Ok(KernelCode::Head(HeadKernel::new(f, h, &plan))),
                 Kernel::Fused {
                     prologue,
                     inst,
@@ -470,7 +470,7 @@ impl Program {
                                 (MaskedGrad::recognise(f, *inst, e, &plan), isa)
                             {
                                 next();
-                                return Ok(Compiled::MaskedPoolGrad {
+                                return Ok(KernelCode::MaskedPoolGrad {
                                     routine,
                                     isa,
                                     macs: lib.macs(),
@@ -496,7 +496,7 @@ impl Program {
                         e => e,
                     };
                     let epilogue = epilogue.map(|l| part_loop(l, parts.output, next()));
-                    Ok(Compiled::Fused {
+                    Ok(KernelCode::Fused {
                         lib,
                         prologue,
                         epilogue,
@@ -615,7 +615,7 @@ impl Program {
         self.kernels
             .iter()
             .map(|k| match k {
-                Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => {
+                KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => {
                     l.sparse_runs.load(std::sync::atomic::Ordering::Relaxed)
                 }
                 _ => 0,
@@ -662,11 +662,11 @@ impl Program {
             note
         };
         let note = match &self.kernels[k] {
-            Compiled::Loop { f, .. } => routine(f),
-            Compiled::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
-            Compiled::Lib(lib) => lib_note(lib),
-            Compiled::Head(_) => String::new(),
-            Compiled::Fused { lib, epilogue, .. } => {
+            KernelCode::Loop { f, .. } => routine(f),
+            KernelCode::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
+            KernelCode::Lib(lib) => lib_note(lib),
+            KernelCode::Head(_) => String::new(),
+            KernelCode::Fused { lib, epilogue, .. } => {
                 lib_note(lib) + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
             }
         };
@@ -703,9 +703,9 @@ impl Program {
     /// Multiply-adds of kernel `k` (contractions only).
     pub fn kernel_macs(&self, k: usize) -> usize {
         match &self.kernels[k] {
-            Compiled::Lib(l) | Compiled::Fused { lib: l, .. } => l.macs(),
-            Compiled::MaskedPoolGrad { macs, .. } => *macs,
-            Compiled::Loop { .. } | Compiled::Head(_) => 0,
+            KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => l.macs(),
+            KernelCode::MaskedPoolGrad { macs, .. } => *macs,
+            KernelCode::Loop { .. } | KernelCode::Head(_) => 0,
         }
     }
 
@@ -789,7 +789,7 @@ impl Program {
                     inst,
                     epilogue,
                 } => {
-                    let whole = matches!(&self.kernels[k], Compiled::Fused { lib, .. } if !lib.splittable());
+                    let whole = matches!(&self.kernels[k], KernelCode::Fused { lib, .. } if !lib.splittable());
                     out.push_str(if whole {
                         "too small to split, one thread running\n"
                     } else {
@@ -878,7 +878,7 @@ impl Program {
     }
 }
 
-fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
+fn run_kernel(k: &KernelCode, base: Base, worker: &Worker, partial: usize) {
     match k {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
         // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
@@ -887,7 +887,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
         // either half reaches this thread only after both halves stopped (`Worker::join`), so
         // no kernel is still writing the arena when the panic leaves `Program::run`; the
         // arena then holds partial results, which is safe (plain floats) if not meaningful.
-        Compiled::Loop {
+        KernelCode::Loop {
             f,
             outer,
             split: true,
@@ -901,22 +901,22 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
             );
             add_partial_sums(base, partial, sums);
         }
-        Compiled::Loop {
+        KernelCode::Loop {
             f,
             outer,
             split: false,
             ..
         } => unsafe { f.call(base.get(), 0, *outer, 0) },
-        Compiled::Lib(l) if l.splittable() => {
+        KernelCode::Lib(l) if l.splittable() => {
             worker.join(
                 || unsafe { l.run_part(base.get(), 0, 2) },
                 || unsafe { l.run_part(base.get(), 1, 2) },
             );
             unsafe { l.finish(base.get(), 2) };
         }
-        Compiled::Lib(l) => unsafe { l.run(base.get()) },
-        Compiled::Head(h) => unsafe { h.run(base.get()) },
-        Compiled::Fused {
+        KernelCode::Lib(l) => unsafe { l.run(base.get()) },
+        KernelCode::Head(h) => unsafe { h.run(base.get()) },
+        KernelCode::Fused {
             lib,
             prologue,
             epilogue,
@@ -951,7 +951,7 @@ fn run_kernel(k: &Compiled, base: Base, worker: &Worker, partial: usize) {
                 add_partial_sums(base, partial, &l.sums);
             }
         }
-        Compiled::MaskedPoolGrad {
+        KernelCode::MaskedPoolGrad {
             routine: r, isa, ..
         } => {
             worker.join(

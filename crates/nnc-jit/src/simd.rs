@@ -65,7 +65,7 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| i.supported())
     }
 
-    /// Whether its masked loads cost what plain ones do ([`F32x16::FREE_MASKS`] of its
+    /// Whether its masked loads cost what plain ones do (`F32x16::FREE_MASKS` of its
     /// vector), for choices made outside the kernels (a layout that needs no masks).
     pub fn free_masks(self) -> bool {
         match self {

@@ -10,7 +10,7 @@ use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
-use nnc_jit::simd::Isa;
+use nnc_jit::Isa;
 use nnc_jit::testing::{vector_units, vector_units_or_skip};
 use nnc_jit::{Options, Program};
 use support::{MODELS, load, model_file, model_files};
@@ -387,7 +387,7 @@ fn lenet5_recognised_kernels() {
 /// With a schedule, each step's learning rate reaches the program that runs it.
 #[test]
 fn trainer_across_batch_sizes() {
-    use nnc_jit::{BatchData, InputData, TargetData, Trainer};
+    use nnc_jit::{BatchData, CompiledModel, InputData, TargetData};
     let mut m = model_file(format!("{MODELS}lenet5.nn"));
     if let Some(t) = m.train.as_mut() {
         t.schedule = nnc_check::Decay::Cosine { min: 0.0 }.into();
@@ -395,7 +395,7 @@ fn trainer_across_batch_sizes() {
     let train = m.train.clone().unwrap();
     let input = InputSpec::of(&train.data, &m).unwrap();
     let targets = TargetSpec::of(&train.data, &m);
-    let mut trainer = Trainer::new(&m, input.clone(), targets, 5).unwrap();
+    let mut trainer = CompiledModel::new(&m, input.clone(), targets, 5).unwrap();
     let mut params: Vec<Tensor<f32>> = init_params(&m, 5)
         .into_iter()
         .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))

@@ -1,6 +1,6 @@
 //! nnc's kernels allocate nothing while a program runs (the invariant in the crate's
 //! documentation): the training and evaluation steps of every model in `models/`, and a
-//! `Trainer`'s training steps across a full and a partial batch, watched by a global
+//! `CompiledModel`'s training steps across a full and a partial batch, watched by a global
 //! allocator. Its own test binary, its tests one at a time ([`SERIAL`]), so that nothing else
 //! allocates meanwhile.
 //!
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nnc_ir::compile::compile;
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::{DType, Function};
-use nnc_jit::{BatchData, InputData, Options, Program, TargetData, Trainer};
+use nnc_jit::{BatchData, CompiledModel, InputData, Options, Program, TargetData};
 use support::{model_file, model_files};
 
 /// The system allocator, counting allocations and reallocations while
@@ -240,7 +240,7 @@ impl Batch {
     }
 }
 
-/// A `Trainer` allocates nothing per training step once it has compiled its programs: not
+/// A `CompiledModel` allocates nothing per training step once it has compiled its programs: not
 /// for the gradient norms it reports, nor when the weights move between the full batch's
 /// program and the partial last batch's (which happens at every epoch's end).
 #[test]
@@ -251,7 +251,7 @@ fn trainer_steps_do_not_allocate() {
         let train = m.train.clone().expect("train block");
         let input = InputSpec::of(&train.data, &m).expect("known input layout");
         let targets = TargetSpec::of(&train.data, &m);
-        let mut trainer = Trainer::new(&m, input, targets, 1).expect("trainer");
+        let mut trainer = CompiledModel::new(&m, input, targets, 1).expect("trainer");
         let (full, partial) = (train.batch, train.batch / 2 + 1);
         let batches: Vec<Batch> = [full, partial]
             .into_iter()

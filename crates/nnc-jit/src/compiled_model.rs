@@ -75,7 +75,7 @@ struct EvalProgram {
 }
 
 /// Compiled training and evaluation of one model.
-pub struct Trainer {
+pub struct CompiledModel {
     model: Model,
     input: InputSpec,
     targets: TargetSpec,
@@ -94,18 +94,18 @@ pub struct Trainer {
     grad_norms2: Vec<f64>,
 }
 
-impl Trainer {
+impl CompiledModel {
     /// A trainer with the model's initial weights for `seed`.
     pub fn new(
         model: &Model,
         input: InputSpec,
         targets: TargetSpec,
         seed: u64,
-    ) -> Result<Trainer, String> {
+    ) -> Result<CompiledModel, String> {
         let init = nnc_ir::init::init_params(model, seed);
         // The optimizer state's layout does not depend on the batch size.
         let layout = compile(model, 1, input.clone(), targets)?.train_step.states;
-        Ok(Trainer {
+        Ok(CompiledModel {
             model: model.clone(),
             input,
             targets,
