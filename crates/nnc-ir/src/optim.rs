@@ -59,7 +59,7 @@ pub struct TrainStep {
 /// parameters are the data followed by `params`.
 ///
 /// `weight_decay` λ > 0 adds the gradient of the L2 penalty λ/2·‖w‖², λ·w, to each gradient
-/// before the update. `scheduled` makes the learning rate a parameter of the step (see
+/// before the update (AdamW's decoupled decay is its own, [`Optimizer::AdamW`]). `scheduled` makes the learning rate a parameter of the step (see
 /// [`TrainStep::learning_rate`]) instead of the optimizer's constant.
 pub fn apply(
     g: &Function,
