@@ -95,6 +95,16 @@ fn reference_parameter_counts() {
     }
 }
 
+/// pytorch/examples' mnist `Net`, as PyTorch counts it (`sum(p.numel() for p in
+/// model.parameters())`).
+#[test]
+fn torch_mnist_has_pytorchs_parameter_count() {
+    let (stdout, stderr, code) = nnc(&["check", "models/torch-mnist.nn", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["total_params"], 1_199_882);
+}
+
 #[test]
 fn json_is_an_array_for_several_models() {
     let (stdout, _, code) = nnc(&["check", "models/xor.nn", "models/perceptron.nn", "--json"]);

@@ -341,17 +341,32 @@ fn unquoted(s: &str) -> bool {
 fn about(name: &str) -> Option<&'static str> {
     Some(match name {
         // Optimizers.
-        "lr" => "the learning rate scales each step; typical values are 0.0001 to 0.1",
+        "lr" => {
+            "the learning rate scales each step; typical values are 0.0001 to 0.1 (1 for \
+             `adadelta`)"
+        }
         "momentum" => {
             "momentum is the fraction of the previous update kept; 0.9 is typical, 1 never forgets"
         }
         "rho" => "rho is the decay of the squared-gradient average; 0.9 is typical",
-        "beta1" | "beta2" => "Adam's decay rates are below 1; the defaults are 0.9 and 0.999",
-        "eps" => "eps keeps the division away from zero; 1e-7 is Keras' default",
+        "beta1" | "beta2" => {
+            "the decay rates of Adam, AdamW, Adamax and NAdam are below 1; the defaults are 0.9 \
+             and 0.999"
+        }
+        "centered" => {
+            "`centered: true` divides by the gradient's variance instead of its mean square; \
+             the default is `false`"
+        }
+        "eps" => {
+            "eps keeps the division away from zero; 1e-7 is Keras' default (1e-6 for `adadelta`)"
+        }
         "initial_accumulator" => {
             "Adagrad's starting sum of squared gradients, ≥ 0; Keras' default is 0.1"
         }
-        "weight_decay" => "the L2 penalty λ adds λ·w to each gradient; 1e-4 to 1e-2 is typical",
+        "weight_decay" => {
+            "the L2 penalty λ adds λ·w to each gradient (`adamw` instead shrinks w by lr·λ·w); \
+             1e-4 to 1e-2 is typical"
+        }
         // Train settings.
         "batch" => "the number of samples per training step, from 1; 32 is typical",
         "epochs" => "the number of passes over the training data, from 1",

@@ -414,7 +414,8 @@ pub struct Train {
     pub epochs: usize,
     pub seed: u64,
     pub metrics: Vec<Metric>,
-    /// L2 penalty factor λ: each gradient gains λ·w (the optimizer's `weight_decay:`).
+    /// L2 penalty factor λ: each gradient gains λ·w (the optimizer's `weight_decay:`). Always
+    /// 0 under `adamw`, whose decay is decoupled ([`Optimizer::AdamW`]).
     pub weight_decay: f64,
     /// The fraction of the training data held out for validation.
     pub validation: Option<f64>,
@@ -650,7 +651,9 @@ impl Loss {
     }
 }
 
-/// An optimizer and its hyper-parameters (defaults are Keras').
+/// An optimizer and its hyper-parameters. The updates follow Keras 3's formulas; the
+/// defaults are Keras', except where PyTorch's are the usual choice (`adadelta`, `adamax`,
+/// `nadam`, and `adamw`'s weight decay): see docs/language.md.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     Sgd {
@@ -669,16 +672,47 @@ pub enum Optimizer {
         initial_accumulator: f64,
         eps: f64,
     },
-    /// `eps` inside the square root, as Keras.
+    /// `eps` inside the square root, as Keras. `centered` divides by the variance instead of
+    /// the mean square; `momentum` > 0 accumulates the scaled steps.
     RmsProp {
         lr: f64,
         rho: f64,
         eps: f64,
+        momentum: f64,
+        centered: bool,
     },
     Adam {
         lr: f64,
         beta1: f64,
         beta2: f64,
+        eps: f64,
+    },
+    /// Adam with decoupled weight decay: each step also shrinks w by lr·λ·w.
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    /// Adam with the infinity norm in place of the squared-gradient average.
+    Adamax {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+    /// Adam with Nesterov momentum (Dozat 2016), with its momentum schedule.
+    Nadam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+    /// Zeiler 2012; `lr` scales the step (1 is the paper's).
+    Adadelta {
+        lr: f64,
+        rho: f64,
         eps: f64,
     },
 }
@@ -692,7 +726,11 @@ impl Optimizer {
             | Optimizer::Nesterov { lr, .. }
             | Optimizer::Adagrad { lr, .. }
             | Optimizer::RmsProp { lr, .. }
-            | Optimizer::Adam { lr, .. } => lr,
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::AdamW { lr, .. }
+            | Optimizer::Adamax { lr, .. }
+            | Optimizer::Nadam { lr, .. }
+            | Optimizer::Adadelta { lr, .. } => lr,
         }
     }
 
@@ -704,6 +742,10 @@ impl Optimizer {
             Optimizer::Adagrad { .. } => "adagrad",
             Optimizer::RmsProp { .. } => "rmsprop",
             Optimizer::Adam { .. } => "adam",
+            Optimizer::AdamW { .. } => "adamw",
+            Optimizer::Adamax { .. } => "adamax",
+            Optimizer::Nadam { .. } => "nadam",
+            Optimizer::Adadelta { .. } => "adadelta",
         }
     }
 }
@@ -727,16 +769,42 @@ impl fmt::Display for Optimizer {
                 num(initial_accumulator),
                 num(eps)
             ),
-            Optimizer::RmsProp { lr, rho, eps } => {
+            Optimizer::RmsProp {
+                lr,
+                rho,
+                eps,
+                momentum,
+                centered,
+            } => {
                 write!(
                     f,
-                    "{k}(lr: {}, rho: {}, eps: {})",
+                    "{k}(lr: {}, rho: {}, eps: {}",
                     num(lr),
                     num(rho),
                     num(eps)
-                )
+                )?;
+                // The options only when set, so that plain RMSprop reads as before.
+                if momentum > 0.0 {
+                    write!(f, ", momentum: {}", num(momentum))?;
+                }
+                if centered {
+                    write!(f, ", centered: true")?;
+                }
+                write!(f, ")")
             }
             Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            }
+            | Optimizer::Adamax {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            }
+            | Optimizer::Nadam {
                 lr,
                 beta1,
                 beta2,
@@ -749,6 +817,30 @@ impl fmt::Display for Optimizer {
                 num(beta2),
                 num(eps)
             ),
+            Optimizer::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => write!(
+                f,
+                "{k}(lr: {}, beta1: {}, beta2: {}, eps: {}, weight_decay: {})",
+                num(lr),
+                num(beta1),
+                num(beta2),
+                num(eps),
+                num(weight_decay)
+            ),
+            Optimizer::Adadelta { lr, rho, eps } => {
+                write!(
+                    f,
+                    "{k}(lr: {}, rho: {}, eps: {})",
+                    num(lr),
+                    num(rho),
+                    num(eps)
+                )
+            }
         }
     }
 }

@@ -27,7 +27,10 @@ pub const SETTINGS: &[&str] = &[
     "schedule",
 ];
 pub const LOSSES: &[&str] = &["mse", "cross_entropy", "softmax_cross_entropy"];
-pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"];
+pub const OPTIMIZERS: &[&str] = &[
+    "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam",
+    "adadelta",
+];
 pub const DATA: &[&str] = &["mnist", "idx", "csv"];
 pub const METRICS: &[&str] = &["loss", "accuracy", "mae"];
 /// The largest batch: with a sample of at most 2^32 elements, a batch's tensors stay below
@@ -150,7 +153,9 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
             .help("add `validation 0.1` to hold out 10 % of the training data"),
         );
     }
+    // The L2 penalty on the gradient; `adamw` takes its `weight_decay` itself (decoupled).
     let weight_decay = opt_v.and_then(|v| match &v.kind {
+        ValueKind::Call(c) if c.name.name == "adamw" => None,
         ValueKind::Call(c) => c
             .args()
             .iter()
@@ -434,13 +439,35 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         "rmsprop" => {
             let b = bind(
                 c,
-                &[pos("lr"), named("rho"), named("eps"), named("weight_decay")],
+                &[
+                    pos("lr"),
+                    named("rho"),
+                    named("eps"),
+                    named("momentum"),
+                    named("centered"),
+                    named("weight_decay"),
+                ],
                 diags,
             );
             Optimizer::RmsProp {
                 lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
                 rho: b.float_or("rho", Range::UNIT_OPEN, 0.9, diags),
                 eps: b.float_or("eps", Range::POSITIVE, 1e-7, diags),
+                momentum: b.float_or("momentum", Range::UNIT_OPEN, 0.0, diags),
+                centered: b.bool_or("centered", false, diags),
+            }
+        }
+        "adadelta" => {
+            let b = bind(
+                c,
+                &[pos("lr"), named("rho"), named("eps"), named("weight_decay")],
+                diags,
+            );
+            // PyTorch's defaults (Keras' lr 0.001 barely moves): the paper's step, lr 1.
+            Optimizer::Adadelta {
+                lr: b.float_or("lr", Range::POSITIVE, 1.0, diags),
+                rho: b.float_or("rho", Range::UNIT_OPEN, 0.9, diags),
+                eps: b.float_or("eps", Range::POSITIVE, 1e-6, diags),
             }
         }
         _ => {
@@ -455,11 +482,43 @@ fn optimizer(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Optimizer> {
                 ],
                 diags,
             );
-            Optimizer::Adam {
-                lr: b.float_or("lr", Range::POSITIVE, 0.001, diags),
-                beta1: b.float_or("beta1", Range::UNIT_OPEN, 0.9, diags),
-                beta2: b.float_or("beta2", Range::UNIT_OPEN, 0.999, diags),
-                eps: b.float_or("eps", Range::POSITIVE, 1e-7, diags),
+            // Adamax and NAdam take PyTorch's (and their papers') rate 0.002.
+            let default_lr = if matches!(kind, "adamax" | "nadam") {
+                0.002
+            } else {
+                0.001
+            };
+            let lr = b.float_or("lr", Range::POSITIVE, default_lr, diags);
+            let beta1 = b.float_or("beta1", Range::UNIT_OPEN, 0.9, diags);
+            let beta2 = b.float_or("beta2", Range::UNIT_OPEN, 0.999, diags);
+            let eps = b.float_or("eps", Range::POSITIVE, 1e-7, diags);
+            match kind {
+                "adamw" => Optimizer::AdamW {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    // PyTorch's default (Keras' is 0.004).
+                    weight_decay: b.float_or("weight_decay", Range::NON_NEGATIVE, 0.01, diags),
+                },
+                "adamax" => Optimizer::Adamax {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                },
+                "nadam" => Optimizer::Nadam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                },
+                _ => Optimizer::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                },
             }
         }
     };

@@ -1,22 +1,34 @@
 //! Optimizer updates lowered to IR, so that one training step is one function.
 //!
 //! Each optimizer's state is a set of values passed in and returned by the step. The updates
-//! follow Keras 3 exactly (g is the gradient, t the 1-based step count):
+//! follow Keras 3's formulas (g is the gradient, t the 1-based step count); where PyTorch
+//! differs, only in where ε sits, the last column says how:
 //!
-//! | optimizer | state (initial value) | update |
-//! | --- | --- | --- |
-//! | `sgd` | none | w ← w − lr·g |
-//! | `momentum` | v (0) | v ← μv − lr·g; w ← w + v |
-//! | `nesterov` | v (0) | v ← μv − lr·g; w ← w + μv − lr·g |
-//! | `adagrad` | a (initial_accumulator) | a ← a + g²; w ← w − lr·g / (√a + ε) |
-//! | `rmsprop` | s (0) | s ← ρs + (1 − ρ)g²; w ← w − lr·g / √(s + ε) (ε inside the root) |
-//! | `adam` | m (0), v (0); t (0) shared | t ← t + 1; m ← m + (1 − β₁)(g − m); v ← v + (1 − β₂)(g² − v); w ← w − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + ε) |
+//! | optimizer | state (initial value) | update | PyTorch |
+//! | --- | --- | --- | --- |
+//! | `sgd` | none | w ← w − lr·g | same |
+//! | `momentum` | v (0) | v ← μv − lr·g; w ← w + v | same with a constant lr |
+//! | `nesterov` | v (0) | v ← μv − lr·g; w ← w + μv − lr·g | same with a constant lr |
+//! | `adagrad` | a (initial_accumulator) | a ← a + g²; w ← w − lr·g / (√a + ε) | same |
+//! | `rmsprop` | s (0) | s ← ρs + (1 − ρ)g²; w ← w − lr·g / √(s + ε) | ε outside the root |
+//! | `rmsprop(centered: true)` | s (0), ḡ (0) | ḡ ← ρḡ + (1 − ρ)g; divides by √(s − ḡ² + ε) | ε outside |
+//! | `rmsprop(momentum: μ)` | s (0), b (0) | b ← μb + lr·g / √(s + ε); w ← w − b | lr outside b |
+//! | `adam` | m (0), v (0); t (0) shared | t ← t + 1; m ← m + (1 − β₁)(g − m); v ← v + (1 − β₂)(g² − v); w ← w − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + ε) | ε/√(1 − β₂ᵗ) |
+//! | `adamw` | as `adam` | `adam`'s, and w ← w − lr·λ·w (decoupled decay) | as `adam` |
+//! | `adamax` | m (0), u (0); t (0) shared | m as `adam`; u ← max(β₂u, \|g\|); w ← w − lr/(1 − β₁ᵗ) · m / (u + ε) | u ← max(β₂u, \|g\| + ε), no ε below |
+//! | `nadam` | m (0), v (0); t (0), Π (1) shared | μₜ = β₁(1 − ½·0.96^(0.004t)); Π ← Π·μₜ; m, v as `adam`; w ← w − lr·(μₜ₊₁m/(1 − Πμₜ₊₁) + (1 − μₜ)g/(1 − Π)) / (√(v/(1 − β₂ᵗ)) + ε) | same |
+//! | `adadelta` | s (0), u (0) | s ← ρs + (1 − ρ)g²; Δ ← √(u + ε)/√(s + ε)·g; u ← ρu + (1 − ρ)Δ²; w ← w − lr·Δ | same |
+//!
+//! `tests/optimizers.rs` checks each against an independent f64 reference.
 
 use nnc_check::Optimizer;
 
 use crate::function::{Builder, Function, ValueId};
-use crate::op::Unary;
+use crate::op::{Binary, Unary};
 use crate::types::Type;
+
+/// NAdam's momentum decay ψ in μₜ = β₁(1 − ½·0.96^(ψt)): Dozat's and PyTorch's 0.004.
+pub const NADAM_MOMENTUM_DECAY: f64 = 0.004;
 
 /// One optimizer state tensor: its name, shape and starting value.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +59,7 @@ pub struct TrainStep {
 /// parameters are the data followed by `params`.
 ///
 /// `weight_decay` λ > 0 adds the gradient of the L2 penalty λ/2·‖w‖², λ·w, to each gradient
-/// before the update. `scheduled` makes the learning rate a parameter of the step (see
+/// before the update (AdamW's decoupled decay is its own, [`Optimizer::AdamW`]). `scheduled` makes the learning rate a parameter of the step (see
 /// [`TrainStep::learning_rate`]) instead of the optimizer's constant.
 pub fn apply(
     g: &Function,
@@ -66,21 +78,36 @@ pub fn apply(
         .collect();
 
     // State parameters, in a fixed order: per parameter, then shared.
-    let per_param: &[(&str, f64)] = match *opt {
-        Optimizer::Sgd { .. } => &[],
-        Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => &[("velocity", 0.0)],
+    let per_param: Vec<(&str, f64)> = match *opt {
+        Optimizer::Sgd { .. } => vec![],
+        Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => vec![("velocity", 0.0)],
         Optimizer::Adagrad {
             initial_accumulator,
             ..
-        } => &[("accumulator", initial_accumulator)][..],
-        Optimizer::RmsProp { .. } => &[("mean_square", 0.0)],
-        Optimizer::Adam { .. } => &[("m", 0.0), ("v", 0.0)],
+        } => vec![("accumulator", initial_accumulator)],
+        Optimizer::RmsProp {
+            momentum, centered, ..
+        } => {
+            let mut v = vec![("mean_square", 0.0)];
+            if centered {
+                v.push(("mean_grad", 0.0));
+            }
+            if momentum > 0.0 {
+                v.push(("velocity", 0.0));
+            }
+            v
+        }
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } | Optimizer::Nadam { .. } => {
+            vec![("m", 0.0), ("v", 0.0)]
+        }
+        Optimizer::Adamax { .. } => vec![("m", 0.0), ("u", 0.0)],
+        Optimizer::Adadelta { .. } => vec![("mean_square", 0.0), ("mean_square_step", 0.0)],
     };
     let mut states = Vec::new();
     let mut state_vals: Vec<Vec<ValueId>> = Vec::new();
     for (&p, name) in params.iter().zip(&names) {
         let mut vals = Vec::new();
-        for &(suffix, init) in per_param {
+        for &(suffix, init) in &per_param {
             let ty = f.ty(p).clone();
             let sname = format!("{name}.{suffix}");
             vals.push(f.add_param(sname.clone(), ty.clone()));
@@ -92,14 +119,25 @@ pub fn apply(
         }
         state_vals.push(vals);
     }
-    let step_count = matches!(opt, Optimizer::Adam { .. }).then(|| {
+    let mut shared_state = |f: &mut Function, name: &str, init: f64| {
         states.push(State {
-            name: "step_count".into(),
+            name: name.into(),
             ty: Type::scalar(),
-            init: 0.0,
+            init,
         });
-        f.add_param("step_count", Type::scalar())
-    });
+        f.add_param(name, Type::scalar())
+    };
+    let step_count = matches!(
+        opt,
+        Optimizer::Adam { .. }
+            | Optimizer::AdamW { .. }
+            | Optimizer::Adamax { .. }
+            | Optimizer::Nadam { .. }
+    )
+    .then(|| shared_state(&mut f, "step_count", 0.0));
+    // NAdam's product of its momentum schedule, μ₁·…·μₜ.
+    let mu_product =
+        matches!(opt, Optimizer::Nadam { .. }).then(|| shared_state(&mut f, "mu_product", 1.0));
 
     let learning_rate = scheduled.then(|| {
         f.add_param("lr", Type::scalar());
@@ -139,6 +177,9 @@ pub fn apply(
         (
             Optimizer::Adam {
                 lr, beta1, beta2, ..
+            }
+            | Optimizer::AdamW {
+                lr, beta1, beta2, ..
             },
             Some(t),
         ) => {
@@ -155,6 +196,47 @@ pub fn apply(
             let r2 = b.unary(Unary::Sqrt, c2);
             let ratio = b.div(r2, c1);
             Some((t1, times_lr(&mut b, ratio, lr)))
+        }
+        // Adamax's: α = lr/(1 − β₁ᵗ).
+        (Optimizer::Adamax { lr, beta1, .. }, Some(t)) => {
+            let one = b.scalar(1.0);
+            let t1 = b.add(t, one);
+            let e = b.scale(t1, beta1.ln());
+            let p1 = b.unary(Unary::Exp, e);
+            let c1 = b.sub(one, p1);
+            let lr_c = times_lr(&mut b, one, lr);
+            Some((t1, b.div(lr_c, c1)))
+        }
+        _ => None,
+    };
+    // NAdam's schedule μₜ = β₁(1 − ½·0.96^(0.004·t)) and the factors on g and m that it
+    // gives, shared by all parameters.
+    let nadam = match (*opt, step_count, mu_product) {
+        (Optimizer::Nadam { beta1, beta2, .. }, Some(t), Some(prod)) => {
+            let one = b.scalar(1.0);
+            let t1 = b.add(t, one);
+            let t2 = b.add(t1, one);
+            let mu = |b: &mut Builder<'_>, t: ValueId| {
+                let e = b.scale(t, NADAM_MOMENTUM_DECAY * 0.96f64.ln());
+                let p = b.unary(Unary::Exp, e);
+                let half = b.scale(p, 0.5);
+                let d = b.sub(one, half);
+                b.scale(d, beta1)
+            };
+            let mu_t = mu(&mut b, t1);
+            let mu_next = mu(&mut b, t2);
+            let prod_t = b.mul(prod, mu_t);
+            let prod_next = b.mul(prod_t, mu_next);
+            // (1 − μₜ)/(1 − Πₜ) on g, μₜ₊₁/(1 − Πₜ₊₁) on m.
+            let num_g = b.sub(one, mu_t);
+            let den_g = b.sub(one, prod_t);
+            let on_g = b.div(num_g, den_g);
+            let den_m = b.sub(one, prod_next);
+            let on_m = b.div(mu_next, den_m);
+            let e2 = b.scale(t1, beta2.ln());
+            let p2 = b.unary(Unary::Exp, e2);
+            let c2 = b.sub(one, p2);
+            Some((t1, prod_t, on_g, on_m, c2))
         }
         _ => None,
     };
@@ -189,20 +271,47 @@ pub fn apply(
                 new_params.push(b.sub(w, q));
                 new_states.push(a);
             }
-            Optimizer::RmsProp { lr, rho, eps } => {
+            Optimizer::RmsProp {
+                lr,
+                rho,
+                eps,
+                momentum,
+                centered,
+            } => {
                 let kept = b.scale(st[0], rho);
                 let g2 = b.mul(gw, gw);
                 let fresh = b.scale(g2, 1.0 - rho);
                 let s = b.add(kept, fresh);
+                new_states.push(s);
+                // Centered: the variance s − ḡ², with ḡ the average gradient.
+                let var = if centered {
+                    let kept = b.scale(st[1], rho);
+                    let fresh = b.scale(gw, 1.0 - rho);
+                    let mean = b.add(kept, fresh);
+                    new_states.push(mean);
+                    let m2 = b.mul(mean, mean);
+                    b.sub(s, m2)
+                } else {
+                    s
+                };
                 let e = b.scalar(eps);
-                let se = b.add(s, e);
+                let se = b.add(var, e);
                 let root = b.unary(Unary::Sqrt, se);
                 let step = times_lr(&mut b, gw, lr);
                 let q = b.div(step, root);
-                new_params.push(b.sub(w, q));
-                new_states.push(s);
+                if momentum > 0.0 {
+                    let kept = b.scale(st[st.len() - 1], momentum);
+                    let v = b.add(kept, q);
+                    new_states.push(v);
+                    new_params.push(b.sub(w, v));
+                } else {
+                    new_params.push(b.sub(w, q));
+                }
             }
             Optimizer::Adam {
+                beta1, beta2, eps, ..
+            }
+            | Optimizer::AdamW {
                 beta1, beta2, eps, ..
             } => {
                 let (_, alpha) = adam.expect("adam correction");
@@ -218,14 +327,96 @@ pub fn apply(
                 let den = b.add(root, e);
                 let q = b.div(m, den);
                 let step = b.mul(q, alpha);
+                // AdamW's decoupled decay: w − lr·λ·w, beside the step.
+                let w = match *opt {
+                    Optimizer::AdamW {
+                        lr, weight_decay, ..
+                    } if weight_decay > 0.0 => {
+                        let decay = b.scale(w, weight_decay);
+                        let decay = times_lr(&mut b, decay, lr);
+                        b.sub(w, decay)
+                    }
+                    _ => w,
+                };
                 new_params.push(b.sub(w, step));
                 new_states.push(m);
                 new_states.push(v);
             }
+            Optimizer::Adamax {
+                beta1, beta2, eps, ..
+            } => {
+                let (_, alpha) = adam.expect("adamax correction");
+                let dm = b.sub(gw, st[0]);
+                let dm = b.scale(dm, 1.0 - beta1);
+                let m = b.add(st[0], dm);
+                let kept = b.scale(st[1], beta2);
+                let a = b.unary(Unary::Abs, gw);
+                let u = b.binary(Binary::Max, kept, a);
+                let e = b.scalar(eps);
+                let den = b.add(u, e);
+                let q = b.div(m, den);
+                let step = b.mul(q, alpha);
+                new_params.push(b.sub(w, step));
+                new_states.push(m);
+                new_states.push(u);
+            }
+            Optimizer::Nadam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let (_, _, on_g, on_m, c2) = nadam.expect("nadam schedule");
+                let dm = b.sub(gw, st[0]);
+                let dm = b.scale(dm, 1.0 - beta1);
+                let m = b.add(st[0], dm);
+                let g2 = b.mul(gw, gw);
+                let dv = b.sub(g2, st[1]);
+                let dv = b.scale(dv, 1.0 - beta2);
+                let v = b.add(st[1], dv);
+                let vhat = b.div(v, c2);
+                let root = b.unary(Unary::Sqrt, vhat);
+                let e = b.scalar(eps);
+                let den = b.add(root, e);
+                let mg = b.mul(gw, on_g);
+                let mm = b.mul(m, on_m);
+                let mhat = b.add(mm, mg);
+                let q = b.div(mhat, den);
+                let step = times_lr(&mut b, q, lr);
+                new_params.push(b.sub(w, step));
+                new_states.push(m);
+                new_states.push(v);
+            }
+            Optimizer::Adadelta { lr, rho, eps } => {
+                let kept = b.scale(st[0], rho);
+                let g2 = b.mul(gw, gw);
+                let fresh = b.scale(g2, 1.0 - rho);
+                let s = b.add(kept, fresh);
+                // Δ = √(u + ε)/√(s + ε)·g: the step in the units of w.
+                let e = b.scalar(eps);
+                let se = b.add(s, e);
+                let rs = b.unary(Unary::Sqrt, se);
+                let ue = b.add(st[1], e);
+                let ru = b.unary(Unary::Sqrt, ue);
+                let ratio = b.div(ru, rs);
+                let delta = b.mul(ratio, gw);
+                let d2 = b.mul(delta, delta);
+                let kept = b.scale(st[1], rho);
+                let fresh = b.scale(d2, 1.0 - rho);
+                let u = b.add(kept, fresh);
+                let step = times_lr(&mut b, delta, lr);
+                new_params.push(b.sub(w, step));
+                new_states.push(s);
+                new_states.push(u);
+            }
         }
     }
-    if let Some((t1, _)) = adam {
+    let t1 = adam.map(|(t1, _)| t1).or(nadam.map(|n| n.0));
+    if let Some(t1) = t1 {
         new_states.push(t1);
+    }
+    if let Some((_, prod_t, ..)) = nadam {
+        new_states.push(prod_t);
     }
     for (v, name) in new_params.iter().zip(&names) {
         f.set_name(*v, format!("{name}.new"));

@@ -226,6 +226,7 @@ model_tests! {
     lenet5_1998: "lenet5-1998.nn", 3 steps, zeros: false;
     deep_sigmoid: "deep-sigmoid.nn", 3 steps, zeros: true;
     deep_relu: "deep-relu.nn", 3 steps, zeros: true;
+    torch_mnist: "torch-mnist.nn", 2 steps, zeros: true;
 }
 
 /// A model added to `models/` fails here until `model_tests!` has a test for it.
