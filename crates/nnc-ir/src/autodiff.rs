@@ -73,6 +73,6 @@ pub fn grad(f: &Function, loss: ValueId, wrt: &[ValueId]) -> Result<Function, St
         results.push(gw);
     }
     g.results = results;
-    crate::verify::debug_verify(&g, "autodiff");
+    crate::verify::verify_after(&g, "autodiff");
     Ok(g)
 }

@@ -58,7 +58,9 @@ pub fn compile(
                 .expect("parameters keep their names")
         })
         .collect();
-    let backward = crate::autodiff::grad(&simplified, loss, &params)?;
+    let mut backward = crate::autodiff::grad(&simplified, loss, &params)?;
+    // The forward function with its gradients: named for the stage (`nnc ir --stage backward`).
+    backward.name = "backward".into();
     let train_fn = optim::apply(
         &backward,
         &params,

@@ -325,7 +325,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
         f.set_name(output, "output");
     }
     f.results = vec![loss, correct, output];
-    crate::verify::debug_verify(&f, "lowering");
+    crate::verify::verify_after(&f, "lowering");
     Ok(Forward {
         func: f,
         params,

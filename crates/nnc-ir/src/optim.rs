@@ -434,7 +434,7 @@ pub fn apply(
         .chain(new_states)
         .chain(grad_norms)
         .collect();
-    crate::verify::debug_verify(&f, "optimizer lowering");
+    crate::verify::verify_after(&f, "optimizer lowering");
     TrainStep {
         func: f,
         data_params,

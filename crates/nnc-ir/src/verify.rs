@@ -103,7 +103,7 @@ pub fn verify(f: &Function) -> Result<(), Vec<VerifyError>> {
 
 /// Verifies a function after a pass, in every build (it is linear in the function, cheap beside
 /// the pass; the tests run optimised builds): a failure is a compiler bug.
-pub fn debug_verify(f: &Function, after: &str) {
+pub fn verify_after(f: &Function, after: &str) {
     if let Err(errors) = verify(f) {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         panic!(

@@ -11,7 +11,7 @@ pub mod fold;
 pub mod simplify;
 
 use crate::function::{Function, ValueId};
-use crate::verify::debug_verify;
+use crate::verify::verify_after;
 
 /// Runs the pass pipeline to a fixed point.
 pub fn optimize(f: &Function) -> Function {
@@ -19,13 +19,13 @@ pub fn optimize(f: &Function) -> Function {
     for _ in 0..8 {
         let before = crate::print::print(&f);
         f = simplify::run(&f);
-        debug_verify(&f, "simplify");
+        verify_after(&f, "simplify");
         f = fold::run(&f);
-        debug_verify(&f, "fold");
+        verify_after(&f, "fold");
         f = cse::run(&f);
-        debug_verify(&f, "cse");
+        verify_after(&f, "cse");
         f = dce::run(&f);
-        debug_verify(&f, "dce");
+        verify_after(&f, "dce");
         if crate::print::print(&f) == before {
             break;
         }
