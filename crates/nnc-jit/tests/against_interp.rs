@@ -223,6 +223,7 @@ model_tests! {
     lenet5_1998: "lenet5-1998.nn", 3 steps, zeros: false;
     deep_sigmoid: "deep-sigmoid.nn", 3 steps, zeros: true;
     deep_relu: "deep-relu.nn", 3 steps, zeros: true;
+    keras_convnet: "keras-convnet.nn", 3 steps, zeros: false;
 }
 
 /// A model added to `models/` fails here until `model_tests!` has a test for it.
