@@ -117,15 +117,24 @@ impl Builder {
     }
 
     fn model(&mut self, pair: Pair<'_, Rule>) -> ModelDecl {
+        let text = pair.as_span().get_input();
         let span = pair.as_span().into();
         let mut inner = children(pair);
         let name = self.ident(inner.next().expect("grammar: model name"));
-        let body = inner
+        let body: Vec<ModelItem> = inner
             .map(|p| match p.as_rule() {
                 Rule::input_decl => ModelItem::Input(self.input(p)),
                 _ => ModelItem::Chain(self.chain(p)),
             })
             .collect();
+        for pair in body.windows(2) {
+            if let [ModelItem::Chain(before), ModelItem::Chain(after)] = pair
+                && after.label.is_none()
+                && !text[before.span.end..after.span.start].contains('\n')
+            {
+                self.diags.push(missing_arrow(before, after));
+            }
+        }
         ModelDecl { name, body, span }
     }
 
@@ -375,6 +384,46 @@ impl Builder {
             .collect();
         ConnectionsDecl { name, rows, span }
     }
+}
+
+/// Two chains on one line: the grammar reads `conv2d(6, kernel: 5) relu` as two lines, which
+/// is almost always a `->` left out (or, for `hidden dense(128)`, a label's colon). A labelled
+/// layer (`relu out: dense(10)`) starts a new line unambiguously, and is allowed.
+fn missing_arrow(before: &Chain, after: &Chain) -> Diagnostic {
+    let written = |c: &Call| {
+        let args = if c.args.is_some() { "(...)" } else { "" };
+        format!("{}{args}", c.name.name)
+    };
+    let (Some(last), Some(next)) = (before.layers.last(), after.layers.first()) else {
+        unreachable!("grammar: a chain has a layer")
+    };
+    let gap = Span::new(before.span.end, after.span.start);
+    let help = if before.label.is_none() && before.layers.len() == 1 && last.args.is_none() {
+        format!(
+            "to name the layer, write `{}: {}`; to chain the two, `{} -> {}`",
+            last.name.name,
+            written(next),
+            last.name.name,
+            written(next)
+        )
+    } else {
+        format!(
+            "chain the layers of a line with `->`: `{} -> {}`, or start a new line",
+            written(last),
+            written(next)
+        )
+    };
+    Diagnostic::error(
+        "nnc::syntax::missing_arrow",
+        format!(
+            "missing `->` between {} and {}",
+            quote(&last.name.name),
+            quote(&next.name.name)
+        ),
+    )
+    .label(gap, "`->` expected here")
+    .label(after.span, "read as a new line of layers")
+    .help(help)
 }
 
 fn unescape(body: &str) -> String {
@@ -806,6 +855,31 @@ mod tests {
             })
             .collect();
         assert_eq!(forms, [NumberForm::Float; 3]);
+    }
+
+    #[test]
+    fn two_chains_on_one_line_miss_an_arrow() {
+        let (file, d) = parse("model m {\n c1: conv2d(6, kernel: 5) relu -> maxpool(2)\n}");
+        assert!(file.is_none());
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(d[0].code, "nnc::syntax::missing_arrow");
+        assert_eq!(d[0].message, "missing `->` between `conv2d` and `relu`");
+        let help = d[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("`conv2d(...) -> relu`"), "{help}");
+        // A label without its colon: both readings are offered.
+        let (_, d) = parse("model m { hidden dense(128) }");
+        let help = d[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("`hidden: dense(...)`"), "{help}");
+        // Lines, even with a comment between, are separate chains, and so is a label.
+        for text in [
+            "model m { input x: f32[2] h: dense(3) -> relu out: dense(1) }",
+            "model m { input x: f32[2] dense(1)\n relu }",
+            "model m {\n dense(1) // out\n relu\n}",
+            "model m {\n dense(1) /* a\n b */ relu\n}",
+        ] {
+            let (file, d) = parse(text);
+            assert!(file.is_some() && d.is_empty(), "{text}: {d:#?}");
+        }
     }
 
     #[test]
