@@ -248,7 +248,9 @@ fn padding(b: &args::Bound<'_>, diags: &mut Vec<Diagnostic>) -> Option<Padding> 
         }
     }
     match &v.kind {
-        nnc_syntax::ast::ValueKind::Call(_) => {
+        // A string too (`"same"`), so that the message lists the names and the help drops
+        // the quotes.
+        nnc_syntax::ast::ValueKind::Call(_) | nnc_syntax::ast::ValueKind::Str(_) => {
             diags.push(args::type_error(
                 v,
                 "padding",

@@ -591,6 +591,22 @@ fn token_at(text: &str, pos: usize) -> (String, Span) {
 }
 
 /// A help line for the common mistakes that the grammar alone describes poorly.
+/// `kernel: ` when `text` ends with the argument name `kernel:` (and spaces), else nothing.
+fn key_before(text: &str) -> String {
+    let Some(head) = text.trim_end().strip_suffix(':') else {
+        return String::new();
+    };
+    let head = head.trim_end();
+    let key = &head[head
+        .trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        .len()..];
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
 fn hint(text: &str, pos: usize) -> Option<String> {
     let rest = &text[pos.min(text.len())..];
     let before = text[..pos.min(text.len())].trim_end();
@@ -613,6 +629,43 @@ fn hint(text: &str, pos: usize) -> Option<String> {
     }
     if rest.starts_with('→') {
         return Some("layers are chained with `->`, a hyphen and `>`".into());
+    }
+    // `kernel: 3x3`: a size written as in a paper. The number ends at the `x`.
+    let size_like = |r: &str| {
+        let digits = r.trim_start_matches(['x', 'X', '×']);
+        digits.len() < r.len() && digits.starts_with(|c: char| c.is_ascii_digit())
+    };
+    if before.ends_with(|c: char| c.is_ascii_digit()) && size_like(rest) {
+        let head = before.trim_end_matches(|c: char| c.is_ascii_digit());
+        let number = &before[head.len()..];
+        let second: String = rest
+            .trim_start_matches(['x', 'X', '×'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let key = key_before(head);
+        return Some(if number == second {
+            format!(
+                "a square window is one number: `{key}{number}`; a rectangle is a pair, `{key}[{number}, 5]`"
+            )
+        } else {
+            format!("a window's height and width are a pair: `{key}[{number}, {second}]`")
+        });
+    }
+    // `kernel: (3, 3)`: a Python tuple.
+    if before.ends_with(':') && rest.starts_with('(') {
+        let key = key_before(before);
+        // The user's numbers when the tuple is short and plain, else an example.
+        let inner = rest[1..].split(')').next().unwrap_or_default();
+        let plain = inner.len() <= 20
+            && inner.contains(',')
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == ' ');
+        let pair = if plain { inner.trim() } else { "3, 3" };
+        return Some(format!(
+            "a pair is written in brackets: `{key}[{pair}]` (or one number for a square, `{key}3`)"
+        ));
     }
     if rest.starts_with("*/") {
         return Some("`*/` ends a block comment, but no comment is open here".into());
@@ -855,6 +908,26 @@ mod tests {
             })
             .collect();
         assert_eq!(forms, [NumberForm::Float; 3]);
+    }
+
+    #[test]
+    fn sizes_written_as_in_a_paper_are_shown_in_nnc() {
+        let help = |text: &str| {
+            let (_, d) = parse(text);
+            assert_eq!(d.len(), 1, "{text}: {d:#?}");
+            d[0].help.clone().unwrap_or_default()
+        };
+        let h = help("model m { conv2d(6, kernel: 3x3) }");
+        assert!(
+            h.contains("`kernel: 3`") && h.contains("`kernel: [3, 5]`"),
+            "{h}"
+        );
+        let h = help("model m { conv2d(6, kernel:3X5) }");
+        assert!(h.contains("`kernel: [3, 5]`"), "{h}");
+        let h = help("model m { maxpool(2x2) }");
+        assert!(h.contains("`2`") && h.contains("`[2, 5]`"), "{h}");
+        let h = help("model m { conv2d(6, kernel: (3, 5)) }");
+        assert!(h.contains("`kernel: [3, 5]`"), "{h}");
     }
 
     #[test]
