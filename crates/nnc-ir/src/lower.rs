@@ -567,7 +567,7 @@ mod tests {
     fn ones_output(layers: &str, input: [usize; 3], x: Vec<f32>) -> Vec<f32> {
         let [c, h, w] = input;
         let source = format!(
-            "model m {{ input x: f32[{c}, {h}, {w}] {layers} flatten }}
+            "model m {{ input x: f32[{c}, {h}, {w}] {layers} -> flatten }}
              train m {{ data idx(images: \"i\", labels: \"l\") loss mse optimizer sgd batch 1 }}"
         );
         let mut checked = nnc_check::check_source(&source);
