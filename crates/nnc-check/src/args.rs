@@ -406,6 +406,9 @@ fn about(name: &str) -> Option<&'static str> {
              ⌈input / stride⌉, as Keras) or `valid` (none)"
         }
         "bias" => "`bias: false` leaves the bias out; the default is `true`",
+        "ceil_mode" => {
+            "`ceil_mode: true` keeps a last, partial window (PyTorch's); the default is `false`"
+        }
         "connections" => "the name of a `connections NAME { ... }` table, without quotes",
         "rate" => {
             "dropout zeroes this fraction of units while training; a rate of 1 would drop everything"

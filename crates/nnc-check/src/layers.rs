@@ -92,7 +92,7 @@ const CONV2D: &[Spec] = &[
     named("init"),
     named("bias_init"),
 ];
-const POOL: &[Spec] = &[pos("size"), named("stride")];
+const POOL: &[Spec] = &[pos("size"), named("stride"), named("ceil_mode")];
 const SUBSAMPLE: &[Spec] = &[
     pos("size"),
     named("stride"),
@@ -154,9 +154,18 @@ pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
             let stride = b
                 .pair_or("stride", 1, Some(size), "", diags)
                 .unwrap_or(size);
+            let ceil_mode = name != "subsample" && b.bool_or("ceil_mode", false, diags);
             let kind = match name {
-                "maxpool" => LayerKind::MaxPool { size, stride },
-                "avgpool" => LayerKind::AvgPool { size, stride },
+                "maxpool" => LayerKind::MaxPool {
+                    size,
+                    stride,
+                    ceil_mode,
+                },
+                "avgpool" => LayerKind::AvgPool {
+                    size,
+                    stride,
+                    ceil_mode,
+                },
                 _ => LayerKind::Subsample { size, stride },
             };
             let mut r = Resolved::plain(kind);
@@ -445,6 +454,7 @@ pub fn infer(
                 size: *kernel,
                 stride: *stride,
                 padding: padding.sides(),
+                ceil_mode: false,
             };
             let [oh, ow] = window(keyword, "kernel", [h, w], win, span, &from, diags)?;
             let (f, kk) = (*filters as u64, (kernel[0] * kernel[1]) as u64);
@@ -462,15 +472,12 @@ pub fn infer(
             flops = 2 * (oh * ow) as u64 * pairs * kk;
             Shape(vec![*filters, oh, ow])
         }
-        LayerKind::MaxPool { size, stride }
-        | LayerKind::AvgPool { size, stride }
-        | LayerKind::Subsample { size, stride } => {
+        LayerKind::MaxPool { .. } | LayerKind::AvgPool { .. } | LayerKind::Subsample { .. } => {
             let [c, h, w] = rank3(input, keyword, span, &from, diags)?;
-            let win = Window {
-                size: *size,
-                stride: *stride,
-                padding: [[0, 0], [0, 0]],
+            let Some(win) = kind.window() else {
+                unreachable!("pooling has a window")
             };
+            let size = &win.size;
             let [oh, ow] = window(keyword, "window", [h, w], win, span, &from, diags)?;
             let kk = (size[0] * size[1]) as u64;
             let out = (c * oh * ow) as u64;
@@ -681,6 +688,7 @@ mod tests {
                         size: [k, 1],
                         stride: [s, 1],
                         padding: [[b, a], [0, 0]],
+                        ceil_mode: false,
                     };
                     assert_eq!(win.output([n, 1]), Some([n.div_ceil(s), 1]), "{n} {k} {s}");
                 }
@@ -694,6 +702,7 @@ mod tests {
             size: [size, size],
             stride: [stride, stride],
             padding: [[p, p], [p, p]],
+            ceil_mode: false,
         };
         // Keras' second pooling: 11x11 → 5x5, the last row and column unread.
         assert_eq!(win(2, 2, 0).output([11, 11]), Some([5, 5]));
@@ -705,5 +714,19 @@ mod tests {
         assert_eq!(win(2, 2, 0).unread([28, 28]), Some([0, 0]));
         // A window larger than the padded input has no output.
         assert_eq!(win(5, 1, 1).output([2, 2]), None);
+        // Ceil mode: 11x11 pools to 6x6, the last windows overhanging by a row and a column.
+        let ceil = Window {
+            ceil_mode: true,
+            ..win(2, 2, 0)
+        };
+        assert_eq!(ceil.output([11, 11]), Some([6, 6]));
+        assert_eq!(ceil.overhang([11, 11]), Some([1, 1]));
+        assert_eq!(ceil.unread([11, 11]), Some([0, 0]));
+        // No window starts past the input: 1-wide windows every 3 on 5 start at 0 and 3.
+        let sparse = Window {
+            ceil_mode: true,
+            ..win(1, 3, 0)
+        };
+        assert_eq!(sparse.output([5, 5]), Some([2, 2]));
     }
 }

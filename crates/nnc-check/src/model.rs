@@ -164,13 +164,18 @@ pub enum LayerKind {
         bias: bool,
         connections: Option<Connections>,
     },
+    /// `ceil_mode`: PyTorch's, a last partial window wherever one starts inside the input
+    /// (the maximum of the elements it covers).
     MaxPool {
         size: [usize; 2],
         stride: [usize; 2],
+        ceil_mode: bool,
     },
+    /// With `ceil_mode`, a partial window averages the elements it covers.
     AvgPool {
         size: [usize; 2],
         stride: [usize; 2],
+        ceil_mode: bool,
     },
     /// LeNet-1998 subsampling: per channel, `coefficient * sum(window) + bias`.
     Subsample {
@@ -235,8 +240,16 @@ impl LayerKind {
                 }
                 d
             }
-            LayerKind::MaxPool { size, stride } => format!("maxpool {}", window(*size, *stride)),
-            LayerKind::AvgPool { size, stride } => format!("avgpool {}", window(*size, *stride)),
+            LayerKind::MaxPool {
+                size,
+                stride,
+                ceil_mode,
+            } => format!("maxpool {}{}", window(*size, *stride), ceil(*ceil_mode)),
+            LayerKind::AvgPool {
+                size,
+                stride,
+                ceil_mode,
+            } => format!("avgpool {}{}", window(*size, *stride), ceil(*ceil_mode)),
             LayerKind::Subsample { size, stride } => {
                 format!("subsample {}", window(*size, *stride))
             }
@@ -259,13 +272,28 @@ impl LayerKind {
                 size: *kernel,
                 stride: *stride,
                 padding: padding.sides(),
+                ceil_mode: false,
             }),
-            LayerKind::MaxPool { size, stride }
-            | LayerKind::AvgPool { size, stride }
-            | LayerKind::Subsample { size, stride } => Some(Window {
+            LayerKind::MaxPool {
+                size,
+                stride,
+                ceil_mode,
+            }
+            | LayerKind::AvgPool {
+                size,
+                stride,
+                ceil_mode,
+            } => Some(Window {
                 size: *size,
                 stride: *stride,
                 padding: [[0, 0], [0, 0]],
+                ceil_mode: *ceil_mode,
+            }),
+            LayerKind::Subsample { size, stride } => Some(Window {
+                size: *size,
+                stride: *stride,
+                padding: [[0, 0], [0, 0]],
+                ceil_mode: false,
             }),
             _ => None,
         }
@@ -302,6 +330,9 @@ pub struct Window {
     pub size: [usize; 2],
     pub stride: [usize; 2],
     pub padding: [[usize; 2]; 2],
+    /// Round up instead (PyTorch's `ceil_mode`): one more window where the last one would
+    /// start inside the input (or its leading padding) and overhang its end.
+    pub ceil_mode: bool,
 }
 
 impl Window {
@@ -314,7 +345,31 @@ impl Window {
     pub fn output(&self, input: [usize; 2]) -> Option<[usize; 2]> {
         let padded = self.padded(input);
         let fits = (0..2).all(|a| self.size[a] <= padded[a] && self.stride[a] > 0);
-        fits.then(|| [0, 1].map(|a| (padded[a] - self.size[a]) / self.stride[a] + 1))
+        fits.then(|| {
+            [0, 1].map(|a| {
+                let (span, s) = (padded[a] - self.size[a], self.stride[a]);
+                if !self.ceil_mode {
+                    return span / s + 1;
+                }
+                let out = span.div_ceil(s) + 1;
+                // PyTorch: the last window must start inside the input or its leading padding.
+                if (out - 1) * s >= input[a] + self.padding[a][0] {
+                    out - 1
+                } else {
+                    out
+                }
+            })
+        })
+    }
+
+    /// The rows (then columns) the last window reads beyond the padded input, in ceil mode.
+    pub fn overhang(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        let padded = self.padded(input);
+        let out = self.output(input)?;
+        Some(
+            [0, 1]
+                .map(|a| ((out[a] - 1) * self.stride[a] + self.size[a]).saturating_sub(padded[a])),
+        )
     }
 
     /// The rows (then columns) at the bottom (right) of the padded input that no window
@@ -322,8 +377,12 @@ impl Window {
     pub fn unread(&self, input: [usize; 2]) -> Option<[usize; 2]> {
         let padded = self.padded(input);
         let out = self.output(input)?;
-        Some([0, 1].map(|a| padded[a] - ((out[a] - 1) * self.stride[a] + self.size[a])))
+        Some([0, 1].map(|a| padded[a].saturating_sub((out[a] - 1) * self.stride[a] + self.size[a])))
     }
+}
+
+fn ceil(ceil_mode: bool) -> &'static str {
+    if ceil_mode { " ceil" } else { "" }
 }
 
 fn pair(p: [usize; 2]) -> String {

@@ -249,8 +249,18 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     y
                 }
             }
-            LayerKind::MaxPool { size, stride } => {
-                let (x, _) = window_input(&mut b, h, layer);
+            LayerKind::MaxPool { size, stride, .. } => {
+                let (mut x, _) = window_input(&mut b, h, layer);
+                if let Some(mask) = overhang_mask(layer) {
+                    let m = b.f.push_typed(
+                        Op::ConstData {
+                            data: mask.0.into(),
+                        },
+                        Vec::new(),
+                        Type::f32(mask.1),
+                    );
+                    x = b.add(x, m);
+                }
                 b.op(
                     Op::MaxPool {
                         size: *size,
@@ -259,7 +269,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     &[x],
                 )
             }
-            LayerKind::AvgPool { size, stride } => {
+            LayerKind::AvgPool { size, stride, .. } => {
                 let (h, _) = window_input(&mut b, h, layer);
                 let s = b.op(
                     Op::SumPool {
@@ -268,7 +278,17 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     },
                     &[h],
                 );
-                b.scale(s, 1.0 / (size[0] * size[1]) as f64)
+                match partial_counts(layer) {
+                    Some((recip, shape)) => {
+                        let r = b.f.push_typed(
+                            Op::ConstData { data: recip.into() },
+                            Vec::new(),
+                            Type::f32(shape),
+                        );
+                        b.mul(s, r)
+                    }
+                    None => b.scale(s, 1.0 / (size[0] * size[1]) as f64),
+                }
             }
             LayerKind::Subsample { size, stride } => {
                 let c = layer.output_shape.0[0];
@@ -353,6 +373,7 @@ fn window_input(
         unreachable!("window_input is called on window layers")
     };
     let unread = layer.unread();
+    let overhang = layer_overhang(layer);
     let shape = b.shape(x);
     let rank = shape.len();
     // Per spatial axis: the rows kept of the input, and the padding before and after.
@@ -363,6 +384,8 @@ fn window_input(
         let crop = unread[axis].saturating_sub(*after);
         *after -= unread[axis] - crop;
         keep[axis] -= crop;
+        // Ceil mode: the last window's rows past the input, padded (and masked by the caller).
+        *after += overhang[axis];
     }
     let mut x = x;
     if keep != [shape[rank - 2], shape[rank - 1]] {
@@ -377,6 +400,59 @@ fn window_input(
     let mut pads = vec![0; 2 * rank];
     pads[2 * (rank - 2)..].copy_from_slice(&[sides[0][0], sides[0][1], sides[1][0], sides[1][1]]);
     (b.op(Op::Pad { pads }, &[x]), [0, 0])
+}
+
+/// The spatial size of a window layer's input.
+fn spatial_input(layer: &nnc_check::Layer) -> [usize; 2] {
+    match layer.input_shape.0[..] {
+        [_, h, w] => [h, w],
+        _ => [0, 0],
+    }
+}
+
+/// In ceil mode, the rows and columns the last windows read past the input.
+fn layer_overhang(layer: &nnc_check::Layer) -> [usize; 2] {
+    let input = spatial_input(layer);
+    layer
+        .kind
+        .window()
+        .and_then(|w| w.overhang(input))
+        .unwrap_or([0, 0])
+}
+
+/// For max pooling in ceil mode, a constant added to the padded input: 0 inside it and the
+/// lowest f32 on the rows and columns added, so that a partial window's maximum is over the
+/// elements it covers (every window starts inside the input). With its shape `[H', W']`.
+fn overhang_mask(layer: &nnc_check::Layer) -> Option<(Vec<f64>, Vec<usize>)> {
+    let over = layer_overhang(layer);
+    if over == [0, 0] {
+        return None;
+    }
+    let [h, w] = spatial_input(layer);
+    let (ph, pw) = (h + over[0], w + over[1]);
+    let data = (0..ph)
+        .flat_map(|i| (0..pw).map(move |j| if i < h && j < w { 0.0 } else { f32::MIN as f64 }))
+        .collect();
+    Some((data, vec![ph, pw]))
+}
+
+/// For average pooling in ceil mode, 1 / (the number of input elements each window covers),
+/// `[OH, OW]`: a partial window averages what it covers, as PyTorch's does without padding.
+fn partial_counts(layer: &nnc_check::Layer) -> Option<(Vec<f64>, Vec<usize>)> {
+    if layer_overhang(layer) == [0, 0] {
+        return None;
+    }
+    let window = layer.kind.window()?;
+    let [h, w] = spatial_input(layer);
+    let (oh, ow) = (layer.output_shape.0[1], layer.output_shape.0[2]);
+    let covered = |o: usize, axis: usize, n: usize| {
+        let start = o * window.stride[axis];
+        (start + window.size[axis]).min(n) - start
+    };
+    let data = (0..oh)
+        .flat_map(|i| (0..ow).map(move |j| 1.0 / (covered(i, 0, h) * covered(j, 1, w)) as f64))
+        .collect();
+    Some((data, vec![oh, ow]))
 }
 
 /// The data source's scaling, padding, shift and flattening, as the step's first ops.
@@ -619,6 +695,43 @@ mod tests {
             panic!("f32 output")
         };
         y.iter().copied().collect()
+    }
+
+    /// Ceil mode keeps the last, partial windows: on 5x5, 2x2 windows at rows 0, 2 and 4; the
+    /// maximum and the average are over the elements a window covers, as in PyTorch.
+    #[test]
+    fn ceil_mode_keeps_partial_windows() {
+        let x: Vec<f32> = (1..=25).map(|v| -(v as f32)).collect();
+        let y = ones_output("maxpool(2, ceil_mode: true)", [1, 5, 5], x.clone());
+        // Negative values: the padding must not win.
+        assert_eq!(
+            y,
+            vec![-1.0, -3.0, -5.0, -11.0, -13.0, -15.0, -21.0, -23.0, -25.0]
+        );
+        let y = ones_output("avgpool(2, ceil_mode: true)", [1, 5, 5], x);
+        let avg = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert_eq!(
+            y,
+            vec![
+                avg(&[-1.0, -2.0, -6.0, -7.0]),
+                avg(&[-3.0, -4.0, -8.0, -9.0]),
+                avg(&[-5.0, -10.0]),
+                avg(&[-11.0, -12.0, -16.0, -17.0]),
+                avg(&[-13.0, -14.0, -18.0, -19.0]),
+                avg(&[-15.0, -20.0]),
+                avg(&[-21.0, -22.0]),
+                avg(&[-23.0, -24.0]),
+                -25.0,
+            ]
+        );
+        // Stride beyond the window: no window may start past the input (PyTorch's rule).
+        let x: Vec<f32> = (1..=5).map(|v| v as f32).collect();
+        let y = ones_output(
+            "maxpool([1, 1], stride: [1, 3], ceil_mode: true)",
+            [1, 1, 5],
+            x,
+        );
+        assert_eq!(y, vec![1.0, 4.0]);
     }
 
     /// `same` with stride 2 pads the odd column at the right and the odd row at the bottom,
