@@ -73,6 +73,7 @@ fn reference_parameter_counts() {
     assert_eq!(total("models/lenet5.nn")["total_params"], 61706);
     assert_eq!(total("models/lenet5.nn")["flops_per_sample"], 833040);
     assert_eq!(total("models/mlp.nn")["total_params"], 407050);
+    assert_eq!(total("models/keras-convnet.nn")["total_params"], 34826);
     let lenet98 = total("models/lenet5-1998.nn");
     let params = |name: &str| {
         lenet98["layers"]

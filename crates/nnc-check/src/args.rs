@@ -417,10 +417,13 @@ fn about(name: &str) -> Option<&'static str> {
         "size" => "the window's height and width, from 1: `maxpool(2)` or `maxpool([2, 1])`",
         "stride" => "the step between windows, from 1: `stride: 2` or `stride: [2, 1]`",
         "padding" => {
-            "pixels added on each side (`padding: 2` or `[1, 2]`), `same` (stride 1 and an odd \
-             kernel) or `valid` (none)"
+            "pixels added on each side (`padding: 2` or `[1, 2]`), `same` (an output of \
+             ⌈input / stride⌉, as Keras) or `valid` (none)"
         }
         "bias" => "`bias: false` leaves the bias out; the default is `true`",
+        "ceil_mode" => {
+            "`ceil_mode: true` keeps a last, partial window (PyTorch's); the default is `false`"
+        }
         "connections" => "the name of a `connections NAME { ... }` table, without quotes",
         "rate" => {
             "dropout zeroes this fraction of units while training; a rate of 1 would drop everything"

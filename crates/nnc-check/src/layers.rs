@@ -5,7 +5,7 @@ use nnc_syntax::diagnostic::quote;
 use nnc_syntax::{Diagnostic, Span};
 
 use crate::args::{self, Range, Spec, bind, named, pos};
-use crate::model::{Activation, Connections, Init, LayerKind, Param, Shape};
+use crate::model::{Activation, Connections, Init, LayerKind, Padding, Param, Shape, Window};
 use crate::suggest;
 
 pub const LAYERS: &[&str] = &[
@@ -92,7 +92,7 @@ const CONV2D: &[Spec] = &[
     named("init"),
     named("bias_init"),
 ];
-const POOL: &[Spec] = &[pos("size"), named("stride")];
+const POOL: &[Spec] = &[pos("size"), named("stride"), named("ceil_mode")];
 const SUBSAMPLE: &[Spec] = &[
     pos("size"),
     named("stride"),
@@ -126,12 +126,12 @@ pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
             let kernel = b.pair_or("kernel", 1, None, "conv2d(6, kernel: 5)", diags);
             let stride = b.pair_or("stride", 1, Some([1, 1]), "", diags);
             let bias = b.bool_or("bias", true, diags);
-            let padding = padding(&b, kernel, stride, diags);
+            let padding = padding(&b, diags);
             let mut r = Resolved::plain(LayerKind::Conv2d {
                 filters: filters.unwrap_or(1) as usize,
                 kernel: kernel.unwrap_or([1, 1]),
                 stride: stride.unwrap_or([1, 1]),
-                padding: padding.unwrap_or([0, 0]),
+                padding: padding.unwrap_or(Padding::Fixed([0, 0])),
                 bias,
                 connections: None,
             });
@@ -154,9 +154,18 @@ pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
             let stride = b
                 .pair_or("stride", 1, Some(size), "", diags)
                 .unwrap_or(size);
+            let ceil_mode = name != "subsample" && b.bool_or("ceil_mode", false, diags);
             let kind = match name {
-                "maxpool" => LayerKind::MaxPool { size, stride },
-                "avgpool" => LayerKind::AvgPool { size, stride },
+                "maxpool" => LayerKind::MaxPool {
+                    size,
+                    stride,
+                    ceil_mode,
+                },
+                "avgpool" => LayerKind::AvgPool {
+                    size,
+                    stride,
+                    ceil_mode,
+                },
                 _ => LayerKind::Subsample { size, stride },
             };
             let mut r = Resolved::plain(kind);
@@ -231,38 +240,26 @@ fn unknown(c: &Call, what: &str, kinds: &str, known: &[&str]) -> Diagnostic {
 }
 
 /// `padding: 2`, `padding: [1, 2]`, `padding: same` or `padding: valid`.
-fn padding(
-    b: &args::Bound<'_>,
-    kernel: Option<[usize; 2]>,
-    stride: Option<[usize; 2]>,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<[usize; 2]> {
+fn padding(b: &args::Bound<'_>, diags: &mut Vec<Diagnostic>) -> Option<Padding> {
     let Some(v) = b.get("padding") else {
-        return Some([0, 0]);
+        return Some(Padding::Fixed([0, 0]));
     };
     if let nnc_syntax::ast::ValueKind::Call(c) = &v.kind {
         match (c.name.name.as_str(), c.args.is_none()) {
-            ("valid", true) => return Some([0, 0]),
+            ("valid", true) => return Some(Padding::Fixed([0, 0])),
+            // The sides depend on the input: shape inference fills them.
             ("same", true) => {
-                let k = kernel?;
-                if stride != Some([1, 1]) || k[0] % 2 == 0 || k[1] % 2 == 0 {
-                    diags.push(
-                        Diagnostic::error(
-                            "nnc::arg::padding",
-                            "`padding: same` needs stride 1 and an odd kernel",
-                        )
-                        .label(v.span, "cannot pad symmetrically")
-                        .help("give the padding as a number, e.g. `padding: 1`"),
-                    );
-                    return None;
-                }
-                return Some([(k[0] - 1) / 2, (k[1] - 1) / 2]);
+                return Some(Padding::Same {
+                    sides: [[0, 0], [0, 0]],
+                });
             }
             _ => {}
         }
     }
     match &v.kind {
-        nnc_syntax::ast::ValueKind::Call(_) => {
+        // A string too (`"same"`), so that the message lists the names and the help drops
+        // the quotes.
+        nnc_syntax::ast::ValueKind::Call(_) | nnc_syntax::ast::ValueKind::Str(_) => {
             diags.push(args::type_error(
                 v,
                 "padding",
@@ -270,8 +267,16 @@ fn padding(
             ));
             None
         }
-        _ => args::pair(v, "padding", 0, diags),
+        _ => args::pair(v, "padding", 0, diags).map(Padding::Fixed),
     }
+}
+
+/// TensorFlow's `same` padding of an axis of `n`: output ⌈n / stride⌉, the total padding
+/// max((out − 1)·stride + size − n, 0), the odd row after.
+fn same_sides(n: usize, size: usize, stride: usize) -> [usize; 2] {
+    let out = n.div_ceil(stride);
+    let total = ((out.saturating_sub(1)) * stride + size).saturating_sub(n);
+    [total / 2, total - total / 2]
 }
 
 /// Resolves an activation call such as `relu` or `leaky_relu(0.2)`.
@@ -439,17 +444,19 @@ pub fn infer(
                 check_table(table, table_span, c, *filters, span, diags)?;
                 *conn = Some(table.clone());
             }
-            let [oh, ow] = window(
-                keyword,
-                "kernel",
-                [h, w],
-                *kernel,
-                *stride,
-                *padding,
-                span,
-                &from,
-                diags,
-            )?;
+            if let Padding::Same { sides } = padding {
+                *sides = [
+                    same_sides(h, kernel[0], stride[0]),
+                    same_sides(w, kernel[1], stride[1]),
+                ];
+            }
+            let win = Window {
+                size: *kernel,
+                stride: *stride,
+                padding: padding.sides(),
+                ceil_mode: false,
+            };
+            let [oh, ow] = window(keyword, "kernel", [h, w], win, span, &from, diags)?;
             let (f, kk) = (*filters as u64, (kernel[0] * kernel[1]) as u64);
             let pairs = conn.as_ref().map_or(c as u64 * f, |t| t.connected());
             params.push(param(
@@ -465,21 +472,13 @@ pub fn infer(
             flops = 2 * (oh * ow) as u64 * pairs * kk;
             Shape(vec![*filters, oh, ow])
         }
-        LayerKind::MaxPool { size, stride }
-        | LayerKind::AvgPool { size, stride }
-        | LayerKind::Subsample { size, stride } => {
+        LayerKind::MaxPool { .. } | LayerKind::AvgPool { .. } | LayerKind::Subsample { .. } => {
             let [c, h, w] = rank3(input, keyword, span, &from, diags)?;
-            let [oh, ow] = window(
-                keyword,
-                "window",
-                [h, w],
-                *size,
-                *stride,
-                [0, 0],
-                span,
-                &from,
-                diags,
-            )?;
+            let Some(win) = kind.window() else {
+                unreachable!("pooling has a window")
+            };
+            let size = &win.size;
+            let [oh, ow] = window(keyword, "window", [h, w], win, span, &from, diags)?;
             let kk = (size[0] * size[1]) as u64;
             let out = (c * oh * ow) as u64;
             match keyword {
@@ -573,153 +572,54 @@ fn rank3(
     None
 }
 
-/// Output size of a sliding window, or a diagnostic when the window does not fit the input or
-/// does not tile it into a whole number of steps.
-#[allow(clippy::too_many_arguments)]
+/// Output size of a sliding window (rounded down, as PyTorch, Keras and ONNX round it), or a
+/// diagnostic when the window does not fit the padded input.
 fn window(
     keyword: &str,
     what: &str,
     input: [usize; 2],
-    size: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
+    win: Window,
     span: Span,
     from: &dyn Fn(Diagnostic) -> Diagnostic,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<[usize; 2]> {
-    let padded = [input[0] + 2 * padding[0], input[1] + 2 * padding[1]];
-    if size[0] > padded[0] || size[1] > padded[1] {
-        let padded_note = if padding == [0, 0] {
-            String::new()
-        } else {
-            format!(" (padded to {}x{})", padded[0], padded[1])
-        };
-        let help = if keyword == "conv2d" {
-            let need = |k: usize, n: usize| k.saturating_sub(n).div_ceil(2);
-            format!(
-                "use a kernel of at most {}x{}, or `padding: {}`",
-                padded[0],
-                padded[1],
-                need(size[0], input[0]).max(need(size[1], input[1]))
-            )
-        } else {
-            format!("use a {what} of at most {}x{}", padded[0], padded[1])
-        };
-        diags.push(
-            from(
-                Diagnostic::error(
-                    "nnc::shape::window",
-                    format!(
-                        "{what} {}x{} is larger than the {}x{} input{padded_note}",
-                        size[0], size[1], input[0], input[1]
-                    ),
-                )
-                .label(span, format!("`{keyword}` does not fit its input")),
-            )
-            .help(help),
-        );
-        return None;
+    if let Some(out) = win.output(input) {
+        return Some(out);
     }
-    let mut out = [0; 2];
-    for axis in 0..2 {
-        let span_len = padded[axis] - size[axis];
-        if !span_len.is_multiple_of(stride[axis]) {
-            let axis_name = if axis == 0 { "height" } else { "width" };
-            let formula = if padding[axis] == 0 {
-                format!("({} − {})", input[axis], size[axis])
-            } else {
-                format!("({} + 2·{} − {})", input[axis], padding[axis], size[axis])
-            };
-            let help = if keyword == "conv2d" {
-                match padding_to_tile(input[axis], size[axis], stride[axis]) {
-                    Some(p) => format!("use `padding: {p}`, or a stride that divides {span_len}"),
-                    None => format!("use a stride that divides {span_len}"),
-                }
-            } else {
-                format!(
-                    "crop or pad the input so that ({axis_name} − {}) is a multiple of {}, or use a stride that divides {span_len}",
-                    size[axis], stride[axis]
-                )
-            };
-            let unused = unused_rows(padded[axis], size[axis], stride[axis]);
-            let row = if axis == 0 { "row" } else { "column" };
-            let rows = |n: usize| format!("{n} {row}{}", if n == 1 { "" } else { "s" });
-            // With padding the rows counted are the padded input's, which the formula shows.
-            let of = if padding[axis] == 0 {
-                ""
-            } else {
-                " of the padded input"
-            };
-            let left = if unused.between == 0 {
-                format!("{}{of} unused", rows(unused.after))
-            } else {
-                format!(
-                    "{}{of} unused: {} between windows and the last {}",
-                    rows(unused.between + unused.after),
-                    unused.between,
-                    unused.after
-                )
-            };
-            diags.push(
-                from(
-                    Diagnostic::error(
-                        "nnc::shape::stride",
-                        format!(
-                            "`{keyword}` does not tile its input's {axis_name}: {formula} / {} + 1 is not whole",
-                            stride[axis]
-                        ),
-                    )
-                    .label(
-                        span,
-                        format!(
-                            "{what} {}x{} with stride {} leaves {left}",
-                            size[0], size[1], stride[axis],
-                        ),
-                    ),
-                )
-                .help(help),
-            );
-            return None;
-        }
-        out[axis] = span_len / stride[axis] + 1;
-    }
-    Some(out)
-}
-
-/// The rows (or columns) of an input of `n` that no window of `size` at `stride` reads.
-struct Unused {
-    /// In the gaps between windows, when the stride is larger than the window.
-    between: usize,
-    /// After the last window.
-    after: usize,
-}
-
-fn unused_rows(n: usize, size: usize, stride: usize) -> Unused {
-    let windows = (n - size) / stride + 1;
-    Unused {
-        between: (windows - 1) * stride.saturating_sub(size),
-        after: (n - size) % stride,
-    }
-}
-
-/// The smallest padding `p` with which `size`-wide windows at `stride` tile `n`:
-/// `n + 2p ≥ size` and `(n + 2p − size)` a multiple of `stride`, if there is one. Computed
-/// (2p ≡ size − n modulo the stride), not searched: sizes may be as large as 2^53.
-fn padding_to_tile(n: usize, size: usize, stride: usize) -> Option<usize> {
-    let (n, size, stride) = (n as i128, size as i128, stride as i128);
-    let r = (size - n).rem_euclid(stride);
-    // p ≡ base modulo m.
-    let (base, m) = if stride % 2 == 1 {
-        // 2 · (stride + 1)/2 ≡ 1: (stride + 1)/2 is the inverse of 2.
-        ((r * ((stride + 1) / 2)) % stride, stride)
-    } else if r % 2 == 0 {
-        (r / 2, stride / 2)
+    let (size, padding) = (win.size, win.padding);
+    let padded = win.padded(input);
+    let padded_note = if padded == input {
+        String::new()
     } else {
-        return None;
+        format!(" (padded to {}x{})", padded[0], padded[1])
     };
-    let least = ((size - n + 1).div_euclid(2)).max(0);
-    let p = least + (base - least).rem_euclid(m);
-    usize::try_from(p).ok()
+    let help = if keyword == "conv2d" {
+        let need = |k: usize, n: usize| k.saturating_sub(n).div_ceil(2);
+        let least = need(size[0], input[0]).max(need(size[1], input[1]));
+        let more = padding.iter().flatten().any(|&p| p > 0);
+        format!(
+            "use a kernel of at most {}x{}, or {}`padding: {least}`",
+            padded[0],
+            padded[1],
+            if more { "at least " } else { "" }
+        )
+    } else {
+        format!("use a {what} of at most {}x{}", padded[0], padded[1])
+    };
+    diags.push(
+        from(
+            Diagnostic::error(
+                "nnc::shape::window",
+                format!(
+                    "{what} {}x{} is larger than the {}x{} input{padded_note}",
+                    size[0], size[1], input[0], input[1]
+                ),
+            )
+            .label(span, format!("`{keyword}` does not fit its input")),
+        )
+        .help(help),
+    );
+    None
 }
 
 /// A connection table must have a row per input channel and a column per filter, and every
@@ -768,36 +668,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unused_rows_count_the_gaps_and_the_end() {
-        // maxpool(2, stride: 3) on 7 rows reads rows 0–1 and 3–4: 2 and 5–6 are unused.
-        let u = unused_rows(7, 2, 3);
-        assert_eq!((u.between, u.after), (1, 2));
-        // conv2d(kernel: 5, stride: 2) on 28 rows: windows at 0, 2, …, 22 read up to row 26.
-        let u = unused_rows(28, 5, 2);
-        assert_eq!((u.between, u.after), (0, 1));
-    }
-
-    #[test]
-    fn padding_to_tile_is_the_least_that_tiles() {
-        let search = |n: usize, k: usize, s: usize| {
-            (0..=k + 2 * s).find(|&p| n + 2 * p >= k && (n + 2 * p - k).is_multiple_of(s))
-        };
-        for n in 1..12 {
-            for k in 1..12 {
-                for s in 1..8 {
-                    assert_eq!(padding_to_tile(n, k, s), search(n, k, s), "{n} {k} {s}");
+    fn same_padding_is_tensorflows() {
+        // Stride 1, odd kernel: symmetric.
+        assert_eq!(same_sides(28, 5, 1), [2, 2]);
+        // Even kernel: the odd row at the bottom.
+        assert_eq!(same_sides(28, 4, 1), [1, 2]);
+        // Stride 2 on 28, kernel 3: out 14, total (13·2 + 3) − 28 = 1.
+        assert_eq!(same_sides(28, 3, 2), [0, 1]);
+        // Stride 2 on 7, kernel 3: out 4, total 6 + 3 − 7 = 2.
+        assert_eq!(same_sides(7, 3, 2), [1, 1]);
+        // A window smaller than the stride needs none.
+        assert_eq!(same_sides(28, 1, 2), [0, 0]);
+        // Every case gives ⌈n / stride⌉ outputs.
+        for n in 1..20 {
+            for k in 1..8 {
+                for s in 1..5 {
+                    let [b, a] = same_sides(n, k, s);
+                    let win = Window {
+                        size: [k, 1],
+                        stride: [s, 1],
+                        padding: [[b, a], [0, 0]],
+                        ceil_mode: false,
+                    };
+                    assert_eq!(win.output([n, 1]), Some([n.div_ceil(s), 1]), "{n} {k} {s}");
                 }
             }
         }
-        // Computed, not searched: a window of 2^52 rows is answered at once.
-        let k = 1usize << 52;
-        let p = padding_to_tile(3, k, 3).expect("an odd stride always has one");
-        assert!(3 + 2 * p >= k && (3 + 2 * p - k).is_multiple_of(3));
-        for q in p - 3..p {
-            assert!(
-                3 + 2 * q < k || !(3 + 2 * q - k).is_multiple_of(3),
-                "{p} is the least"
-            );
-        }
+    }
+
+    #[test]
+    fn windows_round_down() {
+        let win = |size: usize, stride: usize, p: usize| Window {
+            size: [size, size],
+            stride: [stride, stride],
+            padding: [[p, p], [p, p]],
+            ceil_mode: false,
+        };
+        // Keras' second pooling: 11x11 → 5x5, the last row and column unread.
+        assert_eq!(win(2, 2, 0).output([11, 11]), Some([5, 5]));
+        assert_eq!(win(2, 2, 0).unread([11, 11]), Some([1, 1]));
+        // conv2d(kernel: 3, stride: 2, padding: 1) on 28: 14, the bottom padding row unread.
+        assert_eq!(win(3, 2, 1).output([28, 28]), Some([14, 14]));
+        assert_eq!(win(3, 2, 1).unread([28, 28]), Some([1, 1]));
+        // Exact tiling reads everything.
+        assert_eq!(win(2, 2, 0).unread([28, 28]), Some([0, 0]));
+        // A window larger than the padded input has no output.
+        assert_eq!(win(5, 1, 1).output([2, 2]), None);
+        // Ceil mode: 11x11 pools to 6x6, the last windows overhanging by a row and a column.
+        let ceil = Window {
+            ceil_mode: true,
+            ..win(2, 2, 0)
+        };
+        assert_eq!(ceil.output([11, 11]), Some([6, 6]));
+        assert_eq!(ceil.overhang([11, 11]), Some([1, 1]));
+        assert_eq!(ceil.unread([11, 11]), Some([0, 0]));
+        // No window starts past the input: 1-wide windows every 3 on 5 start at 0 and 3.
+        let sparse = Window {
+            ceil_mode: true,
+            ..win(1, 3, 0)
+        };
+        assert_eq!(sparse.output([5, 5]), Some([2, 2]));
     }
 }

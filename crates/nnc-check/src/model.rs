@@ -102,6 +102,36 @@ impl Layer {
     pub fn param_count(&self) -> u64 {
         self.params.iter().map(|p| p.trainable).sum()
     }
+
+    /// For a window layer, the rows and columns at the bottom and right of its (padded) input
+    /// that no window reads; `[0, 0]` when the windows tile it, and for other layers.
+    pub fn unread(&self) -> [usize; 2] {
+        let input = match self.input_shape.0[..] {
+            [_, h, w] => [h, w],
+            _ => return [0, 0],
+        };
+        self.kind
+            .window()
+            .and_then(|w| w.unread(input))
+            .unwrap_or([0, 0])
+    }
+
+    /// The summary's description: the kind's, and what rounding the windows down leaves
+    /// unread, e.g. `maxpool 2x2, drops 1 row, 1 column`.
+    pub fn describe(&self) -> String {
+        let mut d = self.kind.describe();
+        let [rows, cols] = self.unread();
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let dropped: Vec<String> = [(rows, "row"), (cols, "column")]
+            .into_iter()
+            .filter(|&(n, _)| n > 0)
+            .map(|(n, what)| count(n, what))
+            .collect();
+        if !dropped.is_empty() {
+            d += &format!(", drops {}", dropped.join(", "));
+        }
+        d
+    }
 }
 
 /// A trainable tensor of a layer, e.g. `c1.weight: [6, 1, 5, 5]`.
@@ -130,17 +160,22 @@ pub enum LayerKind {
         filters: usize,
         kernel: [usize; 2],
         stride: [usize; 2],
-        padding: [usize; 2],
+        padding: Padding,
         bias: bool,
         connections: Option<Connections>,
     },
+    /// `ceil_mode`: PyTorch's, a last partial window wherever one starts inside the input
+    /// (the maximum of the elements it covers).
     MaxPool {
         size: [usize; 2],
         stride: [usize; 2],
+        ceil_mode: bool,
     },
+    /// With `ceil_mode`, a partial window averages the elements it covers.
     AvgPool {
         size: [usize; 2],
         stride: [usize; 2],
+        ceil_mode: bool,
     },
     /// LeNet-1998 subsampling: per channel, `coefficient * sum(window) + bias`.
     Subsample {
@@ -192,8 +227,10 @@ impl LayerKind {
                 if *stride != [1, 1] {
                     d += &format!(" /{}", pair(*stride));
                 }
-                if *padding != [0, 0] {
-                    d += &format!(" pad {}", pair(*padding));
+                match padding {
+                    Padding::Fixed([0, 0]) => {}
+                    Padding::Fixed(p) => d += &format!(" pad {}", pair(*p)),
+                    Padding::Same { .. } => d += " pad same",
                 }
                 if let Some(c) = connections {
                     d += &format!(" table {}", c.name);
@@ -203,8 +240,16 @@ impl LayerKind {
                 }
                 d
             }
-            LayerKind::MaxPool { size, stride } => format!("maxpool {}", window(*size, *stride)),
-            LayerKind::AvgPool { size, stride } => format!("avgpool {}", window(*size, *stride)),
+            LayerKind::MaxPool {
+                size,
+                stride,
+                ceil_mode,
+            } => format!("maxpool {}{}", window(*size, *stride), ceil(*ceil_mode)),
+            LayerKind::AvgPool {
+                size,
+                stride,
+                ceil_mode,
+            } => format!("avgpool {}{}", window(*size, *stride), ceil(*ceil_mode)),
             LayerKind::Subsample { size, stride } => {
                 format!("subsample {}", window(*size, *stride))
             }
@@ -213,6 +258,131 @@ impl LayerKind {
             other => other.keyword().into(),
         }
     }
+
+    /// The window of a convolution or pooling layer: its size, stride and padding (rows above
+    /// and below, columns left and right).
+    pub fn window(&self) -> Option<Window> {
+        match self {
+            LayerKind::Conv2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => Some(Window {
+                size: *kernel,
+                stride: *stride,
+                padding: padding.sides(),
+                ceil_mode: false,
+            }),
+            LayerKind::MaxPool {
+                size,
+                stride,
+                ceil_mode,
+            }
+            | LayerKind::AvgPool {
+                size,
+                stride,
+                ceil_mode,
+            } => Some(Window {
+                size: *size,
+                stride: *stride,
+                padding: [[0, 0], [0, 0]],
+                ceil_mode: *ceil_mode,
+            }),
+            LayerKind::Subsample { size, stride } => Some(Window {
+                size: *size,
+                stride: *stride,
+                padding: [[0, 0], [0, 0]],
+                ceil_mode: false,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The zero padding of a convolution's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// `padding: n` or `[h, w]`: that many rows above and below, columns left and right.
+    Fixed([usize; 2]),
+    /// `padding: same` (TensorFlow's): the output is ⌈input / stride⌉ on each axis, the total
+    /// padding max((out − 1)·stride + kernel − input, 0) split in two with the odd row at the
+    /// bottom (column at the right). `sides[axis] = [before, after]`, filled by shape
+    /// inference, which knows the input.
+    Same { sides: [[usize; 2]; 2] },
+}
+
+impl Padding {
+    /// `[before, after]` for the height, then the width.
+    pub fn sides(&self) -> [[usize; 2]; 2] {
+        match *self {
+            Padding::Fixed([h, w]) => [[h, h], [w, w]],
+            Padding::Same { sides } => sides,
+        }
+    }
+}
+
+/// A window sliding over the last two axes, as PyTorch, Keras and ONNX slide it: on an input
+/// of n (padded by `before` and `after`) it takes ⌊(n + before + after − size) / stride⌋ + 1
+/// steps, and the rows after the last window are not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub size: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [[usize; 2]; 2],
+    /// Round up instead (PyTorch's `ceil_mode`): one more window where the last one would
+    /// start inside the input (or its leading padding) and overhang its end.
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    /// The padded input's size on each axis.
+    pub fn padded(&self, input: [usize; 2]) -> [usize; 2] {
+        [0, 1].map(|a| input[a] + self.padding[a][0] + self.padding[a][1])
+    }
+
+    /// The output size, or `None` when the window is larger than the padded input.
+    pub fn output(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        let padded = self.padded(input);
+        let fits = (0..2).all(|a| self.size[a] <= padded[a] && self.stride[a] > 0);
+        fits.then(|| {
+            [0, 1].map(|a| {
+                let (span, s) = (padded[a] - self.size[a], self.stride[a]);
+                if !self.ceil_mode {
+                    return span / s + 1;
+                }
+                let out = span.div_ceil(s) + 1;
+                // PyTorch: the last window must start inside the input or its leading padding.
+                if (out - 1) * s >= input[a] + self.padding[a][0] {
+                    out - 1
+                } else {
+                    out
+                }
+            })
+        })
+    }
+
+    /// The rows (then columns) the last window reads beyond the padded input, in ceil mode.
+    pub fn overhang(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        let padded = self.padded(input);
+        let out = self.output(input)?;
+        Some(
+            [0, 1]
+                .map(|a| ((out[a] - 1) * self.stride[a] + self.size[a]).saturating_sub(padded[a])),
+        )
+    }
+
+    /// The rows (then columns) at the bottom (right) of the padded input that no window
+    /// reads: what rounding the output size down drops.
+    pub fn unread(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        let padded = self.padded(input);
+        let out = self.output(input)?;
+        Some([0, 1].map(|a| padded[a].saturating_sub((out[a] - 1) * self.stride[a] + self.size[a])))
+    }
+}
+
+fn ceil(ceil_mode: bool) -> &'static str {
+    if ceil_mode { " ceil" } else { "" }
 }
 
 fn pair(p: [usize; 2]) -> String {

@@ -47,7 +47,7 @@ pub fn table(model: &Model) -> String {
     for l in &model.layers {
         rows.push([
             l.name.clone(),
-            l.kind.describe(),
+            l.describe(),
             l.output_shape.to_string(),
             thousands(l.param_count()),
             thousands(l.flops),

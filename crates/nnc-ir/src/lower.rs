@@ -209,7 +209,6 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
             LayerKind::Conv2d {
                 filters,
                 stride,
-                padding,
                 bias,
                 connections,
                 ..
@@ -234,12 +233,13 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     );
                     w = b.mul(w, m);
                 }
+                let (x, padding) = window_input(&mut b, h, layer);
                 let y = b.op(
                     Op::Conv2d {
                         stride: *stride,
-                        padding: *padding,
+                        padding,
                     },
-                    &[h, w],
+                    &[x, w],
                 );
                 if *bias {
                     let bv = take();
@@ -249,14 +249,28 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     y
                 }
             }
-            LayerKind::MaxPool { size, stride } => b.op(
-                Op::MaxPool {
-                    size: *size,
-                    stride: *stride,
-                },
-                &[h],
-            ),
-            LayerKind::AvgPool { size, stride } => {
+            LayerKind::MaxPool { size, stride, .. } => {
+                let (mut x, _) = window_input(&mut b, h, layer);
+                if let Some(mask) = overhang_mask(layer) {
+                    let m = b.f.push_typed(
+                        Op::ConstData {
+                            data: mask.0.into(),
+                        },
+                        Vec::new(),
+                        Type::f32(mask.1),
+                    );
+                    x = b.add(x, m);
+                }
+                b.op(
+                    Op::MaxPool {
+                        size: *size,
+                        stride: *stride,
+                    },
+                    &[x],
+                )
+            }
+            LayerKind::AvgPool { size, stride, .. } => {
+                let (h, _) = window_input(&mut b, h, layer);
                 let s = b.op(
                     Op::SumPool {
                         size: *size,
@@ -264,10 +278,21 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     },
                     &[h],
                 );
-                b.scale(s, 1.0 / (size[0] * size[1]) as f64)
+                match partial_counts(layer) {
+                    Some((recip, shape)) => {
+                        let r = b.f.push_typed(
+                            Op::ConstData { data: recip.into() },
+                            Vec::new(),
+                            Type::f32(shape),
+                        );
+                        b.mul(s, r)
+                    }
+                    None => b.scale(s, 1.0 / (size[0] * size[1]) as f64),
+                }
             }
             LayerKind::Subsample { size, stride } => {
                 let c = layer.output_shape.0[0];
+                let (h, _) = window_input(&mut b, h, layer);
                 let s = b.op(
                     Op::SumPool {
                         size: *size,
@@ -331,6 +356,103 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
         params,
         key,
     })
+}
+
+/// The input of a window layer (convolution or pooling) as the IR's ops take it, whose
+/// windows must tile their padded input exactly, and the symmetric padding left for the
+/// convolution itself. The rows and columns no window reads (the output size is rounded down)
+/// are cropped with a `slice`; uneven padding (`same` with an even kernel or a stride) is a
+/// `pad` before the window, which then pads nothing. Layers that tile their input exactly
+/// with even padding lower to the window op alone.
+fn window_input(
+    b: &mut Builder<'_>,
+    x: ValueId,
+    layer: &nnc_check::Layer,
+) -> (ValueId, [usize; 2]) {
+    let Some(window) = layer.kind.window() else {
+        unreachable!("window_input is called on window layers")
+    };
+    let unread = layer.unread();
+    let overhang = layer_overhang(layer);
+    let shape = b.shape(x);
+    let rank = shape.len();
+    // Per spatial axis: the rows kept of the input, and the padding before and after.
+    let mut keep = [shape[rank - 2], shape[rank - 1]];
+    let mut sides = window.padding;
+    for axis in 0..2 {
+        let [_, after] = &mut sides[axis];
+        let crop = unread[axis].saturating_sub(*after);
+        *after -= unread[axis] - crop;
+        keep[axis] -= crop;
+        // Ceil mode: the last window's rows past the input, padded (and masked by the caller).
+        *after += overhang[axis];
+    }
+    let mut x = x;
+    if keep != [shape[rank - 2], shape[rank - 1]] {
+        let start = vec![0; rank];
+        let mut end = shape.clone();
+        end[rank - 2..].copy_from_slice(&keep);
+        x = b.op(Op::Slice { start, end }, &[x]);
+    }
+    if sides.iter().all(|[before, after]| before == after) {
+        return (x, [sides[0][0], sides[1][0]]);
+    }
+    let mut pads = vec![0; 2 * rank];
+    pads[2 * (rank - 2)..].copy_from_slice(&[sides[0][0], sides[0][1], sides[1][0], sides[1][1]]);
+    (b.op(Op::Pad { pads }, &[x]), [0, 0])
+}
+
+/// The spatial size of a window layer's input.
+fn spatial_input(layer: &nnc_check::Layer) -> [usize; 2] {
+    match layer.input_shape.0[..] {
+        [_, h, w] => [h, w],
+        _ => [0, 0],
+    }
+}
+
+/// In ceil mode, the rows and columns the last windows read past the input.
+fn layer_overhang(layer: &nnc_check::Layer) -> [usize; 2] {
+    let input = spatial_input(layer);
+    layer
+        .kind
+        .window()
+        .and_then(|w| w.overhang(input))
+        .unwrap_or([0, 0])
+}
+
+/// For max pooling in ceil mode, a constant added to the padded input: 0 inside it and the
+/// lowest f32 on the rows and columns added, so that a partial window's maximum is over the
+/// elements it covers (every window starts inside the input). With its shape `[H', W']`.
+fn overhang_mask(layer: &nnc_check::Layer) -> Option<(Vec<f64>, Vec<usize>)> {
+    let over = layer_overhang(layer);
+    if over == [0, 0] {
+        return None;
+    }
+    let [h, w] = spatial_input(layer);
+    let (ph, pw) = (h + over[0], w + over[1]);
+    let data = (0..ph)
+        .flat_map(|i| (0..pw).map(move |j| if i < h && j < w { 0.0 } else { f32::MIN as f64 }))
+        .collect();
+    Some((data, vec![ph, pw]))
+}
+
+/// For average pooling in ceil mode, 1 / (the number of input elements each window covers),
+/// `[OH, OW]`: a partial window averages what it covers, as PyTorch's does without padding.
+fn partial_counts(layer: &nnc_check::Layer) -> Option<(Vec<f64>, Vec<usize>)> {
+    if layer_overhang(layer) == [0, 0] {
+        return None;
+    }
+    let window = layer.kind.window()?;
+    let [h, w] = spatial_input(layer);
+    let (oh, ow) = (layer.output_shape.0[1], layer.output_shape.0[2]);
+    let covered = |o: usize, axis: usize, n: usize| {
+        let start = o * window.stride[axis];
+        (start + window.size[axis]).min(n) - start
+    };
+    let data = (0..oh)
+        .flat_map(|i| (0..ow).map(move |j| 1.0 / (covered(i, 0, h) * covered(j, 1, w)) as f64))
+        .collect();
+    Some((data, vec![oh, ow]))
 }
 
 /// The data source's scaling, padding, shift and flattening, as the step's first ops.
@@ -513,6 +635,143 @@ mod tests {
         assert_eq!(
             y.iter().copied().collect::<Vec<f32>>(),
             vec![-1.0 + 509.0 - 10.0]
+        );
+    }
+
+    /// Runs a model whose layers end in `flatten` on one sample `x` with every weight 1 and
+    /// every bias 0, and returns its output.
+    fn ones_output(layers: &str, input: [usize; 3], x: Vec<f32>) -> Vec<f32> {
+        let [c, h, w] = input;
+        let source = format!(
+            "model m {{ input x: f32[{c}, {h}, {w}] {layers} -> flatten }}
+             train m {{ data idx(images: \"i\", labels: \"l\") loss mse optimizer sgd batch 1 }}"
+        );
+        let mut checked = nnc_check::check_source(&source);
+        assert!(
+            checked.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            checked.diagnostics
+        );
+        let model = checked.models.remove(0);
+        let outputs = model.output_shape().numel() as usize;
+        let opts = LowerOptions {
+            batch: 1,
+            training: false,
+            input: InputSpec {
+                dtype: DType::F32,
+                sample: input.to_vec(),
+                scale: 1.0,
+                shift: 0.0,
+                pad: 0,
+                flatten: false,
+            },
+            targets: TargetSpec::Values(outputs),
+            loss: Loss::Mse,
+            score: Score::Accuracy,
+        };
+        let forward = lower(&model, &opts).expect("lowers");
+        let tensor = |shape: &[usize], v: Vec<f32>| {
+            Tensor::F(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+        };
+        let mut inputs = vec![
+            tensor(&[1, c, h, w], x),
+            tensor(&[1, outputs], vec![0.0; outputs]),
+        ];
+        for (_, p) in &forward.params {
+            let ty = forward.func.ty(*p);
+            let ones = if forward
+                .func
+                .name_of(*p)
+                .is_some_and(|n| n.ends_with(".bias"))
+            {
+                0.0
+            } else {
+                1.0
+            };
+            inputs.push(tensor(&ty.shape, vec![ones; ty.numel()]));
+        }
+        let out = run_f32(&forward.func, inputs).expect("runs");
+        let Tensor::F(y) = &out[2] else {
+            panic!("f32 output")
+        };
+        y.iter().copied().collect()
+    }
+
+    /// Ceil mode keeps the last, partial windows: on 5x5, 2x2 windows at rows 0, 2 and 4; the
+    /// maximum and the average are over the elements a window covers, as in PyTorch.
+    #[test]
+    fn ceil_mode_keeps_partial_windows() {
+        let x: Vec<f32> = (1..=25).map(|v| -(v as f32)).collect();
+        let y = ones_output("maxpool(2, ceil_mode: true)", [1, 5, 5], x.clone());
+        // Negative values: the padding must not win.
+        assert_eq!(
+            y,
+            vec![-1.0, -3.0, -5.0, -11.0, -13.0, -15.0, -21.0, -23.0, -25.0]
+        );
+        let y = ones_output("avgpool(2, ceil_mode: true)", [1, 5, 5], x);
+        let avg = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert_eq!(
+            y,
+            vec![
+                avg(&[-1.0, -2.0, -6.0, -7.0]),
+                avg(&[-3.0, -4.0, -8.0, -9.0]),
+                avg(&[-5.0, -10.0]),
+                avg(&[-11.0, -12.0, -16.0, -17.0]),
+                avg(&[-13.0, -14.0, -18.0, -19.0]),
+                avg(&[-15.0, -20.0]),
+                avg(&[-21.0, -22.0]),
+                avg(&[-23.0, -24.0]),
+                -25.0,
+            ]
+        );
+        // Stride beyond the window: no window may start past the input (PyTorch's rule).
+        let x: Vec<f32> = (1..=5).map(|v| v as f32).collect();
+        let y = ones_output(
+            "maxpool([1, 1], stride: [1, 3], ceil_mode: true)",
+            [1, 1, 5],
+            x,
+        );
+        assert_eq!(y, vec![1.0, 4.0]);
+    }
+
+    /// `same` with stride 2 pads the odd column at the right and the odd row at the bottom,
+    /// as TensorFlow does: on 3x3, 2x2 windows at stride 2 read rows 0–1 and 2 plus a zero.
+    #[test]
+    fn same_padding_puts_the_odd_row_after() {
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let y = ones_output(
+            "conv2d(1, kernel: 2, stride: 2, padding: same)",
+            [1, 3, 3],
+            x,
+        );
+        assert_eq!(y, vec![1.0 + 2.0 + 4.0 + 5.0, 3.0 + 6.0, 7.0 + 8.0, 9.0]);
+    }
+
+    /// The output size is rounded down and the rows no window reads are dropped: on 5x5,
+    /// 2x2 pooling reads rows and columns 0–3, and a 3x3 convolution at stride 2 with padding
+    /// 1 on 4x4 never reads the bottom padding row.
+    #[test]
+    fn windows_round_down() {
+        let x: Vec<f32> = (1..=25).map(|v| v as f32).collect();
+        let y = ones_output("maxpool(2)", [1, 5, 5], x.clone());
+        assert_eq!(y, vec![7.0, 9.0, 17.0, 19.0]);
+        let y = ones_output("avgpool(2)", [1, 5, 5], x);
+        assert_eq!(y, vec![4.0, 6.0, 14.0, 16.0]);
+        let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let y = ones_output("conv2d(1, kernel: 3, stride: 2, padding: 1)", [1, 4, 4], x);
+        // Windows at rows -1..=1 and 1..=3, columns likewise.
+        let sum = |rows: std::ops::RangeInclusive<usize>, cols: std::ops::RangeInclusive<usize>| {
+            rows.flat_map(|r| cols.clone().map(move |c| (4 * r + c + 1) as f32))
+                .sum::<f32>()
+        };
+        assert_eq!(
+            y,
+            vec![
+                sum(0..=1, 0..=1),
+                sum(0..=1, 1..=3),
+                sum(1..=3, 0..=1),
+                sum(1..=3, 1..=3)
+            ]
         );
     }
 }

@@ -227,6 +227,7 @@ model_tests! {
     deep_sigmoid: "deep-sigmoid.nn", 3 steps, zeros: true;
     deep_relu: "deep-relu.nn", 3 steps, zeros: true;
     torch_mnist: "torch-mnist.nn", 2 steps, zeros: true;
+    keras_convnet: "keras-convnet.nn", 3 steps, zeros: false;
 }
 
 /// A model added to `models/` fails here until `model_tests!` has a test for it.

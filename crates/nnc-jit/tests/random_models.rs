@@ -42,7 +42,8 @@ const ACTIVATIONS: &[&str] = &[
 ];
 
 /// A random model and train block, with a learning-rate schedule if `scheduled`; `None` when
-/// the draw does not check (shapes that do not tile), in which case the caller draws again.
+/// the draw does not check (a window larger than its input), in which case the caller draws
+/// again. Windows that do not tile are accepted (rounded down), so they run slice and pad.
 fn random_model(g: &mut Gen, scheduled: bool) -> Option<(String, usize)> {
     let classes = 2 + g.below(4);
     let mut layers = Vec::new();

@@ -117,15 +117,24 @@ impl Builder {
     }
 
     fn model(&mut self, pair: Pair<'_, Rule>) -> ModelDecl {
+        let text = pair.as_span().get_input();
         let span = pair.as_span().into();
         let mut inner = children(pair);
         let name = self.ident(inner.next().expect("grammar: model name"));
-        let body = inner
+        let body: Vec<ModelItem> = inner
             .map(|p| match p.as_rule() {
                 Rule::input_decl => ModelItem::Input(self.input(p)),
                 _ => ModelItem::Chain(self.chain(p)),
             })
             .collect();
+        for pair in body.windows(2) {
+            if let [ModelItem::Chain(before), ModelItem::Chain(after)] = pair
+                && after.label.is_none()
+                && !text[before.span.end..after.span.start].contains('\n')
+            {
+                self.diags.push(missing_arrow(before, after));
+            }
+        }
         ModelDecl { name, body, span }
     }
 
@@ -377,6 +386,46 @@ impl Builder {
     }
 }
 
+/// Two chains on one line: the grammar reads `conv2d(6, kernel: 5) relu` as two lines, which
+/// is almost always a `->` left out (or, for `hidden dense(128)`, a label's colon). A labelled
+/// layer (`relu out: dense(10)`) starts a new line unambiguously, and is allowed.
+fn missing_arrow(before: &Chain, after: &Chain) -> Diagnostic {
+    let written = |c: &Call| {
+        let args = if c.args.is_some() { "(...)" } else { "" };
+        format!("{}{args}", c.name.name)
+    };
+    let (Some(last), Some(next)) = (before.layers.last(), after.layers.first()) else {
+        unreachable!("grammar: a chain has a layer")
+    };
+    let gap = Span::new(before.span.end, after.span.start);
+    let help = if before.label.is_none() && before.layers.len() == 1 && last.args.is_none() {
+        format!(
+            "to name the layer, write `{}: {}`; to chain the two, `{} -> {}`",
+            last.name.name,
+            written(next),
+            last.name.name,
+            written(next)
+        )
+    } else {
+        format!(
+            "chain the layers of a line with `->`: `{} -> {}`, or start a new line",
+            written(last),
+            written(next)
+        )
+    };
+    Diagnostic::error(
+        "nnc::syntax::missing_arrow",
+        format!(
+            "missing `->` between {} and {}",
+            quote(&last.name.name),
+            quote(&next.name.name)
+        ),
+    )
+    .label(gap, "`->` expected here")
+    .label(after.span, "read as a new line of layers")
+    .help(help)
+}
+
 fn unescape(body: &str) -> String {
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars();
@@ -542,6 +591,22 @@ fn token_at(text: &str, pos: usize) -> (String, Span) {
 }
 
 /// A help line for the common mistakes that the grammar alone describes poorly.
+/// `kernel: ` when `text` ends with the argument name `kernel:` (and spaces), else nothing.
+fn key_before(text: &str) -> String {
+    let Some(head) = text.trim_end().strip_suffix(':') else {
+        return String::new();
+    };
+    let head = head.trim_end();
+    let key = &head[head
+        .trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        .len()..];
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
 fn hint(text: &str, pos: usize) -> Option<String> {
     let rest = &text[pos.min(text.len())..];
     let before = text[..pos.min(text.len())].trim_end();
@@ -564,6 +629,43 @@ fn hint(text: &str, pos: usize) -> Option<String> {
     }
     if rest.starts_with('→') {
         return Some("layers are chained with `->`, a hyphen and `>`".into());
+    }
+    // `kernel: 3x3`: a size written as in a paper. The number ends at the `x`.
+    let size_like = |r: &str| {
+        let digits = r.trim_start_matches(['x', 'X', '×']);
+        digits.len() < r.len() && digits.starts_with(|c: char| c.is_ascii_digit())
+    };
+    if before.ends_with(|c: char| c.is_ascii_digit()) && size_like(rest) {
+        let head = before.trim_end_matches(|c: char| c.is_ascii_digit());
+        let number = &before[head.len()..];
+        let second: String = rest
+            .trim_start_matches(['x', 'X', '×'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let key = key_before(head);
+        return Some(if number == second {
+            format!(
+                "a square window is one number: `{key}{number}`; a rectangle is a pair, `{key}[{number}, 5]`"
+            )
+        } else {
+            format!("a window's height and width are a pair: `{key}[{number}, {second}]`")
+        });
+    }
+    // `kernel: (3, 3)`: a Python tuple.
+    if before.ends_with(':') && rest.starts_with('(') {
+        let key = key_before(before);
+        // The user's numbers when the tuple is short and plain, else an example.
+        let inner = rest[1..].split(')').next().unwrap_or_default();
+        let plain = inner.len() <= 20
+            && inner.contains(',')
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == ' ');
+        let pair = if plain { inner.trim() } else { "3, 3" };
+        return Some(format!(
+            "a pair is written in brackets: `{key}[{pair}]` (or one number for a square, `{key}3`)"
+        ));
     }
     if rest.starts_with("*/") {
         return Some("`*/` ends a block comment, but no comment is open here".into());
@@ -806,6 +908,51 @@ mod tests {
             })
             .collect();
         assert_eq!(forms, [NumberForm::Float; 3]);
+    }
+
+    #[test]
+    fn sizes_written_as_in_a_paper_are_shown_in_nnc() {
+        let help = |text: &str| {
+            let (_, d) = parse(text);
+            assert_eq!(d.len(), 1, "{text}: {d:#?}");
+            d[0].help.clone().unwrap_or_default()
+        };
+        let h = help("model m { conv2d(6, kernel: 3x3) }");
+        assert!(
+            h.contains("`kernel: 3`") && h.contains("`kernel: [3, 5]`"),
+            "{h}"
+        );
+        let h = help("model m { conv2d(6, kernel:3X5) }");
+        assert!(h.contains("`kernel: [3, 5]`"), "{h}");
+        let h = help("model m { maxpool(2x2) }");
+        assert!(h.contains("`2`") && h.contains("`[2, 5]`"), "{h}");
+        let h = help("model m { conv2d(6, kernel: (3, 5)) }");
+        assert!(h.contains("`kernel: [3, 5]`"), "{h}");
+    }
+
+    #[test]
+    fn two_chains_on_one_line_miss_an_arrow() {
+        let (file, d) = parse("model m {\n c1: conv2d(6, kernel: 5) relu -> maxpool(2)\n}");
+        assert!(file.is_none());
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(d[0].code, "nnc::syntax::missing_arrow");
+        assert_eq!(d[0].message, "missing `->` between `conv2d` and `relu`");
+        let help = d[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("`conv2d(...) -> relu`"), "{help}");
+        // A label without its colon: both readings are offered.
+        let (_, d) = parse("model m { hidden dense(128) }");
+        let help = d[0].help.as_deref().unwrap_or_default();
+        assert!(help.contains("`hidden: dense(...)`"), "{help}");
+        // Lines, even with a comment between, are separate chains, and so is a label.
+        for text in [
+            "model m { input x: f32[2] h: dense(3) -> relu out: dense(1) }",
+            "model m { input x: f32[2] dense(1)\n relu }",
+            "model m {\n dense(1) // out\n relu\n}",
+            "model m {\n dense(1) /* a\n b */ relu\n}",
+        ] {
+            let (file, d) = parse(text);
+            assert!(file.is_some() && d.is_empty(), "{text}: {d:#?}");
+        }
     }
 
     #[test]
