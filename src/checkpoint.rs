@@ -15,7 +15,9 @@
 //! `best_val_loss`, `bad_epochs`. There is no generator state to save: every random choice
 //! is a function of `seed`, `epoch`, `epoch_samples` and `step` (see [`crate::trainer`]).
 //! Numbers are written with Rust's shortest round-trip formatting, so a resumed run continues
-//! from bit-identical sums.
+//! from bit-identical sums. On load, the counters are bounded (`MAX_COUNT`, `MAX_BATCH`) and
+//! checked against each other, so that a damaged or crafted file is refused naming the field
+//! instead of overflowing the run that adds to them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,13 @@ const BEST_PREFIX: &str = "best/";
 /// Checkpoints of the models nnc trains are megabytes; this only stops a wrong path (a disk
 /// image) from being read into memory.
 const MAX_BYTES: u64 = 4 << 30;
+/// The largest counter (`step`, `epoch`, `epoch_samples`, ...) a checkpoint may hold: 2^53,
+/// exact in the f64 the learning-rate schedule computes in, and so far below the integers'
+/// range that a run adding to it never overflows. Real runs stay far below it (2^53 steps at a
+/// microsecond each take 285 years); a larger value is a damaged or crafted file.
+const MAX_COUNT: u64 = 1 << 53;
+/// The largest batch the command line and the checker accept.
+const MAX_BATCH: u64 = 1 << 24;
 
 /// Early stopping's memory: the best validation loss and when it was reached.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -205,6 +214,17 @@ impl Checkpoint {
         }
         let num = |k: &str| -> Result<f64, String> { parse(shown, k, get(k)?) };
         let int = |k: &str| -> Result<u64, String> { parse(shown, k, get(k)?) };
+        let damaged = |what: String| format!("`{shown}` is a damaged checkpoint: {what}");
+        // Counters a run adds to: bounded here, so that no arithmetic on them overflows.
+        let count = |k: &str| -> Result<usize, String> {
+            let v = int(k)?;
+            if v > MAX_COUNT {
+                return Err(damaged(format!(
+                    "metadata `{k}` is {v}, above any count a run reaches ({MAX_COUNT})"
+                )));
+            }
+            usize::try_from(v).map_err(|_| damaged(format!("metadata `{k}` is {v}, too large")))
+        };
         let opt = |k: &str| -> Result<Option<f64>, String> {
             meta.get(k).map(|v| parse(shown, k, v)).transpose()
         };
@@ -254,6 +274,33 @@ impl Checkpoint {
             .split_whitespace()
             .map(|v| parse(shown, "epoch_grad_norm2_sums", v))
             .collect::<Result<_, _>>()?;
+        let batch = int("batch")?;
+        if !(1..=MAX_BATCH).contains(&batch) {
+            return Err(damaged(format!(
+                "metadata `batch` is {batch}, not a batch size (1 to {MAX_BATCH})"
+            )));
+        }
+        let batch = batch as usize;
+        let epoch = count("epoch")?;
+        let step = count("step")?;
+        // A count that is part of another: the steps of the epoch in progress are among the
+        // run's, and the best epoch and the epochs since it among the completed ones.
+        let at_most = |k: &str, whole: &str, limit: usize| -> Result<usize, String> {
+            let v = count(k)?;
+            if v > limit {
+                return Err(damaged(format!(
+                    "metadata `{k}` is {v}, more than `{whole}` ({limit})"
+                )));
+            }
+            Ok(v)
+        };
+        let epoch_steps = at_most("epoch_steps", "step", step)?;
+        let partial_seconds = num("epoch_seconds")?;
+        if !(partial_seconds.is_finite() && partial_seconds >= 0.0) {
+            return Err(damaged(format!(
+                "metadata `epoch_seconds` is {partial_seconds}, not a duration"
+            )));
+        }
         Ok(Checkpoint {
             meta: Meta {
                 model: get("model")?.to_string(),
@@ -262,27 +309,27 @@ impl Checkpoint {
                 nnc_version: get("nnc_version")?.to_string(),
                 backend: get("backend")?.to_string(),
                 seed: int("seed")?,
-                batch: int("batch")? as usize,
+                batch,
                 epochs: meta
                     .get("epochs")
                     .map(|v| parse::<usize>(shown, "epochs", v))
                     .transpose()?,
-                epoch: int("epoch")? as usize,
-                step: int("step")?,
+                epoch,
+                step: step as u64,
                 partial: EpochSums {
-                    samples: int("epoch_samples")? as usize,
-                    steps: int("epoch_steps")? as usize,
+                    samples: count("epoch_samples")?,
+                    steps: epoch_steps,
                     loss_sum: num("epoch_loss_sum")?,
                     correct: num("epoch_correct")?,
                     grad_norm2_sums: grad_sums,
                 },
-                partial_seconds: num("epoch_seconds")?,
+                partial_seconds,
                 last_finite_loss: opt("last_finite_loss")?,
                 best: match best_epoch {
                     Some(_) => Some(Best {
-                        epoch: int("best_epoch")? as usize,
+                        epoch: at_most("best_epoch", "epoch", epoch)?,
                         val_loss: num("best_val_loss")?,
-                        bad_epochs: int("bad_epochs")? as usize,
+                        bad_epochs: at_most("bad_epochs", "epoch", epoch)?,
                     }),
                     None => None,
                 },
@@ -527,5 +574,70 @@ mod tests {
         )
         .unwrap();
         assert!(err(&foreign).contains("not an nnc checkpoint: its metadata has no `format`"));
+    }
+
+    /// Counters a run adds to are bounded on load, each refusal naming its field, so that a
+    /// crafted checkpoint cannot make the run overflow; the bound itself loads.
+    #[test]
+    fn counters_out_of_range_are_refused_naming_the_field() {
+        type Edit = dyn Fn(&mut Meta);
+        let err = |edit: &Edit| {
+            let mut c = sample();
+            edit(&mut c.meta);
+            Checkpoint::from_bytes(&c.to_bytes().unwrap(), "x").unwrap_err()
+        };
+        let cases: [(&Edit, &str); 10] = [
+            (
+                &|m| m.step = u64::MAX,
+                "metadata `step` is 18446744073709551615, above",
+            ),
+            (
+                &|m| m.epoch = usize::MAX,
+                "metadata `epoch` is 18446744073709551615",
+            ),
+            (
+                &|m| m.partial.samples = usize::MAX,
+                "metadata `epoch_samples` is 1844",
+            ),
+            (
+                &|m| m.partial.steps = usize::MAX,
+                "metadata `epoch_steps` is 1844",
+            ),
+            (
+                &|m| m.partial.steps = 124,
+                "`epoch_steps` is 124, more than `step` (123)",
+            ),
+            (
+                &|m| m.best.as_mut().unwrap().epoch = 3,
+                "metadata `best_epoch` is 3, more than `epoch` (2)",
+            ),
+            (
+                &|m| m.best.as_mut().unwrap().bad_epochs = usize::MAX,
+                "metadata `bad_epochs` is 18446744073709551615, above",
+            ),
+            (
+                &|m| m.batch = 0,
+                "metadata `batch` is 0, not a batch size (1 to 16777216)",
+            ),
+            (&|m| m.batch = (1 << 24) + 1, "metadata `batch` is 16777217"),
+            (
+                &|m| m.partial_seconds = f64::NAN,
+                "`epoch_seconds` is NaN, not a duration",
+            ),
+        ];
+        for (edit, message) in cases {
+            let e = err(edit);
+            assert!(
+                e.starts_with("`x` is a damaged checkpoint: ") && e.contains(message),
+                "{e}"
+            );
+        }
+        let mut c = sample();
+        c.meta.step = MAX_COUNT;
+        c.meta.epoch = MAX_COUNT as usize;
+        c.meta.partial.samples = MAX_COUNT as usize;
+        c.meta.batch = MAX_BATCH as usize;
+        let back = Checkpoint::from_bytes(&c.to_bytes().unwrap(), "x").unwrap();
+        assert_eq!(back, c);
     }
 }

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use nnc_syntax::Diagnostic;
 
+use crate::files;
+
 /// The largest `.nn` file accepted. Real models are a few kilobytes; the limit only keeps a
 /// mistaken path (a data set, a disk image) from being read into memory.
 const MAX_SIZE: u64 = 64 << 20;
@@ -17,23 +19,11 @@ pub enum Source {
     NotText(Diagnostic, String),
 }
 
-/// Reads a file, or returns a one-line message for an I/O error.
+/// Reads a file, or returns a one-line message for an I/O error or a file too large to be a
+/// model (whatever its kind: a pipe or a device is read no further than the limit).
 pub fn read(path: &Path) -> Result<Source, String> {
     let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read `{shown}`: {}", io_reason(&e)))?;
-    if meta.is_dir() {
-        return Err(format!("`{shown}` is a directory, not a .nn file"));
-    }
-    if meta.len() > MAX_SIZE {
-        return Err(format!(
-            "`{shown}` is {} MiB; .nn files larger than {} MiB are not read",
-            meta.len() >> 20,
-            MAX_SIZE >> 20
-        ));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{shown}`: {}", io_reason(&e)))?;
+    let bytes = files::read_limited(path, MAX_SIZE, "a .nn file")?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Source::Text(text)),
         Err(e) => {
@@ -55,10 +45,21 @@ pub fn read(path: &Path) -> Result<Source, String> {
     }
 }
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that never ends is refused at the size limit, not read until memory runs out.
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_device_is_refused_at_the_limit() {
+        let Err(err) = read(Path::new("/dev/zero")) else {
+            panic!("/dev/zero read as a model");
+        };
+        assert_eq!(
+            err,
+            "`/dev/zero` is more than 67108864 bytes; a .nn file larger than 67108864 bytes is \
+             not read"
+        );
     }
 }
