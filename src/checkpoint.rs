@@ -66,6 +66,9 @@ pub struct Meta {
     pub source_file: String,
     /// The SHA-256 of that file's text ([`crate::Project::source_hash`]).
     pub source_sha256: String,
+    /// The SHA-256 of the model's meaning ([`crate::Project::meaning_hash`]); absent in
+    /// checkpoints written before it was recorded.
+    pub model_sha256: Option<String>,
     /// The nnc version that wrote the checkpoint.
     pub nnc_version: String,
     /// The backend that trained it (`jit`, `interp`).
@@ -124,6 +127,9 @@ impl Checkpoint {
         put("model", m.model.clone());
         put("source_file", m.source_file.clone());
         put("source_sha256", m.source_sha256.clone());
+        if let Some(h) = &m.model_sha256 {
+            put("model_sha256", h.clone());
+        }
         put("backend", m.backend.clone());
         put("params", names(&self.params));
         put("states", names(&self.states));
@@ -306,6 +312,7 @@ impl Checkpoint {
                 model: get("model")?.to_string(),
                 source_file: get("source_file")?.to_string(),
                 source_sha256: get("source_sha256")?.to_string(),
+                model_sha256: meta.get("model_sha256").cloned(),
                 nnc_version: get("nnc_version")?.to_string(),
                 backend: get("backend")?.to_string(),
                 seed: int("seed")?,
@@ -395,7 +402,10 @@ impl Checkpoint {
             ));
         }
         let hash = project.source_hash();
-        if m.source_sha256 != hash {
+        // Another text that means the same model (a comment, the layout, the optimizer edited):
+        // the weights fit.
+        let same_meaning = m.model_sha256.as_deref() == Some(&project.meaning_hash());
+        if m.source_sha256 != hash && !same_meaning {
             let advice = match self.saved_source(path) {
                 Some(copy) => format!(
                     "Train again, or use the copy of the .nn file saved with the checkpoint \
@@ -409,8 +419,9 @@ impl Checkpoint {
                 ),
             };
             return Err(format!(
-                "`{shown}` was trained from another version of `{file}` (source SHA-256 {}…, \
-                 now {}…); the weights may not mean what the model says. {advice}",
+                "`{shown}` was trained from another version of `{file}`, whose layers or data \
+                 differ (source SHA-256 {}…, now {}…); the weights may not mean what the model \
+                 says. {advice}, or pass --allow-changed-model to use them anyway",
                 short(&m.source_sha256),
                 short(&hash),
             ));
@@ -437,6 +448,13 @@ impl Checkpoint {
                 matches!(crate::source::read(p), Ok(crate::source::Source::Text(t))
                     if crate::project::text_hash(&t) == self.meta.source_sha256)
             })
+    }
+
+    /// Takes `project`'s model as the one the weights were trained for, whatever its text says
+    /// (`--allow-changed-model`): the names and shapes of the parameters are still checked.
+    pub fn adopt_model(&mut self, project: &Project) {
+        self.meta.source_sha256 = project.source_hash();
+        self.meta.model_sha256 = Some(project.meaning_hash());
     }
 
     /// [`Checkpoint::check_fits`] against the parameters `project`'s model declares, before any
@@ -502,6 +520,7 @@ mod tests {
                 model: "m".into(),
                 source_file: "m.nn".into(),
                 source_sha256: "ab".repeat(32),
+                model_sha256: Some("cd".repeat(32)),
                 nnc_version: "0.1.0".into(),
                 backend: "interp".into(),
                 seed: 7,

@@ -95,6 +95,10 @@ enum Command {
         /// One JSON object per epoch on stdout, then a summary object.
         #[arg(long)]
         json: bool,
+        /// Resume from weights trained from another version of the `.nn` file whose layers or data
+        /// settings differ (their parameter names and shapes must still fit).
+        #[arg(long)]
+        allow_changed_model: bool,
         /// Behave as if Ctrl-C came after this many steps (for tests).
         #[arg(long, hide = true)]
         stop_after_steps: Option<u64>,
@@ -125,6 +129,10 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Use weights trained from another version of the `.nn` file whose layers or data
+        /// settings differ (their parameter names and shapes must still fit).
+        #[arg(long)]
+        allow_changed_model: bool,
     },
     /// Predict with saved weights: classify images (PNG or PGM, any size) for a model trained
     /// on images, or answer rows of numbers (CSV files, or standard input) for other models.
@@ -146,6 +154,10 @@ enum Command {
         /// One JSON object per image.
         #[arg(long)]
         json: bool,
+        /// Use weights trained from another version of the `.nn` file whose layers or data
+        /// settings differ (their parameter names and shapes must still fit).
+        #[arg(long)]
+        allow_changed_model: bool,
     },
     /// Print a model's IR at a stage of compilation.
     Ir {
@@ -233,6 +245,7 @@ fn main() -> ExitCode {
             resume,
             backend,
             json,
+            allow_changed_model,
             stop_after_steps,
             save_every_epoch,
         } => train::run(
@@ -247,6 +260,7 @@ fn main() -> ExitCode {
                 resume,
                 backend: backend.into(),
                 json,
+                allow_changed_model,
                 stop_after_steps,
                 save_every_epoch,
             },
@@ -260,6 +274,7 @@ fn main() -> ExitCode {
             batch,
             backend,
             json,
+            allow_changed_model,
         } => eval::run(
             &eval::EvalCommand {
                 file,
@@ -269,6 +284,7 @@ fn main() -> ExitCode {
                 batch: batch.map(saturating_usize),
                 backend: backend.into(),
                 json,
+                allow_changed_model,
             },
             &ui,
         ),
@@ -279,6 +295,7 @@ fn main() -> ExitCode {
             model,
             backend,
             json,
+            allow_changed_model,
         } => predict::run(
             &predict::PredictCommand {
                 file,
@@ -287,6 +304,7 @@ fn main() -> ExitCode {
                 model,
                 backend: backend.into(),
                 json,
+                allow_changed_model,
             },
             &ui,
         ),

@@ -24,6 +24,16 @@ impl Predictor {
     /// checkpoint must have been trained from the same model.
     pub fn new(project: &Project, weights: &Path, kind: BackendKind) -> Result<Predictor, Error> {
         let checkpoint = Checkpoint::load(weights).map_err(Error::Checkpoint)?;
+        Predictor::with_checkpoint(project, &checkpoint, weights, kind)
+    }
+
+    /// [`Predictor::new`] with a checkpoint already read from `weights` (which messages name).
+    pub fn with_checkpoint(
+        project: &Project,
+        checkpoint: &Checkpoint,
+        weights: &Path,
+        kind: BackendKind,
+    ) -> Result<Predictor, Error> {
         checkpoint
             .check_fits_model(weights, project)
             .map_err(Error::Checkpoint)?;

@@ -107,6 +107,43 @@ impl Project {
     pub fn source_hash(&self) -> String {
         text_hash(&self.source)
     }
+
+    /// The SHA-256 of what the model means to its weights, in hex: its input, every layer's
+    /// name, kind and arguments, output shape and parameter shapes, the loss, and how the data
+    /// is scaled, shifted and padded. Comments, layout, spans, initialisers and the optimizer
+    /// do not enter it: an edited comment leaves saved weights usable.
+    pub fn meaning_hash(&self) -> String {
+        use std::fmt::Write;
+        let m = &self.model;
+        let mut text = format!("input {} {:?}\n", m.input.name, m.input.shape);
+        for l in &m.layers {
+            let _ = write!(text, "{} {:?} -> {:?}", l.name, l.kind, l.output_shape);
+            for p in &l.params {
+                let _ = write!(text, " {}{:?}", p.name, p.shape);
+            }
+            text.push('\n');
+        }
+        if let Some(t) = &m.train {
+            let _ = writeln!(text, "loss {:?}", t.loss);
+            if let Data::Mnist {
+                pad,
+                scale,
+                shift,
+                flatten,
+            }
+            | Data::Idx {
+                pad,
+                scale,
+                shift,
+                flatten,
+                ..
+            } = &t.data
+            {
+                let _ = writeln!(text, "data {pad} {scale} {shift} {flatten}");
+            }
+        }
+        text_hash(&text)
+    }
 }
 
 /// The SHA-256 of `.nn` source text, in hex (see [`Project::source_hash`]).

@@ -572,6 +572,7 @@ impl Trainer {
                 model: project.model.name.clone(),
                 source_file: project.path.display().to_string(),
                 source_sha256: project.source_hash(),
+                model_sha256: Some(project.meaning_hash()),
                 nnc_version: env!("CARGO_PKG_VERSION").to_string(),
                 backend: self.kind.name(),
                 seed: self.seed,

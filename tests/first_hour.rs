@@ -277,3 +277,37 @@ fn predict_answers_rows_for_a_model_of_vectors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_comment_does_not_make_weights_foreign_but_a_new_activation_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "x.nn", TABLE);
+    let (_, err, code) = run(dir.path(), &["train", "x.nn"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Comments, layout and the optimizer are not the model's meaning.
+    let edited = format!(
+        "// a comment\n{}",
+        TABLE.replace("adam(lr: 0.01)", "sgd(lr: 0.1)")
+    );
+    write(dir.path(), "x.nn", &edited);
+    let (_, err, code) = run(dir.path(), &["eval", "x.nn"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Another activation is: the same parameters, but not what they were trained for.
+    write(dir.path(), "x.nn", &TABLE.replace("-> tanh", "-> relu"));
+    let (_, err, code) = run(dir.path(), &["eval", "x.nn"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("trained from another version") && err.contains("--allow-changed-model"),
+        "{err}"
+    );
+    let (_, err, code) = run(dir.path(), &["eval", "x.nn", "--allow-changed-model"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(
+        dir.path(),
+        &["predict", "x.nn", "--allow-changed-model", "-"],
+    );
+    assert_eq!(code, 2, "no rows on stdin: {err}");
+    assert!(err.contains("no rows to predict"), "{err}");
+}

@@ -21,6 +21,8 @@ pub struct EvalCommand {
     pub batch: Option<usize>,
     pub backend: BackendKind,
     pub json: bool,
+    /// Use weights trained from another version of the model's text.
+    pub allow_changed_model: bool,
 }
 
 #[derive(Serialize)]
@@ -74,6 +76,12 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         .unwrap_or(32);
     // The checkpoint is read before the data: a wrong one is reported at once.
     let ckpt = match Checkpoint::load(&weights)
+        .map(|mut c| {
+            if opts.allow_changed_model {
+                c.adopt_model(&project);
+            }
+            c
+        })
         .and_then(|c| c.check_fits_model(&weights, &project).map(|()| c))
     {
         Ok(c) => c,

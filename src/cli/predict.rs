@@ -31,6 +31,8 @@ pub struct PredictCommand {
     pub model: Option<String>,
     pub backend: BackendKind,
     pub json: bool,
+    /// Use weights trained from another version of the model's text.
+    pub allow_changed_model: bool,
 }
 
 /// One image's prediction.
@@ -68,10 +70,18 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
         return fail("the model has no train block");
     };
     // The checkpoint is read before the data layout, which may read data files.
-    let mut predictor = match Predictor::new(&project, &weights, opts.backend) {
-        Ok(p) => p,
-        Err(e) => return ui.report(&e),
+    let mut checkpoint = match nnc::Checkpoint::load(&weights) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
     };
+    if opts.allow_changed_model {
+        checkpoint.adopt_model(&project);
+    }
+    let mut predictor =
+        match Predictor::with_checkpoint(&project, &checkpoint, &weights, opts.backend) {
+            Ok(p) => p,
+            Err(e) => return ui.report(&e),
+        };
     let spec = predictor.layout().clone();
     let is_image = matches!(spec.input.sample[..], [1, _, _]) && spec.input.dtype == DType::U8;
     if is_image {

@@ -50,6 +50,8 @@ pub struct TrainCommand {
     pub resume: bool,
     pub backend: BackendKind,
     pub json: bool,
+    /// Resume from weights trained from another version of the model's text.
+    pub allow_changed_model: bool,
     /// Act as if Ctrl-C came after this many steps of this process (tests).
     pub stop_after_steps: Option<u64>,
     /// Write a checkpoint after every epoch, not at most every [`SAVE_EVERY`] (tests).
@@ -141,6 +143,12 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
             );
         }
         match Checkpoint::load(&ckpt_path)
+            .map(|mut c| {
+                if opts.allow_changed_model {
+                    c.adopt_model(&project);
+                }
+                c
+            })
             .and_then(|c| c.check_fits_model(&ckpt_path, &project).map(|()| c))
         {
             Ok(c) => Some(c),
@@ -625,6 +633,7 @@ impl Driver<'_> {
                     .display()
                     .to_string(),
                 source_sha256: self.project.source_hash(),
+                model_sha256: Some(self.project.meaning_hash()),
                 nnc_version: env!("CARGO_PKG_VERSION").to_string(),
                 backend: self.opts.backend.name(),
                 seed: self.seed,
