@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::backend::{Backend, NamedTensor};
+use crate::error::Error;
 use crate::files;
 use crate::project::Project;
 use crate::trainer::EpochSums;
@@ -110,7 +111,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The safetensors bytes.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let m = &self.meta;
         let names = |ts: &[NamedTensor]| {
             ts.iter()
@@ -188,14 +189,15 @@ impl Checkpoint {
         safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
     }
 
-    /// Writes the checkpoint atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        files::write_atomic(path, &self.to_bytes()?)
+    /// Writes the checkpoint atomically (a temporary file, then a rename).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let bytes = self.to_bytes().map_err(Error::Checkpoint)?;
+        files::write_atomic(path, &bytes).map_err(Error::Io)
     }
 
     /// Parses safetensors bytes written by [`Checkpoint::to_bytes`]; `shown` names the file in
     /// messages.
-    pub fn from_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
+    pub(crate) fn from_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| format!("`{shown}` is not a safetensors file: {e}"))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
@@ -347,15 +349,16 @@ impl Checkpoint {
         })
     }
 
-    /// Reads a checkpoint file.
-    pub fn load(path: &Path) -> Result<Checkpoint, String> {
-        let bytes = files::read_limited(path, MAX_BYTES, "a checkpoint")?;
-        Checkpoint::from_bytes(&bytes, &path.display().to_string())
+    /// Reads a checkpoint file: [`Error::Io`] when it cannot be read, [`Error::Checkpoint`]
+    /// when it is not a well-formed checkpoint.
+    pub fn load(path: &Path) -> Result<Checkpoint, Error> {
+        let bytes = files::read_limited(path, MAX_BYTES, "a checkpoint").map_err(Error::Io)?;
+        Checkpoint::from_bytes(&bytes, &path.display().to_string()).map_err(Error::Checkpoint)
     }
 
     /// Refuses a checkpoint made for another model: another model name, other parameter
     /// names or shapes than `expected` (the backend's), or another source text.
-    pub fn check_fits(
+    pub(crate) fn check_fits(
         &self,
         path: &Path,
         project: &Project,
@@ -459,7 +462,7 @@ impl Checkpoint {
 
     /// [`Checkpoint::check_fits`] against the parameters `project`'s model declares, before any
     /// backend or data exists.
-    pub fn check_fits_model(&self, shown: &Path, project: &Project) -> Result<(), String> {
+    pub fn check_fits_model(&self, shown: &Path, project: &Project) -> Result<(), Error> {
         let expected: Vec<NamedTensor> = nnc_ir::init::init_params(&project.model, 0)
             .into_iter()
             .map(|t| NamedTensor {
@@ -469,6 +472,7 @@ impl Checkpoint {
             })
             .collect();
         self.check_fits(shown, project, &expected)
+            .map_err(Error::Checkpoint)
     }
 
     /// Checks that the checkpoint fits (see [`Checkpoint::check_fits`]) and loads its weights
@@ -478,16 +482,17 @@ impl Checkpoint {
         backend: &mut dyn Backend,
         path: &Path,
         project: &Project,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let expected = backend.params();
-        self.check_fits(path, project, &expected)?;
+        self.check_fits(path, project, &expected)
+            .map_err(Error::Checkpoint)?;
         let params: Vec<NamedTensor> = expected
             .iter()
             .filter_map(|o| self.params.iter().find(|p| p.name == o.name).cloned())
             .collect();
-        backend
-            .load(&params, &self.states)
-            .map_err(|e| format!("`{}` does not fit the model: {e}", path.display()))
+        backend.load(&params, &self.states).map_err(|e| {
+            Error::Checkpoint(format!("`{}` does not fit the model: {e}", path.display()))
+        })
     }
 }
 

@@ -23,7 +23,7 @@ impl Predictor {
     /// Loads the checkpoint at `weights` into `project`'s model, on the backend `kind`. The
     /// checkpoint must have been trained from the same model.
     pub fn new(project: &Project, weights: &Path, kind: BackendKind) -> Result<Predictor, Error> {
-        let checkpoint = Checkpoint::load(weights).map_err(Error::Checkpoint)?;
+        let checkpoint = Checkpoint::load(weights)?;
         Predictor::with_checkpoint(project, &checkpoint, weights, kind)
     }
 
@@ -34,9 +34,7 @@ impl Predictor {
         weights: &Path,
         kind: BackendKind,
     ) -> Result<Predictor, Error> {
-        checkpoint
-            .check_fits_model(weights, project)
-            .map_err(Error::Checkpoint)?;
+        checkpoint.check_fits_model(weights, project)?;
         let layout = project.data_layout()?;
         let mut backend = backend::create(
             kind,
@@ -46,9 +44,7 @@ impl Predictor {
             0,
         )
         .map_err(Error::Compile)?;
-        checkpoint
-            .load_into(backend.as_mut(), weights, project)
-            .map_err(Error::Checkpoint)?;
+        checkpoint.load_into(backend.as_mut(), weights, project)?;
         Ok(Predictor {
             backend,
             layout,

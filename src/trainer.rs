@@ -600,9 +600,7 @@ impl Trainer {
         path: &Path,
         project: &Project,
     ) -> Result<(), Error> {
-        checkpoint
-            .load_into(self.backend.as_mut(), path, project)
-            .map_err(Error::Checkpoint)?;
+        checkpoint.load_into(self.backend.as_mut(), path, project)?;
         self.step = checkpoint.meta.step;
         self.last_finite_loss = checkpoint.meta.last_finite_loss;
         Ok(())

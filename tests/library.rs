@@ -97,10 +97,7 @@ fn train_stop_evaluate_save_and_predict() -> Result<(), Error> {
 
     // Saved, then loaded by a predictor: the same answers as the evaluation's.
     let weights = dir.path().join("xor.safetensors");
-    trainer
-        .checkpoint(&project, 300)
-        .save(&weights)
-        .map_err(Error::Checkpoint)?;
+    trainer.checkpoint(&project, 300).save(&weights)?;
     let mut predictor = Predictor::new(&project, &weights, BackendKind::Interp)?;
     let rows = predictor.predict(BatchInputs::F32(&[0., 0., 0., 1., 1., 0., 1., 1.]))?;
     let classes: Vec<usize> = rows
@@ -112,7 +109,7 @@ fn train_stop_evaluate_save_and_predict() -> Result<(), Error> {
     // Restored into a fresh trainer, the weights evaluate the same.
     let data = project.load_data(None)?;
     let mut fresh = Trainer::new(&project.model, data, BackendKind::Jit, 99, 4)?;
-    let checkpoint = nnc::Checkpoint::load(&weights).map_err(Error::Checkpoint)?;
+    let checkpoint = nnc::Checkpoint::load(&weights)?;
     fresh.restore(&checkpoint, &weights, &project)?;
     let again = fresh.evaluate(Part::Test)?.expect("a test part");
     assert_eq!(again.loss, test.loss);

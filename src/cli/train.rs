@@ -603,7 +603,8 @@ impl Driver<'_> {
     fn save(&mut self) -> Result<(), String> {
         self.last_save = Instant::now();
         let ckpt = self.checkpoint();
-        ckpt.save(&self.run.path(checkpoint::FILE))?;
+        ckpt.save(&self.run.path(checkpoint::FILE))
+            .map_err(|e| e.to_string())?;
         let title = format!(
             "{}: loss and {}",
             self.project.model.name,
