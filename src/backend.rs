@@ -361,6 +361,10 @@ impl Backend for Interp {
             self.compiled(batch)?;
         }
         replace(&self.names, &mut self.params, params)?;
+        // No states given (weights for evaluation): the fresh ones stay.
+        if states.is_empty() {
+            return Ok(());
+        }
         replace(&self.state_names, &mut self.states, states)
     }
 }

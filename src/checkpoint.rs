@@ -460,8 +460,8 @@ impl Checkpoint {
         self.meta.model_sha256 = Some(project.meaning_hash());
     }
 
-    /// [`Checkpoint::check_fits`] against the parameters `project`'s model declares, before any
-    /// backend or data exists.
+    /// Checks that the checkpoint fits `project`'s model (its name, the parameters it declares,
+    /// its source or meaning), before any backend or data exists.
     pub fn check_fits_model(&self, shown: &Path, project: &Project) -> Result<(), Error> {
         let expected: Vec<NamedTensor> = nnc_ir::init::init_params(&project.model, 0)
             .into_iter()
@@ -475,8 +475,8 @@ impl Checkpoint {
             .map_err(Error::Checkpoint)
     }
 
-    /// Checks that the checkpoint fits (see [`Checkpoint::check_fits`]) and loads its weights
-    /// and optimizer state into `backend`. `path` names the file in messages.
+    /// Checks that the checkpoint fits (as [`Checkpoint::check_fits_model`] does) and loads its
+    /// weights and optimizer state into `backend`. `path` names the file in messages.
     pub fn load_into(
         &self,
         backend: &mut dyn Backend,
@@ -493,6 +493,25 @@ impl Checkpoint {
         backend.load(&params, &self.states).map_err(|e| {
             Error::Checkpoint(format!("`{}` does not fit the model: {e}", path.display()))
         })
+    }
+
+    /// [`Checkpoint::load_into`] for evaluation and prediction: the weights only, the backend
+    /// keeping its own optimizer state, so that weights trained with another optimizer (whose
+    /// state has other tensors) still load.
+    pub fn load_weights_into(
+        &self,
+        backend: &mut dyn Backend,
+        path: &Path,
+        project: &Project,
+    ) -> Result<(), Error> {
+        let own_states = backend.states();
+        let weights_only = Checkpoint {
+            meta: self.meta.clone(),
+            params: self.params.clone(),
+            states: own_states,
+            best: Vec::new(),
+        };
+        weights_only.load_into(backend, path, project)
     }
 }
 

@@ -44,7 +44,7 @@ impl Predictor {
             0,
         )
         .map_err(Error::Compile)?;
-        checkpoint.load_into(backend.as_mut(), weights, project)?;
+        checkpoint.load_weights_into(backend.as_mut(), weights, project)?;
         Ok(Predictor {
             backend,
             layout,

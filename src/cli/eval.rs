@@ -95,7 +95,7 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    if let Err(e) = ckpt.load_into(trainer.backend(), &weights, &project) {
+    if let Err(e) = ckpt.load_weights_into(trainer.backend(), &weights, &project) {
         return fail(e);
     }
     let test = match trainer.evaluate(Part::Test) {
