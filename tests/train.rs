@@ -639,7 +639,13 @@ fn checkpoints_of_another_model_are_refused() {
     let weights = "runs/m/checkpoint.safetensors";
     let source = std::fs::read_to_string(&file).expect("source");
 
-    std::fs::write(dir.join("edited.nn"), format!("{source}// a comment\n")).expect("write");
+    // A comment does not change what the weights mean: they evaluate.
+    std::fs::write(dir.join("commented.nn"), format!("{source}// a comment\n")).expect("write");
+    let (_, err, code) = run(dir, &["eval", "commented.nn", "--weights", weights]);
+    assert_eq!(code, 0, "{err}");
+
+    // Another activation does, with the same parameters.
+    std::fs::write(dir.join("edited.nn"), source.replace("-> relu", "-> tanh")).expect("write");
     let (_, err, code) = run(dir, &["eval", "edited.nn", "--weights", weights]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -1131,7 +1137,7 @@ fn a_copied_run_directory_points_at_its_own_source_copy() {
         let path = entry.expect("entry").path();
         std::fs::copy(&path, dir.join("b").join(path.file_name().expect("name"))).expect("copy");
     }
-    std::fs::write(dir.join("x.nn"), format!("{xor}// changed\n")).expect("write");
+    std::fs::write(dir.join("x.nn"), xor.replace("-> tanh", "-> relu")).expect("write");
     let resume = ["train", "x.nn", "--out", "b", "--resume", "--epochs", "4"];
     let (_, err, code) = run(dir, &resume);
     assert_eq!(code, 2, "{err}");
