@@ -408,6 +408,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_confusion_among_thousands_shows() {
+        let mut c = Confusion::new(2);
+        for _ in 0..1000 {
+            c.add(0, 0);
+            c.add(1, 1);
+        }
+        c.add(0, 1);
+        let svg = confusion(&c, "t").expect("svg");
+        // The lone mistake is the largest: red at 85 % (0.15 floor + 0.7 of the log scale).
+        assert!(svg.to_uppercase().contains("#D23A3E"), "{svg}");
+    }
+
+    #[test]
     fn log_ticks_read_as_numbers() {
         assert_eq!(tick(0.9), "0.9");
         assert_eq!(tick(0.05), "0.05");

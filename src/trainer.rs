@@ -143,7 +143,7 @@ impl Confusion {
         self.counts[truth * self.classes + predicted]
     }
 
-    fn add(&mut self, truth: usize, predicted: usize) {
+    pub(crate) fn add(&mut self, truth: usize, predicted: usize) {
         if truth < self.classes && predicted < self.classes {
             self.counts[truth * self.classes + predicted] += 1;
         }
