@@ -125,20 +125,7 @@ impl Project {
         }
         if let Some(t) = &m.train {
             let _ = writeln!(text, "loss {:?}", t.loss);
-            if let Data::Mnist {
-                pad,
-                scale,
-                shift,
-                flatten,
-            }
-            | Data::Idx {
-                pad,
-                scale,
-                shift,
-                flatten,
-                ..
-            } = &t.data
-            {
+            if let Some((scale, shift, pad, flatten)) = image_scaling(&t.data) {
                 let _ = writeln!(text, "data {pad} {scale} {shift} {flatten}");
             }
         }
@@ -503,8 +490,9 @@ pub(crate) fn subset(ds: &Dataset, indices: &[usize]) -> Result<Dataset, String>
     Ok(Dataset { inputs, targets })
 }
 
-fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
-    let (scale, shift, pad, flatten) = match data {
+/// An image source's `(scale, shift, pad, flatten)`; `None` for tables.
+fn image_scaling(data: &Data) -> Option<(f64, f64, usize, bool)> {
+    match data {
         Data::Mnist {
             pad,
             scale,
@@ -517,9 +505,13 @@ fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
             shift,
             flatten,
             ..
-        } => (*scale, *shift, *pad, *flatten),
-        _ => (1.0, 0.0, 0, false),
-    };
+        } => Some((*scale, *shift, *pad, *flatten)),
+        _ => None,
+    }
+}
+
+fn input_spec(data: &Data, ds: &Dataset) -> InputSpec {
+    let (scale, shift, pad, flatten) = image_scaling(data).unwrap_or((1.0, 0.0, 0, false));
     InputSpec {
         dtype: match ds.inputs {
             Inputs::U8 { .. } => DType::U8,

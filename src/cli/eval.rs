@@ -9,7 +9,7 @@ use nnc::checkpoint::Checkpoint;
 use nnc::{BackendKind, Part, Trainer};
 use nnc_check::Score;
 
-use super::{Outcome, Ui};
+use super::{Outcome, Ui, fail};
 
 /// `nnc eval` options.
 pub struct EvalCommand {
@@ -55,19 +55,15 @@ struct ClassReport {
     accuracy: Option<f64>,
 }
 
-fn fail(message: impl std::fmt::Display) -> Outcome {
-    eprintln!("error: {message}");
-    Outcome::Failed
-}
-
 /// Runs `nnc eval`.
 pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
-    let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
-        Ok(p) => p,
-        Err(outcome) => return outcome,
-    };
-    let weights = match super::weights(opts.weights.as_deref(), &project) {
-        Ok(w) => w,
+    let (project, weights) = match super::load_trained(
+        &opts.file,
+        opts.model.as_deref(),
+        opts.weights.as_deref(),
+        ui,
+    ) {
+        Ok(loaded) => loaded,
         Err(outcome) => return outcome,
     };
     let batch = opts

@@ -81,6 +81,24 @@ pub fn load(
     }
 }
 
+/// Prints a one-line error; the command ends as for an I/O or data error.
+pub fn fail(message: impl std::fmt::Display) -> Outcome {
+    eprintln!("error: {message}");
+    Outcome::Failed
+}
+
+/// What `eval` and `predict` start from: the model ([`load`]) and its checkpoint ([`weights`]).
+pub fn load_trained(
+    file: &Path,
+    name: Option<&str>,
+    given: Option<&Path>,
+    ui: &Ui,
+) -> Result<(Project, PathBuf), Outcome> {
+    let project = load(file, name, true, ui)?;
+    let weights = weights(given, &project)?;
+    Ok((project, weights))
+}
+
 /// The checkpoint `eval` and `predict` read: `--weights`, else the one in the model's run
 /// directory, which must then exist.
 pub fn weights(given: Option<&Path>, project: &Project) -> Result<PathBuf, Outcome> {

@@ -19,7 +19,7 @@ use nnc::backend::{BackendKind, BatchInputs};
 use nnc::image::{self, Gray};
 use nnc::trainer::predicted_class;
 
-use super::{Outcome, Ui};
+use super::{Outcome, Ui, fail};
 
 /// `nnc predict` options.
 pub struct PredictCommand {
@@ -51,19 +51,15 @@ struct Prediction {
     resized: bool,
 }
 
-fn fail(message: impl std::fmt::Display) -> Outcome {
-    eprintln!("error: {message}");
-    Outcome::Failed
-}
-
 /// Runs `nnc predict`.
 pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
-    let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
-        Ok(p) => p,
-        Err(outcome) => return outcome,
-    };
-    let weights = match super::weights(opts.weights.as_deref(), &project) {
-        Ok(w) => w,
+    let (project, weights) = match super::load_trained(
+        &opts.file,
+        opts.model.as_deref(),
+        opts.weights.as_deref(),
+        ui,
+    ) {
+        Ok(loaded) => loaded,
         Err(outcome) => return outcome,
     };
     let Some(train) = project.model.train.as_ref() else {
