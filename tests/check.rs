@@ -15,6 +15,23 @@ fn every_model_checks() {
     });
 }
 
+/// The benchmark zoo (`bench/zoo/`): at least 12 models, each valid and without a warning.
+#[test]
+fn every_zoo_model_checks() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/zoo");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("bench/zoo")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "nn"))
+        .collect();
+    assert!(files.len() >= 12, "the zoo has {} models", files.len());
+    for path in &files {
+        let (_, stderr, code) = nnc(&["check", &relative(path)]);
+        assert_eq!(code, 0, "{}: {stderr}", path.display());
+        assert!(stderr.is_empty(), "{}: {stderr}", path.display());
+    }
+}
+
 #[test]
 fn every_invalid_model_is_explained() {
     insta::glob!("invalid/*.nn", |path| {
