@@ -3,6 +3,7 @@
 //! on a shared logarithmic scale, to compare runs such as a deep sigmoid MLP and its ReLU twin).
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::metrics::Row;
@@ -115,32 +116,9 @@ fn draw_rates(
     rates: &[(f64, f64)],
 ) -> Result<(), String> {
     let positive: Vec<(f64, f64)> = rates.iter().copied().filter(|p| p.1 > 0.0).collect();
-    let (lo, hi) = positive
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.1), hi.max(p.1))
-        });
-    let (lo, hi) = if lo.is_finite() {
-        (lo / 2.0, hi * 2.0)
-    } else {
-        (1e-6, 1.0)
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption("learning rate", (FONT, 16))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(65)
-        .build_cartesian_2d(epoch_range(rows), (lo..hi).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("lr (last step of the epoch)")
-        .x_label_formatter(&epoch_label)
-        .y_label_formatter(&|y| tick(*y))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(err)?;
+    let y = log_range(positive.iter().map(|p| p.1));
+    let caption = ("learning rate", 16, 10);
+    let mut chart = log_chart(area, caption, rows, y, "lr (last step of the epoch)")?;
     chart
         .draw_series(LineSeries::new(
             positive.iter().copied(),
@@ -153,6 +131,49 @@ fn draw_rates(
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// The range of a log axis over positive `values`, a factor of 2 beyond them on each side;
+/// `1e-6..1` when there are none.
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| *v > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo.is_finite() {
+        lo / 2.0..hi * 2.0
+    } else {
+        1e-6..1.0
+    }
+}
+
+/// A chart of epochs against a log axis `y`, its mesh drawn; `caption` is its text, size and
+/// the chart's margin.
+fn log_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    (caption, size, margin): (&str, u32, u32),
+    rows: &[Row],
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, size))
+        .margin(margin)
+        .x_label_area_size(35)
+        .y_label_area_size(65)
+        .build_cartesian_2d(epoch_range(rows), y.log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_label_formatter(&epoch_label)
+        .y_label_formatter(&|y| tick(*y))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
 }
 
 /// A tick label of a log axis that reads as a number: `0.9`, `0.05`, `20`, `1e-6`.
@@ -341,37 +362,15 @@ pub fn grad_norms(runs: &[(&str, &[Row])]) -> Result<String, String> {
                     .into_iter()
                     .flat_map(move |c| series(rows, &c))
             })
-            .map(|p| p.1)
-            .filter(|v| *v > 0.0);
-        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-        let (lo, hi) = if lo.is_finite() {
-            (lo / 2.0, hi * 2.0)
-        } else {
-            (1e-6, 1.0)
-        };
+            .map(|p| p.1);
+        let y = log_range(all);
         let panels = root.split_evenly((1, runs.len().max(1)));
         for (panel, (title, rows)) in panels.iter().zip(runs) {
             // The legend gets its own strip: the lines span the whole height.
             let (w, _) = panel.dim_in_pixel();
             let (plot_area, legend) = panel.split_horizontally(w.saturating_sub(70));
-            let mut chart = ChartBuilder::on(&plot_area)
-                .caption(*title, (FONT, 18))
-                .margin(12)
-                .x_label_area_size(35)
-                .y_label_area_size(65)
-                .build_cartesian_2d(epoch_range(rows), (lo..hi).log_scale())
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc("gradient norm (RMS per epoch)")
-                .x_label_formatter(&epoch_label)
-                .y_label_formatter(&|y| tick(*y))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(err)?;
+            let y_desc = "gradient norm (RMS per epoch)";
+            let mut chart = log_chart(&plot_area, (*title, 18, 12), rows, y.clone(), y_desc)?;
             let cols = columns(rows);
             for (i, col) in cols.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
