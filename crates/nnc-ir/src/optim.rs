@@ -315,13 +315,9 @@ pub fn apply(
                 beta1, beta2, eps, ..
             } => {
                 let (_, alpha) = adam.expect("adam correction");
-                let dm = b.sub(gw, st[0]);
-                let dm = b.scale(dm, 1.0 - beta1);
-                let m = b.add(st[0], dm);
+                let m = moving_average(&mut b, st[0], gw, beta1);
                 let g2 = b.mul(gw, gw);
-                let dv = b.sub(g2, st[1]);
-                let dv = b.scale(dv, 1.0 - beta2);
-                let v = b.add(st[1], dv);
+                let v = moving_average(&mut b, st[1], g2, beta2);
                 let root = b.unary(Unary::Sqrt, v);
                 let e = b.scalar(eps);
                 let den = b.add(root, e);
@@ -346,9 +342,7 @@ pub fn apply(
                 beta1, beta2, eps, ..
             } => {
                 let (_, alpha) = adam.expect("adamax correction");
-                let dm = b.sub(gw, st[0]);
-                let dm = b.scale(dm, 1.0 - beta1);
-                let m = b.add(st[0], dm);
+                let m = moving_average(&mut b, st[0], gw, beta1);
                 let kept = b.scale(st[1], beta2);
                 let a = b.unary(Unary::Abs, gw);
                 let u = b.binary(Binary::Max, kept, a);
@@ -367,13 +361,9 @@ pub fn apply(
                 eps,
             } => {
                 let (_, _, on_g, on_m, c2) = nadam.expect("nadam schedule");
-                let dm = b.sub(gw, st[0]);
-                let dm = b.scale(dm, 1.0 - beta1);
-                let m = b.add(st[0], dm);
+                let m = moving_average(&mut b, st[0], gw, beta1);
                 let g2 = b.mul(gw, gw);
-                let dv = b.sub(g2, st[1]);
-                let dv = b.scale(dv, 1.0 - beta2);
-                let v = b.add(st[1], dv);
+                let v = moving_average(&mut b, st[1], g2, beta2);
                 let vhat = b.div(v, c2);
                 let root = b.unary(Unary::Sqrt, vhat);
                 let e = b.scalar(eps);
@@ -442,4 +432,11 @@ pub fn apply(
         states,
         learning_rate,
     }
+}
+
+/// An exponential moving average's update, `s + (1 − decay)·(x − s)`: Adam's moments.
+fn moving_average(b: &mut Builder<'_>, s: ValueId, x: ValueId, decay: f64) -> ValueId {
+    let d = b.sub(x, s);
+    let d = b.scale(d, 1.0 - decay);
+    b.add(s, d)
 }

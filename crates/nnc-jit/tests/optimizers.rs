@@ -7,13 +7,13 @@
 mod support;
 
 use ndarray::{ArrayD, IxDyn};
+use nnc_ir::DType;
 use nnc_ir::compile::compile;
 use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
-use nnc_ir::{DType, Function};
 use nnc_jit::{Options, Program};
-use support::load;
+use support::{agree, inputs, load};
 
 /// Each optimizer, with its state tensors per parameter and shared (scalars).
 const OPTIMIZERS: &[(&str, usize, usize)] = &[
@@ -58,31 +58,6 @@ fn model_text(optimizer: &str, schedule: &str) -> String {
          train m {{\n    data idx(images: \"x\", labels: \"y\", classes: {CLASSES})\n    \
          loss softmax_cross_entropy\n    optimizer {optimizer}\n{schedule}    batch 8\n}}\n"
     )
-}
-
-fn inputs(f: &Function, data: usize, rng: &mut Rng) -> Vec<Tensor<f32>> {
-    f.params[..data]
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            let t = f.ty(p);
-            let shape = IxDyn(&t.shape);
-            match (i, t.dtype) {
-                (1, DType::I32) => Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
-                    (rng.next_u64() % CLASSES as u64) as i32
-                })),
-                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, 5)),
-                (_, DType::U8) => Tensor::U8(ArrayD::from_shape_fn(shape, |_| {
-                    (rng.next_u64() % 256) as u8
-                })),
-                (_, DType::F32) => Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.normal() as f32)),
-            }
-        })
-        .collect()
-}
-
-fn agree(a: f32, b: f32) -> bool {
-    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1e-2)
 }
 
 /// Trains the model under `optimizer` for `steps` steps on both engines; returns how many
@@ -131,7 +106,7 @@ fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
             let rate = base * 0.8f64.powi(s as i32);
             (i, Tensor::F(ArrayD::from_elem(IxDyn(&[]), rate as f32)))
         });
-        let data = inputs(&step.func, step.data_params, &mut rng);
+        let data = inputs(&step.func, step.data_params, CLASSES, 5, &mut rng);
         for (i, t) in data.iter().enumerate() {
             load(&mut p, i, t);
         }

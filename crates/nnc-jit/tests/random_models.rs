@@ -6,14 +6,14 @@
 mod support;
 
 use ndarray::{ArrayD, IxDyn};
+use nnc_ir::DType;
 use nnc_ir::compile::compile;
 use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
-use nnc_ir::{DType, Function};
 use nnc_jit::testing::vector_units_or_skip;
 use nnc_jit::{Options, Program};
-use support::load;
+use support::{agree, inputs, load};
 
 struct Gen(Rng);
 
@@ -126,31 +126,6 @@ fn random_model(g: &mut Gen, scheduled: bool) -> Option<(String, usize)> {
     (!checked.has_errors()).then_some((text, classes))
 }
 
-fn inputs(f: &Function, data: usize, classes: usize, rng: &mut Rng) -> Vec<Tensor<f32>> {
-    f.params[..data]
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            let t = f.ty(p);
-            let shape = IxDyn(&t.shape);
-            match (i, t.dtype) {
-                (1, DType::I32) => Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
-                    (rng.next_u64() % classes as u64) as i32
-                })),
-                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, 99)),
-                (_, DType::U8) => Tensor::U8(ArrayD::from_shape_fn(shape, |_| {
-                    (rng.next_u64() % 256) as u8
-                })),
-                (_, DType::F32) => Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.normal() as f32)),
-            }
-        })
-        .collect()
-}
-
-fn agree(a: f32, b: f32) -> bool {
-    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1e-2)
-}
-
 #[test]
 fn random_models_train_identically() {
     let (mut checked, mut prologues, mut epilogues, mut scheduled) = (0, 0, 0, 0);
@@ -215,7 +190,7 @@ fn random_models_train_identically() {
         scheduled += usize::from(lr.is_some());
         let mut rng = Rng::new(case + 1000);
         for s in 0..3 {
-            let data = inputs(&step.func, step.data_params, classes, &mut rng);
+            let data = inputs(&step.func, step.data_params, classes, 99, &mut rng);
             for (i, t) in data.iter().enumerate() {
                 load(&mut p, i, t);
             }
@@ -287,7 +262,7 @@ fn training_is_bitwise_reproducible() {
         let mut rng = Rng::new(3);
         let mut losses = Vec::new();
         for _ in 0..5 {
-            let data = inputs(&step.func, step.data_params, 10, &mut rng);
+            let data = inputs(&step.func, step.data_params, 10, 99, &mut rng);
             for (i, t) in data.iter().enumerate() {
                 load(&mut p, i, t);
             }

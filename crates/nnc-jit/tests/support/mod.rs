@@ -55,3 +55,39 @@ pub fn load(program: &mut Program, i: usize, t: &Tensor<f32>) {
             .copy_from_slice(a.as_slice().unwrap()),
     }
 }
+
+/// Random data for a step's first `data` parameters: images (u8), labels below `classes` (the
+/// second parameter, i32), floats from N(0, 1), and `key` for any other i32 (dropout's key).
+pub fn inputs(
+    f: &nnc_ir::Function,
+    data: usize,
+    classes: usize,
+    key: i32,
+    rng: &mut nnc_ir::init::Rng,
+) -> Vec<Tensor<f32>> {
+    use ndarray::{ArrayD, IxDyn};
+    use nnc_ir::DType;
+    f.params[..data]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let t = f.ty(p);
+            let shape = IxDyn(&t.shape);
+            match (i, t.dtype) {
+                (1, DType::I32) => Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
+                    (rng.next_u64() % classes as u64) as i32
+                })),
+                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, key)),
+                (_, DType::U8) => Tensor::U8(ArrayD::from_shape_fn(shape, |_| {
+                    (rng.next_u64() % 256) as u8
+                })),
+                (_, DType::F32) => Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.normal() as f32)),
+            }
+        })
+        .collect()
+}
+
+/// The JIT and the interpreter agree on a value: within 1e-4 of the larger, or of 1e-2.
+pub fn agree(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1e-2)
+}
