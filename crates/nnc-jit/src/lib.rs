@@ -15,6 +15,7 @@
 //! program computes what the reference interpreter computes, up to floating-point
 //! reassociation in GEMMs.
 
+mod arena;
 pub mod bench;
 mod channels;
 mod codegen;

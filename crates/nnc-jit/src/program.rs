@@ -7,6 +7,7 @@ use cranelift_jit::JITModule;
 use nnc_ir::verify::{self, VerifyError};
 use nnc_ir::{DType, Function, Op};
 
+use crate::arena::Arena;
 use crate::codegen::{Jit, LoopFn};
 use crate::direct;
 use crate::fuse;
@@ -18,11 +19,6 @@ use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::simd::Isa;
 use crate::threads::Worker;
 use crate::updates::{self, RmsProp};
-
-/// One cache line; the arena is a vector of them, so its base is 64-byte aligned.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; ALIGN]);
 
 enum KernelCode {
     /// `split`: big enough to run as two halves on two threads; `sums`: the (offset, length)
@@ -334,7 +330,7 @@ pub struct Program {
     plan: Plan,
     /// How the arena divides (what `nnc check` and `ir --stage kernels` print).
     size: ArenaSize,
-    arena: Vec<Line>,
+    arena: Arena,
     kernels: Vec<KernelCode>,
     worker: Worker,
     /// gemm's count of buffer growths when this program last grew its threads' buffers.
@@ -505,14 +501,12 @@ impl Program {
             })
             .collect::<Result<_, CompileError>>()?;
         // A size the machine cannot hold is an error, not an abort.
-        let mut arena = Vec::new();
-        arena.try_reserve_exact(total / ALIGN).map_err(|_| {
+        let arena = Arena::zeroed(total).ok_or_else(|| {
             CompileError::TooLarge(format!(
                 "cannot allocate the step's arena of {} MiB (a smaller batch?)",
                 total >> 20
             ))
         })?;
-        arena.resize(total / ALIGN, Line([0; ALIGN]));
         let mut program = Program {
             func: f.clone(),
             schedule,
@@ -547,11 +541,9 @@ impl Program {
     }
 
     fn bytes(&mut self) -> &mut [u8] {
-        let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is `repr(C)` plain bytes; the vector holds `len` initialised bytes;
-        // the slice reborrows `&mut self`, so no other reference to the arena is live (and no
-        // kernel runs: they run only inside `run`, which also borrows `self` mutably).
-        unsafe { std::slice::from_raw_parts_mut(self.arena.as_mut_ptr() as *mut u8, len) }
+        // No kernel runs while the slice lives: they run only inside `run`, which also borrows
+        // `self` mutably.
+        self.arena.bytes_mut()
     }
 
     fn f32_at(&mut self, off: usize, n: usize) -> &mut [f32] {
@@ -565,7 +557,7 @@ impl Program {
 
     /// Total arena bytes: parameters, constants, intermediates and scratch.
     pub fn arena_bytes(&self) -> usize {
-        self.arena.len() * ALIGN
+        self.arena.len()
     }
 
     /// Bytes of the persistent region (parameters and constants).
@@ -580,7 +572,7 @@ impl Program {
 
     /// Runs every kernel once.
     pub fn run(&mut self) {
-        let base = Base(self.arena.as_mut_ptr() as *mut u8);
+        let base = Base(self.arena.as_mut_ptr());
         for k in &self.kernels {
             run_kernel(k, base, &self.worker, self.partial);
         }
@@ -589,7 +581,7 @@ impl Program {
 
     /// Runs every kernel once, adding each kernel's time to `times` (one entry per kernel).
     pub fn run_timed(&mut self, times: &mut [Duration]) {
-        let base = Base(self.arena.as_mut_ptr() as *mut u8);
+        let base = Base(self.arena.as_mut_ptr());
         for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
             let start = Instant::now();
             run_kernel(k, base, &self.worker, self.partial);
@@ -824,12 +816,10 @@ impl Program {
     /// Parameter `i` (f32), read-only.
     pub fn read_f32_param(&self, i: usize) -> Result<&[f32], String> {
         let (off, n) = self.param_range(i, DType::F32)?;
-        let len = self.arena.len() * ALIGN;
-        // SAFETY: `Line` is plain bytes; `off + 4n` is within the arena (the plan's layout,
-        // and the indexing below checks it); the offset is 64-byte aligned, so the f32 view is
-        // aligned; both views borrow `&self`, so nothing writes the arena while they live.
-        let bytes = unsafe { std::slice::from_raw_parts(self.arena.as_ptr() as *const u8, len) };
-        let bytes = &bytes[off..off + 4 * n];
+        // `off + 4n` is within the arena (the plan's layout, and the indexing checks it).
+        let bytes = &self.arena.bytes()[off..off + 4 * n];
+        // SAFETY: the offset is 64-byte aligned and so is the arena's base, so the f32 view is
+        // aligned; it borrows `&self`, so nothing writes the arena while it lives.
         Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, n) })
     }
 
