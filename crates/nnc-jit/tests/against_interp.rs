@@ -9,57 +9,10 @@ use nnc_ir::compile::{Compiled, compile};
 use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
-use nnc_ir::{DType, Function};
 use nnc_jit::Isa;
 use nnc_jit::testing::{vector_units, vector_units_or_skip};
 use nnc_jit::{Options, Program};
-use support::{MODELS, load, model_file, model_files};
-
-/// Random data inputs for a step function's leading data parameters; with `zeros`, u8 images
-/// are mostly 0, with ink in the middle, as in MNIST.
-fn data_inputs(
-    f: &Function,
-    data_params: usize,
-    targets: TargetSpec,
-    rng: &mut Rng,
-    zeros: bool,
-) -> Vec<Tensor<f32>> {
-    f.params[..data_params]
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            let t = f.ty(p);
-            let shape = IxDyn(&t.shape);
-            match (i, t.dtype) {
-                (_, DType::U8) => {
-                    // With `zeros`: ink only in the middle ninth of each image, half the time.
-                    let (h, w) = (t.shape[t.shape.len() - 2], t.shape[t.shape.len() - 1]);
-                    let middle = |i: usize, n: usize| (n / 3..2 * n / 3).contains(&i);
-                    Tensor::U8(ArrayD::from_shape_fn(shape, |ix| {
-                        let r = rng.next_u64();
-                        let d = t.shape.len();
-                        let inked =
-                            middle(ix[d - 2], h) && middle(ix[d - 1], w) && r.is_multiple_of(2);
-                        if zeros && !inked { 0 } else { (r >> 8) as u8 }
-                    }))
-                }
-                (1, DType::I32) => {
-                    let k = match targets {
-                        TargetSpec::Classes(k) => k as u64,
-                        TargetSpec::Values(_) => 2,
-                    };
-                    Tensor::I32(ArrayD::from_shape_fn(shape, |_| {
-                        (rng.next_u64() % k) as i32
-                    }))
-                }
-                (_, DType::I32) => Tensor::I32(ArrayD::from_elem(shape, 7)),
-                (_, DType::F32) => {
-                    Tensor::F(ArrayD::from_shape_fn(shape, |_| rng.uniform() as f32))
-                }
-            }
-        })
-        .collect()
-}
+use support::{MODELS, data_inputs, load, model_file, model_files};
 
 fn close(a: f32, b: f32, what: &str) {
     let scale = a.abs().max(b.abs()).max(1e-3);
