@@ -149,8 +149,8 @@ pub fn data_inputs(
 ///
 /// Relative to each element alone, or with a fixed absolute floor, the rule is wrong for the
 /// elements a sum cancels: a weight that one step of Adam (about 1e-3, the rate) takes to
-/// 3.3e-4 carries the rounding error of the 1e-3 terms that made it, whichever f32 order summed them (on
-/// cnn3-same at batch 16 the JIT's 3.29891e-4 and the interpreter's 3.30016e-4 are 1.2e-7
+/// 3.3e-4 carries the rounding error of the 1e-3 terms that made it, whichever f32 order
+/// summed them (on cnn3-same at batch 16 the JIT's 3.29891e-4 and the interpreter's 3.30016e-4 are 1.2e-7
 /// apart, and f64's 3.29504e-4 is nearer the JIT's). The scale of a result's largest
 /// element is the scale of its terms; the measured noise covers results whose every element
 /// cancels, and the amplification of rounding through the steps (Adam's and RMSProp's
