@@ -1,5 +1,6 @@
 //! The verifier: every value defined once and before use, every type the one its op's shape rule
-//! gives, names unique. Runs after every pass in debug builds and in tests.
+//! gives, names unique. Runs after lowering, autodiff, the optimizer and every pass, in every
+//! build.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -3,7 +3,7 @@
 //! The order (see [`optimize`]): `simplify` canonicalises (fusing softmax + cross-entropy,
 //! removing identities), `fold` evaluates constant subexpressions, `cse` merges duplicates,
 //! `dce` drops what no result needs. The sequence is repeated until nothing changes. The
-//! verifier runs after each pass in debug builds.
+//! verifier runs after each pass, in every build.
 
 pub mod cse;
 pub mod dce;
@@ -16,8 +16,9 @@ use crate::verify::verify_after;
 /// Runs the pass pipeline to a fixed point.
 pub fn optimize(f: &Function) -> Function {
     let mut f = f.clone();
+    // The text of the function before each round: one print per round.
+    let mut before = crate::print::print(&f);
     for _ in 0..8 {
-        let before = crate::print::print(&f);
         f = simplify::run(&f);
         verify_after(&f, "simplify");
         f = fold::run(&f);
@@ -26,9 +27,11 @@ pub fn optimize(f: &Function) -> Function {
         verify_after(&f, "cse");
         f = dce::run(&f);
         verify_after(&f, "dce");
-        if crate::print::print(&f) == before {
+        let after = crate::print::print(&f);
+        if after == before {
             break;
         }
+        before = after;
     }
     f
 }
