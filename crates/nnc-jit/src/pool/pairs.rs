@@ -1,5 +1,5 @@
 //! 2×2, stride-2 max pooling and its gradient on the vector unit ([`crate::simd`]): sixteen
-//! windows per vector.
+//! windows of a row per vector (where rows have enough windows to fill them: `super` chooses).
 //!
 //! Two rows of 32 inputs are split into the four corners of sixteen windows (even and odd
 //! lanes of each row); the gradient goes to the first maximum of each window in the order
@@ -517,9 +517,10 @@ mod tests {
             (2, 9, 11),
             (2, 35, 3),
         ];
-        let runs = crate::testing::vector_units("maxpool::both_directions_match_the_scalar_loops")
-            .into_iter()
-            .flat_map(|isa| shapes.map(|s| (isa, s)));
+        let runs =
+            crate::testing::vector_units("pool::pairs::both_directions_match_the_scalar_loops")
+                .into_iter()
+                .flat_map(|isa| shapes.map(|s| (isa, s)));
         for (isa, (planes, h, w)) in runs {
             let x: Vec<f32> = (0..planes * h * w)
                 .map(|i| match (i * 7919) % 11 {
