@@ -79,10 +79,10 @@ pub fn scratch_floats(win: &Window, gradient: bool) -> usize {
     if floats <= MAX_SCRATCH { floats } else { 0 }
 }
 
-/// Whether max pooling runs on [`pairs`] (rows of windows in the lanes) rather than `planes`:
+/// Whether pooling runs on [`pairs`] (rows of windows in the lanes) rather than `planes`:
 /// 2×2 windows at stride 2, where it is faster even with six windows a row (measured with
-/// [`time_shapes`]: 12 × 12 planes 1.2×, 28 × 28 2.2–2.7× faster), since it needs no
-/// transposes.
+/// [`time_shapes`]: max pooling on 12 × 12 planes 1.2×, 28 × 28 2.2–2.7× faster), since it
+/// needs no transposes.
 fn pairs_suit(win: &Window) -> bool {
     (win.kh, win.kw, win.sh, win.sw) == (2, 2, 2, 2)
 }
@@ -103,7 +103,7 @@ pub fn forward(
     scratch: &mut [f32],
 ) {
     match isa {
-        Some(isa) if max && pairs_suit(win) => pairs::forward(isa, x, y, planes, win.h, win.w),
+        Some(isa) if pairs_suit(win) => pairs::forward(isa, max, x, y, planes, win.h, win.w),
         Some(isa) if fits(win, false, scratch) => {
             planes::forward(isa, max, x, y, planes, win, scratch)
         }
@@ -149,6 +149,7 @@ pub fn sum_gradient(
     scratch: &mut [f32],
 ) {
     match isa {
+        Some(isa) if pairs_suit(win) => pairs::spread(isa, dy, dx, planes, win.h, win.w),
         Some(isa) if fits(win, true, scratch) => {
             planes::sum_gradient(isa, dy, dx, planes, win, scratch)
         }
@@ -204,7 +205,7 @@ pub fn time_shapes(isa: Isa) {
                     ("planes", Some(i)) => {
                         planes::forward(i, true, &x, &mut y, planes, &win, &mut scratch)
                     }
-                    ("pairs", Some(i)) => pairs::forward(i, &x, &mut y, planes, win.h, win.w),
+                    ("pairs", Some(i)) => pairs::forward(i, true, &x, &mut y, planes, win.h, win.w),
                     _ => scalar::forward(true, &x, &mut y, planes, &win),
                 }),
                 best(&mut || match (name, unit) {
@@ -217,7 +218,7 @@ pub fn time_shapes(isa: Isa) {
                     _ => scalar::max_gradient(&x, &dy, &mut dx, planes, &win),
                 }),
                 best(&mut || match (name, unit) {
-                    ("pairs", _) => {}
+                    ("pairs", Some(i)) => pairs::spread(i, &dy, &mut dx, planes, win.h, win.w),
                     ("planes", Some(i)) => {
                         planes::sum_gradient(i, &dy, &mut dx, planes, &win, &mut scratch)
                     }
