@@ -44,7 +44,7 @@ enum KernelCode {
     /// The loss head (see `head`), on one thread: its work is a few rows of a few classes.
     Head(HeadKernel),
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
-    /// on the vector unit (see `maxpool::MaskedGrad`).
+    /// on the vector unit (see `pool::pairs::MaskedGrad`).
     MaskedPoolGrad {
         routine: MaskedGrad,
         isa: Isa,
