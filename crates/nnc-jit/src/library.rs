@@ -268,7 +268,6 @@ impl LibKernel {
                 | Op::MaxPoolGrad { .. }
                 | Op::SumPoolGrad { .. }
                 | Op::Pad { .. }
-                | Op::Slice { .. }
         )
     }
 
@@ -298,7 +297,6 @@ impl LibKernel {
                 }
                 Op::Pad { pads } if pads[..2] != [0, 0] => 0,
                 Op::Pad { .. } => self.args[0].1[0],
-                Op::Slice { .. } => self.out.1.first().copied().unwrap_or(0),
                 _ if self.splittable_op() => planes(&self.args[0].1).0,
                 _ => 0,
             };
@@ -314,7 +312,6 @@ impl LibKernel {
             | Op::MaxPoolGrad { .. }
             | Op::SumPoolGrad { .. } => n(&self.out.1) >= 1 << 12,
             Op::Pad { pads } => pads[..2] == [0, 0] && n(&self.out.1) >= 1 << 14,
-            Op::Slice { .. } => !self.out.1.is_empty() && n(&self.out.1) >= 1 << 14,
             _ => false,
         }
     }
@@ -373,7 +370,7 @@ impl LibKernel {
         // aligned, so f32/i32 views are aligned too. They view whole operands, which no one
         // writes while this part runs: used only for operands past the first, or for the
         // first by kernels that never run with a prologue on the other thread (not split,
-        // split by columns, or never fused: a slice). Creating a slice cannot panic.
+        // or split by columns). Creating a slice cannot panic.
         let f32s = |k: usize| unsafe {
             let (o, s, _) = &self.args[k];
             std::slice::from_raw_parts(base.add(*o) as *const f32, n(s))
@@ -910,20 +907,8 @@ impl LibKernel {
                 );
             }
             Op::Slice { start, .. } => {
-                // Split over the result's leading rows: a part's box starts `lo` rows further
-                // into the input. (Not fused, so no prologue writes the input meanwhile.)
-                let r = oshape.len();
-                let lead = oshape.first().copied().unwrap_or(1);
-                let (lo, hi) = range(lead);
-                let yp = n(oshape.get(1..).unwrap_or(&[]));
-                let (mut rows, mut at) = ([0; MAX_RANK], [0; MAX_RANK]);
-                rows[..r].copy_from_slice(oshape);
-                at[..r].copy_from_slice(start);
-                if r > 0 {
-                    (rows[0], at[0]) = (hi - lo, start[0] + lo);
-                }
-                let out = out_part(lo * yp, hi * yp);
-                copy::slice(self.isa, f32s(0), shape(0), out, &rows[..r], &at[..r])
+                let out = out_part(0, n(oshape));
+                copy::slice(self.isa, f32s(0), shape(0), out, oshape, start)
             }
             Op::Transpose { perm } => {
                 let s = shape(0);
