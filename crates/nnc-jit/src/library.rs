@@ -762,8 +762,10 @@ impl LibKernel {
                 let (lo, hi) = range(lead);
                 let (p, q) = (win.plane(), win.pooled());
                 let floats = pool::scratch_floats(&win, gradient);
-                // SAFETY: the program reserved `scratch_bytes` per part at `scratch` (this
-                // kernel's `pool::scratch_floats`, 4-byte aligned), this part's alone.
+                // SAFETY: the program reserved `scratch_bytes` per part at `scratch` (at least
+                // this kernel's `pool::scratch_floats`, 64-byte aligned), after every tensor of
+                // the plan, so disjoint from the operands and the output; no other part or
+                // thread uses this part's region while it runs. Creating a slice cannot panic.
                 let scratch = unsafe {
                     std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
                 };
