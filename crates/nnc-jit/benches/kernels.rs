@@ -7,10 +7,11 @@ use nnc_jit::kernel_timings::{self, Isa};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 5] = [
+const TIMINGS: [(&str, Timing); 6] = [
     ("channels", kernel_timings::channels_c3),
     ("direct", kernel_timings::direct_lenet_shapes),
     ("maxpool", kernel_timings::maxpool_lenet_shapes),
+    ("pool", kernel_timings::pool_shapes),
     ("samples", kernel_timings::samples_c3),
     ("sparse", kernel_timings::sparse_mlp_shapes),
 ];

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::Plan;
 use crate::simd::Isa;
-use crate::{channels, direct, samples, sparse};
+use crate::{channels, copy, direct, pool, samples, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -110,6 +110,19 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
                 None => 0,
             };
             sparse::scratch_bytes(m, k).max(floats)
+        }
+        // Sixteen planes transposed (see `pool`).
+        Op::MaxPool { size, stride } | Op::SumPool { size, stride } => {
+            let (_, h, w) = planes(shape(0));
+            4 * pool::scratch_floats(&pool::Window::new([h, w], size, stride), false)
+        }
+        Op::MaxPoolGrad { size, stride } | Op::SumPoolGrad { size, stride, .. } => {
+            let (_, h, w) = planes(if matches!(inst.op, Op::MaxPoolGrad { .. }) {
+                shape(0)
+            } else {
+                out
+            });
+            4 * pool::scratch_floats(&pool::Window::new([h, w], size, stride), true)
         }
         _ => 0,
     }
@@ -738,35 +751,40 @@ impl LibKernel {
             | Op::MaxPoolGrad { size, stride }
             | Op::SumPoolGrad { size, stride, .. } => {
                 // Split over the leading planes: each part pools its own images and channels.
-                let (lead, _, _) = planes(shape(0));
-                let (lo, hi) = range(lead);
-                let sub = |s: &[usize]| {
-                    let r = s.len();
-                    ([hi - lo, s[r - 2], s[r - 1]], s[r - 2] * s[r - 1])
+                let gradient = matches!(self.op, Op::MaxPoolGrad { .. } | Op::SumPoolGrad { .. });
+                let input = if matches!(self.op, Op::SumPoolGrad { .. }) {
+                    oshape
+                } else {
+                    shape(0)
                 };
-                let (xs, xp) = sub(shape(0));
-                let (ys, yp) = sub(oshape);
-                let x = first(lo * xp, hi * xp);
-                let y = out_part(lo * yp, hi * yp);
-                // 2×2 windows, stride 2: sixteen windows per vector.
-                let (h, w) = (xs[1], xs[2]);
-                let vector = self.isa.filter(|_| *size == [2, 2] && *stride == [2, 2]);
-                match (&self.op, vector) {
-                    (Op::MaxPool { .. }, Some(isa)) => {
-                        crate::maxpool::forward(isa, x, y, hi - lo, h, w)
+                let (lead, h, w) = planes(input);
+                let win = pool::Window::new([h, w], *size, *stride);
+                let (lo, hi) = range(lead);
+                let (p, q) = (win.plane(), win.pooled());
+                let floats = pool::scratch_floats(&win, gradient);
+                // SAFETY: the program reserved `scratch_bytes` per part at `scratch` (at least
+                // this kernel's `pool::scratch_floats`, 64-byte aligned), after every tensor of
+                // the plan, so disjoint from the operands and the output; no other part or
+                // thread uses this part's region while it runs. Creating a slice cannot panic.
+                let scratch = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
+                };
+                let planes = hi - lo;
+                match &self.op {
+                    Op::MaxPool { .. } | Op::SumPool { .. } => {
+                        let max = matches!(self.op, Op::MaxPool { .. });
+                        let (x, y) = (first(lo * p, hi * p), out_part(lo * q, hi * q));
+                        pool::forward(self.isa, max, x, y, planes, &win, scratch);
                     }
-                    (Op::MaxPoolGrad { .. }, Some(isa)) => {
-                        let (_, gp) = sub(shape(1));
-                        let dy = &f32s(1)[lo * gp..hi * gp];
-                        crate::maxpool::backward(isa, x, dy, y, hi - lo, h, w)
+                    Op::MaxPoolGrad { .. } => {
+                        let (x, dy) = (first(lo * p, hi * p), &f32s(1)[lo * q..hi * q]);
+                        let dx = out_part(lo * p, hi * p);
+                        pool::max_gradient(self.isa, x, dy, dx, planes, &win, scratch);
                     }
-                    (Op::MaxPool { .. }, _) => pool(x, y, &xs, &ys, *size, *stride, true),
-                    (Op::SumPool { .. }, _) => pool(x, y, &xs, &ys, *size, *stride, false),
-                    (Op::MaxPoolGrad { .. }, _) => {
-                        let (gs, gp) = sub(shape(1));
-                        maxpool_grad(x, &f32s(1)[lo * gp..hi * gp], y, &xs, &gs, *size, *stride)
+                    _ => {
+                        let (dy, dx) = (first(lo * q, hi * q), out_part(lo * p, hi * p));
+                        pool::sum_gradient(self.isa, dy, dx, planes, &win, scratch);
                     }
-                    _ => sumpool_grad(x, y, &xs, &ys, *size, *stride),
                 }
             }
             Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
@@ -881,19 +899,18 @@ impl LibKernel {
                     *l = p;
                 }
                 let out = out_part(out_rows.0 * yp, out_rows.1 * yp);
-                out.fill(0.0);
-                copy_box(
+                copy::pad(
+                    self.isa,
                     first(lo * xp, hi * xp),
                     &sub(shape(0), hi - lo)[..r],
                     out,
                     &sub(oshape, out_rows.1 - out_rows.0)[..r],
                     &low[..r],
-                    true,
                 );
             }
             Op::Slice { start, .. } => {
                 let out = out_part(0, n(oshape));
-                copy_box(f32s(0), shape(0), out, oshape, start, false)
+                copy::slice(self.isa, f32s(0), shape(0), out, oshape, start)
             }
             Op::Transpose { perm } => {
                 let s = shape(0);
@@ -1588,138 +1605,6 @@ fn planes(s: &[usize]) -> (usize, usize, usize) {
     (s[..r - 2].iter().product(), s[r - 2], s[r - 1])
 }
 
-fn pool(
-    x: &[f32],
-    y: &mut [f32],
-    xs: &[usize],
-    ys: &[usize],
-    k: [usize; 2],
-    s: [usize; 2],
-    max: bool,
-) {
-    let (lead, h, w) = planes(xs);
-    let (_, oh, ow) = planes(ys);
-    for l in 0..lead {
-        let xp = &x[l * h * w..(l + 1) * h * w];
-        let yp = &mut y[l * oh * ow..(l + 1) * oh * ow];
-        if k == [2, 2] && s == [2, 2] {
-            // The common case, without the general window loops.
-            for i in 0..oh {
-                let (r0, r1) = (&xp[2 * i * w..][..w], &xp[(2 * i + 1) * w..][..w]);
-                for (j, out) in yp[i * ow..(i + 1) * ow].iter_mut().enumerate() {
-                    let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
-                    *out = if max {
-                        let m = if b > a { b } else { a };
-                        let m = if c > m { c } else { m };
-                        if d > m { d } else { m }
-                    } else {
-                        ((a + b) + c) + d
-                    };
-                }
-            }
-            continue;
-        }
-        for i in 0..oh {
-            for j in 0..ow {
-                let mut acc = if max {
-                    xp[i * s[0] * w + j * s[1]]
-                } else {
-                    0.0
-                };
-                for ki in 0..k[0] {
-                    for kj in 0..k[1] {
-                        let v = xp[(i * s[0] + ki) * w + j * s[1] + kj];
-                        acc = if max {
-                            if v > acc { v } else { acc }
-                        } else {
-                            acc + v
-                        };
-                    }
-                }
-                yp[i * ow + j] = acc;
-            }
-        }
-    }
-}
-
-fn maxpool_grad(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    xs: &[usize],
-    ys: &[usize],
-    k: [usize; 2],
-    s: [usize; 2],
-) {
-    let (lead, h, w) = planes(xs);
-    let (_, oh, ow) = planes(ys);
-    dx.fill(0.0);
-    for l in 0..lead {
-        let xp = &x[l * h * w..(l + 1) * h * w];
-        if k == [2, 2] && s == [2, 2] {
-            // The common case: the first maximum of each 2x2 window, as the general loop finds it.
-            let dxp = &mut dx[l * h * w..(l + 1) * h * w];
-            for i in 0..oh {
-                for j in 0..ow {
-                    let at = [
-                        2 * i * w + 2 * j,
-                        2 * i * w + 2 * j + 1,
-                        (2 * i + 1) * w + 2 * j,
-                        (2 * i + 1) * w + 2 * j + 1,
-                    ];
-                    let mut best = at[0];
-                    for &a in &at[1..] {
-                        if xp[a] > xp[best] {
-                            best = a;
-                        }
-                    }
-                    dxp[best] += dy[(l * oh + i) * ow + j];
-                }
-            }
-            continue;
-        }
-        for i in 0..oh {
-            for j in 0..ow {
-                let (mut bi, mut bj) = (i * s[0], j * s[1]);
-                for ki in 0..k[0] {
-                    for kj in 0..k[1] {
-                        let (ii, jj) = (i * s[0] + ki, j * s[1] + kj);
-                        if xp[ii * w + jj] > xp[bi * w + bj] {
-                            (bi, bj) = (ii, jj);
-                        }
-                    }
-                }
-                dx[l * h * w + bi * w + bj] += dy[(l * oh + i) * ow + j];
-            }
-        }
-    }
-}
-
-fn sumpool_grad(
-    dy: &[f32],
-    dx: &mut [f32],
-    ys: &[usize],
-    xs: &[usize],
-    k: [usize; 2],
-    s: [usize; 2],
-) {
-    let (lead, oh, ow) = planes(ys);
-    let (_, h, w) = planes(xs);
-    dx.fill(0.0);
-    for l in 0..lead {
-        for i in 0..oh {
-            for j in 0..ow {
-                let g = dy[(l * oh + i) * ow + j];
-                for ki in 0..k[0] {
-                    for kj in 0..k[1] {
-                        dx[l * h * w + (i * s[0] + ki) * w + j * s[1] + kj] += g;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Sum or max over `axes` (removed), accumulating in f64 for sums so that long reductions
 /// (a bias gradient over a batch of images) stay accurate.
 fn reduce(x: &[f32], out: &mut [f32], s: &[usize], axes: &[usize], max: bool) {
@@ -1754,41 +1639,6 @@ fn reduce(x: &[f32], out: &mut [f32], s: &[usize], axes: &[usize], max: bool) {
             acc = if max { acc.max(v) } else { acc + v };
         }
         *y = acc as f32;
-    }
-}
-
-/// Copies `src` into `dst` shifted by `offset` (pad: src is the smaller box placed at offset
-/// in dst) or out of it (slice: dst is the box of src starting at offset).
-fn copy_box(
-    src: &[f32],
-    ss: &[usize],
-    dst: &mut [f32],
-    ds: &[usize],
-    offset: &[usize],
-    into: bool,
-) {
-    let (small, big) = if into { (ss, ds) } else { (ds, ss) };
-    let big_strides = row_major(big);
-    let r = small.len();
-    let row = small[r - 1];
-    let rows: usize = small[..r - 1].iter().product();
-    let mut idx = [0usize; MAX_RANK];
-    for k in 0..rows {
-        let mut rem = k;
-        for d in (0..r - 1).rev() {
-            idx[d] = rem % small[d];
-            rem /= small[d];
-        }
-        let start_big = (0..r - 1)
-            .map(|d| (idx[d] + offset[d]) * big_strides[d])
-            .sum::<usize>()
-            + offset[r - 1];
-        let small_row = k * row;
-        if into {
-            dst[start_big..start_big + row].copy_from_slice(&src[small_row..small_row + row]);
-        } else {
-            dst[small_row..small_row + row].copy_from_slice(&src[start_big..start_big + row]);
-        }
     }
 }
 

@@ -13,8 +13,8 @@ use crate::direct;
 use crate::fuse;
 use crate::head::{self, HeadKernel};
 use crate::library::{LibKernel, MAX_RANK, scratch_bytes};
-use crate::maxpool::MaskedGrad;
 use crate::plan::{self, ALIGN, Plan, elem_size};
+use crate::pool::pairs::MaskedGrad;
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::simd::Isa;
 use crate::threads::Worker;
@@ -40,7 +40,7 @@ enum KernelCode {
     /// The loss head (see `head`), on one thread: its work is a few rows of a few classes.
     Head(HeadKernel),
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
-    /// on the vector unit (see `maxpool::MaskedGrad`).
+    /// on the vector unit (see `pool::pairs::MaskedGrad`).
     MaskedPoolGrad {
         routine: MaskedGrad,
         isa: Isa,

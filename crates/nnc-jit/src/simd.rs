@@ -1,6 +1,6 @@
 //! Sixteen f32 lanes on whichever vector unit the CPU has: AVX-512, or AVX2 with FMA.
 //!
-//! The library kernels (`direct`, `sparse`, `maxpool`, `updates`) are written once, generic
+//! The library kernels (`direct`, `sparse`, `pool`, `updates`) are written once, generic
 //! over [`F32x16`], and compiled twice: for AVX-512 a value is one 512-bit register and a
 //! `u16` mask is a mask register; for AVX2 it is a pair of 256-bit registers and masks are
 //! expanded to lanes. Both perform the same IEEE operations lane by lane, so a kernel's

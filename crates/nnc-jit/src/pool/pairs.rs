@@ -1,5 +1,5 @@
 //! 2×2, stride-2 max pooling and its gradient on the vector unit ([`crate::simd`]): sixteen
-//! windows per vector.
+//! windows of a row per vector (where rows have enough windows to fill them: `super` chooses).
 //!
 //! Two rows of 32 inputs are split into the four corners of sixteen windows (even and odd
 //! lanes of each row); the gradient goes to the first maximum of each window in the order
@@ -16,21 +16,35 @@ use crate::plan::Plan;
 use crate::schedule::{LoopKernel, used_only_by};
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
-/// `y[l][i][j] = max` of the 2×2 window at `(2i, 2j)` of plane `l` (planes `h × w` in,
-/// `h/2 × w/2` out).
+/// `y[l][i][j] = max` (`max`) or sum of the 2×2 window at `(2i, 2j)` of plane `l` (planes
+/// `h × w` in, `h/2 × w/2` out); the sum as the definition adds it, `((0 + a) + b) + …` in
+/// row-major order.
 ///
 /// # Panics
 /// If the slices do not hold `planes` such planes, or the CPU does not support `isa`.
-pub fn forward(isa: Isa, x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
+pub fn forward(isa: Isa, max: bool, x: &[f32], y: &mut [f32], planes: usize, h: usize, w: usize) {
     assert!(isa.supported(), "needs {}", isa.name());
     assert!(x.len() >= planes * h * w && y.len() >= planes * (h / 2) * (w / 2));
     // SAFETY: the unit is supported; the slices hold the planes (checked above, panicking
     // before any pointer is used); `y` is borrowed `&mut` for the call, so nothing else
     // accesses it meanwhile.
-    unsafe { simd::run(isa, Forward { x, y, planes, h, w }) }
+    unsafe {
+        simd::run(
+            isa,
+            Forward {
+                max,
+                x,
+                y,
+                planes,
+                h,
+                w,
+            },
+        )
+    }
 }
 
 struct Forward<'a> {
+    max: bool,
     x: &'a [f32],
     y: &'a mut [f32],
     planes: usize,
@@ -43,7 +57,14 @@ impl Kernel for Forward<'_> {
 
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
-        let Forward { x, y, planes, h, w } = self;
+        let Forward {
+            max,
+            x,
+            y,
+            planes,
+            h,
+            w,
+        } = self;
         let (oh, ow) = (h / 2, w / 2);
         for l in 0..planes {
             for i in 0..oh {
@@ -57,7 +78,11 @@ impl Kernel for Forward<'_> {
                 for j0 in (0..ow).step_by(16) {
                     unsafe {
                         let (m, [a, b, c, d]) = windows::<V>(x0, x1, ow, j0);
-                        let v = d.max(c.max(b.max(a)));
+                        let v = if max {
+                            d.max(c.max(b.max(a)))
+                        } else {
+                            V::zero().add(a).add(b).add(c).add(d)
+                        };
                         if yr.len() >= j0 + 16 {
                             v.store(yr.as_mut_ptr().add(j0));
                         } else {
@@ -103,6 +128,76 @@ pub fn backward(
                 masked: None,
             },
         )
+    }
+}
+
+/// The gradient of 2×2, stride-2 sum pooling: each window's `dy` at its four elements (as
+/// `0 + dy`, the definition's sum from +0), +0 in a last odd row or column.
+///
+/// # Panics
+/// As [`forward`].
+pub fn spread(isa: Isa, dy: &[f32], dx: &mut [f32], planes: usize, h: usize, w: usize) {
+    assert!(isa.supported(), "needs {}", isa.name());
+    assert!(dx.len() >= planes * h * w && dy.len() >= planes * (h / 2) * (w / 2));
+    // SAFETY: as in `forward`.
+    unsafe {
+        simd::run(
+            isa,
+            Spread {
+                dy,
+                dx,
+                planes,
+                h,
+                w,
+            },
+        )
+    }
+}
+
+struct Spread<'a> {
+    dy: &'a [f32],
+    dx: &'a mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Kernel for Spread<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let Spread {
+            dy,
+            dx,
+            planes,
+            h,
+            w,
+        } = self;
+        let (oh, ow) = (h / 2, w / 2);
+        for l in 0..planes {
+            for i in 0..oh {
+                let g = &dy[(l * oh + i) * ow..][..ow];
+                let at = (l * h + 2 * i) * w;
+                for j0 in (0..ow).step_by(16) {
+                    let m = low_bits(ow - j0);
+                    // SAFETY: the CPU has `V`'s unit (the caller's contract); windows
+                    // `j0..j0 + n` (the lanes of `m`) are within `g`, and their columns
+                    // within the row pair (`store_pairs` checks).
+                    unsafe {
+                        let v = V::load_masked(m, g.as_ptr().add(j0)).add(V::zero());
+                        // As in `Backward`: the first row's spill lands on the second's start,
+                        // stored next.
+                        let spill = ow <= 16 || m == u16::MAX;
+                        store_pairs(&mut dx[at..], j0, m, v, v, spill);
+                        store_pairs(&mut dx[at + w..], j0, m, v, v, spill);
+                    }
+                }
+                dx[at + 2 * ow..at + w].fill(0.0);
+                dx[at + w + 2 * ow..at + 2 * w].fill(0.0);
+            }
+            dx[(l * h + 2 * oh) * w..(l + 1) * h * w].fill(0.0);
+        }
     }
 }
 
@@ -447,7 +542,7 @@ pub fn time_lenet_shapes(isa: Isa) {
         let mut best = [f64::MAX; 2];
         for _ in 0..50 {
             let t = std::time::Instant::now();
-            forward(isa, &x, &mut y, planes, h, w);
+            forward(isa, true, &x, &mut y, planes, h, w);
             best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
             let t = std::time::Instant::now();
             backward_masked(isa, &x, &dy, &mut dz, &mut sums, [0, planes, 16], h, w);
@@ -517,9 +612,10 @@ mod tests {
             (2, 9, 11),
             (2, 35, 3),
         ];
-        let runs = crate::testing::vector_units("maxpool::both_directions_match_the_scalar_loops")
-            .into_iter()
-            .flat_map(|isa| shapes.map(|s| (isa, s)));
+        let runs =
+            crate::testing::vector_units("pool::pairs::both_directions_match_the_scalar_loops")
+                .into_iter()
+                .flat_map(|isa| shapes.map(|s| (isa, s)));
         for (isa, (planes, h, w)) in runs {
             let x: Vec<f32> = (0..planes * h * w)
                 .map(|i| match (i * 7919) % 11 {
@@ -534,12 +630,34 @@ mod tests {
                 .map(|i| if i % 5 == 0 { -0.0 } else { i as f32 - 7.5 })
                 .collect();
             let mut y = vec![f32::NAN; dy.len()];
-            forward(isa, &x, &mut y, planes, h, w);
+            forward(isa, true, &x, &mut y, planes, h, w);
             let want = scalar_forward(&x, planes, h, w);
             for (k, (a, b)) in y.iter().zip(&want).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
                     "{isa:?} {planes}x{h}x{w} y[{k}]: {a} vs {b}"
+                );
+            }
+            // Sum pooling and its gradient, against the definition.
+            let win = crate::pool::Window::new([h, w], [2, 2], [2, 2]);
+            let mut s = vec![f32::NAN; dy.len()];
+            forward(isa, false, &x, &mut s, planes, h, w);
+            let mut want = vec![0.0; dy.len()];
+            crate::pool::scalar::forward(false, &x, &mut want, planes, &win);
+            for (k, (a, b)) in s.iter().zip(&want).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{isa:?} {planes}x{h}x{w} sum[{k}]: {a} vs {b}"
+                );
+            }
+            let mut ds = vec![f32::NAN; x.len()];
+            spread(isa, &dy, &mut ds, planes, h, w);
+            let mut want = vec![f32::NAN; x.len()];
+            crate::pool::scalar::sum_gradient(&dy, &mut want, planes, &win);
+            for (k, (a, b)) in ds.iter().zip(&want).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{isa:?} {planes}x{h}x{w} spread[{k}]: {a} vs {b}"
                 );
             }
             let mut dx = vec![f32::NAN; x.len()];
