@@ -159,12 +159,10 @@ fn arenas(model: &Model, input: Option<InputSpec>) -> Option<Result<Arenas, Stri
     let targets = TargetSpec::of(&train.data, model);
     let plan = || -> Result<Arenas, String> {
         let c = nnc_ir::compile::compile(model, train.batch, input, targets)?;
-        // At the thread count `nnc train` would use (each thread has its scratch).
-        let options = nnc_jit::Options {
-            threads: nnc::default_threads(),
-            ..nnc_jit::Options::default()
-        };
-        let size = |f| nnc_jit::ArenaSize::of(f, options);
+        // At two threads (`Options::default`), whatever the machine, so that the summary is
+        // the same everywhere: each thread beyond adds its scratch (`nnc bench --threads N`
+        // gives the arena at N).
+        let size = |f| nnc_jit::ArenaSize::of(f, nnc_jit::Options::default());
         Ok(Arenas {
             batch: train.batch as u64,
             train_step_bytes: size(&c.train_step.func)?.total() as u64,

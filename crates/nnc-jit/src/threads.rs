@@ -147,7 +147,7 @@ impl Pool {
 
     /// Runs `f` once on this thread and once on every worker (it must run there: no part is
     /// taken back), returning when all are done. A panic in any propagates to the caller after
-    /// all have stopped.
+    /// all have stopped. Not from inside a part of [`run`](Pool::run): it waits for the pool.
     pub fn on_all(&self, f: impl Fn() + Sync) {
         f();
         if self.workers.is_empty() {
