@@ -249,7 +249,7 @@ impl LibKernel {
         })
     }
 
-    pub fn splittable_op(&self) -> bool {
+    fn splittable_op(&self) -> bool {
         matches!(
             self.op,
             Op::MatMul { .. }
