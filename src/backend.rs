@@ -31,17 +31,30 @@ impl BackendKind {
     }
 }
 
-/// Makes the backend `kind` for `model`, its parameters initialised from `seed`.
+/// The most threads the JIT runs on.
+pub const MAX_THREADS: usize = nnc_jit::MAX_THREADS;
+
+/// The threads the JIT runs on when not told: the machine's available parallelism (1 when it
+/// cannot be known), at most [`MAX_THREADS`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+}
+
+/// Makes the backend `kind` for `model`, its parameters initialised from `seed`; the JIT runs
+/// on `threads` threads (1 to [`MAX_THREADS`]: its results are bitwise reproducible for a
+/// given count, not across counts), the interpreter on one.
 pub fn create(
     kind: BackendKind,
     model: &Model,
-    input: InputSpec,
-    targets: TargetSpec,
+    (input, targets): (InputSpec, TargetSpec),
     seed: u64,
+    threads: usize,
 ) -> Result<Box<dyn Backend>, String> {
     match kind {
-        BackendKind::Jit => Ok(Box::new(Jit(nnc_jit::CompiledModel::new(
-            model, input, targets, seed,
+        BackendKind::Jit => Ok(Box::new(Jit(nnc_jit::CompiledModel::with_threads(
+            model, input, targets, seed, threads,
         )?))),
         BackendKind::Interp => Ok(Box::new(Interp::new(model, input, targets, seed))),
     }

@@ -37,7 +37,7 @@ pub mod project;
 pub mod source;
 pub mod trainer;
 
-pub use backend::{Backend, BackendKind};
+pub use backend::{Backend, BackendKind, default_threads};
 pub use checkpoint::Checkpoint;
 pub use error::{Diagnostics, Error};
 pub use predictor::Predictor;

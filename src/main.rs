@@ -92,6 +92,10 @@ enum Command {
         /// Which engine runs the steps.
         #[arg(long, value_enum, default_value_t = Backend::default())]
         backend: Backend,
+        /// Threads the compiled steps run on (default: the available parallelism); results
+        /// are bitwise reproducible for a given count.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=nnc::backend::MAX_THREADS as u64))]
+        threads: Option<u64>,
         /// One JSON object per epoch on stdout, then a summary object.
         #[arg(long)]
         json: bool,
@@ -126,6 +130,10 @@ enum Command {
         /// Which engine runs the steps.
         #[arg(long, value_enum, default_value_t = Backend::default())]
         backend: Backend,
+        /// Threads the compiled steps run on (default: the available parallelism); results
+        /// are bitwise reproducible for a given count.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=nnc::backend::MAX_THREADS as u64))]
+        threads: Option<u64>,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -151,6 +159,10 @@ enum Command {
         /// Which engine runs the steps.
         #[arg(long, value_enum, default_value_t = Backend::default())]
         backend: Backend,
+        /// Threads the compiled steps run on (default: the available parallelism); results
+        /// are bitwise reproducible for a given count.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=nnc::backend::MAX_THREADS as u64))]
+        threads: Option<u64>,
         /// One JSON object per image.
         #[arg(long)]
         json: bool,
@@ -176,6 +188,9 @@ enum Command {
         /// Batch size (default: the train block's).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         batch: Option<u64>,
+        /// The threads the kernels are planned for (default: the available parallelism).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=nnc::backend::MAX_THREADS as u64))]
+        threads: Option<u64>,
     },
     /// Time the compiled training step: compile time, step time, images/s, GFLOP/s and a
     /// per-kernel profile, on the first test images of the model's data when they can be read
@@ -192,6 +207,10 @@ enum Command {
         /// Timed steps.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         iterations: u64,
+        /// Threads the compiled steps run on (default: the available parallelism); results
+        /// are bitwise reproducible for a given count.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=nnc::backend::MAX_THREADS as u64))]
+        threads: Option<u64>,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -244,6 +263,7 @@ fn main() -> ExitCode {
             out,
             resume,
             backend,
+            threads,
             json,
             allow_changed_model,
             stop_after_steps,
@@ -259,6 +279,7 @@ fn main() -> ExitCode {
                 out,
                 resume,
                 backend: backend.into(),
+                threads: threads.map(saturating_usize),
                 json,
                 allow_changed_model,
                 stop_after_steps,
@@ -273,6 +294,7 @@ fn main() -> ExitCode {
             data,
             batch,
             backend,
+            threads,
             json,
             allow_changed_model,
         } => eval::run(
@@ -283,6 +305,7 @@ fn main() -> ExitCode {
                 data,
                 batch: batch.map(saturating_usize),
                 backend: backend.into(),
+                threads: threads.map(saturating_usize),
                 json,
                 allow_changed_model,
             },
@@ -294,6 +317,7 @@ fn main() -> ExitCode {
             inputs,
             model,
             backend,
+            threads,
             json,
             allow_changed_model,
         } => predict::run(
@@ -303,6 +327,7 @@ fn main() -> ExitCode {
                 inputs,
                 model,
                 backend: backend.into(),
+                threads: threads.map(saturating_usize),
                 json,
                 allow_changed_model,
             },
@@ -314,6 +339,7 @@ fn main() -> ExitCode {
             stage,
             emit,
             batch,
+            threads,
         } => {
             // The generated loops are the training step's: another stage has none to show.
             if matches!(emit, ir::Emit::Clif)
@@ -339,6 +365,7 @@ fn main() -> ExitCode {
                 stage,
                 emit,
                 batch.map(saturating_usize),
+                threads.map_or_else(nnc::default_threads, saturating_usize),
                 &ui,
             )
         }
@@ -347,12 +374,14 @@ fn main() -> ExitCode {
             model,
             batch,
             iterations,
+            threads,
             json,
         } => ir::bench(
             &file,
             model.as_deref(),
             batch.map(saturating_usize),
             saturating_usize(iterations),
+            threads.map_or_else(nnc::default_threads, saturating_usize),
             json,
             &ui,
         ),

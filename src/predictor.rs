@@ -20,30 +20,29 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads the checkpoint at `weights` into `project`'s model, on the backend `kind`. The
-    /// checkpoint must have been trained from the same model.
+    /// Loads the checkpoint at `weights` into `project`'s model, on the backend `kind` (and
+    /// the machine's available parallelism, [`backend::default_threads`]). The checkpoint
+    /// must have been trained from the same model.
     pub fn new(project: &Project, weights: &Path, kind: BackendKind) -> Result<Predictor, Error> {
         let checkpoint = Checkpoint::load(weights)?;
-        Predictor::with_checkpoint(project, &checkpoint, weights, kind)
+        let threads = backend::default_threads();
+        Predictor::with_checkpoint(project, &checkpoint, weights, kind, threads)
     }
 
-    /// [`Predictor::new`] with a checkpoint already read from `weights` (which messages name).
+    /// [`Predictor::new`] with a checkpoint already read from `weights` (which messages name),
+    /// on `threads` threads (1 to [`backend::MAX_THREADS`], else an [`Error::Compile`]).
     pub fn with_checkpoint(
         project: &Project,
         checkpoint: &Checkpoint,
         weights: &Path,
         kind: BackendKind,
+        threads: usize,
     ) -> Result<Predictor, Error> {
         checkpoint.check_fits_model(weights, project)?;
         let layout = project.data_layout()?;
-        let mut backend = backend::create(
-            kind,
-            &project.model,
-            layout.input.clone(),
-            layout.targets,
-            0,
-        )
-        .map_err(Error::Compile)?;
+        let spec = (layout.input.clone(), layout.targets);
+        let mut backend =
+            backend::create(kind, &project.model, spec, 0, threads).map_err(Error::Compile)?;
         checkpoint.load_weights_into(backend.as_mut(), weights, project)?;
         Ok(Predictor {
             backend,

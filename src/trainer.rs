@@ -224,7 +224,8 @@ pub struct Trainer {
 
 impl Trainer {
     /// A trainer for `model` on `data`, with weights initialised from `seed` by the backend
-    /// `kind`. `batch` is clamped to the number of training samples.
+    /// `kind`, on the machine's available parallelism ([`backend::default_threads`]). `batch`
+    /// is clamped to the number of training samples.
     pub fn new(
         model: &Model,
         data: LoadedData,
@@ -232,11 +233,25 @@ impl Trainer {
         seed: u64,
         batch: usize,
     ) -> Result<Trainer, Error> {
+        let threads = backend::default_threads();
+        Trainer::with_threads(model, data, kind, seed, batch, threads)
+    }
+
+    /// [`Trainer::new`] on `threads` threads (1 to [`backend::MAX_THREADS`], else an
+    /// [`Error::Compile`]): the JIT's results are bitwise reproducible for a given count.
+    pub fn with_threads(
+        model: &Model,
+        data: LoadedData,
+        kind: BackendKind,
+        seed: u64,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Trainer, Error> {
         if data.train.is_empty() {
             return Err(Error::Data("the training data holds no samples".into()));
         }
-        let backend = backend::create(kind, model, data.input.clone(), data.targets, seed)
-            .map_err(Error::Compile)?;
+        let spec = (data.input.clone(), data.targets);
+        let backend = backend::create(kind, model, spec, seed, threads).map_err(Error::Compile)?;
         let mut layers: Vec<(String, Vec<usize>)> = Vec::new();
         let params = backend.params();
         let param_names = params.iter().map(|p| p.name.clone()).collect();

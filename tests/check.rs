@@ -207,7 +207,8 @@ fn ten_thousand_layers() {
 }
 
 /// `nnc check` gives the arenas of the compiled steps without generating code: the train
-/// step's is the arena `nnc ir --stage kernels` and `nnc bench` compile.
+/// step's is the arena `nnc ir --stage kernels` and `nnc bench` compile at two threads (the
+/// count `check` plans for on every machine).
 #[test]
 fn the_arena_is_the_compiled_steps() {
     for model in ["models/xor.nn", "models/lenet5.nn", "models/lenet5-1998.nn"] {
@@ -221,7 +222,7 @@ fn the_arena_is_the_compiled_steps() {
         assert!(arena["eval_step_bytes"].as_u64().expect("eval step bytes") > 0);
         let batch = if model.contains("xor") { 4 } else { 32 };
         assert_eq!(arena["batch"], batch, "{model}");
-        let (kernels, stderr, code) = nnc(&["ir", model, "--stage", "kernels"]);
+        let (kernels, stderr, code) = nnc(&["ir", model, "--stage", "kernels", "--threads", "2"]);
         assert_eq!(code, 0, "{stderr}");
         let header = format!("arena {train} bytes = ");
         assert!(
@@ -229,7 +230,15 @@ fn the_arena_is_the_compiled_steps() {
             "{model}: {train} vs {kernels:.80}"
         );
     }
-    let (bench, stderr, code) = nnc(&["bench", "models/xor.nn", "--iterations", "1", "--json"]);
+    let (bench, stderr, code) = nnc(&[
+        "bench",
+        "models/xor.nn",
+        "--iterations",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let bench: serde_json::Value = serde_json::from_str(&bench).expect("JSON");
     let (check, _, _) = nnc(&["check", "models/xor.nn", "--json"]);

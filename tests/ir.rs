@@ -55,7 +55,15 @@ fn every_model_kernel_schedule() {
             .and_then(|s| s.to_str())
             .expect("name")
             .to_string();
-        let (stdout, stderr, code) = nnc(&["ir", &relative(&path), "--stage", "kernels"]);
+        // At two threads whatever the machine (the default is its available parallelism).
+        let (stdout, stderr, code) = nnc(&[
+            "ir",
+            &relative(&path),
+            "--stage",
+            "kernels",
+            "--threads",
+            "2",
+        ]);
         assert_eq!(code, 0, "{stderr}");
         assert_arena_parts_add_up(stdout.lines().next().unwrap_or(""));
         let name = format!("{stem}@kernels");
@@ -109,6 +117,70 @@ fn a_huge_batch_is_an_error_not_an_abort() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains("--batch"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `--threads`: 0 or more than 256 is a usage error on every command that compiles steps,
+/// named by clap before anything is read; `nnc bench` says how many it ran on, and a kernel
+/// schedule splits in as many parts as it is told.
+#[test]
+fn threads_are_validated_and_reported() {
+    let commands: [&[&str]; 6] = [
+        &["train", "models/xor.nn"],
+        &["eval", "models/xor.nn"],
+        &["predict", "models/xor.nn"],
+        &["bench", "models/xor.nn"],
+        &["ir", "models/xor.nn", "--stage", "kernels"],
+        &["bench", "models/mlp.nn", "--json"],
+    ];
+    for command in commands {
+        for bad in ["0", "257", "100000000000000000000", "two"] {
+            let args: Vec<&str> = command.iter().copied().chain(["--threads", bad]).collect();
+            let (stdout, stderr, code) = nnc(&args);
+            assert_eq!(code, 2, "{args:?}: {stderr}");
+            assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            assert!(
+                stderr.starts_with("error: ") && stderr.contains("--threads"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+    for threads in [1, 3] {
+        let t = threads.to_string();
+        let args = [
+            "bench",
+            "models/lenet5.nn",
+            "--iterations",
+            "1",
+            "--threads",
+            &t,
+        ];
+        let (json, stderr, code) = nnc(&[&args[..], &["--json"]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(report["threads"], threads);
+        let (text, stderr, code) = nnc(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let said = format!("{threads} threads");
+        assert!(text.lines().next().unwrap_or("").contains(&said), "{text}");
+        let (kernels, stderr, code) = nnc(&[
+            "ir",
+            "models/lenet5.nn",
+            "--stage",
+            "kernels",
+            "--threads",
+            &t,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let (split, whole) = (
+            kernels.matches("split in 3 parts").count(),
+            kernels.matches("one part (one thread)").count(),
+        );
+        if threads == 1 {
+            assert!(split == 0 && whole > 0, "{kernels}");
+        } else {
+            assert!(split > 0 && whole == 0, "{kernels}");
+        }
     }
 }
 

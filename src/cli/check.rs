@@ -159,6 +159,9 @@ fn arenas(model: &Model, input: Option<InputSpec>) -> Option<Result<Arenas, Stri
     let targets = TargetSpec::of(&train.data, model);
     let plan = || -> Result<Arenas, String> {
         let c = nnc_ir::compile::compile(model, train.batch, input, targets)?;
+        // At two threads (`Options::default`), whatever the machine, so that the summary is
+        // the same everywhere: each thread beyond adds its scratch (`nnc bench --threads N`
+        // gives the arena at N).
         let size = |f| nnc_jit::ArenaSize::of(f, nnc_jit::Options::default());
         Ok(Arenas {
             batch: train.batch as u64,

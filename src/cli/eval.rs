@@ -20,6 +20,8 @@ pub struct EvalCommand {
     pub data: Option<PathBuf>,
     pub batch: Option<usize>,
     pub backend: BackendKind,
+    /// The JIT's threads (default: the available parallelism).
+    pub threads: Option<usize>,
     pub json: bool,
     /// Use weights trained from another version of the model's text.
     pub allow_changed_model: bool,
@@ -87,7 +89,9 @@ pub fn run(opts: &EvalCommand, ui: &Ui) -> Outcome {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let mut trainer = match Trainer::new(&project.model, data, opts.backend, 0, batch) {
+    let threads = opts.threads.unwrap_or_else(nnc::default_threads);
+    let trainer = Trainer::with_threads(&project.model, data, opts.backend, 0, batch, threads);
+    let mut trainer = match trainer {
         Ok(t) => t,
         Err(e) => return fail(e),
     };

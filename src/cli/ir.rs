@@ -54,6 +54,7 @@ pub fn run(
     stage: Stage,
     emit: Emit,
     batch: Option<usize>,
+    threads: usize,
     ui: &Ui,
 ) -> Outcome {
     let (project, spec) = match load(file, model, ui) {
@@ -79,6 +80,7 @@ pub fn run(
     if matches!(stage, Stage::Kernels) || matches!(emit, Emit::Clif) {
         let options = nnc_jit::Options {
             keep_clif: matches!(emit, Emit::Clif),
+            threads,
             ..Default::default()
         };
         let program = match nnc_jit::Program::compile(f, options) {
@@ -104,6 +106,7 @@ pub fn bench(
     model: Option<&str>,
     batch: Option<usize>,
     iterations: usize,
+    threads: usize,
     json: bool,
     ui: &Ui,
 ) -> Outcome {
@@ -131,8 +134,8 @@ pub fn bench(
         batch,
         (spec.input, spec.targets),
         images.as_deref(),
-        iterations.clamp(1, 20),
-        iterations.max(1),
+        (iterations.clamp(1, 20), iterations.max(1)),
+        threads,
     ) {
         Ok(mut report) => {
             // Parse → JIT ready, as the issue counts it.

@@ -30,6 +30,8 @@ pub struct PredictCommand {
     pub inputs: Vec<PathBuf>,
     pub model: Option<String>,
     pub backend: BackendKind,
+    /// The JIT's threads (default: the available parallelism).
+    pub threads: Option<usize>,
     pub json: bool,
     /// Use weights trained from another version of the model's text.
     pub allow_changed_model: bool,
@@ -73,11 +75,13 @@ pub fn run(opts: &PredictCommand, ui: &Ui) -> Outcome {
     if opts.allow_changed_model {
         checkpoint.adopt_model(&project);
     }
-    let mut predictor =
-        match Predictor::with_checkpoint(&project, &checkpoint, &weights, opts.backend) {
-            Ok(p) => p,
-            Err(e) => return ui.report(&e),
-        };
+    let threads = opts.threads.unwrap_or_else(nnc::default_threads);
+    let predictor =
+        Predictor::with_checkpoint(&project, &checkpoint, &weights, opts.backend, threads);
+    let mut predictor = match predictor {
+        Ok(p) => p,
+        Err(e) => return ui.report(&e),
+    };
     let spec = predictor.layout().clone();
     let is_image = matches!(spec.input.sample[..], [1, _, _]) && spec.input.dtype == DType::U8;
     if is_image {

@@ -49,6 +49,8 @@ pub struct TrainCommand {
     pub out: Option<PathBuf>,
     pub resume: bool,
     pub backend: BackendKind,
+    /// The JIT's threads (default: the available parallelism).
+    pub threads: Option<usize>,
     pub json: bool,
     /// Resume from weights trained from another version of the model's text.
     pub allow_changed_model: bool,
@@ -205,7 +207,9 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
     {
         return fail(Outcome::Invalid, e.to_string());
     }
-    let mut trainer = match Trainer::new(&project.model, data, opts.backend, seed, batch) {
+    let threads = opts.threads.unwrap_or_else(nnc::default_threads);
+    let trainer = Trainer::with_threads(&project.model, data, opts.backend, seed, batch, threads);
+    let mut trainer = match trainer {
         Ok(t) => t,
         Err(e) => return fail(Outcome::Failed, e),
     };
@@ -682,6 +686,10 @@ impl Driver<'_> {
         }
         if self.opts.backend != BackendKind::default() {
             again += &format!(" --backend {}", self.opts.backend.name());
+        }
+        // (The same count gives the same bits.)
+        if let Some(threads) = self.opts.threads {
+            again += &format!(" --threads {threads}");
         }
         eprintln!("continue with: {again} --resume");
         if self.opts.json {

@@ -26,6 +26,8 @@ pub struct KernelTime {
 pub struct Report {
     pub model: String,
     pub batch: usize,
+    /// The threads the step ran on.
+    pub threads: usize,
     /// Parse and check are done by the caller; this is lowering, autodiff, passes and the JIT.
     pub compile_ms: f64,
     pub kernels: usize,
@@ -42,19 +44,30 @@ pub struct Report {
 }
 
 /// Measures the training step of `model` for `iterations` steps after `warmup`, on `images`
-/// (u8 samples, repeated to fill the batch) if given and the model's input is u8.
+/// (u8 samples, repeated to fill the batch) if given and the model's input is u8, on
+/// `threads` threads.
 pub fn run(
     model: &Model,
     batch: usize,
     (input, targets): (InputSpec, TargetSpec),
     images: Option<&[u8]>,
-    warmup: usize,
-    iterations: usize,
+    (warmup, iterations): (usize, usize),
+    threads: usize,
 ) -> Result<Report, String> {
+    if !(1..=crate::MAX_THREADS).contains(&threads) {
+        return Err(format!(
+            "{threads} threads: the JIT runs on 1 to {} threads",
+            crate::MAX_THREADS
+        ));
+    }
     let start = Instant::now();
     let c = nnc_ir::compile::compile(model, batch, input, targets)?;
     let step = c.train_step;
-    let mut p = Program::compile(&step.func, Options::default())?;
+    let options = Options {
+        threads,
+        ..Options::default()
+    };
+    let mut p = Program::compile(&step.func, options)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
 
     // Initial weights, and a batch of synthetic data.
@@ -145,6 +158,7 @@ pub fn run(
     Ok(Report {
         model: model.name.clone(),
         batch,
+        threads,
         compile_ms,
         kernels: p.kernel_count(),
         arena_bytes: p.arena_bytes(),
@@ -161,13 +175,14 @@ impl Report {
     /// The report as a table; `top` kernels are listed.
     pub fn render(&self, top: usize) -> String {
         let mut out = format!(
-            "{}: batch {} ({} data), {} kernels, arena {:.1} KiB\n\
+            "{}: batch {} ({} data), {} threads, {} kernels, arena {:.1} KiB\n\
              compile (lower, autodiff, passes, JIT): {:.1} ms\n\
              step: {:.1} µs  ({:.0} images/s, {:.1} GFLOP/s at 3× forward FLOPs; ≈ {:.3} s per 60,000-image epoch)\n\n\
              {:>10}  {:>6}  {:>12}  kernel\n",
             self.model,
             self.batch,
             self.data,
+            self.threads,
             self.kernels,
             self.arena_bytes as f64 / 1024.0,
             self.compile_ms,

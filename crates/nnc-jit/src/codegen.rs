@@ -1,8 +1,8 @@
 //! Cranelift code generation for fused loops.
 //!
 //! Each [`LoopKernel`] becomes one function `fn(arena, start, end)` that runs the loop nest
-//! over outer indices `start..end` (so two threads can split it). Shapes, strides, offsets and
-//! constants are immediates. Dimensions are coalesced first (adjacent axes every operand walks
+//! over outer indices `start..end` (so threads can split it in parts). Shapes, strides, offsets
+//! and constants are immediates. Dimensions are coalesced first (adjacent axes every operand walks
 //! contiguously become one), the innermost loop is vectorised four lanes wide (F32X4, the widest
 //! vector Cranelift's x64 backend emits) when every operand is f32 and read contiguously or
 //! broadcast along it, with a scalar tail. ReLU and friends are `fcmp` + `bitselect`, not
@@ -26,7 +26,7 @@ use crate::transcendental::Emit;
 
 /// The signature of every generated loop: arena base, outer range, and where its sums go:
 /// 0 for their planned buffers, else the byte offset of a partial-sum region in which the
-/// sums lie one after another (the second thread of a split loop sums there).
+/// sums lie one after another (each later part of a split loop sums in its own copy).
 pub type LoopFn = unsafe extern "C" fn(*mut u8, u64, u64, u64);
 
 /// A linked module, the pointers of its loops, and their Cranelift IR if kept.

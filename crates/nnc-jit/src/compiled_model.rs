@@ -4,9 +4,11 @@
 //! use. The parameters and optimizer state live in the arena of the program that ran the
 //! latest training step, and move (a copy, arena to arena) only when a step of another batch
 //! size runs or an evaluation program needs fresh weights. Once every program is compiled, a
-//! training step allocates nothing (tests/no_allocation.rs).
+//! training step allocates nothing (tests/no_allocation.rs). The programs share one pool of
+//! threads (they run one at a time).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use nnc_check::Model;
 use nnc_ir::compile::compile;
@@ -14,6 +16,7 @@ use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::optim::TrainStep;
 
 use crate::program::{Options, Program};
+use crate::threads::Pool;
 
 /// A batch's data, as the data layer gathered it.
 pub struct BatchData<'a> {
@@ -92,16 +95,44 @@ pub struct CompiledModel {
     states: Vec<(String, Vec<usize>)>,
     /// The latest step's squared gradient norms (reused: no allocation per step).
     grad_norms2: Vec<f64>,
+    /// How the programs are compiled (their thread count).
+    options: Options,
+    /// The threads every program runs on.
+    pool: Arc<Pool>,
 }
 
 impl CompiledModel {
-    /// A trainer with the model's initial weights for `seed`.
+    /// A trainer with the model's initial weights for `seed`, on [`Options::default`]'s
+    /// threads.
     pub fn new(
         model: &Model,
         input: InputSpec,
         targets: TargetSpec,
         seed: u64,
     ) -> Result<CompiledModel, String> {
+        CompiledModel::with_threads(model, input, targets, seed, Options::default().threads)
+    }
+
+    /// A trainer with the model's initial weights for `seed`, its programs running on
+    /// `threads` threads (1 to [`crate::MAX_THREADS`]; results are bitwise reproducible for a
+    /// given count).
+    pub fn with_threads(
+        model: &Model,
+        input: InputSpec,
+        targets: TargetSpec,
+        seed: u64,
+        threads: usize,
+    ) -> Result<CompiledModel, String> {
+        if !(1..=crate::MAX_THREADS).contains(&threads) {
+            return Err(format!(
+                "{threads} threads: the JIT runs on 1 to {} threads",
+                crate::MAX_THREADS
+            ));
+        }
+        let options = Options {
+            threads,
+            ..Options::default()
+        };
         let init = nnc_ir::init::init_params(model, seed);
         // The optimizer state's layout does not depend on the batch size.
         let layout = compile(model, 1, input.clone(), targets)?.train_step.states;
@@ -125,6 +156,8 @@ impl CompiledModel {
                 .map(|s| (s.name.clone(), s.ty.shape.clone()))
                 .collect(),
             grad_norms2: Vec::new(),
+            options,
+            pool: Arc::new(Pool::new(threads)),
         })
     }
 
@@ -133,7 +166,7 @@ impl CompiledModel {
             return Ok(());
         }
         let c = compile(&self.model, batch, self.input.clone(), self.targets)?;
-        let program = Program::compile(&c.train_step.func, Options::default())?;
+        let program = Program::compile_on(&c.train_step.func, self.options, self.pool.clone())?;
         self.train.insert(
             batch,
             TrainProgram {
@@ -247,7 +280,7 @@ impl CompiledModel {
     pub fn eval_step(&mut self, batch: &BatchData<'_>) -> Result<EvalOutput, String> {
         if !self.eval.contains_key(&batch.size) {
             let c = compile(&self.model, batch.size, self.input.clone(), self.targets)?;
-            let program = Program::compile(&c.eval_step, Options::default())?;
+            let program = Program::compile_on(&c.eval_step, self.options, self.pool.clone())?;
             self.eval.insert(
                 batch.size,
                 EvalProgram {

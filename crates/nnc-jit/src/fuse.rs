@@ -1,13 +1,17 @@
 //! Fusing loops into the library kernels they feed or follow.
 //!
-//! A library kernel that splits over the two threads (a contraction by rows or columns, a
-//! convolution by samples, a pooling by planes) can take a loop on each side, run by each
-//! thread on its own part: a *prologue* that produces the kernel's first operand (a layer's
+//! A library kernel that splits into parts over the threads (a contraction by rows or columns,
+//! a convolution by samples, a pooling by planes) can take a loop on each side, run by each
+//! thread on the part it claimed: a *prologue* that produces the kernel's first operand (a layer's
 //! bias and activation before the next contraction, the u8 → f32 image scaling before a
 //! padding) and an *epilogue* that consumes its result (bias, activation, activation-gradient
 //! mask and the bias-gradient sum after it, an optimizer update after a gradient). A thread
 //! then reads what it has just written while it is still in its cache, and the step has one
 //! join instead of three.
+//!
+//! Which kernels take loops does not depend on the number of threads (only on whether the
+//! kernel's work would split in two), so one thread runs the same kernels, each as one part;
+//! where a kernel's parts do not fall on whole iterations of a loop, it does not take it.
 //!
 //! A loop joins a kernel only if each thread's part of it is exactly what that thread's part
 //! of the kernel writes (an epilogue) or reads of the first operand (a prologue), in whole
@@ -25,12 +29,12 @@ use crate::plan::root;
 use crate::schedule::{Kernel, LoopKernel, Schedule};
 
 /// Attaches prologues and epilogues to the library kernels of `s` (see the module docs).
-/// `split_small`: as [`crate::Options::split_small`].
-pub fn fuse(f: &Function, s: &mut Schedule, split_small: bool) {
+/// `split_small` and `threads`: as in [`crate::Options`].
+pub fn fuse(f: &Function, s: &mut Schedule, split_small: bool, threads: usize) {
     // Epilogues first: a loop after a kernel usually consumes it.
     let mut i = 0;
     while i < s.kernels.len() {
-        if let Some((j, band)) = epilogue_for(f, s, i, split_small) {
+        if let Some((j, band)) = epilogue_for(f, s, i, split_small, threads) {
             let Kernel::Loop(mut l) = s.kernels.remove(j) else {
                 unreachable!("epilogues are loops")
             };
@@ -41,7 +45,7 @@ pub fn fuse(f: &Function, s: &mut Schedule, split_small: bool) {
     }
     let mut i = 0;
     while i < s.kernels.len() {
-        if let Some(j) = prologue_for(f, s, i, split_small) {
+        if let Some(j) = prologue_for(f, s, i, split_small, threads) {
             let Kernel::Loop(l) = s.kernels.remove(j) else {
                 unreachable!("prologues are loops")
             };
@@ -74,17 +78,19 @@ fn attach(s: &mut Schedule, i: usize, pro: Option<LoopKernel>, epi: Option<LoopK
     };
 }
 
-/// How the loops of kernel `k` would divide, if it is a library kernel: its split, or all on
+/// How the loops of kernel `k` would divide, if it is a library kernel: its parts, or all on
 /// one thread when it does not split.
-fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
+fn split_parts(f: &Function, k: &Kernel, split_small: bool, threads: usize) -> Option<Parts> {
     let inst = match k {
         Kernel::Op { inst } | Kernel::Fused { inst, .. } => *inst,
         Kernel::Loop(_) | Kernel::Head(_) => return None,
     };
     let mut lib = LibKernel::shapes_only(f, &f.insts[inst]);
     lib.split_small = split_small;
+    lib.threads = threads;
     // Unsplit, only contractions take loops: the loss head's routines are left to `head`.
-    if !lib.splittable() && !matches!(lib.op, Op::MatMul { .. }) {
+    // (Whether the work would split in two, not whether it does on this many threads.)
+    if lib.work_parts() < 2 && !matches!(lib.op, Op::MatMul { .. }) {
         return None;
     }
     lib.fused_parts()
@@ -92,7 +98,7 @@ fn split_parts(f: &Function, k: &Kernel, split_small: bool) -> Option<Parts> {
 
 /// Whether `ranges` fall on whole outer iterations of `l`: multiples of the elements under
 /// its first axis (coalescing only merges axes, so this holds for the generated loop too).
-fn aligned(l: &LoopKernel, ranges: &[(usize, usize); 2]) -> bool {
+fn aligned(l: &LoopKernel, ranges: &[(usize, usize)]) -> bool {
     let Some(&lead) = l.shape.first() else {
         return false;
     };
@@ -109,12 +115,18 @@ fn numel(l: &LoopKernel) -> usize {
 
 /// The index of a loop that can be the epilogue of kernel `i` (it may move up to `i + 1`),
 /// and whether it runs over bands of columns.
-fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<(usize, bool)> {
+fn epilogue_for(
+    f: &Function,
+    s: &Schedule,
+    i: usize,
+    split_small: bool,
+    threads: usize,
+) -> Option<(usize, bool)> {
     let inst = match &s.kernels[i] {
         Kernel::Op { inst } => *inst,
         _ => return None,
     };
-    let parts = split_parts(f, &s.kernels[i], split_small)?;
+    let parts = split_parts(f, &s.kernels[i], split_small, threads)?;
     let result = f.insts[inst].result;
     let reads_result = |l: &LoopKernel| l.inputs.iter().any(|&v| root(s, v) == result);
     let j = (i + 1..s.kernels.len())
@@ -130,8 +142,8 @@ fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Opti
         .inputs
         .iter()
         .all(|&v| defined_by[root(s, v).index()].is_none_or(|k| k <= i));
-    let band = match (parts.output, parts.columns) {
-        (Some(ranges), _) if numel(l) == f.ty(result).numel() && aligned(l, &ranges) => false,
+    let band = match (&parts.output, &parts.columns) {
+        (Some(ranges), _) if numel(l) == f.ty(result).numel() && aligned(l, ranges) => false,
         (None, Some(_)) if l.shape == f.ty(result).shape && l.shape.len() == 2 => true,
         _ => return None,
     };
@@ -139,7 +151,13 @@ fn epilogue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Opti
 }
 
 /// The index of a loop that can be the prologue of kernel `i` (it may move down to `i - 1`).
-fn prologue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Option<usize> {
+fn prologue_for(
+    f: &Function,
+    s: &Schedule,
+    i: usize,
+    split_small: bool,
+    threads: usize,
+) -> Option<usize> {
     let inst = match &s.kernels[i] {
         Kernel::Op { inst } => *inst,
         Kernel::Fused {
@@ -149,7 +167,7 @@ fn prologue_for(f: &Function, s: &Schedule, i: usize, split_small: bool) -> Opti
         } => *inst,
         _ => return None,
     };
-    let ranges = split_parts(f, &s.kernels[i], split_small)?.input?;
+    let ranges = split_parts(f, &s.kernels[i], split_small, threads)?.input?;
     let args = &f.insts[inst].args;
     let first = root(s, *args.first()?);
     let j = (0..i)
@@ -230,7 +248,7 @@ mod tests {
     fn fused(text: &str) -> Vec<Kernel> {
         let f = parse_function(text).expect("valid IR");
         let mut s = schedule(&f);
-        fuse(&f, &mut s, false);
+        fuse(&f, &mut s, false, 2);
         s.kernels
     }
 

@@ -56,5 +56,5 @@ pub mod kernel_timings {
 pub use compiled_model::{
     BatchData, CompiledModel, EvalOutput, InputData, TargetData, TrainOutput,
 };
-pub use program::{ArenaSize, CompileError, Options, Program};
+pub use program::{ArenaSize, CompileError, MAX_THREADS, Options, Program};
 pub use simd::Isa;

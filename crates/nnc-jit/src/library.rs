@@ -27,10 +27,13 @@ pub struct LibKernel {
     pub scratch: usize,
     /// Bytes of scratch per part.
     pub scratch_part: usize,
-    /// Byte offset of the second part's partial filter gradient (`conv2d_grad_filter`).
+    /// Byte offset of the partial filter gradients of parts 1, 2, … (`conv2d_grad_filter`),
+    /// one after another.
     pub extra: usize,
-    /// Split whenever the leading extent allows two parts, however small the work.
+    /// Split whenever the leading extent allows it, however small the work.
     pub split_small: bool,
+    /// The most parts it splits into: the program's threads.
+    pub threads: usize,
     /// The vector unit of the hand-vectorised kernels (direct convolutions, vector pooling,
     /// sparse products), or none: the portable ones.
     pub isa: Option<Isa>,
@@ -49,16 +52,16 @@ pub struct LibKernel {
     pub sparse_runs: Arc<AtomicUsize>,
 }
 
-/// How the two parts of a split library kernel divide their operand and result: flat element
-/// ranges, so that a fused loop can run on exactly the part its thread reads or wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the parts of a library kernel divide their operand and result: flat element ranges,
+/// one per part, so that a fused loop can run on exactly the part its thread reads or wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parts {
     /// The range of the first operand each part reads, if it reads nothing else of it.
-    pub input: Option<[(usize, usize); 2]>,
+    pub input: Option<Vec<(usize, usize)>>,
     /// The range of the result each part writes, if the parts partition it.
-    pub output: Option<[(usize, usize); 2]>,
+    pub output: Option<Vec<(usize, usize)>>,
     /// The columns of the result each part writes, for a contraction split by columns.
-    pub columns: Option<[(usize, usize); 2]>,
+    pub columns: Option<Vec<(usize, usize)>>,
 }
 
 /// Scratch bytes a kernel needs (im2col columns for one sample).
@@ -151,6 +154,7 @@ impl LibKernel {
             scratch_part,
             extra,
             split_small: false,
+            threads: 2,
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
@@ -170,6 +174,7 @@ impl LibKernel {
             scratch_part: 0,
             extra: 0,
             split_small: false,
+            threads: 2,
             isa: Isa::best(),
             bias_relu: None,
             sparse: sparse_candidate(f, inst),
@@ -178,7 +183,7 @@ impl LibKernel {
         }
     }
 
-    /// How the two parts divide the first operand and the result, if the kernel splits so
+    /// How the parts divide the first operand and the result, if the kernel splits so
     /// that they do (a contraction only when it splits by rows: when its result is at least as
     /// tall as it is wide; the other way, both parts would read, or pack, the whole of B).
     pub fn parts(&self) -> Option<Parts> {
@@ -187,9 +192,10 @@ impl LibKernel {
         }
         let n = |s: &[usize]| s.iter().product::<usize>();
         // Part `p` of a leading extent `len`, `unit` elements each (as `run_part` splits).
+        let parts = self.part_count();
         let halves = |len: usize, unit: usize| {
-            let at = |p: usize| len * p / 2 * unit;
-            [(at(0), at(1)), (at(1), at(2))]
+            let at = |p: usize| len * p / parts * unit;
+            (0..parts).map(|p| (at(p), at(p + 1))).collect::<Vec<_>>()
         };
         let (x, y) = (&self.args[0].1, &self.out.1);
         let per = |s: &[usize]| n(&s[1..]);
@@ -241,14 +247,14 @@ impl LibKernel {
     }
 
     /// How a fused kernel's loops divide: as [`LibKernel::parts`] when the kernel splits, or
-    /// when it runs whole on one thread, everything in the first part and nothing in the
-    /// second (its loops then run whole, before and after it, on that thread).
+    /// when it runs whole on one thread, everything in one part (its loops then run whole,
+    /// before and after it, on that thread).
     pub fn fused_parts(&self) -> Option<Parts> {
         if self.splittable() {
             return self.parts();
         }
         let n = |s: &[usize]| s.iter().product::<usize>();
-        let whole = |len: usize| [(0, len), (len, len)];
+        let whole = |len: usize| vec![(0, len)];
         Some(Parts {
             input: Some(whole(n(&self.args.first()?.1))),
             output: Some(whole(n(&self.out.1))),
@@ -286,34 +292,51 @@ impl LibKernel {
         m >= nn || (k * nn <= 1 << 16 && m >= 128)
     }
 
-    /// Whether the kernel can run as two halves on two threads, and is big enough to gain.
+    /// Whether the kernel runs as more than one part.
     pub fn splittable(&self) -> bool {
+        self.part_count() > 1
+    }
+
+    /// How many parts the kernel runs as: the program's threads, fewer where the work would
+    /// not pay for them (or the split extent is shorter).
+    pub fn part_count(&self) -> usize {
+        self.work_parts().min(self.threads).max(1)
+    }
+
+    /// How many parts the kernel's work and split extent (rows or columns, samples, planes)
+    /// allow, whatever the threads: with [`LibKernel::split_small`] as many as the extent,
+    /// else one per 2¹⁷ multiply-adds of a contraction, 2¹⁸ of a convolution, 2¹¹ outputs of
+    /// a pooling, 2¹³ of a padding (two parts at exactly the sizes that split in two before
+    /// the runtime had more threads). Below two, the kernel runs whole.
+    pub fn work_parts(&self) -> usize {
         let n = |s: &[usize]| s.iter().product::<usize>();
-        if self.split_small {
-            let lead = match &self.op {
-                Op::MatMul { .. } => self.out.1[0].max(self.out.1[1]),
-                Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
-                    self.args[0].1[0]
-                }
-                Op::Pad { pads } if pads[..2] != [0, 0] => 0,
-                Op::Pad { .. } => self.args[0].1[0],
-                _ if self.splittable_op() => planes(&self.args[0].1).0,
-                _ => 0,
-            };
-            return lead >= 2;
-        }
-        match &self.op {
-            Op::MatMul { .. } => self.macs() >= 1 << 18,
+        let lead = match &self.op {
+            Op::MatMul { .. } if self.splits_rows() => self.out.1[0],
+            Op::MatMul { .. } => self.out.1[1],
             Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
-                self.args[0].1[0] >= 2 && self.macs() >= 1 << 19
+                self.args[0].1[0]
+            }
+            Op::Pad { pads } if pads[..2] != [0, 0] => 1,
+            Op::Pad { .. } => self.args[0].1[0],
+            _ if self.splittable_op() => planes(&self.args[0].1).0,
+            _ => 1,
+        };
+        if self.split_small {
+            return lead;
+        }
+        let work = match &self.op {
+            Op::MatMul { .. } => self.macs() >> 17,
+            Op::Conv2d { .. } | Op::Conv2dGradInput { .. } | Op::Conv2dGradFilter { .. } => {
+                self.macs() >> 18
             }
             Op::MaxPool { .. }
             | Op::SumPool { .. }
             | Op::MaxPoolGrad { .. }
-            | Op::SumPoolGrad { .. } => n(&self.out.1) >= 1 << 12,
-            Op::Pad { pads } => pads[..2] == [0, 0] && n(&self.out.1) >= 1 << 14,
-            _ => false,
-        }
+            | Op::SumPoolGrad { .. } => n(&self.out.1) >> 11,
+            Op::Pad { .. } => n(&self.out.1) >> 13,
+            _ => 1,
+        };
+        lead.min(work)
     }
 
     /// Runs the whole kernel.
@@ -328,25 +351,37 @@ impl LibKernel {
         }
     }
 
-    /// After both halves of a split `conv2d_grad_filter`, adds the second half's partial sum.
+    /// Where part `part` (≥ 1) of a split `conv2d_grad_filter` sums its partial gradient.
+    fn extra_at(&self, part: usize) -> usize {
+        let bytes = self.out.1.iter().product::<usize>() * 4;
+        self.extra + (part - 1) * bytes.div_ceil(crate::plan::ALIGN) * crate::plan::ALIGN
+    }
+
+    /// After every part of a split `conv2d_grad_filter`, adds the partial sums of parts 1, 2,
+    /// … to the first's, in that order (so the bits depend only on the number of parts).
     ///
     /// # Safety
-    /// As [`LibKernel::run_part`].
+    /// As [`LibKernel::run_part`], after every part has stopped.
     pub unsafe fn finish(&self, base: *mut u8, parts: usize) {
-        if parts == 2 && matches!(self.op, Op::Conv2dGradFilter { .. }) {
+        if parts > 1 && matches!(self.op, Op::Conv2dGradFilter { .. }) {
             let n = self.out.1.iter().product::<usize>();
-            // SAFETY: `extra` holds the second part's partial gradient of the output's size,
-            // in scratch space disjoint from the output.
+            // SAFETY: `extra_at(p)` holds part p's partial gradient of the output's size, in
+            // scratch space disjoint from the output and from the other parts' (the program
+            // reserves `threads − 1` such regions); every part has stopped, so nothing else
+            // references them.
             unsafe {
                 let out = std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut f32, n);
-                let extra = std::slice::from_raw_parts(base.add(self.extra) as *const f32, n);
-                out.iter_mut().zip(extra).for_each(|(o, e)| *o += e);
+                for p in 1..parts {
+                    let extra =
+                        std::slice::from_raw_parts(base.add(self.extra_at(p)) as *const f32, n);
+                    out.iter_mut().zip(extra).for_each(|(o, e)| *o += e);
+                }
             }
         }
     }
 
-    /// Runs part `part` of `parts` (1 or 2) of the kernel on the arena at `base`: a range of
-    /// rows, columns, samples or planes.
+    /// Runs part `part` of `parts` (1 to [`LibKernel::part_count`]) of the kernel on the arena
+    /// at `base`: a range of rows, columns, samples or planes.
     ///
     /// Each part makes references only to what it alone writes (its range of the output, its
     /// scratch) and to what no one writes while it runs; where the parts interleave (a
@@ -359,9 +394,9 @@ impl LibKernel {
     /// offset plus its tensor's size lies inside it, operands are initialised, and the output
     /// and scratch buffers overlap no operand (the plan never aliases an op's output with its
     /// inputs). While the part runs, no one else reads or writes its range of the output or
-    /// its scratch, and no one writes the operands, except the other part of the same kernel
-    /// (whose ranges are disjoint from this one's) and its fused prologue, which writes only
-    /// that part's range of the first operand.
+    /// its scratch, and no one writes the operands, except the other parts of the same kernel
+    /// (whose ranges are disjoint from this one's) and their fused prologues, each writing
+    /// only its part's range of the first operand.
     pub unsafe fn run_part(&self, base: *mut u8, part: usize, parts: usize) {
         let n = |s: &[usize]| s.iter().product::<usize>();
         let range = |len: usize| (len * part / parts, len * (part + 1) / parts);
@@ -393,16 +428,16 @@ impl LibKernel {
         // never aliases it with an operand or scratch, and a fused epilogue on the other
         // thread touches only that part's range. Creating a slice cannot panic.
         let out_part = |lo: usize, hi: usize| unsafe { floats_mut(base, self.out.0, lo, hi) };
-        // The second part of a split filter gradient sums into `extra`, added to the output
-        // by `finish`.
+        // The later parts of a split filter gradient sum into their `extra` regions, added
+        // to the output by `finish`.
         let filter_target = || {
             if part == 0 {
                 out_part(0, n(&self.out.1))
             } else {
-                // SAFETY: `extra` holds the output's size in floats of scratch, used by the
-                // second part alone (and read by `finish` after both parts), disjoint from the
-                // output and every operand.
-                unsafe { floats_mut(base, self.extra, 0, n(&self.out.1)) }
+                // SAFETY: `extra_at(part)` holds the output's size in floats of scratch, used
+                // by this part alone (and read by `finish` after every part), disjoint from
+                // the output, every operand and the other parts' regions.
+                unsafe { floats_mut(base, self.extra_at(part), 0, n(&self.out.1)) }
             }
         };
         let shape = |k: usize| &self.args[k].1;
@@ -513,7 +548,7 @@ impl LibKernel {
                 // it is read from bytes); C is written only through this raw pointer, in this
                 // part's rows or columns (the other part's are disjoint), and overlaps neither
                 // A nor B. gemm does not unwind into a half-written state we rely on: a panic
-                // propagates through `Worker::join` after both parts stopped.
+                // propagates through `Pool::run` after every part stopped.
                 unsafe {
                     matmul(
                         out_at.add(rows.0 * nn + cols.0),
@@ -1064,7 +1099,7 @@ impl LibKernel {
         } else {
             self.args[0].1[0]
         };
-        let parts = if self.splittable() { 2 } else { 1 };
+        let parts = self.part_count();
         let mut lanes: Vec<Lanes> = (0..parts)
             .filter_map(|p| self.lanes(op, n * (p + 1) / parts - n * p / parts))
             .collect();
@@ -1484,7 +1519,7 @@ unsafe fn matmul(
     k: usize,
     accumulate: bool,
 ) {
-    // The program splits big contractions over its two threads itself (see `threads`).
+    // The program splits big contractions over its threads itself (see `threads`).
     let par = Parallelism::None;
     // SAFETY: forwarded from the caller's contract.
     unsafe {

@@ -1,6 +1,7 @@
 //! A compiled step function: kernels in order over one arena.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cranelift_jit::JITModule;
@@ -17,20 +18,21 @@ use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::pool::pairs::MaskedGrad;
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::simd::Isa;
-use crate::threads::Worker;
+use crate::threads::Pool;
 use crate::updates::{self, RmsProp};
 
 enum KernelCode {
-    /// `split`: big enough to run as two halves on two threads; `sums`: the (offset, length)
-    /// of each sum it accumulates, which the second half accumulates in the partial region.
+    /// `parts`: how many parts of its outer range it runs as (1: whole, on one thread);
+    /// `sums`: the (offset, length) of each sum it accumulates, which parts 1, 2, …
+    /// accumulate in their copies of the partial region.
     Loop {
         f: Body,
         outer: u64,
-        split: bool,
+        parts: usize,
         sums: Vec<(usize, usize)>,
     },
     Lib(LibKernel),
-    /// A split library kernel with loops each thread runs on its own part; or one too small
+    /// A split library kernel with loops each part runs on its own range; or one too small
     /// to split, its loops run whole on one thread.
     Fused {
         lib: LibKernel,
@@ -44,14 +46,15 @@ enum KernelCode {
     MaskedPoolGrad {
         routine: MaskedGrad,
         isa: Isa,
+        parts: usize,
         macs: usize,
     },
 }
 
-/// A loop fused into a split library kernel: the outer range of each thread's part.
+/// A loop fused into a split library kernel: the outer range of each part.
 struct PartLoop {
     f: Body,
-    ranges: [(u64, u64); 2],
+    ranges: Vec<(u64, u64)>,
     sums: Vec<(usize, usize)>,
 }
 
@@ -79,10 +82,11 @@ impl Body {
     }
 }
 
-/// Loops over fewer elements than this run on one thread.
-const SPLIT_ELEMENTS: usize = 1 << 15;
+/// A loop runs in one part per this many elements (at most one per thread): loops over fewer
+/// than twice as many run whole on one thread.
+const PART_ELEMENTS: usize = 1 << 14;
 
-/// The arena base, shared by the two threads running halves of a kernel.
+/// The arena base, shared by the threads running parts of a kernel.
 #[derive(Clone, Copy)]
 struct Base(*mut u8);
 
@@ -93,23 +97,28 @@ impl Base {
     }
 }
 // SAFETY: a `Base` is made only by `Program::run` from its `&mut` arena, and used only while
-// that borrow lasts, by the kernels `run_kernel` starts: `Worker::join` returns (or unwinds)
-// only after both halves stopped, so no thread uses the pointer after the borrow ends. The
-// halves of a split kernel write disjoint elements (loops split the outer range, library
-// kernels rows/columns/samples/planes with separate scratch, each making references only to
-// its own part: see `LibKernel::run_part`), so sharing the pointer across the two threads
-// does not race.
+// that borrow lasts, by the kernels `run_kernel` starts: `Pool::run` returns (or unwinds)
+// only after every part stopped, so no thread uses the pointer after the borrow ends. The
+// parts of a split kernel write disjoint elements (loops split the outer range, each part's
+// sums in its own copy of the partial region; library kernels rows/columns/samples/planes
+// with separate scratch, each making references only to its own part: see
+// `LibKernel::run_part`), so sharing the pointer across the threads does not race.
 unsafe impl Send for Base {}
 // SAFETY: as above.
 unsafe impl Sync for Base {}
 
 /// Options for compilation.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Keep the Cranelift IR of every loop (`nnc ir --emit clif`).
     pub keep_clif: bool,
-    /// Split every kernel that can run as two parts, however small (tests use it to run the
-    /// split and fused paths on small models).
+    /// Threads a program runs on (the caller and `threads − 1` workers), 1 to
+    /// [`MAX_THREADS`]: a kernel splits into at most this many parts, so results are
+    /// bitwise reproducible for a given count (not across counts). Default 2; the CLI and
+    /// the `nnc` library default to the machine's available parallelism.
+    pub threads: usize,
+    /// Split every kernel into as many parts as it can run as (up to `threads`), however
+    /// small (tests use it to run the split and fused paths on small models).
     pub split_small: bool,
     /// Only the portable kernels (convolutions as im2col + GEMM, scalar pooling), never the
     /// hand-vectorised ones (tests run both).
@@ -119,7 +128,27 @@ pub struct Options {
     pub isa: Option<Isa>,
 }
 
+/// The most threads a program runs on.
+pub const MAX_THREADS: usize = 256;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            keep_clif: false,
+            threads: 2,
+            split_small: false,
+            portable: false,
+            isa: None,
+        }
+    }
+}
+
 impl Options {
+    /// `threads`, within 1 to [`MAX_THREADS`].
+    fn thread_count(&self) -> usize {
+        self.threads.clamp(1, MAX_THREADS)
+    }
+
     /// The vector unit the hand-vectorised kernels run on under these options, if any.
     pub fn vector_unit(&self) -> Option<Isa> {
         if self.portable {
@@ -211,7 +240,7 @@ fn check_function(f: &Function) -> Result<(), CompileError> {
 /// loss heads, planned in one arena.
 fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
     let mut schedule = schedule::schedule(f);
-    fuse::fuse(f, &mut schedule, opts.split_small);
+    fuse::fuse(f, &mut schedule, opts.split_small, opts.thread_count());
     head::fuse_heads(f, &mut schedule);
     let plan = plan::plan(f, &schedule);
     (schedule, plan)
@@ -219,19 +248,22 @@ fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
 
 /// Where the scratch regions sit after the plan's buffers, in bytes from the arena's start.
 struct Layout {
-    /// The start of the scratch: one region of `scratch_part` bytes per thread.
+    /// The start of the scratch: one region of `scratch_part` bytes per part (as many as
+    /// threads).
     scratch: usize,
     scratch_part: usize,
-    /// Room for a second partial filter gradient.
+    /// Room for the partial filter gradients of parts 1, 2, ….
     extra: usize,
-    /// The partial sums of split loops.
+    /// The partial sums of split loops: a copy of `partial_part` bytes for each of parts
+    /// 1, 2, ….
     partial: usize,
+    partial_part: usize,
     /// The arena's size.
     total: usize,
 }
 
 impl Layout {
-    fn of(f: &Function, schedule: &Schedule, plan: &Plan) -> Layout {
+    fn of(f: &Function, schedule: &Schedule, plan: &Plan, threads: usize) -> Layout {
         let scratch_size = schedule
             .kernels
             .iter()
@@ -243,7 +275,8 @@ impl Layout {
             })
             .max()
             .unwrap_or(0);
-        // Scratch: one region per thread, then room for a second partial filter gradient.
+        // Scratch: one region per part, then room for the later parts' partial filter
+        // gradients.
         let scratch = plan.arena_size;
         let scratch_part = scratch_size.div_ceil(ALIGN) * ALIGN;
         let extra_size = schedule
@@ -259,7 +292,7 @@ impl Layout {
             })
             .max()
             .unwrap_or(0);
-        let extra = scratch + 2 * scratch_part;
+        let extra = scratch + threads * scratch_part;
         let sum_size = schedule
             .kernels
             .iter()
@@ -272,13 +305,15 @@ impl Layout {
             })
             .max()
             .unwrap_or(0);
-        let partial = extra + extra_size.div_ceil(ALIGN) * ALIGN;
-        let total = partial + sum_size.div_ceil(ALIGN) * ALIGN;
+        let partial = extra + (threads - 1) * extra_size.div_ceil(ALIGN) * ALIGN;
+        let partial_part = sum_size.div_ceil(ALIGN) * ALIGN;
+        let total = partial + (threads - 1) * partial_part;
         Layout {
             scratch,
             scratch_part,
             extra,
             partial,
+            partial_part,
             total,
         }
     }
@@ -294,7 +329,7 @@ pub struct ArenaSize {
     /// overlap.
     pub intermediates: usize,
     /// Working memory of the library kernels (a region per thread) and the partial sums of
-    /// split loops.
+    /// split kernels (a copy per thread but one).
     pub scratch: usize,
 }
 
@@ -310,7 +345,7 @@ impl ArenaSize {
     pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, CompileError> {
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
-        let layout = Layout::of(f, &schedule, &plan);
+        let layout = Layout::of(f, &schedule, &plan, opts.thread_count());
         Ok(ArenaSize::from_parts(&plan, &layout))
     }
 
@@ -332,11 +367,12 @@ pub struct Program {
     size: ArenaSize,
     arena: Arena,
     kernels: Vec<KernelCode>,
-    worker: Worker,
+    /// The threads it runs on, perhaps shared with other programs of the same model.
+    pool: Arc<Pool>,
     /// gemm's count of buffer growths when this program last grew its threads' buffers.
     gemm_growths_kept: Option<usize>,
-    /// Byte offset of the partial-sum region of split loops.
-    partial: usize,
+    /// Where the partial sums of split kernels go.
+    partial: Partial,
     /// Keeps the generated code alive for the function pointers in `kernels`.
     _module: JITModule,
     /// Cranelift IR of the loops, if kept.
@@ -347,17 +383,31 @@ pub struct Program {
 
 impl Program {
     /// Compiles `f`, which is verified first: an ill-formed function is an error, never code.
+    /// The program runs on threads of its own (`opts.threads`).
     pub fn compile(f: &Function, opts: Options) -> Result<Program, CompileError> {
+        Program::compile_on(f, opts, Arc::new(Pool::new(opts.thread_count())))
+    }
+
+    /// Compiles `f` to run on `pool`, which other programs may share (one at a time: a
+    /// program run while another uses the pool runs on its own thread alone); `pool` should
+    /// have `opts.threads` threads.
+    pub(crate) fn compile_on(
+        f: &Function,
+        opts: Options,
+        pool: Arc<Pool>,
+    ) -> Result<Program, CompileError> {
         let start = Instant::now();
         check_function(f)?;
+        let threads = opts.thread_count();
         let (schedule, plan) = schedule_and_plan(f, opts);
-        let layout = Layout::of(f, &schedule, &plan);
+        let layout = Layout::of(f, &schedule, &plan, threads);
         let size = ArenaSize::from_parts(&plan, &layout);
         let Layout {
             scratch,
             scratch_part,
             extra,
             partial,
+            partial_part,
             total,
         } = layout;
         let mut jit = Jit::new(opts.keep_clif).map_err(CompileError::Codegen)?;
@@ -409,18 +459,24 @@ impl Program {
                 Kernel::Loop(l) => {
                     let (func, outer) = fns.next().expect("one function per loop");
                     let elements = l.shape.iter().product::<usize>();
-                    let split = outer >= 2 && (opts.split_small || elements >= SPLIT_ELEMENTS);
+                    let by_work = if opts.split_small {
+                        threads
+                    } else {
+                        elements / PART_ELEMENTS
+                    };
+                    let parts = by_work.min(threads).min(outer as usize).max(1);
                     let sums = sums_of(l);
                     Ok(KernelCode::Loop {
                         f: body(l, func, outer),
                         outer,
-                        split,
+                        parts,
                         sums,
                     })
                 }
                 Kernel::Op { inst } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
+                    lib.threads = threads;
                     lib.isa = isa;
                     Ok(KernelCode::Lib(lib))
                 }
@@ -432,6 +488,7 @@ impl Program {
                 } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
+                    lib.threads = threads;
                     lib.isa = isa;
                     let parts = lib.fused_parts().ok_or_else(|| {
                         CompileError::Codegen("a fused kernel without parts".into())
@@ -439,11 +496,11 @@ impl Program {
                     // The loop's outer range over the elements `ranges` of its iteration space.
                     let part_loop =
                         |l: &LoopKernel,
-                         ranges: Option<[(usize, usize); 2]>,
+                         ranges: &Option<Vec<(usize, usize)>>,
                          (func, outer): (LoopFn, u64)| {
                             // A band's ranges are of its last axis, already.
-                            let ranges = if l.band { parts.columns } else { ranges };
-                            let ranges = ranges.expect("fusion checked the parts");
+                            let ranges = if l.band { &parts.columns } else { ranges };
+                            let ranges = ranges.as_ref().expect("fusion checked the parts");
                             let per = if l.band {
                                 1
                             } else {
@@ -452,13 +509,15 @@ impl Program {
                             let r = |(lo, hi): (usize, usize)| (lo as u64 / per, hi as u64 / per);
                             PartLoop {
                                 f: body(l, func, outer),
-                                ranges: [r(ranges[0]), r(ranges[1])],
+                                ranges: ranges.iter().map(|&p| r(p)).collect(),
                                 sums: sums_of(l),
                             }
                         };
                     // (Loops compiled in schedule order: a prologue's function comes first.)
                     let mut next = || fns.next().expect("one function per loop");
-                    let prologue = prologue.as_ref().map(|l| part_loop(l, parts.input, next()));
+                    let prologue = prologue
+                        .as_ref()
+                        .map(|l| part_loop(l, &parts.input, next()));
                     let epilogue = match epilogue {
                         // The pool gradient, its mask and bias gradient in one vector pass.
                         Some(e) if isa.is_some() && prologue.is_none() => {
@@ -469,6 +528,7 @@ impl Program {
                                 return Ok(KernelCode::MaskedPoolGrad {
                                     routine,
                                     isa,
+                                    parts: lib.part_count(),
                                     macs: lib.macs(),
                                 });
                             }
@@ -491,7 +551,7 @@ impl Program {
                         }
                         e => e,
                     };
-                    let epilogue = epilogue.map(|l| part_loop(l, parts.output, next()));
+                    let epilogue = epilogue.map(|l| part_loop(l, &parts.output, next()));
                     Ok(KernelCode::Fused {
                         lib,
                         prologue,
@@ -514,9 +574,12 @@ impl Program {
             size,
             arena,
             kernels,
-            worker: Worker::new(),
+            pool,
             gemm_growths_kept: None,
-            partial,
+            partial: Partial {
+                at: partial,
+                part: partial_part,
+            },
             _module: module,
             clif,
             compile_seconds: 0.0,
@@ -574,7 +637,7 @@ impl Program {
     pub fn run(&mut self) {
         let base = Base(self.arena.as_mut_ptr());
         for k in &self.kernels {
-            run_kernel(k, base, &self.worker, self.partial);
+            run_kernel(k, base, &self.pool, self.partial);
         }
         self.keep_gemm_buffers();
     }
@@ -584,7 +647,7 @@ impl Program {
         let base = Base(self.arena.as_mut_ptr());
         for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
             let start = Instant::now();
-            run_kernel(k, base, &self.worker, self.partial);
+            run_kernel(k, base, &self.pool, self.partial);
             *t += start.elapsed();
         }
         self.keep_gemm_buffers();
@@ -592,12 +655,12 @@ impl Program {
 
     /// After the first run, and after any run in which a GEMM (of this program or another)
     /// needed a larger packing buffer than any before it (the first to take a dense path),
-    /// grows both threads' kept buffers to the largest needed: which thread runs which half of
-    /// a kernel varies from run to run, and the next runs must not allocate.
+    /// grows every thread's kept buffers to the largest needed: which thread runs which part
+    /// of a kernel varies from run to run, and the next runs must not allocate.
     fn keep_gemm_buffers(&mut self) {
         let growths = gemm_common::gemm::kept_buffer_growths();
         if self.gemm_growths_kept != Some(growths) {
-            self.worker.on_both(gemm_common::gemm::reserve_kept_buffers);
+            self.pool.on_all(gemm_common::gemm::reserve_kept_buffers);
             self.gemm_growths_kept = Some(growths);
         }
     }
@@ -781,11 +844,15 @@ impl Program {
                     inst,
                     epilogue,
                 } => {
-                    let whole = matches!(&self.kernels[k], KernelCode::Fused { lib, .. } if !lib.splittable());
-                    out.push_str(if whole {
-                        "too small to split, one thread running\n"
-                    } else {
-                        "split in two parts, each thread running\n"
+                    let (parts, could) = match &self.kernels[k] {
+                        KernelCode::Fused { lib, .. } => (lib.part_count(), lib.work_parts()),
+                        KernelCode::MaskedPoolGrad { parts, .. } => (*parts, *parts),
+                        _ => (1, 1),
+                    };
+                    out.push_str(&match (parts, could) {
+                        (1, 0 | 1) => "too small to split, one thread running\n".to_string(),
+                        (1, _) => "one part (one thread), one thread running\n".to_string(),
+                        _ => format!("split in {parts} parts, each thread running\n"),
                     });
                     if let Some(l) = prologue {
                         out.push_str(&format!("  prologue {}", lp(l, "  ")));
@@ -868,54 +935,67 @@ impl Program {
     }
 }
 
-fn run_kernel(k: &KernelCode, base: Base, worker: &Worker, partial: usize) {
+/// Where the partial sums of split kernels go: part `p` ≥ 1 accumulates its sums from byte
+/// `at + (p − 1) · part` of the arena, part 0 in their buffers.
+#[derive(Clone, Copy)]
+struct Partial {
+    at: usize,
+    part: usize,
+}
+
+impl Partial {
+    /// The `partial` argument of a loop run as part `p`: 0 (its buffers) for part 0.
+    fn of(self, p: usize) -> u64 {
+        match p {
+            0 => 0,
+            _ => (self.at + (p - 1) * self.part) as u64,
+        }
+    }
+}
+
+fn run_kernel(k: &KernelCode, base: Base, pool: &Pool, partial: Partial) {
     match k {
         // SAFETY (all arms): the kernel was generated for this arena's plan: every address it
-        // forms is inside the arena; halves of a split kernel touch disjoint elements (a split
-        // loop's second half accumulates its sums in the partial region), and a library part
-        // makes references only to its own elements (see `LibKernel::run_part`). A panic in
-        // either half reaches this thread only after both halves stopped (`Worker::join`), so
-        // no kernel is still writing the arena when the panic leaves `Program::run`; the
-        // arena then holds partial results, which is safe (plain floats) if not meaningful.
+        // forms is inside the arena; parts of a split kernel touch disjoint elements (part
+        // p ≥ 1 of a split loop accumulates its sums in its own copy of the partial region),
+        // and a library part makes references only to its own elements (see
+        // `LibKernel::run_part`). A panic in any part reaches this thread only after every
+        // part stopped (`Pool::run`), so no kernel is still writing the arena when the panic
+        // leaves `Program::run`; the arena then holds partial results, which is safe (plain
+        // floats) if not meaningful.
         KernelCode::Loop {
             f,
             outer,
-            split: true,
+            parts,
             sums,
-        } => {
-            let mid = outer / 2;
-            let second = if sums.is_empty() { 0 } else { partial as u64 };
-            worker.join(
-                || unsafe { f.call(base.get(), 0, mid, 0) },
-                || unsafe { f.call(base.get(), mid, *outer, second) },
-            );
-            add_partial_sums(base, partial, sums);
+        } if *parts > 1 => {
+            let n = *parts as u64;
+            pool.run(*parts, |p| {
+                let (lo, hi) = (outer * p as u64 / n, outer * (p as u64 + 1) / n);
+                let at = if sums.is_empty() { 0 } else { partial.of(p) };
+                unsafe { f.call(base.get(), lo, hi, at) }
+            });
+            add_partial_sums(base, partial, *parts, sums);
         }
-        KernelCode::Loop {
-            f,
-            outer,
-            split: false,
-            ..
-        } => unsafe { f.call(base.get(), 0, *outer, 0) },
-        KernelCode::Lib(l) if l.splittable() => {
-            worker.join(
-                || unsafe { l.run_part(base.get(), 0, 2) },
-                || unsafe { l.run_part(base.get(), 1, 2) },
-            );
-            unsafe { l.finish(base.get(), 2) };
-        }
-        KernelCode::Lib(l) => unsafe { l.run(base.get()) },
+        KernelCode::Loop { f, outer, .. } => unsafe { f.call(base.get(), 0, *outer, 0) },
+        KernelCode::Lib(l) => match l.part_count() {
+            1 => unsafe { l.run(base.get()) },
+            parts => {
+                pool.run(parts, |p| unsafe { l.run_part(base.get(), p, parts) });
+                unsafe { l.finish(base.get(), parts) };
+            }
+        },
         KernelCode::Head(h) => unsafe { h.run(base.get()) },
         KernelCode::Fused {
             lib,
             prologue,
             epilogue,
         } => {
-            // A thread's part: its rows of the first operand, its part of the routine, then
-            // the rows of the result it wrote. The second part's sums go to the partial region.
-            // A routine too small to split is one part, on this thread, its loops whole.
-            let parts = if lib.splittable() { 2 } else { 1 };
-            let part = |p: usize| {
+            // A part: its rows of the first operand, its part of the routine, then the rows of
+            // the result it wrote. Later parts' sums go to their partial regions. A routine
+            // too small to split is one part, on this thread, its loops whole.
+            let parts = lib.part_count();
+            pool.run(parts, |p| {
                 if let Some(l) = prologue {
                     let (lo, hi) = l.ranges[p];
                     unsafe { l.f.call(base.get(), lo, hi, 0) };
@@ -923,50 +1003,46 @@ fn run_kernel(k: &KernelCode, base: Base, worker: &Worker, partial: usize) {
                 unsafe { lib.run_part(base.get(), p, parts) };
                 if let Some(l) = epilogue {
                     let (lo, hi) = l.ranges[p];
-                    let sums = if p == 1 && !l.sums.is_empty() {
-                        partial as u64
-                    } else {
-                        0
-                    };
+                    let sums = if l.sums.is_empty() { 0 } else { partial.of(p) };
                     unsafe { l.f.call(base.get(), lo, hi, sums) };
                 }
-            };
-            if parts == 1 {
-                part(0);
-            } else {
-                worker.join(|| part(0), || part(1));
-            }
+            });
             unsafe { lib.finish(base.get(), parts) };
-            if let (2, Some(l)) = (parts, epilogue) {
-                add_partial_sums(base, partial, &l.sums);
+            if let Some(l) = epilogue {
+                add_partial_sums(base, partial, parts, &l.sums);
             }
         }
         KernelCode::MaskedPoolGrad {
-            routine: r, isa, ..
+            routine: r,
+            isa,
+            parts,
+            ..
         } => {
-            worker.join(
-                || unsafe { r.run_part(*isa, base.get(), 0, 2, 0) },
-                || unsafe { r.run_part(*isa, base.get(), 1, 2, partial) },
-            );
-            add_partial_sums(base, partial, &[(r.sums, r.shape[1])]);
+            pool.run(*parts, |p| unsafe {
+                r.run_part(*isa, base.get(), p, *parts, partial.of(p) as usize)
+            });
+            add_partial_sums(base, partial, *parts, &[(r.sums, r.shape[1])]);
         }
     }
 }
 
-/// Adds the second thread's sums (in the partial region from `partial`, one after another)
-/// to their buffers.
-fn add_partial_sums(base: Base, partial: usize, sums: &[(usize, usize)]) {
-    let mut rel = partial;
-    for &(off, n) in sums {
-        // SAFETY: the sum's buffer and its partial copy are disjoint arena ranges of `n` f32s,
-        // aligned by the plan; this runs on the calling thread after `Worker::join` returned,
-        // so both halves have stopped and nothing else references either range.
-        unsafe {
-            let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
-            let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
-            total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+/// Adds the sums of parts 1, 2, … of a split kernel (each part's in its copy of the partial
+/// region, one sum after another) to their buffers, in that order: the bits depend only on
+/// the number of parts.
+fn add_partial_sums(base: Base, partial: Partial, parts: usize, sums: &[(usize, usize)]) {
+    for p in 1..parts {
+        let mut rel = partial.of(p) as usize;
+        for &(off, n) in sums {
+            // SAFETY: the sum's buffer and part p's partial copy are disjoint arena ranges of
+            // `n` f32s, aligned by the plan; this runs on the calling thread after `Pool::run`
+            // returned, so every part has stopped and nothing else references either range.
+            unsafe {
+                let total = std::slice::from_raw_parts_mut(base.get().add(off) as *mut f32, n);
+                let part = std::slice::from_raw_parts(base.get().add(rel) as *const f32, n);
+                total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+            }
+            rel += n * 4;
         }
-        rel += n * 4;
     }
 }
 

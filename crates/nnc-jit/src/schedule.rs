@@ -8,7 +8,7 @@
 //! - The u8 images' scaling (`to_f32`) is no kernel when only contractions read it: they read
 //!   the bytes and scale them themselves (`Storage::Scaled`).
 //! - Everything else (contractions, convolutions, pooling, the fused loss, reductions) is one
-//!   [`Kernel::Op`] per instruction; loops then join the ones that split over the two threads
+//!   [`Kernel::Op`] per instruction; loops then join the ones that split over the threads
 //!   as prologues and epilogues ([`crate::fuse`]), and a classifier's loss, predictions and
 //!   output gradient become one kernel ([`crate::head`]).
 //!
@@ -30,7 +30,7 @@ pub enum Kernel {
     Loop(LoopKernel),
     /// One instruction run by a library routine.
     Op { inst: usize },
-    /// A library routine split over the two threads, each running the loops on its own part:
+    /// A library routine split in parts over the threads, each running the loops on its part:
     /// a prologue writing the first operand, an epilogue reading the result (see [`fuse`]).
     ///
     /// [`fuse`]: crate::fuse

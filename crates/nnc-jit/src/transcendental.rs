@@ -16,7 +16,7 @@
 //!
 //! Each function emits the same operations for four lanes (`F32X4`) as for one (`F32`), and
 //! only multiplications and additions (no fused multiply-add, which not every CPU has), so a
-//! loop's vector body and its scalar tail, the two threads of a split loop and every x86-64
+//! loop's vector body and its scalar tail, the parts of a split loop and every x86-64
 //! CPU give the same bits.
 
 use cranelift_codegen::ir::condcodes::FloatCC;

@@ -167,9 +167,11 @@ fn programs_do_not_allocate_while_they_run() {
         let input = InputSpec::of(&train.data, &m).expect("known input layout");
         let targets = TargetSpec::of(&train.data, &m);
         let c = compile(&m, train.batch, input, targets).expect("compiles");
+        // (On 2 and on 4 threads: each thread keeps gemm's buffers.)
         for portable in [false, true] {
             let options = Options {
                 portable,
+                threads: if portable { 2 } else { 4 },
                 ..Options::default()
             };
             let step = &c.train_step;
@@ -251,7 +253,7 @@ fn trainer_steps_do_not_allocate() {
         let train = m.train.clone().expect("train block");
         let input = InputSpec::of(&train.data, &m).expect("known input layout");
         let targets = TargetSpec::of(&train.data, &m);
-        let mut trainer = CompiledModel::new(&m, input, targets, 1).expect("trainer");
+        let mut trainer = CompiledModel::with_threads(&m, input, targets, 1, 3).expect("trainer");
         let (full, partial) = (train.batch, train.batch / 2 + 1);
         let batches: Vec<Batch> = [full, partial]
             .into_iter()

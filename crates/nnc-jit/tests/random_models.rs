@@ -151,12 +151,13 @@ fn random_models_train_identically() {
         let c = compile(&model, 8, input, targets)
             .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
         let step = &c.train_step;
-        // Every other case splits every kernel that can split, so that the two-thread and
-        // fused paths run on these small shapes too; every other pair convolves with the
-        // portable kernels rather than the vectorised ones, which take each vector unit the
-        // CPU has in turn.
+        // Every other case splits every kernel that can split, so that the split and fused
+        // paths run on these small shapes too, on 1 to 4 threads in turn; every other pair
+        // convolves with the portable kernels rather than the vectorised ones, which take
+        // each vector unit the CPU has in turn.
         let options = Options {
             split_small: case % 2 == 1,
+            threads: 1 + (case as usize / 2) % 4,
             portable: case % 4 >= 2,
             isa: units.get((case as usize / 4) % units.len().max(1)).copied(),
             ..Options::default()
