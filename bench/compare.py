@@ -8,24 +8,49 @@ The peers are the scripts of ../shared/bench (see its README for their virtual e
 nnc is run as `target/release/nnc train ... --json` (build it first: cargo build --release);
 its steady-state epoch is the median of epochs 2..N, as the peers report theirs. Peak RSS is
 measured with /usr/bin/time for nnc and reported by the peers for themselves.
+
+    python3 bench/compare.py --zoo [--rounds 1] [--only cnn3-same] [--train-images 10000] [--epochs 3]
+
+runs each model of bench/zoo against its PyTorch eager twin (bench/twin.py, generated from the
+model, started from nnc's initial weights), alternately. To keep the whole zoo within minutes,
+both train on the same fixed subset of MNIST (the first --train-images images, written as IDX
+files and given to the model as `idx(...)` data in a copy of its file) for --epochs epochs; the
+steady figure is the median of epochs 2..N, reported per 60,000 images. Prints each model's
+ratio (nnc / twin) and their geometric mean.
+
+    python3 bench/compare.py --contention [--rounds 1]
+
+trains the MLP (models/mlp.nn) under nnc and JAX (mlp_jax.py) with and without one competing
+busy process (a Python loop, pinned nowhere), in one run, and prints each one's slowdown.
+
+PEERS_DIR overrides where the peer scripts are; --nnc-args adds flags to every `nnc train`.
 """
 import argparse
+import gzip
 import json
+import math
 import os
+import re
+import shlex
 import statistics
+import struct
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PEERS_DIR = os.path.join(ROOT, "..", "shared", "bench")
+PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(ROOT, "..", "shared", "bench"))
 NNC = os.path.join(ROOT, "target", "release", "nnc")
+ZOO = os.path.join(HERE, "zoo")
+MNIST = os.path.join(ROOT, "data", "mnist")
+# Extra flags for every `nnc train` (--nnc-args).
+NNC_ARGS = []
 
 
 def run_nnc(model, epochs):
     cmd = ["/usr/bin/time", "-f", "maxrss_kib %M", NNC, "train", model, "--epochs", str(epochs), "--json",
-           "--out", "/tmp/nnc-bench-runs"]
+           "--out", "/tmp/nnc-bench-runs"] + NNC_ARGS
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"nnc failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
@@ -68,13 +93,8 @@ def run_peer(python, script, args):
     return None
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--peers", default="/tmp/peers-venv/bin/python")
-    ap.add_argument("--only", choices=["mlp", "lenet"])
-    ap.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each run")
-    a = ap.parse_args()
+def shipped(a):
+    """The shipped networks against the peer scripts."""
     benches = {
         "mlp": ("models/mlp.nn", 5, [("JAX", "mlp_jax.py", []), ("PyTorch eager", "mlp_torch.py", ["--compile", "none"])]),
         # nnc trains LeNet-5 for 3 epochs so that its steady figure is a median of 2; the peers
@@ -104,6 +124,171 @@ def main():
         for k, m in med.items():
             ratio = "" if k == "nnc" else f"{med['nnc']['steady_s'] / m['steady_s']:.2f}x"
             print(f"{k:16} {m['steady_s']:15.3f} {m['epoch1_s']:10.3f} {m['test_acc']:9.4f} {m['peak_rss_mib']:13.1f} {ratio:>11}")
+
+
+def read_idx_bytes(name):
+    """The header's dimensions and the bytes of MNIST file `name` (raw or .gz)."""
+    path = os.path.join(MNIST, name)
+    opener = open if os.path.exists(path) else gzip.open
+    with opener(path if os.path.exists(path) else path + ".gz", "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return dims, data[4 + 4 * ndim:]
+
+
+def mnist_subset(directory, train, test):
+    """The first `train` training and `test` test images and labels of MNIST, as raw IDX files
+    in `directory` (standard library only: no numpy here)."""
+    os.makedirs(directory, exist_ok=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        for kind, per in (("images-idx3-ubyte", 28 * 28), ("labels-idx1-ubyte", 1)):
+            dims, body = read_idx_bytes(f"{prefix}-{kind}")
+            dims = (count,) + tuple(dims[1:])
+            with open(os.path.join(directory, f"{prefix}-{kind}"), "wb") as f:
+                f.write(struct.pack(">HBB", 0, 0x08, len(dims)))
+                f.write(struct.pack(">" + "I" * len(dims), *dims))
+                f.write(body[:count * per])
+    return directory
+
+
+def on_subset(model_path, data_dir, out_dir):
+    """A copy of the model whose `mnist(...)` data is the same images read as `idx(...)` from
+    `data_dir` (a subset), with the subset's test images as its `test` data."""
+    text = open(model_path).read()
+    m = re.search(r"^(\s*)data(\s+)mnist\(([^)]*)\)", text, re.M)
+    if not m:
+        sys.exit(f"{model_path}: no `data mnist(...)` line to put a subset in")
+    indent, opts = m.group(1), m.group(3).strip()
+    extra = f", {opts}" if opts else ""
+
+    def idx(prefix):
+        images = os.path.join(data_dir, f"{prefix}-images-idx3-ubyte")
+        labels = os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte")
+        return f'idx(images: "{images}", labels: "{labels}"{extra})'
+
+    replaced = f"{indent}data {idx('train')}\n{indent}test {idx('t10k')}"
+    path = os.path.join(out_dir, os.path.basename(model_path))
+    with open(path, "w") as f:
+        f.write(text[:m.start()] + replaced + text[m.end():])
+    return path
+
+
+def run_twin(python, model_path, epochs, threads):
+    cmd = [python, os.path.join(HERE, "twin.py"), model_path, "--epochs", str(epochs), "--threads", str(threads)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"twin failed: {' '.join(cmd)}\n{p.stderr[-2000:]}", file=sys.stderr)
+        return None
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            r = json.loads(line[len("RESULT "):])
+            return {"epoch1_s": r["epoch1_s"], "steady_s": r["steady_s_median_epochs_2plus"],
+                    "test_acc": r["test_acc"], "peak_rss_mib": r["peak_rss_mib"]}
+    return None
+
+
+def zoo(a):
+    """Every zoo model against its generated PyTorch twin, alternately."""
+    names = sorted(f[:-3] for f in os.listdir(ZOO) if f.endswith(".nn"))
+    if a.only:
+        names = [n for n in names if n == a.only]
+        if not names:
+            sys.exit(f"no zoo model `{a.only}` in {ZOO}")
+    work = os.path.join("/tmp", "nnc-zoo-bench")
+    os.makedirs(work, exist_ok=True)
+    data = mnist_subset(os.path.join(work, "mnist-subset"), a.train_images, a.test_images)
+    per = 60000 / a.train_images
+    print(f"zoo: each model and its twin train on the same first {a.train_images} MNIST images for {a.epochs} "
+          f"epochs; steady s/epoch = median of epochs 2..{a.epochs}, scaled to 60,000 images (x{per:g}); "
+          f"{a.rounds} round(s), alternating; twins on {a.twin_threads} torch threads", flush=True)
+    results = {n: {"nnc": [], "twin": []} for n in names}
+    for r in range(a.rounds):
+        for n in names:
+            model = on_subset(os.path.join(ZOO, n + ".nn"), data, work)
+            runs = [("nnc", lambda: run_nnc(model, a.epochs)), ("twin", lambda: run_twin(a.peers, model, a.epochs, a.twin_threads))]
+            # Alternate which goes first, so that a drift of the machine hits both alike.
+            for who, run in runs if r % 2 == 0 else runs[::-1]:
+                time.sleep(a.pause)
+                res = run()
+                if res:
+                    results[n][who].append(res)
+            print(f"  {n}: round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
+    print(f"\n{'model':20} {'nnc s/60k':>10} {'twin s/60k':>11} {'nnc/twin':>9} {'nnc acc':>8} {'twin acc':>9}")
+    ratios = []
+    for n in names:
+        nnc, twin = results[n]["nnc"], results[n]["twin"]
+        if not nnc or not twin:
+            print(f"{n:20} {'failed' if not nnc else '':>10} {'failed' if not twin else '':>11}")
+            continue
+        med = lambda rs, f: statistics.median(x[f] for x in rs)  # noqa: E731
+        s_nnc, s_twin = med(nnc, "steady_s") * per, med(twin, "steady_s") * per
+        ratio = s_nnc / s_twin
+        ratios.append(ratio)
+        print(f"{n:20} {s_nnc:10.2f} {s_twin:11.2f} {ratio:8.2f}x {med(nnc, 'test_acc'):8.4f} {med(twin, 'test_acc'):9.4f}")
+    if ratios:
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        print(f"{'geometric mean':20} {'':10} {'':11} {geo:8.2f}x   ({len(ratios)} models)")
+    print(f"(test accuracy on the first {a.test_images} test images after {a.epochs} epochs of the subset)")
+
+
+def busy_loop():
+    """One competing process: a Python busy loop, pinned nowhere."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def contention(a):
+    """The MLP under nnc and JAX, with and without one busy process, in one run."""
+    results = {}
+    for r in range(a.rounds):
+        for busy in (False, True):
+            competitor = busy_loop() if busy else None
+            try:
+                time.sleep(a.pause if not busy else 1.0)
+                res = run_nnc("models/mlp.nn", 5)
+                results.setdefault(("nnc", busy), []).append(res["steady_s"])
+                if os.path.exists(a.peers):
+                    res = run_peer(a.peers, "mlp_jax.py", [])
+                    if res:
+                        results.setdefault(("JAX", busy), []).append(res["steady_s"])
+            finally:
+                if competitor:
+                    competitor.kill()
+                    competitor.wait()
+            print(f"contention: round {r + 1}/{a.rounds}, {'busy' if busy else 'quiet'} done", file=sys.stderr, flush=True)
+    print(f"\nMLP (models/mlp.nn), steady s/epoch, median of {a.rounds} round(s); 'busy': one competing busy process")
+    print(f"{'':8} {'quiet':>8} {'busy':>8} {'slowdown':>9}")
+    for who in ("nnc", "JAX"):
+        if (who, False) in results and (who, True) in results:
+            q, b = statistics.median(results[(who, False)]), statistics.median(results[(who, True)])
+            print(f"{who:8} {q:8.3f} {b:8.3f} {b / q:8.2f}x")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peers", default="/tmp/peers-venv/bin/python")
+    ap.add_argument("--only", help="mlp or lenet; with --zoo, a zoo model's file name without .nn")
+    ap.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each run")
+    ap.add_argument("--zoo", action="store_true", help="every zoo model against its PyTorch twin")
+    ap.add_argument("--contention", action="store_true", help="the MLP with and without a busy process")
+    ap.add_argument("--train-images", type=int, default=10000, help="with --zoo: the subset trained on")
+    ap.add_argument("--test-images", type=int, default=1000, help="with --zoo: the test subset")
+    ap.add_argument("--epochs", type=int, default=3, help="with --zoo: epochs of the subset (at least 2)")
+    ap.add_argument("--twin-threads", type=int, default=2, help="with --zoo: torch.set_num_threads in the twins")
+    ap.add_argument("--nnc-args", default="", help="extra flags for every `nnc train`, e.g. '--threads 2'")
+    a = ap.parse_args()
+    NNC_ARGS.extend(shlex.split(a.nnc_args))
+    if a.zoo:
+        if a.epochs < 2 or not 0 < a.train_images <= 60000 or not 0 < a.test_images <= 10000:
+            sys.exit("--epochs must be at least 2, --train-images in 1..60000, --test-images in 1..10000")
+        zoo(a)
+    elif a.contention:
+        contention(a)
+    else:
+        if a.only not in (None, "mlp", "lenet"):
+            sys.exit("--only takes mlp or lenet (or a zoo model with --zoo)")
+        shipped(a)
 
 
 if __name__ == "__main__":

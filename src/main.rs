@@ -13,7 +13,7 @@ use nnc::BackendKind;
 
 mod cli;
 
-use cli::{Ui, check, eval, ir, predict, train};
+use cli::{Ui, check, eval, init, ir, predict, train};
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for neural networks", long_about = None)]
@@ -109,6 +109,25 @@ enum Command {
         /// Write a checkpoint after every epoch, not at most every 5 s (for tests).
         #[arg(long, hide = true)]
         save_every_epoch: bool,
+    },
+    /// Write the weights `train` would start from (for the same seed) as a checkpoint, for
+    /// another framework to start from the same point.
+    Init {
+        /// The `.nn` file holding the model and its train block.
+        file: PathBuf,
+        /// Where to write the checkpoint (a .safetensors file, as `train` writes; `eval
+        /// --weights` reads it).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Seed for initialisation (default: the train block's), as `train --seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Directory holding the MNIST files (default: the project's data/mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Evaluate saved weights on the model's test data: loss, accuracy, per-class accuracy.
     Eval {
@@ -284,6 +303,22 @@ fn main() -> ExitCode {
                 allow_changed_model,
                 stop_after_steps,
                 save_every_epoch,
+            },
+            &ui,
+        ),
+        Command::Init {
+            file,
+            out,
+            model,
+            seed,
+            data,
+        } => init::run(
+            &init::InitCommand {
+                file,
+                model,
+                out,
+                seed,
+                data,
             },
             &ui,
         ),

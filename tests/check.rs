@@ -123,6 +123,72 @@ fn torch_mnist_has_pytorchs_parameter_count() {
     assert_eq!(json["total_params"], 1_199_882);
 }
 
+/// `nnc check --json` says everything a twin in another framework needs (`bench/twin.py`):
+/// each layer's arguments resolved (uneven `same` padding as numbers, connection tables,
+/// activation parameters), its parameters' names and shapes, the input, and the train block
+/// with every hyper-parameter's value, defaults included.
+#[test]
+fn json_describes_the_model_and_its_training() {
+    for file in ["models/lenet5-1998.nn", "bench/zoo/k7-stride2-pool3.nn"] {
+        let (stdout, stderr, code) = nnc(&["check", file, "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        // A line per key, and per layer: the snapshot reads as the model does. (Not the
+        // arena, which follows the JIT's plans: `the_arena_is_the_compiled_steps` checks it.)
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        let mut lines = Vec::new();
+        for (key, value) in v.as_object().expect("an object") {
+            match value.as_array() {
+                Some(layers) if key == "layers" => {
+                    lines.push("layers:".to_string());
+                    lines.extend(layers.iter().map(|l| format!("  {l}")));
+                }
+                _ if key == "arena" => {}
+                _ => lines.push(format!("{key}: {value}")),
+            }
+        }
+        insta::assert_snapshot!(format!("json@{}", file.replace('/', "_")), lines.join("\n"));
+    }
+    let json = |file: &str| -> serde_json::Value {
+        let (stdout, stderr, code) = nnc(&["check", file, "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).expect("JSON")
+    };
+    // A 7x7 stride-2 `same` convolution of 28 rows pads 5 in all: 2 above, 3 below.
+    let k7 = json("bench/zoo/k7-stride2-pool3.nn");
+    let stem = &k7["layers"][0];
+    assert_eq!(stem["args"]["padding"], serde_json::json!([[2, 3], [2, 3]]));
+    assert_eq!(stem["args"]["same"], true);
+    assert_eq!(stem["parameters"][0]["name"], "stem.weight");
+    assert_eq!(
+        stem["parameters"][0]["shape"],
+        serde_json::json!([32, 1, 7, 7])
+    );
+    // Nadam's defaults, resolved.
+    let opt = &k7["train"]["optimizer"];
+    assert_eq!(opt["name"], "nadam");
+    assert_eq!(opt["lr"], 0.002);
+    assert_eq!(opt["beta2"], 0.999);
+    assert_eq!(opt["eps"], 1e-7);
+    // Dense weights are [in, out].
+    let f1 = &k7["layers"][4];
+    assert_eq!(f1["parameters"][0]["shape"], serde_json::json!([1152, 256]));
+    // The data source's preprocessing and a schedule.
+    let lenet = json("models/lenet5-1998.nn");
+    let data = &lenet["train"]["data"];
+    assert_eq!(data["source"], "mnist");
+    assert_eq!(data["pad"], 2);
+    assert_eq!(data["shift"], -0.1);
+    assert_eq!(lenet["train"]["schedule"]["decay"], "cosine");
+    assert_eq!(lenet["train"]["schedule"]["min"], 0.0);
+    let c3 = &lenet["layers"][4];
+    assert_eq!(c3["name"], "c3");
+    let table = c3["args"]["connections"].as_array().expect("the table");
+    assert_eq!(
+        (table.len(), table[0].as_array().map(Vec::len)),
+        (6, Some(16))
+    );
+}
+
 #[test]
 fn json_is_an_array_for_several_models() {
     let (stdout, _, code) = nnc(&["check", "models/xor.nn", "models/perceptron.nn", "--json"]);

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod eval;
+pub mod init;
 pub mod ir;
 pub mod predict;
 pub mod progress;

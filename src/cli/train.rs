@@ -700,6 +700,8 @@ impl Driver<'_> {
                     "epoch": epoch,
                     "epoch_samples": s.samples,
                     "step": self.trainer.step,
+                    // The mean loss of the step just taken (`bench/twin.py` compares it).
+                    "last_step_loss": self.state.last_finite_loss,
                     "checkpoint": path.display().to_string(),
                 })
             );

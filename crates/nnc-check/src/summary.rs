@@ -1,10 +1,13 @@
 //! The model summary, as a table for people (like Keras' `model.summary()`) and as JSON for tools.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::model::{Data, Model, num};
+use crate::model::{
+    Activation, Data, Decay, LayerKind, Metric, Model, Optimizer, Padding, Schedule, Train, num,
+};
 
 /// `61706` → `61,706`
 pub fn thousands(n: u64) -> String {
@@ -160,13 +163,20 @@ fn data(d: &Data) -> String {
     }
 }
 
-/// The JSON form of a model summary.
+/// The JSON form of a model summary: the table's figures, and everything another framework
+/// needs to rebuild the model and its training exactly (`bench/twin.py` does): each layer's
+/// arguments with defaults filled and `same` padding resolved to numbers, its parameters'
+/// names and shapes, the input, and the train block with every hyper-parameter's value.
 #[derive(Serialize)]
 pub struct Json {
     pub model: String,
     pub layers: Vec<JsonLayer>,
     pub total_params: u64,
     pub flops_per_sample: u64,
+    pub input: JsonInput,
+    /// The train block, when the model has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<JsonTrain>,
 }
 
 #[derive(Serialize)]
@@ -176,6 +186,123 @@ pub struct JsonLayer {
     pub output_shape: Vec<usize>,
     pub params: u64,
     pub flops: u64,
+    pub input_shape: Vec<usize>,
+    /// The kind's arguments, resolved ([`args`]).
+    pub args: BTreeMap<&'static str, Arg>,
+    /// The trainable tensors, in the order of the step's parameters.
+    pub parameters: Vec<JsonParam>,
+}
+
+/// A parameter tensor: `c1.weight`, its shape (dense `[in, out]`, conv `[out, in, kh, kw]`)
+/// and its initialiser.
+#[derive(Serialize)]
+pub struct JsonParam {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: String,
+    /// Elements trained (fewer than the shape's under a connection table).
+    pub trainable: u64,
+    pub fan_in: u64,
+    pub fan_out: u64,
+}
+
+#[derive(Serialize)]
+pub struct JsonInput {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// The value of a layer's or an optimizer's argument.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Arg {
+    Count(usize),
+    Number(f64),
+    Flag(bool),
+    Text(String),
+    /// Height, then width.
+    Pair([usize; 2]),
+    /// `[[top, bottom], [left, right]]`.
+    Sides([[usize; 2]; 2]),
+    /// A connection table: `table[input][output]`.
+    Table(Vec<Vec<bool>>),
+}
+
+/// The train block, every value resolved.
+#[derive(Serialize)]
+pub struct JsonTrain {
+    pub data: JsonData,
+    /// Held-out data; absent for the source's own test split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<JsonData>,
+    pub loss: &'static str,
+    pub optimizer: JsonOptimizer,
+    /// The L2 penalty λ added as λ·w to each gradient (0 under `adamw`, whose decay is its
+    /// optimizer's `weight_decay`).
+    pub weight_decay: f64,
+    pub schedule: JsonSchedule,
+    pub batch: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    pub metrics: Vec<&'static str>,
+    pub validation: Option<f64>,
+    pub early_stop: Option<JsonEarlyStop>,
+    /// Random shifts of up to this many pixels.
+    pub augment_shift: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct JsonOptimizer {
+    pub name: &'static str,
+    /// Every hyper-parameter, defaults included.
+    #[serde(flatten)]
+    pub hyper: BTreeMap<&'static str, Arg>,
+}
+
+#[derive(Serialize)]
+pub struct JsonSchedule {
+    /// `constant`, `cosine`, `linear`, `step` or `exponential`.
+    pub decay: &'static str,
+    #[serde(flatten)]
+    pub args: BTreeMap<&'static str, Arg>,
+    /// Epochs of linear warmup.
+    pub warmup: f64,
+}
+
+#[derive(Serialize)]
+pub struct JsonEarlyStop {
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+/// A data source: `mnist` and `idx` images are `pixel · scale + shift` after padding `pad`
+/// pixels of 0 on each side, then flattened if asked.
+#[derive(Serialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum JsonData {
+    Mnist {
+        pad: usize,
+        scale: f64,
+        shift: f64,
+        flatten: bool,
+    },
+    Idx {
+        images: String,
+        labels: String,
+        pad: usize,
+        scale: f64,
+        shift: f64,
+        flatten: bool,
+        classes: Option<usize>,
+    },
+    Csv {
+        path: String,
+        target: Vec<String>,
+    },
+    Inline {
+        inputs: Vec<Vec<f64>>,
+        targets: Vec<Vec<f64>>,
+    },
 }
 
 pub fn json(model: &Model) -> Json {
@@ -190,10 +317,237 @@ pub fn json(model: &Model) -> Json {
                 output_shape: l.output_shape.0.clone(),
                 params: l.param_count(),
                 flops: l.flops,
+                input_shape: l.input_shape.0.clone(),
+                args: args(&l.kind),
+                parameters: l
+                    .params
+                    .iter()
+                    .map(|p| JsonParam {
+                        name: format!("{}.{}", l.name, p.name),
+                        shape: p.shape.0.clone(),
+                        init: p.init.to_string(),
+                        trainable: p.trainable,
+                        fan_in: p.fan_in,
+                        fan_out: p.fan_out,
+                    })
+                    .collect(),
             })
             .collect(),
         total_params: model.param_count(),
         flops_per_sample: model.flops_per_sample(),
+        input: JsonInput {
+            name: model.input.name.clone(),
+            shape: model.input.shape.0.clone(),
+        },
+        train: model.train.as_ref().map(train_json),
+    }
+}
+
+/// A layer kind's arguments, resolved: windows as `[height, width]` pairs, a convolution's
+/// padding as `[[top, bottom], [left, right]]` (with `same: true` when it was asked for as
+/// `same`), an activation's parameters.
+pub fn args(kind: &LayerKind) -> BTreeMap<&'static str, Arg> {
+    let mut a = BTreeMap::new();
+    match kind {
+        LayerKind::Dense { units, bias } => {
+            a.insert("units", Arg::Count(*units));
+            a.insert("bias", Arg::Flag(*bias));
+        }
+        LayerKind::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            bias,
+            connections,
+        } => {
+            a.insert("filters", Arg::Count(*filters));
+            a.insert("kernel", Arg::Pair(*kernel));
+            a.insert("stride", Arg::Pair(*stride));
+            a.insert("padding", Arg::Sides(padding.sides()));
+            a.insert("same", Arg::Flag(matches!(padding, Padding::Same { .. })));
+            a.insert("bias", Arg::Flag(*bias));
+            if let Some(c) = connections {
+                a.insert("connections", Arg::Table(c.table.clone()));
+            }
+        }
+        LayerKind::MaxPool {
+            size,
+            stride,
+            ceil_mode,
+        }
+        | LayerKind::AvgPool {
+            size,
+            stride,
+            ceil_mode,
+        } => {
+            a.insert("size", Arg::Pair(*size));
+            a.insert("stride", Arg::Pair(*stride));
+            a.insert("ceil_mode", Arg::Flag(*ceil_mode));
+        }
+        LayerKind::Subsample { size, stride } => {
+            a.insert("size", Arg::Pair(*size));
+            a.insert("stride", Arg::Pair(*stride));
+        }
+        LayerKind::Dropout { rate } => {
+            a.insert("rate", Arg::Number(*rate));
+        }
+        LayerKind::Activation(Activation::Tanh { scale, slope }) => {
+            a.insert("scale", Arg::Number(*scale));
+            a.insert("slope", Arg::Number(*slope));
+        }
+        LayerKind::Activation(Activation::LeakyRelu { alpha } | Activation::Elu { alpha }) => {
+            a.insert("alpha", Arg::Number(*alpha));
+        }
+        LayerKind::Flatten | LayerKind::Activation(_) => {}
+    }
+    a
+}
+
+fn train_json(t: &Train) -> JsonTrain {
+    JsonTrain {
+        data: data_json(&t.data),
+        test: t.test.as_ref().map(data_json),
+        loss: t.loss.keyword(),
+        optimizer: optimizer_json(&t.optimizer),
+        weight_decay: t.weight_decay,
+        schedule: schedule_json(&t.schedule),
+        batch: t.batch,
+        epochs: t.epochs,
+        seed: t.seed,
+        metrics: t.metrics.iter().map(Metric::keyword).collect(),
+        validation: t.validation,
+        early_stop: t.early_stop.map(|e| JsonEarlyStop {
+            patience: e.patience,
+            min_delta: e.min_delta,
+        }),
+        augment_shift: t.augment.map(|a| a.shift),
+    }
+}
+
+fn data_json(d: &Data) -> JsonData {
+    match d.clone() {
+        Data::Mnist {
+            pad,
+            scale,
+            shift,
+            flatten,
+        } => JsonData::Mnist {
+            pad,
+            scale,
+            shift,
+            flatten,
+        },
+        Data::Idx {
+            images,
+            labels,
+            pad,
+            scale,
+            shift,
+            flatten,
+            classes,
+        } => JsonData::Idx {
+            images,
+            labels,
+            pad,
+            scale,
+            shift,
+            flatten,
+            classes,
+        },
+        Data::Csv { path, target } => JsonData::Csv { path, target },
+        Data::Inline { inputs, targets } => JsonData::Inline { inputs, targets },
+    }
+}
+
+fn optimizer_json(o: &Optimizer) -> JsonOptimizer {
+    let n = Arg::Number;
+    let hyper: Vec<(&'static str, Arg)> = match *o {
+        Optimizer::Sgd { lr } => vec![("lr", n(lr))],
+        Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
+            vec![("lr", n(lr)), ("momentum", n(momentum))]
+        }
+        Optimizer::Adagrad {
+            lr,
+            initial_accumulator,
+            eps,
+        } => vec![
+            ("lr", n(lr)),
+            ("initial_accumulator", n(initial_accumulator)),
+            ("eps", n(eps)),
+        ],
+        Optimizer::RmsProp {
+            lr,
+            rho,
+            eps,
+            momentum,
+            centered,
+        } => vec![
+            ("lr", n(lr)),
+            ("rho", n(rho)),
+            ("eps", n(eps)),
+            ("momentum", n(momentum)),
+            ("centered", Arg::Flag(centered)),
+        ],
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        }
+        | Optimizer::Adamax {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        }
+        | Optimizer::Nadam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => vec![
+            ("lr", n(lr)),
+            ("beta1", n(beta1)),
+            ("beta2", n(beta2)),
+            ("eps", n(eps)),
+        ],
+        Optimizer::AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => vec![
+            ("lr", n(lr)),
+            ("beta1", n(beta1)),
+            ("beta2", n(beta2)),
+            ("eps", n(eps)),
+            ("weight_decay", n(weight_decay)),
+        ],
+        Optimizer::Adadelta { lr, rho, eps } => {
+            vec![("lr", n(lr)), ("rho", n(rho)), ("eps", n(eps))]
+        }
+    };
+    JsonOptimizer {
+        name: o.keyword(),
+        hyper: hyper.into_iter().collect(),
+    }
+}
+
+fn schedule_json(s: &Schedule) -> JsonSchedule {
+    let args: Vec<(&'static str, Arg)> = match s.decay {
+        Decay::Constant => vec![],
+        Decay::Cosine { min } | Decay::Linear { min } => vec![("min", Arg::Number(min))],
+        Decay::Step { every, gamma } => {
+            vec![("every", Arg::Count(every)), ("gamma", Arg::Number(gamma))]
+        }
+        Decay::Exponential { gamma } => vec![("gamma", Arg::Number(gamma))],
+    };
+    JsonSchedule {
+        decay: s.decay.keyword(),
+        args: args.into_iter().collect(),
+        warmup: s.warmup,
     }
 }
 
