@@ -20,6 +20,7 @@ mod channels;
 mod codegen;
 mod compiled_model;
 mod conv_cost;
+mod conv_fold;
 mod direct;
 mod fuse;
 mod gemm_conv;

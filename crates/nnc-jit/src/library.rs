@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::Plan;
 use crate::simd::Isa;
-use crate::{channels, conv_cost, direct, gemm_conv, samples, sparse};
+use crate::{channels, conv_cost, conv_fold, direct, gemm_conv, samples, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -48,6 +48,9 @@ pub struct LibKernel {
     pub u8_scale: Option<f32>,
     /// How many times the sparse path ran (tests and `nnc bench` read it).
     pub sparse_runs: Arc<AtomicUsize>,
+    /// A convolution's low rows and columns of padding beyond its op's, from a folded `pad`
+    /// of its input or `slice` of its input gradient ([`conv_fold`]).
+    pub conv_pad: [usize; 2],
 }
 
 /// How the two parts of a split library kernel divide their operand and result: flat element
@@ -139,25 +142,26 @@ impl LibKernel {
         scratch_part: usize,
         extra: usize,
     ) -> LibKernel {
-        let at = |v: nnc_ir::ValueId| (plan.at(v), f.ty(v).shape.clone(), f.ty(v).dtype);
-        LibKernel {
-            op: inst.op.clone(),
-            args: inst.args.iter().map(|&a| at(a)).collect(),
-            out: at(inst.result),
-            scratch,
-            scratch_part,
-            extra,
-            split_small: false,
-            isa: Isa::best(),
-            bias_relu: None,
-            sparse: sparse_candidate(f, inst),
-            u8_scale: sparse::bytes_scale(f, inst.args[0]),
-            sparse_runs: Arc::default(),
-        }
+        let mut k = LibKernel::unfolded(f, inst);
+        k.args
+            .iter_mut()
+            .zip(&inst.args)
+            .for_each(|(a, &v)| a.0 = plan.at(v));
+        k.out.0 = plan.at(inst.result);
+        k.scratch = scratch;
+        k.scratch_part = scratch_part;
+        k.extra = extra;
+        k.folded(f, inst)
     }
 
     /// The kernel of `inst` with every offset zero: enough to ask how it would split.
     pub fn shapes_only(f: &Function, inst: &Inst) -> LibKernel {
+        LibKernel::unfolded(f, inst).folded(f, inst)
+    }
+
+    /// [`LibKernel::shapes_only`] as if no `pad` or `slice` were folded into it (what the
+    /// folds are decided on: [`conv_fold`]).
+    pub fn unfolded(f: &Function, inst: &Inst) -> LibKernel {
         let at = |v: nnc_ir::ValueId| (0, f.ty(v).shape.clone(), f.ty(v).dtype);
         LibKernel {
             op: inst.op.clone(),
@@ -172,7 +176,35 @@ impl LibKernel {
             sparse: sparse_candidate(f, inst),
             u8_scale: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
+            conv_pad: [0, 0],
         }
+    }
+
+    /// A convolution that reads a folded `pad` reads its operand (whose buffer the pad's
+    /// result shares) with the pad's low rows and columns as padding; an input gradient
+    /// cropped by a folded `slice` writes the slice's shape, its start as padding.
+    fn folded(mut self, f: &Function, inst: &Inst) -> LibKernel {
+        let Some(i) = f.insts.iter().position(|j| j.result == inst.result) else {
+            return self;
+        };
+        if let Some((x, low)) = conv_fold::input_fold(f, i) {
+            self.args[0].1 = f.ty(x).shape.clone();
+            self.conv_pad = low;
+        }
+        if let Some((cropped, start)) = conv_fold::output_fold(f, i) {
+            self.out.1 = f.ty(cropped).shape.clone();
+            self.conv_pad = start;
+        }
+        self
+    }
+
+    /// Whether this convolution runs on [`gemm_conv`] by the cost model (whatever the CPU:
+    /// what folds depend on).
+    pub fn runs_on_gemm(&self) -> bool {
+        self.conv_product().is_some_and(|op| {
+            let samples = self.part_samples(op)[0];
+            self.conv_estimates(op, samples).0 == ConvKernel::Gemm
+        })
     }
 
     /// How the two parts divide the first operand and the result, if the kernel splits so
@@ -889,7 +921,7 @@ impl LibKernel {
             kh,
             kw,
             stride,
-            pad: padding,
+            pad: [padding[0] + self.conv_pad[0], padding[1] + self.conv_pad[1]],
             oh: y[2],
             ow: y[3],
         }
@@ -949,7 +981,7 @@ impl LibKernel {
             }
             | Op::Conv2dGradInput {
                 stride, padding, ..
-            } => *stride == [1, 1] && *padding == [0, 0],
+            } => *stride == [1, 1] && *padding == [0, 0] && self.conv_pad == [0, 0],
             _ => false,
         };
         // The filter's width: the result's last axis for the filter gradient.
