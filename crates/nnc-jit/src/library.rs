@@ -794,6 +794,34 @@ impl LibKernel {
         }
     }
 
+    /// The `M × N × K` of a plain product with this kernel's multiply-adds, for timing
+    /// reports: a contraction's own; a convolution's as im2col + GEMM would multiply (the
+    /// forward product `O × B·P × C·kh·kw`, the input gradient `C·kh·kw × B·P × O`, the
+    /// filter gradient `O × C·kh·kw × B·P`, with `P` the output positions of a sample).
+    pub fn gemm_shape(&self) -> Option<[usize; 3]> {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        Some(match &self.op {
+            Op::MatMul { ta, .. } => {
+                let a = &self.args[0].1;
+                let k = if *ta { a[0] } else { a[1] };
+                [self.out.1[0], self.out.1[1], k]
+            }
+            Op::Conv2d { .. } => {
+                let (y, w) = (&self.out.1, &self.args[1].1);
+                [w[0], y[0] * y[2] * y[3], n(&w[1..])]
+            }
+            Op::Conv2dGradInput { .. } => {
+                let (dy, w) = (&self.args[0].1, &self.args[1].1);
+                [n(&w[1..]), dy[0] * dy[2] * dy[3], w[0]]
+            }
+            Op::Conv2dGradFilter { .. } => {
+                let (dy, dw) = (&self.args[1].1, &self.out.1);
+                [dw[0], n(&dw[1..]), dy[0] * dy[2] * dy[3]]
+            }
+            _ => return None,
+        })
+    }
+
     /// Multiply-adds, for timing reports.
     pub fn macs(&self) -> usize {
         let n = |s: &[usize]| s.iter().product::<usize>();

@@ -713,6 +713,19 @@ impl Program {
         }
     }
 
+    /// For a contraction or convolution `k`: the `M × N × K` of a plain product with its
+    /// multiply-adds, and how many parts it runs in (as `run_kernel` splits it), for
+    /// `nnc bench`'s reference GEMM.
+    pub fn kernel_product(&self, k: usize) -> Option<([usize; 3], usize)> {
+        match &self.kernels[k] {
+            KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => {
+                let parts = if l.splittable() { 2 } else { 1 };
+                l.gemm_shape().map(|s| (s, parts))
+            }
+            _ => None,
+        }
+    }
+
     /// The kernel schedule with buffers and arena offsets, for `nnc ir --stage kernels`.
     pub fn describe(&self) -> String {
         let f = &self.func;
