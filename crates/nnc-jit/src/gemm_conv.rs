@@ -140,6 +140,9 @@ fn im2col(g: &Geometry, x: &[f32], chunk: Chunk, col: &mut [f32], np: usize) {
                     let src = &x[b * sample + ci * plane + r * g.w..][..g.w];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
                     let first = lo * sw + kj - g.pad[1];
                     if sw == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
@@ -168,6 +171,9 @@ fn col2im(g: &Geometry, col: &[f32], np: usize, chunk: Chunk, dx: &mut [f32]) {
                     let Some(r) = g.input_row(i, ki) else {
                         continue;
                     };
+                    if lo == hi {
+                        continue;
+                    }
                     let dst = &mut dx[b * sample + ci * plane + r * g.w..][..g.w];
                     let first = lo * sw + kj - g.pad[1];
                     let src = &row[n + lo..n + hi];
@@ -442,7 +448,7 @@ mod tests {
     fn products_match_the_definition() {
         let mut checked = 0;
         for &(c, o) in &[(1, 3), (3, 5), (17, 2)] {
-            for &(kh, kw) in &[(1, 1), (3, 3), (5, 1), (2, 7)] {
+            for &(kh, kw) in &[(1, 1), (3, 3), (5, 1), (2, 7), (1, 13)] {
                 for &stride in &[[1, 1], [2, 2], [3, 1], [1, 4]] {
                     for &pad in &[[0, 0], [1, 2], [3, 3]] {
                         let (h, w, n) = (9, 8, 3);

@@ -24,11 +24,13 @@ pub struct LibKernel {
     /// Byte offsets of the operands and their shapes.
     pub args: Vec<(usize, Vec<usize>, DType)>,
     pub out: (usize, Vec<usize>, DType),
-    /// Byte offset of this kernel's scratch space (im2col columns), one per part.
+    /// Byte offset of this kernel's scratch space (im2col columns, the direct kernels'
+    /// buffers), one per part.
     pub scratch: usize,
     /// Bytes of scratch per part.
     pub scratch_part: usize,
-    /// Byte offset of the second part's partial filter gradient (`conv2d_grad_filter`).
+    /// Byte offset of the partial filter gradients of parts after the first
+    /// (`conv2d_grad_filter`; one output-sized slot each, see `partial_filter`).
     pub extra: usize,
     /// Split whenever the leading extent allows two parts, however small the work.
     pub split_small: bool,
