@@ -19,6 +19,10 @@ pub struct KernelTime {
     pub micros: f64,
     /// For contractions.
     pub gflops: Option<f64>,
+    /// For contractions and convolutions: what `gemm` reaches on a plain product of the same
+    /// `M × N × K` (row-major operands), split into as many parts on as many threads as the
+    /// kernel (see [`reference_gflops`]).
+    pub gemm_gflops: Option<f64>,
 }
 
 /// What `nnc bench` measures.
@@ -139,6 +143,17 @@ pub fn run(
     for _ in 0..iterations {
         run(&mut p, Some(&mut times));
     }
+    // The reference GEMM, measured once per shape (after the step's timings: it must not
+    // disturb them).
+    let mut references: Vec<(([usize; 3], usize), f64)> = Vec::new();
+    let mut reference = |product: ([usize; 3], usize)| {
+        if let Some(&(_, g)) = references.iter().find(|(p, _)| *p == product) {
+            return g;
+        }
+        let g = reference_gflops(product.0, product.1);
+        references.push((product, g));
+        g
+    };
     let mut profile: Vec<KernelTime> = times
         .iter()
         .enumerate()
@@ -150,6 +165,7 @@ pub fn run(
                 label: p.kernel_label(k),
                 micros,
                 gflops: (macs > 0 && micros > 0.0).then(|| 2.0 * macs as f64 / micros / 1e3),
+                gemm_gflops: p.kernel_product(k).map(&mut reference),
             }
         })
         .collect();
@@ -178,7 +194,7 @@ impl Report {
             "{}: batch {} ({} data), {} threads, {} kernels, arena {:.1} KiB\n\
              compile (lower, autodiff, passes, JIT): {:.1} ms\n\
              step: {:.1} µs  ({:.0} images/s, {:.1} GFLOP/s at 3× forward FLOPs; ≈ {:.3} s per 60,000-image epoch)\n\n\
-             {:>10}  {:>6}  {:>12}  kernel\n",
+             {:>10}  {:>6}  {:>12}  {:>8}  kernel\n",
             self.model,
             self.batch,
             self.data,
@@ -193,27 +209,131 @@ impl Report {
             "µs/step",
             "share",
             "GFLOP/s",
+            "gemm",
         );
         let total: f64 = self.profile.iter().map(|k| k.micros).sum();
         for k in self.profile.iter().take(top) {
+            // A kernel below half of what gemm reaches on its product is marked.
+            let below = matches!((k.gflops, k.gemm_gflops), (Some(g), Some(r)) if g < r / 2.0);
             out.push_str(&format!(
-                "{:>10.1}  {:>5.1}%  {:>12}  {}\n",
+                "{:>10.1}  {:>5.1}%  {:>12}  {:>8}  {}\n",
                 k.micros,
                 100.0 * k.micros / total.max(1e-9),
-                k.gflops.map_or(String::new(), |g| format!("{g:.1}")),
+                k.gflops.map_or(String::new(), |g| format!(
+                    "{}{g:.1}",
+                    if below { "*" } else { "" }
+                )),
+                k.gemm_gflops.map_or(String::new(), |g| format!("{g:.1}")),
                 k.label
             ));
         }
         if self.profile.len() > top {
             let rest: f64 = self.profile[top..].iter().map(|k| k.micros).sum();
             out.push_str(&format!(
-                "{:>10.1}  {:>5.1}%  {:>12}  {} more kernels\n",
+                "{:>10.1}  {:>5.1}%  {:>12}  {:>8}  {} more kernels\n",
                 rest,
                 100.0 * rest / total.max(1e-9),
+                "",
                 "",
                 self.profile.len() - top
             ));
         }
+        if self.profile.iter().any(|k| k.gemm_gflops.is_some()) {
+            out.push_str(
+                "\ngemm: GFLOP/s of gemm on a plain product of the same M×N×K, split in as many \
+                 parts on as many threads; * below half of it\n",
+            );
+        }
         out
+    }
+}
+
+/// GFLOP/s of `gemm` on a plain product `C [M, N] = A [M, K] · B [K, N]` of row-major
+/// operands, split in `parts` parts over the longer of `M` and `N`, each on its own thread
+/// (this one and `parts − 1` spawned), the best of a few repetitions of at least 10 ms.
+pub fn reference_gflops([m, n, k]: [usize; 3], parts: usize) -> f64 {
+    let parts = parts.max(1);
+    let a = vec![1.0f32; m * k];
+    let b = vec![1.0f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    // Part `p`'s rows or columns.
+    let rows = m >= n;
+    let range = |p: usize| {
+        let len = if rows { m } else { n };
+        (len * p / parts, len * (p + 1) / parts)
+    };
+    // Pointers as integers, so that the threads can share them.
+    let (pa, pb, pc) = (
+        a.as_ptr() as usize,
+        b.as_ptr() as usize,
+        c.as_mut_ptr() as usize,
+    );
+    let part = move |p: usize, reps: usize| {
+        let (lo, hi) = range(p);
+        let (rm, cn) = if rows { (hi - lo, n) } else { (m, hi - lo) };
+        let (a_at, b_at, c_at) = if rows {
+            (lo * k, 0, lo * n)
+        } else {
+            (0, lo, lo)
+        };
+        for _ in 0..reps {
+            // SAFETY: A is `m × k`, B `k × n`, C `m × n`, row-major, all alive until the
+            // threads are joined; this part's rows (or columns) of A, B and C lie inside them
+            // at these offsets, and the parts write disjoint rows (or columns) of C, which
+            // overlaps neither A nor B.
+            unsafe {
+                gemm::gemm(
+                    rm,
+                    cn,
+                    k,
+                    (pc as *mut f32).add(c_at),
+                    1,
+                    n as isize,
+                    false,
+                    (pa as *const f32).add(a_at),
+                    1,
+                    k as isize,
+                    (pb as *const f32).add(b_at),
+                    1,
+                    n as isize,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    };
+    let run = |reps: usize| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for p in 1..parts {
+                s.spawn(move || part(p, reps));
+            }
+            part(0, reps);
+        });
+        t.elapsed().as_secs_f64() / reps as f64
+    };
+    let once = run(1);
+    let reps = ((0.01 / once.max(1e-9)) as usize).clamp(1, 1000);
+    let best = (0..3).map(|_| run(reps)).fold(f64::INFINITY, f64::min);
+    drop(c);
+    2.0 * (m * n * k) as f64 / best / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference_gflops;
+
+    /// The reference product runs whole and split over threads, rows or columns, even in
+    /// more parts than it has rows.
+    #[test]
+    fn reference_gemm_runs_in_any_number_of_parts() {
+        for (shape, parts) in [([64, 48, 32], 1), ([64, 48, 32], 3), ([2, 40, 8], 4)] {
+            let g = reference_gflops(shape, parts);
+            assert!(g.is_finite() && g > 0.0, "{shape:?} in {parts}: {g}");
+        }
     }
 }

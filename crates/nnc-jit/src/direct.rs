@@ -23,7 +23,8 @@
 //! (`Conv::live_in`; MNIST digits leave a third of the padded image blank).
 //!
 //! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
-//! elsewhere they use im2col + GEMM.
+//! elsewhere, or where the cost model (`conv_cost`) estimates it faster, they use
+//! im2col + GEMM (`gemm_conv`).
 //!
 //! A forward convolution whose fused epilogue is exactly its bias and ReLU
 //! ([`bias_relu_epilogue`]) adds and rectifies in registers before it stores.
@@ -48,8 +49,8 @@ pub fn bias_relu_epilogue(
 ) -> Option<(usize, usize)> {
     let conv = &f.insts[inst];
     let y = conv.result;
-    if !matches!(&conv.op, Op::Conv2d { stride, padding } if *stride == [1, 1] && *padding == [0, 0])
-    {
+    // Every kernel family of the forward product adds the bias and rectifies as it stores.
+    if !matches!(&conv.op, Op::Conv2d { .. }) {
         return None;
     }
     let &[i_add, i_relu] = epilogue.insts.as_slice() else {

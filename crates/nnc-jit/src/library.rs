@@ -1,8 +1,9 @@
 //! Library kernels: the ops that are not fused loops, as Rust routines specialised at compile
 //! time (every shape, offset and flag is fixed in the kernel value). Contractions call gemm's
-//! micro-kernels (AVX-512 or AVX2); convolutions are direct ([`direct`], [`channels`],
-//! [`samples`]: positions, output channels or samples in the lanes, chosen by geometry) or
-//! im2col + GEMM over a scratch buffer in the arena.
+//! micro-kernels (AVX-512 or AVX2); convolutions run on a direct kernel ([`direct`],
+//! [`channels`], [`samples`]: positions, output channels or samples in the lanes) or on
+//! im2col + GEMM ([`gemm_conv`], any kernel, stride and padding), whichever [`conv_cost`]
+//! estimates faster for the convolution's shape.
 //! Each routine computes exactly what the reference interpreter computes (same tie-breaking,
 //! same stable formulas), so the two can be compared element by element.
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::Plan;
 use crate::simd::Isa;
-use crate::{channels, copy, direct, pool, samples, sparse};
+use crate::{channels, conv_cost, conv_fold, copy, direct, gemm_conv, pool, samples, sparse};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -23,7 +24,8 @@ pub struct LibKernel {
     /// Byte offsets of the operands and their shapes.
     pub args: Vec<(usize, Vec<usize>, DType)>,
     pub out: (usize, Vec<usize>, DType),
-    /// Byte offset of this kernel's scratch space (im2col columns), one per part.
+    /// Byte offset of this kernel's scratch space (im2col columns, the direct kernels'
+    /// buffers), one per part.
     pub scratch: usize,
     /// Bytes of scratch per part.
     pub scratch_part: usize,
@@ -50,6 +52,13 @@ pub struct LibKernel {
     pub u8_scale: Option<f32>,
     /// How many times the sparse path ran (tests and `nnc bench` read it).
     pub sparse_runs: Arc<AtomicUsize>,
+    /// A convolution's low rows and columns of padding beyond its op's, from a folded `pad`
+    /// of its input or `slice` of its input gradient ([`conv_fold`]).
+    pub conv_pad: [usize; 2],
+    /// A `pad` or `slice` is folded into this convolution: only [`gemm_conv`] reads and writes
+    /// the unpadded buffers, whatever the cost model would pick for a part's samples (which
+    /// depend on the thread count, while the fold is decided at two threads).
+    pub folded: bool,
 }
 
 /// How the parts of a library kernel divide their operand and result: flat element ranges,
@@ -64,15 +73,24 @@ pub struct Parts {
     pub columns: Option<Vec<(usize, usize)>>,
 }
 
-/// Scratch bytes a kernel needs (im2col columns for one sample).
+/// Scratch bytes a kernel needs: a convolution's the most of what its kernel families need
+/// (whichever the cost model picks), a sparse contraction's its gather.
 pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
-    // Columns [K, B·P] and the output (or output gradient) relaid as [O, B·P]: a part's
-    // samples are convolved by one GEMM.
-    // (Stride-1, unpadded convolutions use "wide" columns of the input's full width: see
-    // `wide_conv`; the input width bounds both.)
-    let conv = |x: &[usize], w: &[usize], y: &[usize]| {
-        let k = w[1] * w[2] * w[3];
-        (k + w[0]) * x[0] * y[2] * y[3].max(x[3]) * 4
+    // `gemm_conv`'s chunk buffers for the whole batch (a part's need no more).
+    let gemm = |x: &[usize], w: &[usize], y: &[usize]| {
+        let g = gemm_conv::Geometry {
+            c: w[1],
+            h: x[2],
+            w: x[3],
+            o: w[0],
+            kh: w[2],
+            kw: w[3],
+            stride: [1, 1],
+            pad: [0, 0],
+            oh: y[2],
+            ow: y[3],
+        };
+        4 * g.scratch_floats(x[0])
     };
     // The direct kernels' buffers (see `direct_conv`), for the whole batch.
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
@@ -95,13 +113,13 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     let out = &f.ty(inst.result).shape;
     match inst.op {
         Op::Conv2d { .. } => {
-            conv(shape(0), shape(1), out).max(direct(shape(0), shape(1), WideOp::Forward))
+            gemm(shape(0), shape(1), out).max(direct(shape(0), shape(1), WideOp::Forward))
         }
         Op::Conv2dGradFilter { .. } => {
-            conv(shape(0), out, shape(1)).max(direct(shape(0), out, WideOp::Filter))
+            gemm(shape(0), out, shape(1)).max(direct(shape(0), out, WideOp::Filter))
         }
         Op::Conv2dGradInput { .. } => {
-            conv(out, shape(1), shape(0)).max(direct(out, shape(1), WideOp::Input))
+            gemm(out, shape(1), shape(0)).max(direct(out, shape(1), WideOp::Input))
         }
         // The gather of the sparse path, for all of op(A)'s rows; when A is read from bytes,
         // or all of A as floats for the GEMM (after the gather gave up).
@@ -145,26 +163,26 @@ impl LibKernel {
         scratch_part: usize,
         extra: usize,
     ) -> LibKernel {
-        let at = |v: nnc_ir::ValueId| (plan.at(v), f.ty(v).shape.clone(), f.ty(v).dtype);
-        LibKernel {
-            op: inst.op.clone(),
-            args: inst.args.iter().map(|&a| at(a)).collect(),
-            out: at(inst.result),
-            scratch,
-            scratch_part,
-            extra,
-            split_small: false,
-            threads: 2,
-            isa: Isa::best(),
-            bias_relu: None,
-            sparse: sparse_candidate(f, inst),
-            u8_scale: sparse::bytes_scale(f, inst.args[0]),
-            sparse_runs: Arc::default(),
-        }
+        let mut k = LibKernel::unfolded(f, inst);
+        k.args
+            .iter_mut()
+            .zip(&inst.args)
+            .for_each(|(a, &v)| a.0 = plan.at(v));
+        k.out.0 = plan.at(inst.result);
+        k.scratch = scratch;
+        k.scratch_part = scratch_part;
+        k.extra = extra;
+        k.with_folds(f, inst)
     }
 
     /// The kernel of `inst` with every offset zero: enough to ask how it would split.
     pub fn shapes_only(f: &Function, inst: &Inst) -> LibKernel {
+        LibKernel::unfolded(f, inst).with_folds(f, inst)
+    }
+
+    /// [`LibKernel::shapes_only`] as if no `pad` or `slice` were folded into it (what the
+    /// folds are decided on: [`conv_fold`]).
+    pub fn unfolded(f: &Function, inst: &Inst) -> LibKernel {
         let at = |v: nnc_ir::ValueId| (0, f.ty(v).shape.clone(), f.ty(v).dtype);
         LibKernel {
             op: inst.op.clone(),
@@ -180,7 +198,38 @@ impl LibKernel {
             sparse: sparse_candidate(f, inst),
             u8_scale: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
+            conv_pad: [0, 0],
+            folded: false,
         }
+    }
+
+    /// A convolution that reads a folded `pad` reads its operand (whose buffer the pad's
+    /// result shares) with the pad's low rows and columns as padding; an input gradient
+    /// cropped by a folded `slice` writes the slice's shape, its start as padding.
+    fn with_folds(mut self, f: &Function, inst: &Inst) -> LibKernel {
+        let Some(i) = f.insts.iter().position(|j| j.result == inst.result) else {
+            return self;
+        };
+        if let Some((x, low)) = conv_fold::input_fold(f, i) {
+            self.args[0].1 = f.ty(x).shape.clone();
+            self.conv_pad = low;
+            self.folded = true;
+        }
+        if let Some((cropped, start)) = conv_fold::output_fold(f, i) {
+            self.out.1 = f.ty(cropped).shape.clone();
+            self.conv_pad = start;
+            self.folded = true;
+        }
+        self
+    }
+
+    /// Whether this convolution runs on [`gemm_conv`] by the cost model (whatever the CPU:
+    /// what folds depend on).
+    pub fn runs_on_gemm(&self) -> bool {
+        self.conv_product().is_some_and(|op| {
+            let samples = self.part_samples(op)[0];
+            self.conv_estimates(op, samples).0 == ConvKernel::Gemm
+        })
     }
 
     /// How the parts divide the first operand and the result, if the kernel splits so
@@ -566,23 +615,21 @@ impl LibKernel {
                     );
                 }
             }
-            Op::Conv2d { stride, padding } if *stride == [1, 1] && *padding == [0, 0] => {
+            Op::Conv2d { .. } => {
                 let (lo, hi) = range(shape(0)[0]);
                 let (xs, ys) = (n(&shape(0)[1..]), n(&oshape[1..]));
                 let (x, y) = (first(lo * xs, hi * xs), out_part(lo * ys, hi * ys));
                 // SAFETY: operands past the first and this part's scratch as the plan laid
                 // them out; the part's samples of the input and the output passed as slices.
-                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Forward, x, y) };
+                unsafe { self.convolution(base, scratch, lo, hi, WideOp::Forward, x, y) };
             }
-            Op::Conv2dGradFilter {
-                stride, padding, ..
-            } if *stride == [1, 1] && *padding == [0, 0] => {
+            Op::Conv2dGradFilter { .. } => {
                 let (lo, hi) = range(shape(0)[0]);
                 let xs = n(&shape(0)[1..]);
                 let dw = filter_target();
                 // SAFETY: as above.
                 unsafe {
-                    self.stride_one(
+                    self.convolution(
                         base,
                         scratch,
                         lo,
@@ -593,193 +640,12 @@ impl LibKernel {
                     )
                 };
             }
-            Op::Conv2dGradInput {
-                stride, padding, ..
-            } if *stride == [1, 1] && *padding == [0, 0] => {
+            Op::Conv2dGradInput { .. } => {
                 let (lo, hi) = range(shape(0)[0]);
                 let (dys, dxs) = (n(&shape(0)[1..]), n(&oshape[1..]));
                 let (dy, dx) = (first(lo * dys, hi * dys), out_part(lo * dxs, hi * dxs));
                 // SAFETY: as above.
-                unsafe { self.stride_one(base, scratch, lo, hi, WideOp::Input, dy, dx) };
-            }
-            Op::Conv2d { stride, padding } => {
-                let [_, c, h, w] = dims4(shape(0));
-                let [o, _, kh, kw] = dims4(shape(1));
-                let (oh, ow) = (oshape[2], oshape[3]);
-                let (kk, p) = (c * kh * kw, oh * ow);
-                let (lo, hi) = range(dims4(shape(0))[0]);
-                let nb = hi - lo;
-                if nb == 0 {
-                    return;
-                }
-                let np = nb * p;
-                // SAFETY: the program reserved `scratch_bytes` per part at `scratch`, this
-                // part's alone.
-                let (col, y2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let chw = c * h * w;
-                let x = first(lo * chw, hi * chw);
-                for i in 0..nb {
-                    im2col(
-                        &x[i * chw..(i + 1) * chw],
-                        &mut col[i * p..],
-                        np,
-                        c,
-                        h,
-                        w,
-                        kh,
-                        kw,
-                        *stride,
-                        *padding,
-                        oh,
-                        ow,
-                    );
-                }
-                // Y' [O, n·P] = W [O, K] · col [K, n·P], then each sample's block into place.
-                // SAFETY: `y2` and `col` are this part's scratch slices of these sizes, W an
-                // operand of `o · kk` floats; C (`y2`) overlaps neither.
-                unsafe {
-                    matmul(
-                        y2.as_mut_ptr(),
-                        np as isize,
-                        f32s(1).as_ptr(),
-                        1,
-                        kk as isize,
-                        col.as_ptr(),
-                        1,
-                        np as isize,
-                        o,
-                        np,
-                        kk,
-                        false,
-                    )
-                };
-                let out = out_part(lo * o * p, hi * o * p);
-                for i in 0..nb {
-                    for oc in 0..o {
-                        out[(i * o + oc) * p..(i * o + oc + 1) * p]
-                            .copy_from_slice(&y2[oc * np + i * p..oc * np + (i + 1) * p]);
-                    }
-                }
-            }
-            Op::Conv2dGradFilter {
-                stride, padding, ..
-            } => {
-                let [_, c, h, w] = dims4(shape(0));
-                let [_, o, oh, ow] = dims4(shape(1));
-                let [_, _, kh, kw] = dims4(oshape);
-                let (kk, p) = (c * kh * kw, oh * ow);
-                let (lo, hi) = range(dims4(shape(0))[0]);
-                let nb = hi - lo;
-                let target = filter_target();
-                if nb == 0 {
-                    // An empty part contributes a zero partial sum.
-                    target.fill(0.0);
-                    return;
-                }
-                let np = nb * p;
-                // SAFETY: as above.
-                let (col, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let chw = c * h * w;
-                let (x, dy) = (first(lo * chw, hi * chw), f32s(1));
-                for (i, b) in (lo..hi).enumerate() {
-                    im2col(
-                        &x[i * chw..(i + 1) * chw],
-                        &mut col[i * p..],
-                        np,
-                        c,
-                        h,
-                        w,
-                        kh,
-                        kw,
-                        *stride,
-                        *padding,
-                        oh,
-                        ow,
-                    );
-                    for oc in 0..o {
-                        g2[oc * np + i * p..oc * np + (i + 1) * p]
-                            .copy_from_slice(&dy[(b * o + oc) * p..(b * o + oc + 1) * p]);
-                    }
-                }
-                // dW [O, K] = dY' [O, n·P] · colᵀ [n·P, K]
-                // SAFETY: `target` holds `o · kk` floats, this part's alone; `g2` and `col`
-                // are this part's scratch slices of these sizes.
-                unsafe {
-                    matmul(
-                        target.as_mut_ptr(),
-                        kk as isize,
-                        g2.as_ptr(),
-                        1,
-                        np as isize,
-                        col.as_ptr(),
-                        np as isize,
-                        1,
-                        o,
-                        kk,
-                        np,
-                        false,
-                    )
-                };
-            }
-            Op::Conv2dGradInput {
-                stride, padding, ..
-            } => {
-                let [_, o, oh, ow] = dims4(shape(0));
-                let [_, c, kh, kw] = dims4(shape(1));
-                let (h, w) = (oshape[2], oshape[3]);
-                let (kk, p) = (c * kh * kw, oh * ow);
-                let (lo, hi) = range(dims4(shape(0))[0]);
-                let nb = hi - lo;
-                if nb == 0 {
-                    return;
-                }
-                let np = nb * p;
-                // SAFETY: as above.
-                let (dcol, g2) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-                let dy = first(lo * o * p, hi * o * p);
-                for i in 0..nb {
-                    for oc in 0..o {
-                        g2[oc * np + i * p..oc * np + (i + 1) * p]
-                            .copy_from_slice(&dy[(i * o + oc) * p..(i * o + oc + 1) * p]);
-                    }
-                }
-                // dcol [K, n·P] = Wᵀ [K, O] · dY' [O, n·P]
-                // SAFETY: `dcol` and `g2` are this part's scratch slices of these sizes, W an
-                // operand of `o · kk` floats; C (`dcol`) overlaps neither.
-                unsafe {
-                    matmul(
-                        dcol.as_mut_ptr(),
-                        np as isize,
-                        f32s(1).as_ptr(),
-                        kk as isize,
-                        1,
-                        g2.as_ptr(),
-                        1,
-                        np as isize,
-                        kk,
-                        np,
-                        o,
-                        false,
-                    )
-                };
-                let chw = c * h * w;
-                let out = out_part(lo * chw, hi * chw);
-                for i in 0..nb {
-                    col2im(
-                        &dcol[i * p..],
-                        np,
-                        &mut out[i * chw..(i + 1) * chw],
-                        c,
-                        h,
-                        w,
-                        kh,
-                        kw,
-                        *stride,
-                        *padding,
-                        oh,
-                        ow,
-                    );
-                }
+                unsafe { self.convolution(base, scratch, lo, hi, WideOp::Input, dy, dx) };
             }
             Op::MaxPool { size, stride }
             | Op::SumPool { size, stride }
@@ -973,6 +839,34 @@ impl LibKernel {
         }
     }
 
+    /// The `M × N × K` of a plain product with this kernel's multiply-adds, for timing
+    /// reports: a contraction's own; a convolution's as im2col + GEMM would multiply (the
+    /// forward product `O × B·P × C·kh·kw`, the input gradient `C·kh·kw × B·P × O`, the
+    /// filter gradient `O × C·kh·kw × B·P`, with `P` the output positions of a sample).
+    pub fn gemm_shape(&self) -> Option<[usize; 3]> {
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        Some(match &self.op {
+            Op::MatMul { ta, .. } => {
+                let a = &self.args[0].1;
+                let k = if *ta { a[0] } else { a[1] };
+                [self.out.1[0], self.out.1[1], k]
+            }
+            Op::Conv2d { .. } => {
+                let (y, w) = (&self.out.1, &self.args[1].1);
+                [w[0], y[0] * y[2] * y[3], n(&w[1..])]
+            }
+            Op::Conv2dGradInput { .. } => {
+                let (dy, w) = (&self.args[0].1, &self.args[1].1);
+                [n(&w[1..]), dy[0] * dy[2] * dy[3], w[0]]
+            }
+            Op::Conv2dGradFilter { .. } => {
+                let (dy, dw) = (&self.args[1].1, &self.out.1);
+                [dw[0], n(&dw[1..]), dy[0] * dy[2] * dy[3]]
+            }
+            _ => return None,
+        })
+    }
+
     /// Multiply-adds, for timing reports.
     pub fn macs(&self) -> usize {
         let n = |s: &[usize]| s.iter().product::<usize>();
@@ -1011,6 +905,25 @@ impl Lanes {
     }
 }
 
+/// The kernel family a convolution runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// A direct vector kernel ([`direct`], [`channels`], [`samples`]).
+    Direct(Lanes),
+    /// im2col + GEMM over chunks of the samples' positions ([`gemm_conv`]).
+    Gemm,
+}
+
+impl ConvKernel {
+    /// Its name in reports.
+    pub fn name(self) -> String {
+        match self {
+            ConvKernel::Direct(lanes) => format!("{} in lanes", lanes.name()),
+            ConvKernel::Gemm => "im2col + gemm".to_string(),
+        }
+    }
+}
+
 /// Which product a wide convolution computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WideOp {
@@ -1023,17 +936,16 @@ enum WideOp {
 }
 
 impl LibKernel {
-    /// A stride-1, unpadded convolution (or one of its gradients) for samples `lo..hi`: direct
-    /// kernels on the vector unit (measured 2–3× faster than im2col + GEMM on LeNet-5's shapes
-    /// with AVX-512), else wide im2col + GEMM.
+    /// A convolution (or one of its gradients) for samples `lo..hi` on the kernel
+    /// [`LibKernel::conv_kernel`] picks for a part of that many samples.
     ///
     /// `x` is the first operand's samples `lo..hi`; `out` the part's output: samples `lo..hi`
     /// of the result, or the whole (partial) filter gradient.
     ///
     /// # Safety
-    /// As [`LibKernel::wide_conv`].
+    /// As [`LibKernel::run_part`], for operands past the first and this part's scratch.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn stride_one(
+    unsafe fn convolution(
         &self,
         base: *mut u8,
         scratch: usize,
@@ -1045,28 +957,113 @@ impl LibKernel {
     ) {
         // SAFETY: forwarded.
         unsafe {
-            match (self.isa, self.lanes(op, hi - lo)) {
-                (Some(isa), Some(lanes)) => {
+            match (self.isa, self.conv_kernel(op, hi - lo)) {
+                (Some(isa), ConvKernel::Direct(lanes)) => {
                     self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
                 }
-                _ => self.wide_conv(base, scratch, lo, hi, op, x, out),
+                _ => self.gemm_conv(base, scratch, (lo, hi), op, x, out),
             }
         }
     }
 
-    /// Which direct kernel a stride-1, unpadded convolution's product `op` runs on for a part
-    /// of `samples` samples, by what its vectors' lanes hold; none where it runs as im2col +
-    /// GEMM (no vector unit, a filter too wide for [`direct::filter`], planes too large, or
-    /// no samples).
+    /// The convolution's shape for [`gemm_conv`]: the forward product's, whichever product
+    /// this kernel computes.
+    fn gemm_geometry(&self, op: WideOp) -> gemm_conv::Geometry {
+        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
+        let (stride, padding) = match &self.op {
+            Op::Conv2d { stride, padding }
+            | Op::Conv2dGradFilter {
+                stride, padding, ..
+            }
+            | Op::Conv2dGradInput {
+                stride, padding, ..
+            } => (*stride, *padding),
+            other => unreachable!("`{}` is no convolution", other.name()),
+        };
+        // The output positions: the result's (forward), else the first operand's.
+        let y = if op == WideOp::Forward {
+            &self.out.1
+        } else {
+            &self.args[if op == WideOp::Filter { 1 } else { 0 }].1
+        };
+        gemm_conv::Geometry {
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pad: [padding[0] + self.conv_pad[0], padding[1] + self.conv_pad[1]],
+            oh: y[2],
+            ow: y[3],
+        }
+    }
+
+    /// [`LibKernel::convolution`] on [`gemm_conv`].
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`], for operands past the first and this part's scratch,
+    /// which holds what `scratch_bytes` reserved for [`gemm_conv`].
+    unsafe fn gemm_conv(
+        &self,
+        base: *mut u8,
+        scratch: usize,
+        (lo, hi): (usize, usize),
+        op: WideOp,
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
+        // second, which no one writes while the kernel runs.
+        let arg = |k: usize| unsafe { self.f32_arg(base, k) };
+        let g = self.gemm_geometry(op);
+        let nb = hi - lo;
+        // SAFETY: `scratch_bytes` reserved `gemm_conv`'s scratch for the whole batch (which
+        // bounds a part's) at `scratch`, this part's alone.
+        let scratch = unsafe {
+            std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, g.scratch_floats(nb))
+        };
+        match op {
+            WideOp::Forward => {
+                // SAFETY: the bias offset holds `o` floats (checked when it was recognised),
+                // an operand no one writes while the kernel runs.
+                let bias = self.bias_relu.map(|at| unsafe {
+                    std::slice::from_raw_parts(base.add(at) as *const f32, g.o)
+                });
+                gemm_conv::forward(&g, nb, x, arg(1), bias, out, scratch)
+            }
+            WideOp::Input => gemm_conv::input_gradient(&g, nb, x, arg(1), out, scratch),
+            WideOp::Filter => {
+                let dy = &arg(1)[lo * g.o * g.positions()..hi * g.o * g.positions()];
+                gemm_conv::filter_gradient(&g, nb, x, dy, out, scratch)
+            }
+        }
+    }
+
+    /// Which direct kernel a stride-1, unpadded convolution's product `op` could run on for a
+    /// part of `samples` samples, by what its vectors' lanes hold; none where it cannot (a
+    /// stride or padding, a filter too wide for [`direct::filter`], planes too large, or no
+    /// samples). Whatever the CPU (so that reports do not depend on it): without a vector
+    /// unit, [`LibKernel::convolution`] runs [`gemm_conv`] instead.
     fn lanes(&self, op: WideOp, samples: usize) -> Option<Lanes> {
-        self.isa?;
+        let plain = match &self.op {
+            Op::Conv2d { stride, padding }
+            | Op::Conv2dGradFilter {
+                stride, padding, ..
+            }
+            | Op::Conv2dGradInput {
+                stride, padding, ..
+            } => *stride == [1, 1] && *padding == [0, 0] && self.conv_pad == [0, 0],
+            _ => false,
+        };
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let g = direct::Conv::forward(c, h, w, o, kh, kw);
         let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
-        if filter_too_wide || !fits || samples == 0 {
+        if !plain || filter_too_wide || !fits || samples == 0 {
             return None;
         }
         Some(match op {
@@ -1076,23 +1073,56 @@ impl LibKernel {
         })
     }
 
-    /// What the lanes of this convolution's direct kernel hold in each part it runs as (one
-    /// entry when the parts agree), for `nnc bench`'s profile; empty for other kernels and
-    /// for convolutions on im2col + GEMM.
-    pub fn conv_lanes(&self) -> Vec<Lanes> {
-        let op = match &self.op {
-            Op::Conv2d { stride, padding }
-            | Op::Conv2dGradFilter {
-                stride, padding, ..
-            }
-            | Op::Conv2dGradInput {
-                stride, padding, ..
-            } if *stride != [1, 1] || *padding != [0, 0] => return Vec::new(),
+    /// The kernel a part of `samples` samples of this convolution's product `op` runs on:
+    /// the cheaper by [`conv_cost`]'s estimates of the direct kernel (where one applies) and
+    /// [`gemm_conv`].
+    /// Without a vector unit (or with the portable kernels asked for), [`gemm_conv`].
+    fn conv_kernel(&self, op: WideOp, samples: usize) -> ConvKernel {
+        match self.isa {
+            Some(_) if !self.folded => self.conv_estimates(op, samples).0,
+            _ => ConvKernel::Gemm,
+        }
+    }
+
+    /// [`LibKernel::conv_kernel`] with the candidates' estimated seconds: [`gemm_conv`]'s and
+    /// the direct kernel's, where one applies (nothing allocated: it runs in every call).
+    fn conv_estimates(
+        &self,
+        op: WideOp,
+        samples: usize,
+    ) -> (ConvKernel, f64, Option<(Lanes, f64)>) {
+        let g = self.gemm_geometry(op);
+        let product = match op {
+            WideOp::Forward => conv_cost::Product::Forward,
+            WideOp::Filter => conv_cost::Product::Filter,
+            WideOp::Input => conv_cost::Product::Input,
+        };
+        let gemm = conv_cost::gemm_seconds(&g, product, samples);
+        let direct = self.lanes(op, samples).map(|lanes| {
+            (
+                lanes,
+                conv_cost::direct_seconds(&g, product, lanes, samples),
+            )
+        });
+        let best = match direct {
+            Some((lanes, t)) if t < gemm => ConvKernel::Direct(lanes),
+            _ => ConvKernel::Gemm,
+        };
+        (best, gemm, direct)
+    }
+
+    /// Which product this kernel computes, if a convolution.
+    fn conv_product(&self) -> Option<WideOp> {
+        Some(match &self.op {
             Op::Conv2d { .. } => WideOp::Forward,
             Op::Conv2dGradFilter { .. } => WideOp::Filter,
             Op::Conv2dGradInput { .. } => WideOp::Input,
-            _ => return Vec::new(),
-        };
+            _ => return None,
+        })
+    }
+
+    /// The samples of each part this convolution runs as (one entry when not split).
+    fn part_samples(&self, op: WideOp) -> Vec<usize> {
         // Samples are the first operand's leading axis, the result's for the input gradient.
         let n = if op == WideOp::Input {
             self.out.1[0]
@@ -1100,11 +1130,51 @@ impl LibKernel {
             self.args[0].1[0]
         };
         let parts = self.part_count();
-        let mut lanes: Vec<Lanes> = (0..parts)
-            .filter_map(|p| self.lanes(op, n * (p + 1) / parts - n * p / parts))
+        (0..parts)
+            .map(|p| n * (p + 1) / parts - n * p / parts)
+            .collect()
+    }
+
+    /// The kernel this convolution runs on in each part (one entry when the parts agree), for
+    /// `nnc bench`'s profile; empty for other kernels.
+    pub fn conv_kernels(&self) -> Vec<ConvKernel> {
+        let Some(op) = self.conv_product() else {
+            return Vec::new();
+        };
+        let mut kernels: Vec<ConvKernel> = self
+            .part_samples(op)
+            .into_iter()
+            .map(|n| self.conv_kernel(op, n))
             .collect();
-        lanes.dedup();
-        lanes
+        kernels.dedup();
+        kernels
+    }
+
+    /// For `nnc ir --stage kernels`: the kernel a convolution's first part runs on and the
+    /// candidates' estimated times, e.g. `gemm (est. gemm 1.20 ms, positions in lanes 2.31
+    /// ms)`; `None` for other kernels.
+    pub fn conv_choice(&self) -> Option<String> {
+        let op = self.conv_product()?;
+        let samples = self.part_samples(op)[0];
+        let (best, gemm, direct) = self.conv_estimates(op, samples);
+        let mut list = vec![format!("{} {:.3} ms", ConvKernel::Gemm.name(), gemm * 1e3)];
+        if let Some((lanes, t)) = direct {
+            list.push(format!(
+                "{} {:.3} ms",
+                ConvKernel::Direct(lanes).name(),
+                t * 1e3
+            ));
+        }
+        let (best, why) = match self.isa {
+            _ if self.folded => (ConvKernel::Gemm, "a pad or slice folded in; estimated"),
+            Some(_) => (best, "estimated"),
+            None => (ConvKernel::Gemm, "no vector unit; estimated"),
+        };
+        Some(format!(
+            "{} ({why} per part of {samples} samples: {})",
+            best.name(),
+            list.join(", ")
+        ))
     }
 
     /// Operand `k` as floats.
@@ -1131,10 +1201,10 @@ impl LibKernel {
         [c, h, w, o, kh, kw]
     }
 
-    /// [`LibKernel::stride_one`] on the direct kernels ([`direct`]).
+    /// [`LibKernel::convolution`] on the direct kernels ([`direct`]).
     ///
     /// # Safety
-    /// As [`LibKernel::wide_conv`]; the scratch space holds what `scratch_bytes` reserved for
+    /// As [`LibKernel::gemm_conv`]; the scratch space holds what `scratch_bytes` reserved for
     /// the direct kernels, and the CPU supports `isa`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn direct_conv(
@@ -1242,178 +1312,6 @@ impl LibKernel {
             }
         }
     }
-
-    /// A stride-1, unpadded convolution (or one of its gradients) for samples `lo..hi` with
-    /// "wide" columns: output positions are counted over the input's full width `w`, not
-    /// the output's `ow`, so that the column row of a filter tap (c, ki, kj) is one contiguous
-    /// slice of the input, `x[c][ki·w + kj ..]`, copied (im2col) or accumulated (col2im) in
-    /// one go instead of `oh` short rows. Columns `oj ≥ ow` hold values from the next row;
-    /// they are dropped from outputs, and the output gradient is zero there, so they add
-    /// nothing to the gradients.
-    ///
-    /// `x` is the first operand's samples `lo..hi`; `out` the part's output: samples `lo..hi`
-    /// of the result, or the whole (partial) filter gradient.
-    ///
-    /// # Safety
-    /// As [`LibKernel::run_part`], for operands past the first and this part's scratch.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn wide_conv(
-        &self,
-        base: *mut u8,
-        scratch: usize,
-        lo: usize,
-        hi: usize,
-        op: WideOp,
-        x: &[f32],
-        out: &mut [f32],
-    ) {
-        // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
-        // second, which no one writes while the kernel runs.
-        let arg = |k: usize| unsafe { self.f32_arg(base, k) };
-        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
-        let (oh, ow) = (h - kh + 1, w - kw + 1);
-        let kk = c * kh * kw;
-        let (plane, sample) = (h * w, c * h * w);
-        let ohw = oh * w;
-        let nb = hi - lo;
-        if nb == 0 {
-            if op == WideOp::Filter {
-                // An empty part contributes a zero partial sum.
-                out.fill(0.0);
-            }
-            return;
-        }
-        let np = nb * ohw;
-        // SAFETY: `scratch_bytes` reserved (K + O)·B·oh·max(ow, w) floats per part, this
-        // part's alone.
-        let (col, g) = unsafe { scratch_pair(base, scratch, kk * np, o * np) };
-        // `x`: this part's samples.
-        let fill_col = |col: &mut [f32], x: &[f32]| {
-            for i in 0..nb {
-                let xb = &x[i * sample..(i + 1) * sample];
-                for ci in 0..c {
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            let r = (ci * kh + ki) * kw + kj;
-                            let dst = &mut col[r * np + i * ohw..][..ohw];
-                            let from = ci * plane + ki * w + kj;
-                            let len = ohw.min(sample - from);
-                            dst[..len].copy_from_slice(&xb[from..from + len]);
-                            dst[len..].fill(0.0);
-                        }
-                    }
-                }
-            }
-        };
-        // dY [b, o, oh, ow] into wide columns [o, (i, oi, oj < w)], zero where oj ≥ ow; `dy`
-        // from sample `from` (the whole, or this part's samples).
-        let fill_g = |g: &mut [f32], dy: &[f32], from: usize| {
-            g.fill(0.0);
-            for (i, b) in (lo - from..hi - from).enumerate() {
-                for oc in 0..o {
-                    for oi in 0..oh {
-                        let src = &dy[((b * o + oc) * oh + oi) * ow..][..ow];
-                        g[oc * np + i * ohw + oi * w..][..ow].copy_from_slice(src);
-                    }
-                }
-            }
-        };
-        match op {
-            WideOp::Forward => {
-                fill_col(col, x);
-                // Y' [O, n·oh·w] = W [O, K] · col
-                // SAFETY: `g` and `col` are this part's scratch slices of these sizes, W an
-                // operand of `o · kk` floats; C (`g`) overlaps neither.
-                unsafe {
-                    matmul(
-                        g.as_mut_ptr(),
-                        np as isize,
-                        arg(1).as_ptr(),
-                        1,
-                        kk as isize,
-                        col.as_ptr(),
-                        1,
-                        np as isize,
-                        o,
-                        np,
-                        kk,
-                        false,
-                    )
-                };
-                for i in 0..nb {
-                    for oc in 0..o {
-                        for oi in 0..oh {
-                            out[((i * o + oc) * oh + oi) * ow..][..ow]
-                                .copy_from_slice(&g[oc * np + i * ohw + oi * w..][..ow]);
-                        }
-                    }
-                }
-            }
-            WideOp::Filter => {
-                fill_col(col, x);
-                fill_g(g, arg(1), 0);
-                // dW [O, K] = dY' [O, n·oh·w] · colᵀ
-                // SAFETY: `out` holds `o · kk` floats, this part's alone; `g` and `col` are
-                // this part's scratch slices of these sizes.
-                unsafe {
-                    matmul(
-                        out.as_mut_ptr(),
-                        kk as isize,
-                        g.as_ptr(),
-                        1,
-                        np as isize,
-                        col.as_ptr(),
-                        np as isize,
-                        1,
-                        o,
-                        kk,
-                        np,
-                        false,
-                    )
-                };
-            }
-            WideOp::Input => {
-                fill_g(g, x, lo);
-                // dcol [K, n·oh·w] = Wᵀ [K, O] · dY'
-                // SAFETY: `col` and `g` are this part's scratch slices of these sizes, W an
-                // operand of `o · kk` floats; C (`col`) overlaps neither.
-                unsafe {
-                    matmul(
-                        col.as_mut_ptr(),
-                        np as isize,
-                        arg(1).as_ptr(),
-                        kk as isize,
-                        1,
-                        g.as_ptr(),
-                        1,
-                        np as isize,
-                        kk,
-                        np,
-                        o,
-                        false,
-                    )
-                };
-                for i in 0..nb {
-                    let xb = &mut out[i * sample..(i + 1) * sample];
-                    xb.fill(0.0);
-                    for ci in 0..c {
-                        for ki in 0..kh {
-                            for kj in 0..kw {
-                                let r = (ci * kh + ki) * kw + kj;
-                                let src = &col[r * np + i * ohw..][..ohw];
-                                let from = ci * plane + ki * w + kj;
-                                let len = ohw.min(sample - from);
-                                xb[from..from + len]
-                                    .iter_mut()
-                                    .zip(&src[..len])
-                                    .for_each(|(d, s)| *d += s);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Elements `lo..hi` of the f32 tensor at byte offset `at` of the arena at `base`.
@@ -1434,26 +1332,6 @@ unsafe fn floats<'a>(base: *mut u8, at: usize, lo: usize, hi: usize) -> &'a [f32
 unsafe fn floats_mut<'a>(base: *mut u8, at: usize, lo: usize, hi: usize) -> &'a mut [f32] {
     // SAFETY: forwarded.
     unsafe { std::slice::from_raw_parts_mut((base.add(at) as *mut f32).add(lo), hi - lo) }
-}
-
-/// Two disjoint f32 buffers at the start of a part's scratch space.
-///
-/// # Safety
-/// `base + scratch` must start `4·(a + b)` bytes of scratch reserved for this part.
-unsafe fn scratch_pair<'a>(
-    base: *mut u8,
-    scratch: usize,
-    a: usize,
-    b: usize,
-) -> (&'a mut [f32], &'a mut [f32]) {
-    // SAFETY: forwarded; the two ranges do not overlap.
-    unsafe {
-        let first = base.add(scratch) as *mut f32;
-        (
-            std::slice::from_raw_parts_mut(first, a),
-            std::slice::from_raw_parts_mut(first.add(a), b),
-        )
-    }
 }
 
 fn label(l: i32, k: usize) -> usize {
@@ -1527,111 +1405,6 @@ unsafe fn matmul(
             m, n, k, c, 1, c_rs, accumulate, a, a_cs, a_rs, b, b_cs, b_rs, 1.0f32, 1.0f32, false,
             false, false, par,
         );
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
-    col: &mut [f32],
-    row_stride: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    s: [usize; 2],
-    p: [usize; 2],
-    oh: usize,
-    ow: usize,
-) {
-    let np = oh * ow;
-    for ci in 0..c {
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let row = &mut col[((ci * kh + ki) * kw + kj) * row_stride..][..np];
-                // Output columns whose input column is inside the image: oj in lo..hi.
-                let lo = p[1].saturating_sub(kj).div_ceil(s[1]).min(ow);
-                let hi = if w + p[1] > kj {
-                    ((w + p[1] - kj - 1) / s[1] + 1).min(ow)
-                } else {
-                    0
-                }
-                .max(lo);
-                for oi in 0..oh {
-                    let ii = (oi * s[0] + ki) as isize - p[0] as isize;
-                    let dst = &mut row[oi * ow..(oi + 1) * ow];
-                    if ii < 0 || ii >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &x[(ci * h + ii as usize) * w..][..w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let first = lo * s[1] + kj - p[1];
-                    if s[1] == 1 {
-                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                    } else {
-                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = src[first + k * s[1]];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn col2im(
-    col: &[f32],
-    row_stride: usize,
-    x: &mut [f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    s: [usize; 2],
-    p: [usize; 2],
-    oh: usize,
-    ow: usize,
-) {
-    x.fill(0.0);
-    let np = oh * ow;
-    for ci in 0..c {
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let row = &col[((ci * kh + ki) * kw + kj) * row_stride..][..np];
-                for oi in 0..oh {
-                    let ii = (oi * s[0] + ki) as isize - p[0] as isize;
-                    if ii < 0 || ii >= h as isize {
-                        continue;
-                    }
-                    let dst = &mut x[(ci * h + ii as usize) * w..][..w];
-                    // Output columns whose input column is inside the image: oj in lo..hi.
-                    let lo = p[1].saturating_sub(kj).div_ceil(s[1]).min(ow);
-                    let hi = if w + p[1] > kj {
-                        ((w + p[1] - kj - 1) / s[1] + 1).min(ow)
-                    } else {
-                        0
-                    }
-                    .max(lo);
-                    let first = lo * s[1] + kj - p[1];
-                    let src = &row[oi * ow + lo..oi * ow + hi];
-                    if s[1] == 1 {
-                        dst[first..first + (hi - lo)]
-                            .iter_mut()
-                            .zip(src)
-                            .for_each(|(d, &v)| *d += v);
-                    } else {
-                        for (k, &v) in src.iter().enumerate() {
-                            dst[first + k * s[1]] += v;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codegen::{Jit, LoopFn};
 use crate::direct;
 use crate::fuse;
 use crate::head::{self, HeadKernel};
-use crate::library::{LibKernel, MAX_RANK, scratch_bytes};
+use crate::library::{ConvKernel, LibKernel, MAX_RANK, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::pool::pairs::MaskedGrad;
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
@@ -702,14 +702,18 @@ impl Program {
             Body::Jit(_) => String::new(),
         };
         let lib_note = |lib: &LibKernel| {
-            let lanes: Vec<&str> = lib.conv_lanes().iter().map(|l| l.name()).collect();
-            let mut note = if lanes.is_empty() {
+            let kernels: Vec<String> = lib.conv_kernels().iter().map(|k| k.name()).collect();
+            let mut note = if kernels.is_empty() {
                 String::new()
             } else {
-                format!(" [{} in lanes]", lanes.join(", then "))
+                format!(" [{}]", kernels.join(", then "))
             };
             if lib.bias_relu.is_some() {
-                note.push_str(" [bias and relu in the direct kernel]");
+                let family = match lib.conv_kernels().as_slice() {
+                    [ConvKernel::Direct(_)] => "direct",
+                    _ => "convolution",
+                };
+                note.push_str(&format!(" [bias and relu in the {family} kernel]"));
             } else if lib.sparse_runs.load(std::sync::atomic::Ordering::Relaxed) > 0 {
                 // (Decided per call: only said of kernels that did.)
                 note.push_str(" [skips the data's zeros]");
@@ -761,6 +765,19 @@ impl Program {
             KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => l.macs(),
             KernelCode::MaskedPoolGrad { macs, .. } => *macs,
             KernelCode::Loop { .. } | KernelCode::Head(_) => 0,
+        }
+    }
+
+    /// For a contraction or convolution `k`: the `M × N × K` of a plain product with its
+    /// multiply-adds, and how many parts it runs in (as `run_kernel` splits it), for
+    /// `nnc bench`'s reference GEMM.
+    pub fn kernel_product(&self, k: usize) -> Option<([usize; 3], usize)> {
+        match &self.kernels[k] {
+            KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => {
+                let parts = l.part_count();
+                l.gemm_shape().map(|s| (s, parts))
+            }
+            _ => None,
         }
     }
 
@@ -823,11 +840,21 @@ impl Program {
                 at(i.result)
             )
         };
+        // A convolution's kernel family and the cost model's estimates.
+        let choice = |k: usize, indent: &str| match &self.kernels[k] {
+            KernelCode::Lib(lib) | KernelCode::Fused { lib, .. } => lib
+                .conv_choice()
+                .map_or(String::new(), |c| format!("{indent}  on {c}\n")),
+            _ => String::new(),
+        };
         for (k, kernel) in self.schedule.kernels.iter().enumerate() {
             out.push_str(&format!("kernel {k}: "));
             match kernel {
                 Kernel::Loop(l) => out.push_str(&lp(l, "")),
-                Kernel::Op { inst } => out.push_str(&op(*inst, "")),
+                Kernel::Op { inst } => {
+                    out.push_str(&op(*inst, ""));
+                    out.push_str(&choice(k, ""));
+                }
                 Kernel::Head(h) => {
                     let insts = h.insts();
                     let ops: Vec<&str> = insts.iter().map(|&i| f.insts[i].op.name()).collect();
@@ -858,6 +885,7 @@ impl Program {
                         out.push_str(&format!("  prologue {}", lp(l, "  ")));
                     }
                     out.push_str(&format!("  {}", op(*inst, "  ")));
+                    out.push_str(&choice(k, "  "));
                     if let Some(l) = epilogue {
                         out.push_str(&format!("  epilogue {}", lp(l, "  ")));
                     }

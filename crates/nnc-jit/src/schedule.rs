@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use nnc_ir::{Function, Op, ValueId};
 
+use crate::conv_fold;
 use crate::head::Head;
 use crate::sparse;
 
@@ -178,7 +179,15 @@ pub fn schedule(f: &Function) -> Schedule {
             storage[v.index()] = Storage::Scaled(inst.args[0]);
             continue;
         }
-        if let Op::Reshape { .. } = inst.op {
+        // Reshapes are views; so are a pad and a slice folded into convolutions
+        // ([`conv_fold`]): those read and write the unpadded, uncropped buffer.
+        let folded = match inst.op {
+            Op::Reshape { .. } => true,
+            Op::Pad { .. } => conv_fold::pad_folds(f, i),
+            Op::Slice { .. } => conv_fold::slice_folds(f, i),
+            _ => false,
+        };
+        if folded {
             storage[v.index()] = Storage::View(inst.args[0]);
             continue;
         }

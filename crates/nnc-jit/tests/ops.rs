@@ -490,7 +490,59 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
+    // Padding folded into the convolutions (a `pad` read by a forward product and a filter
+    // gradient, a `slice` cropping an input gradient), uneven and added to the op's own.
+    cases.push(case(FOLDED_PAD));
+    cases.push(case(FOLDED_SLICE));
+    // Not folded: the direct kernel reads the padded copy (LeNet-5's C1).
+    cases.push(case(
+        "func @f(%x: f32[2,1,6,6], %w: f32[3,1,5,5]) -> (f32[2,3,6,6]) {
+           %p: f32[2,1,10,10] = pad %x, pads=[0,0,0,0,2,2,2,2]
+           %y: f32[2,3,6,6] = conv2d %p, %w, stride=[1,1], padding=[0,0]
+           return %y
+         }",
+    ));
     cases
+}
+
+const FOLDED_PAD: &str =
+    "func @f(%x: f32[3,2,8,7], %w: f32[5,2,3,3], %dy: f32[3,5,5,5]) -> (f32[3,5,5,5], f32[5,2,3,3]) {
+       %p: f32[3,2,9,9] = pad %x, pads=[0,0,0,0,1,0,0,2]
+       %y: f32[3,5,5,5] = conv2d %p, %w, stride=[2,2], padding=[1,1]
+       %dw: f32[5,2,3,3] = conv2d_grad_filter %p, %dy, stride=[2,2], padding=[1,1], kernel=[3,3]
+       return %y, %dw
+     }";
+
+const FOLDED_SLICE: &str = "func @f(%dy: f32[3,5,5,5], %w: f32[5,2,3,3]) -> (f32[3,2,8,7]) {
+       %dp: f32[3,2,9,9] = conv2d_grad_input %dy, %w, stride=[2,2], padding=[1,1], input=[9,9]
+       %dx: f32[3,2,8,7] = slice %dp, start=[0,0,1,0], end=[3,2,9,7]
+       return %dx
+     }";
+
+/// The `pad` and the `slice` of [`FOLDED_PAD`] and [`FOLDED_SLICE`] run as no kernel of their
+/// own (their values are checked in `convolutions`); LeNet-5's, before a direct kernel, do.
+#[test]
+fn padding_folds_into_convolutions() {
+    for (text, op) in [(FOLDED_PAD, "pad"), (FOLDED_SLICE, "slice")] {
+        let f = parse_function(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for options in variants() {
+            let p = Program::compile(&f, options).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let labels: Vec<String> = (0..p.kernel_count()).map(|k| p.kernel_label(k)).collect();
+            assert!(
+                labels.iter().all(|l| !l.contains(op)),
+                "{options:?}: a `{op}` kernel in {labels:#?}"
+            );
+            assert!(labels.iter().any(|l| l.contains("conv2d")), "{labels:#?}");
+        }
+    }
+    let lenet = "func @f(%x: f32[2,1,28,28], %w: f32[6,1,5,5]) -> (f32[2,6,28,28]) {
+           %p: f32[2,1,32,32] = pad %x, pads=[0,0,0,0,2,2,2,2]
+           %y: f32[2,6,28,28] = conv2d %p, %w, stride=[1,1], padding=[0,0]
+           return %y
+         }";
+    let f = parse_function(lenet).unwrap_or_else(|e| panic!("{e}"));
+    let p = Program::compile(&f, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!((0..p.kernel_count()).any(|k| p.kernel_label(k).starts_with("pad")));
 }
 
 fn pooling_cases() -> Vec<Case> {

@@ -1,0 +1,95 @@
+//! A cost model for convolutions: the estimated time of one part's product on each kernel
+//! family, so that the compiler can pick per convolution (`LibKernel::conv_kernel`) without
+//! timing anything (a timed choice could differ between runs, and with it the bits of the
+//! result).
+//!
+//! Each estimate is the multiply-adds at a rate times the fraction of the vector lanes or
+//! GEMM tiles that hold real work, plus the floats a kernel copies (im2col columns, gathered
+//! rows). The constants were fitted to `nnc bench` profiles of the zoo (bench/zoo) and of
+//! LeNet-5 on an AVX-512 Xeon; what matters is the ratios between the families, which hold
+//! on AVX2 too (both run on 16-lane tiles there as well).
+
+use crate::gemm_conv::Geometry;
+use crate::library::Lanes;
+
+/// Which product of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    Forward,
+    Input,
+    Filter,
+}
+
+/// Multiply-adds per second of gemm's micro-kernels on large, well-shaped products (one
+/// core).
+const GEMM_MACS: f64 = 75e9;
+/// Seconds per float an im2col copy, gather or scatter moves (short rows, strided at the
+/// edges).
+const COPY_SECONDS: f64 = 0.25e-9;
+/// Multiply-adds per second of the direct kernels with every lane real (one core).
+const DIRECT_MACS: f64 = 85e9;
+
+/// The fraction of gemm's peak a product reaches with extent `d` on a side where `half`
+/// reaches half of it (the cost of packing and of partial tiles).
+fn side(d: usize, half: f64) -> f64 {
+    d as f64 / (d as f64 + half)
+}
+
+/// The estimated seconds of `samples` samples' product on [`crate::gemm_conv`].
+pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
+    let macs = (samples * g.macs_per_sample()) as f64;
+    let np = g.chunk_rows(samples) * g.ow;
+    let (k, o) = (g.taps(), g.o);
+    // The GEMM's (rows, columns, depth), as `gemm_conv` calls it.
+    let (m, n, depth) = match product {
+        Product::Forward => (o, np, k),
+        Product::Input => (k, np, o),
+        Product::Filter => (k, o, np),
+    };
+    let rate = GEMM_MACS * side(m, 8.0) * side(n, 8.0) * side(depth, 12.0);
+    // Columns written and read, output rows gathered or scattered; the input gradient's
+    // col2im reads, adds and writes.
+    let per_sample = match product {
+        Product::Forward | Product::Filter => 2 * k + o,
+        Product::Input => 3 * k + o,
+    };
+    let copies = (samples * per_sample * g.positions()) as f64;
+    macs / rate + copies * COPY_SECONDS
+}
+
+/// The estimated seconds of `samples` samples' product on the direct kernel with `lanes`.
+pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usize) -> f64 {
+    let macs = (samples * g.macs_per_sample()) as f64;
+    // The fraction of lanes that hold real products.
+    let whole = |real: usize| real as f64 / (real.div_ceil(16) * 16) as f64;
+    let fill = match lanes {
+        // Rows of the input's full width, masked past the output's.
+        Lanes::Positions => {
+            let wide = g.oh * g.w;
+            whole(wide) * g.ow as f64 / g.w as f64
+        }
+        Lanes::Channels => whole(g.o),
+        Lanes::Samples => whole(samples),
+    };
+    // The input gradient's direct kernel is the forward product of padded planes: it also
+    // multiplies the padding's zeros it does not skip.
+    let padded = match (product, lanes) {
+        (Product::Input, Lanes::Positions) => {
+            let (ph, pw) = (g.oh + 2 * (g.kh - 1), g.ow + 2 * (g.kw - 1));
+            (ph * pw) as f64 / (g.h * g.w) as f64
+        }
+        _ => 1.0,
+    };
+    // The channels kernel's filter gradient runs every input channel's taps down a sample's
+    // transposed output gradient: once that is larger than L1, it streams from L2 for each
+    // input channel (cnn64's 24×24 planes of 64 channels: 41 GFLOP/s, against 136 for its
+    // 10×10 ones).
+    let streams = match (product, lanes) {
+        (Product::Filter, Lanes::Channels) if 4 * g.positions() * g.o > L1_BYTES => 3.0,
+        _ => 1.0,
+    };
+    macs * padded * streams / (DIRECT_MACS * fill)
+}
+
+/// A core's L1 data cache, the least of the CPUs measured.
+const L1_BYTES: usize = 32 << 10;
