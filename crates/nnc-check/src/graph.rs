@@ -154,8 +154,13 @@ pub fn merge_names<'a>(call: &'a Call, diags: &mut Vec<Diagnostic>) -> Option<Ve
                     names.len()
                 ),
             )
-            .label(call.span, format!("reads {} value(s)", names.len()))
-            .label(call.name.span, format!("`{keyword}` merges branches"))
+            .label(
+                call.span,
+                match names.len() {
+                    0 => "reads nothing".to_string(),
+                    _ => "reads one value".to_string(),
+                },
+            )
             .help(format!("name every branch it merges: `{example}`")),
         );
         ok = false;
@@ -196,7 +201,11 @@ pub fn merge(
                         "`add` needs inputs of one shape, found {} and {}",
                         first.shape, other.shape
                     ),
-                    "make the branches agree: e.g. a `conv2d` with the other branch's filters (kernel 1) and stride on the shortcut",
+                    if other.shape.rank() == first.shape.rank() && other.shape.0[0] == first.shape.0[0] {
+                        "keep the sizes equal along both branches: `padding: same` and equal strides"
+                    } else {
+                        "make the branches agree, e.g. a 1x1 `conv2d` on the shortcut with the other branch's filters and stride"
+                    },
                 ));
                 return None;
             }

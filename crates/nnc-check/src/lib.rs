@@ -384,14 +384,18 @@ fn check_model(
             if value || typo {
                 from = Some(values.lookup(&head.name, line, diags));
                 calls = rest;
-                if calls.is_empty() {
+                let defined = match values.labels.get(head.name.name.as_str()) {
+                    Some(&(span, _)) => Some(span),
+                    None => input_name.map(|i| i.span),
+                };
+                if let (true, Some(defined)) = (calls.is_empty(), defined) {
                     diags.push(
                         Diagnostic::error(
                             "nnc::graph::bare_value",
                             format!("this line only names `{}`", head.name.name),
                         )
                         .label(head.span, "no layer reads it")
-                        .label(chain.span, "the line")
+                        .label(defined, "the value it names")
                         .help(format!(
                             "continue it with layers, `{} -> dense(10)`, or remove it",
                             head.name.name
@@ -408,21 +412,26 @@ fn check_model(
             };
             let merge = layers::MERGES.contains(&call.name.name.as_str());
             let (resolved, inputs) = if merge {
+                let before = match i {
+                    0 => chain.layers[0].span,
+                    _ => calls[i - 1].span,
+                };
+                let misplaced = i > 0 || from.is_some();
                 let inputs = match graph::merge_names(call, diags) {
-                    Some(names) => names
+                    Some(names) if !misplaced => names
                         .into_iter()
                         .map(|n| (values.lookup(n, line, diags), n.name.clone()))
                         .collect(),
-                    None => vec![(None, String::new())],
+                    _ => vec![(None, String::new())],
                 };
-                if i > 0 || from.is_some() {
+                if misplaced {
                     diags.push(
                         Diagnostic::error(
                             "nnc::graph::merge_position",
                             format!("`{}` starts a line", call.name.name),
                         )
                         .label(call.span, "reads the values it names")
-                        .label(chain.span, "not the layers before it on this line")
+                        .label(before, "not the output of this layer")
                         .help(format!(
                             "label the line before it and start a new line: `s: {}(a, b)`",
                             call.name.name
@@ -482,8 +491,9 @@ fn check_model(
             }
         }
     }
+    let clean = diags.iter().filter(|d| d.is_error()).count() == errors_before;
     for &(end, span, label) in &line_ends {
-        if !read[end] && end + 1 != pending.len() && pending[end].resolved {
+        if clean && !read[end] && end + 1 != pending.len() && pending[end].resolved {
             diags.push(
                 Diagnostic::warning(
                     "nnc::graph::unused",
