@@ -32,6 +32,17 @@ fn every_zoo_model_checks() {
     }
 }
 
+/// The zoo's graph models (named values, `add`, `concat`, `global_avgpool`): their summaries.
+#[test]
+fn graph_zoo_models_check() {
+    for name in ["residual", "inception"] {
+        let (stdout, stderr, code) = nnc(&["check", &format!("bench/zoo/{name}.nn")]);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert!(stderr.is_empty(), "{name}: {stderr}");
+        insta::assert_snapshot!(format!("graph_zoo_{name}"), stdout);
+    }
+}
+
 #[test]
 fn every_invalid_model_is_explained() {
     insta::glob!("invalid/*.nn", |path| {

@@ -16,7 +16,13 @@ pub const LAYERS: &[&str] = &[
     "subsample",
     "flatten",
     "dropout",
+    "global_avgpool",
+    "add",
+    "concat",
 ];
+
+/// Layers that read several named values, `add(a, b)`: they start a line (see `graph.rs`).
+pub const MERGES: &[&str] = &["add", "concat"];
 
 pub const ACTIVATIONS: &[&str] = &[
     "step",
@@ -63,7 +69,7 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    fn plain(kind: LayerKind) -> Resolved {
+    pub fn plain(kind: LayerKind) -> Resolved {
         Resolved {
             kind,
             activation: None,
@@ -175,6 +181,10 @@ pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
         "flatten" => {
             bind(call, &[], diags);
             Resolved::plain(LayerKind::Flatten)
+        }
+        "global_avgpool" => {
+            bind(call, &[], diags);
+            Resolved::plain(LayerKind::GlobalAvgPool)
         }
         "dropout" => {
             let b = bind(call, &[pos("rate")], diags);
@@ -493,6 +503,13 @@ pub fn infer(
             Shape(vec![c, oh, ow])
         }
         LayerKind::Flatten => Shape(vec![input.numel() as usize]),
+        LayerKind::GlobalAvgPool => {
+            let [c, _, _] = rank3(input, keyword, span, &from, diags)?;
+            flops = input.numel();
+            Shape(vec![c])
+        }
+        // Several inputs: inferred by `graph::merge`, which sees them all.
+        LayerKind::Add | LayerKind::Concat => input.clone(),
         LayerKind::Dropout { .. } => input.clone(),
         LayerKind::Activation(Activation::Softmax) if input.rank() != 1 => {
             diags.push(

@@ -9,6 +9,7 @@
 //!   only for errors).
 
 mod args;
+mod graph;
 mod layers;
 pub mod model;
 mod suggest;
@@ -227,6 +228,90 @@ struct Pending<'a> {
     table: Option<(&'a Connections, Span)>,
     /// False after a layer that could not be resolved: shapes are unknown from there on.
     resolved: bool,
+    /// What it reads (`None`: a reference that did not resolve), with the name written for
+    /// it, if any.
+    inputs: Vec<(Option<graph::Src>, String)>,
+}
+
+/// Places a resolved layer (and its expanded `activation:`) after the pending ones.
+#[allow(clippy::too_many_arguments)]
+fn push_pending<'a>(
+    label: Option<&Ident>,
+    call: &ast::Call,
+    resolved: Option<layers::Resolved>,
+    inputs: Vec<(Option<graph::Src>, String)>,
+    tables: &'a HashMap<&str, (Option<Connections>, &ConnectionsDecl)>,
+    used_tables: &mut HashSet<String>,
+    fresh: &mut impl FnMut(&'static str) -> String,
+    pending: &mut Vec<Pending<'a>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(r) = resolved else {
+        pending.push(Pending {
+            name: String::new(),
+            kind: LayerKind::Flatten,
+            span: call.span,
+            init: None,
+            bias_init: None,
+            table: None,
+            resolved: false,
+            inputs,
+        });
+        return;
+    };
+    let mut table = None;
+    let mut table_ok = true;
+    if let Some((name, span)) = &r.connections {
+        used_tables.insert(name.clone());
+        match tables.get(name.as_str()) {
+            Some((Some(t), _)) => table = Some((t, *span)),
+            Some((None, _)) => table_ok = false, // malformed; reported with the table
+            None => {
+                let mut names: Vec<&str> = tables.keys().copied().collect();
+                names.sort_unstable();
+                let help = match suggest::closest(name, names.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => "declare it with `connections NAME { X . X ... }`".into(),
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "nnc::name::unknown_table",
+                        format!("no connection table named {}", quote(name)),
+                    )
+                    .label(*span, "unknown table")
+                    .help(help),
+                );
+                table_ok = false;
+            }
+        }
+    }
+    let name = match label {
+        Some(l) => l.name.clone(),
+        None => fresh(r.kind.keyword()),
+    };
+    pending.push(Pending {
+        name,
+        kind: r.kind,
+        span: call.span,
+        init: r.init,
+        bias_init: r.bias_init,
+        table,
+        resolved: table_ok,
+        inputs,
+    });
+    if let Some((act, span)) = r.activation {
+        let previous = pending.len() - 1;
+        pending.push(Pending {
+            name: fresh(act.keyword()),
+            kind: LayerKind::Activation(act),
+            span,
+            init: None,
+            bias_init: None,
+            table: None,
+            resolved: true,
+            inputs: vec![(Some(graph::Src::Pending(previous)), String::new())],
+        });
+    }
 }
 
 fn check_model(
@@ -239,26 +324,154 @@ fn check_model(
     let errors_before = diags.iter().filter(|d| d.is_error()).count();
     let input = input(decl, diags);
 
-    // Resolve every layer, expanding `activation:` arguments.
-    let mut labels: HashMap<&str, Span> = HashMap::new();
-    let mut written: Vec<(Option<&Ident>, &ast::Call, Option<layers::Resolved>)> = Vec::new();
-    for item in &decl.body {
-        let ModelItem::Chain(chain) = item else {
-            continue;
-        };
-        if let Some(label) = &chain.label {
-            if let Some(&first) = labels.get(label.name.as_str()) {
-                diags.push(duplicate("layer", label, first));
-            } else {
-                labels.insert(&label.name, label.span);
-            }
-        }
-        for (i, call) in chain.layers.iter().enumerate() {
-            let label = if i == 0 { chain.label.as_ref() } else { None };
-            written.push((label, call, layers::resolve(call, diags)));
+    // Labels first: a line may name only lines above it, and a name used too early is
+    // reported as such rather than as unknown.
+    let chains: Vec<&ast::Chain> = decl
+        .body
+        .iter()
+        .filter_map(|item| match item {
+            ModelItem::Chain(c) => Some(c),
+            ModelItem::Input(_) => None,
+        })
+        .collect();
+    let input_name = decl.body.iter().find_map(|item| match item {
+        ModelItem::Input(d) => d.name.as_ref(),
+        ModelItem::Chain(_) => None,
+    });
+    let mut values = graph::Values {
+        input: input_name,
+        labels: HashMap::new(),
+        line_end: vec![None; chains.len()],
+    };
+    for (line, chain) in chains.iter().enumerate() {
+        let Some(label) = &chain.label else { continue };
+        if let Some(&(first, _)) = values.labels.get(label.name.as_str()) {
+            diags.push(duplicate("layer", label, first));
+        } else if let Some(input) = input_name.filter(|i| i.name == label.name) {
+            diags.push(duplicate("layer", label, input.span));
+        } else {
+            values.labels.insert(&label.name, (label.span, line));
         }
     }
-    if written.is_empty() {
+    let labels: HashSet<&str> = values.labels.keys().copied().collect();
+
+    // Resolve every layer, expanding `activation:` arguments, and what each one reads.
+    let mut counters: HashMap<&str, usize> = HashMap::new();
+    let mut fresh = |kind: &'static str| loop {
+        let n = counters.entry(kind).or_insert(0);
+        *n += 1;
+        let name = format!("{kind}_{n}");
+        if !labels.contains(name.as_str()) {
+            break name;
+        }
+    };
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+    // The end of each line, with the span of its label (or first layer) for messages.
+    let mut line_ends: Vec<(usize, Span, Option<&str>)> = Vec::new();
+    for (line, chain) in chains.iter().enumerate() {
+        let mut calls = &chain.layers[..];
+        // `a -> conv2d(...)`: the line starts from a named value.
+        let mut from: Option<Option<graph::Src>> = None;
+        if let [head, rest @ ..] = calls
+            && head.args.is_none()
+            && !layers::ACTIVATIONS.contains(&head.name.name.as_str())
+            && !layers::LAYERS.contains(&head.name.name.as_str())
+        {
+            let value = values.is_value(&head.name.name);
+            let typo = !value
+                && !rest.is_empty()
+                && suggest::closest(&head.name.name, values.labels.keys().copied()).is_some();
+            if value || typo {
+                from = Some(values.lookup(&head.name, line, diags));
+                calls = rest;
+                let defined = match values.labels.get(head.name.name.as_str()) {
+                    Some(&(span, _)) => Some(span),
+                    None => input_name.map(|i| i.span),
+                };
+                if let (true, Some(defined)) = (calls.is_empty(), defined) {
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::graph::bare_value",
+                            format!("this line only names `{}`", head.name.name),
+                        )
+                        .label(head.span, "no layer reads it")
+                        .label(defined, "the value it names")
+                        .help(format!(
+                            "continue it with layers, `{} -> dense(10)`, or remove it",
+                            head.name.name
+                        )),
+                    );
+                }
+            }
+        }
+        for (i, call) in calls.iter().enumerate() {
+            let label = if i == 0 { chain.label.as_ref() } else { None };
+            let previous = || match pending.len() {
+                0 => Some(graph::Src::Input),
+                n => Some(graph::Src::Pending(n - 1)),
+            };
+            let merge = layers::MERGES.contains(&call.name.name.as_str());
+            let (resolved, inputs) = if merge {
+                let before = match i {
+                    0 => chain.layers[0].span,
+                    _ => calls[i - 1].span,
+                };
+                let misplaced = i > 0 || from.is_some();
+                let inputs = match graph::merge_names(call, diags) {
+                    Some(names) if !misplaced => names
+                        .into_iter()
+                        .map(|n| (values.lookup(n, line, diags), n.name.clone()))
+                        .collect(),
+                    _ => vec![(None, String::new())],
+                };
+                if misplaced {
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::graph::merge_position",
+                            format!("`{}` starts a line", call.name.name),
+                        )
+                        .label(call.span, "reads the values it names")
+                        .label(before, "not the output of this layer")
+                        .help(format!(
+                            "label the line before it and start a new line: `s: {}(a, b)`",
+                            call.name.name
+                        )),
+                    );
+                }
+                let kind = if call.name.name == "add" {
+                    LayerKind::Add
+                } else {
+                    LayerKind::Concat
+                };
+                let ok = inputs.iter().all(|(s, _)| s.is_some());
+                (ok.then_some(layers::Resolved::plain(kind)), inputs)
+            } else {
+                let src = match (i, from) {
+                    (0, Some(src)) => src,
+                    _ => previous(),
+                };
+                (layers::resolve(call, diags), vec![(src, String::new())])
+            };
+            push_pending(
+                label,
+                call,
+                resolved,
+                inputs,
+                tables,
+                used_tables,
+                &mut fresh,
+                &mut pending,
+                diags,
+            );
+        }
+        if !calls.is_empty() {
+            values.line_end[line] = Some(pending.len() - 1);
+            let span = chain.label.as_ref().map_or(calls[0].span, |l| l.span);
+            let label = chain.label.as_ref().map(|l| l.name.as_str());
+            line_ends.push((pending.len() - 1, span, label));
+        }
+    }
+    if chains.is_empty() {
         diags.push(
             Diagnostic::error(
                 "nnc::model::empty",
@@ -269,117 +482,100 @@ fn check_model(
         );
     }
 
-    // Name every layer: the label, or `<kind>_<n>` avoiding the labels.
-    let mut counters: HashMap<&str, usize> = HashMap::new();
-    let mut fresh = |kind: &'static str| loop {
-        let n = counters.entry(kind).or_insert(0);
-        *n += 1;
-        let name = format!("{kind}_{n}");
-        if !labels.contains_key(name.as_str()) {
-            break name;
-        }
-    };
-    let mut pending: Vec<Pending<'_>> = Vec::new();
-    for (label, call, resolved) in written {
-        let Some(r) = resolved else {
-            pending.push(Pending {
-                name: String::new(),
-                kind: LayerKind::Flatten,
-                span: call.span,
-                init: None,
-                bias_init: None,
-                table: None,
-                resolved: false,
-            });
-            continue;
-        };
-        let mut table = None;
-        let mut table_ok = true;
-        if let Some((name, span)) = &r.connections {
-            used_tables.insert(name.clone());
-            match tables.get(name.as_str()) {
-                Some((Some(t), _)) => table = Some((t, *span)),
-                Some((None, _)) => table_ok = false, // malformed; reported with the table
-                None => {
-                    let mut names: Vec<&str> = tables.keys().copied().collect();
-                    names.sort_unstable();
-                    let help = match suggest::closest(name, names.iter().copied()) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => "declare it with `connections NAME { X . X ... }`".into(),
-                    };
-                    diags.push(
-                        Diagnostic::error(
-                            "nnc::name::unknown_table",
-                            format!("no connection table named {}", quote(name)),
-                        )
-                        .label(*span, "unknown table")
-                        .help(help),
-                    );
-                    table_ok = false;
-                }
+    // A line whose output nothing reads, and that is not the model's output: a dead branch.
+    let mut read = vec![false; pending.len()];
+    for p in &pending {
+        for (src, _) in &p.inputs {
+            if let Some(graph::Src::Pending(j)) = src {
+                read[*j] = true;
             }
         }
-        let name = match label {
-            Some(l) => l.name.clone(),
-            None => fresh(r.kind.keyword()),
-        };
-        pending.push(Pending {
-            name,
-            kind: r.kind,
-            span: call.span,
-            init: r.init,
-            bias_init: r.bias_init,
-            table,
-            resolved: table_ok,
-        });
-        if let Some((act, span)) = r.activation {
-            pending.push(Pending {
-                name: fresh(act.keyword()),
-                kind: LayerKind::Activation(act),
-                span,
-                init: None,
-                bias_init: None,
-                table: None,
-                resolved: true,
-            });
+    }
+    let clean = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+    for &(end, span, label) in &line_ends {
+        if clean && !read[end] && end + 1 != pending.len() && pending[end].resolved {
+            diags.push(
+                Diagnostic::warning(
+                    "nnc::graph::unused",
+                    format!(
+                        "the output of `{}` is never read",
+                        label.unwrap_or(&pending[end].name)
+                    ),
+                )
+                .label(span, "this line's output goes nowhere")
+                .label(pending[pending.len() - 1].span, "the model's output is here")
+                .help("read it (`add(a, b)`, `concat(a, b)`, or a line starting `a -> ...`), or remove the line"),
+            );
         }
     }
 
-    // Shapes, layer by layer.
+    // Shapes, layer by layer, in source order (which is a topological order).
     let mut layers = Vec::new();
     let mut inits = Vec::new();
-    let mut shape = input.as_ref().map(|i| i.shape.clone());
-    let mut producer = (
-        input.as_ref().map_or(decl.name.span, |i| i.span),
-        "the input".to_string(),
-    );
+    let mut shapes: Vec<Option<Shape>> = Vec::new();
     // Once a layer is unknown or does not fit, the shapes after it are unknown: their arguments
     // have been checked, their shapes cannot be.
     let mut complete = input.is_some();
-    for p in pending {
-        let Some(in_shape) = shape.take() else {
+    for p in &pending {
+        let inputs: Option<Vec<graph::MergeInput>> = p
+            .inputs
+            .iter()
+            .map(|(src, written)| {
+                let (shape, span, what) = match (*src)? {
+                    graph::Src::Input => {
+                        let i = input.as_ref()?;
+                        (i.shape.clone(), i.span, "the input".to_string())
+                    }
+                    graph::Src::Pending(j) => (
+                        shapes[j].clone()?,
+                        pending[j].span,
+                        format!(
+                            "`{}`",
+                            if written.is_empty() {
+                                &pending[j].name
+                            } else {
+                                written
+                            }
+                        ),
+                    ),
+                };
+                Some(graph::MergeInput { shape, span, what })
+            })
+            .collect();
+        let (Some(inputs), true) = (inputs, p.resolved) else {
             complete = false;
+            shapes.push(None);
             continue;
         };
-        if !p.resolved {
-            complete = false;
-            continue;
-        }
-        let what = layers::Producer {
-            span: producer.0,
-            what: &producer.1,
+        let kind = p.kind.clone();
+        let inferred = if matches!(kind, LayerKind::Add | LayerKind::Concat) {
+            graph::merge(kind, &inputs, p.span, diags)
+        } else {
+            let what = layers::Producer {
+                span: inputs[0].span,
+                what: &inputs[0].what,
+            };
+            layers::infer(kind, p.table, &inputs[0].shape, p.span, &what, diags)
         };
-        let Some(inferred) = layers::infer(p.kind, p.table, &in_shape, p.span, &what, diags) else {
+        let Some(inferred) = inferred else {
             complete = false;
+            shapes.push(None);
             continue;
         };
-        shape = Some(inferred.output.clone());
-        producer = (p.span, format!("`{}`", p.name));
+        shapes.push(Some(inferred.output.clone()));
         inits.push((p.init, p.bias_init));
         layers.push(Layer {
-            name: p.name,
+            name: p.name.clone(),
             kind: inferred.kind,
-            input_shape: in_shape,
+            inputs: p
+                .inputs
+                .iter()
+                .map(|(src, _)| match src {
+                    Some(graph::Src::Pending(j)) => Source::Layer(*j),
+                    _ => Source::Input,
+                })
+                .collect(),
+            input_shape: inputs[0].shape.clone(),
             output_shape: inferred.output,
             params: inferred.params,
             flops: inferred.flops,

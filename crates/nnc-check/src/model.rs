@@ -89,6 +89,11 @@ pub struct Layer {
     /// The user's label, or a generated `<kind>_<n>` (Keras style).
     pub name: String,
     pub kind: LayerKind,
+    /// What the layer reads, in order: the previous layer for a chain, the named values for
+    /// `add` and `concat`. Always earlier layers (or the input): the layers are in a
+    /// topological order, and the last one is the model's output.
+    pub inputs: Vec<Source>,
+    /// The shape of the first input.
     pub input_shape: Shape,
     pub output_shape: Shape,
     /// Trainable tensors in a fixed order: `weight` then `bias`.
@@ -132,6 +137,15 @@ impl Layer {
         }
         d
     }
+}
+
+/// Where a layer's input comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The model's input.
+    Input,
+    /// The output of the layer at this index of [`Model::layers`].
+    Layer(usize),
 }
 
 /// A trainable tensor of a layer, e.g. `c1.weight: [6, 1, 5, 5]`.
@@ -187,6 +201,13 @@ pub enum LayerKind {
         rate: f64,
     },
     Activation(Activation),
+    /// The elementwise sum of two or more inputs of one shape (a residual connection).
+    Add,
+    /// The inputs side by side along their first axis: channels of `[C, H, W]` maps of one
+    /// spatial size, or features of vectors.
+    Concat,
+    /// The mean of each channel over its height and width: `[C, H, W]` → `[C]`.
+    GlobalAvgPool,
 }
 
 impl LayerKind {
@@ -201,6 +222,9 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Activation(a) => a.keyword(),
+            LayerKind::Add => "add",
+            LayerKind::Concat => "concat",
+            LayerKind::GlobalAvgPool => "global_avgpool",
         }
     }
 

@@ -9,7 +9,7 @@
 //! values; `key` (i32[], only when the model has dropout and is training) seeds the dropout
 //! masks; the parameters follow in layer order, named `<layer>.<weight|bias>`.
 
-use nnc_check::{Activation, Data, LayerKind, Loss, Model, Score};
+use nnc_check::{Activation, Data, LayerKind, Loss, Model, Score, Source};
 
 use crate::function::{Builder, Function, ValueId};
 use crate::op::{Compare, Op, Unary};
@@ -171,7 +171,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
     }
 
     let mut b = Builder { f: &mut f };
-    let mut h = preprocess(&mut b, x, &opts.input);
+    let h = preprocess(&mut b, x, &opts.input);
     let want: Vec<usize> = std::iter::once(b_size)
         .chain(model.input.shape.0.iter().copied())
         .collect();
@@ -182,6 +182,10 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
             model.input.shape
         ));
     }
+    let input = h;
+    // Each layer's output, read by the layers whose `inputs` name it (a fan-out is several
+    // reads of one value; autodiff sums their gradients).
+    let mut outputs: Vec<ValueId> = Vec::with_capacity(model.layers.len());
     let mut next_param = params.iter().map(|(_, v)| *v);
     for (i, layer) in model.layers.iter().enumerate() {
         let mut take = || {
@@ -189,7 +193,16 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                 .next()
                 .expect("one parameter value per declared parameter")
         };
-        h = match &layer.kind {
+        let read: Vec<ValueId> = layer
+            .inputs
+            .iter()
+            .map(|src| match *src {
+                Source::Input => input,
+                Source::Layer(j) => outputs[j],
+            })
+            .collect();
+        let h = read[0];
+        let y = match &layer.kind {
             LayerKind::Dense { bias, .. } => {
                 let w = take();
                 let y = b.op(
@@ -330,9 +343,25 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                 _ => h,
             },
             LayerKind::Activation(a) => activation(&mut b, *a, h),
+            LayerKind::Add => read[1..].iter().fold(h, |sum, &v| b.add(sum, v)),
+            LayerKind::Concat => concat(&mut b, &read),
+            LayerKind::GlobalAvgPool => {
+                let s = b.shape(h);
+                let (c, hw) = (s[1], [s[2], s[3]]);
+                let sum = b.op(
+                    Op::SumPool {
+                        size: hw,
+                        stride: hw,
+                    },
+                    &[h],
+                );
+                let mean = b.scale(sum, 1.0 / (hw[0] * hw[1]) as f64);
+                b.reshape(mean, vec![b_size, c])
+            }
         };
+        outputs.push(y);
     }
-    let output = h;
+    let output = outputs.last().copied().unwrap_or(input);
     let (loss, correct) = loss_and_correct(
         &mut b,
         opts,
@@ -356,6 +385,30 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
         params,
         key,
     })
+}
+
+/// `concat` along the axis after the batch (channels, or features): each input padded with
+/// zeros to the whole width at its offset, and the padded inputs summed. The JIT runs it with
+/// its `pad` kernel and one fused loop; a kernel writing each branch into its slice of one
+/// buffer would save the zeros and the sum (a later change in nnc-jit).
+fn concat(b: &mut Builder<'_>, inputs: &[ValueId]) -> ValueId {
+    let widths: Vec<usize> = inputs.iter().map(|&v| b.shape(v)[1]).collect();
+    let total: usize = widths.iter().sum();
+    let mut offset = 0;
+    let mut sum = None;
+    for (&v, &w) in inputs.iter().zip(&widths) {
+        let rank = b.shape(v).len();
+        let mut pads = vec![0; 2 * rank];
+        pads[2] = offset;
+        pads[3] = total - offset - w;
+        offset += w;
+        let padded = b.op(Op::Pad { pads }, &[v]);
+        sum = Some(match sum {
+            None => padded,
+            Some(s) => b.add(s, padded),
+        });
+    }
+    sum.expect("concat has at least two inputs")
 }
 
 /// The input of a window layer (convolution or pooling) as the IR's ops take it, whose
