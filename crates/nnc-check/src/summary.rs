@@ -6,7 +6,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::model::{
-    Activation, Data, Decay, LayerKind, Metric, Model, Optimizer, Padding, Schedule, Train, num,
+    Activation, Data, Decay, LayerKind, Metric, Model, Optimizer, Padding, Schedule, Source, Train,
+    num,
 };
 
 /// `61706` → `61,706`
@@ -187,6 +188,9 @@ pub struct JsonLayer {
     pub params: u64,
     pub flops: u64,
     pub input_shape: Vec<usize>,
+    /// The values the layer reads: the model's input or earlier layers, by name (two or
+    /// more for `add` and `concat`).
+    pub inputs: Vec<String>,
     /// The kind's arguments, resolved ([`args`]).
     pub args: BTreeMap<&'static str, Arg>,
     /// The trainable tensors, in the order of the step's parameters.
@@ -318,6 +322,14 @@ pub fn json(model: &Model) -> Json {
                 params: l.param_count(),
                 flops: l.flops,
                 input_shape: l.input_shape.0.clone(),
+                inputs: l
+                    .inputs
+                    .iter()
+                    .map(|s| match s {
+                        Source::Input => model.input.name.clone(),
+                        Source::Layer(i) => model.layers[*i].name.clone(),
+                    })
+                    .collect(),
                 args: args(&l.kind),
                 parameters: l
                     .params
@@ -399,7 +411,11 @@ pub fn args(kind: &LayerKind) -> BTreeMap<&'static str, Arg> {
         LayerKind::Activation(Activation::LeakyRelu { alpha } | Activation::Elu { alpha }) => {
             a.insert("alpha", Arg::Number(*alpha));
         }
-        LayerKind::Flatten | LayerKind::Activation(_) => {}
+        LayerKind::Flatten
+        | LayerKind::Activation(_)
+        | LayerKind::Add
+        | LayerKind::Concat
+        | LayerKind::GlobalAvgPool => {}
     }
     a
 }

@@ -19,6 +19,9 @@
 //! | `nadam` | m (0), v (0); t (0), Π (1) shared | μₜ = β₁(1 − ½·0.96^(0.004t)); Π ← Π·μₜ; m, v as `adam`; w ← w − lr·(μₜ₊₁m/(1 − Πμₜ₊₁) + (1 − μₜ)g/(1 − Π)) / (√(v/(1 − β₂ᵗ)) + ε) | same |
 //! | `adadelta` | s (0), u (0) | s ← ρs + (1 − ρ)g²; Δ ← √(u + ε)/√(s + ε)·g; u ← ρu + (1 − ρ)Δ²; w ← w − lr·Δ | same |
 //!
+//! The bias corrections 1 − βᵗ are computed to a few ulps at every t ([`one_minus_power`]),
+//! as PyTorch's in f64 are, rather than as 1 − exp(t·ln β), which loses four digits at t = 1.
+//!
 //! `tests/optimizers.rs` checks each against an independent f64 reference.
 
 use nnc_check::Optimizer;
@@ -185,14 +188,8 @@ pub fn apply(
         ) => {
             let one = b.scalar(1.0);
             let t1 = b.add(t, one);
-            let pow = |b: &mut Builder<'_>, beta: f64| {
-                let e = b.scale(t1, beta.ln());
-                b.unary(Unary::Exp, e)
-            };
-            let p1 = pow(&mut b, beta1);
-            let p2 = pow(&mut b, beta2);
-            let c1 = b.sub(one, p1);
-            let c2 = b.sub(one, p2);
+            let c1 = one_minus_power(&mut b, t1, beta1);
+            let c2 = one_minus_power(&mut b, t1, beta2);
             let r2 = b.unary(Unary::Sqrt, c2);
             let ratio = b.div(r2, c1);
             Some((t1, times_lr(&mut b, ratio, lr)))
@@ -201,9 +198,7 @@ pub fn apply(
         (Optimizer::Adamax { lr, beta1, .. }, Some(t)) => {
             let one = b.scalar(1.0);
             let t1 = b.add(t, one);
-            let e = b.scale(t1, beta1.ln());
-            let p1 = b.unary(Unary::Exp, e);
-            let c1 = b.sub(one, p1);
+            let c1 = one_minus_power(&mut b, t1, beta1);
             let lr_c = times_lr(&mut b, one, lr);
             Some((t1, b.div(lr_c, c1)))
         }
@@ -233,9 +228,7 @@ pub fn apply(
             let on_g = b.div(num_g, den_g);
             let den_m = b.sub(one, prod_next);
             let on_m = b.div(mu_next, den_m);
-            let e2 = b.scale(t1, beta2.ln());
-            let p2 = b.unary(Unary::Exp, e2);
-            let c2 = b.sub(one, p2);
+            let c2 = one_minus_power(&mut b, t1, beta2);
             Some((t1, prod_t, on_g, on_m, c2))
         }
         _ => None,
@@ -432,6 +425,22 @@ pub fn apply(
         states,
         learning_rate,
     }
+}
+
+/// The bias correction 1 − βᵗ at the step count `t` (an f32 scalar), accurate to a few ulps
+/// at every `t`. As 1 − exp(t·ln β) it would lose the digits that the exponential shares with
+/// 1: at t = 1 with β = 0.999, four of f32's seven (a relative error of 1e-4 in Adam's and
+/// NAdam's first steps). This is −expm1(t·ln β), as −2·tanh(h)/(1 − tanh(h)) with
+/// h = t·ln β/2: tanh is accurate relative to its own small value near 0 on both engines, and
+/// the denominator lies in [1, 2), so nothing cancels. (With β = 0, ln β = −∞ and the result
+/// is 1, as it should be.)
+pub fn one_minus_power(b: &mut Builder<'_>, t: ValueId, beta: f64) -> ValueId {
+    let h = b.scale(t, 0.5 * beta.ln());
+    let th = b.unary(Unary::Tanh, h);
+    let num = b.scale(th, -2.0);
+    let one = b.scalar(1.0);
+    let den = b.sub(one, th);
+    b.div(num, den)
 }
 
 /// An exponential moving average's update, `s + (1 − decay)·(x − s)`: Adam's moments.
