@@ -137,10 +137,30 @@ def module_source(spec):
     init, fwd = [], []
     layers = spec["layers"]
     head = logits_head(spec)
+    # A graph model: the values read other than by the next line of layers (a branch's
+    # start, `add` and `concat`'s operands) are kept in variables; the rest flows through `x`.
+    names = [spec["input"]["name"]] + [layer["name"] for layer in layers]
+    kept = set()
+    for i, layer in enumerate(layers):
+        inputs = layer.get("inputs") or [names[i]]
+        if len(inputs) > 1 or inputs[0] != names[i]:
+            kept.update(inputs)
+    var = lambda n: "v_" + attr(n)[2:]  # noqa: E731
+    if names[0] in kept:
+        fwd.append(f"{var(names[0])} = x")
     for i, layer in enumerate(layers):
         kind, a, name = layer["kind"], layer["args"], layer["name"]
         me = "self." + attr(name)
-        if kind == "dense":
+        inputs = layer.get("inputs") or [names[i]]
+        if len(inputs) == 1 and inputs[0] != names[i]:
+            fwd.append(f"x = {var(inputs[0])}")
+        if kind == "add":
+            fwd.append("x = " + " + ".join(var(n) for n in inputs))
+        elif kind == "concat":
+            fwd.append("x = torch.cat([" + ", ".join(var(n) for n in inputs) + "], 1)")
+        elif kind == "global_avgpool":
+            fwd.append("x = x.mean((2, 3))")
+        elif kind == "dense":
             init.append(f"{me} = torch.nn.Linear({layer['input_shape'][0]}, {a['units']}, bias={a['bias']})")
             fwd.append(f"x = {me}(x)")
         elif kind == "conv2d":
@@ -210,6 +230,8 @@ def module_source(spec):
         else:
             raise SystemExit(f"twin: layer kind `{kind}` ({name}) has no PyTorch twin")
         fwd[-1] += f"  # {name}"
+        if name in kept:
+            fwd.append(f"{var(name)} = x")
     lines = [f"class {cls}(TwinBase):", "    def __init__(self):", "        super().__init__()"]
     lines += ["        " + s for s in init]
     lines += ["", "    def forward(self, x):"]
