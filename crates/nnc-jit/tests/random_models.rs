@@ -502,13 +502,16 @@ fn training_is_bitwise_reproducible() {
 /// 0.013795406 on the interpreter (a difference of 1.4e-6, over `agree`'s 1e-6 floor).
 /// Ignored until it is explained: Adam's first step is ±lr·m̂/(√v̂ + ε), which amplifies a
 /// rounding difference in a gradient near zero, so this may be a tolerance question rather than
-/// a miscompilation.
+/// a miscompilation. It passes with `sgd(lr: 0.1)`, or with Adam without weight decay; with
+/// other cases' options, seeds and data (`NNC_CASE=3`, 15, 0) the same model differs by 1e-6 to
+/// 2e-6 in `r0_0`'s weight, on the portable kernels too. `NNC_REPRO` replaces the model text.
 #[test]
 #[ignore = "JIT and interpreter differ by 1.4e-6 after one Adam step on a residual graph"]
 fn residual_graph_adam_case_52() {
     let text = std::env::var("NNC_REPRO").unwrap_or_else(|_| REPRO_52.to_string());
     let units = vector_units_or_skip("residual_graph_adam_case_52");
-    train_both(52, &text, 4, &units);
+    let case = std::env::var("NNC_CASE").map_or(52, |c| c.parse().unwrap());
+    train_both(case, &text, 4, &units);
 }
 
 const REPRO_52: &str = "model random {
