@@ -255,11 +255,29 @@ fn variants() -> Vec<Options> {
         portable: true,
         ..Options::default()
     };
-    let units = vector_units_or_skip("zoo").into_iter().map(|isa| Options {
-        isa: Some(isa),
-        ..Options::default()
+    let units: Vec<Options> = vector_units_or_skip("zoo")
+        .into_iter()
+        .map(|isa| Options {
+            isa: Some(isa),
+            ..Options::default()
+        })
+        .collect();
+    // And the first unit at three threads with every kernel split, on one thread, so that
+    // parts, partial sums, fused ranges and folded convolutions run at other counts than two.
+    let counts = units.first().into_iter().flat_map(|o| {
+        [
+            Options {
+                threads: 3,
+                split_small: true,
+                ..*o
+            },
+            Options {
+                threads: 1,
+                ..*o
+            },
+        ]
     });
-    std::iter::once(portable).chain(units).collect()
+    std::iter::once(portable).chain(units.clone()).chain(counts).collect()
 }
 
 /// The `.nn` files of a directory, sorted; the directory must hold some.
