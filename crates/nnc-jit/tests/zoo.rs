@@ -271,13 +271,13 @@ fn variants() -> Vec<Options> {
                 split_small: true,
                 ..*o
             },
-            Options {
-                threads: 1,
-                ..*o
-            },
+            Options { threads: 1, ..*o },
         ]
     });
-    std::iter::once(portable).chain(units.clone()).chain(counts).collect()
+    std::iter::once(portable)
+        .chain(units.clone())
+        .chain(counts)
+        .collect()
 }
 
 /// The `.nn` files of a directory, sorted; the directory must hold some.
