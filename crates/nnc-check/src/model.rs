@@ -752,7 +752,10 @@ pub struct Augment {
 }
 
 /// A data source. Paths are as written, relative to the `.nn` file.
-#[derive(Clone, Debug, PartialEq)]
+/// Serialized in `nnc check --json` as `{"source": "mnist", "pad": …}`: the variant's
+/// fields, tagged with its name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
 pub enum Data {
     /// The MNIST digits (60,000 train, 10,000 test), 1x28x28 u8 images padded by `pad`
     /// background pixels on each side, mapped to `pixel · scale + shift`, optionally

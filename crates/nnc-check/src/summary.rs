@@ -235,10 +235,10 @@ pub enum Arg {
 /// The train block, every value resolved.
 #[derive(Serialize)]
 pub struct JsonTrain {
-    pub data: JsonData,
+    pub data: Data,
     /// Held-out data; absent for the source's own test split.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub test: Option<JsonData>,
+    pub test: Option<Data>,
     pub loss: &'static str,
     pub optimizer: JsonOptimizer,
     /// The L2 penalty λ added as λ·w to each gradient (0 under `adamw`, whose decay is its
@@ -277,36 +277,6 @@ pub struct JsonSchedule {
 pub struct JsonEarlyStop {
     pub patience: usize,
     pub min_delta: f64,
-}
-
-/// A data source: `mnist` and `idx` images are `pixel · scale + shift` after padding `pad`
-/// pixels of 0 on each side, then flattened if asked.
-#[derive(Serialize)]
-#[serde(tag = "source", rename_all = "lowercase")]
-pub enum JsonData {
-    Mnist {
-        pad: usize,
-        scale: f64,
-        shift: f64,
-        flatten: bool,
-    },
-    Idx {
-        images: String,
-        labels: String,
-        pad: usize,
-        scale: f64,
-        shift: f64,
-        flatten: bool,
-        classes: Option<usize>,
-    },
-    Csv {
-        path: String,
-        target: Vec<String>,
-    },
-    Inline {
-        inputs: Vec<Vec<f64>>,
-        targets: Vec<Vec<f64>>,
-    },
 }
 
 pub fn json(model: &Model) -> Json {
@@ -422,8 +392,8 @@ pub fn args(kind: &LayerKind) -> BTreeMap<&'static str, Arg> {
 
 fn train_json(t: &Train) -> JsonTrain {
     JsonTrain {
-        data: data_json(&t.data),
-        test: t.test.as_ref().map(data_json),
+        data: t.data.clone(),
+        test: t.test.clone(),
         loss: t.loss.keyword(),
         optimizer: optimizer_json(&t.optimizer),
         weight_decay: t.weight_decay,
@@ -438,41 +408,6 @@ fn train_json(t: &Train) -> JsonTrain {
             min_delta: e.min_delta,
         }),
         augment_shift: t.augment.map(|a| a.shift),
-    }
-}
-
-fn data_json(d: &Data) -> JsonData {
-    match d.clone() {
-        Data::Mnist {
-            pad,
-            scale,
-            shift,
-            flatten,
-        } => JsonData::Mnist {
-            pad,
-            scale,
-            shift,
-            flatten,
-        },
-        Data::Idx {
-            images,
-            labels,
-            pad,
-            scale,
-            shift,
-            flatten,
-            classes,
-        } => JsonData::Idx {
-            images,
-            labels,
-            pad,
-            scale,
-            shift,
-            flatten,
-            classes,
-        },
-        Data::Csv { path, target } => JsonData::Csv { path, target },
-        Data::Inline { inputs, targets } => JsonData::Inline { inputs, targets },
     }
 }
 
