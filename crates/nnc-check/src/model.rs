@@ -947,48 +947,45 @@ impl Optimizer {
     }
 }
 
-impl fmt::Display for Optimizer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = self.keyword();
+/// An optimizer's hyper-parameter value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hyper {
+    Number(f64),
+    Flag(bool),
+}
+
+impl Optimizer {
+    /// Every hyper-parameter, defaults included, in the order the language lists them: what
+    /// the summary line prints and `nnc check --json` gives.
+    pub fn hyper_parameters(&self) -> Vec<(&'static str, Hyper)> {
+        let n = Hyper::Number;
         match *self {
-            Optimizer::Sgd { lr } => write!(f, "{k}(lr: {})", num(lr)),
+            Optimizer::Sgd { lr } => vec![("lr", n(lr))],
             Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
-                write!(f, "{k}(lr: {}, momentum: {})", num(lr), num(momentum))
+                vec![("lr", n(lr)), ("momentum", n(momentum))]
             }
             Optimizer::Adagrad {
                 lr,
                 initial_accumulator,
                 eps,
-            } => write!(
-                f,
-                "{k}(lr: {}, initial_accumulator: {}, eps: {})",
-                num(lr),
-                num(initial_accumulator),
-                num(eps)
-            ),
+            } => vec![
+                ("lr", n(lr)),
+                ("initial_accumulator", n(initial_accumulator)),
+                ("eps", n(eps)),
+            ],
             Optimizer::RmsProp {
                 lr,
                 rho,
                 eps,
                 momentum,
                 centered,
-            } => {
-                write!(
-                    f,
-                    "{k}(lr: {}, rho: {}, eps: {}",
-                    num(lr),
-                    num(rho),
-                    num(eps)
-                )?;
-                // The options only when set, so that plain RMSprop reads as before.
-                if momentum > 0.0 {
-                    write!(f, ", momentum: {}", num(momentum))?;
-                }
-                if centered {
-                    write!(f, ", centered: true")?;
-                }
-                write!(f, ")")
-            }
+            } => vec![
+                ("lr", n(lr)),
+                ("rho", n(rho)),
+                ("eps", n(eps)),
+                ("momentum", n(momentum)),
+                ("centered", Hyper::Flag(centered)),
+            ],
             Optimizer::Adam {
                 lr,
                 beta1,
@@ -1006,39 +1003,49 @@ impl fmt::Display for Optimizer {
                 beta1,
                 beta2,
                 eps,
-            } => write!(
-                f,
-                "{k}(lr: {}, beta1: {}, beta2: {}, eps: {})",
-                num(lr),
-                num(beta1),
-                num(beta2),
-                num(eps)
-            ),
+            } => vec![
+                ("lr", n(lr)),
+                ("beta1", n(beta1)),
+                ("beta2", n(beta2)),
+                ("eps", n(eps)),
+            ],
             Optimizer::AdamW {
                 lr,
                 beta1,
                 beta2,
                 eps,
                 weight_decay,
-            } => write!(
-                f,
-                "{k}(lr: {}, beta1: {}, beta2: {}, eps: {}, weight_decay: {})",
-                num(lr),
-                num(beta1),
-                num(beta2),
-                num(eps),
-                num(weight_decay)
-            ),
+            } => vec![
+                ("lr", n(lr)),
+                ("beta1", n(beta1)),
+                ("beta2", n(beta2)),
+                ("eps", n(eps)),
+                ("weight_decay", n(weight_decay)),
+            ],
             Optimizer::Adadelta { lr, rho, eps } => {
-                write!(
-                    f,
-                    "{k}(lr: {}, rho: {}, eps: {})",
-                    num(lr),
-                    num(rho),
-                    num(eps)
-                )
+                vec![("lr", n(lr)), ("rho", n(rho)), ("eps", n(eps))]
             }
         }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.keyword())?;
+        let mut first = true;
+        let rmsprop = matches!(self, Optimizer::RmsProp { .. });
+        for (name, value) in self.hyper_parameters() {
+            let value = match value {
+                // RMSprop's options only when set, so that plain RMSprop reads as before.
+                Hyper::Number(x) if rmsprop && name == "momentum" && x == 0.0 => continue,
+                Hyper::Flag(false) => continue,
+                Hyper::Number(x) => num(x),
+                Hyper::Flag(true) => "true".to_string(),
+            };
+            write!(f, "{}{name}: {value}", if first { "" } else { ", " })?;
+            first = false;
+        }
+        write!(f, ")")
     }
 }
 

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::model::{
-    Activation, Data, Decay, LayerKind, Metric, Model, Optimizer, Padding, Schedule, Source, Train,
-    num,
+    Activation, Data, Decay, Hyper, LayerKind, Metric, Model, Optimizer, Padding, Schedule, Source,
+    Train, num,
 };
 
 /// `61706` → `61,706`
@@ -412,77 +412,19 @@ fn train_json(t: &Train) -> JsonTrain {
 }
 
 fn optimizer_json(o: &Optimizer) -> JsonOptimizer {
-    let n = Arg::Number;
-    let hyper: Vec<(&'static str, Arg)> = match *o {
-        Optimizer::Sgd { lr } => vec![("lr", n(lr))],
-        Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
-            vec![("lr", n(lr)), ("momentum", n(momentum))]
-        }
-        Optimizer::Adagrad {
-            lr,
-            initial_accumulator,
-            eps,
-        } => vec![
-            ("lr", n(lr)),
-            ("initial_accumulator", n(initial_accumulator)),
-            ("eps", n(eps)),
-        ],
-        Optimizer::RmsProp {
-            lr,
-            rho,
-            eps,
-            momentum,
-            centered,
-        } => vec![
-            ("lr", n(lr)),
-            ("rho", n(rho)),
-            ("eps", n(eps)),
-            ("momentum", n(momentum)),
-            ("centered", Arg::Flag(centered)),
-        ],
-        Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        }
-        | Optimizer::Adamax {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        }
-        | Optimizer::Nadam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } => vec![
-            ("lr", n(lr)),
-            ("beta1", n(beta1)),
-            ("beta2", n(beta2)),
-            ("eps", n(eps)),
-        ],
-        Optimizer::AdamW {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } => vec![
-            ("lr", n(lr)),
-            ("beta1", n(beta1)),
-            ("beta2", n(beta2)),
-            ("eps", n(eps)),
-            ("weight_decay", n(weight_decay)),
-        ],
-        Optimizer::Adadelta { lr, rho, eps } => {
-            vec![("lr", n(lr)), ("rho", n(rho)), ("eps", n(eps))]
-        }
-    };
     JsonOptimizer {
         name: o.keyword(),
-        hyper: hyper.into_iter().collect(),
+        hyper: o
+            .hyper_parameters()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Hyper::Number(x) => Arg::Number(x),
+                    Hyper::Flag(b) => Arg::Flag(b),
+                };
+                (name, value)
+            })
+            .collect(),
     }
 }
 
