@@ -23,6 +23,15 @@ ratio (nnc / twin) and their geometric mean.
 trains the MLP (models/mlp.nn) under nnc and JAX (mlp_jax.py) with and without one competing
 busy process (a Python loop, pinned nowhere), in one run, and prints each one's slowdown.
 
+    python3 bench/compare.py --infer [--rounds 3] [--infer-peers torch-eager,jax-jit]
+
+times inference at batch 1000 on the 10,000 test images: `nnc bench FILE --eval` (the compiled
+evaluation step, median over its steps) against ../shared/bench/infer.py (each peer's median
+pass of 10 batches of 1000, argmax included) for the MLP and LeNet-5, at 2 threads, alternately;
+prints images/s and the speed-up nnc / peer (issue 19's target: at least 2x PyTorch eager); and
+against ONNX Runtime on the model exported by `nnc export --onnx` (initial weights), at batch
+1000 (images/s) and batch 1 (p50 latency), when --onnx-python has onnxruntime.
+
 PEERS_DIR overrides where the peer scripts are; --nnc-args adds flags to every `nnc train`.
 """
 import argparse
@@ -264,6 +273,87 @@ def contention(a):
             print(f"{who:8} {q:8.3f} {b:8.3f} {b / q:8.2f}x")
 
 
+def nnc_eval(model, batch, threads, iterations):
+    cmd = [NNC, "bench", model, "--eval", "--batch", str(batch), "--threads", str(threads),
+           "--iterations", str(iterations), "--json"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"nnc failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout)
+
+
+def exported(model, directory):
+    """The model exported to ONNX from its initial weights (`nnc init`, then `nnc export`)."""
+    stem = os.path.splitext(os.path.basename(model))[0]
+    weights, onnx = os.path.join(directory, stem + ".safetensors"), os.path.join(directory, stem + ".onnx")
+    for cmd in ([NNC, "init", model, "-o", weights], [NNC, "export", model, "--weights", weights, "--onnx", onnx]):
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"nnc failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return onnx
+
+
+def onnx_runtime(python, onnx, batch, threads, steps):
+    cmd = [python, os.path.join(HERE, "infer_onnx.py"), onnx, "--batch", str(batch), "--threads", str(threads),
+           "--steps", str(steps)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        sys.exit(f"ONNX Runtime failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def infer(a):
+    """Inference: nnc's evaluation step against infer.py's peers (batch 1000) and against ONNX
+    Runtime on nnc's exported model (batch 1000 and batch 1), at 2 threads."""
+    models = {"mlp": "models/mlp.nn", "lenet5": "models/lenet5.nn"}
+    peers = [f for f in a.infer_peers.split(",") if f]
+    ort = os.path.exists(a.onnx_python)
+    onnx = {}
+    if ort:
+        os.makedirs("/tmp/nnc-bench-onnx", exist_ok=True)
+        onnx = {name: exported(model, "/tmp/nnc-bench-onnx") for name, model in models.items()}
+    else:
+        print(f"no {a.onnx_python}: ONNX Runtime left out (bash .ci/run makes that environment)", file=sys.stderr)
+    ips, p50 = {}, {}
+    for r in range(a.rounds):
+        for name, model in models.items():
+            for batch, steps in ((1000, 100), (1, 2000)):
+                time.sleep(a.pause)
+                res = nnc_eval(model, batch, 2, steps)
+                ips.setdefault((name, "nnc", batch), []).append(res["images_per_second"])
+                p50.setdefault((name, "nnc", batch), []).append(res["p50_micros"])
+                if ort:
+                    time.sleep(a.pause)
+                    res = onnx_runtime(a.onnx_python, onnx[name], batch, 2, steps)
+                    ips.setdefault((name, "onnxruntime", batch), []).append(res["images_per_second"])
+                    p50.setdefault((name, "onnxruntime", batch), []).append(res["p50_micros"])
+        for framework in peers:
+            time.sleep(a.pause)
+            cmd = [a.peers, "infer.py", framework]
+            p = subprocess.run(cmd, cwd=PEERS_DIR, capture_output=True, text=True)
+            line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if p.returncode != 0 or line is None:
+                print(f"{framework} failed: {p.stderr[-500:]}", file=sys.stderr)
+                continue
+            for name, res in json.loads(line[len("RESULT "):])["results"].items():
+                ips.setdefault((name, framework, 1000), []).append(res["img_per_s_median"])
+        print(f"infer: round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
+    med = lambda xs: statistics.median(xs)
+    print(f"\ninference, 2 threads, median of {a.rounds} round(s); speed-up = nnc / peer")
+    for name in models:
+        ours = med(ips[(name, "nnc", 1000)])
+        print(f"{name}, batch 1000: nnc {ours:.0f} images/s")
+        for who in peers + (["onnxruntime"] if ort else []):
+            if (name, who, 1000) in ips:
+                theirs = med(ips[(name, who, 1000)])
+                print(f"    {who:14} {theirs:10.0f} images/s  speed-up {ours / theirs:.2f}x")
+        ours = med(p50[(name, "nnc", 1)])
+        print(f"{name}, batch 1: nnc p50 {ours:.1f} µs")
+        if ort:
+            theirs = med(p50[(name, "onnxruntime", 1)])
+            print(f"    {'onnxruntime':14} p50 {theirs:8.1f} µs  latency ratio nnc / peer {ours / theirs:.2f}x")
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -276,6 +366,10 @@ def main():
     ap.add_argument("--test-images", type=int, default=1000, help="with --zoo: the test subset")
     ap.add_argument("--epochs", type=int, default=3, help="with --zoo: epochs of the subset (at least 2)")
     ap.add_argument("--twin-threads", type=int, default=2, help="with --zoo: torch.set_num_threads in the twins")
+    ap.add_argument("--infer", action="store_true", help="inference at batch 1000 against infer.py")
+    ap.add_argument("--infer-peers", default="torch-eager,jax-jit", help="with --infer: infer.py's frameworks")
+    ap.add_argument("--onnx-python", default=os.path.join(ROOT, "target", "onnx-venv", "bin", "python"),
+                    help="with --infer: the Python that has onnxruntime (made by .ci/run)")
     ap.add_argument("--nnc-args", default="", help="extra flags for every `nnc train`, e.g. '--threads 2'")
     a = ap.parse_args()
     NNC_ARGS.extend(shlex.split(a.nnc_args))
@@ -285,6 +379,8 @@ def main():
         zoo(a)
     elif a.contention:
         contention(a)
+    elif a.infer:
+        infer(a)
     else:
         if a.only not in (None, "mlp", "lenet"):
             sys.exit("--only takes mlp or lenet (or a zoo model with --zoo)")

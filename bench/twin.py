@@ -23,6 +23,12 @@ images in the same order, with nnc's dropout masks (its counter-based generator,
 below); it prints a `CHECK {json}` line and exits 1 when they differ by more than the
 tolerance.
 
+Batch normalisation is torch's `BatchNorm2d`/`BatchNorm1d` with momentum 1 − nnc's (torch
+weighs the batch, Keras and nnc the running value) and nnc's eps. In training both normalise
+with the batch's biased variance, so the losses `--check-steps` compares agree; torch's running
+variance is the unbiased one (n/(n − 1) times the biased one nnc keeps, Keras' convention), so
+the test figures, which use the running statistics, differ slightly.
+
 MNIST is read from the project's data/mnist (or MNIST_DIR); `idx`, `csv` and inline sources
 from where the `.nn` file says. The nnc binary is target/release/nnc (or --nnc).
 """
@@ -160,6 +166,14 @@ def module_source(spec):
             fwd.append("x = torch.cat([" + ", ".join(var(n) for n in inputs) + "], 1)")
         elif kind == "global_avgpool":
             fwd.append("x = x.mean((2, 3))")
+        elif kind == "batchnorm":
+            # PyTorch's momentum is the weight of the batch: 1 − Keras' (nnc's).
+            dims = "2d" if len(layer["input_shape"]) == 3 else "1d"
+            init.append(
+                f"{me} = torch.nn.BatchNorm{dims}({layer['input_shape'][0]}, eps={a['eps']!r}, "
+                f"momentum={1.0 - a['momentum']!r})"
+            )
+            fwd.append(f"x = {me}(x)")
         elif kind == "dense":
             init.append(f"{me} = torch.nn.Linear({layer['input_shape'][0]}, {a['units']}, bias={a['bias']})")
             fwd.append(f"x = {me}(x)")
@@ -258,6 +272,15 @@ def load_nnc_weights(module, spec, path):
             suffix = p["name"].rsplit(".", 1)[1]
             if layer["kind"] == "subsample":
                 target = getattr(module, f"{attr(layer['name'])}_{suffix}")
+            elif layer["kind"] == "batchnorm":
+                # gamma and beta are torch's weight and bias; the running statistics are
+                # buffers, not trained (not handed to the optimizer).
+                suffix = {"gamma": "weight", "beta": "bias"}.get(suffix, suffix)
+                target = getattr(getattr(module, attr(layer["name"])), suffix)
+                if p.get("running"):
+                    with torch.no_grad():
+                        target.copy_(t.contiguous())
+                    continue
             else:
                 target = getattr(getattr(module, attr(layer["name"])), suffix)
                 if layer["kind"] == "dense" and suffix == "weight":

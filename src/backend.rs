@@ -103,30 +103,12 @@ impl Backend for Jit {
     fn params(&self) -> Vec<NamedTensor> {
         let (names, shapes) = self.0.param_layout();
         let (params, _) = self.0.snapshot().unwrap_or_default();
-        names
-            .iter()
-            .zip(shapes)
-            .zip(params)
-            .map(|((name, shape), data)| NamedTensor {
-                name: name.clone(),
-                shape: shape.clone(),
-                data,
-            })
-            .collect()
+        named_flat(names.iter().zip(shapes), params)
     }
 
     fn states(&self) -> Vec<NamedTensor> {
         let (_, states) = self.0.snapshot().unwrap_or_default();
-        self.0
-            .state_layout()
-            .iter()
-            .zip(states)
-            .map(|((name, shape), data)| NamedTensor {
-                name: name.clone(),
-                shape: shape.clone(),
-                data,
-            })
-            .collect()
+        named_flat(self.0.state_layout().iter().map(|(n, s)| (n, s)), states)
     }
 
     fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String> {
@@ -419,4 +401,20 @@ fn replace(
         *v = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data.clone()).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Flat tensors with their names and shapes, in a layout's order (a compiled model's
+/// parameters or states).
+pub(crate) fn named_flat<'a>(
+    layout: impl Iterator<Item = (&'a String, &'a Vec<usize>)>,
+    data: Vec<Vec<f32>>,
+) -> Vec<NamedTensor> {
+    layout
+        .zip(data)
+        .map(|((name, shape), data)| NamedTensor {
+            name: name.clone(),
+            shape: shape.clone(),
+            data,
+        })
+        .collect()
 }

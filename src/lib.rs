@@ -27,8 +27,11 @@ pub mod augment;
 pub mod backend;
 pub mod checkpoint;
 pub mod data_check;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod files;
+pub mod graph_picture;
 pub mod image;
 pub mod metrics;
 pub mod plot;

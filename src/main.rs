@@ -13,7 +13,7 @@ use nnc::BackendKind;
 
 mod cli;
 
-use cli::{Ui, check, eval, init, ir, predict, train};
+use cli::{Ui, check, eval, export, graph, init, ir, predict, train};
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for neural networks", long_about = None)]
@@ -61,6 +61,21 @@ enum Command {
         /// Print the summaries as JSON (an array when there are several models).
         #[arg(long)]
         json: bool,
+    },
+    /// Draw a model: a box per layer (name, kind, output shape, parameters), arrows for the
+    /// data flow, branches side by side; SVG drawn by nnc itself, or Graphviz DOT.
+    Graph {
+        /// The `.nn` file.
+        file: PathBuf,
+        /// Write the picture here (default: stdout); a name ending in `.dot` or `.gv` gets DOT.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Write Graphviz DOT instead of SVG.
+        #[arg(long)]
+        dot: bool,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
     },
     /// Compile a model and train it on its data; metrics, plots and checkpoints go to a run
     /// directory.
@@ -170,7 +185,7 @@ enum Command {
         /// in the model's run directory (runs/<model>/checkpoint.safetensors).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// The images to classify, or CSV files of input rows (`-` or none: standard input).
+        /// The images to classify (a directory: its PNG and PGM files, in name order), or CSV files of input rows (`-` or none: standard input).
         inputs: Vec<PathBuf>,
         /// The model, when the file holds several.
         #[arg(long)]
@@ -185,6 +200,31 @@ enum Command {
         /// One JSON object per image.
         #[arg(long)]
         json: bool,
+        /// Use weights trained from another version of the `.nn` file whose layers or data
+        /// settings differ (their parameter names and shapes must still fit).
+        #[arg(long)]
+        allow_changed_model: bool,
+    },
+    /// Export a model with its weights for another framework: an ONNX model of the evaluation
+    /// function that takes the data as stored (raw pixels), preprocessing included, or a
+    /// PyTorch module and its state dict.
+    Export {
+        /// The `.nn` file the weights were trained from.
+        file: PathBuf,
+        /// A checkpoint written by `nnc train` or `nnc init` (a .safetensors file); default:
+        /// the checkpoint in the model's run directory (runs/<model>/checkpoint.safetensors).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Write an ONNX model (IR version 8, opset 13, a symbolic batch axis) to this file.
+        #[arg(long)]
+        onnx: Option<PathBuf>,
+        /// Write a PyTorch module (model.py) and its state dict (model.safetensors) to this
+        /// directory.
+        #[arg(long)]
+        pytorch: Option<PathBuf>,
+        /// The model, when the file holds several.
+        #[arg(long)]
+        model: Option<String>,
         /// Use weights trained from another version of the `.nn` file whose layers or data
         /// settings differ (their parameter names and shapes must still fit).
         #[arg(long)]
@@ -233,6 +273,10 @@ enum Command {
         /// The report as JSON.
         #[arg(long)]
         json: bool,
+        /// Time the evaluation step (inference: forward only, dropout off) instead of the
+        /// training step: latency per batch (p50, p99) and images/s.
+        #[arg(long)]
+        eval: bool,
     },
     /// Compare derived gradients with finite differences, in f64.
     Gradcheck {
@@ -272,6 +316,20 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Check { files, json } => check::run(&files, json, &ui),
+        Command::Graph {
+            file,
+            out,
+            dot,
+            model,
+        } => graph::run(
+            &graph::GraphCommand {
+                file,
+                model,
+                out,
+                dot,
+            },
+            &ui,
+        ),
         Command::Train {
             file,
             model,
@@ -368,6 +426,24 @@ fn main() -> ExitCode {
             },
             &ui,
         ),
+        Command::Export {
+            file,
+            weights,
+            onnx,
+            pytorch,
+            model,
+            allow_changed_model,
+        } => export::run(
+            &export::ExportCommand {
+                file,
+                weights,
+                model,
+                onnx,
+                pytorch,
+                allow_changed_model,
+            },
+            &ui,
+        ),
         Command::Ir {
             file,
             model,
@@ -411,13 +487,17 @@ fn main() -> ExitCode {
             iterations,
             threads,
             json,
+            eval,
         } => ir::bench(
             &file,
             model.as_deref(),
-            batch.map(saturating_usize),
-            saturating_usize(iterations),
-            threads.map_or_else(nnc::default_threads, saturating_usize),
-            json,
+            ir::BenchRun {
+                batch: batch.map(saturating_usize),
+                iterations: saturating_usize(iterations),
+                threads: threads.map_or_else(nnc::default_threads, saturating_usize),
+                json,
+                eval,
+            },
             &ui,
         ),
         Command::Gradcheck {

@@ -297,6 +297,12 @@ impl Trainer {
         self.backend.as_mut()
     }
 
+    /// Replaces the backend (with `distributed`'s, which holds the same parameters and state
+    /// in the same order).
+    pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
+        self.backend = backend;
+    }
+
     /// The parameters, in declaration order.
     pub fn params(&self) -> Vec<NamedTensor> {
         self.backend.params()

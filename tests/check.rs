@@ -56,6 +56,26 @@ fn every_invalid_model_is_explained() {
     });
 }
 
+/// Models that check but deserve a warning (`tests/warnings/*.nn`): the summary on stdout,
+/// exit 0, and on stderr each warning with its location and help line.
+#[test]
+fn every_warning_is_explained() {
+    insta::glob!("warnings/*.nn", |path| {
+        let (stdout, stderr, code) = nnc(&["check", &relative(path)]);
+        assert_eq!(code, 0, "exit code for {}:\n{stderr}", path.display());
+        assert!(stdout.starts_with("Model: "), "a summary: {stdout}");
+        assert!(stderr.contains("nnc::"), "a diagnostic code: {stderr}");
+        assert!(stderr.contains("╭─["), "a labelled source location");
+        let codes = stderr.lines().filter(|l| l.starts_with("nnc::")).count();
+        let helps = stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("help: "))
+            .count();
+        assert_eq!(codes, helps, "a help line for each warning: {stderr}");
+        insta::assert_snapshot!(stderr);
+    });
+}
+
 /// docs/language.md promises a help line for every problem: each diagnostic rendered for the
 /// invalid corpus (its code line `nnc::…`) has its `help:` line.
 #[test]

@@ -374,3 +374,74 @@ fn bench_reports_its_data_and_profile() {
     assert!(mlp["step_micros"].as_f64().unwrap() > 0.0);
     assert_eq!(report("models/xor.nn")["data"], "synthetic");
 }
+
+/// `bench --eval` times the evaluation step: the percentiles are ordered, images/s follows
+/// from the median, and the arena is smaller than the training step's (no gradients, no
+/// optimizer state).
+#[test]
+fn bench_eval_reports_latency_percentiles() {
+    let eval = |batch: &str| {
+        let (json, stderr, code) = nnc(&[
+            "bench",
+            "models/lenet5.nn",
+            "--eval",
+            "--batch",
+            batch,
+            "--iterations",
+            "20",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&json).expect("JSON")
+    };
+    for (batch, n) in [("1", 1.0), ("64", 64.0)] {
+        let r = eval(batch);
+        let (p50, p99, best) = (
+            r["p50_micros"].as_f64().expect("p50"),
+            r["p99_micros"].as_f64().expect("p99"),
+            r["min_micros"].as_f64().expect("min"),
+        );
+        assert!(0.0 < best && best <= p50 && p50 <= p99, "{r}");
+        let ips = r["images_per_second"].as_f64().expect("images/s");
+        assert!((ips - n * 1e6 / p50).abs() <= 1e-6 * ips, "{r}");
+        assert_eq!(r["iterations"], 20);
+        assert_eq!(r["data"], "images");
+    }
+    let (train, stderr, code) = nnc(&[
+        "bench",
+        "models/lenet5.nn",
+        "--batch",
+        "64",
+        "--iterations",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let train: serde_json::Value = serde_json::from_str(&train).expect("JSON");
+    let eval_arena = eval("64")["arena_bytes"].as_u64().expect("arena");
+    assert!(eval_arena < train["arena_bytes"].as_u64().expect("arena"));
+    let (text, stderr, code) = nnc(&["bench", "models/mlp.nn", "--eval", "--iterations", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(text.contains("p50") && text.contains("images/s"), "{text}");
+}
+
+/// A graph model's combinators in the kernel schedule: each `concat` is one kernel (no
+/// padded copies summed), and its operands' gradients are windows of the concatenated
+/// gradient that the loops read in place, not copies.
+#[test]
+fn concat_is_one_kernel_and_its_gradients_are_windows() {
+    let (kernels, stderr, code) = nnc(&["ir", "bench/zoo/inception.nn", "--stage", "kernels"]);
+    assert_eq!(code, 0, "{stderr}");
+    let ops = |name: &str| {
+        kernels
+            .lines()
+            .filter(|l| l.trim_start().starts_with(name) || l.contains(&format!(": {name} ")))
+            .count()
+    };
+    assert_eq!(ops("concat"), 2, "{kernels}");
+    assert_eq!(ops("pad"), 0, "{kernels}");
+    // The two concats' six operand gradients: five read in place, the one a reshape reads
+    // copied.
+    assert_eq!(kernels.matches("(a window of").count(), 5, "{kernels}");
+    assert_eq!(ops("slice"), 1, "{kernels}");
+}

@@ -610,6 +610,43 @@ fn eval_reproduces_the_training_figures_and_predict_agrees_with_it() {
         "doubled digit"
     );
 
+    // A directory stands for its images in name order, streamed in chunks (300 images: more
+    // than one chunk); other files in it are skipped.
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).expect("folder");
+    for i in 0..300 {
+        png(
+            &folder.join(format!("digit-{i:04}.png")),
+            28,
+            &d.test_images[i % d.test_images.len()],
+        );
+    }
+    std::fs::write(folder.join("notes.txt"), "not an image").expect("write");
+    let (out, err, code) = run(
+        dir,
+        &["predict", file, "--weights", weights, "--json", "folder"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let streamed = json_lines(&out);
+    assert_eq!(streamed.len(), 300);
+    for (i, p) in streamed.iter().enumerate() {
+        assert!(
+            p["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with(&format!("digit-{i:04}.png"))),
+            "{p}"
+        );
+        assert_eq!(
+            class(p),
+            class(&predictions[i % d.test_images.len()]),
+            "{p}"
+        );
+    }
+    std::fs::create_dir(dir.join("empty")).expect("empty folder");
+    let (_, err, code) = run(dir, &["predict", file, "--weights", weights, "empty"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("holds no PNG or PGM images"), "{err}");
+
     // Text output, and images that are not images.
     let (text, _, code) = run(
         dir,
@@ -1339,5 +1376,174 @@ fn a_collapsed_network_is_told_to_lower_its_rate_every_epoch() {
             .iter()
             .any(|w| w.contains("no gradient reaches its first layer")),
         "{err}"
+    );
+}
+
+/// A model with batch normalisation per channel (after a convolution) and per feature (after a
+/// dense layer).
+const BATCHNORM: &str = "model m {
+    input image: f32[1, 28, 28]
+    conv2d(4, kernel: 5, stride: 2, bias: false) -> batchnorm(momentum: 0.9) -> relu
+    flatten
+    dense(16, bias: false) -> batchnorm -> relu
+    out: dense(10)
+}";
+
+/// The test slice's loss under `model` with the checkpoint's weights, on the interpreter, in
+/// one batch: with the running statistics (`training` false, what `eval` does) or with the
+/// batch's own (`training` true, dropout-free here).
+fn loss_on_test_slice(file: &Path, weights: &Checkpoint, training: bool) -> f64 {
+    use nnc_ir::interp::{Tensor, run_f32};
+    use nnc_ir::lower::{InputSpec, LowerOptions, TargetSpec, lower};
+    let source = std::fs::read_to_string(file).expect("model");
+    let checked = nnc_check::check_source(&source);
+    let model = checked.models.first().expect("a checked model");
+    let train = model.train.as_ref().expect("train block");
+    let d = digits();
+    let n = d.test_labels.len();
+    let opts = LowerOptions {
+        batch: n,
+        training,
+        // The IDX slices: u8 digits, scaled as the train block says.
+        input: InputSpec {
+            dtype: nnc_ir::types::DType::U8,
+            sample: vec![1, 28, 28],
+            scale: 1.0 / 255.0,
+            shift: 0.0,
+            pad: 0,
+            flatten: false,
+        },
+        targets: TargetSpec::Classes(10),
+        loss: train.loss,
+        score: train.score(),
+    };
+    let f = lower(model, &opts).expect("lowers").func;
+    let pixels: Vec<u8> = d.test_images.concat();
+    let mut inputs = vec![
+        Tensor::U8(ndarray::ArrayD::from_shape_vec(vec![n, 1, 28, 28], pixels).expect("images")),
+        Tensor::I32(
+            ndarray::ArrayD::from_shape_vec(
+                vec![n],
+                d.test_labels.iter().map(|&l| i32::from(l)).collect(),
+            )
+            .expect("labels"),
+        ),
+    ];
+    for &p in &f.params[2..] {
+        let name = f.name_of(p).expect("named parameter");
+        let t = weights
+            .params
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("`{name}` in the checkpoint"));
+        inputs.push(Tensor::F(
+            ndarray::ArrayD::from_shape_vec(t.shape.clone(), t.data.clone()).expect("shape"),
+        ));
+    }
+    run_f32(&f, inputs).expect("runs")[0]
+        .scalar()
+        .expect("a scalar loss")
+}
+
+/// Batch normalisation's running statistics: `init` writes their starting values, training
+/// updates them, the checkpoint holds them and a resumed run continues them exactly, and
+/// `eval` normalises with them, not with the batch's statistics.
+#[test]
+fn batchnorm_statistics_are_checkpointed_resumed_and_used_by_eval() {
+    let train = "
+    loss softmax_cross_entropy
+    optimizer adam(lr: 0.01)
+    batch 32
+    epochs 2
+    seed 5";
+    let (tmp, file) = model_dir(BATCHNORM, train);
+    let path = file.to_str().expect("path");
+    let dir = tmp.path();
+    let stat = |c: &Checkpoint, name: &str| -> Vec<f32> {
+        c.params
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no `{name}` in the checkpoint"))
+            .data
+            .clone()
+    };
+
+    let (_, err, code) = run(dir, &["init", path, "-o", "init.safetensors"]);
+    assert_eq!(code, 0, "{err}");
+    let init = Checkpoint::load(&dir.join("init.safetensors")).expect("init checkpoint");
+    assert_eq!(stat(&init, "batchnorm_1.running_mean"), vec![0.0; 4]);
+    assert_eq!(stat(&init, "batchnorm_1.running_var"), vec![1.0; 4]);
+    assert_eq!(stat(&init, "batchnorm_2.running_var"), vec![1.0; 16]);
+    assert_eq!(stat(&init, "batchnorm_2.gamma"), vec![1.0; 16]);
+
+    let (_, err, code) = run(dir, &["train", path, "--out", "straight"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(dir, &["train", path, "--out", "split", "--epochs", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(dir, &["train", path, "--out", "split", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let (straight, split) = (
+        checkpoint(&dir.join("straight")),
+        checkpoint(&dir.join("split")),
+    );
+    // The statistics moved from their starting values, and resumed exactly.
+    for name in [
+        "batchnorm_1.running_mean",
+        "batchnorm_1.running_var",
+        "batchnorm_2.running_mean",
+        "batchnorm_2.running_var",
+    ] {
+        assert_ne!(
+            stat(&straight, name),
+            stat(&init, name),
+            "{name} was updated"
+        );
+        assert_eq!(stat(&straight, name), stat(&split, name), "{name} resumed");
+    }
+    assert_eq!(straight.params, split.params);
+    assert_eq!(
+        metrics_without_seconds(&dir.join("straight")),
+        metrics_without_seconds(&dir.join("split"))
+    );
+
+    // `eval` gives the loss of the running statistics, which differs from normalising the
+    // test batch with its own statistics.
+    let weights = "straight/checkpoint.safetensors";
+    let (out, err, code) = run(dir, &["eval", path, "--weights", weights, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let eval = json_lines(&out).pop().expect("eval");
+    let eval_loss = eval["test_loss"].as_f64().expect("test_loss");
+    let running = loss_on_test_slice(&file, &straight, false);
+    let batch = loss_on_test_slice(&file, &straight, true);
+    assert!(
+        (eval_loss - running).abs() <= 1e-4 * running.abs(),
+        "eval's loss {eval_loss} is the running statistics' {running}"
+    );
+    assert!(
+        (batch - running).abs() > 1e-3 * running.abs(),
+        "batch statistics give another loss: {batch} vs {running}"
+    );
+    // And it is the running statistics that `eval` reads: reset to their starting values,
+    // the loss changes.
+    let mut reset = straight.clone();
+    for t in reset.params.iter_mut() {
+        if t.name.ends_with(".running_mean") {
+            t.data.fill(0.0);
+        } else if t.name.ends_with(".running_var") {
+            t.data.fill(1.0);
+        }
+    }
+    reset.save(&dir.join("reset.safetensors")).expect("save");
+    let (out, err, code) = run(
+        dir,
+        &["eval", path, "--weights", "reset.safetensors", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let reset_loss = json_lines(&out).pop().expect("eval")["test_loss"]
+        .as_f64()
+        .expect("test_loss");
+    assert!(
+        (reset_loss - eval_loss).abs() > 1e-3 * eval_loss,
+        "{reset_loss} vs {eval_loss}"
     );
 }

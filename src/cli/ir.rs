@@ -100,23 +100,27 @@ pub fn run(
     Outcome::Ok
 }
 
-/// Runs `nnc bench`: compile time, step time and the kernel profile of the training step.
-pub fn bench(
-    file: &Path,
-    model: Option<&str>,
-    batch: Option<usize>,
-    iterations: usize,
-    threads: usize,
-    json: bool,
-    ui: &Ui,
-) -> Outcome {
+/// How `nnc bench` runs.
+pub struct BenchRun {
+    /// Default: the train block's.
+    pub batch: Option<usize>,
+    pub iterations: usize,
+    pub threads: usize,
+    pub json: bool,
+    /// The evaluation step instead of the training step.
+    pub eval: bool,
+}
+
+/// Runs `nnc bench`: compile time, step time and the kernel profile of the training step, or
+/// with `eval` the evaluation step's latency and throughput.
+pub fn bench(file: &Path, model: Option<&str>, run: BenchRun, ui: &Ui) -> Outcome {
     let start = std::time::Instant::now();
     let (project, spec) = match load(file, model, ui) {
         Ok(x) => x,
         Err(o) => return o,
     };
     let front_end_ms = start.elapsed().as_secs_f64() * 1e3;
-    let batch = batch.unwrap_or(spec.batch);
+    let batch = run.batch.unwrap_or(spec.batch);
     // The first test images, if the model's data can be read (sparse contractions depend on
     // their zeros); otherwise synthetic data.
     let images = project
@@ -129,25 +133,47 @@ pub fn bench(
             }
             nnc_data::Inputs::F32 { .. } => None,
         });
-    match nnc_jit::bench::run(
-        &project.model,
-        batch,
-        (spec.input, spec.targets),
-        images.as_deref(),
-        (iterations.clamp(1, 20), iterations.max(1)),
-        threads,
-    ) {
-        Ok(mut report) => {
+    let steps = (run.iterations.clamp(1, 20), run.iterations.max(1));
+    let io = (spec.input, spec.targets);
+    let rendered = if run.eval {
+        nnc_jit::bench::run_eval(
+            &project.model,
+            batch,
+            io,
+            images.as_deref(),
+            steps,
+            run.threads,
+        )
+        .map(|mut report| {
+            report.compile_ms += front_end_ms;
+            if run.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+            } else {
+                report.render()
+            }
+        })
+    } else {
+        nnc_jit::bench::run(
+            &project.model,
+            batch,
+            io,
+            images.as_deref(),
+            steps,
+            run.threads,
+        )
+        .map(|mut report| {
             // Parse → JIT ready, as the issue counts it.
             report.compile_ms += front_end_ms;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+            if run.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
-                print!("{}", report.render(20));
+                report.render(20)
             }
+        })
+    };
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
             Outcome::Ok
         }
         Err(e) => {

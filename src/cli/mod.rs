@@ -3,6 +3,8 @@
 
 pub mod check;
 pub mod eval;
+pub mod export;
+pub mod graph;
 pub mod init;
 pub mod ir;
 pub mod predict;

@@ -1,11 +1,13 @@
-//! `nnc predict FILE [--weights CKPT] INPUT...`: predicts with saved weights, from images for a
-//! model trained on images, from rows of numbers (CSV files or standard input) otherwise.
+//! `nnc predict FILE [--weights CKPT] INPUT...`: predicts with saved weights, from images (files
+//! or directories of them, the answers streamed) for a model trained on images, from rows of
+//! numbers (CSV files or standard input) otherwise.
 //!
 //! Each image is read as 8-bit grayscale, inverted when its border is bright (MNIST digits are
 //! white on black), brought to the input size of the data set ([`nnc::image`]), and then
 //! goes through the model's own evaluation step, which scales, pads and flattens it exactly as
 //! it did the training images.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use nnc::project::LoadedSpec;
@@ -109,86 +111,148 @@ fn images(
     let [1, h, w] = spec.input.sample[..] else {
         return fail("the model's input is not a grayscale image");
     };
-    if opts.inputs.is_empty() {
+    let files = match image_files(&opts.inputs) {
+        Ok(files) => files,
+        Err(e) => return fail(e),
+    };
+    if files.is_empty() {
         return fail(format!(
-            "model `{name}` reads images: give the PNG or PGM files to classify"
+            "model `{name}` reads images: give the PNG or PGM files to classify, or a directory \
+             of them"
         ));
     }
     // Images are read as light on dark, as MNIST-style data is: a bright-bordered one is
     // inverted. MNIST's digits are also framed in 20x20 and centred by mass, and a digit of
     // another size is brought to that form; other image data is only resized.
     let mnist = matches!(train.data, Data::Mnist { .. });
-    let mut pixels = Vec::with_capacity(opts.inputs.len() * h * w);
-    let mut notes = Vec::new();
-    for path in &opts.inputs {
-        let mut img = match image::read(path) {
-            Ok(i) => i,
-            Err(e) => return fail(e),
-        };
-        let inverted = image::border_is_bright(&img);
-        if inverted {
-            image::invert(&mut img);
-        }
-        let resized = (img.width, img.height) != (w, h);
-        let img: Gray = if !resized {
-            img
-        } else if mnist && (w, h) == (28, 28) {
-            image::frame_like_mnist(&img)
-        } else {
-            image::resize(&img, w, h)
-        };
-        pixels.extend_from_slice(&img.pixels);
-        notes.push((inverted, resized));
-    }
-
-    let outputs = match predictor.predict(BatchInputs::U8(&pixels)) {
-        Ok(rows) => rows,
-        Err(e) => return ui.report(&e),
-    };
-    for ((path, row), (inverted, resized)) in opts.inputs.iter().zip(&outputs).zip(notes) {
-        let class = predicted_class(row);
-        let probabilities = probabilities(train.loss, row);
-        let p = Prediction {
-            file: path.display().to_string(),
-            class,
-            probability: probabilities.get(class).copied().unwrap_or(f64::NAN),
-            probabilities,
-            inverted,
-            resized,
-        };
-        if opts.json {
-            println!("{}", serde_json::to_string(&p).unwrap_or_default());
-            continue;
-        }
+    // Answers stream: a chunk of images is read, predicted and printed before the next is
+    // read, so a large directory neither waits nor holds every image in memory.
+    for chunk in files.chunks(STREAM_CHUNK) {
+        let mut pixels = Vec::with_capacity(chunk.len() * h * w);
         let mut notes = Vec::new();
-        if p.inverted {
-            notes.push(if mnist {
-                "inverted: its border is bright, and MNIST digits are white on black"
+        for path in chunk {
+            let mut img = match image::read(path) {
+                Ok(i) => i,
+                Err(e) => return fail(e),
+            };
+            let inverted = image::border_is_bright(&img);
+            if inverted {
+                image::invert(&mut img);
+            }
+            let resized = (img.width, img.height) != (w, h);
+            let img: Gray = if !resized {
+                img
+            } else if mnist && (w, h) == (28, 28) {
+                image::frame_like_mnist(&img)
             } else {
-                "inverted: its border is bright, and images are read as light on dark"
-            });
+                image::resize(&img, w, h)
+            };
+            pixels.extend_from_slice(&img.pixels);
+            notes.push((inverted, resized));
         }
-        if p.resized {
-            notes.push(if mnist {
-                "framed like MNIST: 20x20 box, centred by mass in 28x28"
-            } else {
-                "resized to the input size"
-            });
-        }
-        let notes = if notes.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", notes.join("; "))
+        let outputs = match predictor.predict(BatchInputs::U8(&pixels)) {
+            Ok(rows) => rows,
+            Err(e) => return ui.report(&e),
         };
-        println!(
-            "{}: {} (probability {:.4}){notes}",
-            p.file, p.class, p.probability
-        );
-        if classes <= 20 {
-            println!("    {}", per_class(&p.probabilities));
+        let mut out = std::io::stdout().lock();
+        for ((path, row), (inverted, resized)) in chunk.iter().zip(&outputs).zip(notes) {
+            let class = predicted_class(row);
+            let probabilities = probabilities(train.loss, row);
+            let p = Prediction {
+                file: path.display().to_string(),
+                class,
+                probability: probabilities.get(class).copied().unwrap_or(f64::NAN),
+                probabilities,
+                inverted,
+                resized,
+            };
+            let text = if opts.json {
+                serde_json::to_string(&p).unwrap_or_default()
+            } else {
+                describe(&p, mnist, classes)
+            };
+            // A closed pipe (`nnc predict dir | head`) ends the stream quietly.
+            if writeln!(out, "{text}").is_err() {
+                return Outcome::Ok;
+            }
+        }
+        if out.flush().is_err() {
+            return Outcome::Ok;
         }
     }
     Outcome::Ok
+}
+
+/// Images predicted and printed at a time.
+const STREAM_CHUNK: usize = 256;
+
+/// The image files to classify: each input that is a directory stands for its PNG and PGM
+/// files (by extension, in name order, not recursive); other inputs are taken as given.
+fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if !input.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(input)
+            .map_err(|e| format!("cannot read directory {}: {e}", input.display()))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| format!("cannot read directory {}: {e}", input.display()))?
+                .path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["png", "pgm"].contains(&e.to_ascii_lowercase().as_str()));
+            if is_image && path.is_file() {
+                found.push(path);
+            }
+        }
+        if found.is_empty() {
+            return Err(format!(
+                "directory {} holds no PNG or PGM images",
+                input.display()
+            ));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// One image's prediction as text: the class and its probability, what was done to the
+/// image, and for up to 20 classes every probability.
+fn describe(p: &Prediction, mnist: bool, classes: usize) -> String {
+    let mut notes = Vec::new();
+    if p.inverted {
+        notes.push(if mnist {
+            "inverted: its border is bright, and MNIST digits are white on black"
+        } else {
+            "inverted: its border is bright, and images are read as light on dark"
+        });
+    }
+    if p.resized {
+        notes.push(if mnist {
+            "framed like MNIST: 20x20 box, centred by mass in 28x28"
+        } else {
+            "resized to the input size"
+        });
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", notes.join("; "))
+    };
+    let mut text = format!(
+        "{}: {} (probability {:.4}){notes}",
+        p.file, p.class, p.probability
+    );
+    if classes <= 20 {
+        text.push_str(&format!("\n    {}", per_class(&p.probabilities)));
+    }
+    text
 }
 
 /// One row's prediction: a class (with its probabilities) or values.

@@ -230,6 +230,46 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
         };
     }
 
+    // Under mpirun (the `distributed` feature): every rank trains its shard of each batch;
+    // only rank 0 goes on to the driver, which prints and writes.
+    #[cfg(feature = "distributed")]
+    let cluster = match nnc::distributed::Cluster::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail(Outcome::Failed, e),
+    };
+    #[cfg(feature = "distributed")]
+    if let Some(c) = &cluster {
+        // Every rank sees the same flag and returns before any collective.
+        if opts.backend != nnc::BackendKind::Jit {
+            let message = format!(
+                "training under mpirun runs on the jit backend, not `{}`",
+                opts.backend.name()
+            );
+            return match c.is_root() {
+                true => fail(Outcome::Failed, message),
+                false => Outcome::Failed,
+            };
+        }
+        let threads = opts.threads.unwrap_or_else(|| c.default_threads());
+        if let Err(e) = c.join(&mut trainer, &project.model, seed, threads) {
+            eprintln!("error: rank {}: {e}", c.rank());
+            c.abort(2);
+        }
+        if !c.is_root() {
+            use nnc::distributed::FollowError;
+            let followed = c.follow(&mut trainer, state.epoch + 1, epochs, state.sums.clone());
+            eprintln!("{}", c.report(&trainer));
+            return match followed {
+                Ok(()) => Outcome::Ok,
+                Err(FollowError::Diverged(_)) => Outcome::Invalid,
+                Err(FollowError::Failed(e)) => {
+                    eprintln!("error: rank {}: {e}", c.rank());
+                    c.abort(2)
+                }
+            };
+        }
+    }
+
     let run = match RunDir::open(&dir, &project, resumed.as_ref().map(|c| c.meta.epoch)) {
         Ok(r) => r,
         Err(e) => return fail(Outcome::Failed, e),
@@ -250,6 +290,12 @@ pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
         warned_class: None,
     };
     driver.announce(resumed.as_ref());
+    #[cfg(feature = "distributed")]
+    if let Some(c) = &cluster {
+        let outcome = driver.train();
+        eprintln!("{}", c.report(&driver.trainer));
+        return outcome;
+    }
     driver.train()
 }
 

@@ -32,9 +32,32 @@ pub struct Values<'a> {
     /// For each line, the pending layer that is its output (`None` while not yet placed, or
     /// when the line has no layer).
     pub line_end: Vec<Option<usize>>,
+    /// For each line, the names it reads: the one it starts from, and those its merges name.
+    pub reads: Vec<Vec<&'a str>>,
 }
 
 impl Values<'_> {
+    /// Whether `from` reads the output of line `target`, directly or through other lines.
+    fn reaches(&self, from: usize, target: usize) -> bool {
+        let mut seen = vec![false; self.reads.len()];
+        let mut stack = vec![from];
+        while let Some(line) = stack.pop() {
+            for name in self.reads.get(line).into_iter().flatten() {
+                let Some(&(_, l)) = self.labels.get(name) else {
+                    continue;
+                };
+                if l == target {
+                    return true;
+                }
+                if !seen[l] {
+                    seen[l] = true;
+                    stack.push(l);
+                }
+            }
+        }
+        false
+    }
+
     /// Whether `name` is a value a line could start from.
     pub fn is_value(&self, name: &str) -> bool {
         self.labels.contains_key(name) || self.input.is_some_and(|i| i.name == name)
@@ -71,6 +94,24 @@ impl Values<'_> {
                     .label(name.span, "read here")
                     .label(def, "by the line it names")
                     .help("a model is acyclic: a line reads the input or lines above it"),
+                );
+                None
+            }
+            Some(&(def, l)) if self.reaches(l, line) => {
+                diags.push(
+                    Diagnostic::error(
+                        "nnc::graph::cycle",
+                        format!(
+                            "`{}` is defined below and reads this line's output: a cycle",
+                            name.name
+                        ),
+                    )
+                    .label(name.span, "read here")
+                    .label(def, "defined below, reading back")
+                    .help(
+                        "a model is acyclic: a line reads only the input and the lines above \
+                         it; read a value defined above this line instead",
+                    ),
                 );
                 None
             }
@@ -184,12 +225,12 @@ pub fn merge(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Inferred> {
     let first = &inputs[0];
-    let mismatch = |other: &MergeInput, code: &'static str, message: String, help: &str| {
+    let mismatch = |other: &MergeInput, code: &'static str, message: String, help: String| {
         Diagnostic::error(code, message)
             .label(first.span, format!("{} gives {}", first.what, first.shape))
             .label(other.span, format!("{} gives {}", other.what, other.shape))
             .label(span, format!("`{}` reads both", kind.keyword()))
-            .help(help.to_string())
+            .help(help)
     };
     let output = match kind {
         LayerKind::Add => {
@@ -201,11 +242,7 @@ pub fn merge(
                         "`add` needs inputs of one shape, found {} and {}",
                         first.shape, other.shape
                     ),
-                    if other.shape.rank() == first.shape.rank() && other.shape.0[0] == first.shape.0[0] {
-                        "keep the sizes equal along both branches: `padding: same` and equal strides"
-                    } else {
-                        "make the branches agree, e.g. a 1x1 `conv2d` on the shortcut with the other branch's filters and stride"
-                    },
+                    add_help(first, other),
                 ));
                 return None;
             }
@@ -238,7 +275,7 @@ pub fn merge(
                     other,
                     "nnc::shape::concat_mismatch",
                     message,
-                    help,
+                    help.to_string(),
                 ));
                 return None;
             }
@@ -253,7 +290,10 @@ pub fn merge(
                     )
                     .label(first.span, format!("{} gives {}", first.what, first.shape))
                     .label(span, "joined along the first axis")
-                    .help("concatenate vectors or maps"),
+                    .help(
+                        "`flatten` the inputs to vectors first: `concat` joins vectors, or \
+                         [channels, height, width] maps along their channels",
+                    ),
                 );
                 return None;
             }
@@ -273,4 +313,46 @@ pub fn merge(
         params: Vec::new(),
         flops,
     })
+}
+
+/// How to make two shapes `add` can join, for each way they differ.
+fn add_help(first: &MergeInput, other: &MergeInput) -> String {
+    let (a, b) = (&first.shape.0[..], &other.shape.0[..]);
+    match (a, b) {
+        ([x], [_]) => format!(
+            "make the widths agree: `dense({x})` after {} projects it to {}",
+            other.what, first.shape
+        ),
+        ([c1, ..], [c2, ..]) if a.len() == 3 && b.len() == 3 && c1 == c2 => {
+            "keep the height and width equal along both branches: `padding: same` and equal \
+             strides, or the same pooling on both"
+                .into()
+        }
+        ([c1, ..], [_, ..]) if a.len() == 3 && b.len() == 3 => {
+            // A 1x1 convolution of stride s maps a side of n to ceil(n / s).
+            let stride = (1..=b[1].max(1))
+                .find(|&st| b[1].div_ceil(st) == a[1] && b[2].div_ceil(st) == a[2]);
+            match stride {
+                Some(st) => format!(
+                    "make the channels agree: `conv2d({c1}, kernel: 1{})` after {} projects it to {}",
+                    if st == 1 {
+                        String::new()
+                    } else {
+                        format!(", stride: {st}")
+                    },
+                    other.what,
+                    first.shape
+                ),
+                None => format!(
+                    "make the channels agree (`conv2d({c1}, kernel: 1)` after {}) and the height \
+                     and width (`padding: same`, equal strides)",
+                    other.what
+                ),
+            }
+        }
+        _ if a.len() != b.len() => "`add` joins maps with maps or vectors with vectors: \
+             `flatten` or `global_avgpool` the map first, or add before flattening"
+            .into(),
+        _ => "give both branches the same shape".into(),
+    }
 }

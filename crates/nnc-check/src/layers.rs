@@ -17,6 +17,7 @@ pub const LAYERS: &[&str] = &[
     "flatten",
     "dropout",
     "global_avgpool",
+    "batchnorm",
     "add",
     "concat",
 ];
@@ -185,6 +186,47 @@ pub fn resolve(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<Resolved> {
         "global_avgpool" => {
             bind(call, &[], diags);
             Resolved::plain(LayerKind::GlobalAvgPool)
+        }
+        "batchnorm" => {
+            let b = bind(call, &[named("momentum"), named("eps")], diags);
+            // Their own help lines: the optimizers' `momentum` and `eps` mean other things.
+            let mut arg = |name: &str, range: Range, default: f64, help: &str| {
+                let Some(v) = b.get(name) else {
+                    return default;
+                };
+                let Some(x) = args::float_in(v, name, Range::ANY, diags) else {
+                    return default;
+                };
+                if !range.contains(x) {
+                    let within = if range.hi.is_finite() {
+                        "in [0, 1)"
+                    } else {
+                        "> 0"
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            "nnc::range",
+                            format!("`{name}` must be {within}, found {}", crate::model::num(x)),
+                        )
+                        .label(v.span, "out of range")
+                        .help(help),
+                    );
+                }
+                x
+            };
+            let momentum = arg(
+                "momentum",
+                Range::UNIT_OPEN,
+                0.99,
+                "the running statistics keep this fraction of themselves at each step and take the rest from the batch; Keras' default is 0.99 (PyTorch's momentum 0.1 is 0.9 here), and 1 would never learn them",
+            );
+            let eps = arg(
+                "eps",
+                Range::POSITIVE,
+                0.001,
+                "eps is added to the variance before its square root, so that a constant channel does not divide by zero; Keras' default is 0.001 (PyTorch's 1e-5)",
+            );
+            Resolved::plain(LayerKind::BatchNorm { momentum, eps })
         }
         "dropout" => {
             let b = bind(call, &[pos("rate")], diags);
@@ -508,6 +550,44 @@ pub fn infer(
             flops = input.numel();
             Shape(vec![c])
         }
+        LayerKind::BatchNorm { .. } => {
+            // Statistics per channel of a map, per feature of a vector.
+            let channels = match input.0[..] {
+                [c, _, _] | [c] => c,
+                _ => {
+                    diags.push(
+                        from(
+                            Diagnostic::error(
+                                "nnc::shape::batchnorm_rank",
+                                format!(
+                                    "`batchnorm` needs [channels, height, width] maps or [features] vectors, found {input}"
+                                ),
+                            )
+                            .label(span, format!("no channel axis in a rank-{} tensor", input.rank())),
+                        )
+                        .help("normalise the output of a `conv2d` (per channel) or of a `dense` layer (per feature)"),
+                    );
+                    return None;
+                }
+            };
+            let c = channels as u64;
+            let tensor = |name, trained: bool| Param {
+                name,
+                shape: Shape(vec![channels]),
+                init: Init::Zeros,
+                trainable: if trained { c } else { 0 },
+                fan_in: 1,
+                fan_out: 1,
+                running: !trained,
+            };
+            params.push(tensor("gamma", true));
+            params.push(tensor("beta", true));
+            params.push(tensor("running_mean", false));
+            params.push(tensor("running_var", false));
+            // A multiply and an add per element, the statistics folded into a scale and shift.
+            flops = 2 * input.numel();
+            input.clone()
+        }
         // Several inputs: inferred by `graph::merge`, which sees them all.
         LayerKind::Add | LayerKind::Concat => input.clone(),
         LayerKind::Dropout { .. } => input.clone(),
@@ -558,6 +638,7 @@ fn param(name: &'static str, dims: Vec<usize>, trainable: u64, fan_in: u64, fan_
         trainable,
         fan_in,
         fan_out,
+        running: false,
     }
 }
 

@@ -18,7 +18,7 @@ mod train;
 
 use std::collections::{HashMap, HashSet};
 
-use nnc_syntax::ast::{self, ConnectionsDecl, Ident, ModelDecl, ModelItem, NumberForm};
+use nnc_syntax::ast::{self, ConnectionsDecl, Ident, ModelDecl, ModelItem, NumberForm, ValueKind};
 use nnc_syntax::diagnostic::quote;
 use nnc_syntax::{Diagnostic, Span};
 
@@ -342,6 +342,27 @@ fn check_model(
         input: input_name,
         labels: HashMap::new(),
         line_end: vec![None; chains.len()],
+        // What each line reads by name, for telling a cycle from a mere forward reference.
+        reads: chains
+            .iter()
+            .map(|c| {
+                let head = c.layers.first().filter(|h| h.args.is_none());
+                let merged = c
+                    .layers
+                    .iter()
+                    .filter(|l| layers::MERGES.contains(&l.name.name.as_str()))
+                    .flat_map(|l| l.args())
+                    .filter_map(|a| match &a.value.kind {
+                        ValueKind::Call(v) if v.args.is_none() => Some(&v.name),
+                        _ => None,
+                    });
+                head.map(|h| &h.name)
+                    .into_iter()
+                    .chain(merged)
+                    .map(|n| n.name.as_str())
+                    .collect()
+            })
+            .collect(),
     };
     for (line, chain) in chains.iter().enumerate() {
         let Some(label) = &chain.label else { continue };
@@ -618,7 +639,11 @@ fn check_model(
 /// under `init: torch`, which initialises biases like PyTorch does.
 fn apply_inits(layers: &mut [Layer], inits: &[(Option<Init>, Option<Init>)]) {
     for i in 0..layers.len() {
-        let next = layers.get(i + 1).map(|l| l.kind.clone());
+        // Through a batchnorm: `conv2d -> batchnorm -> relu` starts as He's too.
+        let next = layers[i + 1..]
+            .iter()
+            .find(|l| !matches!(l.kind, LayerKind::BatchNorm { .. }))
+            .map(|l| l.kind.clone());
         let relu_next = matches!(
             next,
             Some(LayerKind::Activation(
@@ -637,6 +662,17 @@ fn apply_inits(layers: &mut [Layer], inits: &[(Option<Init>, Option<Init>)]) {
         } else {
             Init::Zeros
         });
+        if matches!(layer.kind, LayerKind::BatchNorm { .. }) {
+            // Keras' and PyTorch's: the identity at first (γ = 1, β = 0), and running
+            // statistics of a standard normal (mean 0, variance 1).
+            for p in &mut layer.params {
+                p.init = match p.name {
+                    "gamma" | "running_var" => Init::Constant(1.0),
+                    _ => Init::Zeros,
+                };
+            }
+            continue;
+        }
         for p in &mut layer.params {
             p.init = if p.name == "bias" {
                 bias_init
@@ -659,7 +695,7 @@ fn input(decl: &ModelDecl, diags: &mut Vec<Diagnostic>) -> Option<Input> {
                         Diagnostic::error("nnc::model::duplicate_input", "a model has one input")
                             .label(d.span, "second input")
                             .label(first.span, "first input")
-                            .help("remove one of them; nnc models are a single chain of layers"),
+                            .help("remove one of them: a model reads one input, and its branches start from it or from labelled lines (`b: a -> ...`)"),
                     );
                 } else {
                     if seen_layer {

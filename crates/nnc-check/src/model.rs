@@ -61,6 +61,16 @@ impl Model {
         self.layers.iter().map(Layer::param_count).sum()
     }
 
+    /// Elements of the non-trainable tensors: batch normalisation's running statistics.
+    pub fn running_count(&self) -> u64 {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.params)
+            .filter(|p| p.running)
+            .map(|p| p.shape.numel())
+            .sum()
+    }
+
     /// Forward FLOPs per sample: 2 per multiply-add in dense and conv layers, plus the
     /// window sums of average pooling and subsampling (see [`Layer::flops`]).
     pub fn flops_per_sample(&self) -> u64 {
@@ -148,10 +158,11 @@ pub enum Source {
     Layer(usize),
 }
 
-/// A trainable tensor of a layer, e.g. `c1.weight: [6, 1, 5, 5]`.
+/// A tensor of a layer, e.g. `c1.weight: [6, 1, 5, 5]`: trainable, or a running statistic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
-    /// `weight` or `bias`; the full name is `<layer>.<name>`.
+    /// `weight` or `bias` (batchnorm: `gamma`, `beta`, `running_mean`, `running_var`); the
+    /// full name is `<layer>.<name>`.
     pub name: &'static str,
     pub shape: Shape,
     pub init: Init,
@@ -160,6 +171,9 @@ pub struct Param {
     /// Inputs and outputs feeding one unit, for the variance-scaling initialisers.
     pub fan_in: u64,
     pub fan_out: u64,
+    /// A running statistic (batchnorm's mean and variance): not trained (`trainable` is 0)
+    /// but updated by the train step from the batch's statistics, and read in evaluation.
+    pub running: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -208,6 +222,15 @@ pub enum LayerKind {
     Concat,
     /// The mean of each channel over its height and width: `[C, H, W]` → `[C]`.
     GlobalAvgPool,
+    /// Batch normalisation, per channel of `[C, H, W]` maps or per feature of vectors:
+    /// `gamma·(x − mean)/√(var + eps) + beta`, with the batch's mean and (biased) variance in
+    /// training and the running ones in evaluation. The train step updates the running
+    /// statistics as `momentum·running + (1 − momentum)·batch` (Keras' convention and
+    /// defaults: momentum 0.99, eps 0.001; the running variance is the biased one, as Keras').
+    BatchNorm {
+        momentum: f64,
+        eps: f64,
+    },
 }
 
 impl LayerKind {
@@ -225,6 +248,7 @@ impl LayerKind {
             LayerKind::Add => "add",
             LayerKind::Concat => "concat",
             LayerKind::GlobalAvgPool => "global_avgpool",
+            LayerKind::BatchNorm { .. } => "batchnorm",
         }
     }
 
@@ -279,6 +303,16 @@ impl LayerKind {
             }
             LayerKind::Dropout { rate } => format!("dropout {rate}"),
             LayerKind::Activation(a) => a.to_string(),
+            LayerKind::BatchNorm { momentum, eps } => {
+                let mut d = "batchnorm".to_string();
+                if *momentum != 0.99 {
+                    d += &format!(" momentum {}", num(*momentum));
+                }
+                if *eps != 0.001 {
+                    d += &format!(" eps {}", num(*eps));
+                }
+                d
+            }
             other => other.keyword().into(),
         }
     }

@@ -39,14 +39,33 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// The summary table of a model.
+/// Whether every layer reads the one before it (the first, the input): a sequential model.
+pub fn is_chain(model: &Model) -> bool {
+    model.layers.iter().enumerate().all(|(i, l)| {
+        l.inputs
+            == [match i {
+                0 => Source::Input,
+                _ => Source::Layer(i - 1),
+            }]
+    })
+}
+
+/// The summary table of a model. A graph model (one that is not a plain chain) has a last
+/// column, "Connected to", naming the values each layer reads, as Keras' functional summary
+/// does; a sequential model's table is as it always was.
 pub fn table(model: &Model) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
+    let graph = !is_chain(model);
+    let name_of = |s: &Source| match s {
+        Source::Input => model.input.name.clone(),
+        Source::Layer(i) => model.layers[*i].name.clone(),
+    };
+    let mut rows: Vec<[String; 6]> = vec![[
         model.input.name.clone(),
         "input".into(),
         model.input.shape.to_string(),
         "0".into(),
         "0".into(),
+        String::new(),
     ]];
     for l in &model.layers {
         rows.push([
@@ -55,17 +74,27 @@ pub fn table(model: &Model) -> String {
             l.output_shape.to_string(),
             thousands(l.param_count()),
             thousands(l.flops),
+            l.inputs.iter().map(name_of).collect::<Vec<_>>().join(", "),
         ]);
     }
-    let header = ["Layer", "Kind", "Output shape", "Params", "FLOPs"];
+    let header = [
+        "Layer",
+        "Kind",
+        "Output shape",
+        "Params",
+        "FLOPs",
+        "Connected to",
+    ];
+    let columns = if graph { 6 } else { 5 };
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
-        format!(
+    let widths = &widths[..columns];
+    let line = |cells: [&str; 6]| {
+        let mut text = format!(
             "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
             cells[0],
             cells[1],
@@ -77,9 +106,12 @@ pub fn table(model: &Model) -> String {
             w2 = widths[2],
             w3 = widths[3],
             w4 = widths[4]
-        )
-        .trim_end()
-        .to_string()
+        );
+        if graph {
+            text += "  ";
+            text += cells[5];
+        }
+        text.trim_end().to_string()
     };
     let total_width = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
     let rule = "─".repeat(total_width);
@@ -89,7 +121,7 @@ pub fn table(model: &Model) -> String {
     let _ = writeln!(out, "{}", line(header));
     let _ = writeln!(out, "{rule}");
     for r in &rows {
-        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
     }
     let _ = writeln!(out, "{rule}");
     let params = model.param_count();
@@ -99,6 +131,15 @@ pub fn table(model: &Model) -> String {
         thousands(params),
         bytes(params * 4)
     );
+    let running = model.running_count();
+    if running > 0 {
+        let _ = writeln!(
+            out,
+            "Non-trainable params: {} ({} as f32: batchnorm's running statistics)",
+            thousands(running),
+            bytes(running * 4)
+        );
+    }
     let _ = writeln!(
         out,
         "Forward FLOPs per sample: {} (2 per multiply-add)",
@@ -208,6 +249,10 @@ pub struct JsonParam {
     pub trainable: u64,
     pub fan_in: u64,
     pub fan_out: u64,
+    /// A running statistic (batchnorm's), updated from the batches rather than trained;
+    /// absent for trainable tensors.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
 }
 
 #[derive(Serialize)]
@@ -311,6 +356,7 @@ pub fn json(model: &Model) -> Json {
                         trainable: p.trainable,
                         fan_in: p.fan_in,
                         fan_out: p.fan_out,
+                        running: p.running,
                     })
                     .collect(),
             })
@@ -380,6 +426,10 @@ pub fn args(kind: &LayerKind) -> BTreeMap<&'static str, Arg> {
         }
         LayerKind::Activation(Activation::LeakyRelu { alpha } | Activation::Elu { alpha }) => {
             a.insert("alpha", Arg::Number(*alpha));
+        }
+        LayerKind::BatchNorm { momentum, eps } => {
+            a.insert("momentum", Arg::Number(*momentum));
+            a.insert("eps", Arg::Number(*eps));
         }
         LayerKind::Flatten
         | LayerKind::Activation(_)
@@ -455,5 +505,37 @@ mod tests {
         assert_eq!(thousands(61706), "61,706");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(bytes(246824), "241.0 KiB");
+    }
+
+    fn checked(body: &str) -> Model {
+        let text = format!("model m {{\n    input x: f32[4]\n{body}\n}}\n");
+        let checked = crate::check_source(&text);
+        match checked.models.into_iter().next() {
+            Some(m) => m,
+            None => panic!("{:?}", checked.diagnostics),
+        }
+    }
+
+    #[test]
+    fn only_a_graph_model_has_a_connected_to_column() {
+        let chain = checked("    h: dense(4) -> relu\n    out: dense(2)");
+        assert!(is_chain(&chain));
+        assert!(!table(&chain).contains("Connected to"));
+        let graph = checked("    h: dense(4) -> relu\n    s: add(x, h)\n    out: dense(2)");
+        assert!(!is_chain(&graph));
+        let t = table(&graph);
+        let header = t.lines().nth(2).unwrap_or_default();
+        assert!(header.ends_with("FLOPs  Connected to"), "{t}");
+        let row = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no row {name}:\n{t}"))
+                .to_string()
+        };
+        assert!(row("h").ends_with("  x"), "{t}");
+        assert!(row("s").ends_with("  x, relu_1"), "{t}");
+        assert!(row("out").ends_with("  s"), "{t}");
+        // The input's row reads nothing.
+        assert!(row("x").ends_with("  0"), "{t}");
     }
 }

@@ -46,6 +46,7 @@ pub struct Spans {
     pub loss: Span,
     pub augment: Option<Span>,
     pub metrics: Option<Span>,
+    pub batch: Option<Span>,
 }
 
 /// Checks a train block on its own. The cross-checks with the model are in [`against_model`].
@@ -175,6 +176,7 @@ pub fn check(decl: &TrainDecl, diags: &mut Vec<Diagnostic>) -> Option<(Train, Sp
         loss: loss_v?.span,
         augment: get("augment").map(|v| v.span),
         metrics: get("metrics").map(|v| v.span),
+        batch: get("batch").map(|v| v.span),
     };
     Some((
         Train {
@@ -578,6 +580,38 @@ pub fn against_model(model: &Model, train: &Train, spans: &Spans, diags: &mut Ve
                 .label(span, "mean absolute error asked for here")
                 .help("report `accuracy` for classes, or train on values (csv data, or an inline table with `mse`)"),
             );
+        }
+    }
+    // A batchnorm that sees one value per channel in a batch of one normalises it to 0: its
+    // output is β whatever the input, and nothing before it learns (PyTorch refuses it too).
+    if train.batch == 1 {
+        let single = model.layers.iter().find(|l| {
+            matches!(l.kind, LayerKind::BatchNorm { .. })
+                && l.input_shape.numel() == l.output_shape.0[0] as u64
+        });
+        if let Some(l) = single {
+            let mut d = Diagnostic::error(
+                "nnc::train::batchnorm_batch",
+                format!(
+                    "`{}` normalises each of its {} over the batch, but a batch holds one sample",
+                    l.name,
+                    if l.input_shape.rank() == 1 {
+                        "features"
+                    } else {
+                        "channels"
+                    }
+                ),
+            )
+            .label(
+                l.span,
+                "one value of each per batch: it is its own mean, and the output is β",
+            )
+            .help("train with `batch 2` or more (32 is usual with batch normalisation)");
+            // `batch 1` is written: the default is 32.
+            if let Some(span) = spans.batch {
+                d = d.label(span, "a batch of one");
+            }
+            diags.push(d);
         }
     }
     if let (Some(_), Some(span)) = (train.augment, spans.augment) {

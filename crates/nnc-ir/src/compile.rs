@@ -47,23 +47,39 @@ pub fn compile(
         score: train.score(),
     };
     let fwd = lower::lower(model, &opts)?;
-    let simplified = passes::simplify::run(&fwd.func);
+    let mut simplified = passes::simplify::run(&fwd.func);
     let loss = simplified.results[0];
+    let named = |name: &str| {
+        simplified
+            .value_named(name)
+            .expect("parameters keep their names")
+    };
+    // Running statistics are parameters of the step but not differentiated: the train step
+    // returns their new values (the forward function's results after the output) instead.
+    let running_names: Vec<&str> = fwd
+        .running
+        .iter()
+        .map(|&(stat, _)| fwd.func.name_of(stat).expect("parameters are named"))
+        .collect();
     let params: Vec<_> = fwd
         .params
         .iter()
-        .map(|(name, _)| {
-            simplified
-                .value_named(name)
-                .expect("parameters keep their names")
-        })
+        .filter(|(name, _)| !running_names.contains(&name.as_str()))
+        .map(|(name, _)| named(name))
         .collect();
+    let running: Vec<_> = running_names
+        .iter()
+        .zip(&simplified.results[3..])
+        .map(|(name, &new)| (named(name), new))
+        .collect();
+    simplified.results.truncate(3);
     let mut backward = crate::autodiff::grad(&simplified, loss, &params)?;
     // The forward function with its gradients: named for the stage (`nnc ir --stage backward`).
     backward.name = "backward".into();
     let train_fn = optim::apply(
         &backward,
         &params,
+        &running,
         &train.optimizer,
         train.weight_decay,
         !train.schedule.is_constant(),

@@ -226,9 +226,11 @@ pub fn check_model(
         };
         inputs.push(t);
     }
+    // Not the running statistics: the training loss does not read them.
     let wrt: Vec<ValueId> = fwd
         .params
         .iter()
+        .filter(|(_, v)| !fwd.running.iter().any(|(stat, _)| stat == v))
         .map(|(name, _)| {
             f.value_named(name)
                 .ok_or_else(|| format!("parameter `{name}` lost"))

@@ -508,6 +508,11 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
                 ndarray::Slice::from(start[i]..end[i])
             })
             .to_owned(),
+        Op::Concat { axis } => {
+            let parts = (0..args.len()).map(&f).collect::<Result<Vec<_>, _>>()?;
+            let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+            ndarray::concatenate(ndarray::Axis(*axis), &views).map_err(|e| e.to_string())?
+        }
         Op::ToF32 { scale } => {
             let s = T::from_f64(*scale);
             match args[0] {

@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod compile;
+pub mod data_parallel;
 pub mod function;
 pub mod gradcheck;
 pub mod init;

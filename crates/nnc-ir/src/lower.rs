@@ -130,6 +130,11 @@ pub struct Forward {
     pub params: Vec<(String, ValueId)>,
     /// The dropout key parameter, if any.
     pub key: Option<ValueId>,
+    /// In training, each running statistic (a parameter among `params`) and its new value
+    /// from this batch, which the train step returns in its place: the statistics are state
+    /// threaded through the step, not differentiated. The function's results are the loss,
+    /// the score and the output, then these new values in this order.
+    pub running: Vec<(ValueId, ValueId)>,
 }
 
 /// Lowers `model` to its forward function. Errors when the data does not fit the model (only
@@ -187,6 +192,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
     // reads of one value; autodiff sums their gradients).
     let mut outputs: Vec<ValueId> = Vec::with_capacity(model.layers.len());
     let mut next_param = params.iter().map(|(_, v)| *v);
+    let mut running = Vec::new();
     for (i, layer) in model.layers.iter().enumerate() {
         let mut take = || {
             next_param
@@ -344,7 +350,8 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
             },
             LayerKind::Activation(a) => activation(&mut b, *a, h),
             LayerKind::Add => read[1..].iter().fold(h, |sum, &v| b.add(sum, v)),
-            LayerKind::Concat => concat(&mut b, &read),
+            // Along the axis after the batch: channels, or features.
+            LayerKind::Concat => b.op(Op::Concat { axis: 1 }, &read),
             LayerKind::GlobalAvgPool => {
                 let s = b.shape(h);
                 let (c, hw) = (s[1], [s[2], s[3]]);
@@ -357,6 +364,19 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                 );
                 let mean = b.scale(sum, 1.0 / (hw[0] * hw[1]) as f64);
                 b.reshape(mean, vec![b_size, c])
+            }
+            LayerKind::BatchNorm { momentum, eps } => {
+                let (gamma, beta, mean, var) = (take(), take(), take(), take());
+                let (y, updates) = batchnorm(
+                    &mut b,
+                    h,
+                    [gamma, beta, mean, var],
+                    *momentum,
+                    *eps,
+                    opts.training,
+                );
+                running.extend(updates);
+                y
             }
         };
         outputs.push(y);
@@ -379,36 +399,69 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
         f.set_name(output, "output");
     }
     f.results = vec![loss, correct, output];
+    for &(stat, new) in &running {
+        let name = format!("{}.new", f.name_of(stat).unwrap_or("running"));
+        f.set_name(new, name);
+        f.results.push(new);
+    }
     crate::verify::verify_after(&f, "lowering");
     Ok(Forward {
         func: f,
         params,
         key,
+        running,
     })
 }
 
-/// `concat` along the axis after the batch (channels, or features): each input padded with
-/// zeros to the whole width at its offset, and the padded inputs summed. The JIT runs it with
-/// its `pad` kernel and one fused loop; a kernel writing each branch into its slice of one
-/// buffer would save the zeros and the sum (a later change in nnc-jit).
-fn concat(b: &mut Builder<'_>, inputs: &[ValueId]) -> ValueId {
-    let widths: Vec<usize> = inputs.iter().map(|&v| b.shape(v)[1]).collect();
-    let total: usize = widths.iter().sum();
-    let mut offset = 0;
-    let mut sum = None;
-    for (&v, &w) in inputs.iter().zip(&widths) {
-        let rank = b.shape(v).len();
-        let mut pads = vec![0; 2 * rank];
-        pads[2] = offset;
-        pads[3] = total - offset - w;
-        offset += w;
-        let padded = b.op(Op::Pad { pads }, &[v]);
-        sum = Some(match sum {
-            None => padded,
-            Some(s) => b.add(s, padded),
-        });
-    }
-    sum.expect("concat has at least two inputs")
+/// Batch normalisation of `x` (`[B, C, H, W]` per channel, `[B, F]` per feature) from
+/// primitive ops, so that autodiff derives its backward pass through the batch statistics:
+/// in training the batch's mean and biased variance over every axis but the channel's (and
+/// the running statistics' new values, `momentum·running + (1 − momentum)·batch`); in
+/// evaluation the running statistics. Both give `(x − mean)·(γ/√(var + ε)) + β`.
+fn batchnorm(
+    b: &mut Builder<'_>,
+    x: ValueId,
+    [gamma, beta, running_mean, running_var]: [ValueId; 4],
+    momentum: f64,
+    eps: f64,
+    training: bool,
+) -> (ValueId, Vec<(ValueId, ValueId)>) {
+    let shape = b.shape(x);
+    let c = shape[1];
+    // The per-channel vector's shape against x: [C, 1, 1] for maps, [C] for vectors.
+    let per_channel: Vec<usize> = std::iter::once(c)
+        .chain(std::iter::repeat_n(1, shape.len() - 2))
+        .collect();
+    let axes: Vec<usize> = (0..shape.len()).filter(|&a| a != 1).collect();
+    let count = shape.iter().product::<usize>() / c;
+    let mut updates = Vec::new();
+    let (centred, var) = if training {
+        let sum = b.op(Op::ReduceSum { axes: axes.clone() }, &[x]);
+        let mean = b.scale(sum, 1.0 / count as f64);
+        let mean_b = b.reshape(mean, per_channel.clone());
+        let centred = b.sub(x, mean_b);
+        let squares = b.mul(centred, centred);
+        let sum_sq = b.op(Op::ReduceSum { axes }, &[squares]);
+        let var = b.scale(sum_sq, 1.0 / count as f64);
+        for (stat, batch) in [(running_mean, mean), (running_var, var)] {
+            let kept = b.scale(stat, momentum);
+            let fresh = b.scale(batch, 1.0 - momentum);
+            updates.push((stat, b.add(kept, fresh)));
+        }
+        (centred, var)
+    } else {
+        let mean_b = b.reshape(running_mean, per_channel.clone());
+        (b.sub(x, mean_b), running_var)
+    };
+    let e = b.scalar(eps);
+    let var_eps = b.add(var, e);
+    let root = b.unary(Unary::Sqrt, var_eps);
+    let inv = b.unary(Unary::Recip, root);
+    let scale = b.mul(gamma, inv);
+    let scale = b.reshape(scale, per_channel.clone());
+    let scaled = b.mul(centred, scale);
+    let shift = b.reshape(beta, per_channel);
+    (b.add(scaled, shift), updates)
 }
 
 /// The input of a window layer (convolution or pooling) as the IR's ops take it, whose

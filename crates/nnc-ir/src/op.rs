@@ -4,6 +4,33 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    /// `concat`: any number from this on.
+    AtLeast(usize),
+}
+
+impl Arity {
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exactly(k) => n == k,
+            Arity::AtLeast(k) => n >= k,
+        }
+    }
+}
+
+impl fmt::Display for Arity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arity::Exactly(1) => write!(f, "1 operand"),
+            Arity::Exactly(k) => write!(f, "{k} operands"),
+            Arity::AtLeast(k) => write!(f, "at least {k} operands"),
+        }
+    }
+}
+
 /// Elementwise unary ops on f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unary {
@@ -128,6 +155,11 @@ pub enum Op {
         start: Vec<usize>,
         end: Vec<usize>,
     },
+    /// Two or more operands side by side along `axis` (equal on every other axis), in operand
+    /// order.
+    Concat {
+        axis: usize,
+    },
     /// Numpy-style broadcast to `shape`.
     Broadcast {
         shape: Vec<usize>,
@@ -247,6 +279,7 @@ impl Op {
             Op::Transpose { .. } => "transpose",
             Op::Pad { .. } => "pad",
             Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
             Op::Broadcast { .. } => "broadcast",
             Op::ToF32 { .. } => "to_f32",
             Op::OneHot { .. } => "one_hot",
@@ -259,8 +292,9 @@ impl Op {
     }
 
     /// The number of operands the op takes.
-    pub fn arity(&self) -> usize {
-        match self {
+    pub fn arity(&self) -> Arity {
+        Arity::Exactly(match self {
+            Op::Concat { .. } => return Arity::AtLeast(2),
             Op::Const { .. } | Op::ConstData { .. } => 0,
             Op::Unary(_)
             | Op::ReduceSum { .. }
@@ -288,7 +322,7 @@ impl Op {
             | Op::CrossEntropy
             | Op::SoftmaxXent => 2,
             Op::Select | Op::SoftmaxXentGrad => 3,
-        }
+        })
     }
 
     /// True for ops whose result is piecewise constant in their operands (comparisons, steps,
@@ -318,7 +352,7 @@ impl Op {
             Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
                 vec![("axes", Attr::Ints(axes.clone()))]
             }
-            Op::ArgMax { axis } => vec![("axis", Attr::Int(*axis))],
+            Op::ArgMax { axis } | Op::Concat { axis } => vec![("axis", Attr::Int(*axis))],
             Op::Conv2d { stride, padding } => {
                 vec![("stride", pair(*stride)), ("padding", pair(*padding))]
             }
@@ -508,6 +542,9 @@ impl Op {
             "slice" => Ok(Op::Slice {
                 start: ints(get("start")?, "start")?,
                 end: ints(get("end")?, "end")?,
+            }),
+            "concat" => Ok(Op::Concat {
+                axis: int(get("axis")?, "axis")?,
             }),
             "to_f32" => Ok(Op::ToF32 {
                 scale: float(get("scale")?, "scale")?,

@@ -64,9 +64,14 @@ pub struct TrainStep {
 /// `weight_decay` λ > 0 adds the gradient of the L2 penalty λ/2·‖w‖², λ·w, to each gradient
 /// before the update (AdamW's decoupled decay is its own, [`Optimizer::AdamW`]). `scheduled` makes the learning rate a parameter of the step (see
 /// [`TrainStep::learning_rate`]) instead of the optimizer's constant.
+///
+/// `running` pairs each running statistic (batchnorm's: a parameter of `g` that is not in
+/// `params`) with its new value computed in `g`: the step returns that in its place, with a
+/// gradient norm of 0. The step's parameters are all of `g`'s after the data, in order.
 pub fn apply(
     g: &Function,
     params: &[ValueId],
+    running: &[(ValueId, ValueId)],
     opt: &Optimizer,
     weight_decay: f64,
     scheduled: bool,
@@ -74,7 +79,13 @@ pub fn apply(
     let mut f = g.clone();
     let data_grads: Vec<ValueId> = g.results[3..].to_vec();
     let (loss, correct) = (g.results[0], g.results[1]);
-    let data_params = f.params.len() - params.len();
+    let data_params = f.params.len() - params.len() - running.len();
+    // Every parameter of the step, trained or running, in the function's order.
+    let all_params: Vec<ValueId> = f.params[data_params..].to_vec();
+    let all_names: Vec<String> = all_params
+        .iter()
+        .map(|&p| f.name_of(p).unwrap_or("param").to_string())
+        .collect();
     let names: Vec<String> = params
         .iter()
         .map(|&p| f.name_of(p).unwrap_or("param").to_string())
@@ -410,6 +421,27 @@ pub fn apply(
     for (v, name) in grad_norms.iter().zip(&names) {
         f.set_name(*v, format!("{name}.grad_norm2"));
     }
+    // The running statistics take their places among the parameters, in order.
+    let (new_params, grad_norms) = if running.is_empty() {
+        (new_params, grad_norms)
+    } else {
+        let mut b = Builder { f: &mut f };
+        let zero = b.scalar(0.0);
+        all_params
+            .iter()
+            .map(|p| match params.iter().position(|q| q == p) {
+                Some(k) => (new_params[k], grad_norms[k]),
+                None => {
+                    let (_, new) = running
+                        .iter()
+                        .find(|(stat, _)| stat == p)
+                        .expect("a parameter is trained or running");
+                    (*new, zero)
+                }
+            })
+            .unzip()
+    };
+    let names = all_names;
     f.name = "train_step".into();
     f.results = [loss, correct]
         .into_iter()

@@ -216,15 +216,10 @@ fn function(pair: Pair<'_, Rule>) -> Result<Function, ParseError> {
                 }
                 let op =
                     Op::from_parts(opname.as_str(), &attrs).map_err(|m| located(&opname, m))?;
-                if args.len() != op.arity() {
+                if !op.arity().accepts(args.len()) {
                     return Err(located(
                         &opname,
-                        format!(
-                            "`{}` takes {} operands, found {}",
-                            op.name(),
-                            op.arity(),
-                            args.len()
-                        ),
+                        format!("`{}` takes {}, found {}", op.name(), op.arity(), args.len()),
                     ));
                 }
                 let id = f.push_typed(op, args, t);

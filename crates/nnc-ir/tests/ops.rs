@@ -240,6 +240,20 @@ fn layout_ops() {
            return %y
          }",
     );
+    // Three branches of different widths along channels, one of them read twice.
+    gradcheck(
+        "func @f(%a: f32[2,1,3,2], %b: f32[2,3,3,2], %c: f32[2,2,3,2]) -> (f32[2,7,3,2]) {
+           %0: f32[2,3,3,2] = tanh %b
+           %y: f32[2,7,3,2] = concat %a, %0, %c, %a, axis=1
+           return %y
+         }",
+    );
+    gradcheck(
+        "func @f(%a: f32[3,2], %b: f32[3,4]) -> (f32[3,6]) {
+           %y: f32[3,6] = concat %a, %b, axis=1
+           return %y
+         }",
+    );
 }
 
 #[test]
@@ -310,7 +324,7 @@ fn malformed_text_gives_located_errors() {
         (
             "func @f(%x: f32[2]) -> (f32[2]) {\n  %y: f32[2] = exp %x, %x\n  return %y\n}",
             2,
-            "operands",
+            "takes 1 operand, found 2",
         ),
         (
             "func @f(%x: f32[2]) -> (f32[2]) {\n  %y: f32[2] = reduce_sum %x\n  return %y\n}",
@@ -337,6 +351,16 @@ fn malformed_text_gives_located_errors() {
             "func @f(%x: f32[2,3]) -> (f32[3,3]) {\n  %y: f32[3,3] = matmul %x, %x\n  return %y\n}",
             2,
             "inner dimensions",
+        ),
+        (
+            "func @f(%x: f32[2]) -> (f32[2]) {\n  %y: f32[2] = concat %x, axis=0\n  return %y\n}",
+            2,
+            "at least 2 operands",
+        ),
+        (
+            "func @f(%x: f32[2,3], %z: f32[3,3]) -> (f32[2,6]) {\n  %y: f32[2,6] = concat %x, %z, axis=1\n  return %y\n}",
+            2,
+            "other axes differ",
         ),
         ("", 1, "expected"),
     ];

@@ -58,7 +58,7 @@ fn gradient_function() -> Function {
 fn run_ir(opt: &Optimizer, weight_decay: f64, scheduled: bool) -> (TrainStep, Vec<Vec<f64>>) {
     let f = gradient_function();
     let w_param = f.params[1];
-    let step = apply(&f, &[w_param], opt, weight_decay, scheduled);
+    let step = apply(&f, &[w_param], &[], opt, weight_decay, scheduled);
     assert_eq!(step.data_params, 1);
     assert_eq!(step.learning_rate.is_some(), scheduled);
     let mut w = W0.to_vec();

@@ -52,7 +52,8 @@ fn main() {
                 loss: train.loss,
                 score: train.score(),
             };
-            // The stages of `nnc_ir::compile::compile`, one by one.
+            // The stages of `nnc_ir::compile::compile`, one by one (for models without
+            // batchnorm, whose running statistics `compile` separates from the parameters).
             let fwd = nnc_ir::lower::lower(&m, &opts).expect("lowers");
             lap(1, &mut best);
             let simplified = nnc_ir::passes::simplify::run(&fwd.func);
@@ -67,6 +68,7 @@ fn main() {
             let train_fn = nnc_ir::optim::apply(
                 &backward,
                 &params,
+                &[],
                 &train.optimizer,
                 train.weight_decay,
                 !train.schedule.is_constant(),

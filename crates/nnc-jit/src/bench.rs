@@ -58,19 +58,9 @@ pub fn run(
     (warmup, iterations): (usize, usize),
     threads: usize,
 ) -> Result<Report, String> {
-    if !(1..=crate::MAX_THREADS).contains(&threads) {
-        return Err(format!(
-            "{threads} threads: the JIT runs on 1 to {} threads",
-            crate::MAX_THREADS
-        ));
-    }
     let start = Instant::now();
-    let c = nnc_ir::compile::compile(model, batch, input, targets)?;
+    let (c, options) = compiled(model, batch, (input, targets), threads)?;
     let step = c.train_step;
-    let options = Options {
-        threads,
-        ..Options::default()
-    };
     let mut p = Program::compile(&step.func, options)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
 
@@ -82,35 +72,7 @@ pub fn run(
         p.f32_param(step.data_params + step.params.len() + i)?
             .fill(s.init as f32);
     }
-    let mut data = "synthetic";
-    if let Ok(x) = p.u8_param(0) {
-        match images.filter(|d| !d.is_empty()) {
-            Some(d) => {
-                x.iter_mut()
-                    .zip(d.iter().cycle())
-                    .for_each(|(v, &d)| *v = d);
-                data = "images";
-            }
-            None => x
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v = (i * 37 % 256) as u8),
-        }
-    }
-    if let Ok(x) = p.f32_param(0) {
-        x.iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = ((i * 37 % 101) as f32) / 101.0);
-    }
-    let classes = match targets {
-        TargetSpec::Classes(k) => k as i32,
-        TargetSpec::Values(_) => 1,
-    };
-    if let Ok(t) = p.i32_param(1) {
-        t.iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = i as i32 % classes);
-    }
+    let data = fill_batch(&mut p, images, targets);
     let n = step.params.len() + step.states.len();
     // A scheduled rate is set before every step, as the trainer does: the step may reuse its
     // buffer. The optimizer's own rate.
@@ -185,6 +147,160 @@ pub fn run(
         data,
         profile,
     })
+}
+
+/// The model's compiled stages at `batch`, and the JIT's options for `threads` (checked).
+fn compiled(
+    model: &Model,
+    batch: usize,
+    (input, targets): (InputSpec, TargetSpec),
+    threads: usize,
+) -> Result<(nnc_ir::compile::Compiled, Options), String> {
+    if !(1..=crate::MAX_THREADS).contains(&threads) {
+        return Err(format!(
+            "{threads} threads: the JIT runs on 1 to {} threads",
+            crate::MAX_THREADS
+        ));
+    }
+    let c = nnc_ir::compile::compile(model, batch, input, targets)?;
+    let options = Options {
+        threads,
+        ..Options::default()
+    };
+    Ok((c, options))
+}
+
+/// Fills a step's data parameters: the images (repeated to fill the batch) when given and the
+/// input is u8, else synthetic inputs of the right shape, and class (or value) targets.
+/// Returns what the inputs are: "images" or "synthetic".
+fn fill_batch(p: &mut Program, images: Option<&[u8]>, targets: TargetSpec) -> &'static str {
+    let mut data = "synthetic";
+    if let Ok(x) = p.u8_param(0) {
+        match images.filter(|d| !d.is_empty()) {
+            Some(d) => {
+                x.iter_mut()
+                    .zip(d.iter().cycle())
+                    .for_each(|(v, &d)| *v = d);
+                data = "images";
+            }
+            None => x
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = (i * 37 % 256) as u8),
+        }
+    }
+    if let Ok(x) = p.f32_param(0) {
+        x.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = ((i * 37 % 101) as f32) / 101.0);
+    }
+    let classes = match targets {
+        TargetSpec::Classes(k) => k as i32,
+        TargetSpec::Values(_) => 1,
+    };
+    if let Ok(t) = p.i32_param(1) {
+        t.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as i32 % classes);
+    }
+    data
+}
+
+/// What `nnc bench --eval` measures: the compiled evaluation step (forward, dropout off), as
+/// inference runs it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    /// Lowering, passes and the JIT of the evaluation step.
+    pub compile_ms: f64,
+    pub kernels: usize,
+    pub arena_bytes: usize,
+    pub iterations: usize,
+    /// Latency of one step (one batch), over the timed steps.
+    pub p50_micros: f64,
+    pub p99_micros: f64,
+    pub min_micros: f64,
+    /// Images per second at the median step.
+    pub images_per_second: f64,
+    /// "images" or "synthetic", as for the training step.
+    pub data: &'static str,
+}
+
+/// Measures the evaluation step of `model` at `batch`, each of `iterations` steps timed on
+/// its own after `warmup`, on `threads` threads; inputs as in [`run`].
+pub fn run_eval(
+    model: &Model,
+    batch: usize,
+    (input, targets): (InputSpec, TargetSpec),
+    images: Option<&[u8]>,
+    (warmup, iterations): (usize, usize),
+    threads: usize,
+) -> Result<EvalReport, String> {
+    let start = Instant::now();
+    let (c, options) = compiled(model, batch, (input, targets), threads)?;
+    let mut p = Program::compile(&c.eval_step, options)?;
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    // The evaluation step's parameters follow its inputs and targets.
+    for (i, t) in nnc_ir::init::init_params(model, 0).iter().enumerate() {
+        p.f32_param(2 + i)?.copy_from_slice(&t.data);
+    }
+    let data = fill_batch(&mut p, images, targets);
+    for _ in 0..warmup {
+        p.run();
+    }
+    let iterations = iterations.max(1);
+    let mut micros: Vec<f64> = (0..iterations)
+        .map(|_| {
+            let t = Instant::now();
+            p.run();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    // Nearest-rank percentiles.
+    let rank = |q: f64| micros[((q * iterations as f64).ceil() as usize).clamp(1, iterations) - 1];
+    let p50 = rank(0.5);
+    Ok(EvalReport {
+        model: model.name.clone(),
+        batch,
+        threads,
+        compile_ms,
+        kernels: p.kernel_count(),
+        arena_bytes: p.arena_bytes(),
+        iterations,
+        p50_micros: p50,
+        p99_micros: rank(0.99),
+        min_micros: micros[0],
+        images_per_second: batch as f64 / (p50 / 1e6),
+        data,
+    })
+}
+
+impl EvalReport {
+    /// The report as a few lines.
+    pub fn render(&self) -> String {
+        format!(
+            "{} (evaluation step): batch {} ({} data), {} threads, {} kernels, arena {:.1} KiB\n\
+             compile (lower, passes, JIT): {:.1} ms\n\
+             latency per batch over {} steps: p50 {:.1} µs, p99 {:.1} µs, best {:.1} µs\n\
+             {:.0} images/s at the median ({:.2} µs per image)\n",
+            self.model,
+            self.batch,
+            self.data,
+            self.threads,
+            self.kernels,
+            self.arena_bytes as f64 / 1024.0,
+            self.compile_ms,
+            self.iterations,
+            self.p50_micros,
+            self.p99_micros,
+            self.min_micros,
+            self.images_per_second,
+            self.p50_micros / self.batch as f64,
+        )
+    }
 }
 
 impl Report {

@@ -195,6 +195,17 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// Element strides of a window (its own axes walked with `own` strides in its operand's
+/// buffer) read as if broadcast to `target`.
+fn window_strides(shape: &[usize], own: &[usize], target: &[usize]) -> Vec<usize> {
+    let lead = target.len() - shape.len();
+    let mut strides = vec![0; target.len()];
+    for i in 0..shape.len() {
+        strides[lead + i] = if shape[i] == 1 { 0 } else { own[i] };
+    }
+    strides
+}
+
 impl<'a> LoopGen<'a> {
     fn new(f: &'a Function, l: &'a LoopKernel, plan: &Plan) -> LoopGen<'a> {
         let shape: Vec<usize> = if l.shape.is_empty() {
@@ -215,8 +226,9 @@ impl<'a> LoopGen<'a> {
                 value: v,
                 dtype: f.ty(v).dtype,
                 offset: plan.at(v),
-                strides: match &sum {
-                    Some(axes) if !l.shape.is_empty() => sum_strides(&l.shape, axes),
+                strides: match (&sum, &plan.strides[v.index()]) {
+                    (Some(axes), _) if !l.shape.is_empty() => sum_strides(&l.shape, axes),
+                    (_, Some(own)) => window_strides(&f.ty(v).shape, own, &shape),
                     _ => broadcast_strides(&f.ty(v).shape, &shape),
                 },
                 accumulate: sum.is_some(),

@@ -230,7 +230,11 @@ impl CompiledModel {
         }
     }
 
-    fn load_data(program: &mut Program, batch: &BatchData<'_>, key: bool) -> Result<(), String> {
+    pub(crate) fn load_data(
+        program: &mut Program,
+        batch: &BatchData<'_>,
+        key: bool,
+    ) -> Result<(), String> {
         match batch.inputs {
             InputData::U8(x) => program.u8_param(0)?.copy_from_slice(x),
             InputData::F32(x) => program.f32_param(0)?.copy_from_slice(x),

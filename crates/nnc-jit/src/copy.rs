@@ -1,4 +1,4 @@
-//! `pad` and `slice`: a box of a tensor copied row by row, into a zeroed frame (`pad`: each
+//! `pad`, `slice` and `place` (a `concat` operand into its columns): a box of a tensor copied row by row, into a zeroed frame (`pad`: each
 //! element of the result written once, a copied element or a +0) or out of a bigger tensor
 //! (`slice`). Axes the box spans whole are merged first, so that rows are as long as they
 //! can be (a pad of the last two axes of `[N, C, H, W]` is `N·C` planes of `H` rows); on a
@@ -32,6 +32,62 @@ pub fn slice(
 ) {
     let b = Boxed::new(ys, xs, start);
     copy(isa, b, x, y, false);
+}
+
+/// Row `r` of `x` (rows of `row` floats) into `y[r · stride + at..][..row]`, for every row of
+/// `x`: one operand of a `concat` into its columns of the result, written once (no zeros, no
+/// sum). The rest of `y` is left as it is.
+///
+/// # Panics
+/// If `x` is not whole rows, the rows do not fit in `stride` at `at`, or `y` is too short.
+pub fn place(isa: Option<Isa>, x: &[f32], row: usize, y: &mut [f32], stride: usize, at: usize) {
+    if x.is_empty() {
+        return;
+    }
+    assert!(row > 0 && x.len().is_multiple_of(row) && at + row <= stride);
+    assert!(y.len() >= (x.len() / row - 1) * stride + at + row);
+    let placed = Placed {
+        x,
+        row,
+        y,
+        stride,
+        at,
+    };
+    match isa {
+        // SAFETY: the unit is supported (checked); `Placed` indexes the slices it is given.
+        Some(isa) if isa.supported() => unsafe { simd::run(isa, placed) },
+        _ => placed.rows::<Portable>(),
+    }
+}
+
+struct Placed<'a> {
+    x: &'a [f32],
+    row: usize,
+    y: &'a mut [f32],
+    stride: usize,
+    at: usize,
+}
+
+impl Placed<'_> {
+    #[inline(always)]
+    fn rows<R: Row>(self) {
+        for (src, dst) in self
+            .x
+            .chunks_exact(self.row)
+            .zip(self.y.chunks_mut(self.stride))
+        {
+            R::copy(src, &mut dst[self.at..self.at + self.row]);
+        }
+    }
+}
+
+impl Kernel for Placed<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        self.rows::<Lanes<V>>()
+    }
 }
 
 /// A box `small` at `at` in `big`, with the axes it spans whole merged into the axis before
@@ -281,6 +337,41 @@ mod tests {
                 let mut y = vec![f32::NAN; ns];
                 slice(isa, &x, big, &mut y, small, at);
                 assert_eq!(y, want, "{isa:?} slice {small:?} of {big:?} at {at:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn place_writes_only_its_columns() {
+        let mut units: Vec<Option<Isa>> =
+            crate::testing::vector_units_or_skip("copy::place_writes_only_its_columns")
+                .into_iter()
+                .map(Some)
+                .collect();
+        units.push(None);
+        // (rows, row, stride, at): rows shorter than, equal to and longer than a vector, at
+        // either end of the result's rows and in the middle.
+        let cases = [
+            (3, 5, 12, 0),
+            (2, 16, 40, 17),
+            (4, 33, 40, 7),
+            (1, 1, 1, 0),
+            (5, 3, 9, 6),
+        ];
+        for isa in units {
+            for (rows, row, stride, at) in cases {
+                let x: Vec<f32> = (0..rows * row).map(|i| i as f32 + 0.5).collect();
+                let mut y = vec![-1.0; rows * stride];
+                place(isa, &x, row, &mut y, stride, at);
+                for (k, &v) in y.iter().enumerate() {
+                    let (r, c) = (k / stride, k % stride);
+                    let want = if (at..at + row).contains(&c) {
+                        x[r * row + c - at]
+                    } else {
+                        -1.0
+                    };
+                    assert_eq!(v, want, "{isa:?} {rows}x{row} into {stride} at {at}: {k}");
+                }
             }
         }
     }

@@ -204,29 +204,67 @@ fn gather_rows(g: &Geometry, y: &[f32], chunk: Chunk, rows: &mut [f32], np: usiz
     }
 }
 
-/// `[o, np]` rows back into the chunk's rows of `y`, plus `bias` and rectified if given.
+/// What the forward product does to its rows as it stores them (a fused epilogue).
+#[derive(Clone, Copy, Debug)]
+pub enum Store<'a> {
+    /// `y = conv`.
+    Plain,
+    /// `y = relu(conv + b)` (`o` floats).
+    BiasRelu(&'a [f32]),
+    /// `y = relu((conv + b) + skip)`: a residual connection, `skip` of `y`'s shape.
+    BiasResidualRelu(&'a [f32], Skip<'a>),
+}
+
+/// Where a residual's other branch is.
+#[derive(Clone, Copy, Debug)]
+pub enum Skip<'a> {
+    /// Its own tensor, of `y`'s shape.
+    Operand(&'a [f32]),
+    /// In `y` itself (its buffer is reused for the result): each element is read before the
+    /// sum is stored over it.
+    InPlace,
+}
+
+/// The interpreter's `relu`: zero unless positive (NaN and −0 too).
+#[inline(always)]
+fn relu(s: f32) -> f32 {
+    if s > 0.0 { s } else { 0.0 }
+}
+
+/// `[o, np]` rows back into the chunk's rows of `y`, through `store`.
 fn scatter_rows(
     g: &Geometry,
     rows: &[f32],
     np: usize,
     chunk: Chunk,
-    bias_relu: Option<&[f32]>,
+    store: Store<'_>,
     y: &mut [f32],
 ) {
     let p = g.positions();
     for oc in 0..g.o {
         for (b, i, n) in chunk.rows(g) {
-            let dst = &mut y[(b * g.o + oc) * p + i * g.ow..][..g.ow];
+            let at = (b * g.o + oc) * p + i * g.ow;
+            let dst = &mut y[at..][..g.ow];
             let src = &rows[oc * np + n..][..g.ow];
-            match bias_relu {
-                // The interpreter's `relu`: zero unless positive (NaN and −0 too).
-                Some(bias) => {
+            // The sums in the order of the loops they replace: `(y + b) + skip`.
+            match store {
+                Store::Plain => dst.copy_from_slice(src),
+                Store::BiasRelu(bias) => {
                     for (d, &v) in dst.iter_mut().zip(src) {
-                        let s = v + bias[oc];
-                        *d = if s > 0.0 { s } else { 0.0 };
+                        *d = relu(v + bias[oc]);
                     }
                 }
-                None => dst.copy_from_slice(src),
+                Store::BiasResidualRelu(bias, Skip::Operand(skip)) => {
+                    let skip = &skip[at..][..g.ow];
+                    for ((d, &v), &r) in dst.iter_mut().zip(src).zip(skip) {
+                        *d = relu((v + bias[oc]) + r);
+                    }
+                }
+                Store::BiasResidualRelu(bias, Skip::InPlace) => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = relu((v + bias[oc]) + *d);
+                    }
+                }
             }
         }
     }
@@ -246,13 +284,14 @@ fn buffers<'a>(
 
 /// `y = conv(x, w)` for `samples` samples: `x` is `samples × c × h × w`, `w` is
 /// `o × c × kh × kw`, `y` is `samples × o × oh × ow`; `scratch` holds
-/// [`Geometry::scratch_floats`]. With `bias_relu` (`o` floats), `y = relu(conv(x, w) + b)`.
+/// [`Geometry::scratch_floats`]. `store` says what is stored: the product, or a fused bias,
+/// residual sum and ReLU of it.
 pub fn forward(
     g: &Geometry,
     samples: usize,
     x: &[f32],
     w: &[f32],
-    bias_relu: Option<&[f32]>,
+    store: Store<'_>,
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
@@ -273,7 +312,7 @@ pub fn forward(
                 false,
             )
         };
-        scatter_rows(g, rows, np, chunk, bias_relu, y);
+        scatter_rows(g, rows, np, chunk, store, y);
     }
 }
 
@@ -484,7 +523,7 @@ mod tests {
         // NaN scratch and outputs: whatever a product reads before writing shows.
         let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
         let mut y = vec![f32::NAN; dy.len()];
-        forward(g, n, &x, &w, None, &mut y, &mut scratch);
+        forward(g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
         close(&y, &y_want, "forward", g);
         let mut dx = vec![f32::NAN; x.len()];
         input_gradient(g, n, &dy, &w, &mut dx, &mut scratch);
@@ -519,9 +558,60 @@ mod tests {
             let w = values(o * g.taps(), 5);
             let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
             let mut y = vec![f32::NAN; n * o * hw * hw];
-            forward(&g, n, &x, &w, None, &mut y, &mut scratch);
+            forward(&g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
             let dy = values(y.len(), 6);
             close(&y, &reference(&g, n, (&x, &w, &dy)).0, "forward", &g);
         }
+    }
+
+    /// The fused stores equal the loops they replace, bit for bit: `relu(y + b)` and
+    /// `relu((y + b) + skip)`, the skip in its own tensor and in the output's buffer; over
+    /// several chunks (a tiny chunk size is not needed: 300 samples of 4×4 cross many).
+    #[test]
+    fn fused_stores_equal_the_loops() {
+        let (n, o) = (300, 3);
+        let g = Geometry {
+            c: 2,
+            h: 4,
+            w: 4,
+            o,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            pad: [1, 1],
+            oh: 4,
+            ow: 4,
+        };
+        let x = values(n * g.c * g.h * g.w, 7);
+        let w = values(o * g.taps(), 8);
+        let bias = values(o, 9);
+        let skip = values(n * o * g.positions(), 10);
+        let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
+        let mut y = vec![f32::NAN; skip.len()];
+        forward(&g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
+        let p = g.positions();
+        let biased = |k: usize| y[k] + bias[(k / p) % o];
+        let relu = |s: f32| if s > 0.0 { s } else { 0.0 };
+        let want_bias: Vec<f32> = (0..y.len()).map(|k| relu(biased(k))).collect();
+        let want_skip: Vec<f32> = (0..y.len()).map(|k| relu(biased(k) + skip[k])).collect();
+        assert!(want_skip.contains(&0.0) && want_skip.iter().any(|&v| v > 0.0));
+        let mut got = vec![f32::NAN; y.len()];
+        forward(
+            &g,
+            n,
+            &x,
+            &w,
+            Store::BiasRelu(&bias),
+            &mut got,
+            &mut scratch,
+        );
+        assert_eq!(got, want_bias);
+        let store = Store::BiasResidualRelu(&bias, Skip::Operand(&skip));
+        forward(&g, n, &x, &w, store, &mut got, &mut scratch);
+        assert_eq!(got, want_skip);
+        let mut got = skip.clone();
+        let store = Store::BiasResidualRelu(&bias, Skip::InPlace);
+        forward(&g, n, &x, &w, store, &mut got, &mut scratch);
+        assert_eq!(got, want_skip);
     }
 }

@@ -23,6 +23,7 @@ mod compiled_model;
 mod conv_cost;
 mod conv_fold;
 mod copy;
+mod data_parallel;
 mod direct;
 mod fuse;
 mod gemm_conv;
@@ -31,6 +32,7 @@ mod library;
 mod plan;
 mod pool;
 mod program;
+mod residual;
 mod samples;
 mod schedule;
 mod simd;
@@ -38,6 +40,7 @@ mod sparse;
 mod threads;
 mod transcendental;
 mod updates;
+mod window;
 
 /// Test helpers shared by the unit and integration tests (not API).
 #[doc(hidden)]
@@ -59,5 +62,6 @@ pub mod kernel_timings {
 pub use compiled_model::{
     BatchData, CompiledModel, EvalOutput, InputData, TargetData, TrainOutput,
 };
+pub use data_parallel::{DataParallelModel, ShardOutput};
 pub use program::{ArenaSize, CompileError, MAX_THREADS, Options, Program};
 pub use simd::Isa;

@@ -43,6 +43,10 @@ pub struct LibKernel {
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
     /// recognised by [`direct::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
+    /// With `bias_relu`, on [`gemm_conv`] only: the byte offset of a residual branch added
+    /// before the ReLU (`relu((y + b) + skip)`, [`crate::residual`]); the result's own
+    /// offset when the sum reuses the branch's buffer.
+    pub residual: Option<usize>,
     /// A contraction whose first operand is image data: it skips the data's zeros when
     /// they are most of it ([`sparse`]).
     pub sparse: bool,
@@ -195,6 +199,7 @@ impl LibKernel {
             threads: 2,
             isa: Isa::best(),
             bias_relu: None,
+            residual: None,
             sparse: sparse_candidate(f, inst),
             u8_scale: sparse::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
@@ -286,7 +291,7 @@ impl LibKernel {
                     columns: None,
                 }
             }
-            Op::Pad { .. } => Parts {
+            Op::Pad { .. } | Op::Concat { .. } => Parts {
                 input: Some(halves(x[0], per(x))),
                 output: Some(halves(x[0], per(y))),
                 columns: None,
@@ -323,6 +328,7 @@ impl LibKernel {
                 | Op::MaxPoolGrad { .. }
                 | Op::SumPoolGrad { .. }
                 | Op::Pad { .. }
+                | Op::Concat { .. }
         )
     }
 
@@ -367,6 +373,8 @@ impl LibKernel {
             }
             Op::Pad { pads } if pads[..2] != [0, 0] => 1,
             Op::Pad { .. } => self.args[0].1[0],
+            Op::Concat { axis: 0 } => 1,
+            Op::Concat { .. } => self.args[0].1[0],
             _ if self.splittable_op() => planes(&self.args[0].1).0,
             _ => 1,
         };
@@ -382,7 +390,7 @@ impl LibKernel {
             | Op::SumPool { .. }
             | Op::MaxPoolGrad { .. }
             | Op::SumPoolGrad { .. } => n(&self.out.1) >> 11,
-            Op::Pad { .. } => n(&self.out.1) >> 13,
+            Op::Pad { .. } | Op::Concat { .. } => n(&self.out.1) >> 13,
             _ => 1,
         };
         lead.min(work)
@@ -809,6 +817,29 @@ impl LibKernel {
                     &low[..r],
                 );
             }
+            Op::Concat { axis } => {
+                // Split over samples (when it is not along them): each operand's rows of the
+                // part's samples into their columns of the result's rows.
+                // Along samples, one part runs it all as one "sample".
+                let (lo, hi) = if *axis > 0 {
+                    range(oshape[0])
+                } else if part == 0 {
+                    (0, 1)
+                } else {
+                    return;
+                };
+                let stride = n(&oshape[*axis..]);
+                let per = |s: &[usize]| if *axis > 0 { n(&s[1..]) } else { n(s) };
+                let out = out_part(lo * per(oshape), hi * per(oshape));
+                let mut at = 0;
+                for k in 0..self.args.len() {
+                    let row = n(&shape(k)[*axis..]);
+                    let (a, b) = (lo * per(shape(k)), hi * per(shape(k)));
+                    let x = if k == 0 { first(a, b) } else { &f32s(k)[a..b] };
+                    copy::place(self.isa, x, row, out, stride, at);
+                    at += row;
+                }
+            }
             Op::Slice { start, .. } => {
                 let out = out_part(0, n(oshape));
                 copy::slice(self.isa, f32s(0), shape(0), out, oshape, start)
@@ -1031,7 +1062,24 @@ impl LibKernel {
                 let bias = self.bias_relu.map(|at| unsafe {
                     std::slice::from_raw_parts(base.add(at) as *const f32, g.o)
                 });
-                gemm_conv::forward(&g, nb, x, arg(1), bias, out, scratch)
+                let per = g.o * g.positions();
+                let store = match (bias, self.residual) {
+                    (None, _) => gemm_conv::Store::Plain,
+                    (Some(b), None) => gemm_conv::Store::BiasRelu(b),
+                    (Some(b), Some(at)) if at == self.out.0 => {
+                        gemm_conv::Store::BiasResidualRelu(b, gemm_conv::Skip::InPlace)
+                    }
+                    // SAFETY: the branch is an f32 tensor of the result's shape at its
+                    // aligned offset (checked when it was recognised), a buffer other than
+                    // the result's (the plan's buffers are equal or disjoint); this part
+                    // views only its own samples, which no one writes while it runs (a
+                    // prologue on this thread wrote them before, if the branch is the
+                    // first operand). Creating a slice cannot panic.
+                    (Some(b), Some(at)) => gemm_conv::Store::BiasResidualRelu(b, unsafe {
+                        gemm_conv::Skip::Operand(floats(base, at, lo * per, hi * per))
+                    }),
+                };
+                gemm_conv::forward(&g, nb, x, arg(1), store, out, scratch)
             }
             WideOp::Input => gemm_conv::input_gradient(&g, nb, x, arg(1), out, scratch),
             WideOp::Filter => {
@@ -1218,6 +1266,10 @@ impl LibKernel {
         x: &[f32],
         out: &mut [f32],
     ) {
+        debug_assert!(
+            self.residual.is_none(),
+            "a residual sum runs on gemm_conv only"
+        );
         // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
         // second, which no one writes while the kernel runs.
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };

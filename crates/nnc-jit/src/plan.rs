@@ -4,13 +4,15 @@
 //! allocated by liveness over the kernel order (first fit over freed blocks), so buffers whose
 //! lifetimes do not overlap share memory. A loop may write an output over one of its inputs
 //! that dies in that loop and has the loop's shape (read and written at the same index): this
-//! is how the optimizer updates weights in place. Nothing is allocated while a step runs, and
+//! is how the optimizer updates weights in place (a parameter only when the function returns
+//! its new value, `w.new`: an evaluation's weights persist between runs). Nothing is allocated while a step runs, and
 //! the arena size is known at compile time.
 
 use nnc_ir::{DType, Function, ValueId};
 
 use crate::fuse::{reads, writes};
 use crate::schedule::{Kernel, Schedule, Storage};
+use crate::window;
 
 /// Buffers are aligned to a cache line.
 pub const ALIGN: usize = 64;
@@ -35,6 +37,9 @@ pub struct Plan {
     /// The persistent region (parameters and constants) is `0..persistent`.
     pub persistent: usize,
     pub arena_size: usize,
+    /// Element strides of the values that are not row-major in their buffer: windows
+    /// ([`crate::window`]), by value index.
+    pub strides: Vec<Option<Vec<usize>>>,
 }
 
 impl Plan {
@@ -45,7 +50,7 @@ impl Plan {
 
 /// The value whose buffer `v` uses (following views, and scaled bytes to their parameter).
 pub fn root(s: &Schedule, mut v: ValueId) -> ValueId {
-    while let Storage::View(of) | Storage::Scaled(of) = s.storage[v.index()] {
+    while let Storage::View(of) | Storage::Scaled(of) | Storage::Window(of) = s.storage[v.index()] {
         v = of;
     }
     v
@@ -85,6 +90,25 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
     for &r in &f.results {
         last[root(s, r).index()] = end;
     }
+
+    // The parameters the function returns a new value for (`w` for a result `w.new`): only
+    // their buffers may be written over, since the caller replaces them after the run. The
+    // others (an evaluation's weights, a batchnorm's statistics there) persist between runs.
+    let updated: Vec<&str> = f
+        .results
+        .iter()
+        .filter_map(|&r| f.name_of(r)?.strip_suffix(".new"))
+        .collect();
+    let replaced = |p: ValueId| f.name_of(p).is_some_and(|n| updated.contains(&n));
+
+    let windowed: Vec<ValueId> = s
+        .storage
+        .iter()
+        .filter_map(|st| match st {
+            Storage::Window(of) => Some(root(s, *of)),
+            _ => None,
+        })
+        .collect();
 
     // First fit over a free list, in kernel order.
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size)
@@ -126,6 +150,8 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             }
         };
         let shared: Vec<ValueId> = shared.iter().map(|&v| root(s, v)).collect();
+        // A buffer read through a window is read at other indices than its own: never
+        // written over in place.
         let mut reusable: Vec<ValueId> = lp
             .map(|l| {
                 l.inputs
@@ -134,9 +160,14 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
                     .filter(|&i| {
                         root(s, i) == i
                             && !shared.contains(&i)
+                            && !windowed.contains(&i)
                             && last[i.index()] == ki
                             && f.ty(i).shape == l.shape
-                            && matches!(s.storage[i.index()], Storage::Buffer | Storage::Param)
+                            && match s.storage[i.index()] {
+                                Storage::Buffer => true,
+                                Storage::Param => replaced(i),
+                                _ => false,
+                            }
                     })
                     .collect()
             })
@@ -190,16 +221,25 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             }
         }
     }
-    // Views share their root's buffer; scaled bytes are their parameter's.
+    // Views share their root's buffer; scaled bytes are their parameter's; a window starts
+    // at its slice's start in its operand's buffer, with the operand's strides.
+    let mut strides = vec![None; n];
     for v in 0..n {
         let id = ValueId(v as u32);
-        if let Storage::View(_) | Storage::Scaled(_) = s.storage[v] {
-            offset[v] = offset[root(s, id).index()];
+        match s.storage[v] {
+            Storage::View(_) | Storage::Scaled(_) => offset[v] = offset[root(s, id).index()],
+            Storage::Window(of) => {
+                let start = window::start(f, id) * elem_size(f.ty(id).dtype);
+                offset[v] = offset[root(s, id).index()].map(|o| o + start);
+                strides[v] = Some(window::strides(f, of));
+            }
+            _ => {}
         }
     }
     Plan {
         offset,
         persistent,
         arena_size: align(top),
+        strides,
     }
 }

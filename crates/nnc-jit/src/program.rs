@@ -16,10 +16,12 @@ use crate::head::{self, HeadKernel};
 use crate::library::{ConvKernel, LibKernel, MAX_RANK, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::pool::pairs::MaskedGrad;
+use crate::residual;
 use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
 use crate::simd::Isa;
 use crate::threads::Pool;
 use crate::updates::{self, RmsProp};
+use crate::window;
 
 enum KernelCode {
     /// `parts`: how many parts of its outer range it runs as (1: whole, on one thread);
@@ -242,6 +244,7 @@ fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
     let mut schedule = schedule::schedule(f);
     fuse::fuse(f, &mut schedule, opts.split_small, opts.thread_count());
     head::fuse_heads(f, &mut schedule);
+    window::read_in_place(f, &mut schedule);
     let plan = plan::plan(f, &schedule);
     (schedule, plan)
 }
@@ -446,12 +449,16 @@ impl Program {
         // A loop runs as a recognised optimizer update where the CPU has a vector unit (see
         // `updates`), else as generated.
         let isa = opts.vector_unit();
-        let body =
-            |l: &LoopKernel, func: LoopFn, outer: u64| match (updates::recognise(f, l, &plan), isa)
-            {
-                (Some(r), Some(isa)) if r.n as u64 == outer => Body::RmsProp(Box::new(r), isa),
-                _ => Body::Jit(func),
-            };
+        // The recognised routines read their operands row-major: not a loop reading a
+        // window (generated loops read its strides).
+        let plain = |l: &LoopKernel| l.inputs.iter().all(|v| plan.strides[v.index()].is_none());
+        let body = |l: &LoopKernel, func: LoopFn, outer: u64| match (
+            updates::recognise(f, l, &plan).filter(|_| plain(l)),
+            isa,
+        ) {
+            (Some(r), Some(isa)) if r.n as u64 == outer => Body::RmsProp(Box::new(r), isa),
+            _ => Body::Jit(func),
+        };
         let kernels = schedule
             .kernels
             .iter()
@@ -520,7 +527,7 @@ impl Program {
                         .map(|l| part_loop(l, &parts.input, next()));
                     let epilogue = match epilogue {
                         // The pool gradient, its mask and bias gradient in one vector pass.
-                        Some(e) if isa.is_some() && prologue.is_none() => {
+                        Some(e) if isa.is_some() && prologue.is_none() && plain(e) => {
                             if let (Some(routine), Some(isa)) =
                                 (MaskedGrad::recognise(f, *inst, e, &plan), isa)
                             {
@@ -538,12 +545,32 @@ impl Program {
                     };
                     // A direct convolution adds its bias and rectifies as it stores.
                     let epilogue = match epilogue {
-                        Some(e) if isa.is_some() => {
+                        Some(e) if isa.is_some() && plain(e) => {
                             match direct::bias_relu_epilogue(f, *inst, e, &plan) {
                                 Some((bias, out)) => {
                                     next();
                                     lib.bias_relu = Some(bias);
                                     lib.out.0 = out;
+                                    None
+                                }
+                                None => Some(e),
+                            }
+                        }
+                        e => e,
+                    };
+                    // On gemm_conv, also a residual branch's sum before the ReLU.
+                    let epilogue = match epilogue {
+                        Some(e)
+                            if isa.is_some()
+                                && plain(e)
+                                && lib.conv_kernels() == [ConvKernel::Gemm] =>
+                        {
+                            match residual::residual_relu_epilogue(f, *inst, e, &plan) {
+                                Some(r) => {
+                                    next();
+                                    lib.bias_relu = Some(r.bias);
+                                    lib.residual = Some(r.skip);
+                                    lib.out.0 = r.out;
                                     None
                                 }
                                 None => Some(e),
@@ -713,7 +740,12 @@ impl Program {
                     [ConvKernel::Direct(_)] => "direct",
                     _ => "convolution",
                 };
-                note.push_str(&format!(" [bias and relu in the {family} kernel]"));
+                let what = if lib.residual.is_some() {
+                    "bias, residual sum and relu"
+                } else {
+                    "bias and relu"
+                };
+                note.push_str(&format!(" [{what} in the {family} kernel]"));
             } else if lib.sparse_runs.load(std::sync::atomic::Ordering::Relaxed) > 0 {
                 // (Decided per call: only said of kernels that did.)
                 note.push_str(" [skips the data's zeros]");
@@ -798,6 +830,12 @@ impl Program {
                     _ => break None,
                 }
             };
+            if let (Some(o), Storage::Window(of)) = (
+                self.plan.offset[v.index()],
+                self.schedule.storage[v.index()],
+            ) {
+                return format!("{}@{o} (a window of {})", name(v), name(of));
+            }
             match (self.plan.offset[v.index()], scaled) {
                 (Some(o), Some(p)) => format!("{}@{o} (the bytes of {}, scaled)", name(v), name(p)),
                 (Some(o), None) => format!("{}@{o}", name(v)),

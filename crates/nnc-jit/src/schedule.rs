@@ -77,6 +77,9 @@ pub enum Storage {
     Const,
     /// Shares the buffer of another value (a reshape).
     View(ValueId),
+    /// A slice of another value, read in place by loops with that value's strides
+    /// ([`crate::window`]).
+    Window(ValueId),
     /// The u8 parameter's bytes, times a `to_f32`'s scale: no buffer, read as bytes by the
     /// contractions that use it (`sparse::read_as_bytes`).
     Scaled(ValueId),

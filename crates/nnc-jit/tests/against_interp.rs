@@ -196,6 +196,13 @@ model_tests! {
     keras_convnet: "keras-convnet.nn", 3 steps, zeros: false;
 }
 
+/// Models checked against the interpreter by `zoo.rs` only, whose rule bounds each result by
+/// the interpreter's own measured rounding noise: resnet-mnist's weight gradients before a
+/// batchnorm are sums that the batch mean's removal nearly cancels, and Adam's first step
+/// takes such a gradient to ±lr, so its JIT and interpreter weights differ by a little more
+/// than a fixed 1e-4 (1.06e-4 seen).
+const CHECKED_BY_ZOO: &[&str] = &["resnet-mnist.nn"];
+
 /// A model added to `models/` fails here until `model_tests!` has a test for it.
 #[test]
 fn every_model_has_a_test() {
@@ -203,7 +210,11 @@ fn every_model_has_a_test() {
         .iter()
         .filter_map(|p| p.file_name()?.to_str().map(String::from))
         .collect();
-    let mut tested: Vec<String> = TESTED.iter().map(|s| s.to_string()).collect();
+    let mut tested: Vec<String> = TESTED
+        .iter()
+        .chain(CHECKED_BY_ZOO)
+        .map(|s| s.to_string())
+        .collect();
     tested.sort();
     assert_eq!(
         files, tested,

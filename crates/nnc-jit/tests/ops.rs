@@ -87,6 +87,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Transpose { .. } => "transpose",
         Op::Pad { .. } => "pad",
         Op::Slice { .. } => "slice",
+        Op::Concat { .. } => "concat",
         Op::Broadcast { .. } => "broadcast",
         Op::ToF32 { .. } => "to_f32",
         Op::OneHot { .. } => "one_hot",
@@ -99,7 +100,7 @@ fn kind(op: &Op) -> &'static str {
 }
 
 /// The number of names [`kind`] gives.
-const KINDS: usize = 49;
+const KINDS: usize = 50;
 
 /// Whether the JIT computes `op` with the interpreter's IEEE operations in the same order, or
 /// only moves, chooses or counts: its results must then be equal.
@@ -121,6 +122,7 @@ fn exact(op: &Op) -> bool {
         | Op::Transpose { .. }
         | Op::Pad { .. }
         | Op::Slice { .. }
+        | Op::Concat { .. }
         | Op::Broadcast { .. }
         | Op::ToF32 { .. }
         | Op::OneHot { .. }
@@ -490,6 +492,38 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
+    // A residual block's sum: a padded convolution on im2col + GEMM adds its bias and the
+    // other branch and rectifies as it stores. The branch read again after it (its own
+    // buffer), and a branch that dies there (the result reuses its buffer), in either
+    // operand order of the sums.
+    cases.push(
+        case(
+            "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12], f32[8,16,6,6]) {
+               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[1,1], padding=[1,1]
+               %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
+               %s: f32[8,16,12,12] = add %c, %r
+               %t: f32[8,16,12,12] = add %k, %s
+               %y: f32[8,16,12,12] = relu %t
+               %z: f32[8,16,6,6] = maxpool %k, size=[2,2], stride=[2,2]
+               return %y, %z
+             }",
+        )
+        .label("[bias, residual sum and relu in the convolution kernel]"),
+    );
+    cases.push(
+        case(
+            "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %p: f32[8,16,24,24]) -> (f32[8,16,12,12]) {
+               %k: f32[8,16,12,12] = maxpool %p, size=[2,2], stride=[2,2]
+               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[1,1], padding=[1,1]
+               %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
+               %s: f32[8,16,12,12] = add %r, %c
+               %t: f32[8,16,12,12] = add %s, %k
+               %y: f32[8,16,12,12] = relu %t
+               return %y
+             }",
+        )
+        .label("[bias, residual sum and relu in the convolution kernel]"),
+    );
     // Padding folded into the convolutions (a `pad` read by a forward product and a filter
     // gradient, a `slice` cropping an input gradient), uneven and added to the op's own.
     cases.push(case(FOLDED_PAD));
@@ -653,6 +687,43 @@ fn layout_cases() -> Vec<Case> {
             &format!("start=[{start}], end=[{end}]"),
         )));
     }
+    // Three branches of different channel counts (rows shorter and longer than a vector),
+    // the first written by a loop (a prologue when the concat splits over samples), one
+    // operand twice; dense features; along the leading axis (runs whole).
+    cases.push(case(
+        "func @f(%a: f32[3,2,4,5], %b: f32[3,1,4,5], %c: f32[3,5,4,5]) -> (f32[3,10,4,5]) {
+           %r: f32[3,2,4,5] = relu %a
+           %y: f32[3,10,4,5] = concat %r, %b, %c, %r, axis=1
+           return %y
+         }",
+    ));
+    cases.push(case(
+        "func @f(%a: f32[4,3], %b: f32[4,20]) -> (f32[4,23]) {
+           %y: f32[4,23] = concat %a, %b, axis=1
+           return %y
+         }",
+    ));
+    // Slices of a buffer (a concat's gradient): read in place by the loops that use them
+    // (a product, a sum, boxes inside the inner axes too), or copied for a library kernel.
+    cases.push(case(
+        "func @f(%a: f32[3,2,4,4], %g: f32[3,7,4,4]) -> (f32[3,2,4,4], f32[3,3], f32[3,5,2,2]) {
+           %d: f32[3,7,4,4] = tanh %g
+           %s0: f32[3,2,4,4] = slice %d, start=[0,0,0,0], end=[3,2,4,4]
+           %s1: f32[3,5,4,4] = slice %d, start=[0,2,0,0], end=[3,7,4,4]
+           %s2: f32[3,3,3,4] = slice %d, start=[0,3,1,0], end=[3,6,4,4]
+           %m: f32[3,2,4,4] = mul %s0, %a
+           %e: f32[3,3,3,4] = exp %s2
+           %r: f32[3,3] = reduce_sum %e, axes=[2,3]
+           %p: f32[3,5,2,2] = maxpool %s1, size=[2,2], stride=[2,2]
+           return %m, %r, %p
+         }",
+    ));
+    cases.push(case(
+        "func @f(%a: f32[2,3], %b: f32[1,3]) -> (f32[3,3]) {
+           %y: f32[3,3] = concat %a, %b, axis=0
+           return %y
+         }",
+    ));
     cases
 }
 

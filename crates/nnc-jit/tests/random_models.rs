@@ -308,6 +308,49 @@ fn random_model(g: &mut Gen, scheduled: bool) -> Option<(String, usize, Graph)> 
     (!checked.has_errors()).then_some((text, classes, graph))
 }
 
+/// `text` with a `batchnorm` after some of its convolutions and hidden dense layers (their
+/// call's closing parenthesis), drawn from its own generator so that the models themselves
+/// stay those of the seed; and how many it added. Only under the optimizers whose step is
+/// proportional to the gradient: the gradient of a weight before a batchnorm is a sum that
+/// the batch mean's removal nearly cancels, and Adam's, Adagrad's and RMSProp's first step
+/// would take that rounding-level gradient to ±lr, the JIT's rounding and the interpreter's
+/// apart by more than the interpreter's own measured noise.
+fn with_batchnorms(text: &str, g: &mut Gen) -> (String, usize) {
+    let proportional = ["optimizer sgd", "optimizer momentum", "optimizer nesterov"];
+    if !proportional.iter().any(|o| text.contains(o)) {
+        return (text.to_string(), 0);
+    }
+    let (model, train) = text.split_at(text.find("\n}\n").expect("a model block"));
+    let lines: Vec<&str> = model.lines().collect();
+    let mut added = 0;
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        // The last line holds the output layer.
+        if i + 1 == lines.len() {
+            out.push(line.to_string());
+            continue;
+        }
+        let mut edited = String::new();
+        let mut rest = *line;
+        while let Some(at) = ["conv2d(", "dense("]
+            .iter()
+            .filter_map(|call| rest.find(call))
+            .min()
+        {
+            let close = at + rest[at..].find(')').expect("a closed call");
+            edited += &rest[..=close];
+            rest = &rest[close + 1..];
+            if g.chance(0.4) {
+                edited += " -> batchnorm";
+                added += 1;
+            }
+        }
+        edited += rest;
+        out.push(edited);
+    }
+    (out.join("\n") + train, added)
+}
+
 /// Trains case `case`'s model `text` three steps on the JIT (with the case's options) and on
 /// the interpreter, asserting that they agree; returns the prologue and epilogue loops the
 /// JIT's schedule fused, and whether the step had a scheduled learning rate.
@@ -424,6 +467,7 @@ fn random_models_train_identically() {
     let (mut checked, mut prologues, mut epilogues, mut scheduled) = (0, 0, 0, 0);
     // The graphs that trained identically: how many, and what they held.
     let (mut dags, mut graphs) = (0, Graph::default());
+    let mut batchnorms = 0;
     // The portable kernels run too (every other pair of cases), so no unit is no failure.
     let units = vector_units_or_skip("random_models_train_identically");
     for case in 0..60u64 {
@@ -433,6 +477,8 @@ fn random_models_train_identically() {
                 break m;
             }
         };
+        let (text, norms) = with_batchnorms(&text, &mut Gen(Rng::new(case ^ 0xb47c)));
+        batchnorms += norms;
         let (p, e, sch) = train_both(case, &text, classes, &units);
         (prologues, epilogues, scheduled) = (prologues + p, epilogues + e, scheduled + sch);
         checked += 1;
@@ -459,6 +505,7 @@ fn random_models_train_identically() {
             && graphs.fan_outs >= dags,
         "{dags} graphs: {graphs:?}"
     );
+    assert!(batchnorms >= 20, "{batchnorms} batchnorm layers");
     // The fused paths were exercised.
     assert!(
         prologues >= 4 && epilogues >= 30,

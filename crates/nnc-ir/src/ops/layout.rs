@@ -1,4 +1,4 @@
-//! Layout ops: reshape, transpose, zero padding and slicing.
+//! Layout ops: reshape, transpose, zero padding, slicing and concatenation.
 
 use crate::function::{Builder, ValueId};
 use crate::op::Op;
@@ -7,6 +7,25 @@ use crate::types::Type;
 pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
     let x = args[0];
     match op {
+        Op::Concat { axis } => {
+            let axis = *axis;
+            if axis >= x.rank() {
+                return Err(format!("axis {axis} is out of range for {x}"));
+            }
+            let mut shape = x.shape.clone();
+            for t in &args[1..] {
+                let fits = t.dtype == x.dtype
+                    && t.rank() == x.rank()
+                    && (0..x.rank()).all(|i| i == axis || t.shape[i] == x.shape[i]);
+                if !fits {
+                    return Err(format!(
+                        "cannot concatenate {x} and {t} along axis {axis}: other axes differ"
+                    ));
+                }
+                shape[axis] += t.shape[axis];
+            }
+            Ok(Type::new(x.dtype, shape))
+        }
         Op::Reshape { shape } => {
             let n: usize = shape.iter().product();
             if n != x.numel() {
@@ -71,6 +90,21 @@ pub fn vjp(
     dy: ValueId,
     wants: &[bool],
 ) -> Result<Vec<Option<ValueId>>, String> {
+    if let Op::Concat { axis } = op {
+        // Each operand's gradient is its slice of `dy`.
+        let mut offset = 0;
+        let mut grads = Vec::with_capacity(args.len());
+        for (&x, &want) in args.iter().zip(wants) {
+            let xs = b.shape(x);
+            let mut start = vec![0; xs.len()];
+            start[*axis] = offset;
+            let mut end = xs.clone();
+            end[*axis] = offset + xs[*axis];
+            offset += xs[*axis];
+            grads.push(want.then(|| b.op(Op::Slice { start, end }, &[dy])));
+        }
+        return Ok(grads);
+    }
     if !wants[0] {
         return Ok(vec![None]);
     }

@@ -18,12 +18,11 @@ use crate::types::{DType, Type};
 
 /// The result type of `op` applied to operands of types `args`.
 pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
-    if args.len() != op.arity() {
+    if !op.arity().accepts(args.len()) {
         return Err(format!(
-            "`{}` takes {} operand{}, found {}",
+            "`{}` takes {}, found {}",
             op.name(),
             op.arity(),
-            if op.arity() == 1 { "" } else { "s" },
             args.len()
         ));
     }
@@ -47,9 +46,11 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
         | Op::MaxPoolGrad { .. }
         | Op::SumPool { .. }
         | Op::SumPoolGrad { .. } => pool::infer(op, args),
-        Op::Reshape { .. } | Op::Transpose { .. } | Op::Pad { .. } | Op::Slice { .. } => {
-            layout::infer(op, args)
-        }
+        Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Pad { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. } => layout::infer(op, args),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy
@@ -89,9 +90,11 @@ pub fn vjp(
         | Op::MaxPoolGrad { .. }
         | Op::SumPool { .. }
         | Op::SumPoolGrad { .. } => pool::vjp(b, op, args, dout, wants),
-        Op::Reshape { .. } | Op::Transpose { .. } | Op::Pad { .. } | Op::Slice { .. } => {
-            layout::vjp(b, op, args, dout, wants)
-        }
+        Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Pad { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. } => layout::vjp(b, op, args, dout, wants),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy

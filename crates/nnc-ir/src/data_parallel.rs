@@ -1,0 +1,248 @@
+//! The training step split in two for data-parallel training (`nnc train` under `mpirun`):
+//! every process runs [`DataParallelStep::gradients`] on its shard of the global batch, the
+//! processes sum the gradients (an allreduce, outside the IR), and every process applies
+//! [`DataParallelStep::update`] to the sum, so that all hold the same weights after each step.
+//!
+//! The shard's loss and gradients are those of the shard's mean times `shard / global`: the
+//! sum over the shards is then the global batch's mean, as one process computes it (up to
+//! the order of the sums). The optimizer (and weight decay) sees only the summed gradient.
+//! The single-function step of [`crate::compile`] is unchanged; this is built from its
+//! `backward` stage and [`crate::optim::apply`].
+
+use nnc_check::Model;
+
+use crate::compile::compile;
+use crate::function::{Builder, Function, ValueId};
+use crate::lower::{InputSpec, TargetSpec};
+use crate::optim::{self, TrainStep};
+use crate::passes;
+
+/// A training step as two functions, both optimized.
+#[derive(Clone, Debug)]
+pub struct DataParallelStep {
+    /// `gradients(data..., params...) -> (loss, correct, grads...)`: the shard's mean loss
+    /// and gradients times `shard / global`, and its correct count (or summed absolute error).
+    pub gradients: Function,
+    /// The number of leading data parameters of `gradients` (inputs, targets, dropout key).
+    pub data_params: usize,
+    /// `update(grads..., params..., states..., [lr]) -> (params'..., states'..., ‖g‖²...)`:
+    /// the optimizer on the summed gradients; its [`TrainStep::data_params`] is the number of
+    /// gradients, and its results start with the new parameters (no loss, no count).
+    pub update: TrainStep,
+}
+
+/// Compiles the split step of a model that has a train block, for a shard of `shard`
+/// samples of a global batch of `global` (1 ≤ shard ≤ global).
+pub fn compile_data_parallel(
+    model: &Model,
+    shard: usize,
+    global: usize,
+    input: InputSpec,
+    targets: TargetSpec,
+) -> Result<DataParallelStep, String> {
+    if shard == 0 || shard > global {
+        return Err(format!("a shard of {shard} samples of a batch of {global}"));
+    }
+    let train = model
+        .train
+        .as_ref()
+        .ok_or_else(|| format!("model `{}` has no train block", model.name))?;
+    if model.running_count() > 0 {
+        // Each rank would update the running statistics from its own shard; they are not yet
+        // reduced across ranks, so the ranks' weights would drift apart.
+        return Err(format!(
+            "model `{}` has batch normalisation, whose running statistics data-parallel \
+             training does not yet combine across ranks: train it in one process",
+            model.name
+        ));
+    }
+    let c = compile(model, shard, input, targets)?;
+    let data_params = c.train.data_params;
+    let params: Vec<ValueId> = c.backward.params[data_params..].to_vec();
+    let names = c.train.params.clone();
+
+    // gradients: backward's (loss, correct, output, grads...) without the output, the loss
+    // and gradients scaled to their share of the global batch.
+    let mut g = c.backward.clone();
+    let share = shard as f64 / global as f64;
+    let results = g.results.clone();
+    let mut b = Builder { f: &mut g };
+    let loss = b.scale(results[0], share);
+    let grads: Vec<ValueId> = results[3..].iter().map(|&x| b.scale(x, share)).collect();
+    for (&v, name) in grads.iter().zip(&names) {
+        g.set_name(v, format!("{name}.grad_share"));
+    }
+    g.set_name(loss, "loss_share");
+    g.name = "gradients".into();
+    g.results = [loss, results[1]].into_iter().chain(grads).collect();
+    crate::verify::verify_after(&g, "gradient scaling");
+
+    // update: the summed gradients are its data; `optim::apply` reads results[3..] as the
+    // gradients and results[0..2] as loss and count, which the update does not have: a
+    // placeholder stands for them (and for the output) and is dropped after.
+    let mut u = Function::new("update");
+    let grad_params: Vec<ValueId> = params
+        .iter()
+        .zip(&names)
+        .map(|(&p, name)| u.add_param(format!("{name}.grad_sum"), c.backward.ty(p).clone()))
+        .collect();
+    let weights: Vec<ValueId> = params
+        .iter()
+        .zip(&names)
+        .map(|(&p, name)| u.add_param(name.clone(), c.backward.ty(p).clone()))
+        .collect();
+    let placeholder = Builder { f: &mut u }.scalar(0.0);
+    u.results = [placeholder; 3].into_iter().chain(grad_params).collect();
+    let mut update = optim::apply(
+        &u,
+        &weights,
+        &[],
+        &train.optimizer,
+        train.weight_decay,
+        !train.schedule.is_constant(),
+    );
+    update.func.results.drain(0..2);
+    update.func.name = "update".into();
+    crate::verify::verify_after(&update.func, "the update's split");
+    update.func = passes::optimize(&update.func);
+    Ok(DataParallelStep {
+        gradients: passes::optimize(&g),
+        data_params,
+        update,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::interp::{Tensor, run_f64};
+
+    fn tensor(shape: &[usize], v: &[f64]) -> Tensor<f64> {
+        Tensor::from_f64(shape, v)
+    }
+
+    fn flat(t: &Tensor<f64>) -> Vec<f64> {
+        t.as_f().expect("float").iter().copied().collect()
+    }
+
+    /// A batch of 5 split 3 + 2, each shard through `gradients`, the gradients summed and
+    /// then `update` twice: the one-function step's loss, weights and optimizer state (Adam,
+    /// weight decay, scheduled rate), to rounding in f64.
+    #[test]
+    fn shards_summed_make_the_whole_step() {
+        let source = r#"
+            model m {
+                input x: f32[3]
+                dense(4, activation: tanh)
+                out: dense(2)
+            }
+            train m {
+                data idx(images: "i", labels: "l")
+                loss softmax_cross_entropy
+                optimizer adam(lr: 0.01, weight_decay: 0.01)
+                schedule cosine
+                batch 5
+            }
+        "#;
+        let mut checked = nnc_check::check_source(source);
+        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+        let model = checked.models.remove(0);
+        let input = InputSpec {
+            dtype: crate::types::DType::F32,
+            sample: vec![3],
+            scale: 1.0,
+            shift: 0.0,
+            pad: 0,
+            flatten: false,
+        };
+        let targets = TargetSpec::Classes(2);
+        let whole = compile(&model, 5, input.clone(), targets)
+            .expect("compiles")
+            .train_step;
+        let parts = [
+            compile_data_parallel(&model, 3, 5, input.clone(), targets).expect("compiles"),
+            compile_data_parallel(&model, 2, 5, input, targets).expect("compiles"),
+        ];
+        let x: Vec<f64> = (0..15).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect();
+        let t = [0, 1, 1, 0, 1];
+        let init = crate::init::init_params(&model, 3);
+        let mut params: Vec<Vec<f64>> = init
+            .iter()
+            .map(|p| p.data.iter().map(|&v| v as f64).collect())
+            .collect();
+        let shapes: Vec<Vec<usize>> = init.iter().map(|p| p.shape.clone()).collect();
+        let mut states: Vec<Vec<f64>> = whole
+            .states
+            .iter()
+            .map(|s| vec![s.init; s.ty.numel()])
+            .collect();
+        let (mut split_params, mut split_states) = (params.clone(), states.clone());
+        let state_shapes: Vec<Vec<usize>> =
+            whole.states.iter().map(|s| s.ty.shape.clone()).collect();
+        let lr = 0.005;
+        for _ in 0..2 {
+            let labels = |r: std::ops::Range<usize>| {
+                Tensor::I32(
+                    ArrayD::from_shape_vec(IxDyn(&[r.len()]), t[r].to_vec()).expect("shape"),
+                )
+            };
+            let mut inputs = vec![tensor(&[5, 3], &x), labels(0..5)];
+            inputs.extend(params.iter().zip(&shapes).map(|(p, s)| tensor(s, p)));
+            inputs.extend(states.iter().zip(&state_shapes).map(|(p, s)| tensor(s, p)));
+            inputs.push(tensor(&[], &[lr]));
+            let out = run_f64(&whole.func, inputs).expect("runs");
+            let n = params.len();
+            let whole_loss = out[0].scalar().expect("scalar");
+            params = (0..n).map(|i| flat(&out[2 + i])).collect();
+            states = (0..states.len()).map(|i| flat(&out[2 + n + i])).collect();
+
+            let mut loss = 0.0;
+            let mut sum: Vec<Vec<f64>> = split_params.iter().map(|p| vec![0.0; p.len()]).collect();
+            for (part, range) in parts.iter().zip([0..3, 3..5]) {
+                let mut inputs = vec![
+                    tensor(&[range.len(), 3], &x[range.start * 3..range.end * 3]),
+                    labels(range),
+                ];
+                inputs.extend(split_params.iter().zip(&shapes).map(|(p, s)| tensor(s, p)));
+                let out = run_f64(&part.gradients, inputs).expect("runs");
+                loss += out[0].scalar().expect("scalar");
+                for (s, g) in sum.iter_mut().zip(&out[2..]) {
+                    for (a, b) in s.iter_mut().zip(flat(g)) {
+                        *a += b;
+                    }
+                }
+            }
+            let u = &parts[0].update;
+            let mut inputs: Vec<Tensor<f64>> =
+                sum.iter().zip(&shapes).map(|(g, s)| tensor(s, g)).collect();
+            inputs.extend(split_params.iter().zip(&shapes).map(|(p, s)| tensor(s, p)));
+            inputs.extend(
+                split_states
+                    .iter()
+                    .zip(&state_shapes)
+                    .map(|(p, s)| tensor(s, p)),
+            );
+            inputs.push(tensor(&[], &[lr]));
+            let out = run_f64(&u.func, inputs).expect("runs");
+            split_params = (0..n).map(|i| flat(&out[i])).collect();
+            split_states = (0..split_states.len()).map(|i| flat(&out[n + i])).collect();
+
+            assert!(
+                (loss - whole_loss).abs() <= 1e-12 * whole_loss.abs(),
+                "{loss} vs {whole_loss}"
+            );
+            for (a, b) in params
+                .iter()
+                .chain(&states)
+                .flatten()
+                .zip(split_params.iter().chain(&split_states).flatten())
+            {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + a.abs()), "{a} vs {b}");
+            }
+        }
+        // Something moved: the comparison is not of two untouched copies.
+        assert_ne!(params[0][0] as f32, init[0].data[0]);
+    }
+}

@@ -1,0 +1,449 @@
+//! Data-parallel training under `mpirun` (the `distributed` feature): one model trained by N
+//! processes, each on a disjoint shard of every global batch.
+//!
+//! - The train block's `batch` stays the global batch B. Rank r takes the samples
+//!   [`shard`]`(B, r, N)` of it, contiguous: ⌊B/N⌋ each, and one more for the first B mod N
+//!   ranks (a rank whose shard is empty, in a last batch shorter than N, contributes zeros).
+//!   Each shard's loss and gradients are its mean times shard/B, so their sum over the ranks
+//!   is the global batch's mean, whatever N is (`nnc_ir::data_parallel`).
+//! - A step: every rank computes its shard's gradients, they are summed with one
+//!   `MPI_Allreduce` over one flat buffer of all the parameters' gradients followed by the
+//!   shard's metrics (loss share, correct count: exact in f32 below 2²⁴) and an end flag, and
+//!   every rank applies the optimizer to the same sum: the weights stay identical on every
+//!   rank. One collective a step: on a busy machine each costs a scheduling delay. When rank
+//!   0 stops (last epoch, early stop, an error or Ctrl-C on its side), it joins the others'
+//!   next sum with the end flag set, and they stop without applying it.
+//! - Rank 0 broadcasts its weights and optimizer state once at the start ([`Cluster::join`]),
+//!   so every rank starts from the same (initial or resumed) state.
+//! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
+//!   the checkpoints. The other ranks only train ([`Cluster::follow`]).
+//! - Dropout draws its masks from the step's key mixed with the rank: different samples get
+//!   independent masks, but not the masks a single process would draw.
+//!
+//! The library never prints or exits: the CLI reports and calls [`Cluster::abort`].
+
+use std::cell::Cell;
+use std::ops::{ControlFlow, Range};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, CommunicatorCollectives, Root};
+use nnc_check::Model;
+use nnc_jit::{BatchData, DataParallelModel, InputData, ShardOutput, TargetData};
+
+use crate::backend::{
+    Backend, Batch, BatchInputs, BatchTargets, NamedTensor, StepResult, TrainResult,
+};
+use crate::trainer::{EpochSums, TrainError, Trainer};
+
+/// The environment variables in which MPI launchers give the job's size: OpenMPI's `mpirun`
+/// and MPICH's (Hydra) `mpiexec`. Without one above 1, `nnc train` is a plain run and MPI is
+/// not initialised at all.
+const WORLD_SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
+
+/// The values after the gradients in the buffer that a step sums: this rank's share of the
+/// loss, its correct count, and the end flag (1 from rank 0 when the run ended: rank 0 then
+/// joins the others' next sum with zero gradients and the flag, and they stop).
+const TRAILING: usize = 3;
+
+/// The samples of a global batch of `batch` that rank `rank` of `size` trains on.
+pub fn shard(batch: usize, rank: usize, size: usize) -> Range<usize> {
+    let (base, extra) = (batch / size, batch % size);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
+/// `threads` shared by `local` ranks: each one's part, at least 1.
+pub fn threads_per_rank(threads: usize, local: usize) -> usize {
+    (threads / local.max(1)).max(1)
+}
+
+/// This process's place in an MPI job of several processes.
+pub struct Cluster {
+    universe: Universe,
+    rank: usize,
+    size: usize,
+    /// Set by the backend when rank 0 sent the end.
+    ended: Rc<Cell<bool>>,
+    /// The length of the buffer a step sums (gradients and [`TRAILING`]).
+    buffer_len: Cell<usize>,
+    /// Time in training steps, and the part of it in the collectives.
+    timing: Rc<Cell<Timing>>,
+}
+
+/// Where a rank's training steps spent their time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// The steps, whole (gradients, the sum, the update).
+    pub steps: Duration,
+    /// The allreduce: the transfer, and the wait for the slowest rank.
+    pub communication: Duration,
+}
+
+/// How a rank other than 0 stopped short.
+#[derive(Debug)]
+pub enum FollowError {
+    /// The loss or a gradient stopped being finite: on every rank at the same step, so rank 0
+    /// reports it too and the job ends normally.
+    Diverged(String),
+    /// Anything else: the job must be aborted.
+    Failed(String),
+}
+
+impl Cluster {
+    /// MPI, when this process is one of several that an MPI launcher started; `None` for a
+    /// plain run.
+    pub fn from_env() -> Result<Option<Cluster>, String> {
+        let launched = WORLD_SIZE_VARIABLES
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .any(|n| n.trim().parse::<usize>().is_ok_and(|n| n > 1));
+        if !launched {
+            return Ok(None);
+        }
+        let universe = mpi::initialize().ok_or("MPI was initialised twice")?;
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        if size < 2 {
+            return Ok(None);
+        }
+        Ok(Some(Cluster {
+            universe,
+            rank,
+            size,
+            ended: Rc::new(Cell::new(false)),
+            buffer_len: Cell::new(0),
+            timing: Rc::new(Cell::new(Timing::default())),
+        }))
+    }
+
+    /// This process's rank, 0 to `size() - 1`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of processes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The JIT's threads for this rank when not told: the machine's share of each of the ranks
+    /// on it (`split_shared`: those that share its memory), at least 1, so that N ranks on a
+    /// machine do not each start a thread per core.
+    pub fn default_threads(&self) -> usize {
+        let local = self.universe.world().split_shared(0).size() as usize;
+        threads_per_rank(crate::default_threads(), local)
+    }
+
+    /// Whether this is rank 0, the one that prints and writes.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Ends every process of the job (`MPI_Abort`): what a rank does after an error it cannot
+    /// tell the others about, so that none waits for it forever.
+    pub fn abort(&self, code: i32) -> ! {
+        self.universe.world().abort(code)
+    }
+
+    /// Gives `trainer` the data-parallel backend, holding rank 0's weights and optimizer
+    /// state (the initial ones, or those it resumed from). Every rank calls it at the same
+    /// point.
+    pub fn join(
+        &self,
+        trainer: &mut Trainer,
+        model: &Model,
+        seed: u64,
+        threads: usize,
+    ) -> Result<(), String> {
+        let data = trainer.data();
+        let mut jit = DataParallelModel::with_threads(
+            model,
+            data.input.clone(),
+            data.targets,
+            seed,
+            threads,
+            TRAILING,
+        )?;
+        let mut params: Vec<Vec<f32>> = trainer.params().into_iter().map(|t| t.data).collect();
+        let mut states: Vec<Vec<f32>> = trainer.states().into_iter().map(|t| t.data).collect();
+        let world = self.universe.world();
+        let root = world.process_at_rank(0);
+        for t in params.iter_mut().chain(states.iter_mut()) {
+            root.broadcast_into(&mut t[..]);
+        }
+        jit.restore(&params, &states)?;
+        let summed = vec![0.0; jit.buffer().len()];
+        self.buffer_len.set(summed.len());
+        trainer.set_backend(Box::new(Distributed {
+            jit,
+            world,
+            rank: self.rank,
+            size: self.size,
+            summed,
+            ended: self.ended.clone(),
+            timing: self.timing.clone(),
+            broken: false,
+        }));
+        Ok(())
+    }
+
+    /// A rank other than 0: trains epochs `first..=epochs` (the first from `sums`, resumed)
+    /// in step with rank 0 until it broadcasts the end.
+    pub fn follow(
+        &self,
+        trainer: &mut Trainer,
+        first: usize,
+        epochs: usize,
+        mut sums: EpochSums,
+    ) -> Result<(), FollowError> {
+        for epoch in first..=epochs {
+            match trainer.train_epoch(epoch, &mut sums, |_| ControlFlow::Continue(())) {
+                Ok(_) => {}
+                Err(_) if self.ended.get() => return Ok(()),
+                Err(e @ TrainError::Diverged { .. }) => {
+                    // Rank 0 saw the same and ends the run: wait for it.
+                    self.wait_for_end().map_err(FollowError::Failed)?;
+                    return Err(FollowError::Diverged(e.to_string()));
+                }
+                Err(e) => return Err(FollowError::Failed(e.to_string())),
+            }
+            sums = EpochSums::default();
+        }
+        // Rank 0 evaluates and writes after the last step; its end comes when it is done.
+        self.wait_for_end().map_err(FollowError::Failed)
+    }
+
+    /// After its last epoch (or a divergence), a rank joins rank 0's final sum, which must
+    /// carry the end flag.
+    fn wait_for_end(&self) -> Result<(), String> {
+        if self.ended.get() {
+            return Ok(());
+        }
+        let zeros = vec![0.0f32; self.buffer_len.get()];
+        let mut summed = zeros.clone();
+        self.universe
+            .world()
+            .all_reduce_into(&zeros[..], &mut summed[..], SystemOperation::sum());
+        if summed.last().is_some_and(|&flag| flag > 0.0) {
+            self.ended.set(true);
+            Ok(())
+        } else {
+            Err("rank 0 trained on after this rank's last epoch".into())
+        }
+    }
+
+    /// Where this rank's training steps spent their time so far.
+    pub fn timing(&self) -> Timing {
+        self.timing.get()
+    }
+
+    /// A line that says where this rank ended: its step and a checksum of its weights, which
+    /// is the same on every rank, and the share of communication in its steps' time.
+    pub fn report(&self, trainer: &Trainer) -> String {
+        let t = self.timing.get();
+        format!(
+            "rank {} of {}: step {}, weights checksum {:016x}, communication {:.1} % of {:.3} s \
+             in training steps",
+            self.rank,
+            self.size,
+            trainer.step,
+            checksum(&trainer.params()),
+            100.0 * t.communication.as_secs_f64() / t.steps.as_secs_f64().max(1e-9),
+            t.steps.as_secs_f64()
+        )
+    }
+}
+
+/// FNV-1a over the tensors' names, shapes and the bits of their values.
+pub fn checksum(tensors: &[NamedTensor]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for t in tensors {
+        eat(t.name.as_bytes());
+        for &d in &t.shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        for v in &t.data {
+            eat(&v.to_bits().to_le_bytes());
+        }
+    }
+    h
+}
+
+/// The data-parallel backend: this rank's shard through the gradients program, the sum over
+/// the ranks, the update.
+struct Distributed {
+    jit: DataParallelModel,
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    /// The gradients summed over the ranks.
+    summed: Vec<f32>,
+    ended: Rc<Cell<bool>>,
+    timing: Rc<Cell<Timing>>,
+    /// A step failed between collectives: the ranks are out of step, only an abort ends them.
+    broken: bool,
+}
+
+impl Distributed {
+    /// This rank's shard of `batch`, or `None` when it is empty.
+    fn shard<'a>(&self, batch: &Batch<'a>) -> Option<BatchData<'a>> {
+        let r = shard(batch.size, self.rank, self.size);
+        if r.is_empty() {
+            return None;
+        }
+        let part = |len: usize| {
+            let per = len / batch.size.max(1);
+            r.start * per..r.end * per
+        };
+        Some(BatchData {
+            size: r.len(),
+            inputs: match batch.inputs {
+                BatchInputs::U8(x) => InputData::U8(&x[part(x.len())]),
+                BatchInputs::F32(x) => InputData::F32(&x[part(x.len())]),
+            },
+            targets: match batch.targets {
+                BatchTargets::Classes(t) => TargetData::Classes(&t[part(t.len())]),
+                BatchTargets::Values(t) => TargetData::Values(&t[part(t.len())]),
+            },
+            // Independent masks on every rank (a golden-ratio multiple of the rank).
+            key: batch.key ^ (self.rank as u32).wrapping_mul(0x9E37_79B9) as i32,
+            lr: batch.lr,
+        })
+    }
+
+    fn whole<'a>(batch: &Batch<'a>) -> BatchData<'a> {
+        BatchData {
+            size: batch.size,
+            inputs: match batch.inputs {
+                BatchInputs::U8(x) => InputData::U8(x),
+                BatchInputs::F32(x) => InputData::F32(x),
+            },
+            targets: match batch.targets {
+                BatchTargets::Classes(t) => TargetData::Classes(t),
+                BatchTargets::Values(t) => TargetData::Values(t),
+            },
+            key: batch.key,
+            lr: batch.lr,
+        }
+    }
+}
+
+impl Backend for Distributed {
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<TrainResult<'_>, String> {
+        if self.ended.get() || self.broken {
+            return Err("the distributed run has ended".into());
+        }
+        let start = Instant::now();
+        let out = match self.shard(batch) {
+            Some(part) => match self.jit.run_gradients(&part, batch.size) {
+                Ok(out) => out,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            },
+            None => {
+                self.jit.zero_gradients();
+                ShardOutput::default()
+            }
+        };
+        let n = self.jit.gradient_len();
+        self.jit.buffer_mut()[n..].copy_from_slice(&[out.loss as f32, out.correct as f32, 0.0]);
+        let sums = Instant::now();
+        self.world.all_reduce_into(
+            self.jit.buffer(),
+            &mut self.summed[..],
+            SystemOperation::sum(),
+        );
+        let communication = sums.elapsed();
+        let [loss, correct, end] = [n, n + 1, n + 2].map(|i| f64::from(self.summed[i]));
+        if end > 0.0 {
+            self.ended.set(true);
+            return Err("rank 0 ended the run".into());
+        }
+        let grad_norms2 = match self.jit.update(&self.summed, batch.lr) {
+            Ok(n) => n,
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        let mut t = self.timing.get();
+        t.steps += start.elapsed();
+        t.communication += communication;
+        self.timing.set(t);
+        Ok(TrainResult {
+            loss_sum: loss * batch.size as f64,
+            correct,
+            grad_norms2,
+        })
+    }
+
+    fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
+        let out = self.jit.eval_step(&Distributed::whole(batch))?;
+        Ok(StepResult {
+            loss_sum: out.loss * batch.size as f64,
+            correct: out.correct,
+            outputs: out.outputs,
+        })
+    }
+
+    fn params(&self) -> Vec<NamedTensor> {
+        let (names, shapes) = self.jit.param_layout();
+        let (params, _) = self.jit.snapshot().unwrap_or_default();
+        crate::backend::named_flat(names.iter().zip(shapes), params)
+    }
+
+    fn states(&self) -> Vec<NamedTensor> {
+        let (_, states) = self.jit.snapshot().unwrap_or_default();
+        crate::backend::named_flat(self.jit.state_layout().iter().map(|(n, s)| (n, s)), states)
+    }
+
+    fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String> {
+        let (names, _) = self.jit.param_layout();
+        let layout = self.jit.state_layout();
+        let fits = params.len() == names.len()
+            && params.iter().zip(names).all(|(t, n)| &t.name == n)
+            && states.len() == layout.len()
+            && states.iter().zip(layout).all(|(t, (n, _))| &t.name == n);
+        if !fits {
+            return Err("the weights do not match the model's parameters".into());
+        }
+        let p: Vec<Vec<f32>> = params.iter().map(|t| t.data.clone()).collect();
+        let s: Vec<Vec<f32>> = states.iter().map(|t| t.data.clone()).collect();
+        self.jit.restore(&p, &s)
+    }
+}
+
+impl Drop for Distributed {
+    /// Rank 0 tells the others that the run ended: it joins their next sum with zero
+    /// gradients and the end flag. After a failure between collectives only an abort ends the
+    /// ranks waiting in one.
+    fn drop(&mut self) {
+        if self.broken {
+            self.world.abort(2);
+        }
+        if self.rank == 0 && !self.ended.get() {
+            self.ended.set(true);
+            let buffer = self.jit.buffer_mut();
+            buffer.fill(0.0);
+            if let Some(flag) = buffer.last_mut() {
+                *flag = 1.0;
+            }
+            self.world.all_reduce_into(
+                self.jit.buffer(),
+                &mut self.summed[..],
+                SystemOperation::sum(),
+            );
+        }
+    }
+}
