@@ -352,11 +352,11 @@ impl Backend for Distributed {
                 }
             },
             None => {
-                self.jit.zero_gradients();
+                self.jit.zero_shares();
                 ShardOutput::default()
             }
         };
-        let n = self.jit.gradient_len();
+        let n = self.jit.shares_len();
         self.jit.buffer_mut()[n..].copy_from_slice(&[out.loss as f32, out.correct as f32, 0.0]);
         let sums = Instant::now();
         self.world.all_reduce_into(

@@ -36,12 +36,17 @@ fn digits(dir: &Path, n: usize) {
 /// A model on `n` digits (trained and tested on the same ones: the tests compare runs, not
 /// generalisation) in a fresh directory.
 fn model_dir(n: usize, train: &str) -> (tempfile::TempDir, PathBuf) {
+    model_dir_with(n, "conv2d(4, 5) -> relu -> maxpool(2)", train)
+}
+
+/// [`model_dir`] with `first` as the model's first line of layers.
+fn model_dir_with(n: usize, first: &str, train: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     digits(tmp.path(), n);
     let source = format!(
         "model m {{
     input image: f32[1, 28, 28]
-    conv2d(4, 5) -> relu -> maxpool(2)
+    {first}
     flatten
     dense(32) -> relu
     out: dense(10)
@@ -235,6 +240,66 @@ fn two_ranks_train_as_one_process() {
     }
     // The run learnt something: the comparison is not of two flat curves.
     assert!(a[19] < 0.8 * a[0], "{a:?}");
+}
+
+/// A named tensor of a run directory's checkpoint whose name ends in `suffix`.
+fn checkpoint_tensor(run: &Path, suffix: &str) -> Vec<f32> {
+    let ckpt = nnc::Checkpoint::load(&run.join("checkpoint.safetensors")).expect("checkpoint");
+    ckpt.params
+        .into_iter()
+        .find(|t| t.name.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no `*{suffix}` in the checkpoint"))
+        .data
+}
+
+#[test]
+fn batchnorm_running_statistics_are_averaged_over_the_ranks() {
+    // One step of 33 digits (shards of 17 and 16): batchnorm right after the first
+    // convolution sees the same inputs on 1 process and on 2 ranks, so after the step the
+    // running mean (0.9·0 + 0.1·batch mean) is the global batch's either way, and the running
+    // variance's batch part is the ranks' mean within-shard variance: at most the global
+    // batch's (the law of total variance), and close to it.
+    let (tmp, file) = model_dir_with(
+        33,
+        "conv2d(4, 5, bias: false) -> batchnorm(momentum: 0.9) -> relu -> maxpool(2)",
+        "    optimizer sgd(lr: 0.05)\n    batch 33\n    epochs 1",
+    );
+    let path = file.to_str().expect("utf-8");
+    let one = single(tmp.path(), &[path, "--threads", "1", "--out", "one"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let two = mpirun(
+        2,
+        "vader,self",
+        tmp.path(),
+        &[path, "--threads", "1", "--out", "two"],
+    );
+    assert_eq!(two.code, 0, "{}\n{}", two.stdout, two.stderr);
+    // The checksums cover the running statistics: equal on both ranks.
+    let sums = checksums(&two.stderr, 2);
+    assert_eq!(sums[0], sums[1], "ranks differ:\n{}", two.stderr);
+
+    let (one_dir, two_dir) = (tmp.path().join("one"), tmp.path().join("two"));
+    let (mean1, mean2) = (
+        checkpoint_tensor(&one_dir, ".running_mean"),
+        checkpoint_tensor(&two_dir, ".running_mean"),
+    );
+    assert_eq!(mean1.len(), 4);
+    let scale = mean1.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 1e-3, "the running mean moved: {mean1:?}");
+    for (a, b) in mean1.iter().zip(&mean2) {
+        assert!((a - b).abs() <= 1e-5 * scale, "{mean1:?}\n{mean2:?}");
+    }
+    let batch_var = |v: Vec<f32>| -> Vec<f32> { v.iter().map(|x| (x - 0.9) / 0.1).collect() };
+    let (var1, var2) = (
+        batch_var(checkpoint_tensor(&one_dir, ".running_var")),
+        batch_var(checkpoint_tensor(&two_dir, ".running_var")),
+    );
+    for (a, b) in var1.iter().zip(&var2) {
+        assert!(
+            *a > 0.0 && *b <= a * (1.0 + 1e-4) && *b >= 0.5 * a,
+            "{var1:?}\n{var2:?}"
+        );
+    }
 }
 
 /// The process of rank `rank` among `parent`'s children (OpenMPI's mpirun starts the local

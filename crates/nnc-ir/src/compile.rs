@@ -11,7 +11,7 @@
 
 use nnc_check::Model;
 
-use crate::function::Function;
+use crate::function::{Function, ValueId};
 use crate::lower::{self, InputSpec, LowerOptions, TargetSpec};
 use crate::optim::{self, TrainStep};
 use crate::passes;
@@ -25,6 +25,9 @@ pub struct Compiled {
     /// `train` optimized: what runs.
     pub train_step: TrainStep,
     pub eval_step: Function,
+    /// Each running statistic (a parameter of `backward` that is not differentiated) with its
+    /// new value, both `backward`'s values.
+    pub running: Vec<(ValueId, ValueId)>,
 }
 
 /// Compiles a model that has a train block, for batches of `batch` samples.
@@ -102,5 +105,6 @@ pub fn compile(
         train: train_fn,
         train_step,
         eval_step,
+        running,
     })
 }

@@ -8,6 +8,15 @@
 //! the order of the sums). The optimizer (and weight decay) sees only the summed gradient.
 //! The single-function step of [`crate::compile`] is unchanged; this is built from its
 //! `backward` stage and [`crate::optim::apply`].
+//!
+//! Batch normalisation normalises each shard by the shard's own statistics (as PyTorch's
+//! `DistributedDataParallel` does without `SyncBatchNorm`): with shards of 32 or more the
+//! batch statistics hardly differ, and the step needs no collective between the forward and
+//! backward passes. Its running statistics are averaged over the shards, weighted by their
+//! sizes: the running mean is then the global batch's (up to rounding), the running variance
+//! the mean of the shards' variances (without the spread of the shard means, a fraction of
+//! about 1/shard). Every process ends each step with the same running statistics, unlike
+//! DDP, which keeps rank 0's.
 
 use nnc_check::Model;
 
@@ -20,11 +29,16 @@ use crate::passes;
 /// A training step as two functions, both optimized.
 #[derive(Clone, Debug)]
 pub struct DataParallelStep {
-    /// `gradients(data..., params...) -> (loss, correct, grads...)`: the shard's mean loss
-    /// and gradients times `shard / global`, and its correct count (or summed absolute error).
+    /// `gradients(data..., params...) -> (loss, correct, shares...)`: the shard's mean loss
+    /// and gradients times `shard / global`, and its correct count (or summed absolute error);
+    /// a share per parameter, in declaration order (a running statistic's: its new value).
     pub gradients: Function,
     /// The number of leading data parameters of `gradients` (inputs, targets, dropout key).
     pub data_params: usize,
+    /// Which parameters (indices after the data, in declaration order) are running
+    /// statistics: `gradients` returns their new values times `shard / global` in their
+    /// gradients' place, and `update` does not take them.
+    pub running: Vec<usize>,
     /// `update(grads..., params..., states..., [lr]) -> (params'..., states'..., ‖g‖²...)`:
     /// the optimizer on the summed gradients; its [`TrainStep::data_params`] is the number of
     /// gradients, and its results start with the new parameters (no loss, no count).
@@ -47,34 +61,49 @@ pub fn compile_data_parallel(
         .train
         .as_ref()
         .ok_or_else(|| format!("model `{}` has no train block", model.name))?;
-    if model.running_count() > 0 {
-        // Each rank would update the running statistics from its own shard; they are not yet
-        // reduced across ranks, so the ranks' weights would drift apart.
-        return Err(format!(
-            "model `{}` has batch normalisation, whose running statistics data-parallel \
-             training does not yet combine across ranks: train it in one process",
-            model.name
-        ));
-    }
     let c = compile(model, shard, input, targets)?;
     let data_params = c.train.data_params;
-    let params: Vec<ValueId> = c.backward.params[data_params..].to_vec();
-    let names = c.train.params.clone();
+    let all: Vec<ValueId> = c.backward.params[data_params..].to_vec();
+    let running: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| c.running.iter().any(|(stat, _)| stat == *p))
+        .map(|(i, _)| i)
+        .collect();
+    let (params, names): (Vec<ValueId>, Vec<String>) = all
+        .iter()
+        .zip(&c.train.params)
+        .enumerate()
+        .filter(|(i, _)| !running.contains(i))
+        .map(|(_, (&p, name))| (p, name.clone()))
+        .unzip();
 
     // gradients: backward's (loss, correct, output, grads...) without the output, the loss
-    // and gradients scaled to their share of the global batch.
+    // and gradients scaled to their share of the global batch, and each running statistic's
+    // new value in its parameter's place, scaled the same way (so that the sum over the
+    // shards is their average, weighted by the shards' sizes).
     let mut g = c.backward.clone();
     let share = shard as f64 / global as f64;
     let results = g.results.clone();
     let mut b = Builder { f: &mut g };
     let loss = b.scale(results[0], share);
-    let grads: Vec<ValueId> = results[3..].iter().map(|&x| b.scale(x, share)).collect();
-    for (&v, name) in grads.iter().zip(&names) {
-        g.set_name(v, format!("{name}.grad_share"));
+    let mut grads = results[3..].iter();
+    let shares: Vec<ValueId> = all
+        .iter()
+        .map(|p| {
+            let x = match c.running.iter().find(|(stat, _)| stat == p) {
+                Some(&(_, new)) => new,
+                None => *grads.next().expect("a gradient per trained parameter"),
+            };
+            b.scale(x, share)
+        })
+        .collect();
+    for (&v, name) in shares.iter().zip(&c.train.params) {
+        g.set_name(v, format!("{name}.share"));
     }
     g.set_name(loss, "loss_share");
     g.name = "gradients".into();
-    g.results = [loss, results[1]].into_iter().chain(grads).collect();
+    g.results = [loss, results[1]].into_iter().chain(shares).collect();
     crate::verify::verify_after(&g, "gradient scaling");
 
     // update: the summed gradients are its data; `optim::apply` reads results[3..] as the
@@ -108,6 +137,7 @@ pub fn compile_data_parallel(
     Ok(DataParallelStep {
         gradients: passes::optimize(&g),
         data_params,
+        running,
         update,
     })
 }
@@ -244,5 +274,92 @@ mod tests {
         }
         // Something moved: the comparison is not of two untouched copies.
         assert_ne!(params[0][0] as f32, init[0].data[0]);
+    }
+
+    /// Batchnorm on 2 shards (3 + 2 of 5): each shard's `gradients` returns the new running
+    /// statistics times its share; summed, the running mean is the whole batch's (it is
+    /// linear in the samples), and the running variance's batch part the shards' mean
+    /// variance, below the whole batch's. The update takes only the trained parameters.
+    #[test]
+    fn running_statistics_are_shared_by_shard_size() {
+        let source = r#"
+            model m {
+                input x: f32[3]
+                dense(4, bias: false) -> batchnorm(momentum: 0.5)
+                out: dense(2)
+            }
+            train m {
+                data idx(images: "i", labels: "l")
+                loss softmax_cross_entropy
+                optimizer sgd(lr: 0.1)
+                batch 5
+            }
+        "#;
+        let mut checked = nnc_check::check_source(source);
+        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+        let model = checked.models.remove(0);
+        let input = InputSpec {
+            dtype: crate::types::DType::F32,
+            sample: vec![3],
+            scale: 1.0,
+            shift: 0.0,
+            pad: 0,
+            flatten: false,
+        };
+        let targets = TargetSpec::Classes(2);
+        let whole = compile(&model, 5, input.clone(), targets).expect("compiles");
+        let init = crate::init::init_params(&model, 3);
+        let names: Vec<&str> = init.iter().map(|t| t.name.as_str()).collect();
+        let running: Vec<usize> = (0..names.len())
+            .filter(|&i| names[i].ends_with("running_mean") || names[i].ends_with("running_var"))
+            .collect();
+        assert_eq!(running.len(), 2, "{names:?}");
+        let x: Vec<f64> = (0..15).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect();
+        let t = [0, 1, 1, 0, 1];
+        let run = |f: &Function, r: std::ops::Range<usize>| {
+            let mut inputs = vec![
+                tensor(&[r.len(), 3], &x[r.start * 3..r.end * 3]),
+                Tensor::I32(
+                    ArrayD::from_shape_vec(IxDyn(&[r.len()]), t[r].to_vec()).expect("shape"),
+                ),
+            ];
+            inputs.extend(init.iter().map(|p| {
+                let v: Vec<f64> = p.data.iter().map(|&v| v as f64).collect();
+                tensor(&p.shape, &v)
+            }));
+            run_f64(f, inputs).expect("runs")
+        };
+        // The whole step's results: loss, correct, then the new parameters in order.
+        let out = run(&whole.train_step.func, 0..5);
+        let mut sums = [vec![0.0; 4], vec![0.0; 4]];
+        for (shard, r) in [(3, 0..3), (2, 3..5)] {
+            let part =
+                compile_data_parallel(&model, shard, 5, input.clone(), targets).expect("compiles");
+            assert_eq!(part.running, running);
+            assert_eq!(part.update.params.len(), names.len() - 2);
+            let shares = run(&part.gradients, r);
+            for (sum, &i) in sums.iter_mut().zip(&running) {
+                for (a, b) in sum.iter_mut().zip(flat(&shares[2 + i])) {
+                    *a += b;
+                }
+            }
+        }
+        let mean = flat(&out[2 + running[0]]);
+        for (a, b) in mean.iter().zip(&sums[0]) {
+            assert!(
+                a.abs() > 1e-3 && (a - b).abs() <= 1e-12,
+                "{mean:?} vs {:?}",
+                sums[0]
+            );
+        }
+        // running_var = 0.5·1 + 0.5·batch variance.
+        let var = flat(&out[2 + running[1]]);
+        for (a, b) in var.iter().zip(&sums[1]) {
+            assert!(
+                *b <= a + 1e-12 && b - 0.5 > 0.25 * (a - 0.5),
+                "{var:?} vs {:?}",
+                sums[1]
+            );
+        }
     }
 }

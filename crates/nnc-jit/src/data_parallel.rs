@@ -1,10 +1,11 @@
 //! Data-parallel training's two programs (`nnc_ir::data_parallel`): `gradients` on this
 //! process's shard of every global batch, and `update` on the gradients summed across the
-//! processes. Between the two the caller sums [`DataParallelModel::buffer`], the flat gradients
-//! and values of its own after them (so that one allreduce carries everything a step sums),
-//! across processes (MPI's allreduce, in the `nnc` crate) and hands the sum to
-//! [`DataParallelModel::update`]. The weights and optimizer state live in the update
-//! program's arena; a gradients program reads the weights from there before every run.
+//! processes. Between the two the caller sums [`DataParallelModel::buffer`], the flat shares
+//! (gradients, and running statistics' new values) and values of its own after them (so that
+//! one allreduce carries everything a step sums), across processes (MPI's allreduce, in the
+//! `nnc` crate) and hands the sum to [`DataParallelModel::update`]. The trained weights and
+//! optimizer state live in the update program's arena, the running statistics beside it; a
+//! gradients program reads them from there before every run.
 //!
 //! Evaluation runs on a [`CompiledModel`] given the current weights when they changed.
 
@@ -19,6 +20,16 @@ use nnc_ir::optim::TrainStep;
 use crate::compiled_model::{BatchData, CompiledModel, EvalOutput, Weights};
 use crate::program::{Options, Program};
 use crate::threads::Pool;
+
+/// Where a parameter lives between steps.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// The update's k-th weight (counting its parameters after the gradients: the weights,
+    /// then the optimizer states).
+    Trained(usize),
+    /// `DataParallelModel::running[r]`.
+    Running(usize),
+}
 
 struct GradientsProgram {
     program: Program,
@@ -42,11 +53,17 @@ pub struct DataParallelModel {
     gradients: HashMap<(usize, usize), GradientsProgram>,
     update: Program,
     update_step: TrainStep,
-    /// Every parameter's gradient, one after another in declaration order, then the caller's
-    /// trailing values.
+    /// Every parameter's share (its gradient, or a running statistic's new value), one after
+    /// another in declaration order, then the caller's trailing values.
     flat: Vec<f32>,
-    /// Where each parameter's gradient starts in `flat` (and, last, its length).
+    /// Where each parameter's share starts in `flat` (and, last, its length).
     offsets: Vec<usize>,
+    /// Where each parameter (in declaration order) lives.
+    slots: Vec<Slot>,
+    /// The number of trained parameters: the update's weights.
+    trained: usize,
+    /// The running statistics' current values.
+    running: Vec<Vec<f32>>,
     grad_norms2: Vec<f64>,
     /// Evaluation, and whether it holds the current weights.
     eval: CompiledModel,
@@ -81,8 +98,23 @@ impl DataParallelModel {
         for p in &init {
             offsets.push(offsets[offsets.len() - 1] + p.len());
         }
-        for (i, p) in init.iter().chain(&init_states).enumerate() {
-            update.f32_param(np + i)?.copy_from_slice(p);
+        let (mut trained, mut running) = (Vec::new(), Vec::new());
+        let slots: Vec<Slot> = init
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if split.running.contains(&i) {
+                    running.push(p.clone());
+                    Slot::Running(running.len() - 1)
+                } else {
+                    trained.push(p);
+                    Slot::Trained(trained.len() - 1)
+                }
+            })
+            .collect();
+        let nt = trained.len();
+        for (k, p) in trained.into_iter().chain(&init_states).enumerate() {
+            update.f32_param(nt + k)?.copy_from_slice(p);
         }
         Ok(DataParallelModel {
             model: model.clone(),
@@ -93,6 +125,9 @@ impl DataParallelModel {
             update_step: split.update,
             flat: vec![0.0; offsets[np] + trailing],
             offsets,
+            slots,
+            trained: nt,
+            running,
             grad_norms2: Vec::new(),
             eval,
             eval_current: true,
@@ -129,9 +164,14 @@ impl DataParallelModel {
         }
         let g = self.gradients.get_mut(&key).expect("compiled above");
         let np = self.offsets.len() - 1;
-        for i in 0..np {
-            let w = self.update.read_f32_param(np + i)?;
-            g.program.f32_param(g.data_params + i)?.copy_from_slice(w);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let value = match *slot {
+                Slot::Trained(k) => self.update.read_f32_param(self.trained + k)?,
+                Slot::Running(r) => &self.running[r],
+            };
+            g.program
+                .f32_param(g.data_params + i)?
+                .copy_from_slice(value);
         }
         CompiledModel::load_data(&mut g.program, batch, g.data_params == 3)?;
         g.program.run();
@@ -146,8 +186,8 @@ impl DataParallelModel {
         Ok(out)
     }
 
-    /// The latest gradients, flat, then the caller's trailing values: to be summed across
-    /// processes.
+    /// The latest shares (gradients, running statistics), flat, then the caller's trailing
+    /// values: to be summed across processes.
     pub fn buffer(&self) -> &[f32] {
         &self.flat
     }
@@ -157,21 +197,22 @@ impl DataParallelModel {
         &mut self.flat
     }
 
-    /// Zero gradients: the contribution of a process whose shard of a batch is empty.
-    pub fn zero_gradients(&mut self) {
-        let n = self.gradient_len();
+    /// Zero shares: the contribution of a process whose shard of a batch is empty.
+    pub fn zero_shares(&mut self) {
+        let n = self.shares_len();
         self.flat[..n].fill(0.0);
     }
 
-    /// The number of gradient values, all parameters together (where the trailing values
+    /// The number of shared values, all parameters together (where the trailing values
     /// start).
-    pub fn gradient_len(&self) -> usize {
+    pub fn shares_len(&self) -> usize {
         self.offsets[self.offsets.len() - 1]
     }
 
     /// Applies the optimizer to `summed` (the gradients of the whole batch, flat, as in
     /// [`Self::buffer`]; trailing values are ignored) at learning rate `lr` (read only with a
-    /// schedule); returns each parameter's squared gradient norm.
+    /// schedule) and takes the running statistics from it; returns each parameter's squared
+    /// gradient norm (0 for a running statistic).
     pub fn update(&mut self, summed: &[f32], lr: f32) -> Result<&[f64], String> {
         if summed.len() != self.flat.len() {
             return Err(format!(
@@ -180,23 +221,27 @@ impl DataParallelModel {
                 self.flat.len()
             ));
         }
-        let np = self.offsets.len() - 1;
-        let ns = self.update_step.states.len();
-        for i in 0..np {
-            let (a, b) = (self.offsets[i], self.offsets[i + 1]);
-            self.update.f32_param(i)?.copy_from_slice(&summed[a..b]);
+        let (nt, ns) = (self.trained, self.update_step.states.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let share = &summed[self.offsets[i]..self.offsets[i + 1]];
+            match *slot {
+                Slot::Trained(k) => self.update.f32_param(k)?.copy_from_slice(share),
+                Slot::Running(r) => self.running[r].copy_from_slice(share),
+            }
         }
         if let Some(i) = self.update_step.learning_rate {
             self.update.f32_param(i)?[0] = lr;
         }
         self.update.run();
         self.grad_norms2.clear();
-        for i in 0..np {
-            self.grad_norms2
-                .push(self.update.result(np + ns + i)[0] as f64);
+        for slot in &self.slots {
+            self.grad_norms2.push(match *slot {
+                Slot::Trained(k) => self.update.result(nt + ns + k)[0] as f64,
+                Slot::Running(_) => 0.0,
+            });
         }
-        for k in 0..np + ns {
-            self.update.commit(k, np + k);
+        for k in 0..nt + ns {
+            self.update.commit(k, nt + k);
         }
         self.eval_current = false;
         Ok(&self.grad_norms2)
@@ -224,28 +269,37 @@ impl DataParallelModel {
 
     /// The current parameters and optimizer states.
     pub fn snapshot(&self) -> Result<Weights, String> {
-        let np = self.offsets.len() - 1;
-        let ns = self.update_step.states.len();
-        let read = |i: usize| self.update.read_f32_param(np + i).map(<[f32]>::to_vec);
-        let params = (0..np).map(read).collect::<Result<_, _>>()?;
-        let states = (np..np + ns).map(read).collect::<Result<_, _>>()?;
+        let (nt, ns) = (self.trained, self.update_step.states.len());
+        let read = |k: usize| self.update.read_f32_param(nt + k).map(<[f32]>::to_vec);
+        let params = self
+            .slots
+            .iter()
+            .map(|slot| match *slot {
+                Slot::Trained(k) => read(k),
+                Slot::Running(r) => Ok(self.running[r].clone()),
+            })
+            .collect::<Result<_, _>>()?;
+        let states = (nt..nt + ns).map(read).collect::<Result<_, _>>()?;
         Ok((params, states))
     }
 
     /// Replaces parameters and states (resuming, or the weights another process sent);
     /// lengths must match the layouts.
     pub fn restore(&mut self, params: &[Vec<f32>], states: &[Vec<f32>]) -> Result<(), String> {
-        let np = self.offsets.len() - 1;
-        let ns = self.update_step.states.len();
-        if params.len() != np || states.len() != ns {
+        let (nt, ns) = (self.trained, self.update_step.states.len());
+        if params.len() != self.slots.len() || states.len() != ns {
             return Err("parameter or optimizer state count does not match the model".into());
         }
-        for (i, p) in params.iter().chain(states).enumerate() {
-            let slot = self.update.f32_param(np + i)?;
-            if slot.len() != p.len() {
+        let state_slots = (0..ns).map(|j| (Slot::Trained(nt + j), &states[j]));
+        for (slot, p) in self.slots.iter().copied().zip(params).chain(state_slots) {
+            let dest = match slot {
+                Slot::Trained(k) => self.update.f32_param(nt + k)?,
+                Slot::Running(r) => &mut self.running[r][..],
+            };
+            if dest.len() != p.len() {
                 return Err("parameter or optimizer state shape does not match the model".into());
             }
-            slot.copy_from_slice(p);
+            dest.copy_from_slice(p);
         }
         self.eval_current = false;
         Ok(())
