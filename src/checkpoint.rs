@@ -27,8 +27,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::backend::{Backend, NamedTensor};
 use crate::error::Error;
 use crate::files;
+use crate::metrics::EpochSums;
 use crate::project::Project;
-use crate::trainer::EpochSums;
 
 /// The checkpoint a run writes and `--resume` reads, in the run directory.
 pub const FILE: &str = "checkpoint.safetensors";

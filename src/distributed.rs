@@ -37,7 +37,9 @@ use nnc_jit::{BatchData, DataParallelModel, InputData, ShardOutput, TargetData};
 use crate::backend::{
     Backend, Batch, BatchInputs, BatchTargets, NamedTensor, StepResult, TrainResult,
 };
-use crate::trainer::{EpochSums, TrainError, Trainer};
+use crate::error::TrainError;
+use crate::metrics::EpochSums;
+use crate::trainer::Trainer;
 
 /// The environment variables in which MPI launchers give the job's size: OpenMPI's `mpirun`
 /// and MPICH's (Hydra) `mpiexec`. Without one above 1, `nnc train` is a plain run and MPI is

@@ -5,8 +5,6 @@ use std::fmt;
 
 use nnc_syntax::{Diagnostic, RenderOptions, Severity};
 
-use crate::trainer::TrainError;
-
 /// What went wrong in a library call.
 #[derive(Debug)]
 pub enum Error {
@@ -178,3 +176,49 @@ mod tests {
         assert_eq!(line_column(text, 99), (3, 1));
     }
 }
+
+/// Why training stopped with an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainError {
+    /// The loss or a gradient became NaN or infinite.
+    Diverged {
+        /// The epoch (1-based) in which it happened.
+        epoch: usize,
+        /// The global step number (1-based).
+        step: u64,
+        /// What went non-finite, e.g. "the loss became NaN".
+        what: String,
+        /// The mean loss of the last step whose loss was finite.
+        last_finite_loss: Option<f64>,
+    },
+    /// The backend failed (a bug, or data that does not fit the compiled step).
+    Backend(String),
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Diverged {
+                epoch,
+                step,
+                what,
+                last_finite_loss,
+            } => {
+                write!(f, "{what} at step {step} (epoch {epoch}); training stopped")?;
+                match last_finite_loss {
+                    Some(l) if l.abs() >= 1e5 => write!(f, "; the last finite loss was {l:.4e}")?,
+                    Some(l) => write!(f, "; the last finite loss was {l:.6}")?,
+                    None => write!(f, "; no step had a finite loss")?,
+                }
+                write!(
+                    f,
+                    ". Lower the learning rate (e.g. by 10x) in the optimizer, or check the \
+                     data's scale"
+                )
+            }
+            TrainError::Backend(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}

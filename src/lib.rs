@@ -42,10 +42,11 @@ pub mod trainer;
 
 pub use backend::{Backend, BackendKind, default_threads};
 pub use checkpoint::Checkpoint;
-pub use error::{Diagnostics, Error};
+pub use error::{Diagnostics, Error, TrainError};
+pub use metrics::EpochSums;
 pub use predictor::Predictor;
 pub use project::{CheckedFile, LoadedData, Project};
-pub use trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
+pub use trainer::{Confusion, Evaluation, Part, Trainer};
 
 /// A checked model: its layers with their shapes and parameters, and its train block.
 pub use nnc_check::Model;

@@ -12,6 +12,35 @@ use serde::ser::SerializeMap;
 use crate::files;
 use nnc_check::Score;
 
+/// Sums over the part of an epoch trained so far. Checkpoints save them, so that an epoch
+/// interrupted and resumed reports exactly the figures of an uninterrupted one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochSums {
+    /// Samples of this epoch already trained on (its position in the epoch's order).
+    pub samples: usize,
+    /// Steps taken in this epoch.
+    pub steps: usize,
+    /// The loss summed over the samples (each step's mean loss times its batch size).
+    pub loss_sum: f64,
+    /// Correct predictions.
+    pub correct: f64,
+    /// Per parameter tensor (in [`Backend::params`] order), the sum over steps of ‖g‖².
+    pub grad_norm2_sums: Vec<f64>,
+}
+
+impl EpochSums {
+    /// The mean training loss of the samples seen.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.samples.max(1) as f64
+    }
+
+    /// The training score of the samples seen: accuracy, or the mean absolute error (the
+    /// backends' `correct` is then the summed absolute error).
+    pub fn score(&self) -> f64 {
+        self.correct / self.samples.max(1) as f64
+    }
+}
+
 /// One epoch's figures.
 #[derive(Clone, Debug)]
 pub struct EpochReport {

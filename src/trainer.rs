@@ -7,7 +7,6 @@
 //! dropout key is the global step number. The state to save is therefore the counters in
 //! [`EpochSums`] and [`Trainer::step`], never a generator.
 
-use std::fmt;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -18,7 +17,8 @@ use nnc_ir::lower::TargetSpec;
 use crate::augment;
 use crate::backend::{self, Backend, BackendKind, Batch, BatchInputs, BatchTargets, NamedTensor};
 use crate::checkpoint::{Checkpoint, Meta};
-use crate::error::Error;
+use crate::error::{Error, TrainError};
+use crate::metrics::EpochSums;
 use crate::project::{LoadedData, Project};
 
 /// Which part of the data to evaluate on.
@@ -31,81 +31,6 @@ pub enum Part {
     /// The test set.
     Test,
 }
-
-/// Sums over the part of an epoch trained so far. Checkpoints save them, so that an epoch
-/// interrupted and resumed reports exactly the figures of an uninterrupted one.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EpochSums {
-    /// Samples of this epoch already trained on (its position in the epoch's order).
-    pub samples: usize,
-    /// Steps taken in this epoch.
-    pub steps: usize,
-    /// The loss summed over the samples (each step's mean loss times its batch size).
-    pub loss_sum: f64,
-    /// Correct predictions.
-    pub correct: f64,
-    /// Per parameter tensor (in [`Backend::params`] order), the sum over steps of ‖g‖².
-    pub grad_norm2_sums: Vec<f64>,
-}
-
-impl EpochSums {
-    /// The mean training loss of the samples seen.
-    pub fn loss(&self) -> f64 {
-        self.loss_sum / self.samples.max(1) as f64
-    }
-
-    /// The training score of the samples seen: accuracy, or the mean absolute error (the
-    /// backends' `correct` is then the summed absolute error).
-    pub fn score(&self) -> f64 {
-        self.correct / self.samples.max(1) as f64
-    }
-}
-
-/// Why training stopped with an error.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TrainError {
-    /// The loss or a gradient became NaN or infinite.
-    Diverged {
-        /// The epoch (1-based) in which it happened.
-        epoch: usize,
-        /// The global step number (1-based).
-        step: u64,
-        /// What went non-finite, e.g. "the loss became NaN".
-        what: String,
-        /// The mean loss of the last step whose loss was finite.
-        last_finite_loss: Option<f64>,
-    },
-    /// The backend failed (a bug, or data that does not fit the compiled step).
-    Backend(String),
-}
-
-impl fmt::Display for TrainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TrainError::Diverged {
-                epoch,
-                step,
-                what,
-                last_finite_loss,
-            } => {
-                write!(f, "{what} at step {step} (epoch {epoch}); training stopped")?;
-                match last_finite_loss {
-                    Some(l) if l.abs() >= 1e5 => write!(f, "; the last finite loss was {l:.4e}")?,
-                    Some(l) => write!(f, "; the last finite loss was {l:.6}")?,
-                    None => write!(f, "; no step had a finite loss")?,
-                }
-                write!(
-                    f,
-                    ". Lower the learning rate (e.g. by 10x) in the optimizer, or check the \
-                     data's scale"
-                )
-            }
-            TrainError::Backend(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for TrainError {}
 
 /// Loss and accuracy over a data set, with the confusion matrix for class targets.
 #[derive(Clone, Debug, PartialEq)]

@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use nnc::TrainError;
 use nnc::backend::{BackendKind, NamedTensor};
 use nnc::checkpoint::{self, Best, Checkpoint, Meta};
+use nnc::metrics::EpochSums;
 use nnc::metrics::{EpochReport, MetricsCsv, Norms, Row};
-use nnc::trainer::{Confusion, EpochSums, Evaluation, Part, TrainError, Trainer};
+use nnc::trainer::{Confusion, Evaluation, Part, Trainer};
 use nnc::{Project, files, plot};
 
 use super::progress::Progress;
