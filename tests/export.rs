@@ -5,10 +5,9 @@
 //! 1e-5 of their scale, and the same accuracy; so does the PyTorch module in torch.
 //!
 //! ONNX Runtime lives in the virtual environment `.ci/run` makes (`target/onnx-venv`, or the
-//! Python named by `NNC_ONNX_PYTHON`). Without it the test fails under CI (`CI=true`) and is
-//! skipped, saying so, elsewhere. The PyTorch export is run in torch (`tests/support/
-//! torch_run.py`) by the Python `NNC_TORCH_PYTHON` names, and skipped, saying so, without it:
-//! CI does not install torch.
+//! Python named by `NNC_ONNX_PYTHON`), torch in another (`target/torch-venv`, or
+//! `NNC_TORCH_PYTHON`), run by `tests/support/onnx_run.py` and `torch_run.py`. Without them
+//! the tests fail under CI (`CI=true`) and are skipped, saying so, elsewhere.
 
 mod support;
 
@@ -28,28 +27,39 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The Python with ONNX Runtime, or `None` (after saying why) when the test may skip.
-fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("NNC_ONNX_PYTHON")
+/// The Python named by the variable `var`, or `target/<venv>/bin/python`, if it imports
+/// `modules`; `None` (after saying why) when the `what` test may skip: never under CI.
+fn python_with(var: &str, venv: &str, modules: &str, what: &str) -> Option<PathBuf> {
+    let python = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/onnx-venv/bin/python"));
+        .unwrap_or_else(|| root().join("target").join(venv).join("bin/python"));
     let works = Command::new(&python)
-        .args(["-c", "import onnx, onnxruntime, numpy"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if works {
         return Some(python);
     }
     let why = format!(
-        "no Python with onnx and onnxruntime at `{}` (.ci/run makes it; or set NNC_ONNX_PYTHON)",
+        "no Python with {modules} at `{}` (.ci/run makes it; or set {var})",
         python.display()
     );
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "CI must run the ONNX export test: {why}"
+        "CI must run the {what} test: {why}"
     );
-    eprintln!("SKIPPED: ONNX export against ONNX Runtime: {why}");
+    eprintln!("SKIPPED: {what}: {why}");
     None
+}
+
+/// The Python with ONNX Runtime.
+fn python() -> Option<PathBuf> {
+    python_with(
+        "NNC_ONNX_PYTHON",
+        "onnx-venv",
+        "onnx, onnxruntime, numpy",
+        "ONNX export against ONNX Runtime",
+    )
 }
 
 /// The models with their data: every `.nn` of `models/` and `bench/zoo/`, and of
@@ -425,27 +435,14 @@ fn export_refuses_without_a_target_or_with_weights_of_another_model() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// The Python with torch and safetensors named by `NNC_TORCH_PYTHON`, or `None` after saying
-/// why the PyTorch test skips. `.ci/run` does not install torch (PyPI's wheel is about 1 GB
-/// installed and pulls about 3 GB of CUDA libraries), so CI skips it.
+/// The Python with torch and safetensors.
 fn torch_python() -> Option<PathBuf> {
-    let Some(python) = std::env::var_os("NNC_TORCH_PYTHON").map(PathBuf::from) else {
-        eprintln!(
-            "SKIPPED: PyTorch export against torch: set NNC_TORCH_PYTHON to a Python with \
-             torch, safetensors and numpy (CI does not install torch)"
-        );
-        return None;
-    };
-    let works = Command::new(&python)
-        .args(["-c", "import torch, safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        works,
-        "NNC_TORCH_PYTHON={} cannot import torch, safetensors and numpy",
-        python.display()
-    );
-    Some(python)
+    python_with(
+        "NNC_TORCH_PYTHON",
+        "torch-venv",
+        "torch, safetensors, numpy",
+        "PyTorch export against torch",
+    )
 }
 
 /// The first training batch of `project` as `nnc train` takes it (nnc-data's seeded order of
