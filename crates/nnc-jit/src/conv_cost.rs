@@ -57,8 +57,20 @@ pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
     macs / rate + copies * COPY_SECONDS
 }
 
-/// The estimated seconds of `samples` samples' product on the direct kernel with `lanes`.
+/// The estimated seconds of `samples` samples' product on the direct kernel with `lanes`
+/// (stride 1). A padded convolution runs on a padded copy of its input planes (the input
+/// gradient: of its result, then cropped): that copy's floats are added.
 pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usize) -> f64 {
+    if g.pad != [0, 0] {
+        let padded = Geometry {
+            h: g.h + 2 * g.pad[0],
+            w: g.w + 2 * g.pad[1],
+            pad: [0, 0],
+            ..*g
+        };
+        let copies = (samples * g.c * padded.h * padded.w) as f64;
+        return direct_seconds(&padded, product, lanes, samples) + copies * COPY_SECONDS;
+    }
     let macs = (samples * g.macs_per_sample()) as f64;
     // The fraction of lanes that hold real products.
     let whole = |real: usize| real as f64 / (real.div_ceil(16) * 16) as f64;

@@ -96,22 +96,42 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         };
         4 * g.scratch_floats(x[0])
     };
-    // The direct kernels' buffers (see `direct_conv`), for the whole batch.
+    // The direct kernels' buffers (see `direct_conv`), for the whole batch: after the input
+    // planes padded by the op's padding (stride 1), or the input gradient's padded planes.
+    let [ph, pw] = match inst.op {
+        Op::Conv2d {
+            stride: [1, 1],
+            padding,
+        }
+        | Op::Conv2dGradFilter {
+            stride: [1, 1],
+            padding,
+            ..
+        }
+        | Op::Conv2dGradInput {
+            stride: [1, 1],
+            padding,
+            ..
+        } => padding,
+        _ => [0, 0],
+    };
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
-        let g = direct::Conv::forward(x[1], x[2], x[3], w[0], w[2], w[3]);
+        let (hp, wp) = (x[2] + 2 * ph, x[3] + 2 * pw);
+        let g = direct::Conv::forward(x[1], hp, wp, w[0], w[2], w[3]);
         let t = g.input_gradient();
         // The filter gradient may read shifted copies of the input, and on AVX2 the forward
         // product too (reserved whatever the CPU, so that plans do not depend on it).
         let (s, copies) = g.filter_layout();
-        4 * match op {
-            WideOp::Forward if channels::suits(&g) => channels::filter_floats(&g),
-            WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
-            WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
-            WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
-            WideOp::Input => {
-                (x[0] * g.o * t.plane + t.o_pad() * t.taps()).max(samples::scratch_floats(&g, x[0]))
+        let padded = padded_floats(x[0] * x[1], [hp, wp], [ph, pw]);
+        4 * padded
+            + 4 * match op {
+                WideOp::Forward if channels::suits(&g) => channels::filter_floats(&g),
+                WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
+                WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
+                WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
+                WideOp::Input => (x[0] * g.o * t.plane + t.o_pad() * t.taps())
+                    .max(samples::scratch_floats(&g, x[0])),
             }
-        }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
     let out = &f.ty(inst.result).shape;
@@ -1089,27 +1109,23 @@ impl LibKernel {
         }
     }
 
-    /// Which direct kernel a stride-1, unpadded convolution's product `op` could run on for a
-    /// part of `samples` samples, by what its vectors' lanes hold; none where it cannot (a
-    /// stride or padding, a filter too wide for [`direct::filter`], planes too large, or no
-    /// samples). Whatever the CPU (so that reports do not depend on it): without a vector
-    /// unit, [`LibKernel::convolution`] runs [`gemm_conv`] instead.
+    /// Which direct kernel a stride-1 convolution's product `op` could run on for a part of
+    /// `samples` samples, by what its vectors' lanes hold; none where it cannot (a stride, a
+    /// folded `pad` or `slice`, a filter too wide for [`direct::filter`], planes too large,
+    /// or no samples). The op's own padding is a padded copy of the planes. Whatever the CPU
+    /// (so that reports do not depend on it): without a vector unit,
+    /// [`LibKernel::convolution`] runs [`gemm_conv`] instead.
     fn lanes(&self, op: WideOp, samples: usize) -> Option<Lanes> {
         let plain = match &self.op {
-            Op::Conv2d { stride, padding }
-            | Op::Conv2dGradFilter {
-                stride, padding, ..
-            }
-            | Op::Conv2dGradInput {
-                stride, padding, ..
-            } => *stride == [1, 1] && *padding == [0, 0] && self.conv_pad == [0, 0],
+            Op::Conv2d { stride, .. }
+            | Op::Conv2dGradFilter { stride, .. }
+            | Op::Conv2dGradInput { stride, .. } => *stride == [1, 1] && self.conv_pad == [0, 0],
             _ => false,
         };
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
-        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
-        let g = direct::Conv::forward(c, h, w, o, kh, kw);
+        let g = self.direct_geometry(op);
         let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
         if !plain || filter_too_wide || !fits || samples == 0 {
             return None;
@@ -1273,13 +1289,33 @@ impl LibKernel {
         // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
         // second, which no one writes while the kernel runs.
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };
-        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
-        let g = direct::Conv::forward(c, h, w, o, kh, kw);
+        let [c, h, w, o, ..] = self.conv_geometry(op);
+        let g = self.direct_geometry(op);
+        let pad = self.op_padding();
         let (nb, out_sample) = (hi - lo, o * g.oh * g.ow);
-        // SAFETY: `scratch_bytes` reserved the direct kernels' buffers for the whole batch
-        // at `scratch`, in floats from there, this part's alone; each arm makes one buffer.
+        // The planes padded by the op's padding: the input's, or the input gradient's before
+        // it is cropped; first in the scratch, the kernel's buffers after them.
+        let planes = [nb * c, h, w];
+        let padded_planes = [nb * c, h + 2 * pad[0], w + 2 * pad[1]];
+        let floats = padded_floats(nb * c, [padded_planes[1], padded_planes[2]], pad);
+        // SAFETY: `scratch_bytes` reserved the padded planes and then the direct kernels'
+        // buffers for the whole batch (which bounds a part's) at `scratch`, in floats from
+        // there, this part's alone: the padded planes and each arm's one buffer are disjoint.
+        let padded =
+            unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
+        let scratch = scratch + 4 * floats;
+        // SAFETY: as above.
         let buffer = |floats: usize| unsafe {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
+        };
+        let low = [0, pad[0], pad[1]];
+        let (x, out, crop) = match op {
+            _ if floats == 0 => (x, out, None),
+            WideOp::Input => (x, &mut padded[..], Some(out)),
+            WideOp::Forward | WideOp::Filter => {
+                copy::pad(Some(isa), x, &planes, padded, &padded_planes, &low);
+                (&padded[..], out, None)
+            }
         };
         match (op, lanes) {
             (WideOp::Forward, Lanes::Channels) => {
@@ -1363,6 +1399,38 @@ impl LibKernel {
                 direct::forward(isa, &t, nb, planes, wt, None, out);
             }
         }
+        if let Some(dx) = crop {
+            copy::slice(Some(isa), out, &padded_planes, dx, &planes, &low);
+        }
+    }
+
+    /// The zero rows and columns on each side of the input planes in the op (a direct
+    /// kernel reads them from a padded copy).
+    fn op_padding(&self) -> [usize; 2] {
+        match &self.op {
+            Op::Conv2d { padding, .. }
+            | Op::Conv2dGradFilter { padding, .. }
+            | Op::Conv2dGradInput { padding, .. } => *padding,
+            _ => [0, 0],
+        }
+    }
+
+    /// The direct kernels' geometry of `op`'s forward convolution: over the input planes
+    /// padded by the op's padding.
+    fn direct_geometry(&self, op: WideOp) -> direct::Conv {
+        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
+        let [ph, pw] = self.op_padding();
+        direct::Conv::forward(c, h + 2 * ph, w + 2 * pw, o, kh, kw)
+    }
+}
+
+/// Floats of `planes` planes of `padded` rows and columns, a whole number of vectors, where
+/// `pad` pads them (else none: the direct kernels read the operand itself).
+fn padded_floats(planes: usize, padded: [usize; 2], pad: [usize; 2]) -> usize {
+    if pad == [0, 0] {
+        0
+    } else {
+        (planes * padded[0] * padded[1]).next_multiple_of(16)
     }
 }
 

@@ -492,14 +492,14 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
-    // A residual block's sum: a padded convolution on im2col + GEMM adds its bias and the
-    // other branch and rectifies as it stores. The branch read again after it (its own
-    // buffer), and a branch that dies there (the result reuses its buffer), in either
+    // A residual block's sum: a padded, strided convolution (on im2col + GEMM) adds its bias
+    // and the other branch and rectifies as it stores. The branch read again after it (its
+    // own buffer), and a branch that dies there (the result reuses its buffer), in either
     // operand order of the sums.
     cases.push(
         case(
-            "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12], f32[8,16,6,6]) {
-               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[1,1], padding=[1,1]
+            "func @f(%x: f32[8,8,23,23], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12], f32[8,16,6,6]) {
+               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[2,2], padding=[1,1]
                %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
                %s: f32[8,16,12,12] = add %c, %r
                %t: f32[8,16,12,12] = add %k, %s
@@ -512,9 +512,9 @@ fn convolution_cases() -> Vec<Case> {
     );
     cases.push(
         case(
-            "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %p: f32[8,16,24,24]) -> (f32[8,16,12,12]) {
+            "func @f(%x: f32[8,8,23,23], %w: f32[16,8,3,3], %b: f32[16], %p: f32[8,16,24,24]) -> (f32[8,16,12,12]) {
                %k: f32[8,16,12,12] = maxpool %p, size=[2,2], stride=[2,2]
-               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[1,1], padding=[1,1]
+               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[2,2], padding=[1,1]
                %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
                %s: f32[8,16,12,12] = add %r, %c
                %t: f32[8,16,12,12] = add %s, %k
@@ -524,6 +524,33 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias, residual sum and relu in the convolution kernel]"),
     );
+    // The same sum after a stride-1 padded convolution, which runs on a direct kernel over a
+    // padded copy of its input: bias and relu in the kernel, the branch's sum in a loop.
+    cases.push(
+        case(
+            "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12]) {
+               %c: f32[8,16,12,12] = conv2d %x, %w, stride=[1,1], padding=[1,1]
+               %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
+               %s: f32[8,16,12,12] = add %c, %r
+               %t: f32[8,16,12,12] = add %k, %s
+               %y: f32[8,16,12,12] = relu %t
+               return %y
+             }",
+        )
+        .label("[channels in lanes]"),
+    );
+    // Stride-1 padding on the direct kernels, each product: a padded copy of the input (of
+    // the input gradient, cropped), square and not, in lanes of channels, positions and
+    // samples.
+    for (x, w, padding) in [
+        ([4, 8, 12, 12], [16, 3, 3], [1, 1]),
+        ([2, 3, 9, 11], [4, 3, 5], [1, 2]),
+    ] {
+        let fns = conv_fns(x, w, [1, 1], padding);
+        cases.extend(fns.map(|f| case(f).label(" in lanes]")));
+    }
+    let [_, input, _] = conv_fns([32, 6, 14, 14], [16, 5, 5], [1, 1], [2, 2]);
+    cases.push(case(input).label("[samples in lanes]"));
     // Padding folded into the convolutions (a `pad` read by a forward product and a filter
     // gradient, a `slice` cropping an input gradient), uneven and added to the op's own.
     cases.push(case(FOLDED_PAD));
