@@ -398,26 +398,19 @@ pub fn reference_gflops([m, n, k]: [usize; 3], parts: usize) -> f64 {
             // at these offsets, and the parts write disjoint rows (or columns) of C, which
             // overlaps neither A nor B.
             unsafe {
-                gemm::gemm(
-                    rm,
-                    cn,
-                    k,
+                nnc_kernels::matmul::matmul(
                     (pc as *mut f32).add(c_at),
-                    1,
                     n as isize,
-                    false,
                     (pa as *const f32).add(a_at),
                     1,
                     k as isize,
                     (pb as *const f32).add(b_at),
                     1,
                     n as isize,
-                    1.0f32,
-                    1.0f32,
+                    rm,
+                    cn,
+                    k,
                     false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         }

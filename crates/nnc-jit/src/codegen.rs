@@ -20,8 +20,8 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
 
+use crate::kernel::LoopKernel;
 use crate::plan::{Plan, elem_size};
-use crate::schedule::LoopKernel;
 use crate::transcendental::Emit;
 
 /// The signature of every generated loop: arena base, outer range, and where its sums go:

@@ -9,8 +9,29 @@
 //! LeNet-5 on an AVX-512 Xeon; what matters is the ratios between the families, which hold
 //! on AVX2 too (both run on 16-lane tiles there as well).
 
-use crate::gemm_conv::Geometry;
-use crate::library::Lanes;
+use nnc_kernels::gemm_conv::Geometry;
+
+/// What the lanes of a direct convolution kernel's vectors hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lanes {
+    /// Sixteen output positions of a plane ([`nnc_kernels::direct`]).
+    Positions,
+    /// Sixteen output channels of a position ([`nnc_kernels::channels`]).
+    Channels,
+    /// One position of sixteen samples ([`nnc_kernels::samples`]).
+    Samples,
+}
+
+impl Lanes {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lanes::Positions => "positions",
+            Lanes::Channels => "channels",
+            Lanes::Samples => "samples",
+        }
+    }
+}
 
 /// Which product of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +56,7 @@ fn side(d: usize, half: f64) -> f64 {
     d as f64 / (d as f64 + half)
 }
 
-/// The estimated seconds of `samples` samples' product on [`crate::gemm_conv`].
+/// The estimated seconds of `samples` samples' product on [`nnc_kernels::gemm_conv`].
 pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
     let macs = (samples * g.macs_per_sample()) as f64;
     let np = g.chunk_rows(samples) * g.ow;

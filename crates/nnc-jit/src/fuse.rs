@@ -22,11 +22,10 @@
 //! A kernel too small to split runs whole on one thread, its loops whole before and after it
 //! (a small contraction with its bias and activation: one dispatch, the result still in L1).
 
-use nnc_ir::{Function, Op, ValueId};
+use nnc_ir::{Function, Op};
 
+use crate::kernel::{Kernel, LoopKernel, Schedule, reads, root, writes};
 use crate::library::{LibKernel, Parts};
-use crate::plan::root;
-use crate::schedule::{Kernel, LoopKernel, Schedule};
 
 /// Attaches prologues and epilogues to the library kernels of `s` (see the module docs).
 /// `split_small` and `threads`: as in [`crate::Options`].
@@ -189,44 +188,6 @@ fn prologue_for(
     ok.then_some(j)
 }
 
-/// Every value kernel `k` reads from memory.
-pub fn reads(f: &Function, k: &Kernel) -> Vec<ValueId> {
-    match k {
-        Kernel::Loop(l) => l.inputs.clone(),
-        Kernel::Op { inst } => f.insts[*inst].args.clone(),
-        Kernel::Fused {
-            prologue,
-            inst,
-            epilogue,
-        } => {
-            let mut v: Vec<ValueId> = prologue.iter().flat_map(|l| l.inputs.clone()).collect();
-            v.extend(f.insts[*inst].args.iter().copied());
-            v.extend(epilogue.iter().flat_map(|l| l.inputs.clone()));
-            v
-        }
-        Kernel::Head(h) => h.reads(f),
-    }
-}
-
-/// Every value kernel `k` writes.
-pub fn writes(f: &Function, k: &Kernel) -> Vec<ValueId> {
-    match k {
-        Kernel::Loop(l) => l.outputs.clone(),
-        Kernel::Op { inst } => vec![f.insts[*inst].result],
-        Kernel::Fused {
-            prologue,
-            inst,
-            epilogue,
-        } => {
-            let mut v: Vec<ValueId> = prologue.iter().flat_map(|l| l.outputs.clone()).collect();
-            v.push(f.insts[*inst].result);
-            v.extend(epilogue.iter().flat_map(|l| l.outputs.clone()));
-            v
-        }
-        Kernel::Head(h) => h.writes(f),
-    }
-}
-
 /// The kernel that writes each value, `None` for parameters, constants and registers.
 fn defining_kernels(f: &Function, s: &Schedule) -> Vec<Option<usize>> {
     let mut def = vec![None; f.types.len()];
@@ -269,7 +230,7 @@ mod tests {
     }
 
     /// The scaling of the u8 data is read by the contraction itself (see
-    /// `sparse::read_as_bytes`); bias and activation join it as its epilogue.
+    /// `image_data::read_as_bytes`); bias and activation join it as its epilogue.
     #[test]
     fn scaling_bias_and_activation_join_a_tall_contraction() {
         let text = "func @f(%x: u8[512,64], %w: f32[64,32], %b: f32[32]) -> (f32[512,32]) {

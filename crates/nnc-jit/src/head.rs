@@ -7,65 +7,19 @@
 //! these are five kernels that read the logits three times and compute every exponential
 //! twice. [`fuse_heads`] makes them one [`Head`] kernel: per row, one scan for the maximum
 //! (which is also the argmax), one for the exponentials (into the gradient's row) and their
-//! sum, one finishing the gradient row and adding it to the bias gradient.
+//! sum, one finishing the gradient row and adding it to the bias gradient
+//! ([`nnc_kernels::loss::softmax_xent_head`]); this module recognises the head and gives the
+//! routine its slices of the arena.
 //!
 //! The head computes exactly what the separate routines compute (the same maximum with the
 //! same tie-breaking, the same sums in the same order), so fusing changes no bit of a step.
 
 use nnc_ir::{Compare, Function, Op, ValueId};
 
-use crate::fuse::writes;
-use crate::plan::{Plan, root};
-use crate::schedule::{Kernel, LoopKernel, Schedule, Storage};
+use nnc_kernels::loss;
 
-/// The instructions a head kernel runs (indices into the function's instructions).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Head {
-    /// `softmax_xent %z, %label`: the anchor; the others are optional.
-    pub xent: usize,
-    /// `argmax %z, axis=1`.
-    pub argmax: Option<usize>,
-    /// `eq %argmax, %label` and the `reduce_sum` of it: the correct predictions.
-    pub correct: Option<(usize, usize)>,
-    /// `softmax_xent_grad %z, %label, %seed`.
-    pub grad: Option<usize>,
-    /// `reduce_sum %grad, axes=[0]`: the output bias's gradient.
-    pub bias_grad: Option<usize>,
-}
-
-impl Head {
-    /// Every member instruction, in program order of the roles.
-    pub fn insts(&self) -> Vec<usize> {
-        let mut v = vec![self.xent];
-        v.extend(self.argmax);
-        if let Some((eq, sum)) = self.correct {
-            v.extend([eq, sum]);
-        }
-        v.extend(self.grad);
-        v.extend(self.bias_grad);
-        v
-    }
-
-    /// The values read from memory: the logits, the labels and the gradient's seed.
-    pub fn reads(&self, f: &Function) -> Vec<ValueId> {
-        let mut v = f.insts[self.xent].args.clone();
-        if let Some(g) = self.grad {
-            v.push(f.insts[g].args[2]);
-        }
-        v
-    }
-
-    /// The values written: the loss and whichever of the others it computes.
-    pub fn writes(&self, f: &Function) -> Vec<ValueId> {
-        let mut v = vec![f.insts[self.xent].result];
-        let result = |i: usize| f.insts[i].result;
-        v.extend(self.argmax.map(result));
-        v.extend(self.correct.map(|(_, sum)| result(sum)));
-        v.extend(self.grad.map(result));
-        v.extend(self.bias_grad.map(result));
-        v
-    }
-}
+use crate::kernel::{Head, Kernel, LoopKernel, Schedule, Storage, root, writes};
+use crate::plan::Plan;
 
 /// Replaces each `softmax_xent` kernel and the kernels of its argmax, correct count, gradient
 /// and bias gradient by one [`Kernel::Head`] where the schedule allows it (see the module).
@@ -236,69 +190,23 @@ impl HeadKernel {
         let f32_out = |off: usize, n: usize| unsafe {
             std::slice::from_raw_parts_mut(base.add(off) as *mut f32, n)
         };
-        let mut argmax = self
+        let argmax = self
             .argmax
             // SAFETY: as above; the predictions are i32.
             .map(|o| unsafe { std::slice::from_raw_parts_mut(base.add(o) as *mut i32, b) });
-        let mut grad = self.grad.map(|o| f32_out(o, b * k));
-        let mut bias = self.bias_grad.map(|o| f32_out(o, k));
-        if let Some(bias) = bias.as_deref_mut() {
-            bias.fill(0.0);
-        }
+        let grad = self.grad.map(|o| f32_out(o, b * k));
+        let bias = self.bias_grad.map(|o| f32_out(o, k));
         // As `softmax_xent_grad`: the seed over the batch.
         // SAFETY: the seed is an f32 scalar at its aligned offset, an input no one writes.
         let scale = self
             .seed
             .map_or(0.0, |o| unsafe { *(base.add(o) as *const f32) } / b as f32);
-        let (mut total, mut correct) = (0.0f32, 0.0f32);
-        for (i, &l) in labels.iter().enumerate() {
-            let row = &z[i * k..(i + 1) * k];
-            // The maximum and its first index, with the comparisons of `argmax`.
-            let (mut m, mut best) = (row[0], 0);
-            for (j, &x) in row.iter().enumerate().skip(1) {
-                if x > m {
-                    (m, best) = (x, j);
-                }
-            }
-            // The exponentials, kept in the gradient's row when there is one (each computed
-            // once), and their sum in order.
-            let mut s = 0.0f32;
-            match grad.as_deref_mut() {
-                Some(g) => {
-                    for (y, &x) in g[i * k..(i + 1) * k].iter_mut().zip(row) {
-                        *y = (x - m).exp();
-                        s += *y;
-                    }
-                }
-                None => row.iter().for_each(|&x| s += (x - m).exp()),
-            }
-            let t = label(l, k);
-            total += m + s.ln() - row[t];
-            if let Some(a) = argmax.as_deref_mut() {
-                a[i] = best as i32;
-            }
-            correct += f32::from(u8::from(best as i32 == l));
-            if let Some(g) = grad.as_deref_mut() {
-                let g = &mut g[i * k..(i + 1) * k];
-                g.iter_mut().for_each(|y| *y /= s);
-                g[t] -= 1.0;
-                g.iter_mut().for_each(|y| *y *= scale);
-                if let Some(bias) = bias.as_deref_mut() {
-                    bias.iter_mut().zip(g.iter()).for_each(|(c, y)| *c += y);
-                }
-            }
-        }
-        f32_out(self.loss, 1)[0] = total / b as f32;
+        let (loss, correct) = loss::softmax_xent_head(z, labels, k, scale, argmax, grad, bias);
+        f32_out(self.loss, 1)[0] = loss;
         if let Some(o) = self.correct {
             f32_out(o, 1)[0] = correct;
         }
     }
-}
-
-/// As the library's: labels are validated when data is loaded; clamped so that a stray one
-/// cannot read out of bounds.
-fn label(l: i32, k: usize) -> usize {
-    (l.max(0) as usize).min(k - 1)
 }
 
 #[cfg(test)]

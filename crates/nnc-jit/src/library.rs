@@ -1,5 +1,6 @@
-//! Library kernels: the ops that are not fused loops, as Rust routines specialised at compile
-//! time (every shape, offset and flag is fixed in the kernel value). Contractions call gemm's
+//! Library kernels: the ops that are not fused loops, each a routine of [`nnc_kernels`] chosen
+//! and specialised at compile time (every shape, offset and flag is fixed in the kernel value),
+//! run on the arena's slices, whole or in parts over the threads. Contractions call gemm's
 //! micro-kernels (AVX-512 or AVX2); convolutions run on a direct kernel ([`direct`],
 //! [`channels`], [`samples`]: positions, output channels or samples in the lanes) or on
 //! im2col + GEMM ([`gemm_conv`], any kernel, stride and padding), whichever [`conv_cost`]
@@ -7,15 +8,17 @@
 //! Each routine computes exactly what the reference interpreter computes (same tie-breaking,
 //! same stable formulas), so the two can be compared element by element.
 
-use gemm::Parallelism;
-use nnc_ir::{DType, Function, Inst, Op};
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use nnc_ir::{DType, Function, Inst, Op};
+use nnc_kernels::copy::MAX_RANK;
+use nnc_kernels::matmul::matmul;
+use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, loss, pool, reduce, samples, sparse};
+
+use crate::conv_cost::{self, Lanes};
 use crate::plan::Plan;
-use crate::simd::Isa;
-use crate::{channels, conv_cost, conv_fold, copy, direct, gemm_conv, pool, samples, sparse};
+use crate::{conv_fold, image_data};
 
 /// A library kernel with its operands' byte offsets resolved.
 #[derive(Clone, Debug)]
@@ -41,17 +44,17 @@ pub struct LibKernel {
     pub isa: Option<Isa>,
     /// A stride-1 unpadded convolution on the direct kernels that adds this bias (byte
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
-    /// recognised by [`direct::bias_relu_epilogue`], is not run.
+    /// recognised by [`crate::epilogue::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
     /// With `bias_relu`, on [`gemm_conv`] only: the byte offset of a residual branch added
-    /// before the ReLU (`relu((y + b) + skip)`, [`crate::residual`]); the result's own
-    /// offset when the sum reuses the branch's buffer.
+    /// before the ReLU (`relu((y + b) + skip)`, [`crate::epilogue::residual_relu_epilogue`]);
+    /// the result's own offset when the sum reuses the branch's buffer.
     pub residual: Option<usize>,
     /// A contraction whose first operand is image data: it skips the data's zeros when
     /// they are most of it ([`sparse`]).
     pub sparse: bool,
     /// A contraction whose first operand is the u8 images times this scale, read from the
-    /// bytes (the operand's offset is the parameter's; [`sparse::read_as_bytes`]): the sparse
+    /// bytes (the operand's offset is the parameter's; [`image_data::read_as_bytes`]): the sparse
     /// path scales as it gathers, the GEMM reads floats converted into the scratch.
     pub u8_scale: Option<f32>,
     /// How many times the sparse path ran (tests and `nnc bench` read it).
@@ -129,7 +132,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
                 WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
                 WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
                 WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
-                WideOp::Input => (x[0] * g.o * t.plane + t.o_pad() * t.taps())
+                WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
                     .max(samples::scratch_floats(&g, x[0])),
             }
     };
@@ -150,7 +153,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         Op::MatMul { ta, .. } if sparse_candidate(f, inst) => {
             let a = shape(0);
             let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
-            let floats = match sparse::bytes_scale(f, inst.args[0]) {
+            let floats = match image_data::bytes_scale(f, inst.args[0]) {
                 Some(_) => 4 * m * k,
                 None => 0,
             };
@@ -175,7 +178,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
 
 /// A contraction `op(A)·B` with `A` image data and `B` not transposed (see [`sparse`]).
 fn sparse_candidate(f: &Function, inst: &Inst) -> bool {
-    matches!(inst.op, Op::MatMul { tb: false, .. }) && sparse::from_u8_data(f, inst.args[0])
+    matches!(inst.op, Op::MatMul { tb: false, .. }) && image_data::from_u8_data(f, inst.args[0])
 }
 
 impl LibKernel {
@@ -221,7 +224,7 @@ impl LibKernel {
             bias_relu: None,
             residual: None,
             sparse: sparse_candidate(f, inst),
-            u8_scale: sparse::bytes_scale(f, inst.args[0]),
+            u8_scale: image_data::bytes_scale(f, inst.args[0]),
             sparse_runs: Arc::default(),
             conv_pad: [0, 0],
             folded: false,
@@ -235,17 +238,23 @@ impl LibKernel {
         let Some(i) = f.insts.iter().position(|j| j.result == inst.result) else {
             return self;
         };
-        if let Some((x, low)) = conv_fold::input_fold(f, i) {
+        if let Some((x, low)) = conv_fold::input_fold(f, i, LibKernel::unfolded_on_gemm) {
             self.args[0].1 = f.ty(x).shape.clone();
             self.conv_pad = low;
             self.folded = true;
         }
-        if let Some((cropped, start)) = conv_fold::output_fold(f, i) {
+        if let Some((cropped, start)) = conv_fold::output_fold(f, i, LibKernel::unfolded_on_gemm) {
             self.out.1 = f.ty(cropped).shape.clone();
             self.conv_pad = start;
             self.folded = true;
         }
         self
+    }
+
+    /// Whether the convolution `inst` of `f`, with no `pad` or `slice` folded into it, runs on
+    /// [`gemm_conv`] by the cost model: what the folds are decided on ([`conv_fold::OnGemm`]).
+    pub fn unfolded_on_gemm(f: &Function, inst: &Inst) -> bool {
+        LibKernel::unfolded(f, inst).runs_on_gemm()
     }
 
     /// Whether this convolution runs on [`gemm_conv`] by the cost model (whatever the CPU:
@@ -717,7 +726,7 @@ impl LibKernel {
                 }
             }
             Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
-                reduce(
+                reduce::reduce(
                     f32s(0),
                     out_part(0, n(oshape)),
                     shape(0),
@@ -731,74 +740,24 @@ impl LibKernel {
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(base.add(self.out.0) as *mut i32, n(oshape))
                 };
-                let s = shape(0);
-                let (outer, len, inner) = split(s, *axis);
-                let x = f32s(0);
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let at = |j: usize| x[(o * len + j) * inner + i];
-                        let mut best = 0;
-                        for j in 1..len {
-                            if at(j) > at(best) {
-                                best = j;
-                            }
-                        }
-                        out[o * inner + i] = best as i32;
-                    }
-                }
+                reduce::argmax(f32s(0), shape(0), *axis, out);
             }
             Op::OneHot { classes } => {
-                let out = out_part(0, n(oshape));
-                out.fill(0.0);
-                for (i, &l) in i32s(0).iter().enumerate() {
-                    if l >= 0 && (l as usize) < *classes {
-                        out[i * classes + l as usize] = 1.0;
-                    }
-                }
+                loss::one_hot(i32s(0), *classes, out_part(0, n(oshape)));
             }
             Op::Softmax => {
                 let k = *shape(0).last().unwrap_or(&1);
-                let out = out_part(0, n(oshape));
-                out.copy_from_slice(f32s(0));
-                for row in out.chunks_mut(k) {
-                    softmax_row(row);
-                }
+                loss::softmax(f32s(0), k, out_part(0, n(oshape)));
             }
             Op::CrossEntropy => {
-                let k = shape(0)[1];
-                let p = f32s(0);
-                let mut total = 0.0f64;
-                for (i, &l) in i32s(1).iter().enumerate() {
-                    total -= (p[i * k + label(l, k)] as f64).ln();
-                }
-                out_part(0, 1)[0] = (total / i32s(1).len() as f64) as f32;
+                out_part(0, 1)[0] = loss::cross_entropy(f32s(0), i32s(1), shape(0)[1]);
             }
             Op::SoftmaxXent => {
-                let k = shape(0)[1];
-                let z = f32s(0);
-                let mut total = 0.0f32;
-                for (i, &l) in i32s(1).iter().enumerate() {
-                    let row = &z[i * k..(i + 1) * k];
-                    let m = row
-                        .iter()
-                        .copied()
-                        .fold(row[0], |m, x| if x > m { x } else { m });
-                    let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
-                    total += m + s.ln() - row[label(l, k)];
-                }
-                out_part(0, 1)[0] = total / i32s(1).len() as f32;
+                out_part(0, 1)[0] = loss::softmax_xent(f32s(0), i32s(1), shape(0)[1]);
             }
             Op::SoftmaxXentGrad => {
-                let k = shape(0)[1];
-                let labels = i32s(1);
-                let scale = f32s(2)[0] / labels.len() as f32;
-                let out = out_part(0, n(oshape));
-                out.copy_from_slice(f32s(0));
-                for (i, row) in out.chunks_mut(k).enumerate() {
-                    softmax_row(row);
-                    row[label(labels[i], k)] -= 1.0;
-                    row.iter_mut().for_each(|x| *x *= scale);
-                }
+                let (k, seed) = (shape(0)[1], f32s(2)[0]);
+                loss::softmax_xent_grad(f32s(0), i32s(1), k, seed, out_part(0, n(oshape)));
             }
             Op::Pad { pads } => {
                 // Split over samples when they are not padded themselves: a part's rows of
@@ -865,20 +824,7 @@ impl LibKernel {
                 copy::slice(self.isa, f32s(0), shape(0), out, oshape, start)
             }
             Op::Transpose { perm } => {
-                let s = shape(0);
-                let x = f32s(0);
-                let strides = row_major(s);
-                let mut idx = [0usize; MAX_RANK];
-                for (k, y) in out_part(0, n(oshape)).iter_mut().enumerate() {
-                    let mut rem = k;
-                    for d in (0..oshape.len()).rev() {
-                        idx[d] = rem % oshape[d];
-                        rem /= oshape[d];
-                    }
-                    *y = x[(0..oshape.len())
-                        .map(|d| idx[d] * strides[perm[d]])
-                        .sum::<usize>()];
-                }
+                copy::transpose(f32s(0), shape(0), perm, out_part(0, n(oshape)), oshape);
             }
             Op::RandomUniform { stream, .. } => {
                 let key = i32s(0)[0];
@@ -930,28 +876,6 @@ impl LibKernel {
             Op::Conv2dGradInput { .. } => n(&self.args[0].1) * n(&self.args[1].1[1..]),
             Op::Conv2dGradFilter { .. } => n(&self.args[1].1) * n(&self.out.1[1..]),
             _ => 0,
-        }
-    }
-}
-
-/// What the lanes of a direct convolution kernel's vectors hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lanes {
-    /// Sixteen output positions of a plane ([`direct`]).
-    Positions,
-    /// Sixteen output channels of a position ([`channels`]).
-    Channels,
-    /// One position of sixteen samples ([`samples`]).
-    Samples,
-}
-
-impl Lanes {
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lanes::Positions => "positions",
-            Lanes::Channels => "channels",
-            Lanes::Samples => "samples",
         }
     }
 }
@@ -1292,7 +1216,7 @@ impl LibKernel {
         let [c, h, w, o, ..] = self.conv_geometry(op);
         let g = self.direct_geometry(op);
         let pad = self.op_padding();
-        let (nb, out_sample) = (hi - lo, o * g.oh * g.ow);
+        let (nb, out_sample) = (hi - lo, o * g.oh() * g.ow());
         // The planes padded by the op's padding: the input's, or the input gradient's before
         // it is cropped; first in the scratch, the kernel's buffers after them.
         let planes = [nb * c, h, w];
@@ -1390,7 +1314,7 @@ impl LibKernel {
             }
             (WideOp::Input, _) => {
                 let t = g.input_gradient();
-                let per = o * t.plane;
+                let per = o * t.plane();
                 let (planes, wt) = buffer(nb * per + t.o_pad() * t.taps()).split_at_mut(nb * per);
                 direct::flipped_filters(&g, arg(1), wt);
                 for (planes, dy) in planes.chunks_exact_mut(per).zip(x.chunks_exact(out_sample)) {
@@ -1454,164 +1378,11 @@ unsafe fn floats_mut<'a>(base: *mut u8, at: usize, lo: usize, hi: usize) -> &'a 
     unsafe { std::slice::from_raw_parts_mut((base.add(at) as *mut f32).add(lo), hi - lo) }
 }
 
-fn label(l: i32, k: usize) -> usize {
-    // Labels are validated when data is loaded; clamp so a stray one cannot read out of bounds.
-    (l.max(0) as usize).min(k - 1)
-}
-
-fn softmax_row(row: &mut [f32]) {
-    let m = row
-        .iter()
-        .copied()
-        .fold(row[0], |m, x| if x > m { x } else { m });
-    let mut s = 0.0;
-    for x in row.iter_mut() {
-        *x = (*x - m).exp();
-        s += *x;
-    }
-    row.iter_mut().for_each(|x| *x /= s);
-}
-
 fn dims4(s: &[usize]) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
-}
-
-/// The largest rank a program's tensors may have ([`crate::Program::compile`] checks it):
-/// kernels keep multi-indices on the stack.
-pub const MAX_RANK: usize = 8;
-
-fn row_major(s: &[usize]) -> [usize; MAX_RANK] {
-    let mut strides = [1; MAX_RANK];
-    for d in (0..s.len().saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * s[d + 1];
-    }
-    strides
-}
-
-/// (outer, axis length, inner) around `axis`.
-fn split(s: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        s[..axis].iter().product(),
-        s[axis],
-        s[axis + 1..].iter().product(),
-    )
-}
-
-/// C [m, n] (+)= A · B with arbitrary strides for A and B, row-major C.
-///
-/// # Safety
-/// The pointers must address matrices of the given shapes and strides; C must not overlap A
-/// or B.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    c: *mut f32,
-    c_rs: isize,
-    a: *const f32,
-    a_cs: isize,
-    a_rs: isize,
-    b: *const f32,
-    b_cs: isize,
-    b_rs: isize,
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-) {
-    // The program splits big contractions over its threads itself (see `threads`).
-    let par = Parallelism::None;
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m, n, k, c, 1, c_rs, accumulate, a, a_cs, a_rs, b, b_cs, b_rs, 1.0f32, 1.0f32, false,
-            false, false, par,
-        );
-    }
 }
 
 fn planes(s: &[usize]) -> (usize, usize, usize) {
     let r = s.len();
     (s[..r - 2].iter().product(), s[r - 2], s[r - 1])
-}
-
-/// Sum or max over `axes` (removed), accumulating in f64 for sums so that long reductions
-/// (a bias gradient over a batch of images) stay accurate.
-fn reduce(x: &[f32], out: &mut [f32], s: &[usize], axes: &[usize], max: bool) {
-    let strides = row_major(s);
-    // The kept and the reduced dimensions, in order.
-    let (mut kept, mut gone) = ([0; MAX_RANK], [0; MAX_RANK]);
-    let (mut nk, mut ng) = (0, 0);
-    for d in 0..s.len() {
-        if axes.contains(&d) {
-            gone[ng] = d;
-            ng += 1;
-        } else {
-            kept[nk] = d;
-            nk += 1;
-        }
-    }
-    let offset = |mut k: usize, dims: &[usize]| {
-        let mut at = 0;
-        for &d in dims.iter().rev() {
-            at += (k % s[d]) * strides[d];
-            k /= s[d];
-        }
-        at
-    };
-    let inner: usize = gone[..ng].iter().map(|&d| s[d]).product();
-    // Each output's elements in memory order, as one pass over `x` would add them.
-    for (o, y) in out.iter_mut().enumerate() {
-        let base = offset(o, &kept[..nk]);
-        let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
-        for k in 0..inner {
-            let v = x[base + offset(k, &gone[..ng])] as f64;
-            acc = if max { acc.max(v) } else { acc + v };
-        }
-        *y = acc as f32;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reduce_matches_the_definition() {
-        let s = [2, 3, 4];
-        let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
-        let at = |i: usize, j: usize, k: usize| x[(i * 3 + j) * 4 + k] as f64;
-        for max in [false, true] {
-            let fold = |v: &mut dyn Iterator<Item = f64>| -> f32 {
-                if max {
-                    v.fold(f64::NEG_INFINITY, f64::max) as f32
-                } else {
-                    v.sum::<f64>() as f32
-                }
-            };
-            let mut out = vec![f32::NAN; 8];
-            reduce(&x, &mut out, &s, &[1], max);
-            for i in 0..2 {
-                for k in 0..4 {
-                    let want = fold(&mut (0..3).map(|j| at(i, j, k)));
-                    assert_eq!(out[i * 4 + k], want, "axes [1], max {max}");
-                }
-            }
-            let mut out = vec![f32::NAN; 3];
-            reduce(&x, &mut out, &s, &[0, 2], max);
-            for (j, &got) in out.iter().enumerate() {
-                let want = fold(
-                    &mut (0..2)
-                        .flat_map(|i| (0..4).map(move |k| (i, k)))
-                        .map(|(i, k)| at(i, j, k)),
-                );
-                assert_eq!(got, want, "axes [0, 2], max {max}");
-            }
-            let mut out = vec![f32::NAN; 1];
-            reduce(&x, &mut out, &s, &[0, 1, 2], max);
-            assert_eq!(
-                out[0],
-                fold(&mut x.iter().map(|&v| v as f64)),
-                "all axes, max {max}"
-            );
-        }
-    }
 }

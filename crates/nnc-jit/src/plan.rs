@@ -10,8 +10,7 @@
 
 use nnc_ir::{DType, Function, ValueId};
 
-use crate::fuse::{reads, writes};
-use crate::schedule::{Kernel, Schedule, Storage};
+use crate::kernel::{Kernel, Schedule, Storage, reads, root, writes};
 use crate::window;
 
 /// Buffers are aligned to a cache line.
@@ -46,14 +45,6 @@ impl Plan {
     pub fn at(&self, v: ValueId) -> usize {
         self.offset[v.index()].expect("value has a buffer")
     }
-}
-
-/// The value whose buffer `v` uses (following views, and scaled bytes to their parameter).
-pub fn root(s: &Schedule, mut v: ValueId) -> ValueId {
-    while let Storage::View(of) | Storage::Scaled(of) | Storage::Window(of) = s.storage[v.index()] {
-        v = of;
-    }
-    v
 }
 
 pub fn plan(f: &Function, s: &Schedule) -> Plan {

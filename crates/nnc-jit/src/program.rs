@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 use cranelift_jit::JITModule;
 use nnc_ir::verify::{self, VerifyError};
 use nnc_ir::{DType, Function, Op};
+use nnc_kernels::Isa;
+use nnc_kernels::copy::MAX_RANK;
 
 use crate::arena::Arena;
 use crate::codegen::{Jit, LoopFn};
-use crate::direct;
+use crate::epilogue::{self, MaskedGrad};
 use crate::fuse;
 use crate::head::{self, HeadKernel};
-use crate::library::{ConvKernel, LibKernel, MAX_RANK, scratch_bytes};
+use crate::kernel::{self, Kernel, LoopKernel, Schedule, Storage};
+use crate::library::{ConvKernel, LibKernel, scratch_bytes};
 use crate::plan::{self, ALIGN, Plan, elem_size};
-use crate::pool::pairs::MaskedGrad;
-use crate::residual;
-use crate::schedule::{self, Kernel, LoopKernel, Schedule, Storage};
-use crate::simd::Isa;
+use crate::schedule;
 use crate::threads::Pool;
 use crate::updates::{self, RmsProp};
 use crate::window;
@@ -44,7 +44,7 @@ enum KernelCode {
     /// The loss head (see `head`), on one thread: its work is a few rows of a few classes.
     Head(HeadKernel),
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
-    /// on the vector unit (see `pool::pairs::MaskedGrad`).
+    /// on the vector unit (see `epilogue::MaskedGrad`).
     MaskedPoolGrad {
         routine: MaskedGrad,
         isa: Isa,
@@ -546,7 +546,7 @@ impl Program {
                     // A direct convolution adds its bias and rectifies as it stores.
                     let epilogue = match epilogue {
                         Some(e) if isa.is_some() && plain(e) => {
-                            match direct::bias_relu_epilogue(f, *inst, e, &plan) {
+                            match epilogue::bias_relu_epilogue(f, *inst, e, &plan) {
                                 Some((bias, out)) => {
                                     next();
                                     lib.bias_relu = Some(bias);
@@ -565,7 +565,7 @@ impl Program {
                                 && plain(e)
                                 && lib.conv_kernels() == [ConvKernel::Gemm] =>
                         {
-                            match residual::residual_relu_epilogue(f, *inst, e, &plan) {
+                            match epilogue::residual_relu_epilogue(f, *inst, e, &plan) {
                                 Some(r) => {
                                     next();
                                     lib.bias_relu = Some(r.bias);
@@ -977,7 +977,7 @@ impl Program {
     /// Result `k` as f32 values.
     pub fn result(&mut self, k: usize) -> &[f32] {
         let v = self.func.results[k];
-        let off = self.plan.at(plan::root(&self.schedule, v));
+        let off = self.plan.at(kernel::root(&self.schedule, v));
         let n = self.func.ty(v).numel();
         debug_assert_eq!(elem_size(self.func.ty(v).dtype), 4);
         self.f32_at(off, n)
@@ -985,7 +985,7 @@ impl Program {
 
     /// Whether result `k` already sits in the buffer of parameter `i` (an in-place update).
     pub fn result_in_param(&self, k: usize, i: usize) -> bool {
-        let r = plan::root(&self.schedule, self.func.results[k]);
+        let r = kernel::root(&self.schedule, self.func.results[k]);
         self.plan.offset[r.index()] == self.plan.offset[self.func.params[i].index()]
     }
 
@@ -994,7 +994,7 @@ impl Program {
         if self.result_in_param(k, i) {
             return;
         }
-        let r = plan::root(&self.schedule, self.func.results[k]);
+        let r = kernel::root(&self.schedule, self.func.results[k]);
         let (from, to) = (self.plan.at(r), self.plan.at(self.func.params[i]));
         let n = self.func.ty(self.func.results[k]).numel() * 4;
         self.bytes().copy_within(from..from + n, to);

@@ -21,104 +21,12 @@ use std::collections::HashMap;
 use nnc_ir::{Function, Op, ValueId};
 
 use crate::conv_fold;
-use crate::head::Head;
-use crate::sparse;
+use crate::image_data;
+use crate::kernel::{Kernel, LoopKernel, Schedule, Storage, is_elementwise};
+use crate::library::LibKernel;
 
-/// A unit of work in the compiled step.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Kernel {
-    /// A fused elementwise loop over `shape`.
-    Loop(LoopKernel),
-    /// One instruction run by a library routine.
-    Op { inst: usize },
-    /// A library routine split in parts over the threads, each running the loops on its part:
-    /// a prologue writing the first operand, an epilogue reading the result (see [`fuse`]).
-    ///
-    /// [`fuse`]: crate::fuse
-    Fused {
-        prologue: Option<LoopKernel>,
-        inst: usize,
-        epilogue: Option<LoopKernel>,
-    },
-    /// Softmax-cross-entropy forward and backward with the predictions, their count and the
-    /// output bias's gradient, in one pass over the logits (see [`head`]).
-    ///
-    /// [`head`]: crate::head
-    Head(Head),
-}
-
-/// A fused elementwise loop.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoopKernel {
-    /// The iteration space: the shape of every member's result.
-    pub shape: Vec<usize>,
-    /// Member instructions, in program order.
-    pub insts: Vec<usize>,
-    /// Values read from memory (produced outside the loop), in first-use order.
-    pub inputs: Vec<ValueId>,
-    /// Members' values that are stored: used after the loop or returned.
-    pub outputs: Vec<ValueId>,
-    /// The outputs that are sums (`reduce_sum` members), accumulated over the loop.
-    pub reductions: Vec<ValueId>,
-    /// Run over a band of its last axis (the epilogue of a contraction split by columns):
-    /// the range a call gives bounds the innermost loop, not the outermost, and the last
-    /// axis is never coalesced with the others.
-    pub band: bool,
-}
-
-/// How each value is held at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Storage {
-    /// A function parameter: data, weights or optimizer state.
-    Param,
-    /// A constant of one repeated value: inlined by loops, in the constant region for others.
-    Splat,
-    /// A constant given element by element, in the constant region.
-    Const,
-    /// Shares the buffer of another value (a reshape).
-    View(ValueId),
-    /// A slice of another value, read in place by loops with that value's strides
-    /// ([`crate::window`]).
-    Window(ValueId),
-    /// The u8 parameter's bytes, times a `to_f32`'s scale: no buffer, read as bytes by the
-    /// contractions that use it (`sparse::read_as_bytes`).
-    Scaled(ValueId),
-    /// Its own buffer, written by a kernel.
-    Buffer,
-    /// Lives in registers inside a loop kernel only.
-    Register,
-}
-
-/// The kernels of a function and the storage of each value.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    pub kernels: Vec<Kernel>,
-    pub storage: Vec<Storage>,
-}
-
-/// Whether an instruction can be a member of a fused loop.
-pub fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Compare(_)
-            | Op::Select
-            | Op::ToF32 { .. }
-            | Op::Broadcast { .. }
-    )
-}
-
-/// Whether instruction `user` is the only reader of `v`, and `v` is not returned: a kernel
-/// that fuses both may keep `v` to itself (the recognised routines never store it).
-pub fn used_only_by(f: &Function, v: ValueId, user: usize) -> bool {
-    !f.results.contains(&v)
-        && f.insts
-            .iter()
-            .enumerate()
-            .all(|(i, inst)| i == user || !inst.args.contains(&v))
-}
-
+/// Groups the instructions of `f` into kernels and decides how each value is stored (see
+/// the module).
 pub fn schedule(f: &Function) -> Schedule {
     let n = f.types.len();
     let mut storage = vec![Storage::Buffer; n];
@@ -178,7 +86,7 @@ pub fn schedule(f: &Function) -> Schedule {
             }
         }
         let joins = loop_shape.as_ref().and_then(|s| open.get(s).copied());
-        if sparse::read_as_bytes(f, i) {
+        if image_data::read_as_bytes(f, i) {
             storage[v.index()] = Storage::Scaled(inst.args[0]);
             continue;
         }
@@ -186,8 +94,8 @@ pub fn schedule(f: &Function) -> Schedule {
         // ([`conv_fold`]): those read and write the unpadded, uncropped buffer.
         let folded = match inst.op {
             Op::Reshape { .. } => true,
-            Op::Pad { .. } => conv_fold::pad_folds(f, i),
-            Op::Slice { .. } => conv_fold::slice_folds(f, i),
+            Op::Pad { .. } => conv_fold::pad_folds(f, i, LibKernel::unfolded_on_gemm),
+            Op::Slice { .. } => conv_fold::slice_folds(f, i, LibKernel::unfolded_on_gemm),
             _ => false,
         };
         if folded {

@@ -1,5 +1,5 @@
 //! Optimizer updates recognised in fused loops and run on the vector unit (AVX-512 or AVX2,
-//! [`crate::simd`]).
+//! [`nnc_kernels::rmsprop`]).
 //!
 //! An RMSProp update takes a square root and a division per weight. Cranelift's x64 backend
 //! emits 128-bit vectors only, and there the divider bounds the loop: measured over the
@@ -27,9 +27,10 @@ use std::collections::HashMap;
 
 use nnc_ir::{Binary, DType, Function, Op, Unary, ValueId};
 
+use nnc_kernels::{Isa, rmsprop};
+
+use crate::kernel::LoopKernel;
 use crate::plan::Plan;
-use crate::schedule::LoopKernel;
-use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// `s' = s·ρ + (g·g)·(1 − ρ)`, `w' = w − (g·lr) / √(s' + ε)`, and optionally `‖g‖² = Σ g·g`,
 /// over `n` contiguous floats (byte offsets in the arena).
@@ -201,15 +202,18 @@ impl RmsProp {
                 Rate::Const(c) => c,
                 Rate::At(off) => *base.add(off).cast::<f32>(),
             };
-            let norm = simd::run(
+            let constants = rmsprop::Constants {
+                rho: self.rho,
+                one_minus_rho: self.one_minus_rho,
+                eps: self.eps,
+                lr,
+            };
+            let norm = rmsprop::update(
                 isa,
-                Rows {
-                    update: self,
-                    lr,
-                    read: [at(self.g), at(self.s), at(self.w)],
-                    write: [at(self.s_new), at(self.w_new)],
-                    n: end - start,
-                },
+                constants,
+                [at(self.g), at(self.s), at(self.w)],
+                [at(self.s_new), at(self.w_new)],
+                end - start,
             );
             if let Some(off) = self.norm {
                 let dst = if partial == 0 { off } else { partial as usize };
@@ -219,53 +223,13 @@ impl RmsProp {
     }
 }
 
-/// `n` elements of an update: gradient, mean square and weights in, both updated out.
-struct Rows<'a> {
-    update: &'a RmsProp,
-    lr: f32,
-    read: [*const f32; 3],
-    write: [*mut f32; 2],
-    n: usize,
-}
-
-impl Kernel for Rows<'_> {
-    /// The sum of the squared gradients.
-    type Output = f32;
-
-    #[inline(always)]
-    unsafe fn run<V: F32x16>(self) -> f32 {
-        let ([g, s, w], [s_new, w_new], n, u) = (self.read, self.write, self.n, self.update);
-        // SAFETY: lanes below `n - i` are inside the operands (the caller's contract);
-        // masked lanes are not accessed.
-        unsafe {
-            let (rho, omr) = (V::splat(u.rho), V::splat(u.one_minus_rho));
-            let (eps, lr) = (V::splat(u.eps), V::splat(self.lr));
-            let mut sum = V::zero();
-            for i in (0..n).step_by(16) {
-                let m = low_bits(n - i);
-                let gv = V::load_masked(m, g.add(i));
-                let sv = V::load_masked(m, s.add(i)).flush_subnormals();
-                let wv = V::load_masked(m, w.add(i));
-                // The loop's operations, one IEEE operation each, in its order.
-                let g2 = gv.mul(gv);
-                sum = sum.add(g2);
-                let sn = sv.mul(rho).add(g2.mul(omr)).flush_subnormals();
-                let r = sn.add(eps).sqrt();
-                let wn = wv.sub(gv.mul(lr).div(r));
-                sn.store_masked(m, s_new.add(i));
-                wn.store_masked(m, w_new.add(i));
-            }
-            sum.sum()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use nnc_ir::parse::parse_function;
 
     use super::*;
-    use crate::schedule::{Kernel, schedule};
+    use crate::kernel::Kernel;
+    use crate::schedule::schedule;
 
     /// The update loops of `text` that are recognised.
     fn recognised(text: &str) -> Vec<RmsProp> {

@@ -6,7 +6,7 @@
 
 use nnc_ir::{DType, Function, Op, ValueId};
 
-use crate::schedule::{Kernel, LoopKernel, Schedule, Storage, is_elementwise};
+use crate::kernel::{Kernel, LoopKernel, Schedule, Storage, is_elementwise};
 
 /// Turns the slices of `s` that only loops read into windows of their operands, after
 /// fusion (so that a loop read by the loss head or a fused routine is known).

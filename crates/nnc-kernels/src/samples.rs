@@ -316,7 +316,7 @@ fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
 }
 
 /// Times C3's input gradient, samples in lanes, against `direct`'s, on one thread, printing the
-/// best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+/// best of 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
 #[doc(hidden)]
 pub fn time_c3(isa: Isa) {
     let samples = 16;

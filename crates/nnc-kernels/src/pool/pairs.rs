@@ -7,13 +7,9 @@
 //! (comparisons are strict and false on NaN, as there), and every other input gets +0.
 //!
 //! The backward pass of `conv → relu → maxpool` multiplies that gradient by the ReLU's step
-//! and sums it per channel for the bias: [`MaskedGrad`] recognises exactly that epilogue and
-//! does all three in the same pass, so the unmasked gradient is never stored and read back.
+//! and sums it per channel for the bias: [`backward_masked`] does all three in the same pass,
+//! so the unmasked gradient is never stored and read back.
 
-use nnc_ir::{Binary, DType, Function, Op, Unary};
-
-use crate::plan::Plan;
-use crate::schedule::{LoopKernel, used_only_by};
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 
 /// `y[l][i][j] = max` (`max`) or sum of the 2×2 window at `(2i, 2j)` of plane `l` (planes
@@ -329,119 +325,6 @@ impl Kernel for Backward<'_> {
     }
 }
 
-/// A split `maxpool_grad` (2×2, stride 2) whose epilogue loop is exactly the ReLU mask and
-/// the bias gradient, `dz = dx · step(x)` and `Σ dz` over all axes but the channels, with
-/// `dx` read by nothing else: run as [`backward_masked`], so `dx` is never stored and read
-/// back. Offsets are bytes in the arena.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MaskedGrad {
-    pub x: usize,
-    pub dy: usize,
-    pub dz: usize,
-    pub sums: usize,
-    /// `[N, C, H, W]` of `x` and `dz`.
-    pub shape: [usize; 4],
-}
-
-impl MaskedGrad {
-    /// The fused kernel `inst` → `epilogue` as a masked pool gradient, if it is exactly one.
-    pub fn recognise(
-        f: &Function,
-        inst: usize,
-        epilogue: &LoopKernel,
-        plan: &Plan,
-    ) -> Option<Self> {
-        let pool = &f.insts[inst];
-        let (&[x, dy], dx) = (&pool.args[..], pool.result) else {
-            return None;
-        };
-        if !matches!(&pool.op, Op::MaxPoolGrad { size, stride } if *size == [2, 2] && *stride == [2, 2])
-        {
-            return None;
-        }
-        let shape: [usize; 4] = f.ty(x).shape.as_slice().try_into().ok()?;
-        let op = |i: usize| (&f.insts[i].op, &f.insts[i].args[..], f.insts[i].result);
-        let &[i_step, i_mul, i_sum] = epilogue.insts.as_slice() else {
-            return None;
-        };
-        let (Op::Unary(Unary::Step), &[sx], t) = op(i_step) else {
-            return None;
-        };
-        let (Op::Binary(Binary::Mul), &[p, q], dz) = op(i_mul) else {
-            return None;
-        };
-        let (Op::ReduceSum { axes }, &[summed], sums) = op(i_sum) else {
-            return None;
-        };
-        let operands_match = sx == x && ((p, q) == (dx, t) || (p, q) == (t, dx)) && summed == dz;
-        let [n, c, h, w] = shape;
-        let f32s = [
-            (x, shape),
-            (dx, shape),
-            (dz, shape),
-            (dy, [n, c, h / 2, w / 2]),
-        ]
-        .iter()
-        .all(|&(v, s)| f.ty(v).dtype == DType::F32 && f.ty(v).shape == s);
-        // `dx` lives only in the loop; `dz` and the sums are what it stores.
-        let dx_private = used_only_by(f, dx, i_mul);
-        let mut outputs = epilogue.outputs.clone();
-        outputs.sort_unstable_by_key(|v| v.0);
-        let mut want = vec![dz, sums];
-        want.sort_unstable_by_key(|v| v.0);
-        if !(operands_match
-            && f32s
-            && dx_private
-            && *axes == [0, 2, 3]
-            && f.ty(sums).shape == [c]
-            && outputs == want
-            && epilogue.reductions == [sums])
-        {
-            return None;
-        }
-        Some(MaskedGrad {
-            x: plan.offset[x.index()]?,
-            dy: plan.offset[dy.index()]?,
-            dz: plan.offset[dz.index()]?,
-            sums: plan.offset[sums.index()]?,
-            shape,
-        })
-    }
-
-    /// Runs part `part` of `parts` (the planes split evenly); its sums go to their buffer, or
-    /// to `base + partial` when `partial` is not 0 (the loop calling convention).
-    ///
-    /// # Safety
-    /// `base` is the arena this was recognised in, the CPU supports `isa`, and no other
-    /// thread touches this part's planes or its sums' destination meanwhile.
-    pub unsafe fn run_part(
-        &self,
-        isa: Isa,
-        base: *mut u8,
-        part: usize,
-        parts: usize,
-        partial: usize,
-    ) {
-        let [n, c, h, w] = self.shape;
-        let lead = n * c;
-        let (lo, hi) = (lead * part / parts, lead * (part + 1) / parts);
-        let (plane, pooled) = (h * w, (h / 2) * (w / 2));
-        // SAFETY: the offsets hold tensors of these shapes in the arena (the plan); this
-        // part's planes of `dz` and its sums are written by no one else meanwhile, and `dz`
-        // does not overlap `x` or `dy` (the plan keeps a kernel's inputs apart from the
-        // outputs of its epilogue, except the library result `dz` replaces).
-        unsafe {
-            let at = |off: usize| base.add(off).cast::<f32>();
-            let x = std::slice::from_raw_parts(at(self.x).add(lo * plane), (hi - lo) * plane);
-            let dy = std::slice::from_raw_parts(at(self.dy).add(lo * pooled), (hi - lo) * pooled);
-            let dz = std::slice::from_raw_parts_mut(at(self.dz).add(lo * plane), (hi - lo) * plane);
-            let dst = if partial == 0 { self.sums } else { partial };
-            let sums = std::slice::from_raw_parts_mut(at(dst), c);
-            backward_masked(isa, x, dy, dz, sums, [lo, hi - lo, c], h, w);
-        }
-    }
-}
-
 /// The corners `[top-left, top-right, bottom-left, bottom-right]` of windows `j0..j0 + 16`
 /// of the row pair `x0`, `x1`, and the mask of those below `ow`. (A function per block of
 /// windows, called in loops: a closure per block was compiled out of line, see `simd`.)
@@ -529,7 +412,7 @@ unsafe fn store_pairs<V: F32x16>(
 }
 
 /// Times the pool and its masked gradient on LeNet-5's shapes on one thread, printing the best of
-/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+/// 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
 #[doc(hidden)]
 pub fn time_lenet_shapes(isa: Isa) {
     // Half of LeNet-5's batch (one thread's part): C1's and C3's pools.

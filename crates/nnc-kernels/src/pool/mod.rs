@@ -164,7 +164,7 @@ fn fits(win: &Window, gradient: bool, scratch: &[f32]) -> bool {
 }
 
 /// Times each path on a few geometries (half a batch's planes: one thread's part), printing
-/// the best of 20 runs (`cargo bench -p nnc-jit --bench kernels pool`).
+/// the best of 20 runs (`cargo bench -p nnc-kernels --bench kernels pool`).
 #[doc(hidden)]
 pub fn time_shapes(isa: Isa) {
     let shapes = [

@@ -483,7 +483,7 @@ impl Row<'_> {
 }
 
 /// Times C3's forward and filter gradient, channels in lanes, on one thread, printing the best of
-/// 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+/// 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
 #[doc(hidden)]
 pub fn time_c3(isa: Isa) {
     let samples = 16;

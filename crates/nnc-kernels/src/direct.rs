@@ -16,65 +16,22 @@
 //! - [`forward`]: `y[o][p] = Σ w[o][c][ki][kj] · x[c][p + ki·w + kj]`;
 //! - the input gradient is a forward convolution of the output gradient padded by `k − 1`
 //!   with the filters transposed and flipped (see [`Conv::input_gradient`]), which skips
-//!   the taps that would read only the padding's zero rows ([`Conv::live`]);
+//!   the taps that would read only the padding's zero rows (`Conv::live`);
 //! - [`filter`]: `dw[o][c][ki][kj] = Σ_samples Σ_p dy[o][p] · x[c][p + ki·w + kj]`.
 //!
 //! The forward product and the filter gradient also skip the rows each sample leaves blank
 //! (`Conv::live_in`; MNIST digits leave a third of the padded image blank).
 //!
-//! Callers pad inputs themselves (a copy of one sample's planes) and check [`available`];
-//! elsewhere, or where the cost model (`conv_cost`) estimates it faster, they use
+//! Callers pad inputs themselves (a copy of one sample's planes) and check [`Conv::fits`];
+//! elsewhere, or where the compiler's cost model (`conv_cost`) estimates it faster, they use
 //! im2col + GEMM (`gemm_conv`).
 //!
-//! A forward convolution whose fused epilogue is exactly its bias and ReLU
-//! ([`bias_relu_epilogue`]) adds and rectifies in registers before it stores.
+//! With a bias, the forward product adds it and rectifies in registers before it stores
+//! (`relu(y + b)`: the compiler gives it one where that is the convolution's epilogue).
 
 use std::mem::MaybeUninit;
 
-use nnc_ir::{Binary, DType, Function, Op, Unary};
-
-use crate::plan::Plan;
-use crate::schedule::{LoopKernel, used_only_by};
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
-
-/// For a stride-1, unpadded `conv2d` (instruction `inst`) whose fused epilogue is exactly
-/// `relu(y + b)`, with `b` a `[O, 1, 1]` view of `O` floats and `y` and the sum read by
-/// nothing else: the byte offsets of `b` and of the ReLU's result, where the convolution can
-/// write `relu(y + b)` itself ([`forward`] with a bias).
-pub fn bias_relu_epilogue(
-    f: &Function,
-    inst: usize,
-    epilogue: &LoopKernel,
-    plan: &Plan,
-) -> Option<(usize, usize)> {
-    let conv = &f.insts[inst];
-    let y = conv.result;
-    // Every kernel family of the forward product adds the bias and rectifies as it stores.
-    if !matches!(&conv.op, Op::Conv2d { .. }) {
-        return None;
-    }
-    let &[i_add, i_relu] = epilogue.insts.as_slice() else {
-        return None;
-    };
-    let (add, relu) = (&f.insts[i_add], &f.insts[i_relu]);
-    let b = match (&add.op, &add.args[..]) {
-        (Op::Binary(Binary::Add), &[p, q]) if p == y => q,
-        (Op::Binary(Binary::Add), &[p, q]) if q == y => p,
-        _ => return None,
-    };
-    let o = f.ty(y).shape.get(1).copied()?;
-    let shape_ok = f.ty(b).shape == [o, 1, 1] && f.ty(b).dtype == DType::F32;
-    let relu_ok = matches!(relu.op, Op::Unary(Unary::Relu)) && relu.args == [add.result];
-    // `y` and the sum live only in the kernel; the ReLU's result is what it stores.
-    let stores_only_relu = epilogue.outputs == [relu.result] && epilogue.reductions.is_empty();
-    (shape_ok
-        && relu_ok
-        && stores_only_relu
-        && used_only_by(f, y, i_add)
-        && used_only_by(f, add.result, i_relu))
-    .then_some(())?;
-    Some((plan.offset[b.index()]?, plan.offset[relu.result.index()]?))
-}
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -82,25 +39,49 @@ const LANES: usize = 16;
 /// One sample of a stride-1 correlation over wide positions: `c` input planes of `plane`
 /// floats with rows `w` wide, `o` output planes of `oh` wide rows of which the first `ow`
 /// columns are real, taps `kh × kw` at offsets `ki·w + kj`.
+///
+/// Made by its constructors only: the kernels' bounds checks rely on its fields agreeing
+/// with each other (a plane holds every tap of every position), so they are private to the
+/// crate, and read outside it through [`Conv::plane`], [`Conv::o`], [`Conv::oh`] and [`Conv::ow`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv {
-    pub c: usize,
-    pub plane: usize,
-    pub w: usize,
-    pub o: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kh: usize,
-    pub kw: usize,
+    pub(crate) c: usize,
+    pub(crate) plane: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
     /// The input rows (of `w` floats from each plane's start) that may be nonzero; taps that
     /// would read only other rows are skipped.
-    pub live: (usize, usize),
+    pub(crate) live: (usize, usize),
     /// How far apart the taps `kj` and `kj + 1` read: 1 in a plane, or the distance between
     /// the [`Conv::shifted`] copies of a plane.
-    pub kj_stride: usize,
+    pub(crate) kj_stride: usize,
 }
 
 impl Conv {
+    /// Floats of an input plane.
+    pub fn plane(&self) -> usize {
+        self.plane
+    }
+
+    /// Output planes.
+    pub fn o(&self) -> usize {
+        self.o
+    }
+
+    /// Rows of an output plane.
+    pub fn oh(&self) -> usize {
+        self.oh
+    }
+
+    /// Real columns of an output row.
+    pub fn ow(&self) -> usize {
+        self.ow
+    }
+
     /// The forward product of an unpadded convolution of `c × h × w` planes by `o` filters
     /// `kh × kw`.
     pub fn forward(c: usize, h: usize, w: usize, o: usize, kh: usize, kw: usize) -> Conv {
@@ -908,7 +889,7 @@ pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
 }
 
 /// Times the direct kernels on LeNet-5's convolutions (and from shifted copies) on one thread,
-/// printing the best of 50 runs (`cargo bench -p nnc-jit --bench kernels`).
+/// printing the best of 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
 #[doc(hidden)]
 pub fn time_lenet_shapes(isa: Isa) {
     let samples = 16;

@@ -296,13 +296,14 @@ pub fn forward(
     scratch: &mut [f32],
 ) {
     let k = g.taps();
+    assert!(w.len() >= g.o * k, "weights too short");
     let (col, rows, _) = buffers(g, samples, scratch);
     for chunk in chunks(g, samples) {
         let np = chunk.columns(g);
         im2col(g, x, chunk, col, np);
         // Y' [O, np] = W [O, K] · col [K, np]
-        // SAFETY: `rows` holds `o · np` floats, `w` `o · k`, `col` `k · np`, with these
-        // strides; `rows` is a scratch slice overlapping neither operand.
+        // SAFETY: `rows` holds `o · np` floats, `w` `o · k` (asserted), `col` `k · np`, with
+        // these strides; `rows` is a scratch slice overlapping neither operand.
         unsafe {
             gemm_call(
                 (rows.as_mut_ptr(), 1, np as isize),
@@ -327,14 +328,15 @@ pub fn input_gradient(
     scratch: &mut [f32],
 ) {
     let k = g.taps();
+    assert!(w.len() >= g.o * k, "weights too short");
     dx.fill(0.0);
     let (col, rows, _) = buffers(g, samples, scratch);
     for chunk in chunks(g, samples) {
         let np = chunk.columns(g);
         gather_rows(g, dy, chunk, rows, np);
         // dcol [K, np] = Wᵀ [K, O] · dY' [O, np]
-        // SAFETY: `col` holds `k · np` floats, `w` `o · k` (read transposed), `rows`
-        // `o · np`; `col` is a scratch slice overlapping neither.
+        // SAFETY: `col` holds `k · np` floats, `w` `o · k` (asserted; read transposed),
+        // `rows` `o · np`; `col` is a scratch slice overlapping neither.
         unsafe {
             gemm_call(
                 (col.as_mut_ptr(), 1, np as isize),

@@ -1,19 +1,19 @@
 //! Timings of the vector kernels on the shapes of the shipped models, one thread, best of 50
-//! runs each: `cargo bench -p nnc-jit --bench kernels [NAME...]` runs those whose name
+//! runs each: `cargo bench -p nnc-kernels --bench kernels [NAME...]` runs those whose name
 //! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
 //! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
 
-use nnc_jit::kernel_timings::{self, Isa};
+use nnc_kernels::{Isa, channels, direct, pool, samples, sparse};
 
 type Timing = fn(Isa);
 
 const TIMINGS: [(&str, Timing); 6] = [
-    ("channels", kernel_timings::channels_c3),
-    ("direct", kernel_timings::direct_lenet_shapes),
-    ("maxpool", kernel_timings::maxpool_lenet_shapes),
-    ("pool", kernel_timings::pool_shapes),
-    ("samples", kernel_timings::samples_c3),
-    ("sparse", kernel_timings::sparse_mlp_shapes),
+    ("channels", channels::time_c3),
+    ("direct", direct::time_lenet_shapes),
+    ("maxpool", pool::pairs::time_lenet_shapes),
+    ("pool", pool::time_shapes),
+    ("samples", samples::time_c3),
+    ("sparse", sparse::time_mlp_shapes),
 ];
 
 fn main() {

@@ -5,8 +5,37 @@
 //! vector unit a row is copied a vector at a time, its end masked (a 13-float row is one
 //! masked load and store), instead of one `memcpy` call per row.
 
-use crate::library::MAX_RANK;
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
+
+/// The largest rank a program's tensors may have (the compiler checks it):
+/// kernels keep multi-indices on the stack.
+pub const MAX_RANK: usize = 8;
+
+/// The row-major strides of shape `s`.
+pub fn row_major(s: &[usize]) -> [usize; MAX_RANK] {
+    let mut strides = [1; MAX_RANK];
+    for d in (0..s.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * s[d + 1];
+    }
+    strides
+}
+
+/// `y` (shape `ys`) = `x` (shape `xs`) with its axes permuted: `y`'s axis `d` is `x`'s axis
+/// `perm[d]`.
+pub fn transpose(x: &[f32], xs: &[usize], perm: &[usize], y: &mut [f32], ys: &[usize]) {
+    let strides = row_major(xs);
+    let mut idx = [0usize; MAX_RANK];
+    for (k, y) in y.iter_mut().enumerate() {
+        let mut rem = k;
+        for d in (0..ys.len()).rev() {
+            idx[d] = rem % ys[d];
+            rem /= ys[d];
+        }
+        *y = x[(0..ys.len())
+            .map(|d| idx[d] * strides[perm[d]])
+            .sum::<usize>()];
+    }
+}
 
 /// `y` = `x` (shape `xs`) placed at `low` in zeros of shape `ys`.
 ///

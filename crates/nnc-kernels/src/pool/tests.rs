@@ -58,7 +58,7 @@ fn same_bits(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// Runs `f(lo, hi)` on each part's planes, as `LibKernel::run_part` splits them.
+/// Runs `f(lo, hi)` on each part's planes, as the compiler's `LibKernel::run_part` splits them.
 fn in_parts(planes: usize, parts: usize, mut f: impl FnMut(usize, usize)) {
     for part in 0..parts {
         f(planes * part / parts, planes * (part + 1) / parts);

@@ -1,6 +1,7 @@
 //! Sixteen f32 lanes on whichever vector unit the CPU has: AVX-512, or AVX2 with FMA.
 //!
-//! The library kernels (`direct`, `sparse`, `pool`, `updates`) are written once, generic
+//! The vector kernels (`direct`, `channels`, `samples`, `sparse`, `pool`, `copy`, `rmsprop`)
+//! are written once, generic
 //! over [`F32x16`], and compiled twice: for AVX-512 a value is one 512-bit register and a
 //! `u16` mask is a mask register; for AVX2 it is a pair of 256-bit registers and masks are
 //! expanded to lanes. Both perform the same IEEE operations lane by lane, so a kernel's
@@ -21,7 +22,7 @@
 //! pointer valid for the lanes it touches). A kernel forms its pointers from the slices it was
 //! given, `&` for what it reads and `&mut` for what it writes, so the borrow checker rules out
 //! aliasing at its entry and on other threads (a split kernel's parts are handed disjoint
-//! slices: see `library::LibKernel::run_part`); its `SAFETY` comments argue bounds (asserted
+//! slices: see the compiler's `LibKernel::run_part`); its `SAFETY` comments argue bounds (asserted
 //! on entry, where a failed check panics before any pointer is used) and that masked-off lanes
 //! are never accessed. A panic inside a kernel leaves only partly written floats behind.
 
