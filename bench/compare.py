@@ -11,7 +11,7 @@ measured with /usr/bin/time for nnc and reported by the peers for themselves.
 
     python3 bench/compare.py --zoo [--rounds 1] [--only cnn3-same] [--train-images 10000] [--epochs 3]
 
-runs each model of bench/zoo against its PyTorch eager twin (bench/twin.py, generated from the
+runs each model of bench/zoo (and models/resnet-mnist.nn) against its PyTorch eager twin (bench/twin.py, generated from the
 model, started from nnc's initial weights), alternately. To keep the whole zoo within minutes,
 both train on the same fixed subset of MNIST (the first --train-images images, written as IDX
 files and given to the model as `idx(...)` data in a copy of its file) for --epochs epochs; the
@@ -52,6 +52,8 @@ ROOT = os.path.dirname(HERE)
 PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(ROOT, "..", "shared", "bench"))
 NNC = os.path.join(ROOT, "target", "release", "nnc")
 ZOO = os.path.join(HERE, "zoo")
+# Shipped models the zoo comparison also runs: the residual network with batch normalisation.
+ZOO_EXTRA = [os.path.join(ROOT, "models", "resnet-mnist.nn")]
 MNIST = os.path.join(ROOT, "data", "mnist")
 # Extra flags for every `nnc train` (--nnc-args).
 NNC_ARGS = []
@@ -177,9 +179,15 @@ def on_subset(model_path, data_dir, out_dir):
         return f'idx(images: "{images}", labels: "{labels}"{extra})'
 
     replaced = f"{indent}data {idx('train')}\n{indent}test {idx('t10k')}"
+    text = text[:m.start()] + replaced + text[m.end():]
+    # The twins have no random shifts: both sides train without them (the same work a step).
+    text, dropped = re.subn(r"^\s*augment\([^)]*\)[^\n]*\n", "", text, flags=re.M)
+    if dropped:
+        print(f"  {os.path.basename(model_path)}: trained without its augmentation on both sides",
+              file=sys.stderr)
     path = os.path.join(out_dir, os.path.basename(model_path))
     with open(path, "w") as f:
-        f.write(text[:m.start()] + replaced + text[m.end():])
+        f.write(text)
     return path
 
 
@@ -199,7 +207,9 @@ def run_twin(python, model_path, epochs, threads):
 
 def zoo(a):
     """Every zoo model against its generated PyTorch twin, alternately."""
-    names = sorted(f[:-3] for f in os.listdir(ZOO) if f.endswith(".nn"))
+    paths = {f[:-3]: os.path.join(ZOO, f) for f in os.listdir(ZOO) if f.endswith(".nn")}
+    paths.update((os.path.basename(p)[:-3], p) for p in ZOO_EXTRA)
+    names = sorted(paths)
     if a.only:
         names = [n for n in names if n == a.only]
         if not names:
@@ -214,7 +224,7 @@ def zoo(a):
     results = {n: {"nnc": [], "twin": []} for n in names}
     for r in range(a.rounds):
         for n in names:
-            model = on_subset(os.path.join(ZOO, n + ".nn"), data, work)
+            model = on_subset(paths[n], data, work)
             runs = [("nnc", lambda: run_nnc(model, a.epochs)), ("twin", lambda: run_twin(a.peers, model, a.epochs, a.twin_threads))]
             # Alternate which goes first, so that a drift of the machine hits both alike.
             for who, run in runs if r % 2 == 0 else runs[::-1]:

@@ -121,8 +121,20 @@ pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usi
         (Product::Filter, Lanes::Channels) if 4 * g.positions() * g.o > L1_BYTES => 3.0,
         _ => 1.0,
     };
-    macs * padded * streams / (DIRECT_MACS * fill)
+    // With the channels in the lanes, every output position's vector of channels is
+    // scattered to the output's planes (forward) or gathered from the gradient's (filter).
+    let transposed = match lanes {
+        Lanes::Channels => (samples * g.o.next_multiple_of(16) * g.positions()) as f64,
+        _ => 0.0,
+    };
+    macs * padded * streams / (DIRECT_MACS * fill) + transposed * TRANSPOSE_SECONDS
 }
+
+/// Seconds per float the channels kernels move between a vector per position and the
+/// planes: fitted on a Zen 4 (`nnc bench bench/zoo/cnn3-same.nn`), where its one-channel
+/// first layer's products are dominated by it (forward 0.39 ms, filter gradient 0.55 ms per
+/// part of 32 samples, against 0.05 and 0.14 ms of multiply-adds).
+const TRANSPOSE_SECONDS: f64 = 0.8e-9;
 
 /// A core's L1 data cache, the least of the CPUs measured.
 const L1_BYTES: usize = 32 << 10;
