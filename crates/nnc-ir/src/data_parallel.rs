@@ -157,6 +157,21 @@ mod tests {
         t.as_f().expect("float").iter().copied().collect()
     }
 
+    /// The one model of `source` (3 features in, 2 classes), its input and its targets.
+    fn checked(source: &str) -> (Model, InputSpec, TargetSpec) {
+        let mut checked = nnc_check::check_source(source);
+        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+        let input = InputSpec {
+            dtype: crate::types::DType::F32,
+            sample: vec![3],
+            scale: 1.0,
+            shift: 0.0,
+            pad: 0,
+            flatten: false,
+        };
+        (checked.models.remove(0), input, TargetSpec::Classes(2))
+    }
+
     /// A batch of 5 split 3 + 2, each shard through `gradients`, the gradients summed and
     /// then `update` twice: the one-function step's loss, weights and optimizer state (Adam,
     /// weight decay, scheduled rate), to rounding in f64.
@@ -176,18 +191,7 @@ mod tests {
                 batch 5
             }
         "#;
-        let mut checked = nnc_check::check_source(source);
-        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
-        let model = checked.models.remove(0);
-        let input = InputSpec {
-            dtype: crate::types::DType::F32,
-            sample: vec![3],
-            scale: 1.0,
-            shift: 0.0,
-            pad: 0,
-            flatten: false,
-        };
-        let targets = TargetSpec::Classes(2);
+        let (model, input, targets) = checked(source);
         let whole = compile(&model, 5, input.clone(), targets)
             .expect("compiles")
             .train_step;
@@ -295,18 +299,7 @@ mod tests {
                 batch 5
             }
         "#;
-        let mut checked = nnc_check::check_source(source);
-        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
-        let model = checked.models.remove(0);
-        let input = InputSpec {
-            dtype: crate::types::DType::F32,
-            sample: vec![3],
-            scale: 1.0,
-            shift: 0.0,
-            pad: 0,
-            flatten: false,
-        };
-        let targets = TargetSpec::Classes(2);
+        let (model, input, targets) = checked(source);
         let whole = compile(&model, 5, input.clone(), targets).expect("compiles");
         let init = crate::init::init_params(&model, 3);
         let names: Vec<&str> = init.iter().map(|t| t.name.as_str()).collect();
