@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nnc_ir::{DType, Function, Inst, Op};
 use nnc_kernels::copy::MAX_RANK;
 use nnc_kernels::matmul::matmul;
+use nnc_kernels::store::{Skip, Store};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, loss, pool, reduce, samples, sparse};
 
 use crate::conv_cost::{self, Lanes};
@@ -46,7 +47,7 @@ pub struct LibKernel {
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
     /// recognised by [`crate::epilogue::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
-    /// With `bias_relu`, on [`gemm_conv`] only: the byte offset of a residual branch added
+    /// With `bias_relu`, on [`gemm_conv`] or the channels kernel: the byte offset of a residual branch added
     /// before the ReLU (`relu((y + b) + skip)`, [`crate::epilogue::residual_relu_epilogue`]);
     /// the result's own offset when the sum reuses the branch's buffer.
     pub residual: Option<usize>,
@@ -1001,28 +1002,8 @@ impl LibKernel {
         };
         match op {
             WideOp::Forward => {
-                // SAFETY: the bias offset holds `o` floats (checked when it was recognised),
-                // an operand no one writes while the kernel runs.
-                let bias = self.bias_relu.map(|at| unsafe {
-                    std::slice::from_raw_parts(base.add(at) as *const f32, g.o)
-                });
-                let per = g.o * g.positions();
-                let store = match (bias, self.residual) {
-                    (None, _) => gemm_conv::Store::Plain,
-                    (Some(b), None) => gemm_conv::Store::BiasRelu(b),
-                    (Some(b), Some(at)) if at == self.out.0 => {
-                        gemm_conv::Store::BiasResidualRelu(b, gemm_conv::Skip::InPlace)
-                    }
-                    // SAFETY: the branch is an f32 tensor of the result's shape at its
-                    // aligned offset (checked when it was recognised), a buffer other than
-                    // the result's (the plan's buffers are equal or disjoint); this part
-                    // views only its own samples, which no one writes while it runs (a
-                    // prologue on this thread wrote them before, if the branch is the
-                    // first operand). Creating a slice cannot panic.
-                    (Some(b), Some(at)) => gemm_conv::Store::BiasResidualRelu(b, unsafe {
-                        gemm_conv::Skip::Operand(floats(base, at, lo * per, hi * per))
-                    }),
-                };
+                // SAFETY: forwarded.
+                let store = unsafe { self.forward_store(base, (lo, hi), g.o, g.positions()) };
                 gemm_conv::forward(&g, nb, x, arg(1), store, out, scratch)
             }
             WideOp::Input => gemm_conv::input_gradient(&g, nb, x, arg(1), out, scratch),
@@ -1207,8 +1188,8 @@ impl LibKernel {
         out: &mut [f32],
     ) {
         debug_assert!(
-            self.residual.is_none(),
-            "a residual sum runs on gemm_conv only"
+            self.residual.is_none() || (op, lanes) == (WideOp::Forward, Lanes::Channels),
+            "a residual sum runs on gemm_conv and the channels kernel only"
         );
         // SAFETY: the operands are f32 tensors at their planned offsets; used only for the
         // second, which no one writes while the kernel runs.
@@ -1245,12 +1226,9 @@ impl LibKernel {
             (WideOp::Forward, Lanes::Channels) => {
                 let wt = buffer(channels::filter_floats(&g));
                 channels::transposed_filters(&g, arg(1), wt);
-                // SAFETY: the bias offset holds `o` floats (checked when it was recognised),
-                // an operand no one writes while the kernel runs.
-                let bias = self
-                    .bias_relu
-                    .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
-                channels::forward(isa, &g, nb, x, wt, bias, out);
+                // SAFETY: forwarded.
+                let store = unsafe { self.forward_store(base, (lo, hi), o, g.oh() * g.ow()) };
+                channels::forward(isa, &g, nb, x, wt, store, out);
             }
             (WideOp::Forward, _) => {
                 // On AVX2, from shifted copies of the input's columns where the filter
@@ -1325,6 +1303,39 @@ impl LibKernel {
         }
         if let Some(dx) = crop {
             copy::slice(Some(isa), out, &padded_planes, dx, &planes, &low);
+        }
+    }
+
+    /// What a forward product of samples `lo..hi` (`o` planes of `positions` each) does as it
+    /// stores: its bias and ReLU, and a residual branch's sum, where they were recognised.
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`]: `base` is the arena the kernel was planned in.
+    unsafe fn forward_store<'a>(
+        &self,
+        base: *mut u8,
+        (lo, hi): (usize, usize),
+        o: usize,
+        positions: usize,
+    ) -> Store<'a> {
+        // SAFETY: the bias offset holds `o` floats (checked when it was recognised), an
+        // operand no one writes while the kernel runs.
+        let bias = self
+            .bias_relu
+            .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
+        let per = o * positions;
+        match (bias, self.residual) {
+            (None, _) => Store::Plain,
+            (Some(b), None) => Store::BiasRelu(b),
+            (Some(b), Some(at)) if at == self.out.0 => Store::BiasResidualRelu(b, Skip::InPlace),
+            // SAFETY: the branch is an f32 tensor of the result's shape at its aligned offset
+            // (checked when it was recognised), a buffer other than the result's (the plan's
+            // buffers are equal or disjoint); this part views only its own samples, which no
+            // one writes while it runs (a prologue on this thread wrote them before, if the
+            // branch is the first operand). Creating a slice cannot panic.
+            (Some(b), Some(at)) => Store::BiasResidualRelu(b, unsafe {
+                Skip::Operand(floats(base, at, lo * per, hi * per))
+            }),
         }
     }
 

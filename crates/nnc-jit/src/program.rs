@@ -12,6 +12,7 @@ use nnc_kernels::copy::MAX_RANK;
 
 use crate::arena::Arena;
 use crate::codegen::{Jit, LoopFn};
+use crate::conv_cost::Lanes;
 use crate::epilogue::{self, MaskedGrad};
 use crate::fuse;
 use crate::head::{self, HeadKernel};
@@ -558,12 +559,16 @@ impl Program {
                         }
                         e => e,
                     };
-                    // On gemm_conv, also a residual branch's sum before the ReLU.
+                    // On gemm_conv and the channels kernel, also a residual branch's sum
+                    // before the ReLU.
                     let epilogue = match epilogue {
                         Some(e)
                             if isa.is_some()
                                 && plain(e)
-                                && lib.conv_kernels() == [ConvKernel::Gemm] =>
+                                && matches!(
+                                    lib.conv_kernels().as_slice(),
+                                    [ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels)]
+                                ) =>
                         {
                             match epilogue::residual_relu_epilogue(f, *inst, e, &plan) {
                                 Some(r) => {

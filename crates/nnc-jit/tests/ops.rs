@@ -524,8 +524,8 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias, residual sum and relu in the convolution kernel]"),
     );
-    // The same sum after a stride-1 padded convolution, which runs on a direct kernel over a
-    // padded copy of its input: bias and relu in the kernel, the branch's sum in a loop.
+    // The same sum after a stride-1 padded convolution, which runs on the channels kernel over
+    // a padded copy of its input: it stores the sum too.
     cases.push(
         case(
             "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12]) {
@@ -537,7 +537,7 @@ fn convolution_cases() -> Vec<Case> {
                return %y
              }",
         )
-        .label("[channels in lanes]"),
+        .label("[bias, residual sum and relu in the direct kernel]"),
     );
     // Stride-1 padding on the direct kernels, each product: a padded copy of the input (of
     // the input gradient, cropped), square and not, in lanes of channels, positions and

@@ -25,6 +25,7 @@
 
 use crate::direct::{Conv, MAX_FILTER_WIDTH};
 use crate::simd::{self, F32x16, Isa, Kernel};
+use crate::store::{Skip, Store, relu};
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -256,8 +257,9 @@ pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
 
 /// `y[b][o][i][j] = Σ_{c,ki,kj} w[o][c][ki][kj] · x[b][c·plane + (i + ki)·w + j + kj]` for
 /// `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`), with the filters as
-/// [`transposed_filters`] leaves them; with a `bias`, `relu(y + bias[o])` instead, as
-/// [`crate::direct::forward`] computes both.
+/// [`transposed_filters`] leaves them, stored through `store`: plain, or with a bias,
+/// `relu(y + bias[o])`, as [`crate::direct::forward`] computes both, or with a residual
+/// branch, `relu((y + bias[o]) + skip)`, as [`crate::gemm_conv::forward`].
 ///
 /// # Panics
 /// As [`filter`].
@@ -267,10 +269,10 @@ pub fn forward(
     samples: usize,
     x: &[f32],
     wt: &[f32],
-    bias: Option<&[f32]>,
+    store: Store<'_>,
     y: &mut [f32],
 ) {
-    forward_tiled(isa, g, samples, (x, wt, bias), y, false);
+    forward_tiled(isa, g, samples, (x, wt, store), y, false);
 }
 
 /// [`forward`], with AVX-512's tiles on any unit where `wide`.
@@ -278,13 +280,22 @@ fn forward_tiled(
     isa: Isa,
     g: &Conv,
     samples: usize,
-    (x, wt, bias): (&[f32], &[f32], Option<&[f32]>),
+    (x, wt, store): (&[f32], &[f32], Store<'_>),
     y: &mut [f32],
     wide: bool,
 ) {
     assert_plain(isa, g, samples, x);
     assert!(wt.len() >= filter_floats(g), "weights too short");
+    let bias = match store {
+        Store::Plain => None,
+        Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
+    };
     assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
+    let sample_y = g.o * g.oh * g.ow;
+    assert!(
+        !matches!(store, Store::BiasResidualRelu(_, Skip::Operand(s)) if s.len() < samples * sample_y),
+        "residual branch too short"
+    );
     assert!(y.len() >= samples * g.o * g.oh * g.ow, "output too short");
     assert!(g.ow <= MAX_ROW, "rows too wide");
     let k = Forward {
@@ -292,7 +303,7 @@ fn forward_tiled(
         samples,
         x,
         wt,
-        bias,
+        store,
         y,
         wide,
     };
@@ -308,7 +319,7 @@ struct Forward<'a> {
     samples: usize,
     x: &'a [f32],
     wt: &'a [f32],
-    bias: Option<&'a [f32]>,
+    store: Store<'a>,
     y: &'a mut [f32],
     wide: bool,
 }
@@ -325,14 +336,14 @@ impl Kernel for Forward<'_> {
             samples,
             x,
             wt,
-            bias,
+            store,
             y,
             wide,
         } = self;
         let most = if simd::wide_tiles::<V>(wide) { 12 } else { 6 };
         let tiles = g.ow.div_ceil(most);
         let width = g.ow.div_ceil(tiles);
-        let (sample_x, sample_y, plane) = (g.c * g.plane, g.o * g.oh * g.ow, g.oh * g.ow);
+        let (sample_x, sample_y) = (g.c * g.plane, g.o * g.oh * g.ow);
         // One output row, a vector of channels per position: the tiles store whole vectors
         // here, and `store_row` transposes them into the planes with the bias and ReLU.
         // (Scattering each vector's lanes from the tile cost as much as the products, C3:
@@ -340,6 +351,13 @@ impl Kernel for Forward<'_> {
         let mut stage = [0.0f32; MAX_ROW * LANES];
         for b in 0..samples {
             let (x, y) = (&x[b * sample_x..], &mut y[b * sample_y..][..sample_y]);
+            // The residual branch's planes of this sample.
+            let store = match store {
+                Store::BiasResidualRelu(bias, Skip::Operand(skip)) => {
+                    Store::BiasResidualRelu(bias, Skip::Operand(&skip[b * sample_y..]))
+                }
+                other => other,
+            };
             for ov in (0..g.o).step_by(LANES) {
                 for i in 0..g.oh {
                     for j in (0..g.ow).step_by(width) {
@@ -364,43 +382,42 @@ impl Kernel for Forward<'_> {
                             }
                         }
                     }
-                    store_row(
-                        g,
-                        &stage[..g.ow * LANES],
-                        bias,
-                        (ov, i),
-                        &mut y[ov * plane..],
-                    );
+                    store_row(g, &stage[..g.ow * LANES], store, (ov, i), y);
                 }
             }
         }
     }
 }
 
-/// Row `i` of output planes `ov..` (of `y`, from plane `ov` on) from `staged`, a vector of
-/// channels per position, with the bias and ReLU as [`crate::direct::forward`] computes them
-/// (one rounding for the sum; `z > 0 ? z : +0`).
-fn store_row(
-    g: &Conv,
-    staged: &[f32],
-    bias: Option<&[f32]>,
-    (ov, i): (usize, usize),
-    y: &mut [f32],
-) {
+/// Row `i` of output planes `ov..` of one sample's `y` from `staged`, a vector of channels
+/// per position, through `store` (one rounding for each sum, in the loops' order; the
+/// interpreter's `relu`), its residual branch that sample's planes.
+fn store_row(g: &Conv, staged: &[f32], store: Store<'_>, (ov, i): (usize, usize), y: &mut [f32]) {
     let plane = g.oh * g.ow;
-    for (l, plane) in y.chunks_mut(plane).take((g.o - ov).min(LANES)).enumerate() {
-        let row = &mut plane[i * g.ow..][..g.ow];
+    for l in 0..(g.o - ov).min(LANES) {
+        let at = (ov + l) * plane + i * g.ow;
+        let row = &mut y[at..][..g.ow];
         let lanes = staged.chunks_exact(LANES);
-        match bias {
-            Some(bias) => {
-                for (v, at) in row.iter_mut().zip(lanes) {
-                    let z = at[l] + bias[ov + l];
-                    *v = if z > 0.0 { z } else { 0.0 };
+        match store {
+            Store::Plain => {
+                for (v, s) in row.iter_mut().zip(lanes) {
+                    *v = s[l];
                 }
             }
-            None => {
-                for (v, at) in row.iter_mut().zip(lanes) {
-                    *v = at[l];
+            Store::BiasRelu(bias) => {
+                for (v, s) in row.iter_mut().zip(lanes) {
+                    *v = relu(s[l] + bias[ov + l]);
+                }
+            }
+            Store::BiasResidualRelu(bias, Skip::Operand(skip)) => {
+                let skip = &skip[at..][..g.ow];
+                for ((v, s), &r) in row.iter_mut().zip(lanes).zip(skip) {
+                    *v = relu((s[l] + bias[ov + l]) + r);
+                }
+            }
+            Store::BiasResidualRelu(bias, Skip::InPlace) => {
+                for (v, s) in row.iter_mut().zip(lanes) {
+                    *v = relu((s[l] + bias[ov + l]) + *v);
                 }
             }
         }
@@ -511,7 +528,7 @@ pub fn time_c3(isa: Isa) {
     for _ in 0..50 {
         let t = std::time::Instant::now();
         transposed_filters(&g, &w, &mut wt);
-        forward(isa, &g, samples, &x, &wt, Some(&w[..16]), &mut y);
+        forward(isa, &g, samples, &x, &wt, Store::BiasRelu(&w[..16]), &mut y);
         fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
     }
     println!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
@@ -611,11 +628,13 @@ mod tests {
                 crate::testing::vector_units("channels::forward_gives_the_bits_of_direct_forward")
                     .into_iter()
                     .flat_map(|isa| [(isa, false), (isa, true)]);
+            let out = samples * o * g.oh * g.ow;
+            let skip = values(out, 600 + k as u64);
             for (isa, wide) in runs {
                 for bias in [None, Some(&bias[..])] {
-                    let out = samples * o * g.oh * g.ow;
+                    let store = bias.map_or(Store::Plain, Store::BiasRelu);
                     let (mut got, mut want) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                    forward_tiled(isa, &g, samples, (&x, &wt, bias), &mut got, wide);
+                    forward_tiled(isa, &g, samples, (&x, &wt, store), &mut got, wide);
                     crate::direct::forward(isa, &g, samples, &x, &w, bias, &mut want);
                     assert!(want.iter().all(|v| v.is_finite()));
                     assert_eq!(
@@ -625,6 +644,22 @@ mod tests {
                         (c, h, wd, o)
                     );
                 }
+                // A residual branch, its own tensor or the output's buffer: the plain product
+                // with `(y + b) + skip` and relu after it, in that order.
+                let mut plain = vec![f32::NAN; out];
+                crate::direct::forward(isa, &g, samples, &x, &w, None, &mut plain);
+                let positions = g.oh * g.ow;
+                let want: Vec<f32> = (0..out)
+                    .map(|e| relu((plain[e] + bias[e / positions % o]) + skip[e]))
+                    .collect();
+                let mut got = vec![f32::NAN; out];
+                let store = Store::BiasResidualRelu(&bias, Skip::Operand(&skip));
+                forward_tiled(isa, &g, samples, (&x, &wt, store), &mut got, wide);
+                assert_eq!(bits(&got), bits(&want), "operand on {isa:?} wide {wide}");
+                let mut got = skip.clone();
+                let store = Store::BiasResidualRelu(&bias, Skip::InPlace);
+                forward_tiled(isa, &g, samples, (&x, &wt, store), &mut got, wide);
+                assert_eq!(bits(&got), bits(&want), "in place on {isa:?} wide {wide}");
             }
         }
     }

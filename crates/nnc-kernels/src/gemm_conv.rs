@@ -13,6 +13,8 @@
 //! arenas or threads (a caller splits the samples; each part's filter gradient is its own
 //! partial sum).
 
+use crate::store::{Skip, Store, relu};
+
 /// Floats of im2col columns and gathered output rows per chunk: with gemm's packed copies
 /// of both, well inside a core's L2 (1–2 MiB on the CPUs measured).
 pub const CHUNK_FLOATS: usize = 1 << 16;
@@ -202,33 +204,6 @@ fn gather_rows(g: &Geometry, y: &[f32], chunk: Chunk, rows: &mut [f32], np: usiz
                 .copy_from_slice(&y[(b * g.o + oc) * p + i * g.ow..][..g.ow]);
         }
     }
-}
-
-/// What the forward product does to its rows as it stores them (a fused epilogue).
-#[derive(Clone, Copy, Debug)]
-pub enum Store<'a> {
-    /// `y = conv`.
-    Plain,
-    /// `y = relu(conv + b)` (`o` floats).
-    BiasRelu(&'a [f32]),
-    /// `y = relu((conv + b) + skip)`: a residual connection, `skip` of `y`'s shape.
-    BiasResidualRelu(&'a [f32], Skip<'a>),
-}
-
-/// Where a residual's other branch is.
-#[derive(Clone, Copy, Debug)]
-pub enum Skip<'a> {
-    /// Its own tensor, of `y`'s shape.
-    Operand(&'a [f32]),
-    /// In `y` itself (its buffer is reused for the result): each element is read before the
-    /// sum is stored over it.
-    InPlace,
-}
-
-/// The interpreter's `relu`: zero unless positive (NaN and −0 too).
-#[inline(always)]
-fn relu(s: f32) -> f32 {
-    if s > 0.0 { s } else { 0.0 }
 }
 
 /// `[o, np]` rows back into the chunk's rows of `y`, through `store`.

@@ -12,6 +12,7 @@
 //!   samples ([`samples`]) in the lanes;
 //! - contractions: [`matmul`] (gemm's micro-kernels) and [`sparse`] (image data, its zeros
 //!   skipped);
+//! - [`store`]: what a forward convolution does to its outputs as it stores them;
 //! - [`pool`]: max and sum pooling and their gradients;
 //! - [`copy`]: pad, slice and concatenation; [`reduce`]: sums and maxima over axes;
 //! - [`loss`]: softmax rows and the classifier's fused loss head; [`rmsprop`]: the RMSProp
@@ -31,6 +32,7 @@ pub mod rmsprop;
 pub mod samples;
 pub mod simd;
 pub mod sparse;
+pub mod store;
 
 /// Test helpers shared by the kernels' unit tests and the compiler's tests (not API).
 #[doc(hidden)]
