@@ -102,23 +102,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     };
     // The direct kernels' buffers (see `direct_conv`), for the whole batch: after the input
     // planes padded by the op's padding (stride 1), or the input gradient's padded planes.
-    let [ph, pw] = match inst.op {
-        Op::Conv2d {
-            stride: [1, 1],
-            padding,
-        }
-        | Op::Conv2dGradFilter {
-            stride: [1, 1],
-            padding,
-            ..
-        }
-        | Op::Conv2dGradInput {
-            stride: [1, 1],
-            padding,
-            ..
-        } => padding,
-        _ => [0, 0],
-    };
+    let [ph, pw] = direct_padding(&inst.op);
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
         let (hp, wp) = (x[2] + 2 * ph, x[3] + 2 * pw);
         let g = direct::Conv::forward(x[1], hp, wp, w[0], w[2], w[3]);
@@ -1196,7 +1180,7 @@ impl LibKernel {
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };
         let [c, h, w, o, ..] = self.conv_geometry(op);
         let g = self.direct_geometry(op);
-        let pad = self.op_padding();
+        let pad = direct_padding(&self.op);
         let (nb, out_sample) = (hi - lo, o * g.oh() * g.ow());
         // The planes padded by the op's padding: the input's, or the input gradient's before
         // it is cropped; first in the scratch, the kernel's buffers after them.
@@ -1339,23 +1323,34 @@ impl LibKernel {
         }
     }
 
-    /// The zero rows and columns on each side of the input planes in the op (a direct
-    /// kernel reads them from a padded copy).
-    fn op_padding(&self) -> [usize; 2] {
-        match &self.op {
-            Op::Conv2d { padding, .. }
-            | Op::Conv2dGradFilter { padding, .. }
-            | Op::Conv2dGradInput { padding, .. } => *padding,
-            _ => [0, 0],
-        }
-    }
-
     /// The direct kernels' geometry of `op`'s forward convolution: over the input planes
     /// padded by the op's padding.
     fn direct_geometry(&self, op: WideOp) -> direct::Conv {
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
-        let [ph, pw] = self.op_padding();
+        let [ph, pw] = direct_padding(&self.op);
         direct::Conv::forward(c, h + 2 * ph, w + 2 * pw, o, kh, kw)
+    }
+}
+
+/// The zero rows and columns on each side of a stride-1 convolution's input planes, which a
+/// direct kernel reads from a padded copy; none for other ops (no direct kernel runs them).
+fn direct_padding(op: &Op) -> [usize; 2] {
+    match *op {
+        Op::Conv2d {
+            stride: [1, 1],
+            padding,
+        }
+        | Op::Conv2dGradFilter {
+            stride: [1, 1],
+            padding,
+            ..
+        }
+        | Op::Conv2dGradInput {
+            stride: [1, 1],
+            padding,
+            ..
+        } => padding,
+        _ => [0, 0],
     }
 }
 
