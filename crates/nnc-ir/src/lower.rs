@@ -464,12 +464,13 @@ fn batchnorm(
     (b.add(scaled, shift), updates)
 }
 
-/// The input of a window layer (convolution or pooling) as the IR's ops take it, whose
-/// windows must tile their padded input exactly, and the symmetric padding left for the
-/// convolution itself. The rows and columns no window reads (the output size is rounded down)
-/// are cropped with a `slice`; uneven padding (`same` with an even kernel or a stride) is a
-/// `pad` before the window, which then pads nothing. Layers that tile their input exactly
-/// with even padding lower to the window op alone.
+/// The input of a window layer (convolution or pooling) as the IR's ops take it, and the
+/// symmetric padding left for the convolution itself. A convolution's windows must tile its
+/// padded input exactly: the rows and columns no window reads (the output size is rounded
+/// down) are cropped with a `slice`; pooling rounds down itself and reads its input whole.
+/// Uneven padding (`same` with an even kernel or a stride) is a `pad` before the window,
+/// which then pads nothing. Layers that tile their input exactly with even padding, and
+/// pooling in floor mode, lower to the window op alone.
 fn window_input(
     b: &mut Builder<'_>,
     x: ValueId,
@@ -478,7 +479,10 @@ fn window_input(
     let Some(window) = layer.kind.window() else {
         unreachable!("window_input is called on window layers")
     };
-    let unread = layer.unread();
+    let unread = match layer.kind {
+        LayerKind::Conv2d { .. } => layer.unread(),
+        _ => [0, 0],
+    };
     let overhang = layer_overhang(layer);
     let shape = b.shape(x);
     let rank = shape.len();

@@ -616,6 +616,10 @@ fn pooling_cases() -> Vec<Case> {
         ("2,3,7,9", "2,3,3,4", "3,3", "2,2"),
         ("2,3,6,7", "2,3,5,6", "2,2", "1,1"),
         ("3,6,7", "3,3,5", "2,3", "2,1"),
+        // Rounded down: rows and columns past the last window, which none reads.
+        ("2,3,9,11", "2,3,4,5", "2,2", "2,2"),
+        ("2,3,8,8", "2,3,3,3", "3,3", "2,2"),
+        ("2,3,7,10", "2,3,2,3", "3,3", "3,3"),
     ] {
         let window = format!("size=[{size}], stride=[{stride}]");
         for x_name in ["tie", "x"] {
@@ -657,6 +661,19 @@ fn pooling_cases() -> Vec<Case> {
                %g: f32[4,16,10,10] = maxpool_grad %x, %dy, size=[2,2], stride=[2,2]
                %m: f32[4,16,10,10] = step %x
                %d: f32[4,16,10,10] = mul %g, %m
+               %db: f32[16] = reduce_sum %d, axes=[0,2,3]
+               return %d, %db
+             }",
+        )
+        .label("[one pass on"),
+    );
+    // The same on planes with an odd row and column, which no window reads.
+    cases.push(
+        case(
+            "func @f(%x: f32[4,16,11,11], %dy: f32[4,16,5,5]) -> (f32[4,16,11,11], f32[16]) {
+               %g: f32[4,16,11,11] = maxpool_grad %x, %dy, size=[2,2], stride=[2,2]
+               %m: f32[4,16,11,11] = step %x
+               %d: f32[4,16,11,11] = mul %g, %m
                %db: f32[16] = reduce_sum %d, axes=[0,2,3]
                return %d, %db
              }",

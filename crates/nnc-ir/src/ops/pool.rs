@@ -1,10 +1,23 @@
-//! Max and sum pooling over the last two axes, and their gradients.
+//! Max and sum pooling over the last two axes, and their gradients. Unlike a convolution's,
+//! a pooling's windows need not tile its input: the output size is rounded down, and the
+//! rows and columns past the last window are read by none (their gradient is 0), as in
+//! PyTorch's and ONNX's default floor mode. The kernels then need no cropped copy.
 
-use super::conv::window_out;
 use super::expect_dtype;
 use crate::function::{Builder, ValueId};
 use crate::op::Op;
 use crate::types::{DType, Type};
+
+/// The windows of `k` at stride `s` that fit in `n`, rounded down.
+fn pooled(n: usize, k: usize, s: usize) -> Result<usize, String> {
+    if k == 0 || s == 0 {
+        return Err("window and stride must be positive".into());
+    }
+    if k > n {
+        return Err(format!("window {k} does not fit input {n}"));
+    }
+    Ok((n - k) / s + 1)
+}
 
 fn spatial(t: &Type, what: &str) -> Result<(Vec<usize>, [usize; 2]), String> {
     expect_dtype(t, DType::F32, what)?;
@@ -20,8 +33,8 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
         Op::MaxPool { size, stride } | Op::SumPool { size, stride } => {
             let (lead, [h, w]) = spatial(args[0], "the input")?;
             let mut shape = lead;
-            shape.push(window_out(h, size[0], stride[0], 0)?);
-            shape.push(window_out(w, size[1], stride[1], 0)?);
+            shape.push(pooled(h, size[0], stride[0])?);
+            shape.push(pooled(w, size[1], stride[1])?);
             Ok(Type::f32(shape))
         }
         Op::MaxPoolGrad { size, stride } => {
@@ -41,8 +54,8 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
             input,
         } => {
             let (lead, [oh, ow]) = spatial(args[0], "the output gradient")?;
-            if window_out(input[0], size[0], stride[0], 0)? != oh
-                || window_out(input[1], size[1], stride[1], 0)? != ow
+            if pooled(input[0], size[0], stride[0])? != oh
+                || pooled(input[1], size[1], stride[1])? != ow
             {
                 return Err(format!("input {input:?} does not pool to {oh}x{ow}"));
             }

@@ -4,7 +4,8 @@
 
 use super::*;
 
-/// Window, stride, and windows down and across (the plane is what they tile).
+/// Window, stride, and windows down and across (the plane is what they tile, and for some
+/// also planes with rows and columns that no window reads).
 fn geometries() -> Vec<Window> {
     let windows = [[1, 1], [2, 2], [3, 3], [2, 3], [3, 1], [5, 5], [1, 4]];
     let strides = [[1, 1], [2, 2], [3, 3], [2, 1], [1, 3]];
@@ -15,6 +16,11 @@ fn geometries() -> Vec<Window> {
             for o in outputs {
                 let plane = [(o[0] - 1) * s[0] + k[0], (o[1] - 1) * s[1] + k[1]];
                 all.push(Window::new(plane, k, s));
+                // Rounded down: rows and columns past the last window that none reads.
+                let win = Window::new([plane[0] + 1, plane[1] + 2], k, s);
+                if (win.oh, win.ow) == (o[0], o[1]) && o[0] * o[1] == 12 {
+                    all.push(win);
+                }
             }
         }
     }
