@@ -988,12 +988,12 @@ impl LibKernel {
             WideOp::Forward => {
                 // SAFETY: forwarded.
                 let store = unsafe { self.forward_store(base, (lo, hi), g.o, g.positions()) };
-                gemm_conv::forward(&g, nb, x, arg(1), store, out, scratch)
+                gemm_conv::forward(self.isa, &g, nb, x, arg(1), store, out, scratch)
             }
             WideOp::Input => gemm_conv::input_gradient(&g, nb, x, arg(1), out, scratch),
             WideOp::Filter => {
                 let dy = &arg(1)[lo * g.o * g.positions()..hi * g.o * g.positions()];
-                gemm_conv::filter_gradient(&g, nb, x, dy, out, scratch)
+                gemm_conv::filter_gradient(self.isa, &g, nb, x, dy, out, scratch)
             }
         }
     }

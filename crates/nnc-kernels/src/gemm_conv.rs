@@ -13,6 +13,7 @@
 //! arenas or threads (a caller splits the samples; each part's filter gradient is its own
 //! partial sum).
 
+use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
 use crate::store::{Skip, Store, relu};
 
 /// Floats of im2col columns and gathered output rows per chunk: with gemm's packed copies
@@ -132,8 +133,103 @@ fn chunks(g: &Geometry, samples: usize) -> impl Iterator<Item = Chunk> {
 }
 
 /// Columns `col[t][n]` (`t` a tap `(c, ki, kj)`, `n` a column of the chunk, row stride `np`)
-/// of the chunk's rows of `x` (`samples × c × h × w`).
-fn im2col(g: &Geometry, x: &[f32], chunk: Chunk, col: &mut [f32], np: usize) {
+/// of the chunk's rows of `x` (`samples × c × h × w`), on `isa`'s vector unit where there is
+/// one (a strided convolution's taps are every `sw`-th input column: one copy per float
+/// otherwise, most of a stride-2 layer's time).
+fn im2col(isa: Option<Isa>, g: &Geometry, x: &[f32], chunk: Chunk, col: &mut [f32], np: usize) {
+    match isa {
+        // SAFETY: the unit is supported (checked); `Im2col` indexes the slices it is given.
+        Some(isa) if isa.supported() && g.stride[1] > 1 => unsafe {
+            simd::run(
+                isa,
+                Im2col {
+                    g,
+                    x,
+                    chunk,
+                    col,
+                    np,
+                },
+            )
+        },
+        _ => im2col_rows::<Portable>(g, x, chunk, col, np),
+    }
+}
+
+struct Im2col<'a> {
+    g: &'a Geometry,
+    x: &'a [f32],
+    chunk: Chunk,
+    col: &'a mut [f32],
+    np: usize,
+}
+
+impl Kernel for Im2col<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        im2col_rows::<Lanes<V>>(self.g, self.x, self.chunk, self.col, self.np)
+    }
+}
+
+/// How a row of taps is copied: `dst[j] = src[j · stride]`, `src` holding the last one.
+trait Taps {
+    fn copy(src: &[f32], stride: usize, dst: &mut [f32]);
+}
+
+struct Portable;
+
+impl Taps for Portable {
+    #[inline(always)]
+    fn copy(src: &[f32], stride: usize, dst: &mut [f32]) {
+        if stride == 1 {
+            dst.copy_from_slice(&src[..dst.len()]);
+        } else {
+            for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = *s;
+            }
+        }
+    }
+}
+
+/// Sixteen taps a vector: at stride 2 the even lanes of two loads, at other strides a gather.
+/// Only used inside [`Im2col::run`], where the CPU has `V`'s unit.
+struct Lanes<V>(std::marker::PhantomData<V>);
+
+impl<V: F32x16> Taps for Lanes<V> {
+    #[inline(always)]
+    fn copy(src: &[f32], stride: usize, dst: &mut [f32]) {
+        let n = dst.len();
+        if n == 0 {
+            return;
+        }
+        assert!(stride > 0 && (n - 1) * stride < src.len());
+        // Floats from tap `k`'s to the last tap's, inclusive.
+        let span = |k: usize| (n - 1 - k) * stride + 1;
+        // SAFETY: `Lanes` runs inside `simd::run` for `V` (the CPU has its unit). Tap `k`'s
+        // vector reads `span(k)` floats of `src` from `k · stride` (asserted inside `src`)
+        // or fewer, by its masks, and writes the taps `k..k + 16` below `n` of `dst`.
+        unsafe {
+            for k in (0..n).step_by(16) {
+                let m = low_bits(n - k);
+                let at = src.as_ptr().add(k * stride);
+                let v = if stride == 2 {
+                    let reach = span(k);
+                    let a = V::load_masked(low_bits(reach), at);
+                    let b = V::load_masked(low_bits(reach.saturating_sub(16)), at.add(16));
+                    a.deinterleave(b).0
+                } else {
+                    V::load_strided(m, at, stride)
+                };
+                v.store_masked(m, dst.as_mut_ptr().add(k));
+            }
+        }
+    }
+}
+
+/// [`im2col`] with each row's taps copied by `T`.
+#[inline(always)]
+fn im2col_rows<T: Taps>(g: &Geometry, x: &[f32], chunk: Chunk, col: &mut [f32], np: usize) {
     let (plane, sample) = (g.h * g.w, g.c * g.h * g.w);
     let sw = g.stride[1];
     for ci in 0..g.c {
@@ -151,16 +247,9 @@ fn im2col(g: &Geometry, x: &[f32], chunk: Chunk, col: &mut [f32], np: usize) {
                     let src = &x[b * sample + ci * plane + r * g.w..][..g.w];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
-                    if lo == hi {
-                        continue;
-                    }
-                    let first = lo * sw + kj - g.pad[1];
-                    if sw == 1 {
-                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                    } else {
-                        for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                            *d = *s;
-                        }
+                    if lo < hi {
+                        let first = lo * sw + kj - g.pad[1];
+                        T::copy(&src[first..], sw, &mut dst[lo..hi]);
                     }
                 }
             }
@@ -269,8 +358,10 @@ fn buffers<'a>(
 /// `y = conv(x, w)` for `samples` samples: `x` is `samples × c × h × w`, `w` is
 /// `o × c × kh × kw`, `y` is `samples × o × oh × ow`; `scratch` holds
 /// [`Geometry::scratch_floats`]. `store` says what is stored: the product, or a fused bias,
-/// residual sum and ReLU of it.
+/// residual sum and ReLU of it. Strided columns are copied on `isa`'s unit where there is one.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
+    isa: Option<Isa>,
     g: &Geometry,
     samples: usize,
     x: &[f32],
@@ -284,7 +375,7 @@ pub fn forward(
     let (col, rows, _) = buffers(g, samples, scratch);
     for chunk in chunks(g, samples) {
         let np = chunk.columns(g);
-        im2col(g, x, chunk, col, np);
+        im2col(isa, g, x, chunk, col, np);
         // Y' [O, np] = W [O, K] · col [K, np]
         // SAFETY: `rows` holds `o · np` floats, `w` `o · k` (asserted), `col` `k · np`, with
         // these strides; `rows` is a scratch slice overlapping neither operand.
@@ -337,6 +428,7 @@ pub fn input_gradient(
 /// `dw = Σ_samples dy ⋆ x` for `samples` samples: `x` is `samples × c × h × w`, `dy`
 /// `samples × o × oh × ow`, `dw` `o × c × kh × kw` (overwritten; zero for no samples).
 pub fn filter_gradient(
+    isa: Option<Isa>,
     g: &Geometry,
     samples: usize,
     x: &[f32],
@@ -353,7 +445,7 @@ pub fn filter_gradient(
     dwt.fill(0.0);
     for chunk in chunks(g, samples) {
         let np = chunk.columns(g);
-        im2col(g, x, chunk, col, np);
+        im2col(isa, g, x, chunk, col, np);
         gather_rows(g, dy, chunk, rows, np);
         // SAFETY: `dwt` holds `k · o` floats, `col` `k · np`, `rows` `o · np` (read
         // transposed); `dwt` is a scratch slice overlapping neither.
@@ -415,7 +507,7 @@ unsafe fn gemm_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::values;
+    use crate::testing::{values, vector_units_or_skip};
 
     /// `y`, `dx` and `dw` by the definition, in f64: every product of the sum, each added
     /// to its output and (times `dy`) to the two gradients.
@@ -475,8 +567,12 @@ mod tests {
         for &(c, o) in &[(1, 3), (3, 5), (17, 2)] {
             for &(kh, kw) in &[(1, 1), (3, 3), (5, 1), (2, 7), (1, 13)] {
                 for &stride in &[[1, 1], [2, 2], [3, 1], [1, 4]] {
-                    for &pad in &[[0, 0], [1, 2], [3, 3]] {
-                        let (h, w, n) = (9, 8, 3);
+                    for (&pad, (h, w)) in
+                        [[0, 0], [1, 2], [3, 3]]
+                            .iter()
+                            .zip([(9, 8), (9, 8), (4, 45)])
+                    {
+                        let n = 3;
                         if h + 2 * pad[0] < kh || w + 2 * pad[1] < kw {
                             continue;
                         }
@@ -509,14 +605,36 @@ mod tests {
         // NaN scratch and outputs: whatever a product reads before writing shows.
         let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
         let mut y = vec![f32::NAN; dy.len()];
-        forward(g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
+        forward(None, g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
         close(&y, &y_want, "forward", g);
         let mut dx = vec![f32::NAN; x.len()];
         input_gradient(g, n, &dy, &w, &mut dx, &mut scratch);
         close(&dx, &dx_want, "input gradient", g);
         let mut dw = vec![f32::NAN; w.len()];
-        filter_gradient(g, n, &x, &dy, &mut dw, &mut scratch);
+        filter_gradient(None, g, n, &x, &dy, &mut dw, &mut scratch);
         close(&dw, &dw_want, "filter gradient", g);
+        // The vector units' im2col copies the same floats: the same bits.
+        for isa in vector_units_or_skip("gemm_conv products") {
+            let mut got = vec![f32::NAN; y.len()];
+            forward(
+                Some(isa),
+                g,
+                n,
+                &x,
+                &w,
+                Store::Plain,
+                &mut got,
+                &mut scratch,
+            );
+            assert_eq!(bits(&got), bits(&y), "{isa:?} forward {g:?}");
+            let mut got = vec![f32::NAN; dw.len()];
+            filter_gradient(Some(isa), g, n, &x, &dy, &mut got, &mut scratch);
+            assert_eq!(bits(&got), bits(&dw), "{isa:?} filter gradient {g:?}");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]
@@ -544,7 +662,7 @@ mod tests {
             let w = values(o * g.taps(), 5);
             let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
             let mut y = vec![f32::NAN; n * o * hw * hw];
-            forward(&g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
+            forward(None, &g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
             let dy = values(y.len(), 6);
             close(&y, &reference(&g, n, (&x, &w, &dy)).0, "forward", &g);
         }
@@ -574,7 +692,7 @@ mod tests {
         let skip = values(n * o * g.positions(), 10);
         let mut scratch = vec![f32::NAN; g.scratch_floats(n)];
         let mut y = vec![f32::NAN; skip.len()];
-        forward(&g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
+        forward(None, &g, n, &x, &w, Store::Plain, &mut y, &mut scratch);
         let p = g.positions();
         let biased = |k: usize| y[k] + bias[(k / p) % o];
         let relu = |s: f32| if s > 0.0 { s } else { 0.0 };
@@ -583,6 +701,7 @@ mod tests {
         assert!(want_skip.contains(&0.0) && want_skip.iter().any(|&v| v > 0.0));
         let mut got = vec![f32::NAN; y.len()];
         forward(
+            None,
             &g,
             n,
             &x,
@@ -593,11 +712,11 @@ mod tests {
         );
         assert_eq!(got, want_bias);
         let store = Store::BiasResidualRelu(&bias, Skip::Operand(&skip));
-        forward(&g, n, &x, &w, store, &mut got, &mut scratch);
+        forward(None, &g, n, &x, &w, store, &mut got, &mut scratch);
         assert_eq!(got, want_skip);
         let mut got = skip.clone();
         let store = Store::BiasResidualRelu(&bias, Skip::InPlace);
-        forward(&g, n, &x, &w, store, &mut got, &mut scratch);
+        forward(None, &g, n, &x, &w, store, &mut got, &mut scratch);
         assert_eq!(got, want_skip);
     }
 }
