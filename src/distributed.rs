@@ -17,8 +17,8 @@
 //!   so every rank starts from the same (initial or resumed) state.
 //! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
 //!   the checkpoints. The other ranks only train ([`Cluster::follow`]).
-//! - Dropout draws its masks from the step's key mixed with the rank: different samples get
-//!   independent masks, but not the masks a single process would draw.
+//! - Dropout draws the masks a single process would draw: every rank takes the step's key,
+//!   and its gradients program starts the random stream at its shard's first sample.
 //!
 //! The library never prints or exits: the CLI reports and calls [`Cluster::abort`].
 
@@ -296,8 +296,8 @@ struct Distributed {
 }
 
 impl Distributed {
-    /// This rank's shard of `batch`, or `None` when it is empty.
-    fn shard<'a>(&self, batch: &Batch<'a>) -> Option<BatchData<'a>> {
+    /// This rank's shard of `batch` and its first sample, or `None` when it is empty.
+    fn shard<'a>(&self, batch: &Batch<'a>) -> Option<(usize, BatchData<'a>)> {
         let r = shard(batch.size, self.rank, self.size);
         if r.is_empty() {
             return None;
@@ -306,7 +306,7 @@ impl Distributed {
             let per = len / batch.size.max(1);
             r.start * per..r.end * per
         };
-        Some(BatchData {
+        let data = BatchData {
             size: r.len(),
             inputs: match batch.inputs {
                 BatchInputs::U8(x) => InputData::U8(&x[part(x.len())]),
@@ -316,10 +316,12 @@ impl Distributed {
                 BatchTargets::Classes(t) => TargetData::Classes(&t[part(t.len())]),
                 BatchTargets::Values(t) => TargetData::Values(&t[part(t.len())]),
             },
-            // Independent masks on every rank (a golden-ratio multiple of the rank).
-            key: batch.key ^ (self.rank as u32).wrapping_mul(0x9E37_79B9) as i32,
+            // The whole batch's key: each rank draws its samples' part of the masks one
+            // process would draw (the gradients program starts at sample `r.start`).
+            key: batch.key,
             lr: batch.lr,
-        })
+        };
+        Some((r.start, data))
     }
 
     fn whole<'a>(batch: &Batch<'a>) -> BatchData<'a> {
@@ -346,7 +348,7 @@ impl Backend for Distributed {
         }
         let start = Instant::now();
         let out = match self.shard(batch) {
-            Some(part) => match self.jit.run_gradients(&part, batch.size) {
+            Some((first, part)) => match self.jit.run_gradients(&part, first, batch.size) {
                 Ok(out) => out,
                 Err(e) => {
                     self.broken = true;

@@ -209,10 +209,21 @@ fn losses(run: &Run) -> Vec<f64> {
 
 #[test]
 fn two_ranks_train_as_one_process() {
+    trains_as_one_process("conv2d(4, 5) -> relu -> maxpool(2)");
+}
+
+/// With dropout: the two ranks draw the single process's masks, each its samples' part.
+#[test]
+fn two_ranks_draw_one_process_dropout_masks() {
+    trains_as_one_process("conv2d(4, 5) -> relu -> maxpool(2)\n    dropout(0.3)");
+}
+
+fn trains_as_one_process(first: &str) {
     // 33 digits at batch 33: every epoch is one step of the whole set, so the 20 epochs'
     // training losses are 20 steps' losses. 33 is odd: the shards are 17 and 16.
-    let (tmp, file) = model_dir(
+    let (tmp, file) = model_dir_with(
         33,
+        first,
         "    optimizer adam(lr: 0.002)\n    batch 33\n    epochs 20",
     );
     let path = file.to_str().expect("utf-8");

@@ -18,11 +18,14 @@
 //! about 1/shard). Every process ends each step with the same running statistics, unlike
 //! DDP, which keeps rank 0's.
 
+use std::ops::Range;
+
 use nnc_check::Model;
 
 use crate::compile::compile;
 use crate::function::{Builder, Function, ValueId};
 use crate::lower::{InputSpec, TargetSpec};
+use crate::op::Op;
 use crate::optim::{self, TrainStep};
 use crate::passes;
 
@@ -45,18 +48,20 @@ pub struct DataParallelStep {
     pub update: TrainStep,
 }
 
-/// Compiles the split step of a model that has a train block, for a shard of `shard`
-/// samples of a global batch of `global` (1 ≤ shard ≤ global).
+/// Compiles the split step of a model that has a train block, for the samples `samples` of
+/// a global batch of `global` (not empty, within it). Dropout masks are the global batch's
+/// at those samples: the ranks together draw what one process draws for the whole batch.
 pub fn compile_data_parallel(
     model: &Model,
-    shard: usize,
+    samples: Range<usize>,
     global: usize,
     input: InputSpec,
     targets: TargetSpec,
 ) -> Result<DataParallelStep, String> {
-    if shard == 0 || shard > global {
-        return Err(format!("a shard of {shard} samples of a batch of {global}"));
+    if samples.is_empty() || samples.end > global {
+        return Err(format!("samples {samples:?} of a batch of {global}"));
     }
+    let shard = samples.len();
     let train = model
         .train
         .as_ref()
@@ -83,6 +88,12 @@ pub fn compile_data_parallel(
     // new value in its parameter's place, scaled the same way (so that the sum over the
     // shards is their average, weighted by the shards' sizes).
     let mut g = c.backward.clone();
+    for inst in &mut g.insts {
+        if let Op::RandomUniform { shape, first, .. } = &mut inst.op {
+            let per_sample: usize = shape[1..].iter().product();
+            *first = (samples.start * per_sample) as u64;
+        }
+    }
     let share = shard as f64 / global as f64;
     let results = g.results.clone();
     let mut b = Builder { f: &mut g };
@@ -177,10 +188,21 @@ mod tests {
     /// weight decay, scheduled rate), to rounding in f64.
     #[test]
     fn shards_summed_make_the_whole_step() {
+        shards_summed_make_the_whole_step_of("");
+    }
+
+    /// The same with dropout: the shards' masks are the whole batch's at their samples.
+    #[test]
+    fn shards_draw_the_whole_steps_dropout_masks() {
+        shards_summed_make_the_whole_step_of("dropout(0.5)");
+    }
+
+    fn shards_summed_make_the_whole_step_of(dropout: &str) {
         let source = r#"
             model m {
                 input x: f32[3]
                 dense(4, activation: tanh)
+                DROPOUT
                 out: dense(2)
             }
             train m {
@@ -191,14 +213,18 @@ mod tests {
                 batch 5
             }
         "#;
-        let (model, input, targets) = checked(source);
+        let (model, input, targets) = checked(&source.replace("DROPOUT", dropout));
         let whole = compile(&model, 5, input.clone(), targets)
             .expect("compiles")
             .train_step;
         let parts = [
-            compile_data_parallel(&model, 3, 5, input.clone(), targets).expect("compiles"),
-            compile_data_parallel(&model, 2, 5, input, targets).expect("compiles"),
+            compile_data_parallel(&model, 0..3, 5, input.clone(), targets).expect("compiles"),
+            compile_data_parallel(&model, 3..5, 5, input, targets).expect("compiles"),
         ];
+        // Dropout's key follows the inputs and targets.
+        let keyed = parts[0].data_params == 3;
+        assert_eq!(keyed, !dropout.is_empty());
+        let key = || Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[]), vec![11]).expect("shape"));
         let x: Vec<f64> = (0..15).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect();
         let t = [0, 1, 1, 0, 1];
         let init = crate::init::init_params(&model, 3);
@@ -223,6 +249,7 @@ mod tests {
                 )
             };
             let mut inputs = vec![tensor(&[5, 3], &x), labels(0..5)];
+            inputs.extend(keyed.then(key));
             inputs.extend(params.iter().zip(&shapes).map(|(p, s)| tensor(s, p)));
             inputs.extend(states.iter().zip(&state_shapes).map(|(p, s)| tensor(s, p)));
             inputs.push(tensor(&[], &[lr]));
@@ -239,6 +266,7 @@ mod tests {
                     tensor(&[range.len(), 3], &x[range.start * 3..range.end * 3]),
                     labels(range),
                 ];
+                inputs.extend(keyed.then(key));
                 inputs.extend(split_params.iter().zip(&shapes).map(|(p, s)| tensor(s, p)));
                 let out = run_f64(&part.gradients, inputs).expect("runs");
                 loss += out[0].scalar().expect("scalar");
@@ -325,9 +353,9 @@ mod tests {
         // The whole step's results: loss, correct, then the new parameters in order.
         let out = run(&whole.train_step.func, 0..5);
         let mut sums = [vec![0.0; 4], vec![0.0; 4]];
-        for (shard, r) in [(3, 0..3), (2, 3..5)] {
-            let part =
-                compile_data_parallel(&model, shard, 5, input.clone(), targets).expect("compiles");
+        for r in [0..3, 3..5] {
+            let part = compile_data_parallel(&model, r.clone(), 5, input.clone(), targets)
+                .expect("compiles");
             assert_eq!(part.running, running);
             assert_eq!(part.update.params.len(), names.len() - 2);
             let shares = run(&part.gradients, r);

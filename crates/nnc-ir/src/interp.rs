@@ -571,10 +571,14 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
             }
             p.mapv(|x| x * s)
         }
-        Op::RandomUniform { stream, shape } => {
+        Op::RandomUniform {
+            stream,
+            shape,
+            first,
+        } => {
             let key = as_i32(args[0])?.iter().next().copied().unwrap_or(0);
             let n: usize = shape.iter().product();
-            let data = (0..n as u64)
+            let data = (*first..*first + n as u64)
                 .map(|i| T::from_f64(random_uniform(key, *stream, i) as f64))
                 .collect();
             ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| e.to_string())?

@@ -337,6 +337,7 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                         Op::RandomUniform {
                             stream: i as u64,
                             shape,
+                            first: 0,
                         },
                         &[key],
                     );

@@ -181,10 +181,13 @@ pub enum Op {
     /// (logits, labels, dloss) → (softmax(logits) − onehot(labels)) · dloss / B.
     SoftmaxXentGrad,
     /// Uniform [0, 1) numbers from a counter-based hash of (key, stream, element index):
-    /// the same key gives the same numbers, in the interpreter and in compiled code.
+    /// the same key gives the same numbers, in the interpreter and in compiled code. Element
+    /// `i` hashes index `first + i`: a data-parallel shard starting at sample `s` takes
+    /// `first = s ·` (elements per sample), and so the numbers of one process's whole batch.
     RandomUniform {
         stream: u64,
         shape: Vec<usize>,
+        first: u64,
     },
 }
 
@@ -399,10 +402,21 @@ impl Op {
             ],
             Op::ToF32 { scale } => vec![("scale", Attr::Float(*scale))],
             Op::OneHot { classes } => vec![("classes", Attr::Int(*classes))],
-            Op::RandomUniform { stream, shape } => vec![
-                ("stream", Attr::Int(*stream as usize)),
-                ("shape", Attr::Ints(shape.clone())),
-            ],
+            Op::RandomUniform {
+                stream,
+                shape,
+                first,
+            } => {
+                let mut attrs = vec![
+                    ("stream", Attr::Int(*stream as usize)),
+                    ("shape", Attr::Ints(shape.clone())),
+                ];
+                // Printed only where it is not 0: a one-process step reads as before.
+                if *first != 0 {
+                    attrs.push(("first", Attr::Int(*first as usize)));
+                }
+                attrs
+            }
             _ => Vec::new(),
         }
     }
@@ -559,6 +573,10 @@ impl Op {
             "random_uniform" => Ok(Op::RandomUniform {
                 stream: int(get("stream")?, "stream")? as u64,
                 shape: ints(get("shape")?, "shape")?,
+                first: match get("first") {
+                    Ok(a) => int(a, "first")? as u64,
+                    Err(_) => 0,
+                },
             }),
             _ => Err(format!("unknown op `{name}`")),
         }?;

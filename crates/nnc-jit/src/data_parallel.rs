@@ -49,8 +49,9 @@ pub struct DataParallelModel {
     model: Model,
     input: InputSpec,
     targets: TargetSpec,
-    /// Gradients programs by (shard, global batch): the last batch of an epoch is smaller.
-    gradients: HashMap<(usize, usize), GradientsProgram>,
+    /// Gradients programs by (first sample, shard, global batch): the last batch of an epoch
+    /// is smaller.
+    gradients: HashMap<(usize, usize, usize), GradientsProgram>,
     update: Program,
     update_step: TrainStep,
     /// Every parameter's share (its gradient, or a running statistic's new value), one after
@@ -90,7 +91,7 @@ impl DataParallelModel {
         };
         let pool = Arc::new(Pool::new(threads));
         // The update does not depend on the batch size.
-        let split = compile_data_parallel(model, 1, 1, input.clone(), targets)?;
+        let split = compile_data_parallel(model, 0..1, 1, input.clone(), targets)?;
         let mut update = Program::compile_on(&split.update.func, options, pool.clone())?;
         let (init, init_states) = eval.snapshot()?;
         let np = init.len();
@@ -136,19 +137,20 @@ impl DataParallelModel {
         })
     }
 
-    /// Runs the gradients of a shard of `batch.size` samples of a global batch of `global`
-    /// (the shard's samples only in `batch`); they are then in [`Self::gradients`]. Once a
-    /// program for the pair exists, nothing is allocated.
+    /// Runs the gradients of a shard of `batch.size` samples from sample `first` of a global
+    /// batch of `global` (the shard's samples only in `batch`); they are then in
+    /// [`Self::gradients`]. Once a program for the shard exists, nothing is allocated.
     pub fn run_gradients(
         &mut self,
         batch: &BatchData<'_>,
+        first: usize,
         global: usize,
     ) -> Result<ShardOutput, String> {
-        let key = (batch.size, global);
+        let key = (first, batch.size, global);
         if !self.gradients.contains_key(&key) {
             let split = compile_data_parallel(
                 &self.model,
-                batch.size,
+                first..first + batch.size,
                 global,
                 self.input.clone(),
                 self.targets,

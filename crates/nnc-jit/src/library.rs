@@ -811,10 +811,10 @@ impl LibKernel {
             Op::Transpose { perm } => {
                 copy::transpose(f32s(0), shape(0), perm, out_part(0, n(oshape)), oshape);
             }
-            Op::RandomUniform { stream, .. } => {
+            Op::RandomUniform { stream, first, .. } => {
                 let key = i32s(0)[0];
                 for (i, y) in out_part(0, n(oshape)).iter_mut().enumerate() {
-                    *y = nnc_ir::interp::random_uniform(key, *stream, i as u64);
+                    *y = nnc_ir::interp::random_uniform(key, *stream, first + i as u64);
                 }
             }
             other => unreachable!("`{}` has no library kernel", other.name()),
