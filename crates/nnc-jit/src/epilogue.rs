@@ -57,10 +57,17 @@ pub fn bias_relu_epilogue(
     (shape_ok
         && relu_ok
         && stores_only_relu
+        && dense(plan, &[relu.result])
         && used_only_by(f, y, i_add)
         && used_only_by(f, add.result, i_relu))
     .then_some(())?;
     Some((plan.offset[b.index()]?, plan.offset[relu.result.index()]?))
+}
+
+/// Whether the values are each row-major in a buffer of their own (no window of another
+/// value's, [`crate::window`]): what a library kernel reads or stores directly.
+fn dense(plan: &Plan, values: &[ValueId]) -> bool {
+    values.iter().all(|v| plan.strides[v.index()].is_none())
 }
 
 /// Byte offsets of what a recognised epilogue reads and writes.
@@ -111,6 +118,7 @@ pub fn residual_relu_epilogue(
         && skip_ok
         && relu_ok
         && stores_only_relu
+        && dense(plan, &[skip, relu.result])
         && used_only_by(f, y, i_bias)
         && used_only_by(f, add_b.result, i_skip)
         && used_only_by(f, add_s.result, i_relu))
@@ -188,7 +196,8 @@ impl MaskedGrad {
             && *axes == [0, 2, 3]
             && f.ty(sums).shape == [c]
             && outputs == want
-            && epilogue.reductions == [sums])
+            && epilogue.reductions == [sums]
+            && dense(plan, &[x, dy, dz]))
         {
             return None;
         }

@@ -67,6 +67,9 @@ pub struct LibKernel {
     /// the unpadded buffers, whatever the cost model would pick for a part's samples (which
     /// depend on the thread count, while the fold is decided at two threads).
     pub folded: bool,
+    /// Per operand of a `concat`: written in its place in the result by its loop (a window
+    /// of the result, [`crate::window::write_in_place`]), so not copied.
+    pub placed: Vec<bool>,
 }
 
 /// How the parts of a library kernel divide their operand and result: flat element ranges,
@@ -181,6 +184,14 @@ impl LibKernel {
             .zip(&inst.args)
             .for_each(|(a, &v)| a.0 = plan.at(v));
         k.out.0 = plan.at(inst.result);
+        if matches!(inst.op, Op::Concat { .. }) {
+            // A concat's operand with strides of its own is a window of the result.
+            k.placed = inst
+                .args
+                .iter()
+                .map(|v| plan.strides[v.index()].is_some())
+                .collect();
+        }
         k.scratch = scratch;
         k.scratch_part = scratch_part;
         k.extra = extra;
@@ -213,6 +224,7 @@ impl LibKernel {
             sparse_runs: Arc::default(),
             conv_pad: [0, 0],
             folded: false,
+            placed: vec![false; inst.args.len()],
         }
     }
 
@@ -798,6 +810,10 @@ impl LibKernel {
                 let mut at = 0;
                 for k in 0..self.args.len() {
                     let row = n(&shape(k)[*axis..]);
+                    if self.placed[k] {
+                        at += row;
+                        continue;
+                    }
                     let (a, b) = (lo * per(shape(k)), hi * per(shape(k)));
                     let x = if k == 0 { first(a, b) } else { &f32s(k)[a..b] };
                     copy::place(self.isa, x, row, out, stride, at);

@@ -76,7 +76,14 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             let r = root(s, v);
             last[r.index()] = last[r.index()].max(ki);
         }
-        writes(f, k).iter().for_each(|&o| def[o.index()] = ki);
+        for o in writes(f, k) {
+            def[o.index()] = ki;
+            // A concat operand written in place: its result's buffer exists from here.
+            let r = root(s, o).index();
+            if r != o.index() && def[r] == usize::MAX {
+                def[r] = ki;
+            }
+        }
     }
     for &r in &f.results {
         last[root(s, r).index()] = end;
@@ -167,6 +174,19 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             if offset[o.index()].is_some() {
                 continue;
             }
+            // A window written in place (a concat's operand): its buffer is the concat's
+            // result's, allocated at the first such write (its offset is set below).
+            let r = root(s, o);
+            if r != o {
+                if offset[r.index()].is_none() {
+                    offset[r.index()] = Some(alloc(bytes(r), &mut free, &mut top));
+                    let l = last[r.index()];
+                    if l != end && l != usize::MAX {
+                        dying[l.max(ki)].push(r);
+                    }
+                }
+                continue;
+            }
             // `w.new` goes over `w` when it can (an in-place update), else any fitting input.
             let fits = |i: ValueId| {
                 bytes(i) == bytes(o) && elem_size(f.ty(i).dtype) == elem_size(f.ty(o).dtype)
@@ -220,7 +240,7 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
         match s.storage[v] {
             Storage::View(_) | Storage::Scaled(_) => offset[v] = offset[root(s, id).index()],
             Storage::Window(of) => {
-                let start = window::start(f, id) * elem_size(f.ty(id).dtype);
+                let start = window::start(f, id, of) * elem_size(f.ty(id).dtype);
                 offset[v] = offset[root(s, id).index()].map(|o| o + start);
                 strides[v] = Some(window::strides(f, of));
             }

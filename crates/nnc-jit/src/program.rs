@@ -246,6 +246,7 @@ fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
     fuse::fuse(f, &mut schedule, opts.split_small, opts.thread_count());
     head::fuse_heads(f, &mut schedule);
     window::read_in_place(f, &mut schedule);
+    window::write_in_place(f, &mut schedule);
     let plan = plan::plan(f, &schedule);
     (schedule, plan)
 }

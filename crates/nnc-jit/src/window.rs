@@ -1,10 +1,18 @@
-//! Slices read in place: a `slice` whose every reader is a fused loop (the gradient of a
-//! `concat`'s operand, read by its activation mask or a fan-out sum) is no kernel and no
-//! buffer: the loops read it from its operand's buffer at the slice's start, with the
-//! operand's strides (`Storage::Window`; `Plan::strides`). A slice that a library kernel, the
-//! loss head or a view reads, or that is returned, stays a copy.
+//! Windows: values stored inside another value's buffer, at an offset and with that value's
+//! strides (`Storage::Window`; `Plan::strides`), so that no kernel copies them.
+//!
+//! - Slices read in place ([`read_in_place`]): a `slice` whose every reader is a fused loop
+//!   (the gradient of a `concat`'s operand, read by its activation mask or a fan-out sum) is
+//!   no kernel and no buffer: the loops read it from its operand's buffer at the slice's
+//!   start. A slice that a library kernel, the loss head or a view reads, or that is
+//!   returned, stays a copy.
+//! - Concat operands written in place ([`write_in_place`]): an operand that a loop writes
+//!   (a loop kernel, or a library kernel's fused epilogue: a branch's bias and activation)
+//!   and that only the `concat` and loops read is written by that loop straight into its
+//!   place in the concat's result. The concat copies only the other operands (a library
+//!   kernel's result), and is no kernel when none is left.
 
-use nnc_ir::{DType, Function, Op, ValueId};
+use nnc_ir::{DType, Function, Inst, Op, ValueId};
 
 use crate::kernel::{Kernel, LoopKernel, Schedule, Storage, is_elementwise};
 
@@ -31,7 +39,7 @@ pub fn read_in_place(f: &Function, s: &mut Schedule) {
             && f.ty(x).dtype == DType::F32
             && s.storage[x.index()] == Storage::Buffer
             && !f.results.contains(&v)
-            && read_by_loops_only(f, s, v);
+            && read_by_loops_only(f, s, v, None);
         if windowed {
             s.storage[v.index()] = Storage::Window(x);
             s.kernels.remove(k);
@@ -41,21 +49,77 @@ pub fn read_in_place(f: &Function, s: &mut Schedule) {
     }
 }
 
-/// Whether every instruction reading `v` is a loop member (elementwise or a sum), and no
-/// kernel other than a loop reads it (a sum the loss head took, say).
-fn read_by_loops_only(f: &Function, s: &Schedule, v: ValueId) -> bool {
+/// Makes the operands of each `concat` (along an axis after the samples) that a loop writes
+/// and only loops read besides the concat windows of its result, after [`read_in_place`];
+/// removes the concats left with nothing to copy.
+pub fn write_in_place(f: &Function, s: &mut Schedule) {
+    let mut k = 0;
+    while k < s.kernels.len() {
+        let Kernel::Op { inst } = s.kernels[k] else {
+            k += 1;
+            continue;
+        };
+        let concat = &f.insts[inst];
+        let (Op::Concat { axis }, x) = (&concat.op, concat.result) else {
+            k += 1;
+            continue;
+        };
+        let mut left = concat.args.len();
+        if *axis > 0 && f.ty(x).dtype == DType::F32 && s.storage[x.index()] == Storage::Buffer {
+            for &v in &concat.args {
+                let once = concat.args.iter().filter(|&&a| a == v).count() == 1;
+                if once && placeable(f, s, v, inst) {
+                    s.storage[v.index()] = Storage::Window(x);
+                    left -= 1;
+                }
+            }
+        }
+        if left == 0 {
+            s.kernels.remove(k);
+        } else {
+            k += 1;
+        }
+    }
+}
+
+/// Whether concat operand `v` (of instruction `concat`) can be written in its place: an f32
+/// buffer of its own, not returned, that no view or window is of, written at its own index
+/// by a loop (not as a sum), and read by nothing but the concat and loops.
+fn placeable(f: &Function, s: &Schedule, v: ValueId, concat: usize) -> bool {
+    let own_buffer = s.storage[v.index()] == Storage::Buffer
+        && f.ty(v).dtype == DType::F32
+        && !f.results.contains(&v)
+        && !s.storage.iter().any(|st| {
+            matches!(st, Storage::View(o) | Storage::Scaled(o) | Storage::Window(o) if *o == v)
+        });
+    let writer = |l: &LoopKernel| {
+        l.outputs.contains(&v) && !l.reductions.contains(&v) && l.shape == f.ty(v).shape
+    };
+    let written_by_loop = s.kernels.iter().any(|k| match k {
+        Kernel::Loop(l) => writer(l),
+        Kernel::Fused { epilogue, .. } => epilogue.as_ref().is_some_and(writer),
+        _ => false,
+    });
+    own_buffer && written_by_loop && read_by_loops_only(f, s, v, Some(concat))
+}
+
+/// Whether every instruction reading `v` (but `except`) is a loop member (elementwise or a
+/// sum), and no kernel other than a loop (or `except`'s own) reads it (a sum the loss head
+/// took, say).
+fn read_by_loops_only(f: &Function, s: &Schedule, v: ValueId, except: Option<usize>) -> bool {
     let members = f
         .insts
         .iter()
-        .filter(|i| i.args.contains(&v))
-        .all(|i| is_elementwise(&i.op) || matches!(i.op, Op::ReduceSum { .. }));
+        .enumerate()
+        .filter(|&(i, inst)| Some(i) != except && inst.args.contains(&v))
+        .all(|(_, i)| is_elementwise(&i.op) || matches!(i.op, Op::ReduceSum { .. }));
     // A loop reads it along its own axes (not broadcast to more), so that the loop's
     // leading axis is the window's.
     let rank = f.ty(v).shape.len();
     let by_loop = |l: &LoopKernel| !l.inputs.contains(&v) || l.shape.len() == rank;
     let kernels = s.kernels.iter().all(|k| match k {
         Kernel::Loop(l) => by_loop(l),
-        Kernel::Op { inst } => !f.insts[*inst].args.contains(&v),
+        Kernel::Op { inst } => Some(*inst) == except || !f.insts[*inst].args.contains(&v),
         Kernel::Fused {
             prologue,
             inst,
@@ -76,17 +140,39 @@ pub fn strides(f: &Function, x: ValueId) -> Vec<usize> {
     strides
 }
 
-/// The element offset of window `v` (a slice) in its operand.
-pub fn start(f: &Function, v: ValueId) -> usize {
-    let Some(inst) = f.insts.iter().find(|i| i.result == v) else {
-        return 0;
-    };
-    match &inst.op {
-        Op::Slice { start, .. } => start
+/// The element offset of window `v` in `of`: a slice's start in its operand, or a concat
+/// operand's place in the concat's result (the operands before it along the axis).
+pub fn start(f: &Function, v: ValueId, of: ValueId) -> usize {
+    let slice = f
+        .insts
+        .iter()
+        .find(|i| i.result == v && matches!(i.op, Op::Slice { .. }));
+    if let Some(Inst {
+        op: Op::Slice { start, .. },
+        args,
+        ..
+    }) = slice
+    {
+        return start
             .iter()
-            .zip(strides(f, inst.args[0]))
+            .zip(strides(f, args[0]))
             .map(|(a, s)| a * s)
-            .sum(),
+            .sum();
+    }
+    let concat = f
+        .insts
+        .iter()
+        .find(|i| i.result == of && matches!(i.op, Op::Concat { .. }));
+    match concat {
+        Some(Inst {
+            op: Op::Concat { axis },
+            args,
+            ..
+        }) => {
+            let before = args.iter().take_while(|&&a| a != v);
+            let rows: usize = before.map(|&a| f.ty(a).shape[*axis]).sum();
+            rows * strides(f, of)[*axis]
+        }
         _ => 0,
     }
 }
@@ -143,5 +229,58 @@ mod tests {
             .filter(|k| matches!(k, Kernel::Op { inst } if matches!(f.insts[*inst].op, Op::Slice { .. })))
             .count();
         assert_eq!(slices, 3);
+    }
+
+    /// Concat operands that a loop writes and only loops read are written in place; a
+    /// parameter, a product's result, an operand given twice and one a view is of are
+    /// copied; a concat left with nothing to copy is no kernel.
+    #[test]
+    fn loops_write_concat_operands_in_place() {
+        let f = parse_function(
+            "func @f(%a: f32[3,2,4], %w: f32[4,4], %b: f32[3,4], %c: f32[3,5,4]) -> (f32[3,7,4], f32[3,8], f32[3,12], f32[3,2,4], f32[3,3]) {
+               %r: f32[3,2,4] = relu %a
+               %t: f32[3,5,4] = tanh %c
+               %s: f32[3,2,4] = mul %r, %a
+               %y: f32[3,7,4] = concat %r, %t, axis=1
+               %m: f32[3,4] = matmul %b, %w
+               %e: f32[3,4] = exp %b
+               %z: f32[3,8] = concat %m, %e, axis=1
+               %g: f32[3,4] = neg %b
+               %v: f32[3,2,2] = reshape %g, shape=[3,2,2]
+               %q: f32[3,12] = concat %g, %g, %b, axis=1
+               %k: f32[3,3] = slice %g, start=[0,0], end=[3,3]
+               return %y, %z, %q, %s, %k
+             }",
+        )
+        .expect("valid IR");
+        let mut s = schedule(&f);
+        read_in_place(&f, &mut s);
+        write_in_place(&f, &mut s);
+        let id = |name: &str| {
+            (0..f.types.len())
+                .map(|i| ValueId(i as u32))
+                .find(|&v| f.name_of(v) == Some(name))
+                .expect("named")
+        };
+        let storage = |name: &str| s.storage[id(name).index()];
+        assert_eq!(storage("r"), Storage::Window(id("y")));
+        assert_eq!(storage("t"), Storage::Window(id("y")));
+        assert_eq!(storage("e"), Storage::Window(id("z")));
+        for copied in ["m", "g", "b"] {
+            assert!(!matches!(storage(copied), Storage::Window(_)), "{copied}");
+        }
+        assert_eq!(start(&f, id("t"), id("y")), 2 * 4);
+        assert_eq!(start(&f, id("e"), id("z")), 4);
+        let concats: Vec<ValueId> = s
+            .kernels
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Op { inst } if matches!(f.insts[*inst].op, Op::Concat { .. }) => {
+                    Some(f.insts[*inst].result)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(concats, [id("z"), id("q")]);
     }
 }

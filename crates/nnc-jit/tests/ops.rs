@@ -747,6 +747,27 @@ fn layout_cases() -> Vec<Case> {
            return %y
          }",
     ));
+    // Operands their loops write in place in the result (one also read by another loop),
+    // with a parameter and a product's result copied: branches of an Inception block.
+    cases.push(case(
+        "func @f(%a: f32[3,2,4,5], %b: f32[3,1,4,5], %c: f32[3,5,4,5]) -> (f32[3,11,4,5], f32[3,5,4,5]) {
+           %r: f32[3,2,4,5] = relu %a
+           %t: f32[3,1,4,5] = tanh %b
+           %e: f32[3,5,4,5] = exp %c
+           %s: f32[3,5,4,5] = mul %e, %c
+           %y: f32[3,11,4,5] = concat %b, %r, %t, %e, %a, axis=1
+           return %y, %s
+         }",
+    ));
+    cases.push(case(
+        "func @f(%a: f32[4,3], %w: f32[3,6], %b: f32[4,5], %c: f32[4,7]) -> (f32[4,18]) {
+           %m: f32[4,6] = matmul %a, %w
+           %t: f32[4,5] = tanh %b
+           %u: f32[4,7] = sigmoid %c
+           %y: f32[4,18] = concat %m, %t, %u, axis=1
+           return %y
+         }",
+    ));
     // Slices of a buffer (a concat's gradient): read in place by the loops that use them
     // (a product, a sum, boxes inside the inner axes too), or copied for a library kernel.
     cases.push(case(
