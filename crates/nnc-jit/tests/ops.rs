@@ -654,32 +654,23 @@ fn pooling_cases() -> Vec<Case> {
         )));
     }
     // Fused only: a 2 × 2 pool gradient with its ReLU mask and bias gradient (LeNet's backward
-    // pass), recognised as one vector pass when it splits over the threads.
-    cases.push(
-        case(
-            "func @f(%x: f32[4,16,10,10], %dy: f32[4,16,5,5]) -> (f32[4,16,10,10], f32[16]) {
-               %g: f32[4,16,10,10] = maxpool_grad %x, %dy, size=[2,2], stride=[2,2]
-               %m: f32[4,16,10,10] = step %x
-               %d: f32[4,16,10,10] = mul %g, %m
-               %db: f32[16] = reduce_sum %d, axes=[0,2,3]
-               return %d, %db
-             }",
-        )
-        .label("[one pass on"),
-    );
-    // The same on planes with an odd row and column, which no window reads.
-    cases.push(
-        case(
-            "func @f(%x: f32[4,16,11,11], %dy: f32[4,16,5,5]) -> (f32[4,16,11,11], f32[16]) {
-               %g: f32[4,16,11,11] = maxpool_grad %x, %dy, size=[2,2], stride=[2,2]
-               %m: f32[4,16,11,11] = step %x
-               %d: f32[4,16,11,11] = mul %g, %m
-               %db: f32[16] = reduce_sum %d, axes=[0,2,3]
-               return %d, %db
-             }",
-        )
-        .label("[one pass on"),
-    );
+    // pass), recognised as one vector pass when it splits over the threads; also on planes
+    // with an odd row and column, which no window reads.
+    for plane in [10, 11] {
+        let x = format!("f32[4,16,{plane},{plane}]");
+        cases.push(
+            case(format!(
+                "func @f(%x: {x}, %dy: f32[4,16,5,5]) -> ({x}, f32[16]) {{
+                   %g: {x} = maxpool_grad %x, %dy, size=[2,2], stride=[2,2]
+                   %m: {x} = step %x
+                   %d: {x} = mul %g, %m
+                   %db: f32[16] = reduce_sum %d, axes=[0,2,3]
+                   return %d, %db
+                 }}"
+            ))
+            .label("[one pass on"),
+        );
+    }
     cases
 }
 
