@@ -16,7 +16,7 @@ model, started from nnc's initial weights), alternately. To keep the whole zoo w
 both train on the same fixed subset of MNIST (the first --train-images images, written as IDX
 files and given to the model as `idx(...)` data in a copy of its file) for --epochs epochs; the
 steady figure is the median of epochs 2..N, reported per 60,000 images. Prints each model's
-ratio (nnc / twin) and their geometric mean, and each model's arithmetic floor (3x its forward
+ratio (nnc / twin) and their geometric mean, and each model's arithmetic floor (its training
 FLOPs at the GEMM peak that `nnc bench` measures on a large product here), the twin's share of
 that peak and nnc's time over the floor: issue 17's per-model target is 0.5x the twin, or
 within 1.2x of the floor where the twin already runs above half of the peak.
@@ -226,24 +226,37 @@ train gemm_peak {
 
 def gemm_peak(work):
     """GFLOP/s of gemm on a large product, split over nnc's default threads: the highest that
-    `nnc bench` reports beside the kernels of a wide dense layer at batch 1024."""
+    `nnc bench` reports beside the kernels of a wide dense layer at batch 1024, best of three
+    runs (a peak: what the machine can do when nothing slows it)."""
     path = os.path.join(work, "gemm_peak.nn")
     with open(path, "w") as f:
         f.write(PEAK_MODEL)
-    p = subprocess.run([NNC, "bench", path, "--json", "--iterations", "20"], cwd=ROOT,
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"nnc bench failed on the peak model:\n{p.stderr[-2000:]}")
-    return max(k.get("gemm_gflops") or 0.0 for k in json.loads(p.stdout)["profile"])
+    best = 0.0
+    for _ in range(3):
+        p = subprocess.run([NNC, "bench", path, "--json", "--iterations", "20"], cwd=ROOT,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"nnc bench failed on the peak model:\n{p.stderr[-2000:]}")
+        best = max([best] + [k.get("gemm_gflops") or 0.0 for k in json.loads(p.stdout)["profile"]])
+    return best
 
 
 def training_gflop_per_60k(model_path):
-    """Training GFLOP of a 60,000-image epoch: 3x the forward FLOPs (forward, and the two
-    gradients of every product), as `nnc bench` counts them."""
+    """Training GFLOP of a 60,000-image epoch, exactly: every product's forward FLOPs, its
+    weight gradient's (the same) where it has weights, and its input gradient's (the same)
+    where its input depends on a weight (not the data's)."""
     p = subprocess.run([NNC, "check", model_path, "--json"], cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"nnc check failed: {model_path}\n{p.stderr[-2000:]}")
-    return 3 * json.loads(p.stdout)["flops_per_sample"] * 60000 / 1e9
+    checked = json.loads(p.stdout)
+    needs_grad = {checked["input"]["name"]: False}
+    flops = 0
+    for layer in checked["layers"]:
+        grad_in = any(needs_grad.get(i, True) for i in layer["inputs"])
+        weighted = layer["params"] > 0
+        flops += layer["flops"] * (1 + weighted + grad_in)
+        needs_grad[layer["name"]] = grad_in or weighted
+    return flops * 60000 / 1e9
 
 
 def zoo(a):
@@ -299,7 +312,7 @@ def zoo(a):
         geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         print(f"{'geometric mean':20} {'':10} {'':11} {geo:8.3f}x   ({len(ratios)} models; "
               f"per-model target met by {met})")
-    print(f"(gemm peak {peak:.1f} GFLOP/s: the floor is 3x the forward FLOPs of 60,000 images at it; "
+    print(f"(gemm peak {peak:.1f} GFLOP/s: the floor is the training FLOPs of 60,000 images at it; "
           f"twin/peak is the twin's share of that peak; test accuracy on the first {a.test_images} "
           f"test images after {a.epochs} epochs of the subset)")
 
