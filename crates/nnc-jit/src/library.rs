@@ -114,12 +114,19 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         // product too (reserved whatever the CPU, so that plans do not depend on it).
         let (s, copies) = g.filter_layout();
         let padded = padded_floats(x[0] * x[1], [hp, wp], [ph, pw]);
+        // Channels in the lanes where that kernel suits, else positions in the lanes; both
+        // with one input channel, where the cost model chooses between them.
+        let (channels, positions) = (channels::suits(&g), !channels::suits(&g) || x[1] == 1);
+        let arm = |on: bool, floats: usize| if on { floats } else { 0 };
         4 * padded
             + 4 * match op {
-                WideOp::Forward if channels::suits(&g) => channels::filter_floats(&g),
-                WideOp::Forward => g.o_pad() * g.taps() + x[0] * copies,
-                WideOp::Filter if channels::suits(&g) => x[0] * channels::gradient_floats(&g),
-                WideOp::Filter => x[0] * (direct::filter_rows(&s) * s.stride() + copies),
+                WideOp::Forward => arm(positions, g.o_pad() * g.taps() + x[0] * copies)
+                    .max(arm(channels, channels::filter_floats(&g))),
+                WideOp::Filter => arm(
+                    positions,
+                    x[0] * (direct::filter_rows(&s) * s.stride() + copies),
+                )
+                .max(arm(channels, x[0] * channels::gradient_floats(&g))),
                 WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
                     .max(samples::scratch_floats(&g, x[0])),
             }
@@ -1067,11 +1074,26 @@ impl LibKernel {
             WideOp::Input => conv_cost::Product::Input,
         };
         let gemm = conv_cost::gemm_seconds(&g, product, samples);
-        let direct = self.lanes(op, samples).map(|lanes| {
+        let estimate = |lanes| {
             (
                 lanes,
                 conv_cost::direct_seconds(&g, product, lanes, samples),
             )
+        };
+        // The direct kernel that suits best; for one input channel also positions in the
+        // lanes (which every plain geometry the others take suits too), where that is
+        // estimated cheaper: such a layer has only `kh·kw` products per position and output
+        // channel, too few to pay for moving each position's vector of channels between
+        // lanes and planes. (With more input channels the estimate of positions in the lanes
+        // is too low: LeNet-5's C3 runs faster on channels, `channels::time_c3`.)
+        let direct = self.lanes(op, samples).map(|lanes| {
+            let suited = estimate(lanes);
+            let positions = estimate(Lanes::Positions);
+            if g.c == 1 && positions.1 < suited.1 {
+                positions
+            } else {
+                suited
+            }
         });
         let best = match direct {
             Some((lanes, t)) if t < gemm => ConvKernel::Direct(lanes),

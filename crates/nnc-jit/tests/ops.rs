@@ -470,6 +470,11 @@ fn convolution_cases() -> Vec<Case> {
     // Its input gradient at a batch of 32, split in parts of 16: samples in the lanes.
     let [_, input, _] = conv_fns([32, 6, 14, 14], [16, 5, 5], [1, 1], [0, 0]);
     cases.push(case(input).label("[samples in lanes]"));
+    // One input channel and 32 filters (a first layer, padded): channels would suit, positions
+    // in the lanes are cheaper.
+    let [fwd, _, filter] = conv_fns([4, 1, 28, 28], [32, 3, 3], [1, 1], [1, 1]);
+    cases.push(case(fwd).label("[positions in lanes]"));
+    cases.push(case(filter).label("[positions in lanes]"));
     // Strides and padding (square and not): im2col + GEMM.
     cases.extend(conv_fns([3, 2, 9, 7], [5, 3, 3], [2, 2], [1, 1]).map(case));
     cases.extend(conv_fns([2, 3, 7, 9], [4, 2, 3], [1, 2], [0, 1]).map(case));
