@@ -1088,11 +1088,9 @@ impl LibKernel {
         // is too low: LeNet-5's C3 runs faster on channels, `channels::time_c3`.)
         let direct = self.lanes(op, samples).map(|lanes| {
             let suited = estimate(lanes);
-            let positions = estimate(Lanes::Positions);
-            if g.c == 1 && positions.1 < suited.1 {
-                positions
-            } else {
-                suited
+            match (g.c == 1).then(|| estimate(Lanes::Positions)) {
+                Some(positions) if positions.1 < suited.1 => positions,
+                _ => suited,
             }
         });
         let best = match direct {
