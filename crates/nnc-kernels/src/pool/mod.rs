@@ -66,6 +66,21 @@ impl Window {
     pub fn pooled(&self) -> usize {
         self.oh * self.ow
     }
+
+    /// Each window's first element in its plane, in window order (row-major over the pooled
+    /// plane, so the `k`-th is pooled element `k`'s).
+    pub fn starts(&self) -> impl Iterator<Item = usize> + use<> {
+        let Window {
+            w, sh, sw, oh, ow, ..
+        } = *self;
+        (0..oh).flat_map(move |i| (0..ow).map(move |j| i * sh * w + j * sw))
+    }
+
+    /// The rows of the window starting at `at`, as element ranges of its plane, top to bottom.
+    pub fn rows(&self, at: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let Window { w, kh, kw, .. } = *self;
+        (0..kh).map(move |ki| at + ki * w..at + ki * w + kw)
+    }
 }
 
 /// The largest scratch a part takes, in floats: bigger planes run on [`scalar`] (sixteen

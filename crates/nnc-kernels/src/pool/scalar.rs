@@ -9,33 +9,20 @@ use super::Window;
 /// If the slices do not hold `planes` planes.
 pub fn forward(max: bool, x: &[f32], y: &mut [f32], planes: usize, win: &Window) {
     let (p, q) = (win.plane(), win.pooled());
-    let Window {
-        w,
-        kh,
-        kw,
-        sh,
-        sw,
-        oh,
-        ow,
-        ..
-    } = *win;
     assert!(x.len() >= planes * p && y.len() >= planes * q);
     for (xp, yp) in x.chunks_exact(p).zip(y.chunks_exact_mut(q)).take(planes) {
-        for i in 0..oh {
-            for (j, out) in yp[i * ow..(i + 1) * ow].iter_mut().enumerate() {
-                let at = i * sh * w + j * sw;
-                let mut acc = if max { xp[at] } else { 0.0 };
-                for ki in 0..kh {
-                    for &v in &xp[at + ki * w..][..kw] {
-                        acc = if max {
-                            if v > acc { v } else { acc }
-                        } else {
-                            acc + v
-                        };
-                    }
+        for (out, at) in yp.iter_mut().zip(win.starts()) {
+            let mut acc = if max { xp[at] } else { 0.0 };
+            for row in win.rows(at) {
+                for &v in &xp[row] {
+                    acc = if max {
+                        if v > acc { v } else { acc }
+                    } else {
+                        acc + v
+                    };
                 }
-                *out = acc;
             }
+            *out = acc;
         }
     }
 }
@@ -47,33 +34,18 @@ pub fn forward(max: bool, x: &[f32], y: &mut [f32], planes: usize, win: &Window)
 /// If the slices do not hold `planes` planes.
 pub fn max_gradient(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, win: &Window) {
     let (p, q) = (win.plane(), win.pooled());
-    let Window {
-        w,
-        kh,
-        kw,
-        sh,
-        sw,
-        oh,
-        ow,
-        ..
-    } = *win;
     assert!(x.len() >= planes * p && dy.len() >= planes * q);
     dx[..planes * p].fill(0.0);
     let inputs = x.chunks_exact(p).zip(dy.chunks_exact(q));
     for ((xp, gp), dxp) in inputs.zip(dx.chunks_exact_mut(p)).take(planes) {
-        for i in 0..oh {
-            for j in 0..ow {
-                let at = i * sh * w + j * sw;
-                let mut best = at;
-                for ki in 0..kh {
-                    for k in at + ki * w..at + ki * w + kw {
-                        if xp[k] > xp[best] {
-                            best = k;
-                        }
-                    }
+        for (&g, at) in gp.iter().zip(win.starts()) {
+            let mut best = at;
+            for k in win.rows(at).flatten() {
+                if xp[k] > xp[best] {
+                    best = k;
                 }
-                dxp[best] += gp[i * ow + j];
             }
+            dxp[best] += g;
         }
     }
 }
@@ -85,27 +57,13 @@ pub fn max_gradient(x: &[f32], dy: &[f32], dx: &mut [f32], planes: usize, win: &
 /// If the slices do not hold `planes` planes.
 pub fn sum_gradient(dy: &[f32], dx: &mut [f32], planes: usize, win: &Window) {
     let (p, q) = (win.plane(), win.pooled());
-    let Window {
-        w,
-        kh,
-        kw,
-        sh,
-        sw,
-        oh,
-        ow,
-        ..
-    } = *win;
     assert!(dy.len() >= planes * q);
     dx[..planes * p].fill(0.0);
     for (gp, dxp) in dy.chunks_exact(q).zip(dx.chunks_exact_mut(p)).take(planes) {
-        for i in 0..oh {
-            for j in 0..ow {
-                let g = gp[i * ow + j];
-                let at = i * sh * w + j * sw;
-                for ki in 0..kh {
-                    for d in &mut dxp[at + ki * w..][..kw] {
-                        *d += g;
-                    }
+        for (&g, at) in gp.iter().zip(win.starts()) {
+            for row in win.rows(at) {
+                for d in &mut dxp[row] {
+                    *d += g;
                 }
             }
         }
