@@ -80,7 +80,8 @@ pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
 
 /// The estimated seconds of `samples` samples' product on the direct kernel with `lanes`
 /// (stride 1). A padded convolution runs on a padded copy of its input planes (the input
-/// gradient: of its result, then cropped): that copy's floats are added.
+/// gradient: of its result, then cropped, except with samples in the lanes): that copy's
+/// floats are added.
 pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usize) -> f64 {
     if g.pad != [0, 0] {
         let padded = Geometry {
@@ -89,7 +90,11 @@ pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usi
             pad: [0, 0],
             ..*g
         };
-        let copies = (samples * g.c * padded.h * padded.w) as f64;
+        // (Samples in the lanes crop the input gradient as they store it: no copy.)
+        let copies = match (product, lanes) {
+            (Product::Input, Lanes::Samples) => 0.0,
+            _ => (samples * g.c * padded.h * padded.w) as f64,
+        };
         return direct_seconds(&padded, product, lanes, samples) + copies * COPY_SECONDS;
     }
     let macs = (samples * g.macs_per_sample()) as f64;
@@ -113,21 +118,13 @@ pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usi
         }
         _ => 1.0,
     };
-    // The channels kernel's filter gradient runs every input channel's taps down a sample's
-    // transposed output gradient: once that is larger than L1, it streams from L2 for each
-    // input channel (cnn64's 24×24 planes of 64 channels: 41 GFLOP/s, against 136 for its
-    // 10×10 ones).
-    let streams = match (product, lanes) {
-        (Product::Filter, Lanes::Channels) if 4 * g.positions() * g.o > L1_BYTES => 3.0,
-        _ => 1.0,
-    };
     // With the channels in the lanes, every output position's vector of channels is
     // scattered to the output's planes (forward) or gathered from the gradient's (filter).
     let transposed = match lanes {
         Lanes::Channels => (samples * g.o.next_multiple_of(16) * g.positions()) as f64,
         _ => 0.0,
     };
-    macs * padded * streams / (DIRECT_MACS * fill) + transposed * TRANSPOSE_SECONDS
+    macs * padded / (DIRECT_MACS * fill) + transposed * TRANSPOSE_SECONDS
 }
 
 /// Seconds per float the channels kernels move between a vector per position and the
@@ -135,6 +132,3 @@ pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usi
 /// first layer's products are dominated by it (forward 0.39 ms, filter gradient 0.55 ms per
 /// part of 32 samples, against 0.05 and 0.14 ms of multiply-adds).
 const TRANSPOSE_SECONDS: f64 = 0.8e-9;
-
-/// A core's L1 data cache, the least of the CPUs measured.
-const L1_BYTES: usize = 32 << 10;

@@ -126,9 +126,9 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
                     positions,
                     x[0] * (direct::filter_rows(&s) * s.stride() + copies),
                 )
-                .max(arm(channels, x[0] * channels::gradient_floats(&g))),
+                .max(arm(channels, channels::scratch_floats(&g))),
                 WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
-                    .max(samples::scratch_floats(&g, x[0])),
+                    .max(samples::scratch_floats(&g, x[0], [ph, pw])),
             }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -1236,6 +1236,8 @@ impl LibKernel {
         let low = [0, pad[0], pad[1]];
         let (x, out, crop) = match op {
             _ if floats == 0 => (x, out, None),
+            // Samples in the lanes crop as they store.
+            WideOp::Input if lanes == Lanes::Samples => (x, out, None),
             WideOp::Input => (x, &mut padded[..], Some(out)),
             WideOp::Forward | WideOp::Filter => {
                 copy::pad(Some(isa), x, &planes, padded, &padded_planes, &low);
@@ -1282,14 +1284,9 @@ impl LibKernel {
                 }
             }
             (WideOp::Filter, Lanes::Channels) => {
-                let per = channels::gradient_floats(&g);
-                let dyt = buffer(nb * per);
-                let dy = arg(1);
-                for (b, dyt) in dyt.chunks_exact_mut(per).enumerate() {
-                    let dy = &dy[(lo + b) * out_sample..][..out_sample];
-                    channels::transposed_gradient(&g, dy, dyt);
-                }
-                channels::filter(isa, &g, nb, x, dyt, out);
+                let dy = &arg(1)[lo * out_sample..][..nb * out_sample];
+                let scratch = buffer(channels::scratch_floats(&g));
+                channels::filter(isa, &g, nb, (x, dy), scratch, out);
             }
             (WideOp::Filter, _) => {
                 let (s, copies) = g.filter_layout();
@@ -1307,8 +1304,8 @@ impl LibKernel {
                 }
             }
             (WideOp::Input, Lanes::Samples) => {
-                let scratch = buffer(samples::scratch_floats(&g, nb));
-                samples::input_gradient(isa, &g, nb, (x, arg(1)), scratch, out);
+                let scratch = buffer(samples::scratch_floats(&g, nb, pad));
+                samples::input_gradient(isa, &g, nb, (x, arg(1)), pad, scratch, out);
             }
             (WideOp::Input, _) => {
                 let t = g.input_gradient();

@@ -7,12 +7,14 @@ use nnc_kernels::{Isa, channels, direct, pool, samples, sparse};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 6] = [
+const TIMINGS: [(&str, Timing); 8] = [
     ("channels", channels::time_c3),
+    ("same3", channels::time_same3),
     ("direct", direct::time_lenet_shapes),
     ("maxpool", pool::pairs::time_lenet_shapes),
     ("pool", pool::time_shapes),
     ("samples", samples::time_c3),
+    ("samples-same3", samples::time_same3),
     ("sparse", sparse::time_mlp_shapes),
 ];
 

@@ -5,9 +5,11 @@
 //! [`crate::direct::filter`] puts sixteen output *positions* in a vector instead; each of its
 //! accumulators then sums a dozen positions per sample, and a short loop over a plane's few
 //! vectors (LeNet-5's C3: 7) runs for every sample, tap row and output plane, with an
-//! input load per product. Here one accumulator per tap runs down every position of every
-//! sample in one loop, the output gradient is one load per position (transposed first,
-//! [`transposed_gradient`]) and the input a broadcast. Measured on LeNet-5's C3 on a Zen 3
+//! input load per product. Here one accumulator per tap (and vector of channels) runs down a
+//! block of a sample's positions, block after block and sample after sample, the output
+//! gradient one load per position (each sample's transposed first, [`transpose_gradient`])
+//! and the input a broadcast that feeds two vectors of channels on AVX-512. Measured on
+//! LeNet-5's C3 on a Zen 3
 //! (AVX2), 16 samples on one thread: 258 µs from shifted copies in `direct`, 82–113 µs here
 //! plus 9–17 µs to transpose (`time_c3`); in the training step, 0.88× the step time (`nnc
 //! bench`, interleaved runs). It pays where the output channels fill the lanes at least as
@@ -18,8 +20,9 @@
 //! register tile, so the result does not depend on the vector unit.
 //!
 //! [`forward`] is the forward product the same way: a vector of output channels per output
-//! position, a few positions of a row per tile, each filter tap one load of its channels
-//! ([`transposed_filters`]) and one broadcast input per position. Each output adds its taps
+//! position (two on AVX-512), a few positions of a row per tile, each filter tap one load of
+//! its channels ([`transposed_filters`]) and one broadcast input per position, the bias and
+//! ReLU added in the registers. Each output adds its taps
 //! in [`crate::direct::forward`]'s order (input plane, row, column; one rounding each), so
 //! the two give the same bits.
 
@@ -47,32 +50,40 @@ fn lanes(g: &Conv) -> usize {
     g.o.next_multiple_of(LANES)
 }
 
-/// Floats of one sample's output gradient as [`filter`] reads it ([`transposed_gradient`]).
-pub fn gradient_floats(g: &Conv) -> usize {
+/// Floats of one sample's output gradient as [`filter`] reads it ([`transpose_gradient`]).
+fn gradient_floats(g: &Conv) -> usize {
     g.oh * g.ow * lanes(g)
 }
 
-/// One sample's output gradient `dy` (`o × oh × ow`) transposed to `oh·ow` positions of
-/// `o` channels, each position's channels padded with zeros to whole vectors.
-pub fn transposed_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
-    let (positions, per) = (g.oh * g.ow, lanes(g));
-    for (p, row) in out[..positions * per].chunks_exact_mut(per).enumerate() {
-        for (o, v) in row[..g.o].iter_mut().enumerate() {
-            *v = dy[o * positions + p];
-        }
-        row[g.o..].fill(0.0);
-    }
+/// Floats of the scratch space [`filter`] takes: one sample's transposed output gradient
+/// ([`transpose_gradient`]) and the accumulators, a vector of output channels per tap.
+pub fn scratch_floats(g: &Conv) -> usize {
+    gradient_floats(g) + g.taps() * lanes(g)
 }
 
-/// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][(i·ow + j)·o_lanes + o] ·
-/// x[b][ci·plane + (i + ki)·w + j + kj]` over `samples` samples: inputs `c·plane` floats
-/// apart, output gradients as [`transposed_gradient`] leaves them.
+/// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][ci·plane + (i + ki)·w
+/// + j + kj]` over `samples` samples: inputs `c·plane` floats apart, output gradients
+/// `o·oh·ow`.
+///
+/// A sample at a time, its output gradient transposed into `scratch` first, and that a block
+/// of rows at a time, so that what every input channel's taps run down stays in L1; the
+/// accumulators wait in `scratch` between blocks (one load and store each per block, against
+/// a block's worth of products). Before the blocks, every tap of every input channel streamed
+/// the whole part's transposed gradient from L2 or memory: cnn3-same's `[32,16,3,3]` filter
+/// gradient ran at 62 GFLOP/s on one Zen 4 core (`time_same3`).
 ///
 /// # Panics
 /// If the slices are short, `g` is not a plain forward geometry with a filter at most
 /// [`MAX_FILTER_WIDTH`] wide, or the CPU does not support `isa`.
-pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dyt: &[f32], dw: &mut [f32]) {
-    filter_tiled(isa, g, samples, (x, dyt), dw, false);
+pub fn filter(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    (x, dy): (&[f32], &[f32]),
+    scratch: &mut [f32],
+    dw: &mut [f32],
+) {
+    filter_tiled(isa, g, samples, (x, dy), scratch, dw, false);
 }
 
 /// [`filter`], with AVX-512's tiles on any unit where `wide` (so that AVX2 machines test
@@ -81,27 +92,29 @@ fn filter_tiled(
     isa: Isa,
     g: &Conv,
     samples: usize,
-    (x, dyt): (&[f32], &[f32]),
+    (x, dy): (&[f32], &[f32]),
+    scratch: &mut [f32],
     dw: &mut [f32],
     wide: bool,
 ) {
     assert_plain(isa, g, samples, x);
-    assert!(
-        dyt.len() >= samples * gradient_floats(g),
-        "gradient too short"
-    );
+    let sample_dy = g.o * g.oh * g.ow;
+    assert!(dy.len() >= samples * sample_dy, "gradient too short");
+    assert!(scratch.len() >= scratch_floats(g), "scratch too short");
     assert!(dw.len() >= g.o * g.taps(), "filter gradient too short");
     let k = Filter {
         g,
         samples,
         x,
-        dyt,
+        dy,
+        scratch,
         dw,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
-    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
-    // panic before any pointer is used.
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel
+    // forms its pointers from these slices, borrowed for the call (what it writes `&mut`), so
+    // no one else, on any thread, accesses what it writes meanwhile; the asserts panic before
+    // any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 
@@ -123,7 +136,8 @@ struct Filter<'a> {
     g: &'a Conv,
     samples: usize,
     x: &'a [f32],
-    dyt: &'a [f32],
+    dy: &'a [f32],
+    scratch: &'a mut [f32],
     dw: &'a mut [f32],
     wide: bool,
 }
@@ -131,105 +145,218 @@ struct Filter<'a> {
 impl Kernel for Filter<'_> {
     type Output = ();
 
-    /// Tiles of a row of taps (AVX2: `kw` accumulators of two registers, up to 10 of its 16)
-    /// or of two rows (AVX-512: up to 10 of its 32, enough independent sums to keep both FMA
-    /// units busy).
+    /// Tiles of a row of taps of one vector of channels (AVX2: `kw` accumulators of two
+    /// registers, up to 10 of its 16), or on AVX-512 of up to three rows of two vectors (up
+    /// to 20 of its 32): each broadcast input then feeds two products, and the loads stay
+    /// below the multiply-adds.
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
-        let rows = if simd::wide_tiles::<V>(self.wide) {
-            2
-        } else {
-            1
-        };
+        let wide = simd::wide_tiles::<V>(self.wide);
         // SAFETY (all calls): forwarded.
         unsafe {
-            match (self.g.kw, rows) {
-                (1, 1) => self.tiles::<V, 1, 1>(),
-                (2, 1) => self.tiles::<V, 2, 1>(),
-                (3, 1) => self.tiles::<V, 3, 1>(),
-                (4, 1) => self.tiles::<V, 4, 1>(),
-                (_, 1) => self.tiles::<V, 5, 1>(),
-                (1, _) => self.tiles::<V, 1, 2>(),
-                (2, _) => self.tiles::<V, 2, 2>(),
-                (3, _) => self.tiles::<V, 3, 2>(),
-                (4, _) => self.tiles::<V, 4, 2>(),
-                _ => self.tiles::<V, 5, 2>(),
+            match (self.g.kw, wide) {
+                (1, false) => self.samples::<V, 1, 1, 1>(),
+                (2, false) => self.samples::<V, 2, 1, 1>(),
+                (3, false) => self.samples::<V, 3, 1, 1>(),
+                (4, false) => self.samples::<V, 4, 1, 1>(),
+                (_, false) => self.samples::<V, 5, 1, 1>(),
+                (1, true) => self.samples::<V, 1, 3, 2>(),
+                (2, true) => self.samples::<V, 2, 3, 2>(),
+                (3, true) => self.samples::<V, 3, 3, 2>(),
+                (4, true) => self.samples::<V, 4, 2, 2>(),
+                (_, true) => self.samples::<V, 5, 2, 2>(),
             }
         }
     }
 }
 
 impl Filter<'_> {
-    /// Every tile: vectors of output channels × input planes × tap rows, `KI` rows at a time
-    /// (one for a last odd row).
+    /// Every sample: its gradient transposed, then every tile down each block of rows; at
+    /// the end the accumulators, a vector of channels per tap, into `dw`'s filters.
     #[inline(always)]
-    unsafe fn tiles<V: F32x16, const KW: usize, const KI: usize>(self) {
+    unsafe fn samples<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(self) {
         let Filter {
             g,
             samples,
             x,
-            dyt,
+            dy,
+            scratch,
             dw,
             ..
         } = self;
-        for ov in (0..g.o).step_by(LANES) {
-            for c in 0..g.c {
-                let mut ki = 0;
-                // SAFETY (both calls): forwarded; rows `ki..ki + KI` are filter rows.
-                while ki + KI <= g.kh {
-                    unsafe { tile::<V, KW, KI>(g, samples, (x, dyt), dw, (ov, c, ki)) };
-                    ki += KI;
-                }
-                while ki < g.kh {
-                    unsafe { tile::<V, KW, 1>(g, samples, (x, dyt), dw, (ov, c, ki)) };
-                    ki += 1;
-                }
+        let (sample_dy, per) = (g.o * g.oh * g.ow, lanes(g));
+        let (dyt, acc) = scratch[..scratch_floats(g)].split_at_mut(gradient_floats(g));
+        acc.fill(0.0);
+        // Rows of a block: what the tiles run down, at most 16 KiB of transposed gradient.
+        let rows = ((16 << 10) / (4 * g.ow * per)).clamp(1, g.oh);
+        for b in 0..samples {
+            // SAFETY: the CPU has `V`'s unit (the caller's contract).
+            unsafe { transpose_gradient::<V>(g, &dy[b * sample_dy..][..sample_dy], dyt) };
+            let x = &x[b * g.c * g.plane..][..g.c * g.plane];
+            for i0 in (0..g.oh).step_by(rows) {
+                let block = Block {
+                    g,
+                    x,
+                    dyt,
+                    acc,
+                    rows: i0..(i0 + rows).min(g.oh),
+                };
+                // SAFETY: forwarded.
+                unsafe { block.tiles::<V, KW, KI, OV>() };
+            }
+        }
+        for (tap, v) in acc.chunks_exact(per).enumerate() {
+            for (o, &v) in v[..g.o].iter().enumerate() {
+                dw[o * g.taps() + tap] = v;
             }
         }
     }
 }
 
-/// The taps of filter rows `ki0..ki0 + KI` of input plane `c` for output channels
-/// `ov..ov + 16`, summed over every sample and position in registers.
+/// One sample's output gradient `dy` (`o × oh × ow`) transposed to `oh·ow` positions of `o`
+/// channels, each position's channels padded with zeros to whole vectors; in 8 × 8 blocks
+/// on the vector unit.
+///
+/// # Safety
+/// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn tile<V: F32x16, const KW: usize, const KI: usize>(
-    g: &Conv,
-    samples: usize,
-    (x, dyt): (&[f32], &[f32]),
-    dw: &mut [f32],
-    (ov, c, ki0): (usize, usize, usize),
-) {
-    let per = lanes(g);
-    let (sample_x, sample_dy) = (g.c * g.plane, gradient_floats(g));
-    // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
-    let mut acc = [[unsafe { V::zero() }; KW]; KI];
-    for b in 0..samples {
-        for i in 0..g.oh {
+unsafe fn transpose_gradient<V: F32x16>(g: &Conv, dy: &[f32], out: &mut [f32]) {
+    let (positions, per) = (g.oh * g.ow, lanes(g));
+    assert!(dy.len() >= g.o * positions && out.len() >= positions * per);
+    let (whole_o, whole_p) = (g.o / 8 * 8, positions / 8 * 8);
+    for o in (0..whole_o).step_by(8) {
+        for p in (0..whole_p).step_by(8) {
+            // SAFETY: rows `o..o + 8` of `dy` hold positions `p..p + 8`, and positions
+            // `p..p + 8` of `out` channels `o..o + 8` (asserted lengths).
+            unsafe {
+                V::transpose8(
+                    dy.as_ptr().add(o * positions + p),
+                    positions,
+                    out.as_mut_ptr().add(p * per + o),
+                    per,
+                )
+            };
+        }
+    }
+    // The edges: positions past the last whole block, channels past the last whole group,
+    // and the padding lanes.
+    for p in 0..positions {
+        let row = &mut out[p * per..][..per];
+        let from = if p < whole_p { whole_o } else { 0 };
+        for (o, v) in row[..g.o].iter_mut().enumerate().skip(from) {
+            *v = dy[o * positions + p];
+        }
+        row[g.o..].fill(0.0);
+    }
+}
+
+/// One block of rows of one sample for [`Filter`]: `x` the sample's input planes, `dyt` its
+/// transposed output gradient, `acc` the accumulators (a vector of channels per tap).
+struct Block<'a> {
+    g: &'a Conv,
+    x: &'a [f32],
+    dyt: &'a [f32],
+    acc: &'a mut [f32],
+    rows: std::ops::Range<usize>,
+}
+
+impl Block<'_> {
+    /// Every tile: pairs of vectors of output channels (`OV` of them, one for a last odd
+    /// vector) × input planes × tap rows, `KI` rows at a time (one for the rows left).
+    #[inline(always)]
+    unsafe fn tiles<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(mut self) {
+        let g = self.g;
+        let mut ov = 0;
+        while ov < g.o {
+            let pair = OV == 2 && ov + LANES < g.o;
+            for c in 0..g.c {
+                let mut ki = 0;
+                // SAFETY (all calls): forwarded; rows `ki..ki + KI` are filter rows and
+                // vectors `ov..` output channels.
+                while ki + KI <= g.kh {
+                    unsafe {
+                        if pair {
+                            self.tile::<V, KW, KI, OV>(ov, c, ki)
+                        } else {
+                            self.tile::<V, KW, KI, 1>(ov, c, ki)
+                        }
+                    };
+                    ki += KI;
+                }
+                while ki < g.kh {
+                    unsafe {
+                        if pair {
+                            self.tile::<V, KW, 1, OV>(ov, c, ki)
+                        } else {
+                            self.tile::<V, KW, 1, 1>(ov, c, ki)
+                        }
+                    };
+                    ki += 1;
+                }
+            }
+            ov += if pair { OV * LANES } else { LANES };
+        }
+    }
+
+    /// The taps of filter rows `ki0..ki0 + KI` of input plane `c` for output channels
+    /// `ov..ov + 16·OV`, summed over the block's positions in registers, from and back to
+    /// the accumulators.
+    #[inline(always)]
+    unsafe fn tile<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(
+        &mut self,
+        ov: usize,
+        c: usize,
+        ki0: usize,
+    ) {
+        let Block {
+            g, x, dyt, rows, ..
+        } = self;
+        let per = lanes(g);
+        // The accumulator of tap `(r, kj)` and vector `v`.
+        let at = |r: usize, kj: usize, v: usize| {
+            ((c * g.kh + ki0 + r) * g.kw + kj) * per + ov + v * LANES
+        };
+        let acc = self.acc.as_mut_ptr();
+        // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract); the
+        // accumulators' taps and vectors lie in `acc` (`taps × lanes` floats, asserted by
+        // `filter`), which `self` borrows mutably.
+        let mut sums = [[[unsafe { V::zero() }; OV]; KW]; KI];
+        for (r, sums) in sums.iter_mut().enumerate() {
+            for (kj, sums) in sums.iter_mut().enumerate() {
+                for (v, s) in sums.iter_mut().enumerate() {
+                    *s = unsafe { V::load(acc.add(at(r, kj, v))) };
+                }
+            }
+        }
+        for i in rows.clone() {
             // Row `i` of the output gradient and row `i + ki0` of plane `c`.
-            let d = dyt[b * sample_dy + i * g.ow * per + ov..].as_ptr();
-            let xr = x[b * sample_x + c * g.plane + (i + ki0) * g.w..].as_ptr();
+            let d = dyt[i * g.ow * per + ov..].as_ptr();
+            let xr = x[c * g.plane + (i + ki0) * g.w..].as_ptr();
             for j in 0..g.ow {
-                // SAFETY: position `(i, j)`'s channels `ov..ov + 16` lie in `dyt` (whole
-                // vectors per position); the taps read `x` at rows `i + ki0 + r < oh + kh − 1`
-                // and columns `j + kj < ow + kw − 1 ≤ w` of plane `c` (asserted by `filter`).
-                let dv = unsafe { V::load(d.add(j * per)) };
+                // SAFETY: position `(i, j)`'s channels `ov..ov + 16·OV` lie in `dyt` (whole
+                // vectors per position, `OV` of them only where there are); the taps read
+                // `x` at rows `i + ki0 + r < oh + kh − 1` and columns `j + kj < ow + kw − 1
+                // ≤ w` of plane `c` (asserted by `filter`).
+                let mut dv = [unsafe { V::zero() }; OV];
+                for (v, dv) in dv.iter_mut().enumerate() {
+                    *dv = unsafe { V::load(d.add(j * per + v * LANES)) };
+                }
                 // (Loops, not closures: see `simd`.)
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    for (kj, a) in acc.iter_mut().enumerate() {
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    for (kj, sums) in sums.iter_mut().enumerate() {
                         let xv = unsafe { V::splat(*xr.add(r * g.w + j + kj)) };
-                        *a = unsafe { dv.mul_add(xv, *a) };
+                        for (s, dv) in sums.iter_mut().zip(&dv) {
+                            *s = unsafe { dv.mul_add(xv, *s) };
+                        }
                     }
                 }
             }
         }
-    }
-    let mut out = [0.0f32; LANES];
-    for (r, acc) in acc.iter().enumerate() {
-        for (kj, a) in acc.iter().enumerate() {
-            // SAFETY: `out` holds sixteen floats.
-            unsafe { a.store(out.as_mut_ptr()) };
-            for (l, &v) in out.iter().enumerate().take(g.o - ov) {
-                dw[(((ov + l) * g.c + c) * g.kh + ki0 + r) * g.kw + kj] = v;
+        for (r, sums) in sums.iter().enumerate() {
+            for (kj, sums) in sums.iter().enumerate() {
+                for (v, s) in sums.iter().enumerate() {
+                    unsafe { s.store(acc.add(at(r, kj, v))) };
+                }
             }
         }
     }
@@ -328,7 +455,9 @@ impl Kernel for Forward<'_> {
     type Output = ();
 
     /// Tiles of up to 6 positions on AVX2 (12 of its 16 registers accumulate, two hold the
-    /// tap's channels, one the broadcast) or 12 on AVX-512, a row's positions split evenly.
+    /// tap's channels, one the broadcast) or 12 on AVX-512, a row's positions split evenly;
+    /// on AVX-512 of two vectors of channels where there are (24 of its 32 registers), so
+    /// that each broadcast input feeds two products.
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
         let Forward {
@@ -340,15 +469,20 @@ impl Kernel for Forward<'_> {
             y,
             wide,
         } = self;
-        let most = if simd::wide_tiles::<V>(wide) { 12 } else { 6 };
+        let wide = simd::wide_tiles::<V>(wide);
+        let most = if wide { 12 } else { 6 };
         let tiles = g.ow.div_ceil(most);
         let width = g.ow.div_ceil(tiles);
         let (sample_x, sample_y) = (g.c * g.plane, g.o * g.oh * g.ow);
-        // One output row, a vector of channels per position: the tiles store whole vectors
-        // here, and `store_row` transposes them into the planes with the bias and ReLU.
-        // (Scattering each vector's lanes from the tile cost as much as the products, C3:
-        // 69 → 122 µs, its loads waiting on the wide store just made.)
-        let mut stage = [0.0f32; MAX_ROW * LANES];
+        // One output row of up to two vectors of channels, a vector per position: the tiles
+        // store whole vectors here, and `store_row` transposes them into the planes with the
+        // bias and ReLU. (Scattering each vector's lanes from the tile cost as much as the
+        // products, C3: 69 → 122 µs, its loads waiting on the wide store just made.)
+        let mut stage = [0.0f32; 2 * STAGE];
+        let bias = match store {
+            Store::Plain => None,
+            Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
+        };
         for b in 0..samples {
             let (x, y) = (&x[b * sample_x..], &mut y[b * sample_y..][..sample_y]);
             // The residual branch's planes of this sample.
@@ -358,73 +492,122 @@ impl Kernel for Forward<'_> {
                 }
                 other => other,
             };
-            for ov in (0..g.o).step_by(LANES) {
+            let mut ov = 0;
+            while ov < g.o {
+                let pair = wide && ov + LANES < g.o;
                 for i in 0..g.oh {
                     for j in (0..g.ow).step_by(width) {
-                        let at = Row { g, x, wt, ov, i, j };
+                        let at = Row {
+                            g,
+                            x,
+                            wt,
+                            ov,
+                            i,
+                            j,
+                            bias,
+                            relu: matches!(store, Store::BiasRelu(_)),
+                        };
+                        let n = (g.ow - j).min(width);
                         let out = &mut stage[j * LANES..];
-                        // SAFETY (all calls): forwarded; positions `j..j + n` lie in row `i`,
-                        // and the CPU has `V`'s unit.
+                        // SAFETY (both calls): forwarded; positions `j..j + n` lie in row
+                        // `i`, vectors `ov..` (two where `pair`) are output channels, and the
+                        // CPU has `V`'s unit.
                         unsafe {
-                            match (g.ow - j).min(width) {
-                                1 => at.apart::<V, 1>(out),
-                                2 => at.apart::<V, 2>(out),
-                                3 => at.apart::<V, 3>(out),
-                                4 => at.apart::<V, 4>(out),
-                                5 => at.apart::<V, 5>(out),
-                                6 => at.apart::<V, 6>(out),
-                                7 => at.apart::<V, 7>(out),
-                                8 => at.apart::<V, 8>(out),
-                                9 => at.apart::<V, 9>(out),
-                                10 => at.apart::<V, 10>(out),
-                                11 => at.apart::<V, 11>(out),
-                                _ => at.apart::<V, 12>(out),
+                            if pair {
+                                at.tiles::<V, 2>(n, out)
+                            } else {
+                                at.tiles::<V, 1>(n, out)
                             }
                         }
                     }
-                    store_row(g, &stage[..g.ow * LANES], store, (ov, i), y);
+                    // SAFETY (both calls): the CPU has `V`'s unit.
+                    unsafe { store_row::<V>(g, &stage[..g.ow * LANES], store, (ov, i), y) };
+                    if pair {
+                        let staged = &stage[STAGE..][..g.ow * LANES];
+                        unsafe { store_row::<V>(g, staged, store, (ov + LANES, i), y) };
+                    }
                 }
+                ov += if pair { 2 * LANES } else { LANES };
             }
         }
     }
 }
+
+/// Floats of a staged row of one vector of channels ([`Forward`]).
+const STAGE: usize = MAX_ROW * LANES;
 
 /// Row `i` of output planes `ov..` of one sample's `y` from `staged`, a vector of channels
-/// per position, through `store` (one rounding for each sum, in the loops' order; the
-/// interpreter's `relu`), its residual branch that sample's planes.
-fn store_row(g: &Conv, staged: &[f32], store: Store<'_>, (ov, i): (usize, usize), y: &mut [f32]) {
-    let plane = g.oh * g.ow;
-    for l in 0..(g.o - ov).min(LANES) {
-        let at = (ov + l) * plane + i * g.ow;
-        let row = &mut y[at..][..g.ow];
-        let lanes = staged.chunks_exact(LANES);
-        match store {
-            Store::Plain => {
-                for (v, s) in row.iter_mut().zip(lanes) {
-                    *v = s[l];
-                }
-            }
-            Store::BiasRelu(bias) => {
-                for (v, s) in row.iter_mut().zip(lanes) {
-                    *v = relu(s[l] + bias[ov + l]);
-                }
-            }
-            Store::BiasResidualRelu(bias, Skip::Operand(skip)) => {
-                let skip = &skip[at..][..g.ow];
-                for ((v, s), &r) in row.iter_mut().zip(lanes).zip(skip) {
-                    *v = relu((s[l] + bias[ov + l]) + r);
-                }
-            }
-            Store::BiasResidualRelu(bias, Skip::InPlace) => {
-                for (v, s) in row.iter_mut().zip(lanes) {
-                    *v = relu((s[l] + bias[ov + l]) + *v);
-                }
+/// per position (the tile has added the bias, and the ReLU where there is no residual
+/// branch): the vectors transposed in 8 × 8 blocks, then a residual branch added along each
+/// plane's row and the ReLU taken (one rounding for each sum, in the loops' order; `max(s,
+/// 0)` is the interpreter's `relu`, NaN and −0 included). A residual branch in `y` itself is
+/// read before it is overwritten: [`store_row_in_place`]. (Lane by lane, the transposition
+/// cost cnn3-same's 32-channel forward products a fifth of their time.)
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+#[inline(always)]
+unsafe fn store_row<V: F32x16>(
+    g: &Conv,
+    staged: &[f32],
+    store: Store<'_>,
+    (ov, i): (usize, usize),
+    y: &mut [f32],
+) {
+    let skip = match store {
+        Store::BiasResidualRelu(_, Skip::InPlace) => {
+            return store_row_in_place(g, staged, (ov, i), y);
+        }
+        Store::BiasResidualRelu(_, Skip::Operand(skip)) => Some(skip),
+        Store::Plain | Store::BiasRelu(_) => None,
+    };
+    let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
+    let row = |l: usize| (ov + l) * plane + i * g.ow;
+    assert!(staged.len() >= g.ow * LANES && y.len() >= row(n - 1) + g.ow);
+    let (whole_l, whole_j) = (n / 8 * 8, g.ow / 8 * 8);
+    for l in (0..whole_l).step_by(8) {
+        for j in (0..whole_j).step_by(8) {
+            // SAFETY: positions `j..j + 8` of lanes `l..l + 8` lie in `staged`, and in `y`
+            // rows of planes `ov + l..ov + l + 8` (asserted lengths); the unit is the
+            // caller's.
+            unsafe {
+                V::transpose8(
+                    staged.as_ptr().add(j * LANES + l),
+                    LANES,
+                    y.as_mut_ptr().add(row(l) + j),
+                    plane,
+                )
+            };
+        }
+    }
+    for l in 0..n {
+        let out = &mut y[row(l)..][..g.ow];
+        let from = if l < whole_l { whole_j } else { 0 };
+        for (j, v) in out.iter_mut().enumerate().skip(from) {
+            *v = staged[j * LANES + l];
+        }
+        if let Some(skip) = skip {
+            for (v, &r) in out.iter_mut().zip(&skip[row(l)..][..g.ow]) {
+                *v = relu(*v + r);
             }
         }
     }
 }
 
-/// One sample's output positions `(i, j..)` for channels `ov..ov + 16`.
+/// [`store_row`] where the residual branch is `y` itself, lane by lane.
+fn store_row_in_place(g: &Conv, staged: &[f32], (ov, i): (usize, usize), y: &mut [f32]) {
+    let plane = g.oh * g.ow;
+    for l in 0..(g.o - ov).min(LANES) {
+        let row = &mut y[(ov + l) * plane + i * g.ow..][..g.ow];
+        for (v, s) in row.iter_mut().zip(staged.chunks_exact(LANES)) {
+            *v = relu(s[l] + *v);
+        }
+    }
+}
+
+/// One sample's output positions `(i, j..)` for channels `ov..ov + 16·OV`, and what the
+/// tile adds to its sums before it stores them: the bias, and the ReLU unless a residual
+/// branch is still to be added.
 #[derive(Clone, Copy)]
 struct Row<'a> {
     g: &'a Conv,
@@ -433,68 +616,117 @@ struct Row<'a> {
     ov: usize,
     i: usize,
     j: usize,
+    bias: Option<&'a [f32]>,
+    relu: bool,
 }
 
-/// [`Row::tile`] of `P` positions, for [`simd::run_apart`].
-struct Tile<'a, const P: usize> {
+/// [`Row::tile`] of `P` positions and `OV` vectors of channels, for [`simd::run_apart`].
+struct Tile<'a, const P: usize, const OV: usize> {
     at: Row<'a>,
     out: &'a mut [f32],
 }
 
-impl<const P: usize> Kernel for Tile<'_, P> {
+impl<const P: usize, const OV: usize> Kernel for Tile<'_, P, OV> {
     type Output = ();
 
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
         // SAFETY: forwarded.
-        unsafe { self.at.tile::<V, P>(self.out) }
+        unsafe { self.at.tile::<V, P, OV>(self.out) }
     }
 }
 
 impl Row<'_> {
-    /// [`Row::tile`] in a function of its own ([`simd::run_apart`]), so that its
-    /// accumulators get the registers.
+    /// [`Row::tile`] of `n` (at most 12) positions, each in a function of its own
+    /// ([`simd::run_apart`]), so that its accumulators get the registers.
     ///
     /// # Safety
     /// As [`Row::tile`].
     #[inline(always)]
-    unsafe fn apart<V: F32x16, const P: usize>(self, out: &mut [f32]) {
-        // SAFETY: forwarded; the CPU has `V`'s unit.
-        unsafe { simd::run_apart(V::ISA, Tile::<P> { at: self, out }) }
+    unsafe fn tiles<V: F32x16, const OV: usize>(self, n: usize, out: &mut [f32]) {
+        let isa = V::ISA;
+        // SAFETY (all calls): forwarded; the CPU has `V`'s unit.
+        unsafe {
+            match n {
+                1 => simd::run_apart(isa, Tile::<1, OV> { at: self, out }),
+                2 => simd::run_apart(isa, Tile::<2, OV> { at: self, out }),
+                3 => simd::run_apart(isa, Tile::<3, OV> { at: self, out }),
+                4 => simd::run_apart(isa, Tile::<4, OV> { at: self, out }),
+                5 => simd::run_apart(isa, Tile::<5, OV> { at: self, out }),
+                6 => simd::run_apart(isa, Tile::<6, OV> { at: self, out }),
+                7 => simd::run_apart(isa, Tile::<7, OV> { at: self, out }),
+                8 => simd::run_apart(isa, Tile::<8, OV> { at: self, out }),
+                9 => simd::run_apart(isa, Tile::<9, OV> { at: self, out }),
+                10 => simd::run_apart(isa, Tile::<10, OV> { at: self, out }),
+                11 => simd::run_apart(isa, Tile::<11, OV> { at: self, out }),
+                _ => simd::run_apart(isa, Tile::<12, OV> { at: self, out }),
+            }
+        }
     }
 
     /// Positions `j..j + P` of row `i`, accumulated over every tap in registers, stored to
-    /// `out` a vector of channels per position (`out[t·16 + l]`: channel `ov + l`).
+    /// `out` a vector of channels per position (`out[v·STAGE + t·16 + l]`: channel
+    /// `ov + 16·v + l`).
     ///
     /// # Safety
-    /// The CPU has `V`'s unit; the positions lie in row `i`.
+    /// The CPU has `V`'s unit; the positions lie in row `i`, and vectors `ov..ov + 16·OV`
+    /// of the transposed filters hold channels.
     #[inline(always)]
-    unsafe fn tile<V: F32x16, const P: usize>(self, out: &mut [f32]) {
-        let Row { g, x, wt, ov, i, j } = self;
+    unsafe fn tile<V: F32x16, const P: usize, const OV: usize>(self, out: &mut [f32]) {
+        let Row {
+            g, x, wt, ov, i, j, ..
+        } = self;
         let per = lanes(g);
         // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
-        let mut acc = [unsafe { V::zero() }; P];
+        let mut acc = [[unsafe { V::zero() }; OV]; P];
         let (x, wt) = (x.as_ptr(), wt.as_ptr());
         for c in 0..g.c {
             for ki in 0..g.kh {
                 // SAFETY: row `i + ki < oh + kh − 1` of plane `c` lies in the sample's input,
                 // and the taps read its columns `j + t + kj < ow + kw − 1 ≤ w`; the tap's
-                // channels `ov..ov + 16` lie in `wt` (whole vectors per tap).
+                // channels `ov..ov + 16·OV` lie in `wt` (whole vectors per tap).
                 let xr = unsafe { x.add(c * g.plane + (i + ki) * g.w + j) };
                 let wr = unsafe { wt.add((c * g.kh + ki) * g.kw * per + ov) };
                 for kj in 0..g.kw {
-                    let wv = unsafe { V::load(wr.add(kj * per)) };
+                    let mut wv = [unsafe { V::zero() }; OV];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        *wv = unsafe { V::load(wr.add(kj * per + v * LANES)) };
+                    }
                     // (Loops, not closures: see `simd`.)
-                    for (t, a) in acc.iter_mut().enumerate() {
-                        *a = unsafe { wv.mul_add(V::splat(*xr.add(kj + t)), *a) };
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let xv = unsafe { V::splat(*xr.add(kj + t)) };
+                        for (a, wv) in acc.iter_mut().zip(&wv) {
+                            *a = unsafe { wv.mul_add(xv, *a) };
+                        }
                     }
                 }
             }
         }
-        assert!(out.len() >= P * LANES);
-        for (t, &a) in acc.iter().enumerate() {
-            // SAFETY: `out` holds `P` vectors (asserted).
-            unsafe { a.store(out.as_mut_ptr().add(t * LANES)) };
+        assert!(out.len() >= (OV - 1) * STAGE + P * LANES);
+        // The bias of each vector of channels.
+        let mut bias = [unsafe { V::zero() }; OV];
+        if let Some(b) = self.bias {
+            assert!(b.len() >= g.o);
+            for (v, bias) in bias.iter_mut().enumerate() {
+                let first = ov + v * LANES;
+                // SAFETY: the bias holds `o` floats (asserted), the masked lanes past them
+                // are not read.
+                *bias =
+                    unsafe { V::load_masked(simd::low_bits(g.o - first), b.as_ptr().add(first)) };
+            }
+        }
+        for (t, acc) in acc.iter().enumerate() {
+            for (v, (&a, b)) in acc.iter().zip(&bias).enumerate() {
+                let mut a = a;
+                if self.bias.is_some() {
+                    a = unsafe { a.add(*b) };
+                    if self.relu {
+                        a = unsafe { a.max(V::zero()) };
+                    }
+                }
+                // SAFETY: `out` holds `P` vectors after `v` stages (asserted).
+                unsafe { a.store(out.as_mut_ptr().add(v * STAGE + t * LANES)) };
+            }
         }
     }
 }
@@ -507,19 +739,13 @@ pub fn time_c3(isa: Isa) {
     let g = Conv::forward(6, 14, 14, 16, 5, 5);
     let x = vec![0.5f32; samples * g.c * g.plane];
     let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
-    let per = gradient_floats(&g);
-    let mut dyt = vec![0.0f32; samples * per];
+    let mut scratch = vec![0.0f32; scratch_floats(&g)];
     let mut dw = vec![0.0f32; g.o * g.taps()];
-    let mut best = [f64::MAX; 2];
+    let mut best = f64::MAX;
     for _ in 0..50 {
         let t = std::time::Instant::now();
-        for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
-            transposed_gradient(&g, &dy[b * g.o * g.oh * g.ow..], out);
-        }
-        best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
-        let t = std::time::Instant::now();
-        filter(isa, &g, samples, &x, &dyt, &mut dw);
-        best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e6);
+        filter(isa, &g, samples, (&x, &dy), &mut scratch, &mut dw);
+        best = best.min(t.elapsed().as_secs_f64() * 1e6);
     }
     let w = vec![0.1f32; g.o_pad() * g.taps()];
     let mut wt = vec![0.0f32; filter_floats(&g)];
@@ -533,10 +759,59 @@ pub fn time_c3(isa: Isa) {
     }
     println!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
     println!(
-        "c3 filter gradient, channels in lanes: transpose {:.1} µs, filter {:.1} µs \
-         ({samples} samples, one thread)",
-        best[0], best[1]
+        "c3 filter gradient, channels in lanes, transposes included: {best:.1} µs \
+         ({samples} samples, one thread)"
     );
+}
+
+/// Times the filter gradient of 3×3 `same` convolutions of 16 and 32 channels (bench/zoo's
+/// cnn3-same: 28×28 and 14×14 planes, padded), 32 samples on one thread, best of 20 runs.
+#[doc(hidden)]
+pub fn time_same3(isa: Isa) {
+    let samples = 32;
+    for (c, h) in [(16, 30), (32, 16)] {
+        let g = Conv::forward(c, h, h, 32, 3, 3);
+        let x = vec![0.5f32; samples * g.c * g.plane];
+        let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
+        let mut scratch = vec![0.0f32; scratch_floats(&g)];
+        let mut dw = vec![0.0f32; g.o * g.taps()];
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            filter(isa, &g, samples, (&x, &dy), &mut scratch, &mut dw);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let w = vec![0.1f32; g.o * g.taps()];
+        let mut wt = vec![0.0f32; filter_floats(&g)];
+        let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
+        let mut fwd = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            transposed_filters(&g, &w, &mut wt);
+            forward(
+                isa,
+                &g,
+                samples,
+                &x,
+                &wt,
+                Store::BiasRelu(&w[..g.o]),
+                &mut y,
+            );
+            fwd = fwd.min(t.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
+        println!(
+            "[{},{c},3,3] on {}x{} planes ({samples} samples, one thread): forward {:.1} µs, \
+             {:.1} GFLOP/s; filter gradient {:.1} µs, {:.1} GFLOP/s",
+            g.o,
+            g.oh,
+            g.ow,
+            fwd * 1e6,
+            flops / fwd * 1e-9,
+            best * 1e6,
+            flops / best * 1e-9
+        );
+    }
 }
 
 #[cfg(test)]
@@ -545,9 +820,10 @@ mod tests {
     use crate::testing::{filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, and shapes with more than one vector of channels,
-    /// a part of one, odd tap rows and every filter width.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 6] = [
+    /// a part of one, odd tap rows, every filter width, and planes of several blocks of rows.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
         (6, 14, 14, 16, 5, 5),
+        (2, 30, 30, 32, 3, 3),
         (2, 6, 7, 20, 3, 3),
         (3, 5, 5, 16, 2, 1),
         (1, 8, 9, 32, 4, 2),
@@ -570,11 +846,6 @@ mod tests {
             let samples = 3;
             let x = values(samples * c * h * wd, k as u64);
             let dy = values(samples * o * g.oh * g.ow, 100 + k as u64);
-            let per = gradient_floats(&g);
-            let mut dyt = vec![f32::NAN; samples * per];
-            for (b, out) in dyt.chunks_exact_mut(per).enumerate() {
-                transposed_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], out);
-            }
             let mut first: Option<Vec<f32>> = None;
             // Each unit with its own tiles, and with AVX-512's.
             let runs = crate::testing::vector_units(
@@ -584,7 +855,8 @@ mod tests {
             .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 let mut dw = vec![f32::NAN; o * g.taps()];
-                filter_tiled(isa, &g, samples, (&x, &dyt), &mut dw, wide);
+                let mut scratch = vec![f32::NAN; scratch_floats(&g)];
+                filter_tiled(isa, &g, samples, (&x, &dy), &mut scratch, &mut dw, wide);
                 let want = filter_gradient(&x, &dy, SHAPES[k], samples);
                 for (i, (&got, &want)) in dw.iter().zip(&want).enumerate() {
                     assert!(

@@ -7,8 +7,9 @@
 //! 14×14 positions, each with 25 taps, of which a 10×10 gradient leaves 16 real on average).
 //! Here a vector holds one position of sixteen samples, so every product is real and every
 //! lane a sample: the output gradient is transposed to that layout first ([`to_lanes`]), the
-//! filters to `[o][ki][kj][c]`, and the result back ([`from_lanes`]). A register tile is one
-//! position's input channels, six at a time, each filter weight broadcast.
+//! filters to `[o][ki][kj][c]`, and the result back ([`from_lanes`]). A register tile is six
+//! input channels of one position, or on AVX-512 of four positions of a row whose taps all
+//! land in the gradient, each filter weight broadcast once per tap.
 //!
 //! Each input position adds its products in [`crate::direct`]'s order (output channel, then
 //! the output gradient's rows and columns ascending, one rounding each), and the products it
@@ -43,11 +44,23 @@ fn groups(samples: usize) -> usize {
     samples.div_ceil(LANES)
 }
 
-/// Floats of scratch [`input_gradient`] needs for `samples` samples: the output gradient and
-/// the input gradient in lanes, and the transposed filters.
-pub fn scratch_floats(g: &Conv, samples: usize) -> usize {
+/// Floats of scratch [`input_gradient`] needs for `samples` samples and `crop`: the output
+/// gradient and the (cropped) input gradient in lanes, and the transposed filters.
+pub fn scratch_floats(g: &Conv, samples: usize, crop: [usize; 2]) -> usize {
     let lanes = groups(samples) * LANES;
-    lanes * (g.o * g.oh * g.ow + g.c * g.plane) + g.o * g.taps()
+    lanes * (g.o * g.oh * g.ow + g.c * cropped_plane(g, crop)) + g.o * g.taps()
+}
+
+/// The rows and columns of an input plane left after `crop` rows and columns are cut from
+/// each side.
+fn cropped(g: &Conv, crop: [usize; 2]) -> [usize; 2] {
+    [g.oh + g.kh - 1 - 2 * crop[0], g.w - 2 * crop[1]]
+}
+
+/// Floats of a cropped input plane.
+fn cropped_plane(g: &Conv, crop: [usize; 2]) -> usize {
+    let [h, w] = cropped(g, crop);
+    h * w
 }
 
 /// `src` holds `samples` rows of `per` floats; `out[(group·per + e)·16 + l]` receives
@@ -180,27 +193,50 @@ pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
 
 /// The input gradient `dx` (`samples × c × h × w`, compact) of the forward convolution `g`
 /// from its output gradient `dy` (`samples × o × oh × ow`) and filters `w` (`o × c × kh ×
-/// kw`), with `scratch` of [`scratch_floats`] floats.
+/// kw`), with `scratch` of [`scratch_floats`] floats; `crop[0]` rows and `crop[1]` columns
+/// cut from each side of every plane, neither computed nor stored (a convolution with
+/// `padding` runs over padded planes, whose padding's gradient nobody reads).
 ///
 /// # Panics
-/// If `g` is not a plain forward geometry, the slices are short, or the CPU does not support
-/// `isa`.
+/// If `g` is not a plain forward geometry, the crop leaves nothing, the slices are short, or
+/// the CPU does not support `isa`.
 pub fn input_gradient(
     isa: Isa,
     g: &Conv,
     samples: usize,
     (dy, w): (&[f32], &[f32]),
+    crop: [usize; 2],
     scratch: &mut [f32],
     dx: &mut [f32],
 ) {
+    input_gradient_tiled(isa, g, samples, (dy, w), crop, scratch, dx, false);
+}
+
+/// [`input_gradient`], with AVX-512's tiles on any unit where `wide` (so that AVX2 machines
+/// test them too).
+#[allow(clippy::too_many_arguments)]
+fn input_gradient_tiled(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    (dy, w): (&[f32], &[f32]),
+    crop: [usize; 2],
+    scratch: &mut [f32],
+    dx: &mut [f32],
+    wide: bool,
+) {
     assert!(isa.supported(), "vector kernels need {}", isa.name());
     assert!(plain(g), "not a plain forward geometry");
-    let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+    assert!(
+        2 * crop[0] < g.oh + g.kh - 1 && 2 * crop[1] < g.w,
+        "cropped to nothing"
+    );
+    let (per_in, per_out) = (g.c * cropped_plane(g, crop), g.o * g.oh * g.ow);
     assert!(dy.len() >= samples * per_out, "output gradient too short");
     assert!(w.len() >= g.o * g.taps(), "filters too short");
     assert!(dx.len() >= samples * per_in, "input gradient too short");
     assert!(
-        scratch.len() >= scratch_floats(g, samples),
+        scratch.len() >= scratch_floats(g, samples, crop),
         "scratch too short"
     );
     let lanes = groups(samples) * LANES;
@@ -214,6 +250,8 @@ pub fn input_gradient(
         dyt,
         wt,
         dxt,
+        crop,
+        wide,
     };
     // SAFETY: the unit is supported, and the buffers hold what the geometry needs (asserted
     // above and split to size); the pointers come from slices borrowed for the call (the
@@ -229,7 +267,16 @@ struct Gradient<'a> {
     dyt: &'a [f32],
     wt: &'a [f32],
     dxt: &'a mut [f32],
+    crop: [usize; 2],
+    wide: bool,
 }
+
+/// Positions of a row per register tile on AVX-512, where every tap of each lands in the
+/// output gradient: with six channels, 24 of its 32 registers accumulate and six hold the
+/// tap's weights, so that a tap costs four loads and six broadcasts for 24 products (one
+/// position: seven for six). cnn3-same's 28×28 input gradient on one Zen 4 core: 70 GFLOP/s
+/// one position at a time, 81 with three, 98 with four (`time_same3`).
+const POSITIONS: usize = 4;
 
 impl Kernel for Gradient<'_> {
     type Output = ();
@@ -242,70 +289,124 @@ impl Kernel for Gradient<'_> {
             dyt,
             wt,
             dxt,
+            crop,
+            wide,
         } = self;
         let h = g.oh + g.kh - 1;
-        let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
+        let wide = simd::wide_tiles::<V>(wide);
+        let (per_in, per_out) = (g.c * cropped_plane(g, crop), g.o * g.oh * g.ow);
         for group in 0..groups {
             let dyt = dyt[group * per_out * LANES..][..per_out * LANES].as_ptr();
             let dxt = dxt[group * per_in * LANES..][..per_in * LANES].as_mut_ptr();
-            for i in 0..h {
-                for j in 0..g.w {
-                    let mut c0 = 0;
-                    // SAFETY (all calls): the CPU has `V`'s unit; the pointers hold a
-                    // group's planes, which every tap of a position in them stays inside.
+            for i in crop[0]..h - crop[0] {
+                let mut j = crop[1];
+                while j < g.w - crop[1] {
+                    // Positions whose every column tap lands in the gradient's row, several
+                    // at a time; the others one by one.
+                    let n = if wide && j + 1 >= g.kw && j + POSITIONS <= g.ow.min(g.w - crop[1]) {
+                        POSITIONS
+                    } else {
+                        1
+                    };
+                    // SAFETY: the CPU has `V`'s unit; the pointers hold a group's planes,
+                    // which every tap of a position in them stays inside; positions
+                    // `j..j + n` are whole-reach columns where `n > 1`.
                     unsafe {
-                        while c0 + CHANNELS <= g.c {
-                            position::<V, CHANNELS>(g, dyt, wt, (i, j, c0), dxt);
-                            c0 += CHANNELS;
-                        }
-                        match g.c - c0 {
-                            1 => position::<V, 1>(g, dyt, wt, (i, j, c0), dxt),
-                            2 => position::<V, 2>(g, dyt, wt, (i, j, c0), dxt),
-                            3 => position::<V, 3>(g, dyt, wt, (i, j, c0), dxt),
-                            4 => position::<V, 4>(g, dyt, wt, (i, j, c0), dxt),
-                            5 => position::<V, 5>(g, dyt, wt, (i, j, c0), dxt),
-                            _ => {}
+                        if n == 1 {
+                            channels::<V, 1>(g, dyt, wt, (i, j, crop), dxt);
+                        } else {
+                            channels::<V, POSITIONS>(g, dyt, wt, (i, j, crop), dxt);
                         }
                     }
+                    j += n;
                 }
             }
         }
     }
 }
 
-/// Input position `(i, j)` of input channels `c0..c0 + CB` for one group: the sum over every
-/// output channel and every output-gradient position `(r, s)` the taps reach, `r = i − ki`
-/// and `s = j − kj` ascending.
+/// Input positions `(i, j..j + P)` of every input channel, [`CHANNELS`] at a time.
+///
+/// # Safety
+/// As [`positions`].
 #[inline(always)]
-unsafe fn position<V: F32x16, const CB: usize>(
+unsafe fn channels<V: F32x16, const P: usize>(
     g: &Conv,
     dyt: *const f32,
     wt: &[f32],
-    (i, j, c0): (usize, usize, usize),
+    (i, j, crop): (usize, usize, [usize; 2]),
+    dxt: *mut f32,
+) {
+    let mut c0 = 0;
+    // SAFETY (all calls): forwarded, channels `c0..c0 + CB` lie in the planes.
+    unsafe {
+        while c0 + CHANNELS <= g.c {
+            positions::<V, P, CHANNELS>(g, dyt, wt, (i, j, c0, crop), dxt);
+            c0 += CHANNELS;
+        }
+        match g.c - c0 {
+            1 => positions::<V, P, 1>(g, dyt, wt, (i, j, c0, crop), dxt),
+            2 => positions::<V, P, 2>(g, dyt, wt, (i, j, c0, crop), dxt),
+            3 => positions::<V, P, 3>(g, dyt, wt, (i, j, c0, crop), dxt),
+            4 => positions::<V, P, 4>(g, dyt, wt, (i, j, c0, crop), dxt),
+            5 => positions::<V, P, 5>(g, dyt, wt, (i, j, c0, crop), dxt),
+            _ => {}
+        }
+    }
+}
+
+/// Input positions `(i, j..j + P)` of input channels `c0..c0 + CB` for one group: the sum
+/// over every output channel and every output-gradient position `(r, s)` the taps reach,
+/// `r = i − ki` and `s = j + t − kj` ascending, stored in `dxt`'s planes cropped by `crop`.
+///
+/// # Safety
+/// The CPU has `V`'s unit; `dyt` and `dxt` hold a group's planes in lanes (`dxt` cropped),
+/// `(i, j..j + P)` are positions of the input plane inside the crop and `c0..c0 + CB` input
+/// channels; where `P > 1`, every
+/// column tap of every position lands in the output gradient (`kw − 1 ≤ j`, `j + P ≤ ow`).
+#[inline(always)]
+unsafe fn positions<V: F32x16, const P: usize, const CB: usize>(
+    g: &Conv,
+    dyt: *const f32,
+    wt: &[f32],
+    (i, j, c0, crop): (usize, usize, usize, [usize; 2]),
     dxt: *mut f32,
 ) {
     let (rows, cols) = (reach(i, g.kh, g.oh), reach(j, g.kw, g.ow));
+    debug_assert!(P == 1 || (cols.len() == g.kw && j + P <= g.ow));
     // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
-    let mut acc = [unsafe { V::zero() }; CB];
+    let mut acc = [[unsafe { V::zero() }; CB]; P];
     let wt = wt.as_ptr();
     for o in 0..g.o {
         for r in rows.clone() {
             for s in cols.clone() {
-                // SAFETY: `(o, r, s)` is an output-gradient position of the group, and the
-                // tap `(i − r, j − s)` lies in the filter: its `c` weights start at `w`.
+                // SAFETY: `(o, r, s + t)` is an output-gradient position of the group for
+                // every `t < P` (the caller's contract), and the tap `(i − r, j − s)` lies in
+                // the filter: its `c` weights start at `w`.
                 unsafe {
-                    let v = V::load(dyt.add(((o * g.oh + r) * g.ow + s) * LANES));
                     let w = wt.add(((o * g.kh + i - r) * g.kw + j - s) * g.c + c0);
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        *a = V::splat(*w.add(k)).mul_add(v, *a);
+                    let mut wv = [V::zero(); CB];
+                    for (k, wv) in wv.iter_mut().enumerate() {
+                        *wv = V::splat(*w.add(k));
+                    }
+                    let row = dyt.add(((o * g.oh + r) * g.ow + s) * LANES);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let v = V::load(row.add(t * LANES));
+                        for (a, wv) in acc.iter_mut().zip(&wv) {
+                            *a = wv.mul_add(v, *a);
+                        }
                     }
                 }
             }
         }
     }
-    for (k, a) in acc.iter().enumerate() {
-        // SAFETY: input channel `c0 + k` < `c` at a position of the plane.
-        unsafe { a.store(dxt.add((((c0 + k) * (g.oh + g.kh - 1) + i) * g.w + j) * LANES)) };
+    let [h, w] = cropped(g, crop);
+    let plane = |k: usize| (((c0 + k) * h + i - crop[0]) * w + j - crop[1]) * LANES;
+    for (t, acc) in acc.iter().enumerate() {
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: input channel `c0 + k` < `c` at positions of the plane.
+            unsafe { a.store(dxt.add(plane(k) + t * LANES)) };
+        }
     }
 }
 
@@ -323,13 +424,13 @@ pub fn time_c3(isa: Isa) {
     let g = Conv::forward(6, 14, 14, 16, 5, 5);
     let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
     let w = crate::testing::values(g.o * g.taps(), 2);
-    let mut scratch = vec![0.0f32; scratch_floats(&g, samples)];
+    let mut scratch = vec![0.0f32; scratch_floats(&g, samples, [0, 0])];
     let mut dx = vec![0.0f32; samples * g.c * g.plane];
     let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
     let mut best = [f64::MAX; 4];
     for _ in 0..50 {
         let t = std::time::Instant::now();
-        input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
+        input_gradient(isa, &g, samples, (&dy, &w), [0, 0], &mut scratch, &mut dx);
         best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
         let (dyt, rest) = scratch.split_at_mut(samples * per_out);
         let t = std::time::Instant::now();
@@ -348,6 +449,36 @@ pub fn time_c3(isa: Isa) {
          direct {:.1} µs with its allocations ({samples} samples, one thread)",
         best[0], best[1], best[2], best[3]
     );
+}
+
+/// Times the input gradient of 3×3 `same` convolutions of 16 and 32 channels (bench/zoo's
+/// cnn3-same: 28×28 and 14×14 planes, padded), 32 samples on one thread, best of 20 runs.
+#[doc(hidden)]
+pub fn time_same3(isa: Isa) {
+    let samples = 32;
+    for (c, h) in [(16, 30), (32, 16)] {
+        let g = Conv::forward(c, h, h, 32, 3, 3);
+        let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
+        let w = crate::testing::values(g.o * g.taps(), 2);
+        let mut scratch = vec![0.0f32; scratch_floats(&g, samples, [0, 0])];
+        let mut dx = vec![0.0f32; samples * g.c * g.plane];
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            input_gradient(isa, &g, samples, (&dy, &w), [0, 0], &mut scratch, &mut dx);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
+        println!(
+            "[{},{c},3,3] on {}x{} planes ({samples} samples, one thread): input gradient \
+             {:.1} µs, {:.1} GFLOP/s",
+            g.o,
+            g.oh,
+            g.ow,
+            best * 1e6,
+            flops / best * 1e-9
+        );
+    }
 }
 
 /// `direct`'s input gradient: the padded output gradient correlated with the flipped
@@ -372,9 +503,12 @@ mod tests {
     use crate::testing::{input_gradient as definition, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, a channel count past one tile, each remainder
-    /// tile, filters as large as the plane, and 1×1 filters.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    /// tile, rows of several tiles of positions (and one left over), filters as large as the
+    /// plane, and 1×1 filters; each also cropped where the crop leaves something.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 9] = [
         (6, 14, 14, 16, 5, 5),
+        (16, 9, 12, 3, 3, 3),
+        (8, 7, 11, 2, 2, 4),
         (7, 6, 7, 3, 3, 2),
         (1, 5, 5, 2, 2, 2),
         (2, 4, 6, 5, 4, 6),
@@ -423,21 +557,66 @@ mod tests {
                 let dy = values(samples * o * g.oh * g.ow, seed);
                 let w = values(o * g.taps(), 1000 + seed);
                 let want = definition(&dy, &w, SHAPES[k], samples);
-                for isa in crate::testing::vector_units(
+                // Each unit with its own tiles, and with AVX-512's.
+                let runs = crate::testing::vector_units(
                     "samples::input_gradient_gives_the_bits_of_direct_and_matches_the_definition",
-                ) {
-                    let mut scratch = vec![f32::NAN; scratch_floats(&g, samples)];
+                )
+                .into_iter()
+                .flat_map(|isa| [(isa, false), (isa, true)]);
+                for (isa, wide) in runs {
+                    let mut scratch = vec![f32::NAN; scratch_floats(&g, samples, [0, 0])];
                     let mut dx = vec![f32::NAN; samples * c * g.plane];
-                    input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
+                    let args = (&dy[..], &w[..]);
+                    input_gradient_tiled(
+                        isa,
+                        &g,
+                        samples,
+                        args,
+                        [0, 0],
+                        &mut scratch,
+                        &mut dx,
+                        wide,
+                    );
                     for (e, (&got, &want)) in dx.iter().zip(&want).enumerate() {
                         assert!(
                             (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "{:?} on {isa:?}: dx[{e}] {got} vs {want}",
+                            "{:?} on {isa:?} wide {wide}: dx[{e}] {got} vs {want}",
                             SHAPES[k]
                         );
                     }
                     let direct = direct_input_gradient(isa, &g, samples, &dy, &w);
-                    assert_eq!(bits(&dx), bits(&direct), "{:?} on {isa:?}", SHAPES[k]);
+                    let shape = SHAPES[k];
+                    assert_eq!(bits(&dx), bits(&direct), "{shape:?} on {isa:?} wide {wide}");
+                    // Cropped: the same bits at the positions kept.
+                    for crop in [[1, 1], [0, 2], [2, 1]] {
+                        if 2 * crop[0] >= h || 2 * crop[1] >= wd {
+                            continue;
+                        }
+                        let [hc, wc] = [h - 2 * crop[0], wd - 2 * crop[1]];
+                        let mut scratch = vec![f32::NAN; scratch_floats(&g, samples, crop)];
+                        let mut got = vec![f32::NAN; samples * c * hc * wc];
+                        input_gradient_tiled(
+                            isa,
+                            &g,
+                            samples,
+                            args,
+                            crop,
+                            &mut scratch,
+                            &mut got,
+                            wide,
+                        );
+                        let kept: Vec<f32> = (0..samples * c * hc * wc)
+                            .map(|e| {
+                                let (plane, i, j) = (e / (hc * wc), e / wc % hc, e % wc);
+                                direct[(plane * h + i + crop[0]) * wd + j + crop[1]]
+                            })
+                            .collect();
+                        assert_eq!(
+                            bits(&got),
+                            bits(&kept),
+                            "{shape:?} cropped by {crop:?} on {isa:?} wide {wide}"
+                        );
+                    }
                 }
             }
         }
