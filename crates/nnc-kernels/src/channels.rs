@@ -145,36 +145,32 @@ struct Filter<'a> {
 impl Kernel for Filter<'_> {
     type Output = ();
 
-    /// Tiles of a row of taps of one vector of channels (AVX2: `kw` accumulators of two
-    /// registers, up to 10 of its 16), or on AVX-512 of up to three rows of two vectors (up
-    /// to 20 of its 32): each broadcast input then feeds two products, and the loads stay
-    /// below the multiply-adds.
+    /// Tiles of [`TAPS`] taps of one vector of channels (AVX2: 10 of its 16 registers
+    /// accumulate), or on AVX-512 of [`WIDE_TAPS`] taps of two vectors or twice as many of
+    /// one (12 of its 32): each broadcast input then feeds two products where it can, and
+    /// the loads stay below the multiply-adds.
     #[inline(always)]
     unsafe fn run<V: F32x16>(self) {
+        // SAFETY (both calls): forwarded.
         let wide = simd::wide_tiles::<V>(self.wide);
-        // SAFETY (all calls): forwarded.
-        unsafe {
-            match (self.g.kw, wide) {
-                (1, false) => self.samples::<V, 1, 1, 1>(),
-                (2, false) => self.samples::<V, 2, 1, 1>(),
-                (3, false) => self.samples::<V, 3, 1, 1>(),
-                (4, false) => self.samples::<V, 4, 1, 1>(),
-                (_, false) => self.samples::<V, 5, 1, 1>(),
-                (1, true) => self.samples::<V, 1, 3, 2>(),
-                (2, true) => self.samples::<V, 2, 3, 2>(),
-                (3, true) => self.samples::<V, 3, 3, 2>(),
-                (4, true) => self.samples::<V, 4, 2, 2>(),
-                (_, true) => self.samples::<V, 5, 2, 2>(),
-            }
-        }
+        unsafe { self.samples::<V>(wide) }
     }
 }
+
+/// Taps per register tile of [`filter`] on AVX2, of one vector of channels.
+const TAPS: usize = 5;
+/// Taps per register tile of [`filter`] on AVX-512, of two vectors of channels (of one,
+/// twice as many). A tile's taps are any run of the filter's (input plane, row, column), so
+/// that a narrow filter fills it as well as a square one: nonsquare's 5×1 filter gradient
+/// on one Zen 4 core ran at 53 GFLOP/s in tiles of a plane's rows (three of its five rows of
+/// one tap, then one), 94 in these (`time_same3`); the 3×3 ones lost 3–5 %.
+const WIDE_TAPS: usize = 6;
 
 impl Filter<'_> {
     /// Every sample: its gradient transposed, then every tile down each block of rows; at
     /// the end the accumulators, a vector of channels per tap, into `dw`'s filters.
     #[inline(always)]
-    unsafe fn samples<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(self) {
+    unsafe fn samples<V: F32x16>(self, wide: bool) {
         let Filter {
             g,
             samples,
@@ -202,7 +198,7 @@ impl Filter<'_> {
                     rows: i0..(i0 + rows).min(g.oh),
                 };
                 // SAFETY: forwarded.
-                unsafe { block.tiles::<V, KW, KI, OV>() };
+                unsafe { block.tiles::<V>(wide) };
             }
         }
         for (tap, v) in acc.chunks_exact(per).enumerate() {
@@ -261,102 +257,109 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Every tile: pairs of vectors of output channels (`OV` of them, one for a last odd
-    /// vector) × input planes × tap rows, `KI` rows at a time (one for the rows left).
+    /// Every tile: pairs of vectors of output channels where `wide` (one for a last odd
+    /// vector) × the taps, in their order (input plane, row, column), as many at a time as
+    /// the tile holds (the rest in one tile).
     #[inline(always)]
-    unsafe fn tiles<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(mut self) {
+    unsafe fn tiles<V: F32x16>(mut self, wide: bool) {
         let g = self.g;
+        let taps = g.taps();
         let mut ov = 0;
         while ov < g.o {
-            let pair = OV == 2 && ov + LANES < g.o;
-            for c in 0..g.c {
-                let mut ki = 0;
-                // SAFETY (all calls): forwarded; rows `ki..ki + KI` are filter rows and
-                // vectors `ov..` output channels.
-                while ki + KI <= g.kh {
-                    unsafe {
-                        if pair {
-                            self.tile::<V, KW, KI, OV>(ov, c, ki)
-                        } else {
-                            self.tile::<V, KW, KI, 1>(ov, c, ki)
-                        }
-                    };
-                    ki += KI;
-                }
-                while ki < g.kh {
-                    unsafe {
-                        if pair {
-                            self.tile::<V, KW, 1, OV>(ov, c, ki)
-                        } else {
-                            self.tile::<V, KW, 1, 1>(ov, c, ki)
-                        }
-                    };
-                    ki += 1;
+            let pair = wide && ov + LANES < g.o;
+            let most = match (wide, pair) {
+                (false, _) => TAPS,
+                (true, true) => WIDE_TAPS,
+                (true, false) => 2 * WIDE_TAPS,
+            };
+            for t0 in (0..taps).step_by(most) {
+                // SAFETY (all calls): forwarded; taps `t0..t0 + n` are the filter's and
+                // vectors `ov..` (two where `pair`) output channels.
+                unsafe {
+                    match ((taps - t0).min(most), pair) {
+                        (1, false) => self.tile::<V, 1, 1>(ov, t0),
+                        (2, false) => self.tile::<V, 2, 1>(ov, t0),
+                        (3, false) => self.tile::<V, 3, 1>(ov, t0),
+                        (4, false) => self.tile::<V, 4, 1>(ov, t0),
+                        (5, false) => self.tile::<V, 5, 1>(ov, t0),
+                        (6, false) => self.tile::<V, 6, 1>(ov, t0),
+                        (7, false) => self.tile::<V, 7, 1>(ov, t0),
+                        (8, false) => self.tile::<V, 8, 1>(ov, t0),
+                        (9, false) => self.tile::<V, 9, 1>(ov, t0),
+                        (10, false) => self.tile::<V, 10, 1>(ov, t0),
+                        (11, false) => self.tile::<V, 11, 1>(ov, t0),
+                        (_, false) => self.tile::<V, { 2 * WIDE_TAPS }, 1>(ov, t0),
+                        (1, true) => self.tile::<V, 1, 2>(ov, t0),
+                        (2, true) => self.tile::<V, 2, 2>(ov, t0),
+                        (3, true) => self.tile::<V, 3, 2>(ov, t0),
+                        (4, true) => self.tile::<V, 4, 2>(ov, t0),
+                        (5, true) => self.tile::<V, 5, 2>(ov, t0),
+                        (_, true) => self.tile::<V, WIDE_TAPS, 2>(ov, t0),
+                    }
                 }
             }
-            ov += if pair { OV * LANES } else { LANES };
+            ov += if pair { 2 * LANES } else { LANES };
         }
     }
 
-    /// The taps of filter rows `ki0..ki0 + KI` of input plane `c` for output channels
-    /// `ov..ov + 16·OV`, summed over the block's positions in registers, from and back to
-    /// the accumulators.
+    /// Taps `t0..t0 + N` for output channels `ov..ov + 16·OV`, summed over the block's
+    /// positions in registers, from and back to the accumulators.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s unit; taps `t0..t0 + N` are the filter's, and vectors
+    /// `ov..ov + 16·OV` hold output channels.
     #[inline(always)]
-    unsafe fn tile<V: F32x16, const KW: usize, const KI: usize, const OV: usize>(
-        &mut self,
-        ov: usize,
-        c: usize,
-        ki0: usize,
-    ) {
+    unsafe fn tile<V: F32x16, const N: usize, const OV: usize>(&mut self, ov: usize, t0: usize) {
         let Block {
             g, x, dyt, rows, ..
         } = self;
         let per = lanes(g);
-        // The accumulator of tap `(r, kj)` and vector `v`.
-        let at = |r: usize, kj: usize, v: usize| {
-            ((c * g.kh + ki0 + r) * g.kw + kj) * per + ov + v * LANES
-        };
+        let (k, taps) = (g.kh * g.kw, g.taps());
+        assert!(t0 + N <= taps && ov + (OV - 1) * LANES < g.o);
+        // Where each tap reads, from an output position's input: plane, row and column.
+        let mut from = [0usize; N];
+        for (t, from) in from.iter_mut().enumerate() {
+            let tap = t0 + t;
+            let (c, ki, kj) = (tap / k, tap % k / g.kw, tap % g.kw);
+            *from = c * g.plane + ki * g.w + kj;
+        }
         let acc = self.acc.as_mut_ptr();
+        // The accumulator of tap `t0 + t`, vector `v`.
+        let at = |t: usize, v: usize| (t0 + t) * per + ov + v * LANES;
         // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract); the
         // accumulators' taps and vectors lie in `acc` (`taps × lanes` floats, asserted by
         // `filter`), which `self` borrows mutably.
-        let mut sums = [[[unsafe { V::zero() }; OV]; KW]; KI];
-        for (r, sums) in sums.iter_mut().enumerate() {
-            for (kj, sums) in sums.iter_mut().enumerate() {
-                for (v, s) in sums.iter_mut().enumerate() {
-                    *s = unsafe { V::load(acc.add(at(r, kj, v))) };
-                }
+        let mut sums = [[unsafe { V::zero() }; OV]; N];
+        for (t, sums) in sums.iter_mut().enumerate() {
+            for (v, s) in sums.iter_mut().enumerate() {
+                *s = unsafe { V::load(acc.add(at(t, v))) };
             }
         }
         for i in rows.clone() {
-            // Row `i` of the output gradient and row `i + ki0` of plane `c`.
+            // Row `i` of the output gradient, and the input under its first position.
             let d = dyt[i * g.ow * per + ov..].as_ptr();
-            let xr = x[c * g.plane + (i + ki0) * g.w..].as_ptr();
+            let xr = x[i * g.w..].as_ptr();
             for j in 0..g.ow {
                 // SAFETY: position `(i, j)`'s channels `ov..ov + 16·OV` lie in `dyt` (whole
                 // vectors per position, `OV` of them only where there are); the taps read
-                // `x` at rows `i + ki0 + r < oh + kh − 1` and columns `j + kj < ow + kw − 1
-                // ≤ w` of plane `c` (asserted by `filter`).
+                // `x` at rows `i + ki < oh + kh − 1` and columns `j + kj < ow + kw − 1 ≤ w`
+                // of their planes `c` (asserted by `filter`).
                 let mut dv = [unsafe { V::zero() }; OV];
                 for (v, dv) in dv.iter_mut().enumerate() {
                     *dv = unsafe { V::load(d.add(j * per + v * LANES)) };
                 }
                 // (Loops, not closures: see `simd`.)
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    for (kj, sums) in sums.iter_mut().enumerate() {
-                        let xv = unsafe { V::splat(*xr.add(r * g.w + j + kj)) };
-                        for (s, dv) in sums.iter_mut().zip(&dv) {
-                            *s = unsafe { dv.mul_add(xv, *s) };
-                        }
+                for (sums, &from) in sums.iter_mut().zip(&from) {
+                    let xv = unsafe { V::splat(*xr.add(from + j)) };
+                    for (s, dv) in sums.iter_mut().zip(&dv) {
+                        *s = unsafe { dv.mul_add(xv, *s) };
                     }
                 }
             }
         }
-        for (r, sums) in sums.iter().enumerate() {
-            for (kj, sums) in sums.iter().enumerate() {
-                for (v, s) in sums.iter().enumerate() {
-                    unsafe { s.store(acc.add(at(r, kj, v))) };
-                }
+        for (t, sums) in sums.iter().enumerate() {
+            for (v, s) in sums.iter().enumerate() {
+                unsafe { s.store(acc.add(at(t, v))) };
             }
         }
     }
@@ -764,13 +767,18 @@ pub fn time_c3(isa: Isa) {
     );
 }
 
-/// Times the filter gradient of 3×3 `same` convolutions of 16 and 32 channels (bench/zoo's
-/// cnn3-same: 28×28 and 14×14 planes, padded), 32 samples on one thread, best of 20 runs.
+/// Times the forward product and filter gradient of bench/zoo's `same` convolutions
+/// (padded planes): cnn3-same's 3×3 of 16 and 32 channels on 28×28 and 14×14, nonsquare's
+/// 5×1 on 28×28; 32 samples on one thread, best of 20 runs.
 #[doc(hidden)]
 pub fn time_same3(isa: Isa) {
     let samples = 32;
-    for (c, h) in [(16, 30), (32, 16)] {
-        let g = Conv::forward(c, h, h, 32, 3, 3);
+    for (c, h, w, o, kh, kw) in [
+        (16, 30, 30, 32, 3, 3),
+        (32, 16, 16, 32, 3, 3),
+        (16, 32, 28, 16, 5, 1),
+    ] {
+        let g = Conv::forward(c, h, w, o, kh, kw);
         let x = vec![0.5f32; samples * g.c * g.plane];
         let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
         let mut scratch = vec![0.0f32; scratch_floats(&g)];
@@ -801,9 +809,8 @@ pub fn time_same3(isa: Isa) {
         }
         let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
         println!(
-            "[{},{c},3,3] on {}x{} planes ({samples} samples, one thread): forward {:.1} µs, \
+            "[{o},{c},{kh},{kw}] on {}x{} planes ({samples} samples, one thread): forward {:.1} µs, \
              {:.1} GFLOP/s; filter gradient {:.1} µs, {:.1} GFLOP/s",
-            g.o,
             g.oh,
             g.ow,
             fwd * 1e6,
