@@ -28,7 +28,7 @@
 
 use crate::direct::{Conv, MAX_FILTER_WIDTH};
 use crate::simd::{self, F32x16, Isa, Kernel};
-use crate::store::{Skip, Store, relu};
+use crate::store::{Skip, Store};
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -478,27 +478,41 @@ impl Kernel for Forward<'_> {
         let width = g.ow.div_ceil(tiles);
         let (sample_x, sample_y) = (g.c * g.plane, g.o * g.oh * g.ow);
         // One output row of up to two vectors of channels, a vector per position: the tiles
-        // store whole vectors here, and `store_row` transposes them into the planes with the
-        // bias and ReLU. (Scattering each vector's lanes from the tile cost as much as the
-        // products, C3: 69 → 122 µs, its loads waiting on the wide store just made.)
+        // store whole vectors here, their bias, residual branch and ReLU added, and
+        // `store_row` transposes them into the planes. (Scattering each vector's lanes from
+        // the tile cost as much as the products, C3: 69 → 122 µs, its loads waiting on the
+        // wide store just made.)
         let mut stage = [0.0f32; 2 * STAGE];
+        // The residual branch's row in the same layout, for the tiles to add.
+        let mut branch = [0.0f32; 2 * STAGE];
         let bias = match store {
             Store::Plain => None,
             Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
         };
         for b in 0..samples {
             let (x, y) = (&x[b * sample_x..], &mut y[b * sample_y..][..sample_y]);
-            // The residual branch's planes of this sample.
-            let store = match store {
-                Store::BiasResidualRelu(bias, Skip::Operand(skip)) => {
-                    Store::BiasResidualRelu(bias, Skip::Operand(&skip[b * sample_y..]))
+            // The residual branch's planes of this sample, if it has its own.
+            let skip = match store {
+                Store::BiasResidualRelu(_, Skip::Operand(skip)) => {
+                    Some(&skip[b * sample_y..][..sample_y])
                 }
-                other => other,
+                _ => None,
             };
+            let in_place = matches!(store, Store::BiasResidualRelu(_, Skip::InPlace));
             let mut ov = 0;
             while ov < g.o {
                 let pair = wide && ov + LANES < g.o;
                 for i in 0..g.oh {
+                    // A branch in the output is read before `store_row` writes over it.
+                    let planes = if in_place { Some(&*y) } else { skip };
+                    if let Some(planes) = planes {
+                        // SAFETY (both calls): the CPU has `V`'s unit.
+                        unsafe { load_row::<V>(g, planes, (ov, i), &mut branch[..STAGE]) };
+                        if pair {
+                            let second = &mut branch[STAGE..];
+                            unsafe { load_row::<V>(g, planes, (ov + LANES, i), second) };
+                        }
+                    }
                     for j in (0..g.ow).step_by(width) {
                         let at = Row {
                             g,
@@ -508,7 +522,7 @@ impl Kernel for Forward<'_> {
                             i,
                             j,
                             bias,
-                            relu: matches!(store, Store::BiasRelu(_)),
+                            branch: planes.map(|_| &branch[j * LANES..]),
                         };
                         let n = (g.ow - j).min(width);
                         let out = &mut stage[j * LANES..];
@@ -524,10 +538,10 @@ impl Kernel for Forward<'_> {
                         }
                     }
                     // SAFETY (both calls): the CPU has `V`'s unit.
-                    unsafe { store_row::<V>(g, &stage[..g.ow * LANES], store, (ov, i), y) };
+                    unsafe { store_row::<V>(g, &stage[..g.ow * LANES], (ov, i), y) };
                     if pair {
                         let staged = &stage[STAGE..][..g.ow * LANES];
-                        unsafe { store_row::<V>(g, staged, store, (ov + LANES, i), y) };
+                        unsafe { store_row::<V>(g, staged, (ov + LANES, i), y) };
                     }
                 }
                 ov += if pair { 2 * LANES } else { LANES };
@@ -540,30 +554,13 @@ impl Kernel for Forward<'_> {
 const STAGE: usize = MAX_ROW * LANES;
 
 /// Row `i` of output planes `ov..` of one sample's `y` from `staged`, a vector of channels
-/// per position (the tile has added the bias, and the ReLU where there is no residual
-/// branch): the vectors transposed in 8 × 8 blocks, then a residual branch added along each
-/// plane's row and the ReLU taken (one rounding for each sum, in the loops' order; `max(s,
-/// 0)` is the interpreter's `relu`, NaN and −0 included). A residual branch in `y` itself is
-/// read before it is overwritten: [`store_row_in_place`]. (Lane by lane, the transposition
+/// per position: the vectors transposed in 8 × 8 blocks. (Lane by lane, the transposition
 /// cost cnn3-same's 32-channel forward products a fifth of their time.)
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn store_row<V: F32x16>(
-    g: &Conv,
-    staged: &[f32],
-    store: Store<'_>,
-    (ov, i): (usize, usize),
-    y: &mut [f32],
-) {
-    let skip = match store {
-        Store::BiasResidualRelu(_, Skip::InPlace) => {
-            return store_row_in_place(g, staged, (ov, i), y);
-        }
-        Store::BiasResidualRelu(_, Skip::Operand(skip)) => Some(skip),
-        Store::Plain | Store::BiasRelu(_) => None,
-    };
+unsafe fn store_row<V: F32x16>(g: &Conv, staged: &[f32], (ov, i): (usize, usize), y: &mut [f32]) {
     let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
     let row = |l: usize| (ov + l) * plane + i * g.ow;
     assert!(staged.len() >= g.ow * LANES && y.len() >= row(n - 1) + g.ow);
@@ -589,28 +586,49 @@ unsafe fn store_row<V: F32x16>(
         for (j, v) in out.iter_mut().enumerate().skip(from) {
             *v = staged[j * LANES + l];
         }
-        if let Some(skip) = skip {
-            for (v, &r) in out.iter_mut().zip(&skip[row(l)..][..g.ow]) {
-                *v = relu(*v + r);
-            }
-        }
     }
 }
 
-/// [`store_row`] where the residual branch is `y` itself, lane by lane.
-fn store_row_in_place(g: &Conv, staged: &[f32], (ov, i): (usize, usize), y: &mut [f32]) {
-    let plane = g.oh * g.ow;
-    for l in 0..(g.o - ov).min(LANES) {
-        let row = &mut y[(ov + l) * plane + i * g.ow..][..g.ow];
-        for (v, s) in row.iter_mut().zip(staged.chunks_exact(LANES)) {
-            *v = relu(s[l] + *v);
+/// [`store_row`]'s inverse: row `i` of planes `ov..ov + 16` of one sample's `planes` into
+/// `staged`, a vector of channels per position (lanes past the last plane left as they are).
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+#[inline(always)]
+unsafe fn load_row<V: F32x16>(
+    g: &Conv,
+    planes: &[f32],
+    (ov, i): (usize, usize),
+    staged: &mut [f32],
+) {
+    let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
+    let row = |l: usize| (ov + l) * plane + i * g.ow;
+    assert!(staged.len() >= g.ow * LANES && planes.len() >= row(n - 1) + g.ow);
+    let (whole_l, whole_j) = (n / 8 * 8, g.ow / 8 * 8);
+    for l in (0..whole_l).step_by(8) {
+        for j in (0..whole_j).step_by(8) {
+            // SAFETY: as in `store_row`, the other way.
+            unsafe {
+                V::transpose8(
+                    planes.as_ptr().add(row(l) + j),
+                    plane,
+                    staged.as_mut_ptr().add(j * LANES + l),
+                    LANES,
+                )
+            };
+        }
+    }
+    for l in 0..n {
+        let from = if l < whole_l { whole_j } else { 0 };
+        for (j, &v) in planes[row(l)..][..g.ow].iter().enumerate().skip(from) {
+            staged[j * LANES + l] = v;
         }
     }
 }
 
 /// One sample's output positions `(i, j..)` for channels `ov..ov + 16·OV`, and what the
-/// tile adds to its sums before it stores them: the bias, and the ReLU unless a residual
-/// branch is still to be added.
+/// tile adds to its sums before it stores them: the bias, a residual branch (its values at
+/// the tile's positions, in the tile's layout: [`load_row`]), and with the bias the ReLU.
 #[derive(Clone, Copy)]
 struct Row<'a> {
     g: &'a Conv,
@@ -620,7 +638,7 @@ struct Row<'a> {
     i: usize,
     j: usize,
     bias: Option<&'a [f32]>,
-    relu: bool,
+    branch: Option<&'a [f32]>,
 }
 
 /// [`Row::tile`] of `P` positions and `OV` vectors of channels, for [`simd::run_apart`].
@@ -718,14 +736,22 @@ impl Row<'_> {
                     unsafe { V::load_masked(simd::low_bits(g.o - first), b.as_ptr().add(first)) };
             }
         }
+        if let Some(branch) = self.branch {
+            assert!(branch.len() >= (OV - 1) * STAGE + P * LANES);
+        }
         for (t, acc) in acc.iter().enumerate() {
             for (v, (&a, b)) in acc.iter().zip(&bias).enumerate() {
                 let mut a = a;
+                // `relu((y + b) + skip)`, the loops' order (`max(s, 0)` is the interpreter's
+                // `relu`, NaN and −0 included).
                 if self.bias.is_some() {
                     a = unsafe { a.add(*b) };
-                    if self.relu {
-                        a = unsafe { a.max(V::zero()) };
+                    if let Some(branch) = self.branch {
+                        // SAFETY: `branch` holds `P` vectors after `v` stages (asserted).
+                        let r = unsafe { V::load(branch.as_ptr().add(v * STAGE + t * LANES)) };
+                        a = unsafe { a.add(r) };
                     }
+                    a = unsafe { a.max(V::zero()) };
                 }
                 // SAFETY: `out` holds `P` vectors after `v` stages (asserted).
                 unsafe { a.store(out.as_mut_ptr().add(v * STAGE + t * LANES)) };
@@ -824,6 +850,7 @@ pub fn time_same3(isa: Isa) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::relu;
     use crate::testing::{filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, and shapes with more than one vector of channels,
