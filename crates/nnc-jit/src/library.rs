@@ -128,7 +128,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
                 )
                 .max(arm(channels, channels::scratch_floats(&g))),
                 WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
-                    .max(samples::scratch_floats(&g, x[0], [ph, pw])),
+                    .max(samples::scratch_floats(&g, [ph, pw])),
             }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -1304,7 +1304,7 @@ impl LibKernel {
                 }
             }
             (WideOp::Input, Lanes::Samples) => {
-                let scratch = buffer(samples::scratch_floats(&g, nb, pad));
+                let scratch = buffer(samples::scratch_floats(&g, pad));
                 samples::input_gradient(isa, &g, nb, (x, arg(1)), pad, scratch, out);
             }
             (WideOp::Input, _) => {

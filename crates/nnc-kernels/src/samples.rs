@@ -44,11 +44,10 @@ fn groups(samples: usize) -> usize {
     samples.div_ceil(LANES)
 }
 
-/// Floats of scratch [`input_gradient`] needs for `samples` samples and `crop`: the output
-/// gradient and the (cropped) input gradient in lanes, and the transposed filters.
-pub fn scratch_floats(g: &Conv, samples: usize, crop: [usize; 2]) -> usize {
-    let lanes = groups(samples) * LANES;
-    lanes * (g.o * g.oh * g.ow + g.c * cropped_plane(g, crop)) + g.o * g.taps()
+/// Floats of scratch [`input_gradient`] needs for `crop`: a group's output gradient and
+/// (cropped) input gradient in lanes, and the transposed filters.
+pub fn scratch_floats(g: &Conv, crop: [usize; 2]) -> usize {
+    LANES * (g.o * g.oh * g.ow + g.c * cropped_plane(g, crop)) + g.o * g.taps()
 }
 
 /// The rows and columns of an input plane left after `crop` rows and columns are cut from
@@ -236,34 +235,37 @@ fn input_gradient_tiled(
     assert!(w.len() >= g.o * g.taps(), "filters too short");
     assert!(dx.len() >= samples * per_in, "input gradient too short");
     assert!(
-        scratch.len() >= scratch_floats(g, samples, crop),
+        scratch.len() >= scratch_floats(g, crop),
         "scratch too short"
     );
-    let lanes = groups(samples) * LANES;
-    let (dyt, rest) = scratch.split_at_mut(lanes * per_out);
-    let (dxt, wt) = rest.split_at_mut(lanes * per_in);
-    to_lanes(isa, dy, samples, per_out, dyt);
+    let (dyt, rest) = scratch.split_at_mut(LANES * per_out);
+    let (dxt, wt) = rest.split_at_mut(LANES * per_in);
     transposed_filters(g, w, wt);
-    let k = Gradient {
-        g,
-        groups: groups(samples),
-        dyt,
-        wt,
-        dxt,
-        crop,
-        wide,
-    };
-    // SAFETY: the unit is supported, and the buffers hold what the geometry needs (asserted
-    // above and split to size); the pointers come from slices borrowed for the call (the
-    // written ones `&mut`, disjoint by `split_at_mut`), so nothing else accesses them.
-    unsafe { simd::run(isa, k) };
-    from_lanes(isa, dxt, samples, per_in, dx);
+    // A group at a time, into the lanes and back, so that its planes in lanes stay in L2
+    // (nonsquare's 5×1 input gradient: a few products per float moved).
+    for s0 in (0..samples).step_by(LANES) {
+        let n = (samples - s0).min(LANES);
+        to_lanes(isa, &dy[s0 * per_out..], n, per_out, dyt);
+        let k = Gradient {
+            g,
+            dyt,
+            wt,
+            dxt: &mut *dxt,
+            crop,
+            wide,
+        };
+        // SAFETY: the unit is supported, and the buffers hold what the geometry needs
+        // (asserted above and split to size); the pointers come from slices borrowed for the
+        // call (the written ones `&mut`, disjoint by `split_at_mut`), so nothing else
+        // accesses them.
+        unsafe { simd::run(isa, k) };
+        from_lanes(isa, dxt, n, per_in, &mut dx[s0 * per_in..]);
+    }
 }
 
 /// [`input_gradient`]'s product in lanes, for [`simd::run`].
 struct Gradient<'a> {
     g: &'a Conv,
-    groups: usize,
     dyt: &'a [f32],
     wt: &'a [f32],
     dxt: &'a mut [f32],
@@ -285,7 +287,6 @@ impl Kernel for Gradient<'_> {
     unsafe fn run<V: F32x16>(self) {
         let Gradient {
             g,
-            groups,
             dyt,
             wt,
             dxt,
@@ -295,31 +296,29 @@ impl Kernel for Gradient<'_> {
         let h = g.oh + g.kh - 1;
         let wide = simd::wide_tiles::<V>(wide);
         let (per_in, per_out) = (g.c * cropped_plane(g, crop), g.o * g.oh * g.ow);
-        for group in 0..groups {
-            let dyt = dyt[group * per_out * LANES..][..per_out * LANES].as_ptr();
-            let dxt = dxt[group * per_in * LANES..][..per_in * LANES].as_mut_ptr();
-            for i in crop[0]..h - crop[0] {
-                let mut j = crop[1];
-                while j < g.w - crop[1] {
-                    // Positions whose every column tap lands in the gradient's row, several
-                    // at a time; the others one by one.
-                    let n = if wide && j + 1 >= g.kw && j + POSITIONS <= g.ow.min(g.w - crop[1]) {
-                        POSITIONS
+        let dyt = dyt[..per_out * LANES].as_ptr();
+        let dxt = dxt[..per_in * LANES].as_mut_ptr();
+        for i in crop[0]..h - crop[0] {
+            let mut j = crop[1];
+            while j < g.w - crop[1] {
+                // Positions whose every column tap lands in the gradient's row, several at a
+                // time; the others one by one.
+                let n = if wide && j + 1 >= g.kw && j + POSITIONS <= g.ow.min(g.w - crop[1]) {
+                    POSITIONS
+                } else {
+                    1
+                };
+                // SAFETY: the CPU has `V`'s unit; the pointers hold a group's planes, which
+                // every tap of a position in them stays inside; positions `j..j + n` are
+                // whole-reach columns where `n > 1`.
+                unsafe {
+                    if n == 1 {
+                        channels::<V, 1>(g, dyt, wt, (i, j, crop), dxt);
                     } else {
-                        1
-                    };
-                    // SAFETY: the CPU has `V`'s unit; the pointers hold a group's planes,
-                    // which every tap of a position in them stays inside; positions
-                    // `j..j + n` are whole-reach columns where `n > 1`.
-                    unsafe {
-                        if n == 1 {
-                            channels::<V, 1>(g, dyt, wt, (i, j, crop), dxt);
-                        } else {
-                            channels::<V, POSITIONS>(g, dyt, wt, (i, j, crop), dxt);
-                        }
+                        channels::<V, POSITIONS>(g, dyt, wt, (i, j, crop), dxt);
                     }
-                    j += n;
                 }
+                j += n;
             }
         }
     }
@@ -424,7 +423,7 @@ pub fn time_c3(isa: Isa) {
     let g = Conv::forward(6, 14, 14, 16, 5, 5);
     let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
     let w = crate::testing::values(g.o * g.taps(), 2);
-    let mut scratch = vec![0.0f32; scratch_floats(&g, samples, [0, 0])];
+    let mut scratch = vec![0.0f32; scratch_floats(&g, [0, 0])];
     let mut dx = vec![0.0f32; samples * g.c * g.plane];
     let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
     let mut best = [f64::MAX; 4];
@@ -451,28 +450,34 @@ pub fn time_c3(isa: Isa) {
     );
 }
 
-/// Times the input gradient of 3×3 `same` convolutions of 16 and 32 channels (bench/zoo's
-/// cnn3-same: 28×28 and 14×14 planes, padded), 32 samples on one thread, best of 20 runs.
+/// Times the input gradient of bench/zoo's `same` convolutions (padded planes, cropped):
+/// cnn3-same's 3×3 of 16 and 32 channels on 28×28 and 14×14, nonsquare's 5×1 on 28×28; 32
+/// samples on one thread, best of 20 runs.
 #[doc(hidden)]
 pub fn time_same3(isa: Isa) {
     let samples = 32;
-    for (c, h) in [(16, 30), (32, 16)] {
-        let g = Conv::forward(c, h, h, 32, 3, 3);
+    let shapes = [
+        (16, 30, 30, 32, 3, 3, 1, 1),
+        (32, 16, 16, 32, 3, 3, 1, 1),
+        (16, 32, 28, 16, 5, 1, 2, 0),
+    ];
+    for (c, h, w, o, kh, kw, ph, pw) in shapes {
+        let g = Conv::forward(c, h, w, o, kh, kw);
+        let crop = [ph, pw];
         let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
         let w = crate::testing::values(g.o * g.taps(), 2);
-        let mut scratch = vec![0.0f32; scratch_floats(&g, samples, [0, 0])];
+        let mut scratch = vec![0.0f32; scratch_floats(&g, crop)];
         let mut dx = vec![0.0f32; samples * g.c * g.plane];
         let mut best = f64::MAX;
         for _ in 0..20 {
             let t = std::time::Instant::now();
-            input_gradient(isa, &g, samples, (&dy, &w), [0, 0], &mut scratch, &mut dx);
+            input_gradient(isa, &g, samples, (&dy, &w), crop, &mut scratch, &mut dx);
             best = best.min(t.elapsed().as_secs_f64());
         }
         let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
         println!(
-            "[{},{c},3,3] on {}x{} planes ({samples} samples, one thread): input gradient \
-             {:.1} µs, {:.1} GFLOP/s",
-            g.o,
+            "[{o},{c},{kh},{kw}] on {}x{} planes ({samples} samples, one thread): input \
+             gradient {:.1} µs, {:.1} GFLOP/s",
             g.oh,
             g.ow,
             best * 1e6,
@@ -564,7 +569,7 @@ mod tests {
                 .into_iter()
                 .flat_map(|isa| [(isa, false), (isa, true)]);
                 for (isa, wide) in runs {
-                    let mut scratch = vec![f32::NAN; scratch_floats(&g, samples, [0, 0])];
+                    let mut scratch = vec![f32::NAN; scratch_floats(&g, [0, 0])];
                     let mut dx = vec![f32::NAN; samples * c * g.plane];
                     let args = (&dy[..], &w[..]);
                     input_gradient_tiled(
@@ -593,7 +598,7 @@ mod tests {
                             continue;
                         }
                         let [hc, wc] = [h - 2 * crop[0], wd - 2 * crop[1]];
-                        let mut scratch = vec![f32::NAN; scratch_floats(&g, samples, crop)];
+                        let mut scratch = vec![f32::NAN; scratch_floats(&g, crop)];
                         let mut got = vec![f32::NAN; samples * c * hc * wc];
                         input_gradient_tiled(
                             isa,
