@@ -55,20 +55,32 @@ fn gradient_floats(g: &Conv) -> usize {
     g.oh * g.ow * lanes(g)
 }
 
-/// Floats of the scratch space [`filter`] takes: one sample's transposed output gradient
-/// ([`transpose_gradient`]) and the accumulators, a vector of output channels per tap.
+/// Floats of the scratch space [`filter`] takes: a chunk's transposed output gradients
+/// ([`transpose_gradient`], [`chunk_samples`]) and the accumulators, a vector of output
+/// channels per tap.
 pub fn scratch_floats(g: &Conv) -> usize {
-    gradient_floats(g) + g.taps() * lanes(g)
+    chunk_samples(g) * gradient_floats(g) + g.taps() * lanes(g)
+}
+
+/// Floats of transposed gradient the tiles of [`filter`] run down between loading and
+/// storing their accumulators: 16 KiB, within L1.
+const BLOCK_FLOATS: usize = 4 << 10;
+
+/// Samples whose gradients [`filter`] transposes together: as many as fit a block, at least
+/// one. (One at a time, a small plane's few positions cost less than loading and storing the
+/// accumulators around them: tanh-lenet's 1×1 C5, 12 GFLOP/s.)
+fn chunk_samples(g: &Conv) -> usize {
+    (BLOCK_FLOATS / gradient_floats(g)).max(1)
 }
 
 /// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][ci·plane + (i + ki)·w
 /// + j + kj]` over `samples` samples: inputs `c·plane` floats apart, output gradients
 /// `o·oh·ow`.
 ///
-/// A sample at a time, its output gradient transposed into `scratch` first, and that a block
-/// of rows at a time, so that what every input channel's taps run down stays in L1; the
-/// accumulators wait in `scratch` between blocks (one load and store each per block, against
-/// a block's worth of products). Before the blocks, every tap of every input channel streamed
+/// A sample at a time (or a chunk of small ones), its output gradient transposed into
+/// `scratch` first, and that a block of rows at a time, so that what every input channel's
+/// taps run down stays in L1; the accumulators wait in `scratch` between blocks (one load
+/// and store each per block, against a block's worth of products). Before the blocks, every tap of every input channel streamed
 /// the whole part's transposed gradient from L2 or memory: cnn3-same's `[32,16,3,3]` filter
 /// gradient ran at 62 GFLOP/s on one Zen 4 core (`time_same3`).
 ///
@@ -180,30 +192,55 @@ impl Filter<'_> {
             dw,
             ..
         } = self;
-        let (sample_dy, per) = (g.o * g.oh * g.ow, lanes(g));
-        let (dyt, acc) = scratch[..scratch_floats(g)].split_at_mut(gradient_floats(g));
+        let (sample_dy, per, floats) = (g.o * g.oh * g.ow, lanes(g), gradient_floats(g));
+        let chunk = chunk_samples(g);
+        let (dyt, acc) = scratch[..scratch_floats(g)].split_at_mut(chunk * floats);
         acc.fill(0.0);
-        // Rows of a block: what the tiles run down, at most 16 KiB of transposed gradient.
-        let rows = ((16 << 10) / (4 * g.ow * per)).clamp(1, g.oh);
-        for b in 0..samples {
-            // SAFETY: the CPU has `V`'s unit (the caller's contract).
-            unsafe { transpose_gradient::<V>(g, &dy[b * sample_dy..][..sample_dy], dyt) };
-            let x = &x[b * g.c * g.plane..][..g.c * g.plane];
-            for i0 in (0..g.oh).step_by(rows) {
+        // Rows of a block (counted across the chunk's samples): what the tiles run down.
+        let rows = (BLOCK_FLOATS / (g.ow * per)).max(1);
+        for b0 in (0..samples).step_by(chunk) {
+            let n = (samples - b0).min(chunk);
+            for (k, dyt) in dyt.chunks_exact_mut(floats).take(n).enumerate() {
+                let dy = &dy[(b0 + k) * sample_dy..][..sample_dy];
+                // SAFETY: the CPU has `V`'s unit (the caller's contract).
+                unsafe { transpose_gradient::<V>(g, dy, dyt) };
+            }
+            let x = &x[b0 * g.c * g.plane..][..n * g.c * g.plane];
+            for r0 in (0..n * g.oh).step_by(rows) {
                 let block = Block {
                     g,
                     x,
                     dyt,
                     acc,
-                    rows: i0..(i0 + rows).min(g.oh),
+                    rows: r0..(r0 + rows).min(n * g.oh),
                 };
                 // SAFETY: forwarded.
                 unsafe { block.tiles::<V>(wide) };
             }
         }
+        // The accumulators (`taps × lanes`) transposed into the filters (`o × taps`), in 8 × 8
+        // blocks: one at a time, each store landed on a line of its own (C5's 48,000).
+        let taps = g.taps();
+        assert!(dw.len() >= g.o * taps);
+        let (whole_t, whole_o) = (taps / 8 * 8, g.o / 8 * 8);
+        for t in (0..whole_t).step_by(8) {
+            for o in (0..whole_o).step_by(8) {
+                // SAFETY: taps `t..t + 8` of channels `o..o + 8` lie in both (asserted and
+                // split to size); the unit is the caller's.
+                unsafe {
+                    V::transpose8(
+                        acc.as_ptr().add(t * per + o),
+                        per,
+                        dw.as_mut_ptr().add(o * taps + t),
+                        taps,
+                    )
+                };
+            }
+        }
         for (tap, v) in acc.chunks_exact(per).enumerate() {
-            for (o, &v) in v[..g.o].iter().enumerate() {
-                dw[o * g.taps() + tap] = v;
+            let from = if tap < whole_t { whole_o } else { 0 };
+            for (o, &v) in v[..g.o].iter().enumerate().skip(from) {
+                dw[o * taps + tap] = v;
             }
         }
     }
@@ -246,8 +283,9 @@ unsafe fn transpose_gradient<V: F32x16>(g: &Conv, dy: &[f32], out: &mut [f32]) {
     }
 }
 
-/// One block of rows of one sample for [`Filter`]: `x` the sample's input planes, `dyt` its
-/// transposed output gradient, `acc` the accumulators (a vector of channels per tap).
+/// One block of rows for [`Filter`], counted across a chunk of samples (row `r` is row
+/// `r % oh` of sample `r / oh`): `x` the chunk's input planes, `dyt` its transposed output
+/// gradients, `acc` the accumulators (a vector of channels per tap).
 struct Block<'a> {
     g: &'a Conv,
     x: &'a [f32],
@@ -317,11 +355,19 @@ impl Block<'_> {
         let (k, taps) = (g.kh * g.kw, g.taps());
         assert!(t0 + N <= taps && ov + (OV - 1) * LANES < g.o);
         // Where each tap reads, from an output position's input: plane, row and column.
+        // (Counted along from the first tap: divisions for each cost more than a small
+        // block's products, tanh-lenet's 1×1 C5.)
         let mut from = [0usize; N];
-        for (t, from) in from.iter_mut().enumerate() {
-            let tap = t0 + t;
-            let (c, ki, kj) = (tap / k, tap % k / g.kw, tap % g.kw);
+        let (mut c, mut ki, mut kj) = (t0 / k, t0 % k / g.kw, t0 % g.kw);
+        for from in from.iter_mut() {
             *from = c * g.plane + ki * g.w + kj;
+            kj += 1;
+            if kj == g.kw {
+                (ki, kj) = (ki + 1, 0);
+                if ki == g.kh {
+                    (c, ki) = (c + 1, 0);
+                }
+            }
         }
         let acc = self.acc.as_mut_ptr();
         // The accumulator of tap `t0 + t`, vector `v`.
@@ -335,10 +381,13 @@ impl Block<'_> {
                 *s = unsafe { V::load(acc.add(at(t, v))) };
             }
         }
-        for i in rows.clone() {
-            // Row `i` of the output gradient, and the input under its first position.
-            let d = dyt[i * g.ow * per + ov..].as_ptr();
-            let xr = x[i * g.w..].as_ptr();
+        // Row `i` of sample `b` (counted along, not divided: with planes of one row a
+        // division per row cost as much as its products).
+        let (mut b, mut i) = (rows.start / g.oh, rows.start % g.oh);
+        for r in rows.clone() {
+            // Row `i` of sample `b`'s output gradient, and the input under its first position.
+            let d = dyt[r * g.ow * per + ov..].as_ptr();
+            let xr = x[b * g.c * g.plane + i * g.w..].as_ptr();
             for j in 0..g.ow {
                 // SAFETY: position `(i, j)`'s channels `ov..ov + 16·OV` lie in `dyt` (whole
                 // vectors per position, `OV` of them only where there are); the taps read
@@ -355,6 +404,10 @@ impl Block<'_> {
                         *s = unsafe { dv.mul_add(xv, *s) };
                     }
                 }
+            }
+            i += 1;
+            if i == g.oh {
+                (b, i) = (b + 1, 0);
             }
         }
         for (t, sums) in sums.iter().enumerate() {
@@ -854,10 +907,12 @@ mod tests {
     use crate::testing::{filter_gradient, values};
 
     /// (c, h, w, o, kh, kw): LeNet-5's C3, and shapes with more than one vector of channels,
-    /// a part of one, odd tap rows, every filter width, and planes of several blocks of rows.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    /// a part of one, odd tap rows, every filter width, planes of several blocks of rows, and
+    /// samples of a few blocks' chunks (the last one short).
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
         (6, 14, 14, 16, 5, 5),
         (2, 30, 30, 32, 3, 3),
+        (2, 9, 9, 32, 2, 2),
         (2, 6, 7, 20, 3, 3),
         (3, 5, 5, 16, 2, 1),
         (1, 8, 9, 32, 4, 2),
