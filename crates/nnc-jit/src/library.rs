@@ -1234,8 +1234,15 @@ impl LibKernel {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
         let low = [0, pad[0], pad[1]];
+        // The channels kernels pad a few samples at a time into the padded planes' space,
+        // where they stay in cache.
+        let mut pad_space = None;
         let (x, out, crop) = match op {
             _ if floats == 0 => (x, out, None),
+            WideOp::Forward | WideOp::Filter if lanes == Lanes::Channels => {
+                pad_space = Some(padded);
+                (x, out, None)
+            }
             // Samples in the lanes crop as they store.
             WideOp::Input if lanes == Lanes::Samples => (x, out, None),
             WideOp::Input => (x, &mut padded[..], Some(out)),
@@ -1244,13 +1251,17 @@ impl LibKernel {
                 (&padded[..], out, None)
             }
         };
+        let input = match pad_space {
+            Some(scratch) => channels::Input::Padded { x, pad, scratch },
+            None => channels::Input::Planes(x),
+        };
         match (op, lanes) {
             (WideOp::Forward, Lanes::Channels) => {
                 let wt = buffer(channels::filter_floats(&g));
                 channels::transposed_filters(&g, arg(1), wt);
                 // SAFETY: forwarded.
                 let store = unsafe { self.forward_store(base, (lo, hi), o, g.oh() * g.ow()) };
-                channels::forward(isa, &g, nb, x, wt, store, out);
+                channels::forward(isa, &g, nb, input, wt, store, out);
             }
             (WideOp::Forward, _) => {
                 // On AVX2, from shifted copies of the input's columns where the filter
@@ -1286,7 +1297,7 @@ impl LibKernel {
             (WideOp::Filter, Lanes::Channels) => {
                 let dy = &arg(1)[lo * out_sample..][..nb * out_sample];
                 let scratch = buffer(channels::scratch_floats(&g));
-                channels::filter(isa, &g, nb, (x, dy), scratch, out);
+                channels::filter(isa, &g, nb, (input, dy), scratch, out);
             }
             (WideOp::Filter, _) => {
                 let (s, copies) = g.filter_layout();
