@@ -874,51 +874,45 @@ impl Row<'_> {
     }
 }
 
-/// Times C3's forward and filter gradient, channels in lanes, on one thread, printing the best of
-/// 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
+/// The best of `runs` runs of the forward product (its filters transposed, bias and ReLU
+/// stored) and the filter gradient of `samples` samples on `g`, one thread, in seconds.
+fn time_shape(isa: Isa, g: &Conv, samples: usize, runs: usize) -> (f64, f64) {
+    let x = vec![0.5f32; samples * g.c * g.plane];
+    let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
+    let mut scratch = vec![0.0f32; scratch_floats(g)];
+    let mut dw = vec![0.0f32; g.o * g.taps()];
+    let w = vec![0.1f32; g.o * g.taps()];
+    let mut wt = vec![0.0f32; filter_floats(g)];
+    let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
+    let (mut forward_s, mut filter_s) = (f64::MAX, f64::MAX);
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        transposed_filters(g, &w, &mut wt);
+        let store = Store::BiasRelu(&w[..g.o]);
+        forward(isa, g, samples, Input::Planes(&x), &wt, store, &mut y);
+        forward_s = forward_s.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let input = Input::Planes(&x);
+        filter(isa, g, samples, (input, &dy), &mut scratch, &mut dw);
+        filter_s = filter_s.min(t.elapsed().as_secs_f64());
+    }
+    (forward_s, filter_s)
+}
+
+/// Times C3's forward and filter gradient, channels in lanes, on one thread, printing the
+/// best of 50 runs (`cargo bench -p nnc-kernels --bench kernels`).
 #[doc(hidden)]
 pub fn time_c3(isa: Isa) {
     let samples = 16;
-    let g = Conv::forward(6, 14, 14, 16, 5, 5);
-    let x = vec![0.5f32; samples * g.c * g.plane];
-    let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
-    let mut scratch = vec![0.0f32; scratch_floats(&g)];
-    let mut dw = vec![0.0f32; g.o * g.taps()];
-    let mut best = f64::MAX;
-    for _ in 0..50 {
-        let t = std::time::Instant::now();
-        filter(
-            isa,
-            &g,
-            samples,
-            (Input::Planes(&x), &dy),
-            &mut scratch,
-            &mut dw,
-        );
-        best = best.min(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let w = vec![0.1f32; g.o_pad() * g.taps()];
-    let mut wt = vec![0.0f32; filter_floats(&g)];
-    let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
-    let mut fwd = f64::MAX;
-    for _ in 0..50 {
-        let t = std::time::Instant::now();
-        transposed_filters(&g, &w, &mut wt);
-        forward(
-            isa,
-            &g,
-            samples,
-            Input::Planes(&x),
-            &wt,
-            Store::BiasRelu(&w[..16]),
-            &mut y,
-        );
-        fwd = fwd.min(t.elapsed().as_secs_f64() * 1e6);
-    }
-    println!("c3 forward, channels in lanes: {fwd:.1} µs ({samples} samples, one thread)");
+    let (forward, filter) = time_shape(isa, &Conv::forward(6, 14, 14, 16, 5, 5), samples, 50);
     println!(
-        "c3 filter gradient, channels in lanes, transposes included: {best:.1} µs \
-         ({samples} samples, one thread)"
+        "c3 forward, channels in lanes: {:.1} µs ({samples} samples, one thread)",
+        forward * 1e6
+    );
+    println!(
+        "c3 filter gradient, channels in lanes, transposes included: {:.1} µs \
+         ({samples} samples, one thread)",
+        filter * 1e6
     );
 }
 
@@ -928,50 +922,24 @@ pub fn time_c3(isa: Isa) {
 #[doc(hidden)]
 pub fn time_same3(isa: Isa) {
     let samples = 32;
-    for (c, h, w, o, kh, kw) in [
+    let shapes = [
         (16, 30, 30, 32, 3, 3),
         (32, 16, 16, 32, 3, 3),
         (16, 32, 28, 16, 5, 1),
-    ] {
+    ];
+    for (c, h, w, o, kh, kw) in shapes {
         let g = Conv::forward(c, h, w, o, kh, kw);
-        let x = vec![0.5f32; samples * g.c * g.plane];
-        let dy = vec![0.1f32; samples * g.o * g.oh * g.ow];
-        let mut scratch = vec![0.0f32; scratch_floats(&g)];
-        let mut dw = vec![0.0f32; g.o * g.taps()];
-        let mut best = f64::MAX;
-        for _ in 0..20 {
-            let t = std::time::Instant::now();
-            filter(
-                isa,
-                &g,
-                samples,
-                (Input::Planes(&x), &dy),
-                &mut scratch,
-                &mut dw,
-            );
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        let w = vec![0.1f32; g.o * g.taps()];
-        let mut wt = vec![0.0f32; filter_floats(&g)];
-        let mut y = vec![0.0f32; samples * g.o * g.oh * g.ow];
-        let mut fwd = f64::MAX;
-        for _ in 0..20 {
-            let t = std::time::Instant::now();
-            transposed_filters(&g, &w, &mut wt);
-            let store = Store::BiasRelu(&w[..g.o]);
-            forward(isa, &g, samples, Input::Planes(&x), &wt, store, &mut y);
-            fwd = fwd.min(t.elapsed().as_secs_f64());
-        }
+        let (forward, filter) = time_shape(isa, &g, samples, 20);
         let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
         println!(
-            "[{o},{c},{kh},{kw}] on {}x{} planes ({samples} samples, one thread): forward {:.1} µs, \
-             {:.1} GFLOP/s; filter gradient {:.1} µs, {:.1} GFLOP/s",
+            "[{o},{c},{kh},{kw}] on {}x{} planes ({samples} samples, one thread): forward {:.1} \
+             µs, {:.1} GFLOP/s; filter gradient {:.1} µs, {:.1} GFLOP/s",
             g.oh,
             g.ow,
-            fwd * 1e6,
-            flops / fwd * 1e-9,
-            best * 1e6,
-            flops / best * 1e-9
+            forward * 1e6,
+            flops / forward * 1e-9,
+            filter * 1e6,
+            flops / filter * 1e-9
         );
     }
 }
