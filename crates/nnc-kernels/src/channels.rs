@@ -279,28 +279,8 @@ impl Filter<'_> {
         // The accumulators (`taps × lanes`) transposed into the filters (`o × taps`), in 8 × 8
         // blocks: one at a time, each store landed on a line of its own (C5's 48,000).
         let taps = g.taps();
-        assert!(dw.len() >= g.o * taps);
-        let (whole_t, whole_o) = (taps / 8 * 8, g.o / 8 * 8);
-        for t in (0..whole_t).step_by(8) {
-            for o in (0..whole_o).step_by(8) {
-                // SAFETY: taps `t..t + 8` of channels `o..o + 8` lie in both (asserted and
-                // split to size); the unit is the caller's.
-                unsafe {
-                    V::transpose8(
-                        acc.as_ptr().add(t * per + o),
-                        per,
-                        dw.as_mut_ptr().add(o * taps + t),
-                        taps,
-                    )
-                };
-            }
-        }
-        for (tap, v) in acc.chunks_exact(per).enumerate() {
-            let from = if tap < whole_t { whole_o } else { 0 };
-            for (o, &v) in v[..g.o].iter().enumerate().skip(from) {
-                dw[o * taps + tap] = v;
-            }
-        }
+        // SAFETY: the unit is the caller's.
+        unsafe { simd::transpose::<V>((acc, per), (dw, taps), taps, g.o) };
     }
 }
 
@@ -313,30 +293,9 @@ impl Filter<'_> {
 #[inline(always)]
 unsafe fn transpose_gradient<V: F32x16>(g: &Conv, dy: &[f32], out: &mut [f32]) {
     let (positions, per) = (g.oh * g.ow, lanes(g));
-    assert!(dy.len() >= g.o * positions && out.len() >= positions * per);
-    let (whole_o, whole_p) = (g.o / 8 * 8, positions / 8 * 8);
-    for o in (0..whole_o).step_by(8) {
-        for p in (0..whole_p).step_by(8) {
-            // SAFETY: rows `o..o + 8` of `dy` hold positions `p..p + 8`, and positions
-            // `p..p + 8` of `out` channels `o..o + 8` (asserted lengths).
-            unsafe {
-                V::transpose8(
-                    dy.as_ptr().add(o * positions + p),
-                    positions,
-                    out.as_mut_ptr().add(p * per + o),
-                    per,
-                )
-            };
-        }
-    }
-    // The edges: positions past the last whole block, channels past the last whole group,
-    // and the padding lanes.
-    for p in 0..positions {
-        let row = &mut out[p * per..][..per];
-        let from = if p < whole_p { whole_o } else { 0 };
-        for (o, v) in row[..g.o].iter_mut().enumerate().skip(from) {
-            *v = dy[o * positions + p];
-        }
+    // SAFETY: the unit is the caller's.
+    unsafe { simd::transpose::<V>((dy, positions), (out, per), g.o, positions) };
+    for row in out[..positions * per].chunks_exact_mut(per) {
         row[g.o..].fill(0.0);
     }
 }
@@ -676,31 +635,9 @@ const STAGE: usize = MAX_ROW * LANES;
 #[inline(always)]
 unsafe fn store_row<V: F32x16>(g: &Conv, staged: &[f32], (ov, i): (usize, usize), y: &mut [f32]) {
     let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
-    let row = |l: usize| (ov + l) * plane + i * g.ow;
-    assert!(staged.len() >= g.ow * LANES && y.len() >= row(n - 1) + g.ow);
-    let (whole_l, whole_j) = (n / 8 * 8, g.ow / 8 * 8);
-    for l in (0..whole_l).step_by(8) {
-        for j in (0..whole_j).step_by(8) {
-            // SAFETY: positions `j..j + 8` of lanes `l..l + 8` lie in `staged`, and in `y`
-            // rows of planes `ov + l..ov + l + 8` (asserted lengths); the unit is the
-            // caller's.
-            unsafe {
-                V::transpose8(
-                    staged.as_ptr().add(j * LANES + l),
-                    LANES,
-                    y.as_mut_ptr().add(row(l) + j),
-                    plane,
-                )
-            };
-        }
-    }
-    for l in 0..n {
-        let out = &mut y[row(l)..][..g.ow];
-        let from = if l < whole_l { whole_j } else { 0 };
-        for (j, v) in out.iter_mut().enumerate().skip(from) {
-            *v = staged[j * LANES + l];
-        }
-    }
+    let y = &mut y[ov * plane + i * g.ow..];
+    // SAFETY: the unit is the caller's.
+    unsafe { simd::transpose::<V>((staged, LANES), (y, plane), g.ow, n) };
 }
 
 /// [`store_row`]'s inverse: row `i` of planes `ov..ov + 16` of one sample's `planes` into
@@ -716,28 +653,9 @@ unsafe fn load_row<V: F32x16>(
     staged: &mut [f32],
 ) {
     let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
-    let row = |l: usize| (ov + l) * plane + i * g.ow;
-    assert!(staged.len() >= g.ow * LANES && planes.len() >= row(n - 1) + g.ow);
-    let (whole_l, whole_j) = (n / 8 * 8, g.ow / 8 * 8);
-    for l in (0..whole_l).step_by(8) {
-        for j in (0..whole_j).step_by(8) {
-            // SAFETY: as in `store_row`, the other way.
-            unsafe {
-                V::transpose8(
-                    planes.as_ptr().add(row(l) + j),
-                    plane,
-                    staged.as_mut_ptr().add(j * LANES + l),
-                    LANES,
-                )
-            };
-        }
-    }
-    for l in 0..n {
-        let from = if l < whole_l { whole_j } else { 0 };
-        for (j, &v) in planes[row(l)..][..g.ow].iter().enumerate().skip(from) {
-            staged[j * LANES + l] = v;
-        }
-    }
+    let planes = &planes[ov * plane + i * g.ow..];
+    // SAFETY: the unit is the caller's.
+    unsafe { simd::transpose::<V>((planes, plane), (staged, LANES), n, g.ow) };
 }
 
 /// One sample's output positions `(i, j..)` for channels `ov..ov + 16·OV`, and what the

@@ -307,6 +307,52 @@ unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_
     }
 }
 
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a matrix
+/// transposed in 8 × 8 blocks ([`F32x16::transpose8`]), its edges element by element.
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+///
+/// # Panics
+/// If either slice is too short for its strides.
+#[inline(always)]
+pub unsafe fn transpose<V: F32x16>(
+    (src, src_stride): (&[f32], usize),
+    (dst, dst_stride): (&mut [f32], usize),
+    rows: usize,
+    cols: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(src.len() > (rows - 1) * src_stride + cols - 1);
+    assert!(dst.len() > (cols - 1) * dst_stride + rows - 1);
+    assert!(src_stride >= cols && dst_stride >= rows);
+    let (whole_r, whole_c) = (rows / 8 * 8, cols / 8 * 8);
+    for r in (0..whole_r).step_by(8) {
+        for c in (0..whole_c).step_by(8) {
+            // SAFETY: rows `r..r + 8` of `src` hold columns `c..c + 8`, and rows `c..c + 8`
+            // of `dst` columns `r..r + 8` (asserted lengths); the unit is the caller's.
+            unsafe {
+                V::transpose8(
+                    src.as_ptr().add(r * src_stride + c),
+                    src_stride,
+                    dst.as_mut_ptr().add(c * dst_stride + r),
+                    dst_stride,
+                )
+            };
+        }
+    }
+    // The edges: columns past the last whole block of each row in one, then the rows past
+    // the last whole block.
+    for r in 0..rows {
+        let from = if r < whole_r { whole_c } else { 0 };
+        for c in from..cols {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
+        }
+    }
+}
+
 /// Stores the indices `base + i` of the lanes `i` of `m`, packed, to `p..p + popcount(m)`.
 ///
 /// # Safety
@@ -970,6 +1016,18 @@ mod tests {
                     let (j, i) = (k / 9, k % 9);
                     let want = if i < 8 { src[i * 11 + j] } else { -1.0 };
                     assert_eq!(d, want, "transpose8 dst[{k}]");
+                }
+                // Whole blocks and edges: 13 × 19 and 8 × 3 matrices, wider strides, what
+                // lies between the rows left alone.
+                for (rows, cols, ss, ds) in [(13, 19, 21, 15), (8, 3, 3, 8), (1, 9, 9, 1)] {
+                    let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+                    let mut dst = vec![-1.0f32; cols * ds];
+                    transpose::<V>((&src, ss), (&mut dst, ds), rows, cols);
+                    for (k, &d) in dst.iter().enumerate() {
+                        let (c, r) = (k / ds, k % ds);
+                        let want = if r < rows { src[r * ss + c] } else { -1.0 };
+                        assert_eq!(d, want, "transpose {rows}x{cols} dst[{k}]");
+                    }
                 }
             }
         }
