@@ -104,7 +104,7 @@ fn unpadded(g: &Conv, pad: [usize; 2]) -> [usize; 3] {
 /// Floats of the scratch [`Input::Padded`] needs for [`forward`] and [`filter`] on up to
 /// `samples` samples.
 pub fn padded_floats(g: &Conv, samples: usize) -> usize {
-    chunk_samples(g).max(1).min(samples) * g.c * g.plane
+    chunk_samples(g).min(samples) * g.c * g.plane
 }
 
 /// Floats of one sample's output gradient as [`filter`] reads it ([`transpose_gradient`]).
@@ -130,16 +130,17 @@ fn chunk_samples(g: &Conv) -> usize {
     (BLOCK_FLOATS / gradient_floats(g)).max(1)
 }
 
-/// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][ci·plane + (i + ki)·w
-/// + j + kj]` over `samples` samples: inputs `c·plane` floats apart, output gradients
-/// `o·oh·ow`.
+/// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][o][i][j] ·
+/// x[b][ci·plane + (i + ki)·w + j + kj]` over `samples` samples: inputs `c·plane` floats
+/// apart (once padded, [`Input`]), output gradients `o·oh·ow`.
 ///
 /// A sample at a time (or a chunk of small ones), its output gradient transposed into
 /// `scratch` first, and that a block of rows at a time, so that what every input channel's
 /// taps run down stays in L1; the accumulators wait in `scratch` between blocks (one load
-/// and store each per block, against a block's worth of products). Before the blocks, every tap of every input channel streamed
-/// the whole part's transposed gradient from L2 or memory: cnn3-same's `[32,16,3,3]` filter
-/// gradient ran at 62 GFLOP/s on one Zen 4 core (`time_same3`).
+/// and store each per block, against a block's worth of products). Before the blocks, every
+/// tap of every input channel streamed the whole part's transposed gradient from L2 or
+/// memory: cnn3-same's `[32,16,3,3]` filter gradient ran at 62 GFLOP/s on one Zen 4 core
+/// (`time_same3`).
 ///
 /// # Panics
 /// If the slices are short, `g` is not a plain forward geometry with a filter at most
@@ -507,9 +508,10 @@ fn forward_tiled(
         y,
         wide,
     };
-    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel forms its pointers from these slices, borrowed for the call (what it writes
-    // `&mut`), so no one else, on any thread, accesses what it writes meanwhile; the asserts
-    // panic before any pointer is used.
+    // SAFETY: the unit is supported, and the slices are long enough (asserted); the kernel
+    // forms its pointers from these slices, borrowed for the call (what it writes `&mut`), so
+    // no one else, on any thread, accesses what it writes meanwhile; the asserts panic before
+    // any pointer is used.
     unsafe { simd::run(isa, k) };
 }
 
