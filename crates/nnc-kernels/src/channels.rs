@@ -1032,14 +1032,8 @@ mod tests {
                 for bias in [None, Some(&bias[..])] {
                     let store = bias.map_or(Store::Plain, Store::BiasRelu);
                     let (mut got, mut want) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                    forward_tiled(
-                        isa,
-                        &g,
-                        samples,
-                        (Input::Planes(&x), &wt, store),
-                        &mut got,
-                        wide,
-                    );
+                    let args = (Input::Planes(&x), &wt[..], store);
+                    forward_tiled(isa, &g, samples, args, &mut got, wide);
                     crate::direct::forward(isa, &g, samples, &x, &w, bias, &mut want);
                     assert!(want.iter().all(|v| v.is_finite()));
                     assert_eq!(
@@ -1059,25 +1053,13 @@ mod tests {
                     .collect();
                 let mut got = vec![f32::NAN; out];
                 let store = Store::BiasResidualRelu(&bias, Skip::Operand(&skip));
-                forward_tiled(
-                    isa,
-                    &g,
-                    samples,
-                    (Input::Planes(&x), &wt, store),
-                    &mut got,
-                    wide,
-                );
+                let args = (Input::Planes(&x), &wt[..], store);
+                forward_tiled(isa, &g, samples, args, &mut got, wide);
                 assert_eq!(bits(&got), bits(&want), "operand on {isa:?} wide {wide}");
                 let mut got = skip.clone();
                 let store = Store::BiasResidualRelu(&bias, Skip::InPlace);
-                forward_tiled(
-                    isa,
-                    &g,
-                    samples,
-                    (Input::Planes(&x), &wt, store),
-                    &mut got,
-                    wide,
-                );
+                let args = (Input::Planes(&x), &wt[..], store);
+                forward_tiled(isa, &g, samples, args, &mut got, wide);
                 assert_eq!(bits(&got), bits(&want), "in place on {isa:?} wide {wide}");
             }
         }

@@ -348,33 +348,11 @@ unsafe fn sum_gradient_lanes<V: F32x16>(gt: &[f32], dxt: &mut [f32], win: &Windo
 #[inline(always)]
 unsafe fn to_lanes<V: F32x16>(src: &[f32], n: usize, len: usize, dst: &mut [f32]) {
     assert!(n <= LANES && src.len() >= n * len && dst.len() >= LANES * len);
+    // SAFETY: the unit is the caller's.
+    unsafe { simd::transpose::<V>((src, len), (dst, LANES), n, len) };
     if n < LANES {
-        for e in 0..len {
-            for k in 0..LANES {
-                dst[LANES * e + k] = if k < n { src[k * len + e] } else { 0.0 };
-            }
-        }
-        return;
-    }
-    let blocks = len - len % 8;
-    for e in (0..blocks).step_by(8) {
-        for half in [0, 8] {
-            // SAFETY: rows `half..half + 8` of the source from column `e`, eight floats
-            // each, are inside `src` (`e + 8 ≤ len`); as are rows `e..e + 8` of the
-            // destination from lane `half` inside `dst`.
-            unsafe {
-                V::transpose8(
-                    src.as_ptr().add(half * len + e),
-                    len,
-                    dst.as_mut_ptr().add(LANES * e + half),
-                    LANES,
-                )
-            };
-        }
-    }
-    for e in blocks..len {
-        for k in 0..LANES {
-            dst[LANES * e + k] = src[k * len + e];
+        for lanes in dst[..LANES * len].chunks_exact_mut(LANES) {
+            lanes[n..].fill(0.0);
         }
     }
 }
@@ -387,31 +365,6 @@ unsafe fn to_lanes<V: F32x16>(src: &[f32], n: usize, len: usize, dst: &mut [f32]
 #[inline(always)]
 unsafe fn from_lanes<V: F32x16>(src: &[f32], n: usize, len: usize, dst: &mut [f32]) {
     assert!(n <= LANES && src.len() >= LANES * len && dst.len() >= n * len);
-    if n < LANES {
-        for k in 0..n {
-            for e in 0..len {
-                dst[k * len + e] = src[LANES * e + k];
-            }
-        }
-        return;
-    }
-    let blocks = len - len % 8;
-    for e in (0..blocks).step_by(8) {
-        for half in [0, 8] {
-            // SAFETY: as in `to_lanes`, the other way.
-            unsafe {
-                V::transpose8(
-                    src.as_ptr().add(LANES * e + half),
-                    LANES,
-                    dst.as_mut_ptr().add(half * len + e),
-                    len,
-                )
-            };
-        }
-    }
-    for k in 0..LANES {
-        for e in blocks..len {
-            dst[k * len + e] = src[LANES * e + k];
-        }
-    }
+    // SAFETY: the unit is the caller's.
+    unsafe { simd::transpose::<V>((src, LANES), (dst, len), len, n) };
 }
