@@ -7,18 +7,25 @@
 //! vector Cranelift's x64 backend emits) when every operand is f32 and read contiguously or
 //! broadcast along it, with a scalar tail. ReLU and friends are `fcmp` + `bitselect`, not
 //! `fmax`'s NaN-safe sequence. The transcendental functions (exp, log, tanh, sigmoid,
-//! softplus) are inlined instruction sequences ([`crate::transcendental`]), in vector and
-//! scalar loops alike: a loop calls nothing.
+//! softplus) are inlined instruction sequences ([`crate::transcendental`]) in scalar loops and
+//! short rows; a vector loop with rows of at least [`ROW_CALLS_FROM`] floats, where the CPU
+//! has a vector unit, computes each one's argument along a chunk of the row into a row on its
+//! stack, has [`nnc_kernels::transcendental`] apply the function to that row on the whole
+//! unit (the same algorithm, so the same bits), and then finishes the chunk reading it.
 
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{
+    self, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
+use nnc_kernels::Isa;
+use nnc_kernels::transcendental::{self as library, RowFn};
 
 use crate::kernel::LoopKernel;
 use crate::plan::{Plan, elem_size};
@@ -84,13 +91,15 @@ impl Jit {
     }
 
     /// Generates a loop kernel; the pointer is valid after [`Jit::finish`]. Also returns the
-    /// extent of the loop's outermost dimension (the range its callers split).
+    /// extent of the loop's outermost dimension (the range its callers split). With a vector
+    /// unit `rows`, its transcendental functions may run there, along rows.
     pub fn compile_loop(
         &mut self,
         name: &str,
         f: &Function,
         l: &LoopKernel,
         plan: &Plan,
+        rows: Option<Isa>,
     ) -> Result<(FuncId, u64), String> {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
@@ -104,7 +113,7 @@ impl Jit {
             .map_err(|e| e.to_string())?;
         self.ctx.func.signature = sig;
         self.ctx.func.name = ir::UserFuncName::user(0, id.as_u32());
-        let loop_gen = LoopGen::new(f, l, plan);
+        let loop_gen = LoopGen::new(f, l, plan, rows);
         // The extent of the axis a call's range bounds.
         let outer = if l.band {
             loop_gen.dims[loop_gen.dims.len() - 1]
@@ -167,6 +176,43 @@ struct LoopGen<'a> {
     inputs: Vec<Access>,
     outputs: Vec<Access>,
     vector: bool,
+    /// The instructions applying a transcendental function, with the library's entry point
+    /// for it, when the innermost loop runs them along rows (else empty).
+    row_calls: Vec<(usize, RowFn)>,
+}
+
+/// Rows shorter than this keep their transcendental functions inline: a call and two passes
+/// over a chunk would cost more than they save.
+pub const ROW_CALLS_FROM: usize = 16;
+
+/// The floats of a chunk of the innermost loop whose transcendental functions run in one
+/// library call each (its rows on the stack: 2 KiB each, in L1).
+const ROW_CHUNK: i64 = 512;
+
+/// The library function computing a unary op, if it is a transcendental one.
+fn transcendental(op: &Op) -> Option<library::Function> {
+    match op {
+        Op::Unary(Unary::Exp) => Some(library::Function::Exp),
+        Op::Unary(Unary::Log) => Some(library::Function::Log),
+        Op::Unary(Unary::Tanh) => Some(library::Function::Tanh),
+        Op::Unary(Unary::Sigmoid) => Some(library::Function::Sigmoid),
+        Op::Unary(Unary::Softplus) => Some(library::Function::Softplus),
+        _ => None,
+    }
+}
+
+/// What one pass of the innermost loop over a range computes (see [`LoopGen::inner`]).
+struct Pass {
+    /// The loop's instructions it computes, in order.
+    insts: Vec<usize>,
+    /// The inputs it loads.
+    loads: Vec<usize>,
+    /// Values read from rows on the stack: the value, the row's address.
+    reads: Vec<(ValueId, Value)>,
+    /// The value it stores to a row (at its address) instead of storing the loop's outputs.
+    write: Option<(ValueId, Value)>,
+    /// The index of the rows' first element (where rows are used).
+    chunk: Option<Value>,
 }
 
 /// Element strides of a sum over `axes` of a `shape` tensor, walked over `shape`: 0 along
@@ -207,7 +253,7 @@ fn window_strides(shape: &[usize], own: &[usize], target: &[usize]) -> Vec<usize
 }
 
 impl<'a> LoopGen<'a> {
-    fn new(f: &'a Function, l: &'a LoopKernel, plan: &Plan) -> LoopGen<'a> {
+    fn new(f: &'a Function, l: &'a LoopKernel, plan: &Plan, rows: Option<Isa>) -> LoopGen<'a> {
         let shape: Vec<usize> = if l.shape.is_empty() {
             vec![1]
         } else {
@@ -279,6 +325,14 @@ impl<'a> LoopGen<'a> {
                 _ => None,
             })
             .collect();
+        let row_calls = match rows {
+            Some(isa) if vector && dims[last] >= ROW_CALLS_FROM => l
+                .insts
+                .iter()
+                .filter_map(|&i| transcendental(&f.insts[i].op).map(|t| (i, t.row_fn(isa))))
+                .collect(),
+            _ => Vec::new(),
+        };
         LoopGen {
             f,
             l,
@@ -287,6 +341,33 @@ impl<'a> LoopGen<'a> {
             inputs,
             outputs,
             vector,
+            row_calls,
+        }
+    }
+
+    /// The pass computing `roots` from the loop's inputs and the values `reads` (read from
+    /// rows, at those addresses): the instructions they need and the inputs those load.
+    fn pass(&self, roots: &[ValueId], reads: Vec<(ValueId, Value)>) -> Pass {
+        let mut needed: std::collections::HashSet<ValueId> = roots.iter().copied().collect();
+        let mut insts = Vec::new();
+        for &i in self.l.insts.iter().rev() {
+            let inst = &self.f.insts[i];
+            if !needed.contains(&inst.result) || reads.iter().any(|r| r.0 == inst.result) {
+                continue;
+            }
+            insts.push(i);
+            needed.extend(inst.args.iter().copied());
+        }
+        insts.reverse();
+        let loads = (0..self.inputs.len())
+            .filter(|&k| needed.contains(&self.inputs[k].value))
+            .collect();
+        Pass {
+            insts,
+            loads,
+            reads,
+            write: None,
+            chunk: None,
         }
     }
 
@@ -381,7 +462,10 @@ impl<'a> LoopGen<'a> {
         b.switch_to_block(exit);
     }
 
-    /// The innermost loop: vector body and scalar tail.
+    /// The innermost loop: vector body and scalar tail. With row calls, it runs chunk by
+    /// chunk: a pass per call stores the function's argument along the chunk into a row on
+    /// the stack, and the library replaces the row by the function's values; a last pass
+    /// computes the rest, reading those rows.
     fn inner(&self, b: &mut FunctionBuilder<'_>, range: Option<(Value, Value)>, bases: &[Value]) {
         let last = self.dims.len() - 1;
         let n = self.dims[last] as i64;
@@ -389,16 +473,83 @@ impl<'a> LoopGen<'a> {
             Some(r) => r,
             None => (b.ins().iconst(types::I64, 0), b.ins().iconst(types::I64, n)),
         };
+        let outputs: Vec<ValueId> = self.outputs.iter().map(|a| a.value).collect();
+        if self.row_calls.is_empty() {
+            let pass = self.pass(&outputs, Vec::new());
+            self.vectors_and_tail(b, lo, hi, bases, &pass);
+            return;
+        }
+        let mut sig = ir::Signature::new(b.func.signature.call_conv);
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        let sig = b.import_signature(sig);
+        let slots: Vec<_> = self
+            .row_calls
+            .iter()
+            .map(|_| {
+                let data =
+                    StackSlotData::new(StackSlotKind::ExplicitSlot, (ROW_CHUNK * 4) as u32, 6);
+                b.create_sized_stack_slot(data)
+            })
+            .collect();
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(header, types::I64);
+        b.ins().jump(header, &[lo.into()]);
+        b.switch_to_block(header);
+        let c = b.block_params(header)[0];
+        let more = b.ins().icmp(IntCC::SignedLessThan, c, hi);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        let next = b.ins().iadd_imm_s(c, ROW_CHUNK);
+        let whole = b.ins().icmp(IntCC::SignedLessThan, next, hi);
+        let end = b.ins().select(whole, next, hi);
+        let len = b.ins().isub(end, c);
+        let rows: Vec<Value> = slots
+            .iter()
+            .map(|&slot| b.ins().stack_addr(types::I64, slot, 0))
+            .collect();
+        let results: Vec<(ValueId, Value)> = self
+            .row_calls
+            .iter()
+            .zip(&rows)
+            .map(|(&(i, _), &row)| (self.f.insts[i].result, row))
+            .collect();
+        for (k, &(i, entry)) in self.row_calls.iter().enumerate() {
+            let argument = self.f.insts[i].args[0];
+            let mut pass = self.pass(&[argument], results[..k].to_vec());
+            pass.write = Some((argument, rows[k]));
+            pass.chunk = Some(c);
+            self.vectors_and_tail(b, c, end, bases, &pass);
+            let callee = b.ins().iconst(types::I64, entry as usize as i64);
+            b.ins().call_indirect(sig, callee, &[rows[k], len]);
+        }
+        let mut pass = self.pass(&outputs, results);
+        pass.chunk = Some(c);
+        self.vectors_and_tail(b, c, end, bases, &pass);
+        b.ins().jump(header, &[next.into()]);
+        b.switch_to_block(exit);
+    }
+
+    /// `pass` over `lo..hi`: vectors over `[lo, lo + 4·⌊(hi − lo)/4⌋)`, then one at a time.
+    fn vectors_and_tail(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        lo: Value,
+        hi: Value,
+        bases: &[Value],
+        pass: &Pass,
+    ) {
         let mut tail_start = lo;
         if self.vector {
-            // Vectors cover [lo, lo + 4·⌊(hi − lo)/4⌋).
             let len = b.ins().isub(hi, lo);
             let whole = b.ins().band_imm_s(len, !3);
             let vend = b.ins().iadd(lo, whole);
-            self.counted(b, lo, vend, 4, bases, true);
+            self.counted(b, lo, vend, 4, bases, true, pass);
             tail_start = vend;
         }
-        self.counted(b, tail_start, hi, 1, bases, false);
+        self.counted(b, tail_start, hi, 1, bases, false, pass);
     }
 
     /// A counted loop over `lo..hi` in steps of `step` lanes.
@@ -411,6 +562,7 @@ impl<'a> LoopGen<'a> {
         step: i64,
         bases: &[Value],
         vector: bool,
+        pass: &Pass,
     ) {
         let last = self.dims.len() - 1;
         let header = b.create_block();
@@ -419,8 +571,11 @@ impl<'a> LoopGen<'a> {
         b.append_block_param(header, types::I64);
         // Sums along this loop's own axis are carried in registers and added to memory once.
         let lane = if vector { types::F32X4 } else { types::F32 };
+        let stores_outputs = pass.write.is_none();
         let carried: Vec<usize> = (0..self.outputs.len())
-            .filter(|&k| self.outputs[k].accumulate && self.outputs[k].strides[last] == 0)
+            .filter(|&k| {
+                stores_outputs && self.outputs[k].accumulate && self.outputs[k].strides[last] == 0
+            })
             .collect();
         let mut init: Vec<ir::BlockArg> = vec![lo.into()];
         for _ in &carried {
@@ -447,7 +602,19 @@ impl<'a> LoopGen<'a> {
                 b.ins().iadd(base, off)
             }
         };
-        for (a, &base) in self.inputs.iter().zip(bases) {
+        // A row's element for this iteration: `j − chunk` floats from its start.
+        let row_at = |b: &mut FunctionBuilder<'_>, row: Value| {
+            let chunk = pass.chunk.expect("rows are used in chunks");
+            let k = b.ins().isub(j, chunk);
+            let off = b.ins().imul_imm_s(k, 4);
+            b.ins().iadd(row, off)
+        };
+        for &(v, row) in &pass.reads {
+            let p = row_at(b, row);
+            env.insert(v, b.ins().load(lane, flags, p, 0));
+        }
+        for &k in &pass.loads {
+            let (a, base) = (&self.inputs[k], bases[k]);
             let p = addr(b, a, base);
             let v = match (a.dtype, vector) {
                 (DType::F32, true) if a.strides[last] == 1 => {
@@ -472,14 +639,23 @@ impl<'a> LoopGen<'a> {
             };
             env.insert(a.value, v);
         }
-        for &i in &self.l.insts {
+        for &i in &pass.insts {
             let inst = &self.f.insts[i];
             let v = self.op(b, inst, &env, vector);
             env.insert(inst.result, v);
         }
+        if let Some((v, row)) = pass.write {
+            let x = self.arg(b, v, &env, vector);
+            let p = row_at(b, row);
+            b.ins().store(flags, x, p, 0);
+        }
         let mut next_accs = Vec::new();
-        for (k, (a, &base)) in self
-            .outputs
+        let outputs = if stores_outputs {
+            self.outputs.len()
+        } else {
+            0
+        };
+        for (k, (a, &base)) in self.outputs[..outputs]
             .iter()
             .zip(&bases[self.inputs.len()..])
             .enumerate()

@@ -432,7 +432,7 @@ impl Program {
             };
             for (l, role) in loops {
                 let (id, outer) = jit
-                    .compile_loop(&format!("kernel{k}{role}"), f, l, &plan)
+                    .compile_loop(&format!("kernel{k}{role}"), f, l, &plan, opts.vector_unit())
                     .map_err(CompileError::Codegen)?;
                 ids.push(id);
                 extents.push(outer);

@@ -17,7 +17,8 @@
 //! Each function emits the same operations for four lanes (`F32X4`) as for one (`F32`), and
 //! only multiplications and additions (no fused multiply-add, which not every CPU has), so a
 //! loop's vector body and its scalar tail, the parts of a split loop and every x86-64
-//! CPU give the same bits.
+//! CPU give the same bits. [`nnc_kernels::transcendental`] computes the same functions, step
+//! for step, for the loops that hand it whole rows (the tests compare the three bit for bit).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{self, InstBuilder, MemFlagsData, Type, Value, types};
@@ -311,6 +312,8 @@ mod tests {
     use cranelift_frontend::FunctionBuilderContext;
     use cranelift_jit::{JITBuilder, JITModule};
     use cranelift_module::{Linkage, Module, default_libcall_names};
+    use nnc_kernels::Isa;
+    use nnc_kernels::transcendental::{self as library, Function::*};
 
     type Unary = fn(&mut Emit<'_, '_>, Value) -> Value;
 
@@ -430,9 +433,18 @@ mod tests {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
     }
 
-    /// Runs `f` both ways over the inputs: the two agree bit for bit, and each result is
-    /// within `max_ulps` of `want` (from f64) rounded to f32, or `abs` of it where it is tiny.
-    fn check(name: &str, f: Unary, range: f32, want: fn(f64) -> f64, max_ulps: u32, abs: f64) {
+    /// Runs `f` both ways over the inputs: the two agree bit for bit with each other and
+    /// with the library's `lib` (its definition, and its rows on every vector unit here), and
+    /// each result is within `max_ulps` of `want` (from f64) rounded to f32, or `abs` of it
+    /// where it is tiny.
+    fn check(
+        (f, lib): (Unary, library::Function),
+        range: f32,
+        want: fn(f64) -> f64,
+        max_ulps: u32,
+        abs: f64,
+    ) {
+        let name = format!("{lib:?}");
         let (_module, [vector, scalar]) = compile(f);
         let x = inputs(range);
         let (mut a, mut b) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
@@ -441,12 +453,35 @@ mod tests {
             vector(x.as_ptr(), a.as_mut_ptr(), x.len() as u64);
             scalar(x.as_ptr(), b.as_mut_ptr(), x.len() as u64);
         }
-        for ((&x, &a), &b) in x.iter().zip(&a).zip(&b) {
+        let rows: Vec<(Isa, Vec<f32>)> = Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.supported())
+            .map(|isa| {
+                let mut row = x.clone();
+                library::apply(lib, isa, &mut row);
+                (isa, row)
+            })
+            .collect();
+        for (k, ((&x, &a), &b)) in x.iter().zip(&a).zip(&b).enumerate() {
             assert_eq!(
                 a.to_bits(),
                 b.to_bits(),
                 "{name}({x:e}): {a:e} vector, {b:e} scalar"
             );
+            let defined = lib.at(x);
+            assert_eq!(
+                a.to_bits(),
+                defined.to_bits(),
+                "{name}({x:e}): {a:e} here, {defined:e} in the library"
+            );
+            for (isa, row) in &rows {
+                assert_eq!(
+                    a.to_bits(),
+                    row[k].to_bits(),
+                    "{name}({x:e}): {a:e} here, {:e} in the library's rows on {isa:?}",
+                    row[k]
+                );
+            }
             let w = want(x as f64) as f32;
             let close = ulps(a, w) <= max_ulps || (a as f64 - w as f64).abs() <= abs;
             assert!(
@@ -460,12 +495,12 @@ mod tests {
     #[test]
     fn exp_within_one_ulp() {
         // Tiny results (subnormal) within 2⁻¹⁴⁹ · 2 of the truth.
-        check("exp", |e, x| e.exp(x), 110.0, f64::exp, 1, 3e-45);
+        check((|e, x| e.exp(x), Exp), 110.0, f64::exp, 1, 3e-45);
     }
 
     #[test]
     fn tanh_within_one_ulp() {
-        check("tanh", |e, x| e.tanh(x), 12.0, f64::tanh, 1, 0.0);
+        check((|e, x| e.tanh(x), Tanh), 12.0, f64::tanh, 1, 0.0);
         // The sign of zero.
         let (_m, [vector, _]) = compile(|e, x| e.tanh(x));
         let (x, mut y) = ([-0.0f32, 0.0, -0.0, 0.0], [1.0f32; 4]);
@@ -477,7 +512,7 @@ mod tests {
     #[test]
     fn log_within_one_ulp() {
         // Positive inputs: a grid over (0, 100], subnormals, the edges; negative ones are NaN.
-        check("log", |e, x| e.log(x), 100.0, f64::ln, 1, 0.0);
+        check((|e, x| e.log(x), Log), 100.0, f64::ln, 1, 0.0);
         let (_m, [vector, _]) = compile(|e, x| e.log(x));
         let x = [1e-40f32, f32::MIN_POSITIVE, 3.4e38, 1.0];
         let mut y = [0.0f32; 4];
@@ -492,12 +527,12 @@ mod tests {
     #[test]
     fn softplus_within_three_ulps() {
         let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
-        check("softplus", |e, x| e.softplus(x), 120.0, softplus, 3, 3e-45);
+        check((|e, x| e.softplus(x), Softplus), 120.0, softplus, 3, 3e-45);
     }
 
     #[test]
     fn sigmoid_within_two_ulps() {
         let logistic = |x: f64| 1.0 / (1.0 + (-x).exp());
-        check("sigmoid", |e, x| e.sigmoid(x), 120.0, logistic, 2, 3e-45);
+        check((|e, x| e.sigmoid(x), Sigmoid), 120.0, logistic, 2, 3e-45);
     }
 }

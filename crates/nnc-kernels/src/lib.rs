@@ -16,7 +16,9 @@
 //! - [`pool`]: max and sum pooling and their gradients;
 //! - [`copy`]: pad, slice and concatenation; [`reduce`]: sums and maxima over axes;
 //! - [`loss`]: softmax rows and the classifier's fused loss head; [`rmsprop`]: the RMSProp
-//!   update.
+//!   update;
+//! - [`transcendental`]: `exp`, `log`, `tanh`, sigmoid and softplus along a row, for the
+//!   compiler's loops that apply them.
 //!
 //! [`testing`] (hidden) holds what their tests and the compiler's share.
 
@@ -33,6 +35,7 @@ pub mod samples;
 pub mod simd;
 pub mod sparse;
 pub mod store;
+pub mod transcendental;
 
 /// Test helpers shared by the kernels' unit tests and the compiler's tests (not API).
 #[doc(hidden)]
