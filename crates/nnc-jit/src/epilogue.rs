@@ -12,14 +12,14 @@
 //!   loop's). The gradient needs nothing of its own: the activation mask, the fan-out sum of
 //!   the two branches' gradients and the bias gradient already run as one loop in the
 //!   epilogue of the input gradient before them.
-//! - [`MaskedGrad`]: a 2×2 max pool's gradient with its ReLU mask and bias-gradient sum (the
-//!   backward pass of `conv → relu → maxpool`), run as [`pairs::backward_masked`].
+//! - [`MaskedGrad`]: a max pool's gradient with its ReLU mask and bias-gradient sum (the
+//!   backward pass of `conv → relu → maxpool`), run as [`pool::max_gradient_masked`].
 //!
 //! [`gemm_conv`]: nnc_kernels::gemm_conv
 
 use nnc_ir::{Binary, DType, Function, Op, Unary, ValueId};
 use nnc_kernels::Isa;
-use nnc_kernels::pool::pairs;
+use nnc_kernels::pool::{self, Window};
 
 use crate::kernel::{LoopKernel, used_only_by};
 use crate::plan::Plan;
@@ -130,9 +130,9 @@ pub fn residual_relu_epilogue(
     })
 }
 
-/// A split `maxpool_grad` (2×2, stride 2) whose epilogue loop is exactly the ReLU mask and
-/// the bias gradient, `dz = dx · step(x)` and `Σ dz` over all axes but the channels, with
-/// `dx` read by nothing else: run as [`pairs::backward_masked`], so `dx` is never stored and read
+/// A split `maxpool_grad` whose epilogue loop is exactly the ReLU mask and the bias
+/// gradient, `dz = dx · step(x)` and `Σ dz` over all axes but the channels, with `dx` read by
+/// nothing else: run as [`pool::max_gradient_masked`], so `dx` is never stored and read
 /// back. Offsets are bytes in the arena.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskedGrad {
@@ -142,6 +142,10 @@ pub struct MaskedGrad {
     pub sums: usize,
     /// `[N, C, H, W]` of `x` and `dz`.
     pub shape: [usize; 4],
+    pub window: Window,
+    /// The pool kernel's scratch: its offset, and its bytes per part (what the
+    /// `maxpool_grad` kernel reserved, [`pool::scratch_floats`] of a gradient).
+    pub scratch: (usize, usize),
 }
 
 impl MaskedGrad {
@@ -156,11 +160,18 @@ impl MaskedGrad {
         let (&[x, dy], dx) = (&pool.args[..], pool.result) else {
             return None;
         };
-        if !matches!(&pool.op, Op::MaxPoolGrad { size, stride } if *size == [2, 2] && *stride == [2, 2])
-        {
+        let Op::MaxPoolGrad { size, stride } = pool.op else {
+            return None;
+        };
+        let shape: [usize; 4] = f.ty(x).shape.as_slice().try_into().ok()?;
+        let [n, c, h, w] = shape;
+        if size[0] > h || size[1] > w || size.contains(&0) || stride.contains(&0) {
             return None;
         }
-        let shape: [usize; 4] = f.ty(x).shape.as_slice().try_into().ok()?;
+        let window = Window::new([h, w], size, stride);
+        if !pool::masked_applies(&window) {
+            return None;
+        }
         let op = |i: usize| (&f.insts[i].op, &f.insts[i].args[..], f.insts[i].result);
         let &[i_step, i_mul, i_sum] = epilogue.insts.as_slice() else {
             return None;
@@ -175,12 +186,11 @@ impl MaskedGrad {
             return None;
         };
         let operands_match = sx == x && ((p, q) == (dx, t) || (p, q) == (t, dx)) && summed == dz;
-        let [n, c, h, w] = shape;
         let f32s = [
             (x, shape),
             (dx, shape),
             (dz, shape),
-            (dy, [n, c, h / 2, w / 2]),
+            (dy, [n, c, window.oh, window.ow]),
         ]
         .iter()
         .all(|&(v, s)| f.ty(v).dtype == DType::F32 && f.ty(v).shape == s);
@@ -207,6 +217,8 @@ impl MaskedGrad {
             dz: plan.offset[dz.index()]?,
             sums: plan.offset[sums.index()]?,
             shape,
+            window,
+            scratch: (0, 0),
         })
     }
 
@@ -214,8 +226,9 @@ impl MaskedGrad {
     /// to `base + partial` when `partial` is not 0 (the loop calling convention).
     ///
     /// # Safety
-    /// `base` is the arena this was recognised in, the CPU supports `isa`, and no other
-    /// thread touches this part's planes or its sums' destination meanwhile.
+    /// `base` is the arena this was recognised in (`scratch` set to its pool kernel's), the
+    /// CPU supports `isa`, and no other thread touches this part's planes, its scratch or its
+    /// sums' destination meanwhile.
     pub unsafe fn run_part(
         &self,
         isa: Isa,
@@ -224,10 +237,11 @@ impl MaskedGrad {
         parts: usize,
         partial: usize,
     ) {
-        let [n, c, h, w] = self.shape;
+        let [n, c, ..] = self.shape;
         let lead = n * c;
         let (lo, hi) = (lead * part / parts, lead * (part + 1) / parts);
-        let (plane, pooled) = (h * w, (h / 2) * (w / 2));
+        let (plane, pooled) = (self.window.plane(), self.window.pooled());
+        let scratch_floats = pool::scratch_floats(&self.window, true);
         // SAFETY: the offsets hold tensors of these shapes in the arena (the plan); this
         // part's planes of `dz` and its sums are written by no one else meanwhile, and `dz`
         // does not overlap `x` or `dy` (the plan keeps a kernel's inputs apart from the
@@ -239,7 +253,13 @@ impl MaskedGrad {
             let dz = std::slice::from_raw_parts_mut(at(self.dz).add(lo * plane), (hi - lo) * plane);
             let dst = if partial == 0 { self.sums } else { partial };
             let sums = std::slice::from_raw_parts_mut(at(dst), c);
-            pairs::backward_masked(isa, x, dy, dz, sums, [lo, hi - lo, c], h, w);
+            // This part's scratch (the pool kernel's, which `scratch_bytes` sized for a
+            // gradient), written by no one else meanwhile.
+            let (scratch, per) = self.scratch;
+            let scratch = at(scratch + part * per);
+            let scratch = std::slice::from_raw_parts_mut(scratch, scratch_floats);
+            let planes = [lo, hi - lo, c];
+            pool::max_gradient_masked(isa, x, dy, dz, sums, planes, &self.window, scratch);
         }
     }
 }

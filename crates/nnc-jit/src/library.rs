@@ -104,11 +104,12 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         4 * g.scratch_floats(x[0])
     };
     // The direct kernels' buffers (see `direct_conv`), for the whole batch: after the input
-    // planes padded by the op's padding (stride 1), or the input gradient's padded planes.
+    // planes padded by the op's padding, or the input gradient's padded planes.
     let [ph, pw] = direct_padding(&inst.op);
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
         let (hp, wp) = (x[2] + 2 * ph, x[3] + 2 * pw);
-        let g = direct::Conv::forward(x[1], hp, wp, w[0], w[2], w[3]);
+        let g =
+            direct::Conv::forward_strided(x[1], [hp, wp], w[0], [w[2], w[3]], stride_of(&inst.op));
         let t = g.input_gradient();
         // The filter gradient may read shifted copies of the input, and on AVX2 the forward
         // product too (reserved whatever the CPU, so that plans do not depend on it).
@@ -116,7 +117,8 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         let padded = padded_floats(x[0] * x[1], [hp, wp], [ph, pw]);
         // Channels in the lanes where that kernel suits, else positions in the lanes; both
         // with one input channel, where the cost model chooses between them.
-        let (channels, positions) = (channels::suits(&g), !channels::suits(&g) || x[1] == 1);
+        let channels = channels::suits(&g);
+        let positions = g.fits() && (!channels || x[1] == 1);
         let arm = |on: bool, floats: usize| if on { floats } else { 0 };
         4 * padded
             + 4 * match op {
@@ -124,7 +126,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
                     .max(arm(channels, channels::filter_floats(&g))),
                 WideOp::Filter => arm(
                     positions,
-                    x[0] * (direct::filter_rows(&s) * s.stride() + copies),
+                    x[0] * (direct::filter_rows(&s) * s.wide_plane() + copies),
                 )
                 .max(arm(channels, channels::scratch_floats(&g))),
                 WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
@@ -1028,25 +1030,32 @@ impl LibKernel {
     /// (so that reports do not depend on it): without a vector unit,
     /// [`LibKernel::convolution`] runs [`gemm_conv`] instead.
     fn lanes(&self, op: WideOp, samples: usize) -> Option<Lanes> {
-        let plain = match &self.op {
-            Op::Conv2d { stride, .. }
-            | Op::Conv2dGradFilter { stride, .. }
-            | Op::Conv2dGradInput { stride, .. } => *stride == [1, 1] && self.conv_pad == [0, 0],
-            _ => false,
-        };
+        if self.conv_product().is_none() || self.conv_pad != [0, 0] || samples == 0 {
+            return None;
+        }
+        let g = self.direct_geometry(op);
+        if matches!(op, WideOp::Forward | WideOp::Filter) && channels::suits(&g) {
+            return Some(Lanes::Channels);
+        }
+        if !self.positions_apply(op) {
+            return None;
+        }
+        Some(match op {
+            WideOp::Input if samples::suits(&g, samples) => Lanes::Samples,
+            _ => Lanes::Positions,
+        })
+    }
+
+    /// Whether [`direct`]'s kernels (positions in the lanes; samples for the input gradient)
+    /// take this convolution's product `op`: stride 1 (not the channels kernels' strides),
+    /// a filter gradient's filter at most [`direct::MAX_FILTER_WIDTH`] wide, planes that fit.
+    fn positions_apply(&self, op: WideOp) -> bool {
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
         let g = self.direct_geometry(op);
         let fits = g.fits() && (op != WideOp::Input || g.input_gradient().fits());
-        if !plain || filter_too_wide || !fits || samples == 0 {
-            return None;
-        }
-        Some(match op {
-            WideOp::Forward | WideOp::Filter if channels::suits(&g) => Lanes::Channels,
-            WideOp::Input if samples::suits(&g, samples) => Lanes::Samples,
-            _ => Lanes::Positions,
-        })
+        stride_of(&self.op) == [1, 1] && !filter_too_wide && fits
     }
 
     /// The kernel a part of `samples` samples of this convolution's product `op` runs on:
@@ -1088,7 +1097,8 @@ impl LibKernel {
         // is too low: LeNet-5's C3 runs faster on channels, `channels::time_c3`.)
         let direct = self.lanes(op, samples).map(|lanes| {
             let suited = estimate(lanes);
-            match (g.c == 1).then(|| estimate(Lanes::Positions)) {
+            let positions = g.c == 1 && lanes == Lanes::Channels && self.positions_apply(op);
+            match positions.then(|| estimate(Lanes::Positions)) {
                 Some(positions) if positions.1 < suited.1 => positions,
                 _ => suited,
             }
@@ -1301,7 +1311,7 @@ impl LibKernel {
             }
             (WideOp::Filter, _) => {
                 let (s, copies) = g.filter_layout();
-                let per = direct::filter_rows(&s) * s.stride();
+                let per = direct::filter_rows(&s) * s.wide_plane();
                 let (wide, xs) = buffer(nb * (per + copies)).split_at_mut(nb * per);
                 let dy = arg(1);
                 for (b, wide) in wide.chunks_exact_mut(per).enumerate() {
@@ -1372,24 +1382,28 @@ impl LibKernel {
     fn direct_geometry(&self, op: WideOp) -> direct::Conv {
         let [c, h, w, o, kh, kw] = self.conv_geometry(op);
         let [ph, pw] = direct_padding(&self.op);
-        direct::Conv::forward(c, h + 2 * ph, w + 2 * pw, o, kh, kw)
+        let planes = [h + 2 * ph, w + 2 * pw];
+        direct::Conv::forward_strided(c, planes, o, [kh, kw], stride_of(&self.op))
     }
 }
 
-/// The zero rows and columns on each side of a stride-1 convolution's input planes, which a
-/// direct kernel reads from a padded copy; none for other ops (no direct kernel runs them).
+/// A convolution's stride (rows, columns); `[1, 1]` for other ops.
+fn stride_of(op: &Op) -> [usize; 2] {
+    match *op {
+        Op::Conv2d { stride, .. }
+        | Op::Conv2dGradFilter { stride, .. }
+        | Op::Conv2dGradInput { stride, .. } => stride,
+        _ => [1, 1],
+    }
+}
+
+/// The zero rows and columns on each side of a convolution's input planes, which a direct
+/// kernel reads from a padded copy (the channels kernels pad a few samples at a time); none
+/// for other ops and strided input gradients (no direct kernel runs them).
 fn direct_padding(op: &Op) -> [usize; 2] {
     match *op {
-        Op::Conv2d {
-            stride: [1, 1],
-            padding,
-        }
-        | Op::Conv2dGradFilter {
-            stride: [1, 1],
-            padding,
-            ..
-        }
-        | Op::Conv2dGradInput {
+        Op::Conv2d { padding, .. } | Op::Conv2dGradFilter { padding, .. } => padding,
+        Op::Conv2dGradInput {
             stride: [1, 1],
             padding,
             ..

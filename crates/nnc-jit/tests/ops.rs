@@ -497,8 +497,9 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
-    // A residual block's sum: a padded, strided convolution (on im2col + GEMM) adds its bias
-    // and the other branch and rectifies as it stores. The branch read again after it (its
+    // A residual block's sum: a padded, strided convolution (on the kernel the cost model
+    // picks: im2col + GEMM or the channels kernel) adds its bias and the other branch and
+    // rectifies as it stores. The branch read again after it (its
     // own buffer), and a branch that dies there (the result reuses its buffer), in either
     // operand order of the sums.
     cases.push(
@@ -513,7 +514,7 @@ fn convolution_cases() -> Vec<Case> {
                return %y, %z
              }",
         )
-        .label("[bias, residual sum and relu in the convolution kernel]"),
+        .label("[bias, residual sum and relu in the"),
     );
     cases.push(
         case(
@@ -527,7 +528,7 @@ fn convolution_cases() -> Vec<Case> {
                return %y
              }",
         )
-        .label("[bias, residual sum and relu in the convolution kernel]"),
+        .label("[bias, residual sum and relu in the"),
     );
     // The same sum after a stride-1 padded convolution, which runs on the channels kernel over
     // a padded copy of its input: it stores the sum too.

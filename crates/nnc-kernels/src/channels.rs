@@ -1,5 +1,6 @@
-//! A stride-1 convolution's forward product and filter gradient with the output channels in
-//! the lanes, sixteen at a time, each input value broadcast.
+//! A convolution's forward product and filter gradient with the output channels in the
+//! lanes, sixteen at a time, each input value broadcast: of any filter size and stride (a
+//! stride only moves the input a position's taps read: `(i·sh + ki, j·sw + kj)`).
 //!
 //! The filter gradient, `dw[o][c][ki][kj] = Σ_b Σ_(i,j) dy[b][o][i][j] · x[b][c][i + ki][j + kj]`:
 //! [`crate::direct::filter`] puts sixteen output *positions* in a vector instead; each of its
@@ -33,16 +34,21 @@ use crate::store::{Skip, Store};
 /// Floats per vector.
 const LANES: usize = 16;
 
-/// Whether [`forward`] and [`filter`] handle `g` (a plain forward geometry,
-/// [`Conv::forward`]) and fill their lanes at least as well as [`crate::direct::filter`]
-/// would in its layout ([`Conv::filter_layout`]).
+/// Whether [`forward`] and [`filter`] handle `g` (a forward geometry,
+/// [`Conv::forward_strided`]) and fill their lanes at least as well as
+/// [`crate::direct::filter`] would in its layout ([`Conv::filter_layout`]), or are the only
+/// direct kernels for it (a stride, or a filter wider than that takes).
 pub fn suits(g: &Conv) -> bool {
+    if g.ow > MAX_ROW {
+        return false;
+    }
+    if g.stride != [1, 1] || g.kw > MAX_FILTER_WIDTH {
+        return true;
+    }
     let (s, _) = g.filter_layout();
     let positions = g.oh * g.ow;
     // o / o_lanes ≥ positions / wide lanes, in integers.
-    (1..=MAX_FILTER_WIDTH).contains(&g.kw)
-        && g.ow <= MAX_ROW
-        && g.o * s.stride() >= positions * lanes(g)
+    g.o * s.wide_plane() >= positions * lanes(g)
 }
 
 /// The output channels rounded up to whole vectors.
@@ -131,8 +137,9 @@ fn chunk_samples(g: &Conv) -> usize {
 }
 
 /// `dw[((o·c + ci)·kh + ki)·kw + kj] = Σ_b Σ_(i,j) dy[b][o][i][j] ·
-/// x[b][ci·plane + (i + ki)·w + j + kj]` over `samples` samples: inputs `c·plane` floats
-/// apart (once padded, [`Input`]), output gradients `o·oh·ow`.
+/// x[b][ci·plane + (i·sh + ki)·w + j·sw + kj]` over `samples` samples, `[sh, sw]` the
+/// stride: inputs `c·plane` floats apart (once padded, [`Input`]), output gradients
+/// `o·oh·ow`.
 ///
 /// A sample at a time (or a chunk of small ones), its output gradient transposed into
 /// `scratch` first, and that a block of rows at a time, so that what every input channel's
@@ -143,8 +150,8 @@ fn chunk_samples(g: &Conv) -> usize {
 /// (`time_same3`).
 ///
 /// # Panics
-/// If the slices are short, `g` is not a plain forward geometry with a filter at most
-/// [`MAX_FILTER_WIDTH`] wide, or the CPU does not support `isa`.
+/// If the slices are short, `g` is not a forward geometry ([`Conv::forward_strided`]), or
+/// the CPU does not support `isa`.
 pub fn filter(
     isa: Isa,
     g: &Conv,
@@ -188,17 +195,24 @@ fn filter_tiled(
     unsafe { simd::run(isa, k) };
 }
 
-/// What both kernels ask of their geometry and input: a supported unit, a plain layout
-/// ([`Conv::forward`]'s) with a filter at most [`MAX_FILTER_WIDTH`] wide, `samples` inputs
-/// (padded `at_once` at a time).
+/// What both kernels ask of their geometry and input: a supported unit, a forward layout
+/// ([`Conv::forward_strided`]'s: every window within the planes), `samples` inputs (padded
+/// `at_once` at a time).
 fn assert_plain(isa: Isa, g: &Conv, samples: usize, input: &Input<'_>, at_once: usize) {
     assert!(isa.supported(), "vector kernels need {}", isa.name());
-    assert!((1..=MAX_FILTER_WIDTH).contains(&g.kw), "filter too wide");
+    let [sh, sw] = g.stride;
     assert!(
-        g.kj_stride == 1 && g.ow + g.kw - 1 <= g.w,
+        g.kh >= 1 && g.kw >= 1 && g.oh >= 1 && g.ow >= 1 && sh >= 1 && sw >= 1,
+        "an empty geometry"
+    );
+    assert!(
+        g.kj_stride == 1 && (g.ow - 1) * sw + g.kw <= g.w,
         "not a plain layout"
     );
-    assert!((g.oh + g.kh - 1) * g.w <= g.plane, "planes too small");
+    assert!(
+        ((g.oh - 1) * sh + g.kh) * g.w <= g.plane,
+        "planes too small"
+    );
     assert!(input.holds(g, samples, at_once), "input too short");
 }
 
@@ -371,6 +385,7 @@ impl Block<'_> {
         } = self;
         let per = lanes(g);
         let (k, taps) = (g.kh * g.kw, g.taps());
+        let [sh, sw] = g.stride;
         assert!(t0 + N <= taps && ov + (OV - 1) * LANES < g.o);
         // Where each tap reads, from an output position's input: plane, row and column.
         // (Counted along from the first tap: divisions for each cost more than a small
@@ -405,19 +420,21 @@ impl Block<'_> {
         for r in rows.clone() {
             // Row `i` of sample `b`'s output gradient, and the input under its first position.
             let d = dyt[r * g.ow * per + ov..].as_ptr();
-            let xr = x[b * g.c * g.plane + i * g.w..].as_ptr();
+            let xr = x[b * g.c * g.plane + i * sh * g.w..].as_ptr();
             for j in 0..g.ow {
                 // SAFETY: position `(i, j)`'s channels `ov..ov + 16·OV` lie in `dyt` (whole
                 // vectors per position, `OV` of them only where there are); the taps read
-                // `x` at rows `i + ki < oh + kh − 1` and columns `j + kj < ow + kw − 1 ≤ w`
-                // of their planes `c` (asserted by `filter`).
+                // `x` at rows `i·sh + ki < (oh − 1)·sh + kh` and columns
+                // `j·sw + kj < (ow − 1)·sw + kw ≤ w` of their planes `c` (asserted by
+                // `filter`).
+                let xj = unsafe { xr.add(j * sw) };
                 let mut dv = [unsafe { V::zero() }; OV];
                 for (v, dv) in dv.iter_mut().enumerate() {
                     *dv = unsafe { V::load(d.add(j * per + v * LANES)) };
                 }
                 // (Loops, not closures: see `simd`.)
                 for (sums, &from) in sums.iter_mut().zip(&from) {
-                    let xv = unsafe { V::splat(*xr.add(from + j)) };
+                    let xv = unsafe { V::splat(*xj.add(from)) };
                     for (s, dv) in sums.iter_mut().zip(&dv) {
                         *s = unsafe { dv.mul_add(xv, *s) };
                     }
@@ -456,8 +473,8 @@ pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `y[b][o][i][j] = Σ_{c,ki,kj} w[o][c][ki][kj] · x[b][c·plane + (i + ki)·w + j + kj]` for
-/// `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`), with the filters as
+/// `y[b][o][i][j] = Σ_{c,ki,kj} w[o][c][ki][kj] · x[b][c·plane + (i·sh + ki)·w + j·sw + kj]`
+/// for `samples` samples (inputs `c·plane` floats apart, outputs `o·oh·ow`), with the filters as
 /// [`transposed_filters`] leaves them, stored through `store`: plain, or with a bias,
 /// `relu(y + bias[o])`, as [`crate::direct::forward`] computes both, or with a residual
 /// branch, `relu((y + bias[o]) + skip)`, as [`crate::gemm_conv::forward`].
@@ -732,15 +749,17 @@ impl Row<'_> {
             g, x, wt, ov, i, j, ..
         } = self;
         let per = lanes(g);
+        let [sh, sw] = g.stride;
         // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
         let mut acc = [[unsafe { V::zero() }; OV]; P];
         let (x, wt) = (x.as_ptr(), wt.as_ptr());
         for c in 0..g.c {
             for ki in 0..g.kh {
-                // SAFETY: row `i + ki < oh + kh − 1` of plane `c` lies in the sample's input,
-                // and the taps read its columns `j + t + kj < ow + kw − 1 ≤ w`; the tap's
-                // channels `ov..ov + 16·OV` lie in `wt` (whole vectors per tap).
-                let xr = unsafe { x.add(c * g.plane + (i + ki) * g.w + j) };
+                // SAFETY: row `i·sh + ki < (oh − 1)·sh + kh` of plane `c` lies in the
+                // sample's input, and the taps read its columns
+                // `(j + t)·sw + kj < (ow − 1)·sw + kw ≤ w`; the tap's channels
+                // `ov..ov + 16·OV` lie in `wt` (whole vectors per tap).
+                let xr = unsafe { x.add(c * g.plane + (i * sh + ki) * g.w + j * sw) };
                 let wr = unsafe { wt.add((c * g.kh + ki) * g.kw * per + ov) };
                 for kj in 0..g.kw {
                     let mut wv = [unsafe { V::zero() }; OV];
@@ -749,7 +768,7 @@ impl Row<'_> {
                     }
                     // (Loops, not closures: see `simd`.)
                     for (t, acc) in acc.iter_mut().enumerate() {
-                        let xv = unsafe { V::splat(*xr.add(kj + t)) };
+                        let xv = unsafe { V::splat(*xr.add(kj + t * sw)) };
                         for (a, wv) in acc.iter_mut().zip(&wv) {
                             *a = unsafe { wv.mul_add(xv, *a) };
                         }
@@ -888,7 +907,96 @@ mod tests {
     fn the_rule_picks_c3_not_c1() {
         assert!(suits(&Conv::forward(6, 14, 14, 16, 5, 5)));
         assert!(!suits(&Conv::forward(1, 32, 32, 6, 5, 5)));
-        assert!(!suits(&Conv::forward(6, 14, 14, 16, 5, 7)), "too wide");
+        // The only direct kernels for filters wider than `direct`'s and for strides.
+        assert!(suits(&Conv::forward(6, 14, 14, 16, 5, 7)), "wide");
+        let strided = Conv::forward_strided(1, [34, 34], 32, [7, 7], [2, 2]);
+        assert!(suits(&strided) && (strided.oh, strided.ow) == (14, 14));
+    }
+
+    /// Strided geometries and filters wider than `direct`'s: both products against their
+    /// definitions in f64, and the same bits on every unit and tile.
+    #[test]
+    fn strides_and_wide_filters_match_the_definition_on_every_unit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // (c, h, w, o, kh, kw, sh, sw): k7-stride2's stem, a 3×3 at stride 2 with windows
+        // that leave the last row and column unread, unequal strides, a stride above the
+        // filter, a 5×5 over three vectors of channels, a 3×7 at stride 1.
+        let shapes = [
+            (1, 34, 34, 32, 7, 7, 2, 2),
+            (3, 10, 12, 20, 3, 3, 2, 2),
+            (2, 8, 9, 16, 3, 1, 2, 3),
+            (2, 10, 7, 33, 2, 2, 3, 1),
+            (4, 15, 15, 48, 5, 5, 2, 2),
+            (2, 9, 12, 16, 3, 7, 1, 1),
+        ];
+        for (k, &(c, h, wd, o, kh, kw, sh, sw)) in shapes.iter().enumerate() {
+            let g = Conv::forward_strided(c, [h, wd], o, [kh, kw], [sh, sw]);
+            assert!(suits(&g));
+            let samples = 3;
+            let x = values(samples * c * h * wd, 1100 + k as u64);
+            let w = values(o * g.taps(), 1200 + k as u64);
+            let dy = values(samples * o * g.oh * g.ow, 1300 + k as u64);
+            // Input element of sample `b`, plane `ci`, under output `(i, j)` at tap `(ki, kj)`.
+            let at = |b: usize, ci: usize, (i, j): (usize, usize), (ki, kj): (usize, usize)| {
+                f64::from(x[((b * c + ci) * h + i * sh + ki) * wd + j * sw + kj])
+            };
+            let mut y_want = vec![0.0f64; samples * o * g.oh * g.ow];
+            let mut dw_want = vec![0.0f64; o * g.taps()];
+            for b in 0..samples {
+                for oc in 0..o {
+                    for i in 0..g.oh {
+                        for j in 0..g.ow {
+                            let e = ((b * o + oc) * g.oh + i) * g.ow + j;
+                            for ci in 0..c {
+                                for ki in 0..kh {
+                                    for kj in 0..kw {
+                                        let t = (ci * kh + ki) * kw + kj;
+                                        let xv = at(b, ci, (i, j), (ki, kj));
+                                        y_want[e] += f64::from(w[oc * g.taps() + t]) * xv;
+                                        dw_want[oc * g.taps() + t] += f64::from(dy[e]) * xv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let close = |got: &[f32], want: &[f64], what: &str| {
+                for (e, (&got, &want)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{what} {:?}: [{e}] {got} vs {want}",
+                        shapes[k]
+                    );
+                }
+            };
+            let mut wt = vec![f32::NAN; filter_floats(&g)];
+            transposed_filters(&g, &w, &mut wt);
+            let runs = crate::testing::vector_units(
+                "channels::strides_and_wide_filters_match_the_definition_on_every_unit",
+            )
+            .into_iter()
+            .flat_map(|isa| [(isa, false), (isa, true)]);
+            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+            for (isa, wide) in runs {
+                let mut y = vec![f32::NAN; y_want.len()];
+                let args = (Input::Planes(&x), &wt[..], Store::Plain);
+                forward_tiled(isa, &g, samples, args, &mut y, wide);
+                close(&y, &y_want, "forward");
+                let mut dw = vec![f32::NAN; o * g.taps()];
+                let mut scratch = vec![f32::NAN; scratch_floats(&g)];
+                let input = Input::Planes(&x);
+                filter_tiled(isa, &g, samples, (input, &dy), &mut scratch, &mut dw, wide);
+                close(&dw, &dw_want, "filter");
+                match &first {
+                    Some((fy, fdw)) => {
+                        assert_eq!(bits(fy), bits(&y), "{:?} on {isa:?}", shapes[k]);
+                        assert_eq!(bits(fdw), bits(&dw), "{:?} on {isa:?}", shapes[k]);
+                    }
+                    None => first = Some((y, dw)),
+                }
+            }
+        }
     }
 
     #[test]

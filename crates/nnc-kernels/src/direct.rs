@@ -59,6 +59,9 @@ pub struct Conv {
     /// How far apart the taps `kj` and `kj + 1` read: 1 in a plane, or the distance between
     /// the [`Conv::shifted`] copies of a plane.
     pub(crate) kj_stride: usize,
+    /// The rows and columns between output positions' first taps in the input. Only
+    /// [`crate::channels`] takes strides other than 1 ([`Conv::fits`] is false for them).
+    pub(crate) stride: [usize; 2],
 }
 
 impl Conv {
@@ -85,18 +88,37 @@ impl Conv {
     /// The forward product of an unpadded convolution of `c × h × w` planes by `o` filters
     /// `kh × kw`.
     pub fn forward(c: usize, h: usize, w: usize, o: usize, kh: usize, kw: usize) -> Conv {
+        Conv::forward_strided(c, [h, w], o, [kh, kw], [1, 1])
+    }
+
+    /// The forward product of an unpadded convolution of `c × h × w` planes by `o` filters
+    /// `kh × kw` at `stride` (rows, columns): every output position's window within the
+    /// planes.
+    pub fn forward_strided(
+        c: usize,
+        [h, w]: [usize; 2],
+        o: usize,
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+    ) -> Conv {
         Conv {
             c,
             plane: h * w,
             w,
             o,
-            oh: h + 1 - kh,
-            ow: w + 1 - kw,
+            oh: (h - kh) / stride[0] + 1,
+            ow: (w - kw) / stride[1] + 1,
             kh,
             kw,
             live: (0, h),
             kj_stride: 1,
+            stride,
         }
+    }
+
+    /// The rows and columns between output positions' windows.
+    pub fn stride(&self) -> [usize; 2] {
+        self.stride
     }
 
     /// This forward convolution read from [`shift_columns`]' copies of each input plane:
@@ -150,6 +172,7 @@ impl Conv {
             // Output-gradient row `i` lies in row `kh − 1 + i` (from column `kw − 1`).
             live: (self.kh - 1, self.kh - 1 + self.oh),
             kj_stride: 1,
+            stride: [1, 1],
         }
     }
 
@@ -164,7 +187,7 @@ impl Conv {
     }
 
     /// Floats per wide output plane.
-    pub fn stride(&self) -> usize {
+    pub fn wide_plane(&self) -> usize {
         self.vectors() * LANES
     }
 
@@ -267,11 +290,11 @@ impl Conv {
         starts
     }
 
-    /// Whether the direct kernels handle this geometry: its planes have at most
+    /// Whether the direct kernels handle this geometry: stride 1, and planes of at most
     /// [`MAX_VECTORS`] vectors (their masks live on the stack, so that a kernel allocates
     /// nothing).
     pub fn fits(&self) -> bool {
-        self.vectors() <= MAX_VECTORS
+        self.stride == [1, 1] && self.vectors() <= MAX_VECTORS
     }
 }
 
@@ -518,14 +541,14 @@ unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
     }
 }
 
-/// `dw[(o·c + ci)·kh·kw + ki·kw + kj] = Σ_b Σ_p dy[b][o·stride + p] · x[b][ci·plane + p + ki·w + kj]`
+/// `dw[(o·c + ci)·kh·kw + ki·kw + kj] = Σ_b Σ_p dy[b][o·wide_plane + p] · x[b][ci·plane + p + ki·w + kj]`
 /// over `samples` samples (inputs `c·plane` floats apart, wide output gradients
-/// `filter_rows · stride` apart: planes from `o` on are read, their sums dropped) and the real
+/// `filter_rows · wide_plane` apart: planes from `o` on are read, their sums dropped) and the real
 /// positions `p` (the others are not read).
 ///
 /// # Panics
-/// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], or the CPU does
-/// not support `isa`.
+/// If the slices are short, the filter is wider than [`MAX_FILTER_WIDTH`], `g` is strided or
+/// too large ([`Conv::fits`]), or the CPU does not support `isa`.
 pub fn filter(isa: Isa, g: &Conv, samples: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     filter_rows_of(isa, g, samples, (x, dy), dw, true, false);
 }
@@ -547,9 +570,10 @@ fn filter_rows_of(
 ) {
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
     assert!(g.filter_supported(), "filter too wide");
+    assert!(g.fits(), "planes too large, or strided");
     assert!(x.len() >= samples * g.c * g.plane, "input too short");
     assert!(
-        dy.len() >= samples * filter_rows(g) * g.stride(),
+        dy.len() >= samples * filter_rows(g) * g.wide_plane(),
         "gradient too short"
     );
     assert!(dw.len() >= g.o * g.taps(), "filter gradient too short");
@@ -682,7 +706,7 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
     dw: &mut [f32],
     ((masks, live), block): (LiveMasks, usize),
 ) {
-    let (stride, vectors) = (g.stride(), g.vectors());
+    let (stride, vectors) = (g.wide_plane(), g.vectors());
     let (sample_x, sample_dy) = (g.c * g.plane, filter_rows(g) * stride);
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
     for c in 0..g.c {
@@ -877,7 +901,7 @@ impl Kernel for ShiftRows<'_> {
 /// One sample's output gradient `dy` (`o × oh × ow`) in the wide layout [`filter`] reads
 /// (`filter_rows` planes of `stride`; positions that are not real are left as they are).
 pub fn wide_gradient(g: &Conv, dy: &[f32], out: &mut [f32]) {
-    let stride = g.stride();
+    let stride = g.wide_plane();
     for (plane, dy) in out
         .chunks_exact_mut(stride)
         .zip(dy.chunks_exact(g.oh * g.ow))
@@ -904,7 +928,7 @@ pub fn time_lenet_shapes(isa: Isa) {
         let x = vec![0.5f32; samples * g.c * g.plane];
         let w = vec![0.1f32; g.o_pad() * g.taps()];
         let mut out = vec![0.0f32; samples * g.o * g.oh * g.ow];
-        let dy = vec![0.1f32; samples * filter_rows(&g) * g.stride()];
+        let dy = vec![0.1f32; samples * filter_rows(&g) * g.wide_plane()];
         let mut dw = vec![0.0f32; g.o * g.taps()];
         let mut best = [f64::MAX; 2];
         for _ in 0..50 {
@@ -927,7 +951,7 @@ pub fn time_lenet_shapes(isa: Isa) {
         // The same from shifted copies of the columns, the copying included.
         let s = g.shifted();
         let mut xs = vec![0.0f32; samples * g.c * s.plane];
-        let dy = vec![0.1f32; samples * filter_rows(&s) * s.stride()];
+        let dy = vec![0.1f32; samples * filter_rows(&s) * s.wide_plane()];
         let mut best = [f64::MAX; 3];
         for _ in 0..50 {
             let t = std::time::Instant::now();
@@ -1123,12 +1147,12 @@ mod tests {
                 };
                 let rows = filter_rows(&g);
                 // NaN wherever the wide layout has no real position: the kernel must not read it.
-                let mut wide = vec![f32::NAN; samples * rows * g.stride()];
+                let mut wide = vec![f32::NAN; samples * rows * g.wide_plane()];
                 for b in 0..samples {
                     wide_gradient(
                         &g,
                         &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow],
-                        &mut wide[b * rows * g.stride()..][..rows * g.stride()],
+                        &mut wide[b * rows * g.wide_plane()..][..rows * g.wide_plane()],
                     );
                 }
                 let mut dw = vec![f32::NAN; o * g.taps()];
@@ -1189,9 +1213,9 @@ mod tests {
                     assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
                 }
                 let rows = filter_rows(&g);
-                let mut wide = vec![f32::NAN; samples * rows * g.stride()];
+                let mut wide = vec![f32::NAN; samples * rows * g.wide_plane()];
                 let dy = values(samples * o * g.oh * g.ow, 800 + k as u64);
-                for (b, wide) in wide.chunks_exact_mut(rows * g.stride()).enumerate() {
+                for (b, wide) in wide.chunks_exact_mut(rows * g.wide_plane()).enumerate() {
                     wide_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], wide);
                 }
                 let (mut skipped, mut every) =

@@ -36,7 +36,10 @@ pub fn suits(g: &Conv, samples: usize) -> bool {
 
 /// Whether `g` is [`Conv::forward`]'s layout: compact planes, taps within a row.
 fn plain(g: &Conv) -> bool {
-    g.kj_stride == 1 && g.plane == (g.oh + g.kh - 1) * g.w && g.ow + g.kw - 1 == g.w
+    g.kj_stride == 1
+        && g.stride == [1, 1]
+        && g.plane == (g.oh + g.kh - 1) * g.w
+        && g.ow + g.kw - 1 == g.w
 }
 
 /// Groups of sixteen samples.

@@ -150,6 +150,44 @@ pub fn max_gradient(
     }
 }
 
+/// [`max_gradient`] masked by the pooled activation's ReLU, as the backward pass of
+/// `maxpool(relu(z + b))` computes it: `dz = dx · step(x)` (`x`: the pool's input, the
+/// ReLU's output), and `sums[c] = Σ dz` over the planes of channel `c` (the bias gradient),
+/// where plane `l` of the slices is plane `first + l` of `[N, channels, h, w]` tensors. `dz`
+/// has the bits of the two passes; the sums add the same terms in another order. On
+/// [`pairs`] for 2×2 windows at stride 2, else on sixteen planes per vector (`scratch`:
+/// [`scratch_floats`] of a gradient).
+///
+/// # Panics
+/// If the slices do not hold `planes` planes, `sums` fewer than `channels` floats, the CPU
+/// lacks `isa`, or neither vector path takes the window ([`masked_applies`]).
+#[allow(clippy::too_many_arguments)]
+pub fn max_gradient_masked(
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    dz: &mut [f32],
+    sums: &mut [f32],
+    [first, planes, channels]: [usize; 3],
+    win: &Window,
+    scratch: &mut [f32],
+) {
+    if pairs_suit(win) {
+        let at = [first, planes, channels];
+        return pairs::backward_masked(isa, x, dy, dz, sums, at, win.h, win.w);
+    }
+    assert!(fits(win, true, scratch), "no vector path for this window");
+    assert!(channels > 0 && sums.len() >= channels, "sums too short");
+    sums[..channels].fill(0.0);
+    let masked = (sums, first, channels);
+    planes::max_gradient_masked(isa, x, dy, dz, masked, planes, win, scratch);
+}
+
+/// Whether [`max_gradient_masked`] takes this window (given the scratch it asks for).
+pub fn masked_applies(win: &Window) -> bool {
+    pairs_suit(win) || scratch_floats(win, true) > 0
+}
+
 /// The gradient of sum pooling: `dx` gets the `dy` of every window that holds it, added in
 /// window order from +0. Runs as [`forward`] does.
 ///
@@ -184,6 +222,7 @@ fn fits(win: &Window, gradient: bool, scratch: &[f32]) -> bool {
 pub fn time_shapes(isa: Isa) {
     let shapes = [
         (4096, [13, 13], [3, 3], [2, 2]),
+        (4096, [14, 14], [3, 3], [2, 2]),
         (512, [28, 27], [2, 3], [2, 3]),
         (1024, [28, 28], [2, 2], [2, 2]),
         (2048, [12, 12], [2, 2], [2, 2]),

@@ -44,7 +44,7 @@ pub fn forward(
     scratch: &mut [f32],
 ) {
     let pass = if max { Pass::Max } else { Pass::Sum };
-    run(isa, pass, x, &[], y, planes, win, scratch);
+    run(isa, pass, (x, &[]), (y, None), planes, win, scratch);
 }
 
 /// The gradient of max pooling (see the module's comment).
@@ -60,7 +60,45 @@ pub fn max_gradient(
     win: &Window,
     scratch: &mut [f32],
 ) {
-    run(isa, Pass::MaxGradient, x, dy, dx, planes, win, scratch);
+    run(
+        isa,
+        Pass::MaxGradient,
+        (x, dy),
+        (dx, None),
+        planes,
+        win,
+        scratch,
+    );
+}
+
+/// [`max_gradient`] masked by the pooled activation's ReLU (see
+/// [`super::max_gradient_masked`]): `dz = dx · step(x)`, and each plane's sum of `dz` (its
+/// positions in order) added to `sums[(first + l) % channels]` for plane `l`.
+///
+/// # Panics
+/// As [`forward`], or if `sums` has fewer than `channels` entries.
+#[allow(clippy::too_many_arguments)]
+pub fn max_gradient_masked(
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    dz: &mut [f32],
+    (sums, first, channels): (&mut [f32], usize, usize),
+    planes: usize,
+    win: &Window,
+    scratch: &mut [f32],
+) {
+    assert!(channels > 0 && sums.len() >= channels, "sums too short");
+    let masked = Some((sums, first, channels));
+    run(
+        isa,
+        Pass::MaxGradient,
+        (x, dy),
+        (dz, masked),
+        planes,
+        win,
+        scratch,
+    );
 }
 
 /// The gradient of sum pooling.
@@ -75,8 +113,20 @@ pub fn sum_gradient(
     win: &Window,
     scratch: &mut [f32],
 ) {
-    run(isa, Pass::SumGradient, &[], dy, dx, planes, win, scratch);
+    run(
+        isa,
+        Pass::SumGradient,
+        (&[], dy),
+        (dx, None),
+        planes,
+        win,
+        scratch,
+    );
 }
+
+/// Per-channel sums a masked gradient adds to: the sums, the first plane's index, the
+/// channels.
+type Masked<'a> = Option<(&'a mut [f32], usize, usize)>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
@@ -86,13 +136,11 @@ enum Pass {
     SumGradient,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run(
     isa: Isa,
     pass: Pass,
-    x: &[f32],
-    dy: &[f32],
-    out: &mut [f32],
+    (x, dy): (&[f32], &[f32]),
+    (out, masked): (&mut [f32], Masked<'_>),
     planes: usize,
     win: &Window,
     scratch: &mut [f32],
@@ -134,6 +182,7 @@ fn run(
                 x,
                 dy,
                 out,
+                masked,
                 planes,
                 win: *win,
                 scratch,
@@ -147,6 +196,7 @@ struct Planes<'a> {
     x: &'a [f32],
     dy: &'a [f32],
     out: &'a mut [f32],
+    masked: Masked<'a>,
     planes: usize,
     win: Window,
     scratch: &'a mut [f32],
@@ -162,6 +212,7 @@ impl Kernel for Planes<'_> {
             x,
             dy,
             out,
+            mut masked,
             planes,
             win,
             scratch,
@@ -193,6 +244,12 @@ impl Kernel for Planes<'_> {
                         to_lanes::<V>(&dy[l0 * q..(l0 + n) * q], n, q, gt);
                         dxt.fill(0.0);
                         max_gradient_lanes::<V>(xt, gt, dxt, &win);
+                        if let Some((sums, first, channels)) = masked.as_mut() {
+                            let plane_sums = mask_lanes::<V>(xt, dxt);
+                            for (l, s) in plane_sums[..n].iter().enumerate() {
+                                sums[(*first + l0 + l) % *channels] += s;
+                            }
+                        }
                         from_lanes::<V>(dxt, n, p, &mut out[l0 * p..(l0 + n) * p]);
                     }
                     Pass::SumGradient => {
@@ -303,6 +360,30 @@ unsafe fn max_gradient_lanes<V: F32x16>(xt: &[f32], gt: &[f32], dxt: &mut [f32],
             }
         }
     }
+}
+
+/// `dxt · step(xt)` in place (one multiplication, as the loop it replaces: `step` is 1
+/// where `x > 0`, else +0), and each lane's sum of it over the positions in order.
+///
+/// # Safety
+/// The CPU has `V`'s unit.
+#[inline(always)]
+unsafe fn mask_lanes<V: F32x16>(xt: &[f32], dxt: &mut [f32]) -> [f32; LANES] {
+    assert!(dxt.len() >= xt.len());
+    let mut sums = [0.0f32; LANES];
+    // SAFETY: the unit is the caller's; every vector lies in `xt` and `dxt` (asserted).
+    unsafe {
+        let (zero, one) = (V::zero(), V::splat(1.0));
+        let mut sum = zero;
+        for e in (0..xt.len() / LANES).map(|e| e * LANES) {
+            let d = dxt.as_mut_ptr().add(e);
+            let z = V::load(d).mul(one.select(V::load(xt.as_ptr().add(e)).greater(zero)));
+            z.store(d);
+            sum = sum.add(z);
+        }
+        sum.store(sums.as_mut_ptr());
+    }
+    sums
 }
 
 /// Adds each window's gradient (of `gt`) to every element of the window in `dxt`.

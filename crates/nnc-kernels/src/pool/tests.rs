@@ -178,3 +178,59 @@ fn the_definition_is_the_interpreters() {
         same_bits(name, want, &got);
     }
 }
+
+/// The masked gradient (the backward pass of `maxpool(relu(z + b))`) against the gradient
+/// and the mask as two passes: the bits of `dz`, and each channel's sum, on every window a
+/// vector path takes, in parts that start mid-channel.
+#[test]
+fn masked_gradient_matches_the_two_passes() {
+    let units = crate::testing::vector_units("pool::masked_gradient_matches_the_two_passes");
+    let (planes, channels) = (37, 5);
+    let mut ran = 0;
+    for win in geometries().into_iter().filter(masked_applies) {
+        let (p, q) = (win.plane(), win.pooled());
+        let x = inputs(planes * p, 3, false);
+        let dy = gradients(planes * q);
+        let mut dx = vec![f32::NAN; planes * p];
+        scalar::max_gradient(&x, &dy, &mut dx, planes, &win);
+        let step = |v: f32| if v > 0.0 { 1.0 } else { 0.0 };
+        let want: Vec<f32> = dx.iter().zip(&x).map(|(&d, &v)| d * step(v)).collect();
+        for &isa in &units {
+            for parts in [1, 3] {
+                let mut dz = vec![f32::NAN; planes * p];
+                let mut sums = vec![0.0f64; channels];
+                let mut scratch = vec![f32::NAN; scratch_floats(&win, true)];
+                in_parts(planes, parts, |lo, hi| {
+                    let mut part_sums = vec![f32::NAN; channels];
+                    max_gradient_masked(
+                        isa,
+                        &x[lo * p..hi * p],
+                        &dy[lo * q..hi * q],
+                        &mut dz[lo * p..hi * p],
+                        &mut part_sums,
+                        [lo, hi - lo, channels],
+                        &win,
+                        &mut scratch,
+                    );
+                    for (s, &v) in sums.iter_mut().zip(&part_sums) {
+                        *s += f64::from(v);
+                    }
+                });
+                same_bits(&format!("{win:?} on {isa:?} in {parts}"), &dz, &want);
+                for (c, &got) in sums.iter().enumerate() {
+                    let exact: f64 = (0..planes)
+                        .filter(|l| l % channels == c)
+                        .flat_map(|l| &want[l * p..(l + 1) * p])
+                        .map(|&v| f64::from(v))
+                        .sum();
+                    assert!(
+                        (got - exact).abs() <= 1e-4 * (1.0 + exact.abs()),
+                        "{win:?} on {isa:?}: channel {c} sums {got} vs {exact}"
+                    );
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 0, "no geometry ran");
+}
