@@ -353,6 +353,22 @@ pub unsafe fn transpose<V: F32x16>(
     }
 }
 
+/// Asks the CPU to bring `data` into L1 ahead of its use (a line every 64 bytes), where a
+/// kernel reads a block in an order the hardware prefetchers do not follow: the pooling
+/// kernels' transposes read sixteen planes at once and ran at a third of the memory's
+/// streaming speed on planes that were not in cache.
+#[inline(always)]
+pub fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch is a hint: it reads nothing into the program and cannot fault;
+        // the address is inside `data` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Stores the indices `base + i` of the lanes `i` of `m`, packed, to `p..p + popcount(m)`.
 ///
 /// # Safety

@@ -220,6 +220,15 @@ impl Kernel for Planes<'_> {
         let (p, q) = (win.plane(), win.pooled());
         for l0 in (0..planes).step_by(LANES) {
             let n = (planes - l0).min(LANES);
+            let next = l0 + LANES;
+            match pass {
+                Pass::Max | Pass::Sum => simd::prefetch(group(x, p, next)),
+                Pass::MaxGradient => {
+                    simd::prefetch(group(x, p, next));
+                    simd::prefetch(group(dy, q, next));
+                }
+                Pass::SumGradient => simd::prefetch(group(dy, q, next)),
+            }
             // SAFETY (each call): the CPU has `V`'s unit (the caller's contract); the scratch
             // holds the group's transposed planes (`run` checked its size) and every window
             // lies inside its plane (checked there too).
@@ -264,6 +273,13 @@ impl Kernel for Planes<'_> {
             }
         }
     }
+}
+
+/// The planes of group `l0` (sixteen planes of `len` floats from plane `l0`) in `v`, as far
+/// as it holds them.
+fn group(v: &[f32], len: usize, l0: usize) -> &[f32] {
+    let lo = (l0 * len).min(v.len());
+    &v[lo..((l0 + LANES) * len).min(v.len())]
 }
 
 /// The pooled group `yt` of the transposed group `xt`: each window's maximum (`MAX`) or sum,
