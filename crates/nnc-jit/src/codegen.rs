@@ -215,6 +215,29 @@ struct Pass {
     chunk: Option<Value>,
 }
 
+/// A loop from `lo` while its index compares `cc` to `hi`: `body` emits the body for the
+/// index and returns the next one; the builder continues after the loop.
+fn counted_loop(
+    b: &mut FunctionBuilder<'_>,
+    (lo, hi): (Value, Value),
+    cc: IntCC,
+    body: impl FnOnce(&mut FunctionBuilder<'_>, Value) -> Value,
+) {
+    let header = b.create_block();
+    let body_block = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.ins().jump(header, &[lo.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let more = b.ins().icmp(cc, i, hi);
+    b.ins().brif(more, body_block, &[], exit, &[]);
+    b.switch_to_block(body_block);
+    let next = body(b, i);
+    b.ins().jump(header, &[next.into()]);
+    b.switch_to_block(exit);
+}
+
 /// Element strides of a sum over `axes` of a `shape` tensor, walked over `shape`: 0 along
 /// the summed axes, the result's own row-major strides along the kept ones.
 fn sum_strides(shape: &[usize], axes: &[usize]) -> Vec<usize> {
@@ -432,34 +455,23 @@ impl<'a> LoopGen<'a> {
                 b.ins().iconst(types::I64, self.dims[d] as i64),
             )
         });
-        let header = b.create_block();
-        let body = b.create_block();
-        let exit = b.create_block();
-        b.append_block_param(header, types::I64);
-        b.ins().jump(header, &[lo.into()]);
-        b.switch_to_block(header);
-        let i = b.block_params(header)[0];
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, i, hi);
-        b.ins().brif(more, body, &[], exit, &[]);
-        b.switch_to_block(body);
-        let accesses: Vec<&Access> = self.inputs.iter().chain(self.outputs.iter()).collect();
-        let next_bases: Vec<Value> = accesses
-            .iter()
-            .zip(&bases)
-            .map(|(a, &base)| {
-                let step = (a.strides[d] * elem_size(a.dtype)) as i64;
-                if step == 0 {
-                    base
-                } else {
-                    let off = b.ins().imul_imm_s(i, step);
-                    b.ins().iadd(base, off)
-                }
-            })
-            .collect();
-        self.level(b, d + 1, None, next_bases, band);
-        let next = b.ins().iadd_imm_s(i, 1);
-        b.ins().jump(header, &[next.into()]);
-        b.switch_to_block(exit);
+        counted_loop(b, (lo, hi), IntCC::UnsignedLessThan, |b, i| {
+            let accesses = self.inputs.iter().chain(self.outputs.iter());
+            let next_bases: Vec<Value> = accesses
+                .zip(&bases)
+                .map(|(a, &base)| {
+                    let step = (a.strides[d] * elem_size(a.dtype)) as i64;
+                    if step == 0 {
+                        base
+                    } else {
+                        let off = b.ins().imul_imm_s(i, step);
+                        b.ins().iadd(base, off)
+                    }
+                })
+                .collect();
+            self.level(b, d + 1, None, next_bases, band);
+            b.ins().iadd_imm_s(i, 1)
+        });
     }
 
     /// The innermost loop: vector body and scalar tail. With row calls, it runs chunk by
@@ -492,44 +504,35 @@ impl<'a> LoopGen<'a> {
                 b.create_sized_stack_slot(data)
             })
             .collect();
-        let header = b.create_block();
-        let body = b.create_block();
-        let exit = b.create_block();
-        b.append_block_param(header, types::I64);
-        b.ins().jump(header, &[lo.into()]);
-        b.switch_to_block(header);
-        let c = b.block_params(header)[0];
-        let more = b.ins().icmp(IntCC::SignedLessThan, c, hi);
-        b.ins().brif(more, body, &[], exit, &[]);
-        b.switch_to_block(body);
-        let next = b.ins().iadd_imm_s(c, ROW_CHUNK);
-        let whole = b.ins().icmp(IntCC::SignedLessThan, next, hi);
-        let end = b.ins().select(whole, next, hi);
-        let len = b.ins().isub(end, c);
-        let rows: Vec<Value> = slots
-            .iter()
-            .map(|&slot| b.ins().stack_addr(types::I64, slot, 0))
-            .collect();
-        let results: Vec<(ValueId, Value)> = self
-            .row_calls
-            .iter()
-            .zip(&rows)
-            .map(|(&(i, _), &row)| (self.f.insts[i].result, row))
-            .collect();
-        for (k, &(i, entry)) in self.row_calls.iter().enumerate() {
-            let argument = self.f.insts[i].args[0];
-            let mut pass = self.pass(&[argument], results[..k].to_vec());
-            pass.write = Some((argument, rows[k]));
+        counted_loop(b, (lo, hi), IntCC::SignedLessThan, |b, c| {
+            let next = b.ins().iadd_imm_s(c, ROW_CHUNK);
+            let whole = b.ins().icmp(IntCC::SignedLessThan, next, hi);
+            let end = b.ins().select(whole, next, hi);
+            let len = b.ins().isub(end, c);
+            let rows: Vec<Value> = slots
+                .iter()
+                .map(|&slot| b.ins().stack_addr(types::I64, slot, 0))
+                .collect();
+            let results: Vec<(ValueId, Value)> = self
+                .row_calls
+                .iter()
+                .zip(&rows)
+                .map(|(&(i, _), &row)| (self.f.insts[i].result, row))
+                .collect();
+            for (k, &(i, entry)) in self.row_calls.iter().enumerate() {
+                let argument = self.f.insts[i].args[0];
+                let mut pass = self.pass(&[argument], results[..k].to_vec());
+                pass.write = Some((argument, rows[k]));
+                pass.chunk = Some(c);
+                self.vectors_and_tail(b, c, end, bases, &pass);
+                let callee = b.ins().iconst(types::I64, entry as usize as i64);
+                b.ins().call_indirect(sig, callee, &[rows[k], len]);
+            }
+            let mut pass = self.pass(&outputs, results);
             pass.chunk = Some(c);
             self.vectors_and_tail(b, c, end, bases, &pass);
-            let callee = b.ins().iconst(types::I64, entry as usize as i64);
-            b.ins().call_indirect(sig, callee, &[rows[k], len]);
-        }
-        let mut pass = self.pass(&outputs, results);
-        pass.chunk = Some(c);
-        self.vectors_and_tail(b, c, end, bases, &pass);
-        b.ins().jump(header, &[next.into()]);
-        b.switch_to_block(exit);
+            next
+        });
     }
 
     /// `pass` over `lo..hi`: vectors over `[lo, lo + 4·⌊(hi − lo)/4⌋)`, then one at a time.

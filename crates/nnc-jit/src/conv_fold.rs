@@ -4,20 +4,24 @@
 //! for taps outside its input, neither copy is needed: the `pad`'s result becomes a view of
 //! its operand and the convolutions read the operand with the pad's low rows and columns as
 //! extra padding; the input gradient writes the `slice`'s result directly (its start as
-//! extra padding), and the `slice` becomes a view of it.
+//! extra padding), and the `slice` becomes a view of it. The channels kernels
+//! ([`nnc_kernels::channels`]) pad their input themselves, a few samples at a time, so a
+//! `pad` folds into them too.
 //!
 //! A fold is decided from the function alone (here, for the schedule's storage and for the
-//! kernels' geometry alike), and only where the cost model picks the GEMM family for every
+//! kernels' geometry alike), and only where the cost model picks such a kernel for every
 //! convolution involved on the unfolded shapes (the library kernels' choice, passed in as
-//! [`OnGemm`]): a direct kernel needs the padded copy.
+//! [`PadsInside`]): the other direct kernels need the padded copy.
 
 use nnc_ir::{DType, Function, Inst, Op, ValueId};
 
 use crate::kernel::used_only_by;
 
-/// Whether a convolution of `f`, unfolded, runs on [`nnc_kernels::gemm_conv`]: the cost
-/// model's choice, which the library kernels make (`LibKernel::unfolded_on_gemm`).
-pub type OnGemm = fn(&Function, &Inst) -> bool;
+/// Whether a convolution of `f`, unfolded, runs on a kernel that takes the fold (for a
+/// `pad`: [`nnc_kernels::gemm_conv`] or the channels kernels; for a `slice`: `gemm_conv`):
+/// the cost model's choice, which the library kernels make (`LibKernel::unfolded_pads_inside`,
+/// `LibKernel::unfolded_on_gemm`).
+pub type PadsInside = fn(&Function, &Inst) -> bool;
 
 /// The instruction that defines `v`, if any.
 fn definition(f: &Function, v: ValueId) -> Option<usize> {
@@ -37,8 +41,8 @@ fn spatial_pad(f: &Function, i: usize) -> Option<[usize; 2]> {
 
 /// Whether the `pad` instruction `i` is folded into the convolutions that read it: it pads
 /// only the planes, every reader is a forward product or filter gradient reading it as its
-/// input (and nothing else of it), each on the GEMM family, and it is not returned.
-pub fn pad_folds(f: &Function, i: usize, on_gemm: OnGemm) -> bool {
+/// input (and nothing else of it), each on a kernel that pads inside (`takes`), and it is not returned.
+pub fn pad_folds(f: &Function, i: usize, takes: PadsInside) -> bool {
     if spatial_pad(f, i).is_none() {
         return false;
     }
@@ -54,7 +58,7 @@ pub fn pad_folds(f: &Function, i: usize, on_gemm: OnGemm) -> bool {
         let reads_input = matches!(user.op, Op::Conv2d { .. } | Op::Conv2dGradFilter { .. })
             && user.args[0] == p
             && !user.args[1..].contains(&p);
-        if !reads_input || !on_gemm(f, user) {
+        if !reads_input || !takes(f, user) {
             return false;
         }
         readers += 1;
@@ -64,8 +68,8 @@ pub fn pad_folds(f: &Function, i: usize, on_gemm: OnGemm) -> bool {
 
 /// Whether the `slice` instruction `i` is folded into the input gradient it crops: it crops
 /// only the planes of a `conv2d_grad_input` result that nothing else reads, and that input
-/// gradient runs on the GEMM family.
-pub fn slice_folds(f: &Function, i: usize, on_gemm: OnGemm) -> bool {
+/// gradient runs on the GEMM family (`takes`).
+pub fn slice_folds(f: &Function, i: usize, takes: PadsInside) -> bool {
     let inst = &f.insts[i];
     let Op::Slice { start, end } = &inst.op else {
         return false;
@@ -80,24 +84,24 @@ pub fn slice_folds(f: &Function, i: usize, on_gemm: OnGemm) -> bool {
         && end[..2] == full[..2]
         && matches!(f.insts[j].op, Op::Conv2dGradInput { .. })
         && used_only_by(f, d, i)
-        && on_gemm(f, &f.insts[j])
+        && takes(f, &f.insts[j])
 }
 
 /// For a forward product or filter gradient at instruction `i` reading a folded `pad`: the
 /// pad's operand and its low rows and columns.
-pub fn input_fold(f: &Function, i: usize, on_gemm: OnGemm) -> Option<(ValueId, [usize; 2])> {
+pub fn input_fold(f: &Function, i: usize, takes: PadsInside) -> Option<(ValueId, [usize; 2])> {
     let inst = &f.insts[i];
     if !matches!(inst.op, Op::Conv2d { .. } | Op::Conv2dGradFilter { .. }) {
         return None;
     }
     let j = definition(f, inst.args[0])?;
     let low = spatial_pad(f, j)?;
-    pad_folds(f, j, on_gemm).then(|| (f.insts[j].args[0], low))
+    pad_folds(f, j, takes).then(|| (f.insts[j].args[0], low))
 }
 
 /// For an input gradient at instruction `i` cropped by a folded `slice`: the slice's result
 /// and its first row and column.
-pub fn output_fold(f: &Function, i: usize, on_gemm: OnGemm) -> Option<(ValueId, [usize; 2])> {
+pub fn output_fold(f: &Function, i: usize, takes: PadsInside) -> Option<(ValueId, [usize; 2])> {
     let inst = &f.insts[i];
     if !matches!(inst.op, Op::Conv2dGradInput { .. }) {
         return None;
@@ -110,5 +114,5 @@ pub fn output_fold(f: &Function, i: usize, on_gemm: OnGemm) -> Option<(ValueId, 
     let Op::Slice { start, .. } = &slice.op else {
         return None;
     };
-    slice_folds(f, j, on_gemm).then(|| (slice.result, [start[2], start[3]]))
+    slice_folds(f, j, takes).then(|| (slice.result, [start[2], start[3]]))
 }

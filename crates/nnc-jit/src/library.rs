@@ -119,19 +119,30 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         // with one input channel, where the cost model chooses between them.
         let channels = channels::suits(&g);
         let positions = g.fits() && (!channels || x[1] == 1);
-        let arm = |on: bool, floats: usize| if on { floats } else { 0 };
-        4 * padded
-            + 4 * match op {
-                WideOp::Forward => arm(positions, g.o_pad() * g.taps() + x[0] * copies)
-                    .max(arm(channels, channels::filter_floats(&g))),
-                WideOp::Filter => arm(
-                    positions,
-                    x[0] * (direct::filter_rows(&s) * s.wide_plane() + copies),
-                )
-                .max(arm(channels, channels::scratch_floats(&g))),
-                WideOp::Input => (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
-                    .max(samples::scratch_floats(&g, [ph, pw])),
+        // Positions in the lanes read the whole batch's padded planes; the channels kernels
+        // pad a chunk of samples at a time themselves (a folded `pad` too, whose result's
+        // shape is what `x` is here).
+        let positions_arm = |floats: usize| if positions { 4 * (padded + floats) } else { 0 };
+        let channels_arm = |floats: usize| {
+            if channels {
+                4 * (channels::padded_floats(&g, x[0]) + floats)
+            } else {
+                0
             }
+        };
+        match op {
+            WideOp::Forward => positions_arm(g.o_pad() * g.taps() + x[0] * copies)
+                .max(channels_arm(channels::filter_floats(&g))),
+            WideOp::Filter => {
+                positions_arm(x[0] * (direct::filter_rows(&s) * s.wide_plane() + copies))
+                    .max(channels_arm(channels::scratch_floats(&g)))
+            }
+            WideOp::Input => {
+                4 * padded
+                    + 4 * (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
+                        .max(samples::scratch_floats(&g, [ph, pw]))
+            }
+        }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
     let out = &f.ty(inst.result).shape;
@@ -244,7 +255,7 @@ impl LibKernel {
         let Some(i) = f.insts.iter().position(|j| j.result == inst.result) else {
             return self;
         };
-        if let Some((x, low)) = conv_fold::input_fold(f, i, LibKernel::unfolded_on_gemm) {
+        if let Some((x, low)) = conv_fold::input_fold(f, i, LibKernel::unfolded_pads_inside) {
             self.args[0].1 = f.ty(x).shape.clone();
             self.conv_pad = low;
             self.folded = true;
@@ -258,9 +269,25 @@ impl LibKernel {
     }
 
     /// Whether the convolution `inst` of `f`, with no `pad` or `slice` folded into it, runs on
-    /// [`gemm_conv`] by the cost model: what the folds are decided on ([`conv_fold::OnGemm`]).
+    /// [`gemm_conv`] by the cost model: what a `slice`'s fold is decided on
+    /// ([`conv_fold::PadsInside`]).
     pub fn unfolded_on_gemm(f: &Function, inst: &Inst) -> bool {
         LibKernel::unfolded(f, inst).runs_on_gemm()
+    }
+
+    /// Whether the convolution `inst` of `f`, with no `pad` folded into it, runs on a kernel
+    /// that pads its input itself by the cost model: [`gemm_conv`] (taps outside read zeros)
+    /// or the channels kernels (they pad a few samples at a time). What a `pad`'s fold is
+    /// decided on.
+    pub fn unfolded_pads_inside(f: &Function, inst: &Inst) -> bool {
+        let k = LibKernel::unfolded(f, inst);
+        k.conv_product().is_some_and(|op| {
+            let samples = k.part_samples(op)[0];
+            matches!(
+                k.conv_estimates(op, samples).0,
+                ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels)
+            )
+        })
     }
 
     /// Whether this convolution runs on [`gemm_conv`] by the cost model (whatever the CPU:
@@ -1030,11 +1057,16 @@ impl LibKernel {
     /// (so that reports do not depend on it): without a vector unit,
     /// [`LibKernel::convolution`] runs [`gemm_conv`] instead.
     fn lanes(&self, op: WideOp, samples: usize) -> Option<Lanes> {
-        if self.conv_product().is_none() || self.conv_pad != [0, 0] || samples == 0 {
+        if self.conv_product().is_none() || samples == 0 {
             return None;
         }
         let g = self.direct_geometry(op);
-        if matches!(op, WideOp::Forward | WideOp::Filter) && channels::suits(&g) {
+        // The channels kernels pad the input themselves, with any low and high pads (a folded
+        // `pad`'s included), where the padded planes hold it.
+        let [c, h, w, ..] = self.conv_geometry(op);
+        let (padded, low) = (self.padded_planes(op), self.gemm_geometry(op).pad);
+        let within = low[0] + h <= padded[0] && low[1] + w <= padded[1] && c > 0;
+        if matches!(op, WideOp::Forward | WideOp::Filter) && channels::suits(&g) && within {
             return Some(Lanes::Channels);
         }
         if !self.positions_apply(op) {
@@ -1048,8 +1080,12 @@ impl LibKernel {
 
     /// Whether [`direct`]'s kernels (positions in the lanes; samples for the input gradient)
     /// take this convolution's product `op`: stride 1 (not the channels kernels' strides),
-    /// a filter gradient's filter at most [`direct::MAX_FILTER_WIDTH`] wide, planes that fit.
+    /// no folded `pad` or `slice` (they read and write padded planes), a filter gradient's
+    /// filter at most [`direct::MAX_FILTER_WIDTH`] wide, planes that fit.
     fn positions_apply(&self, op: WideOp) -> bool {
+        if self.folded {
+            return false;
+        }
         // The filter's width: the result's last axis for the filter gradient.
         let kw = self.out.1.last().copied().unwrap_or(0);
         let filter_too_wide = op == WideOp::Filter && kw > direct::MAX_FILTER_WIDTH;
@@ -1064,8 +1100,8 @@ impl LibKernel {
     /// Without a vector unit (or with the portable kernels asked for), [`gemm_conv`].
     fn conv_kernel(&self, op: WideOp, samples: usize) -> ConvKernel {
         match self.isa {
-            Some(_) if !self.folded => self.conv_estimates(op, samples).0,
-            _ => ConvKernel::Gemm,
+            Some(_) => self.conv_estimates(op, samples).0,
+            None => ConvKernel::Gemm,
         }
     }
 
@@ -1165,7 +1201,7 @@ impl LibKernel {
             ));
         }
         let (best, why) = match self.isa {
-            _ if self.folded => (ConvKernel::Gemm, "a pad or slice folded in; estimated"),
+            Some(_) if self.folded => (best, "a pad or slice folded in; estimated"),
             Some(_) => (best, "estimated"),
             None => (ConvKernel::Gemm, "no vector unit; estimated"),
         };
@@ -1229,13 +1265,21 @@ impl LibKernel {
         let pad = direct_padding(&self.op);
         let (nb, out_sample) = (hi - lo, o * g.oh() * g.ow());
         // The planes padded by the op's padding: the input's, or the input gradient's before
-        // it is cropped; first in the scratch, the kernel's buffers after them.
+        // it is cropped; first in the scratch, the kernel's buffers after them. The channels
+        // kernels pad a few samples at a time there instead (any low and high pads), where
+        // they stay in cache.
         let planes = [nb * c, h, w];
         let padded_planes = [nb * c, h + 2 * pad[0], w + 2 * pad[1]];
-        let floats = padded_floats(nb * c, [padded_planes[1], padded_planes[2]], pad);
-        // SAFETY: `scratch_bytes` reserved the padded planes and then the direct kernels'
-        // buffers for the whole batch (which bounds a part's) at `scratch`, in floats from
-        // there, this part's alone: the padded planes and each arm's one buffer are disjoint.
+        let pads_itself = lanes == Lanes::Channels && self.padded_planes(op) != [h, w];
+        let floats = match lanes {
+            Lanes::Channels if pads_itself => channels::padded_floats(&g, nb),
+            Lanes::Channels => 0,
+            _ => padded_floats(nb * c, [padded_planes[1], padded_planes[2]], pad),
+        };
+        // SAFETY: `scratch_bytes` reserved the padded planes (or the channels kernels' space
+        // to pad in) and then the direct kernels' buffers for the whole batch (which bounds a
+        // part's) at `scratch`, in floats from there, this part's alone: the padded planes
+        // and each arm's one buffer are disjoint.
         let padded =
             unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
         let scratch = scratch + 4 * floats;
@@ -1244,8 +1288,6 @@ impl LibKernel {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
         let low = [0, pad[0], pad[1]];
-        // The channels kernels pad a few samples at a time into the padded planes' space,
-        // where they stay in cache.
         let mut pad_space = None;
         let (x, out, crop) = match op {
             _ if floats == 0 => (x, out, None),
@@ -1262,7 +1304,12 @@ impl LibKernel {
             }
         };
         let input = match pad_space {
-            Some(scratch) => channels::Input::Padded { x, pad, scratch },
+            Some(scratch) => channels::Input::Padded {
+                x,
+                planes: [h, w],
+                low: self.gemm_geometry(op).pad,
+                scratch,
+            },
             None => channels::Input::Planes(x),
         };
         match (op, lanes) {
@@ -1380,10 +1427,21 @@ impl LibKernel {
     /// The direct kernels' geometry of `op`'s forward convolution: over the input planes
     /// padded by the op's padding.
     fn direct_geometry(&self, op: WideOp) -> direct::Conv {
-        let [c, h, w, o, kh, kw] = self.conv_geometry(op);
-        let [ph, pw] = direct_padding(&self.op);
-        let planes = [h + 2 * ph, w + 2 * pw];
+        let [c, _, _, o, kh, kw] = self.conv_geometry(op);
+        let planes = self.padded_planes(op);
         direct::Conv::forward_strided(c, planes, o, [kh, kw], stride_of(&self.op))
+    }
+
+    /// The rows and columns of `op`'s input planes with their padding (the op's, and a
+    /// folded `pad`'s): what its windows cover, `(oh − 1)·sh + kh` down and likewise
+    /// across.
+    fn padded_planes(&self, op: WideOp) -> [usize; 2] {
+        let g = self.gemm_geometry(op);
+        let cover = |n: usize, s: usize, k: usize| n.saturating_sub(1) * s + k;
+        [
+            cover(g.oh, g.stride[0], g.kh),
+            cover(g.ow, g.stride[1], g.kw),
+        ]
     }
 }
 

@@ -94,7 +94,7 @@ pub fn schedule(f: &Function) -> Schedule {
         // ([`conv_fold`]): those read and write the unpadded, uncropped buffer.
         let folded = match inst.op {
             Op::Reshape { .. } => true,
-            Op::Pad { .. } => conv_fold::pad_folds(f, i, LibKernel::unfolded_on_gemm),
+            Op::Pad { .. } => conv_fold::pad_folds(f, i, LibKernel::unfolded_pads_inside),
             Op::Slice { .. } => conv_fold::slice_folds(f, i, LibKernel::unfolded_on_gemm),
             _ => false,
         };

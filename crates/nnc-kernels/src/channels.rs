@@ -56,15 +56,18 @@ fn lanes(g: &Conv) -> usize {
     g.o.next_multiple_of(LANES)
 }
 
-/// A convolution's input planes, `c` per sample: as the geometry reads them, or smaller by
-/// `pad` rows and columns on each side, which the kernel pads with zeros a few samples at a
-/// time into `scratch` ([`padded_floats`]). (Padded part by part before the kernel, the copy
-/// went out to memory and came back: 133 µs for cnn3-same's 32 samples of 16 planes.)
+/// A convolution's input planes, `c` per sample: as the geometry reads them, or `planes`
+/// (rows, columns) that the kernel pads with zeros into the geometry's, a few samples at a
+/// time into `scratch` ([`padded_floats`]): `low` rows above and columns left, the rest
+/// below and right (any split: `same` pads unevenly). (Padded part by part before the
+/// kernel, the copy went out to memory and came back: 133 µs for cnn3-same's 32 samples of
+/// 16 planes.)
 pub enum Input<'a> {
     Planes(&'a [f32]),
     Padded {
         x: &'a [f32],
-        pad: [usize; 2],
+        planes: [usize; 2],
+        low: [usize; 2],
         scratch: &'a mut [f32],
     },
 }
@@ -75,12 +78,17 @@ impl Input<'_> {
         let per = g.c * g.plane;
         match self {
             Input::Planes(x) => &x[b0 * per..][..n * per],
-            Input::Padded { x, pad, scratch } => {
-                let (small, big) = (unpadded(g, *pad), [g.c, g.plane / g.w, g.w]);
-                let from = small.iter().product::<usize>();
+            Input::Padded {
+                x,
+                planes: [h, w],
+                low,
+                scratch,
+            } => {
+                let (small, big) = ([g.c, *h, *w], [g.c, g.plane / g.w, g.w]);
+                let from = g.c * *h * *w;
                 for (k, out) in scratch.chunks_exact_mut(per).take(n).enumerate() {
                     let x = &x[(b0 + k) * from..][..from];
-                    crate::copy::pad(Some(isa), x, &small, out, &big, &[0, pad[0], pad[1]]);
+                    crate::copy::pad(Some(isa), x, &small, out, &big, &[0, low[0], low[1]]);
                 }
                 &scratch[..n * per]
             }
@@ -91,20 +99,21 @@ impl Input<'_> {
     fn holds(&self, g: &Conv, samples: usize, at_once: usize) -> bool {
         match self {
             Input::Planes(x) => x.len() >= samples * g.c * g.plane,
-            Input::Padded { x, pad, scratch } => {
-                let [c, h, w] = unpadded(g, *pad);
-                2 * pad[0] < g.plane / g.w
-                    && 2 * pad[1] < g.w
-                    && x.len() >= samples * c * h * w
+            Input::Padded {
+                x,
+                planes: [h, w],
+                low,
+                scratch,
+            } => {
+                *h > 0
+                    && *w > 0
+                    && low[0] + h <= g.plane / g.w
+                    && low[1] + w <= g.w
+                    && x.len() >= samples * g.c * h * w
                     && scratch.len() >= at_once.min(samples) * g.c * g.plane
             }
         }
     }
-}
-
-/// `[c, h, w]` of the planes that `pad` pads to `g`'s.
-fn unpadded(g: &Conv, pad: [usize; 2]) -> [usize; 3] {
-    [g.c, g.plane / g.w - 2 * pad[0], g.w - 2 * pad[1]]
 }
 
 /// Floats of the scratch [`Input::Padded`] needs for [`forward`] and [`filter`] on up to
@@ -1041,22 +1050,24 @@ mod tests {
     #[test]
     fn padding_inside_gives_the_bits_of_padding_before() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        // (c, h, w, o, kh, kw, ph, pw): `same` 3×3 (a chunk of samples per block, and one
-        // sample of several blocks), a 5×1, padding of rows only.
+        // (c, h, w, o, kh, kw, [top, bottom], [left, right]): `same` 3×3 (a chunk of samples
+        // per block, and one sample of several blocks), a 5×1, padding of rows only, and
+        // uneven padding (`same` at a stride, on its unpadded geometry).
         let shapes = [
-            (3, 5, 6, 20, 3, 3, 1, 1),
-            (2, 28, 28, 32, 3, 3, 1, 1),
-            (2, 7, 6, 16, 5, 1, 2, 0),
-            (1, 4, 9, 17, 3, 2, 1, 0),
+            (3, 5, 6, 20, 3, 3, [1, 1], [1, 1]),
+            (2, 28, 28, 32, 3, 3, [1, 1], [1, 1]),
+            (2, 7, 6, 16, 5, 1, [2, 2], [0, 0]),
+            (1, 4, 9, 17, 3, 2, [1, 1], [0, 0]),
+            (2, 6, 7, 16, 3, 3, [0, 1], [2, 0]),
         ];
-        for (k, &(c, h, wd, o, kh, kw, ph, pw)) in shapes.iter().enumerate() {
-            let (hp, wp) = (h + 2 * ph, wd + 2 * pw);
+        for (k, &(c, h, wd, o, kh, kw, rows, cols)) in shapes.iter().enumerate() {
+            let (hp, wp) = (h + rows[0] + rows[1], wd + cols[0] + cols[1]);
             let g = Conv::forward(c, hp, wp, o, kh, kw);
             let samples = 3;
             let x = values(samples * c * h * wd, 700 + k as u64);
             let mut padded = vec![f32::NAN; samples * c * hp * wp];
             let (small, big) = ([samples * c, h, wd], [samples * c, hp, wp]);
-            crate::copy::pad(None, &x, &small, &mut padded, &big, &[0, ph, pw]);
+            crate::copy::pad(None, &x, &small, &mut padded, &big, &[0, rows[0], cols[0]]);
             let w = values(o * g.taps(), 800 + k as u64);
             let bias = values(o, 900 + k as u64);
             let dy = values(samples * o * g.oh * g.ow, 1000 + k as u64);
@@ -1069,13 +1080,20 @@ mod tests {
             .flat_map(|isa| [(isa, false), (isa, true)]);
             for (isa, wide) in runs {
                 let mut space = vec![f32::NAN; padded_floats(&g, samples)];
-                fn pad<'a>(x: &'a [f32], pad: [usize; 2], scratch: &'a mut [f32]) -> Input<'a> {
-                    Input::Padded { x, pad, scratch }
+                fn pad<'a>(x: &'a [f32], at: [[usize; 2]; 2], scratch: &'a mut [f32]) -> Input<'a> {
+                    let [planes, low] = at;
+                    Input::Padded {
+                        x,
+                        planes,
+                        low,
+                        scratch,
+                    }
                 }
+                let at = [[h, wd], [rows[0], cols[0]]];
                 let out = samples * o * g.oh * g.ow;
                 let (mut got, mut want) = (vec![f32::NAN; out], vec![f32::NAN; out]);
                 let store = Store::BiasRelu(&bias);
-                let input = pad(&x, [ph, pw], &mut space);
+                let input = pad(&x, at, &mut space);
                 forward_tiled(isa, &g, samples, (input, &wt, store), &mut got, wide);
                 let before = Input::Planes(&padded);
                 forward_tiled(isa, &g, samples, (before, &wt, store), &mut want, wide);
@@ -1088,7 +1106,7 @@ mod tests {
                 let mut scratch = vec![f32::NAN; scratch_floats(&g)];
                 let (mut got, mut want) =
                     (vec![f32::NAN; o * g.taps()], vec![f32::NAN; o * g.taps()]);
-                let input = pad(&x, [ph, pw], &mut space);
+                let input = pad(&x, at, &mut space);
                 filter_tiled(isa, &g, samples, (input, &dy), &mut scratch, &mut got, wide);
                 let before = Input::Planes(&padded);
                 filter_tiled(
