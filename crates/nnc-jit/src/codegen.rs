@@ -91,8 +91,9 @@ impl Jit {
     }
 
     /// Generates a loop kernel; the pointer is valid after [`Jit::finish`]. Also returns the
-    /// extent of the loop's outermost dimension (the range its callers split). With a vector
-    /// unit `rows`, its transcendental functions may run there, along rows.
+    /// extent of the loop's outermost dimension (the range its callers split), and the
+    /// transcendental functions it runs along rows: with a vector unit `rows`, they may run
+    /// there.
     pub fn compile_loop(
         &mut self,
         name: &str,
@@ -100,7 +101,7 @@ impl Jit {
         l: &LoopKernel,
         plan: &Plan,
         rows: Option<Isa>,
-    ) -> Result<(FuncId, u64), String> {
+    ) -> Result<(FuncId, u64, Vec<library::Function>), String> {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -134,7 +135,12 @@ impl Jit {
             .define_function(id, &mut self.ctx)
             .map_err(|e| format!("cranelift rejected `{name}`: {e:?}"))?;
         self.module.clear_context(&mut self.ctx);
-        Ok((id, outer))
+        let along_rows = loop_gen
+            .row_calls
+            .iter()
+            .filter_map(|&(i, _)| transcendental(&f.insts[i].op))
+            .collect();
+        Ok((id, outer, along_rows))
     }
 
     /// Links the module; returns it with the function pointers of `ids`.
@@ -305,8 +311,20 @@ impl<'a> LoopGen<'a> {
         };
         let mut inputs: Vec<Access> = l.inputs.iter().map(|&v| access(v)).collect();
         let mut outputs: Vec<Access> = l.outputs.iter().map(|&v| access(v)).collect();
-        // Coalesce dimension k into k+1 where every operand walks them as one.
         let mut dims = shape;
+        // Axes of extent 1 past the first (the range callers split) are walked once: dropped,
+        // so that their strides (0 for a broadcast operand) do not keep the axes around them
+        // apart (`[B, C, 1, 1]` plus a `[C, 1, 1]` bias: rows of `C`, not scalar loops).
+        let band_axis = l.band.then(|| l.shape.len().max(1) - 1);
+        for k in (1..dims.len()).rev() {
+            if dims[k] == 1 && band_axis.is_none() {
+                dims.remove(k);
+                for a in inputs.iter_mut().chain(outputs.iter_mut()) {
+                    a.strides.remove(k);
+                }
+            }
+        }
+        // Coalesce dimension k into k+1 where every operand walks them as one.
         let mut k = dims.len();
         while k > 1 {
             k -= 1;

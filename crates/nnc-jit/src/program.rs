@@ -9,6 +9,7 @@ use nnc_ir::verify::{self, VerifyError};
 use nnc_ir::{DType, Function, Op};
 use nnc_kernels::Isa;
 use nnc_kernels::copy::MAX_RANK;
+use nnc_kernels::transcendental;
 
 use crate::arena::Arena;
 use crate::codegen::{Jit, LoopFn};
@@ -382,6 +383,9 @@ pub struct Program {
     _module: JITModule,
     /// Cranelift IR of the loops, if kept.
     pub clif: Option<Vec<String>>,
+    /// Per kernel, the transcendental functions its loops run along rows in the library, and
+    /// on which unit (for its label).
+    along_rows: Vec<(Vec<transcendental::Function>, Option<Isa>)>,
     /// Seconds spent compiling (scheduling, planning, code generation).
     pub compile_seconds: f64,
 }
@@ -418,6 +422,7 @@ impl Program {
         let mut jit = Jit::new(opts.keep_clif).map_err(CompileError::Codegen)?;
         let mut ids = Vec::new();
         let mut extents = Vec::new();
+        let mut along_rows = Vec::new();
         for (k, kernel) in schedule.kernels.iter().enumerate() {
             let loops: Vec<(&LoopKernel, &str)> = match kernel {
                 Kernel::Loop(l) => vec![(l, "")],
@@ -430,13 +435,16 @@ impl Program {
                     .chain(epilogue.iter().map(|l| (l, "_epilogue")))
                     .collect(),
             };
+            let mut functions = Vec::new();
             for (l, role) in loops {
-                let (id, outer) = jit
+                let (id, outer, rows) = jit
                     .compile_loop(&format!("kernel{k}{role}"), f, l, &plan, opts.vector_unit())
                     .map_err(CompileError::Codegen)?;
                 ids.push(id);
                 extents.push(outer);
+                functions.extend(rows);
             }
+            along_rows.push((functions, opts.vector_unit()));
         }
         let (module, fns, clif) = jit.finish(&ids).map_err(CompileError::Codegen)?;
         let mut fns = fns.into_iter().zip(extents);
@@ -616,6 +624,7 @@ impl Program {
             },
             _module: module,
             clif,
+            along_rows,
             compile_seconds: 0.0,
         };
         program.fill_constants();
@@ -795,7 +804,17 @@ impl Program {
                 label
             }
         };
-        label + &note
+        let rows = match &self.along_rows[k] {
+            (functions, Some(isa)) if !functions.is_empty() => {
+                let names: Vec<String> = functions
+                    .iter()
+                    .map(|f| format!("{f:?}").to_lowercase())
+                    .collect();
+                format!(" [{} along rows on {}]", names.join(", "), isa.name())
+            }
+            _ => String::new(),
+        };
+        label + &note + &rows
     }
 
     /// Multiply-adds of kernel `k` (contractions only).
