@@ -366,7 +366,7 @@ impl<'a> LoopGen<'a> {
                 _ => None,
             })
             .collect();
-        let row_calls = match rows {
+        let row_calls = match rows.filter(|isa| isa.supported()) {
             Some(isa) if vector && dims[last] >= ROW_CALLS_FROM => l
                 .insts
                 .iter()
@@ -543,6 +543,9 @@ impl<'a> LoopGen<'a> {
                 pass.write = Some((argument, rows[k]));
                 pass.chunk = Some(c);
                 self.vectors_and_tail(b, c, end, bases, &pass);
+                // A function of this binary, compiled for a unit the CPU has (`rows` is
+                // filtered in `LoopGen::new`): the address stays valid, and the call touches
+                // only the row.
                 let callee = b.ins().iconst(types::I64, entry as usize as i64);
                 b.ins().call_indirect(sig, callee, &[rows[k], len]);
             }
