@@ -149,12 +149,14 @@ pub struct MaskedGrad {
 }
 
 impl MaskedGrad {
-    /// The fused kernel `inst` → `epilogue` as a masked pool gradient, if it is exactly one.
+    /// The fused kernel `inst` → `epilogue` as a masked pool gradient, if it is exactly one;
+    /// `scratch` is the pool kernel's (its offset and bytes per part).
     pub fn recognise(
         f: &Function,
         inst: usize,
         epilogue: &LoopKernel,
         plan: &Plan,
+        scratch: (usize, usize),
     ) -> Option<Self> {
         let pool = &f.insts[inst];
         let (&[x, dy], dx) = (&pool.args[..], pool.result) else {
@@ -218,7 +220,7 @@ impl MaskedGrad {
             sums: plan.offset[sums.index()]?,
             shape,
             window,
-            scratch: (0, 0),
+            scratch,
         })
     }
 

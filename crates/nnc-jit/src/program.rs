@@ -538,11 +538,11 @@ impl Program {
                     let epilogue = match epilogue {
                         // The pool gradient, its mask and bias gradient in one vector pass.
                         Some(e) if isa.is_some() && prologue.is_none() && plain(e) => {
-                            if let (Some(mut routine), Some(isa)) =
-                                (MaskedGrad::recognise(f, *inst, e, &plan), isa)
+                            let scratch = (lib.scratch, lib.scratch_part);
+                            if let (Some(routine), Some(isa)) =
+                                (MaskedGrad::recognise(f, *inst, e, &plan, scratch), isa)
                             {
                                 next();
-                                routine.scratch = (lib.scratch, lib.scratch_part);
                                 return Ok(KernelCode::MaskedPoolGrad {
                                     routine,
                                     isa,

@@ -197,11 +197,8 @@ impl Kernel for Spread<'_> {
     }
 }
 
-/// [`backward`] masked by the pooled activation's ReLU, as the backward pass of
-/// `maxpool(relu(z + b))` computes it: `dz = dx · step(x)` (`x`: the pool's input, the
-/// ReLU's output), and `sums[c] = Σ dz` over the planes of channel `c` (the bias gradient),
-/// where plane `l` of the slices is plane `first + l` of `[N, channels, h, w]` tensors.
-/// `dz` is bit-identical to the two passes; the sums add the same terms in another order.
+/// [`backward`] masked by the pooled activation's ReLU: [`super::max_gradient_masked`] for
+/// 2×2 windows at stride 2 (each plane's sum in its row pairs' order).
 ///
 /// # Panics
 /// As [`forward`], or if `sums` has fewer than `channels` entries.
