@@ -135,11 +135,7 @@ impl Jit {
             .define_function(id, &mut self.ctx)
             .map_err(|e| format!("cranelift rejected `{name}`: {e:?}"))?;
         self.module.clear_context(&mut self.ctx);
-        let along_rows = loop_gen
-            .row_calls
-            .iter()
-            .filter_map(|&(i, _)| transcendental(&f.insts[i].op))
-            .collect();
+        let along_rows = loop_gen.row_calls.iter().map(|&(_, t, _)| t).collect();
         Ok((id, outer, along_rows))
     }
 
@@ -182,9 +178,9 @@ struct LoopGen<'a> {
     inputs: Vec<Access>,
     outputs: Vec<Access>,
     vector: bool,
-    /// The instructions applying a transcendental function, with the library's entry point
-    /// for it, when the innermost loop runs them along rows (else empty).
-    row_calls: Vec<(usize, RowFn)>,
+    /// The instructions applying a transcendental function, with the function and the unit
+    /// its library rows run on, when the innermost loop runs them along rows (else empty).
+    row_calls: Vec<(usize, library::Function, Isa)>,
 }
 
 /// Rows shorter than this keep their transcendental functions inline: a call and two passes
@@ -370,7 +366,7 @@ impl<'a> LoopGen<'a> {
             Some(isa) if vector && dims[last] >= ROW_CALLS_FROM => l
                 .insts
                 .iter()
-                .filter_map(|&i| transcendental(&f.insts[i].op).map(|t| (i, t.row_fn(isa))))
+                .filter_map(|&i| transcendental(&f.insts[i].op).map(|t| (i, t, isa)))
                 .collect(),
             _ => Vec::new(),
         };
@@ -535,9 +531,9 @@ impl<'a> LoopGen<'a> {
                 .row_calls
                 .iter()
                 .zip(&rows)
-                .map(|(&(i, _), &row)| (self.f.insts[i].result, row))
+                .map(|(&(i, ..), &row)| (self.f.insts[i].result, row))
                 .collect();
-            for (k, &(i, entry)) in self.row_calls.iter().enumerate() {
+            for (k, &(i, function, isa)) in self.row_calls.iter().enumerate() {
                 let argument = self.f.insts[i].args[0];
                 let mut pass = self.pass(&[argument], results[..k].to_vec());
                 pass.write = Some((argument, rows[k]));
@@ -546,6 +542,7 @@ impl<'a> LoopGen<'a> {
                 // A function of this binary, compiled for a unit the CPU has (`rows` is
                 // filtered in `LoopGen::new`): the address stays valid, and the call touches
                 // only the row.
+                let entry: RowFn = function.row_fn(isa);
                 let callee = b.ins().iconst(types::I64, entry as usize as i64);
                 b.ins().call_indirect(sig, callee, &[rows[k], len]);
             }
