@@ -10,6 +10,7 @@
 //! on AVX2 too (both run on 16-lane tiles there as well).
 
 use nnc_kernels::gemm_conv::Geometry;
+use nnc_kernels::winograd::Winograd;
 
 /// What the lanes of a direct convolution kernel's vectors hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,3 +143,22 @@ pub fn direct_seconds(g: &Geometry, product: Product, lanes: Lanes, samples: usi
 /// first layer's products are dominated by it (forward 0.39 ms, filter gradient 0.55 ms per
 /// part of 32 samples, against 0.05 and 0.14 ms of multiply-adds).
 const TRANSPOSE_SECONDS: f64 = 0.8e-9;
+
+/// Multiply-adds per second of [`nnc_kernels::winograd`]'s products, in this model's units
+/// (see [`winograd_seconds`]).
+const WINOGRAD_MACS: f64 = 72e9;
+/// Seconds per float its transforms and transpositions move, in this model's units.
+const WINOGRAD_FLOAT_SECONDS: f64 = 0.04e-9;
+
+/// The estimated seconds of `samples` samples' product on [`nnc_kernels::winograd`]. Its
+/// constants were fitted on a Zen 4 to its forward products of 16 to 64 channels on 10×10
+/// to 28×28 planes, one thread (`cargo bench -p nnc-kernels --bench kernels -- winograd`:
+/// 45e9 multiply-adds per second and 0.065 ns per float, within 5 %), then put in the units
+/// of the direct kernels' estimates above, which are 1.35–2.1× below those kernels' times in
+/// the training step (`nnc bench` of bench/zoo's cnn64 and residual, where Winograd's
+/// estimates came within 4–15 % of its times): divided by 1.6, their middle.
+pub fn winograd_seconds(g: &Winograd, samples: usize) -> f64 {
+    let per_sample =
+        g.product_macs() as f64 / WINOGRAD_MACS + g.moved_floats() as f64 * WINOGRAD_FLOAT_SECONDS;
+    samples as f64 * per_sample
+}

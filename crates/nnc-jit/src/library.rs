@@ -15,6 +15,7 @@ use nnc_ir::{DType, Function, Inst, Op};
 use nnc_kernels::copy::MAX_RANK;
 use nnc_kernels::matmul::matmul;
 use nnc_kernels::store::{Skip, Store};
+use nnc_kernels::winograd::{self, Filters, Winograd};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, loss, pool, reduce, samples, sparse};
 
 use crate::conv_cost::{self, Lanes};
@@ -146,16 +147,22 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
     let out = &f.ty(inst.result).shape;
+    // Winograd's transformed filters and buffers, where it applies.
+    let wino = |op: WideOp| {
+        LibKernel::shapes_only(f, inst)
+            .winograd_geometry(op)
+            .map_or(0, |g| 4 * winograd_floats(&g, op))
+    };
     match inst.op {
-        Op::Conv2d { .. } => {
-            gemm(shape(0), shape(1), out).max(direct(shape(0), shape(1), WideOp::Forward))
-        }
-        Op::Conv2dGradFilter { .. } => {
-            gemm(shape(0), out, shape(1)).max(direct(shape(0), out, WideOp::Filter))
-        }
-        Op::Conv2dGradInput { .. } => {
-            gemm(out, shape(1), shape(0)).max(direct(out, shape(1), WideOp::Input))
-        }
+        Op::Conv2d { .. } => gemm(shape(0), shape(1), out)
+            .max(direct(shape(0), shape(1), WideOp::Forward))
+            .max(wino(WideOp::Forward)),
+        Op::Conv2dGradFilter { .. } => gemm(shape(0), out, shape(1))
+            .max(direct(shape(0), out, WideOp::Filter))
+            .max(wino(WideOp::Filter)),
+        Op::Conv2dGradInput { .. } => gemm(out, shape(1), shape(0))
+            .max(direct(out, shape(1), WideOp::Input))
+            .max(wino(WideOp::Input)),
         // The gather of the sparse path, for all of op(A)'s rows; when A is read from bytes,
         // or all of A as floats for the GEMM (after the gather gave up).
         Op::MatMul { ta, .. } if sparse_candidate(f, inst) => {
@@ -284,8 +291,8 @@ impl LibKernel {
         k.conv_product().is_some_and(|op| {
             let samples = k.part_samples(op)[0];
             matches!(
-                k.conv_estimates(op, samples).0,
-                ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels)
+                k.conv_estimates(op, samples).best,
+                ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels) | ConvKernel::Winograd
             )
         })
     }
@@ -295,7 +302,7 @@ impl LibKernel {
     pub fn runs_on_gemm(&self) -> bool {
         self.conv_product().is_some_and(|op| {
             let samples = self.part_samples(op)[0];
-            self.conv_estimates(op, samples).0 == ConvKernel::Gemm
+            self.conv_estimates(op, samples).best == ConvKernel::Gemm
         })
     }
 
@@ -924,6 +931,8 @@ pub enum ConvKernel {
     Direct(Lanes),
     /// im2col + GEMM over chunks of the samples' positions ([`gemm_conv`]).
     Gemm,
+    /// Winograd's F(2×2, 3×3) ([`winograd`]).
+    Winograd,
 }
 
 impl ConvKernel {
@@ -932,8 +941,17 @@ impl ConvKernel {
         match self {
             ConvKernel::Direct(lanes) => format!("{} in lanes", lanes.name()),
             ConvKernel::Gemm => "im2col + gemm".to_string(),
+            ConvKernel::Winograd => "winograd F(2x2, 3x3)".to_string(),
         }
     }
+}
+
+/// [`LibKernel::conv_estimates`]: the kernel chosen, and each candidate's estimated seconds.
+struct Estimates {
+    best: ConvKernel,
+    gemm: f64,
+    direct: Option<(Lanes, f64)>,
+    winograd: Option<f64>,
 }
 
 /// Which product a wide convolution computes.
@@ -972,6 +990,9 @@ impl LibKernel {
             match (self.isa, self.conv_kernel(op, hi - lo)) {
                 (Some(isa), ConvKernel::Direct(lanes)) => {
                     self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
+                }
+                (Some(isa), ConvKernel::Winograd) => {
+                    self.winograd_conv(isa, base, scratch, (lo, hi), op, x, out)
                 }
                 _ => self.gemm_conv(base, scratch, (lo, hi), op, x, out),
             }
@@ -1100,18 +1121,15 @@ impl LibKernel {
     /// Without a vector unit (or with the portable kernels asked for), [`gemm_conv`].
     fn conv_kernel(&self, op: WideOp, samples: usize) -> ConvKernel {
         match self.isa {
-            Some(_) => self.conv_estimates(op, samples).0,
+            Some(_) => self.conv_estimates(op, samples).best,
             None => ConvKernel::Gemm,
         }
     }
 
-    /// [`LibKernel::conv_kernel`] with the candidates' estimated seconds: [`gemm_conv`]'s and
-    /// the direct kernel's, where one applies (nothing allocated: it runs in every call).
-    fn conv_estimates(
-        &self,
-        op: WideOp,
-        samples: usize,
-    ) -> (ConvKernel, f64, Option<(Lanes, f64)>) {
+    /// [`LibKernel::conv_kernel`] with the candidates' estimated seconds: [`gemm_conv`]'s, the
+    /// direct kernel's and [`winograd`]'s, where they apply (nothing allocated: it runs in
+    /// every call).
+    fn conv_estimates(&self, op: WideOp, samples: usize) -> Estimates {
         let g = self.gemm_geometry(op);
         let product = match op {
             WideOp::Forward => conv_cost::Product::Forward,
@@ -1139,11 +1157,48 @@ impl LibKernel {
                 _ => suited,
             }
         });
-        let best = match direct {
-            Some((lanes, t)) if t < gemm => ConvKernel::Direct(lanes),
-            _ => ConvKernel::Gemm,
-        };
-        (best, gemm, direct)
+        let winograd = (samples > 0)
+            .then(|| self.winograd_geometry(op))
+            .flatten()
+            .map(|w| conv_cost::winograd_seconds(&w, samples));
+        let mut best = (ConvKernel::Gemm, gemm);
+        if let Some((lanes, t)) = direct
+            && t < best.1
+        {
+            best = (ConvKernel::Direct(lanes), t);
+        }
+        if let Some(t) = winograd
+            && t < best.1
+        {
+            best = (ConvKernel::Winograd, t);
+        }
+        Estimates {
+            best: best.0,
+            gemm,
+            direct,
+            winograd,
+        }
+    }
+
+    /// The geometry of this convolution's product `op` for [`winograd`], where that kernel
+    /// takes it: a 3×3 filter at stride 1, padded by at most 2 above and left; the forward
+    /// product and the filter gradient (a folded `pad`'s rows included), the input gradient
+    /// (nothing folded).
+    fn winograd_geometry(&self, op: WideOp) -> Option<Winograd> {
+        self.conv_product()?;
+        let g = self.gemm_geometry(op);
+        if [g.kh, g.kw] != [3, 3] || g.stride != [1, 1] {
+            return None;
+        }
+        match op {
+            WideOp::Forward | WideOp::Filter => {
+                Winograd::new(g.c, [g.h, g.w], g.o, [g.oh, g.ow], g.pad)
+            }
+            WideOp::Input if !self.folded => {
+                Winograd::input_gradient(g.c, [g.h, g.w], g.o, [g.oh, g.ow], g.pad)
+            }
+            _ => None,
+        }
     }
 
     /// Which product this kernel computes, if a convolution.
@@ -1191,7 +1246,12 @@ impl LibKernel {
     pub fn conv_choice(&self) -> Option<String> {
         let op = self.conv_product()?;
         let samples = self.part_samples(op)[0];
-        let (best, gemm, direct) = self.conv_estimates(op, samples);
+        let Estimates {
+            best,
+            gemm,
+            direct,
+            winograd,
+        } = self.conv_estimates(op, samples);
         let mut list = vec![format!("{} {:.3} ms", ConvKernel::Gemm.name(), gemm * 1e3)];
         if let Some((lanes, t)) = direct {
             list.push(format!(
@@ -1199,6 +1259,9 @@ impl LibKernel {
                 ConvKernel::Direct(lanes).name(),
                 t * 1e3
             ));
+        }
+        if let Some(t) = winograd {
+            list.push(format!("{} {:.3} ms", ConvKernel::Winograd.name(), t * 1e3));
         }
         let (best, why) = match self.isa {
             Some(_) if self.folded => (best, "a pad or slice folded in; estimated"),
@@ -1391,6 +1454,52 @@ impl LibKernel {
         }
     }
 
+    /// [`LibKernel::convolution`] on [`winograd`]: the forward product, or the input
+    /// gradient as the forward product of the output gradient with the filters flipped.
+    ///
+    /// # Safety
+    /// As [`LibKernel::gemm_conv`]; the scratch space holds what `scratch_bytes` reserved for
+    /// [`winograd`], and the CPU supports `isa`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn winograd_conv(
+        &self,
+        isa: Isa,
+        base: *mut u8,
+        scratch: usize,
+        (lo, hi): (usize, usize),
+        op: WideOp,
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        let g = self
+            .winograd_geometry(op)
+            .expect("winograd is chosen only where it applies");
+        let floats = winograd_floats(&g, op);
+        // SAFETY: `scratch_bytes` reserved `floats` for this geometry at `scratch`, this
+        // part's alone.
+        let buffer =
+            unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
+        // SAFETY (both): the filters (the output gradient, for the filter gradient) are an
+        // f32 operand no one writes while the kernel runs.
+        let arg = unsafe { self.f32_arg(base, 1) };
+        let (layout, store) = match op {
+            WideOp::Filter => {
+                let per = g.o() * g.positions();
+                let dy = &arg[lo * per..hi * per];
+                winograd::filter(isa, &g, hi - lo, (x, dy), buffer, out);
+                return;
+            }
+            // SAFETY: forwarded.
+            WideOp::Forward => (Filters::Plain, unsafe {
+                self.forward_store(base, (lo, hi), g.o(), g.positions())
+            }),
+            WideOp::Input => (Filters::Flipped, Store::Plain),
+        };
+        let (u, rest) = buffer.split_at_mut(winograd::filter_floats(&g));
+        winograd::transformed_filters(&g, arg, layout, u);
+        winograd::forward(isa, &g, hi - lo, (x, u), store, rest, out);
+    }
+
     /// What a forward product of samples `lo..hi` (`o` planes of `positions` each) does as it
     /// stores: its bias and ReLU, and a residual branch's sum, where they were recognised.
     ///
@@ -1467,6 +1576,15 @@ fn direct_padding(op: &Op) -> [usize; 2] {
             ..
         } => padding,
         _ => [0, 0],
+    }
+}
+
+/// Floats of [`winograd`]'s scratch for product `op` of `g`: the transformed filters and the
+/// forward kernel's buffers, or the filter gradient's.
+fn winograd_floats(g: &Winograd, op: WideOp) -> usize {
+    match op {
+        WideOp::Filter => winograd::filter_scratch_floats(g),
+        _ => winograd::filter_floats(g) + winograd::scratch_floats(g),
     }
 }
 

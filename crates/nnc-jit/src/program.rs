@@ -569,7 +569,7 @@ impl Program {
                         }
                         e => e,
                     };
-                    // On gemm_conv and the channels kernel, also a residual branch's sum
+                    // On gemm_conv, the channels kernel and winograd, also a residual branch's sum
                     // before the ReLU.
                     let epilogue = match epilogue {
                         Some(e)
@@ -577,7 +577,9 @@ impl Program {
                                 && plain(e)
                                 && matches!(
                                     lib.conv_kernels().as_slice(),
-                                    [ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels)]
+                                    [ConvKernel::Gemm
+                                        | ConvKernel::Direct(Lanes::Channels)
+                                        | ConvKernel::Winograd]
                                 ) =>
                         {
                             match epilogue::residual_relu_epilogue(f, *inst, e, &plan) {
@@ -754,6 +756,7 @@ impl Program {
             if lib.bias_relu.is_some() {
                 let family = match lib.conv_kernels().as_slice() {
                     [ConvKernel::Direct(_)] => "direct",
+                    [ConvKernel::Winograd] => "winograd",
                     _ => "convolution",
                 };
                 let what = if lib.residual.is_some() {

@@ -193,15 +193,16 @@ model_tests! {
     deep_sigmoid: "deep-sigmoid.nn", 3 steps, zeros: true;
     deep_relu: "deep-relu.nn", 3 steps, zeros: true;
     torch_mnist: "torch-mnist.nn", 2 steps, zeros: true;
-    keras_convnet: "keras-convnet.nn", 3 steps, zeros: false;
 }
 
 /// Models checked against the interpreter by `zoo.rs` only, whose rule bounds each result by
 /// the interpreter's own measured rounding noise: resnet-mnist's weight gradients before a
 /// batchnorm are sums that the batch mean's removal nearly cancels, and Adam's first step
 /// takes such a gradient to ±lr, so its JIT and interpreter weights differ by a little more
-/// than a fixed 1e-4 (1.06e-4 seen).
-const CHECKED_BY_ZOO: &[&str] = &["resnet-mnist.nn"];
+/// than a fixed 1e-4 (1.06e-4 seen). keras-convnet's 3×3 convolutions run on Winograd's
+/// F(2×2, 3×3), whose rounding is not the direct kernels' (the interpreter's order): after
+/// two Adam steps a weight that a cancelled gradient moved is 1.2e-4 from the interpreter's.
+const CHECKED_BY_ZOO: &[&str] = &["keras-convnet.nn", "resnet-mnist.nn"];
 
 /// A model added to `models/` fails here until `model_tests!` has a test for it.
 #[test]

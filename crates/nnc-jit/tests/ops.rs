@@ -26,7 +26,7 @@ use nnc_ir::parse::parse_function;
 use nnc_ir::{Binary, Compare, DType, Function, Op, Unary};
 use nnc_jit::testing::vector_units_or_skip;
 use nnc_jit::{Options, Program};
-use support::load;
+use support::{load, widen};
 
 /// The op kinds, each named once. Exhaustive over `Op` and the enums inside it, without a
 /// wildcard, so that a new op does not compile until it is named here; `every_op_has_a_case`
@@ -530,8 +530,8 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias, residual sum and relu in the"),
     );
-    // The same sum after a stride-1 padded convolution, which runs on the channels kernel over
-    // a padded copy of its input: it stores the sum too.
+    // The same sum after a stride-1 padded 3×3 convolution, which runs on Winograd's kernel:
+    // it stores the sum too.
     cases.push(
         case(
             "func @f(%x: f32[8,8,12,12], %w: f32[16,8,3,3], %b: f32[16], %k: f32[8,16,12,12]) -> (f32[8,16,12,12]) {
@@ -543,13 +543,30 @@ fn convolution_cases() -> Vec<Case> {
                return %y
              }",
         )
-        .label("[bias, residual sum and relu in the direct kernel]"),
+        .label("[bias, residual sum and relu in the winograd kernel]"),
+    );
+    // 3×3 at stride 1 with 16 channels: all three products on Winograd's F(2×2, 3×3), padded
+    // and not (8 samples: too few for the samples in the lanes), and a forward product that
+    // reads a folded `pad` (its low rows added to the op's: 2 above, 1 left).
+    for padding in [[1, 1], [0, 0]] {
+        let fns = conv_fns([8, 16, 14, 13], [16, 3, 3], [1, 1], padding);
+        cases.extend(fns.map(|f| case(f).label("[winograd F(2x2, 3x3)]")));
+    }
+    cases.push(
+        case(
+            "func @f(%x: f32[16,16,13,14], %w: f32[24,16,3,3]) -> (f32[16,24,14,14]) {
+               %p: f32[16,16,14,14] = pad %x, pads=[0,0,0,0,1,0,0,0]
+               %y: f32[16,24,14,14] = conv2d %p, %w, stride=[1,1], padding=[1,1]
+               return %y
+             }",
+        )
+        .label("[winograd F(2x2, 3x3)]"),
     );
     // Stride-1 padding on the direct kernels, each product: a padded copy of the input (of
     // the input gradient, cropped), square and not, in lanes of channels, positions and
-    // samples.
+    // samples (filters not 3×3, which Winograd's kernel would take).
     for (x, w, padding) in [
-        ([4, 8, 12, 12], [16, 3, 3], [1, 1]),
+        ([4, 8, 12, 12], [16, 5, 3], [2, 1]),
         ([2, 3, 9, 11], [4, 3, 5], [1, 2]),
     ] {
         let fns = conv_fns(x, w, [1, 1], padding);
@@ -972,15 +989,6 @@ fn variants() -> Vec<Options> {
             ..Options::default()
         })
         .collect()
-}
-
-/// `t` in f64 (integers and bytes as they are).
-fn widen(t: &Tensor<f32>) -> Tensor<f64> {
-    match t {
-        Tensor::F(a) => Tensor::F(a.mapv(f64::from)),
-        Tensor::I32(a) => Tensor::I32(a.clone()),
-        Tensor::U8(a) => Tensor::U8(a.clone()),
-    }
 }
 
 /// Runs `c` on the interpreter and on the JIT in every [`variants`], and compares.

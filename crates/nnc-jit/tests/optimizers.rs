@@ -13,7 +13,7 @@ use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_jit::{Options, Program};
-use support::{agree, inputs, load};
+use support::{Tolerance, agree, inputs, load, widen};
 
 /// Each optimizer, with its state tensors per parameter and shared (scalars).
 const OPTIMIZERS: &[(&str, usize, usize)] = &[
@@ -113,14 +113,17 @@ fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
         if let Some((i, t)) = &lr {
             load(&mut p, *i, t);
         }
-        let out = interp::run_f32(
-            &step.func,
-            data.into_iter()
-                .chain(state.iter().cloned())
-                .chain(lr.iter().map(|(_, t)| t.clone()))
-                .collect(),
-        )
-        .unwrap_or_else(|e| panic!("{optimizer}: {e}"));
+        let args: Vec<Tensor<f32>> = data
+            .into_iter()
+            .chain(state.iter().cloned())
+            .chain(lr.iter().map(|(_, t)| t.clone()))
+            .collect();
+        // The same step in f64: how far the f32 interpreter's own rounding takes each result
+        // (the noise of `Tolerance`: an element that RMSProp's first step takes from a
+        // near-cancelled gradient carries that gradient's rounding, amplified).
+        let exact = interp::run_f64(&step.func, args.iter().map(widen).collect())
+            .unwrap_or_else(|e| panic!("{optimizer}: {e}"));
+        let out = interp::run_f32(&step.func, args).unwrap_or_else(|e| panic!("{optimizer}: {e}"));
         p.run();
         let (jl, il) = (p.result(0)[0], out[0].scalar().unwrap() as f32);
         assert!(
@@ -131,12 +134,16 @@ fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
             let want = out[2 + k].as_f().unwrap();
             let got = p.result(2 + k);
             assert_eq!(got.len(), want.len());
+            let wide: Vec<f64> = want.iter().map(|&x| x as f64).collect();
+            let exact: Vec<f64> = exact[2 + k].as_f().unwrap().iter().copied().collect();
+            let tol = Tolerance::of(&wide, &exact);
             for (j, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
                 assert!(
-                    agree(a, b),
+                    agree(a, b) || tol.agree(a as f64, b as f64),
                     "{optimizer} (scheduled: {scheduled}) step {s}: result {} [{j}] {a} (jit) \
-                     vs {b} (interpreter)",
-                    2 + k
+                     vs {b} (interpreter, bound {:.2e})",
+                    2 + k,
+                    tol.bound()
                 );
             }
         }

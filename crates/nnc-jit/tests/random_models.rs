@@ -14,7 +14,7 @@ use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_jit::testing::vector_units_or_skip;
 use nnc_jit::{Isa, Options, Program};
-use support::{Tolerance, agree, inputs, load};
+use support::{Tolerance, agree, inputs, load, widen};
 
 struct Gen(Rng);
 
@@ -451,15 +451,6 @@ fn train_both(case: u64, text: &str, classes: usize, units: &[Isa]) -> (usize, u
         state = out[2..2 + state.len()].to_vec();
     }
     (prologues, epilogues, scheduled)
-}
-
-/// An f32 tensor as f64, for the f64 interpreter.
-fn widen(t: &Tensor<f32>) -> Tensor<f64> {
-    match t {
-        Tensor::F(a) => Tensor::F(a.mapv(f64::from)),
-        Tensor::I32(a) => Tensor::I32(a.clone()),
-        Tensor::U8(a) => Tensor::U8(a.clone()),
-    }
 }
 
 #[test]

@@ -3,11 +3,11 @@
 //! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
 //! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
 
-use nnc_kernels::{Isa, channels, direct, pool, samples, sparse};
+use nnc_kernels::{Isa, channels, direct, pool, samples, sparse, winograd};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 8] = [
+const TIMINGS: [(&str, Timing); 9] = [
     ("channels", channels::time_c3),
     ("same3", channels::time_same3),
     ("direct", direct::time_lenet_shapes),
@@ -16,6 +16,7 @@ const TIMINGS: [(&str, Timing); 8] = [
     ("samples", samples::time_c3),
     ("samples-same3", samples::time_same3),
     ("sparse", sparse::time_mlp_shapes),
+    ("winograd", winograd::time_same3),
 ];
 
 fn main() {

@@ -308,7 +308,8 @@ unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_
 }
 
 /// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a matrix
-/// transposed in 8 × 8 blocks ([`F32x16::transpose8`]), its edges element by element.
+/// transposed in 8 × 8 blocks ([`F32x16::transpose8`]), its edges as partial blocks
+/// ([`transpose_partial`]).
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
@@ -329,26 +330,53 @@ pub unsafe fn transpose<V: F32x16>(
     assert!(dst.len() > (cols - 1) * dst_stride + rows - 1);
     assert!(src_stride >= cols && dst_stride >= rows);
     let (whole_r, whole_c) = (rows / 8 * 8, cols / 8 * 8);
-    for r in (0..whole_r).step_by(8) {
-        for c in (0..whole_c).step_by(8) {
+    let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+    for r in (0..rows).step_by(8) {
+        for c in (0..cols).step_by(8) {
             // SAFETY: rows `r..r + 8` of `src` hold columns `c..c + 8`, and rows `c..c + 8`
-            // of `dst` columns `r..r + 8` (asserted lengths); the unit is the caller's.
+            // of `dst` columns `r..r + 8`, where whole (asserted lengths), and the partial
+            // blocks touch only their rows and columns; the unit is the caller's.
             unsafe {
-                V::transpose8(
-                    src.as_ptr().add(r * src_stride + c),
-                    src_stride,
-                    dst.as_mut_ptr().add(c * dst_stride + r),
-                    dst_stride,
-                )
-            };
+                let (from, to) = (src.add(r * src_stride + c), dst.add(c * dst_stride + r));
+                if r < whole_r && c < whole_c {
+                    V::transpose8(from, src_stride, to, dst_stride);
+                } else {
+                    let n = [(rows - r).min(8), (cols - c).min(8)];
+                    transpose_partial::<V>((from, src_stride), (to, dst_stride), n);
+                }
+            }
         }
     }
-    // The edges: columns past the last whole block of each row in one, then the rows past
-    // the last whole block.
-    for r in 0..rows {
-        let from = if r < whole_r { whole_c } else { 0 };
-        for c in from..cols {
-            dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+/// [`F32x16::transpose8`] of the first `rows × cols` (each at most 8) of a block: its rows
+/// loaded masked into a block on the stack, transposed there, and stored masked. (Element by
+/// element, the edges of a 28-position row cost the channels kernels' stores as much as its
+/// whole blocks.)
+///
+/// # Safety
+/// The CPU has `V`'s unit; `src` is valid for reading `rows` rows of `cols` floats
+/// `src_stride` apart, `dst` for writing `cols` rows of `rows` floats `dst_stride` apart.
+#[inline(always)]
+unsafe fn transpose_partial<V: F32x16>(
+    (src, src_stride): (*const f32, usize),
+    (dst, dst_stride): (*mut f32, usize),
+    [rows, cols]: [usize; 2],
+) {
+    // Rows of sixteen floats, so that a vector's masked-off lanes stay inside.
+    let mut block = [0.0f32; 8 * 16];
+    let mut transposed = [0.0f32; 8 * 16];
+    // SAFETY: the caller's bounds, the masks cover exactly them; the blocks on the stack
+    // hold eight rows of sixteen.
+    unsafe {
+        for r in 0..rows {
+            let v = V::load_masked(low_bits(cols), src.add(r * src_stride));
+            v.store(block.as_mut_ptr().add(r * 16));
+        }
+        V::transpose8(block.as_ptr(), 16, transposed.as_mut_ptr(), 16);
+        for c in 0..cols {
+            let v = V::load(transposed.as_ptr().add(c * 16));
+            v.store_masked(low_bits(rows), dst.add(c * dst_stride));
         }
     }
 }
@@ -1035,7 +1063,12 @@ mod tests {
                 }
                 // Whole blocks and edges: 13 × 19 and 8 × 3 matrices, wider strides, what
                 // lies between the rows left alone.
-                for (rows, cols, ss, ds) in [(13, 19, 21, 15), (8, 3, 3, 8), (1, 9, 9, 1)] {
+                for (rows, cols, ss, ds) in [
+                    (13, 19, 21, 15),
+                    (8, 3, 3, 8),
+                    (1, 9, 9, 1),
+                    (28, 16, 16, 30),
+                ] {
                     let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
                     let mut dst = vec![-1.0f32; cols * ds];
                     transpose::<V>((&src, ss), (&mut dst, ds), rows, cols);

@@ -192,3 +192,12 @@ impl Tolerance {
         (jit - interp).abs() <= self.bound()
     }
 }
+
+/// An f32 tensor as f64, for the f64 interpreter.
+pub fn widen(t: &Tensor<f32>) -> Tensor<f64> {
+    match t {
+        Tensor::F(a) => Tensor::F(a.mapv(f64::from)),
+        Tensor::I32(a) => Tensor::I32(a.clone()),
+        Tensor::U8(a) => Tensor::U8(a.clone()),
+    }
+}
