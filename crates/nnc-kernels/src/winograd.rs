@@ -1163,15 +1163,13 @@ mod tests {
         y
     }
 
+    /// The forward product of `samples` samples of `x` by filters `w` laid out as `layout`.
     fn run(
-        isa: Isa,
+        (isa, wide): (Isa, bool),
         g: &Winograd,
         samples: usize,
-        x: &[f32],
-        w: &[f32],
-        layout: Filters,
+        (x, w, layout): (&[f32], &[f32], Filters),
         store: Store<'_>,
-        wide: bool,
     ) -> Vec<f32> {
         let mut u = vec![0.0; filter_floats(g)];
         transformed_filters(g, w, layout, &mut u);
@@ -1219,7 +1217,7 @@ mod tests {
                     let w = values(g.o * g.c * 9, 2);
                     let want = reference(&g, 2, &x, &w, layout);
                     for wide in [false, true] {
-                        let y = run(isa, &g, 2, &x, &w, layout, Store::Plain, wide);
+                        let y = run((isa, wide), &g, 2, (&x, &w, layout), Store::Plain);
                         close(&y, &want, (9 * g.c) as f64);
                         ran += 1;
                     }
@@ -1252,19 +1250,11 @@ mod tests {
                 .map(|(k, &s)| (s + bias[(k / per) % g.o] as f64 + skip[k] as f64).max(0.0))
                 .collect();
             for wide in [false, true] {
-                let y = run(
-                    isa,
-                    &g,
-                    3,
-                    &x,
-                    &w,
-                    Filters::Plain,
-                    Store::BiasRelu(&bias),
-                    wide,
-                );
+                let store = Store::BiasRelu(&bias);
+                let y = run((isa, wide), &g, 3, (&x, &w, Filters::Plain), store);
                 close(&y, &want_relu, 50.0);
                 let store = Store::BiasResidualRelu(&bias, Skip::Operand(&skip));
-                let y = run(isa, &g, 3, &x, &w, Filters::Plain, store, wide);
+                let y = run((isa, wide), &g, 3, (&x, &w, Filters::Plain), store);
                 close(&y, &want_skip, 50.0);
                 let mut u = vec![0.0; filter_floats(&g)];
                 transformed_filters(&g, &w, Filters::Plain, &mut u);
@@ -1288,7 +1278,13 @@ mod tests {
         let mut results = Vec::new();
         for isa in vector_units("bits_do_not_depend_on_the_unit") {
             for wide in [false, true] {
-                results.push(run(isa, &g, 2, &x, &w, Filters::Plain, Store::Plain, wide));
+                results.push(run(
+                    (isa, wide),
+                    &g,
+                    2,
+                    (&x, &w, Filters::Plain),
+                    Store::Plain,
+                ));
             }
         }
         assert!(results.len() >= 2, "no vector unit ran");
@@ -1324,7 +1320,13 @@ mod tests {
                         padded[(bc * ph + r + pad[0]) * pw + q + pad[1]]
                     })
                     .collect();
-                let y = run(isa, &g, 2, &dy, &wt, Filters::Flipped, Store::Plain, true);
+                let y = run(
+                    (isa, true),
+                    &g,
+                    2,
+                    (&dy, &wt, Filters::Flipped),
+                    Store::Plain,
+                );
                 close(&y, &want, (9 * o) as f64);
                 ran += 1;
             }
