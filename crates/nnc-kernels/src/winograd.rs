@@ -155,7 +155,7 @@ impl Winograd {
 
     /// Floats of a staged pair of output rows of up to two vectors of channels.
     fn stage_floats(&self) -> usize {
-        2 * MAX_VECTORS * 2 * self.tiles()[1] * LANES
+        MAX_VECTORS * 2 * self.ow * LANES
     }
 }
 
@@ -342,14 +342,12 @@ impl Kernel for Forward<'_> {
                     let rows = (g.oh - 2 * ti).min(2);
                     let planes = if in_place { Some(&*y) } else { skip };
                     if let Some(planes) = planes {
-                        for a in 0..rows {
-                            for k in 0..nv {
-                                let staged = &mut branch[stage_at(g, a, k)..];
-                                // SAFETY: the caller's unit.
-                                unsafe {
-                                    load_row::<V>(g, planes, (ov + k * LANES, 2 * ti + a), staged)
-                                };
-                            }
+                        for k in 0..nv {
+                            let staged = &mut branch[stage_at(g, 0, k)..];
+                            // SAFETY: the caller's unit.
+                            unsafe {
+                                load_rows::<V>(g, planes, (ov + k * LANES, 2 * ti, rows), staged)
+                            };
                         }
                     }
                     for tj in (0..tw).step_by(per_chunk) {
@@ -378,18 +376,10 @@ impl Kernel for Forward<'_> {
                         // SAFETY: the caller's unit.
                         unsafe { transform_outputs::<V>(g, m, (ti, tj, n, nv), epilogue, stage) };
                     }
-                    for a in 0..rows {
-                        for k in 0..nv {
-                            // SAFETY: the caller's unit.
-                            unsafe {
-                                store_row::<V>(
-                                    g,
-                                    &stage[stage_at(g, a, k)..],
-                                    (ov + k * LANES, 2 * ti + a),
-                                    y,
-                                )
-                            };
-                        }
+                    for k in 0..nv {
+                        let staged = &stage[stage_at(g, 0, k)..];
+                        // SAFETY: the caller's unit.
+                        unsafe { store_rows::<V>(g, staged, (ov + k * LANES, 2 * ti, rows), y) };
                     }
                     ov += nv * LANES;
                 }
@@ -786,9 +776,10 @@ unsafe fn to_positions<V: F32x16>(g: &Winograd, x: &[f32], positions: &mut [f32]
     }
 }
 
-/// Where output row `a` (of a tile row's two) of vector `k` of channels starts in a stage.
+/// Where output row `a` (of a tile row's two) of vector `k` of channels starts in a stage:
+/// a vector's two rows one after the other, as in the planes.
 fn stage_at(g: &Winograd, a: usize, k: usize) -> usize {
-    (a * MAX_VECTORS + k) * 2 * g.tiles()[1] * LANES
+    (k * 2 + a) * g.ow * LANES
 }
 
 /// `V[ξ][tj][c] = (Bᵀ d B)[ξ]` of each tile `tj` of tile row `ti`, a vector of channels at
@@ -959,7 +950,7 @@ unsafe fn transform_outputs<V: F32x16>(
     stage: &mut [f32],
 ) {
     assert!(m.len() >= POINTS * MAX_TILES * MAX_VECTORS * LANES && n <= MAX_TILES);
-    assert!(stage.len() >= stage_at(g, 1, MAX_VECTORS - 1) + 2 * g.tiles()[1] * LANES);
+    assert!(stage.len() >= stage_at(g, 1, MAX_VECTORS - 1) + g.ow * LANES);
     if let Some(branch) = epilogue.branch {
         assert!(branch.len() >= stage.len());
     }
@@ -1012,39 +1003,40 @@ unsafe fn transform_outputs<V: F32x16>(
     }
 }
 
-/// Row `i` of output planes `ov..ov + 16` of one sample's `y` from `staged`, a vector of
-/// channels per position.
+/// Rows `i..i + rows` of output planes `ov..ov + 16` of one sample's `y` from `staged`, a
+/// vector of channels per position: one transposition, the rows being adjacent in the planes
+/// (a 28-wide row pair is seven whole 8×8 blocks; a row alone ends in a partial one).
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn store_row<V: F32x16>(
+unsafe fn store_rows<V: F32x16>(
     g: &Winograd,
     staged: &[f32],
-    (ov, i): (usize, usize),
+    (ov, i, rows): (usize, usize, usize),
     y: &mut [f32],
 ) {
     let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
     let y = &mut y[ov * plane + i * g.ow..];
     // SAFETY: the caller's unit.
-    unsafe { simd::transpose::<V>((staged, LANES), (y, plane), g.ow, n) };
+    unsafe { simd::transpose::<V>((staged, LANES), (y, plane), rows * g.ow, n) };
 }
 
-/// [`store_row`]'s inverse, for a residual branch.
+/// [`store_rows`]' inverse, for a residual branch.
 ///
 /// # Safety
 /// The CPU has `V`'s unit.
 #[inline(always)]
-unsafe fn load_row<V: F32x16>(
+unsafe fn load_rows<V: F32x16>(
     g: &Winograd,
     planes: &[f32],
-    (ov, i): (usize, usize),
+    (ov, i, rows): (usize, usize, usize),
     staged: &mut [f32],
 ) {
     let (plane, n) = (g.oh * g.ow, (g.o - ov).min(LANES));
     let planes = &planes[ov * plane + i * g.ow..];
     // SAFETY: the caller's unit.
-    unsafe { simd::transpose::<V>((planes, plane), (staged, LANES), n, g.ow) };
+    unsafe { simd::transpose::<V>((planes, plane), (staged, LANES), n, rows * g.ow) };
 }
 
 /// Times the forward products and filter gradients of bench/zoo's 3×3 convolutions here and
