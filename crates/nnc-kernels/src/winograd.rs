@@ -334,7 +334,16 @@ impl Kernel for Forward<'_> {
             let in_place = matches!(store, Store::BiasResidualRelu(_, Skip::InPlace));
             for ti in 0..th {
                 // SAFETY: the caller's unit; the tile row lies in the padded input.
-                unsafe { transform_inputs::<V>(g, positions, ti, (v, tw)) };
+                unsafe {
+                    let k = InputTransform {
+                        g,
+                        positions,
+                        ti,
+                        v: &mut *v,
+                        stride: tw,
+                    };
+                    simd::run_apart(V::ISA, k)
+                };
                 let mut ov = 0;
                 while ov < g.o {
                     let pair = wide && ov + LANES < g.o;
@@ -374,7 +383,16 @@ impl Kernel for Forward<'_> {
                             branch: planes.map(|_| &*branch),
                         };
                         // SAFETY: the caller's unit.
-                        unsafe { transform_outputs::<V>(g, m, (ti, tj, n, nv), epilogue, stage) };
+                        unsafe {
+                            let k = OutputTransform {
+                                g,
+                                m,
+                                at: (ti, tj, n, nv),
+                                epilogue,
+                                stage: &mut *stage,
+                            };
+                            simd::run_apart(V::ISA, k)
+                        };
                     }
                     for k in 0..nv {
                         let staged = &stage[stage_at(g, 0, k)..];
@@ -516,10 +534,24 @@ impl Kernel for Filter<'_> {
                     let at = r * tw;
                     // SAFETY (both): the caller's unit; row `r` of the block's tiles.
                     unsafe {
-                        transform_inputs::<V>(g, positions, t0 + r, (&mut v[at * cl..], block))
+                        let k = InputTransform {
+                            g,
+                            positions,
+                            ti: t0 + r,
+                            v: &mut v[at * cl..],
+                            stride: block,
+                        };
+                        simd::run_apart(V::ISA, k)
                     };
                     unsafe {
-                        transform_gradients::<V>(g, gradients, t0 + r, (&mut e[at * ol..], block))
+                        let k = GradientTransform {
+                            g,
+                            gradients,
+                            ti: t0 + r,
+                            e: &mut e[at * ol..],
+                            stride: block,
+                        };
+                        simd::run_apart(V::ISA, k)
                     };
                 }
                 let sums = Sums {
@@ -776,6 +808,73 @@ unsafe fn to_positions<V: F32x16>(g: &Winograd, x: &[f32], positions: &mut [f32]
     }
 }
 
+/// [`transform_inputs`] in a function of its own ([`simd::run_apart`]): inlined into the
+/// kernel, its sixteen vectors of points and the kernel's loop state did not fit the
+/// registers together and both spilled to the stack (16 → 16 channels on 28×28: the
+/// transforms took more time than the products).
+struct InputTransform<'a> {
+    g: &'a Winograd,
+    positions: &'a [f32],
+    ti: usize,
+    v: &'a mut [f32],
+    stride: usize,
+}
+
+impl Kernel for InputTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        // SAFETY: the caller's unit.
+        unsafe { transform_inputs::<V>(self.g, self.positions, self.ti, (self.v, self.stride)) }
+    }
+}
+
+/// [`transform_gradients`] in a function of its own, as [`InputTransform`].
+struct GradientTransform<'a> {
+    g: &'a Winograd,
+    gradients: &'a [f32],
+    ti: usize,
+    e: &'a mut [f32],
+    stride: usize,
+}
+
+impl Kernel for GradientTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        let GradientTransform {
+            g,
+            gradients,
+            ti,
+            e,
+            stride,
+        } = self;
+        // SAFETY: the caller's unit.
+        unsafe { transform_gradients::<V>(g, gradients, ti, (e, stride)) }
+    }
+}
+
+/// [`transform_outputs`] in a function of its own, as [`InputTransform`].
+struct OutputTransform<'a> {
+    g: &'a Winograd,
+    m: &'a [f32],
+    at: (usize, usize, usize, usize),
+    epilogue: Epilogue<'a>,
+    stage: &'a mut [f32],
+}
+
+impl Kernel for OutputTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<V: F32x16>(self) {
+        // SAFETY: the caller's unit.
+        unsafe { transform_outputs::<V>(self.g, self.m, self.at, self.epilogue, self.stage) }
+    }
+}
+
 /// Where output row `a` (of a tile row's two) of vector `k` of channels starts in a stage:
 /// a vector's two rows one after the other, as in the planes.
 fn stage_at(g: &Winograd, a: usize, k: usize) -> usize {
@@ -800,15 +899,25 @@ unsafe fn transform_inputs<V: F32x16>(
     assert!(positions.len() >= (2 * ti + 4) * pw * cl);
     assert!(stride >= tw && v.len() >= ((POINTS - 1) * stride + tw) * cl);
     let (p, out) = (positions.as_ptr(), v.as_mut_ptr());
+    // Addresses as a row's start plus multiples of one step (loads), and one pointer moved
+    // point by point (stores): sixteen separate addresses spilled to the stack.
+    let (step, point) = (cl, stride * cl);
     for tj in 0..tw {
         for cv in (0..cl).step_by(LANES) {
             // SAFETY (throughout): the tile's 4×4 positions lie in the padded input (rows
             // `2·ti + 3 < ph`, columns `2·tj + 3 < pw`), asserted above; its sixteen points in
             // `v`.
             let mut d = [[unsafe { V::zero() }; 4]; 4];
-            for (i, row) in d.iter_mut().enumerate() {
-                for (j, d) in row.iter_mut().enumerate() {
-                    *d = unsafe { V::load(p.add(((2 * ti + i) * pw + 2 * tj + j) * cl + cv)) };
+            let mut row = unsafe { p.add((2 * ti * pw + 2 * tj) * cl + cv) };
+            for d in d.iter_mut() {
+                unsafe {
+                    *d = [
+                        V::load(row),
+                        V::load(row.add(step)),
+                        V::load(row.add(2 * step)),
+                        V::load(row.add(3 * step)),
+                    ];
+                    row = row.add(pw * cl);
                 }
             }
             // Bᵀ d: the rows combined, then (Bᵀ d) B: the columns.
@@ -822,7 +931,8 @@ unsafe fn transform_inputs<V: F32x16>(
                     e[3][j] = d1.sub(d3);
                 }
             }
-            for (i, e) in e.iter().enumerate() {
+            let mut to = unsafe { out.add(tj * cl + cv) };
+            for e in &e {
                 let t = unsafe {
                     [
                         e[0].sub(e[2]),
@@ -831,8 +941,11 @@ unsafe fn transform_inputs<V: F32x16>(
                         e[1].sub(e[3]),
                     ]
                 };
-                for (j, t) in t.into_iter().enumerate() {
-                    unsafe { t.store(out.add(((4 * i + j) * stride + tj) * cl + cv)) };
+                for t in t {
+                    unsafe {
+                        t.store(to);
+                        to = to.wrapping_add(point);
+                    }
                 }
             }
         }
