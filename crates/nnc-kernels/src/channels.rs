@@ -728,20 +728,7 @@ impl Row<'_> {
         let isa = V::ISA;
         // SAFETY (all calls): forwarded; the CPU has `V`'s unit.
         unsafe {
-            match n {
-                1 => simd::run_apart(isa, Tile::<1, OV> { at: self, out }),
-                2 => simd::run_apart(isa, Tile::<2, OV> { at: self, out }),
-                3 => simd::run_apart(isa, Tile::<3, OV> { at: self, out }),
-                4 => simd::run_apart(isa, Tile::<4, OV> { at: self, out }),
-                5 => simd::run_apart(isa, Tile::<5, OV> { at: self, out }),
-                6 => simd::run_apart(isa, Tile::<6, OV> { at: self, out }),
-                7 => simd::run_apart(isa, Tile::<7, OV> { at: self, out }),
-                8 => simd::run_apart(isa, Tile::<8, OV> { at: self, out }),
-                9 => simd::run_apart(isa, Tile::<9, OV> { at: self, out }),
-                10 => simd::run_apart(isa, Tile::<10, OV> { at: self, out }),
-                11 => simd::run_apart(isa, Tile::<11, OV> { at: self, out }),
-                _ => simd::run_apart(isa, Tile::<12, OV> { at: self, out }),
-            }
+            simd::with_tile_size!(n, P => simd::run_apart(isa, Tile::<P, OV> { at: self, out }))
         }
     }
 

@@ -94,6 +94,65 @@ pub trait Kernel {
     unsafe fn run<V: F32x16>(self) -> Self::Output;
 }
 
+/// `$body` with the const `$p` bound to `$n` (1 to 12; more is 12): a register tile whose
+/// size is known at run time, each size compiled as its own function (usually with
+/// [`run_apart`]).
+macro_rules! with_tile_size {
+    ($n:expr, $p:ident => $body:expr) => {
+        match $n {
+            1 => {
+                const $p: usize = 1;
+                $body
+            }
+            2 => {
+                const $p: usize = 2;
+                $body
+            }
+            3 => {
+                const $p: usize = 3;
+                $body
+            }
+            4 => {
+                const $p: usize = 4;
+                $body
+            }
+            5 => {
+                const $p: usize = 5;
+                $body
+            }
+            6 => {
+                const $p: usize = 6;
+                $body
+            }
+            7 => {
+                const $p: usize = 7;
+                $body
+            }
+            8 => {
+                const $p: usize = 8;
+                $body
+            }
+            9 => {
+                const $p: usize = 9;
+                $body
+            }
+            10 => {
+                const $p: usize = 10;
+                $body
+            }
+            11 => {
+                const $p: usize = 11;
+                $body
+            }
+            _ => {
+                const $p: usize = 12;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_tile_size;
+
 /// [`run`] from a function of its own, never inlined into its caller: for a register tile
 /// called from a kernel whose other code would otherwise share LLVM's register allocation
 /// with it (`channels::forward`: an accumulator spilled to the stack, its every update then

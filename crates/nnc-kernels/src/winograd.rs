@@ -716,20 +716,7 @@ impl Sums<'_> {
         let isa = V::ISA;
         // SAFETY (all calls): the caller's unit.
         unsafe {
-            match at.n {
-                1 => simd::run_apart(isa, SumTile::<1, OV>(self, at, m)),
-                2 => simd::run_apart(isa, SumTile::<2, OV>(self, at, m)),
-                3 => simd::run_apart(isa, SumTile::<3, OV>(self, at, m)),
-                4 => simd::run_apart(isa, SumTile::<4, OV>(self, at, m)),
-                5 => simd::run_apart(isa, SumTile::<5, OV>(self, at, m)),
-                6 => simd::run_apart(isa, SumTile::<6, OV>(self, at, m)),
-                7 => simd::run_apart(isa, SumTile::<7, OV>(self, at, m)),
-                8 => simd::run_apart(isa, SumTile::<8, OV>(self, at, m)),
-                9 => simd::run_apart(isa, SumTile::<9, OV>(self, at, m)),
-                10 => simd::run_apart(isa, SumTile::<10, OV>(self, at, m)),
-                11 => simd::run_apart(isa, SumTile::<11, OV>(self, at, m)),
-                _ => simd::run_apart(isa, SumTile::<12, OV>(self, at, m)),
-            }
+            simd::with_tile_size!(at.n, P => simd::run_apart(isa, SumTile::<P, OV>(self, at, m)))
         }
     }
 
@@ -986,20 +973,7 @@ impl Products<'_> {
         let isa = V::ISA;
         // SAFETY (all calls): the caller's unit.
         unsafe {
-            match self.n {
-                1 => simd::run_apart(isa, ProductTile::<1, OV>(self)),
-                2 => simd::run_apart(isa, ProductTile::<2, OV>(self)),
-                3 => simd::run_apart(isa, ProductTile::<3, OV>(self)),
-                4 => simd::run_apart(isa, ProductTile::<4, OV>(self)),
-                5 => simd::run_apart(isa, ProductTile::<5, OV>(self)),
-                6 => simd::run_apart(isa, ProductTile::<6, OV>(self)),
-                7 => simd::run_apart(isa, ProductTile::<7, OV>(self)),
-                8 => simd::run_apart(isa, ProductTile::<8, OV>(self)),
-                9 => simd::run_apart(isa, ProductTile::<9, OV>(self)),
-                10 => simd::run_apart(isa, ProductTile::<10, OV>(self)),
-                11 => simd::run_apart(isa, ProductTile::<11, OV>(self)),
-                _ => simd::run_apart(isa, ProductTile::<12, OV>(self)),
-            }
+            simd::with_tile_size!(self.n, P => simd::run_apart(isa, ProductTile::<P, OV>(self)))
         }
     }
 
