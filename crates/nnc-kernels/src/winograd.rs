@@ -2,19 +2,20 @@
 //! 2015): each 2×2 block of outputs from a 4×4 block of inputs with 16 products per input and
 //! output channel instead of 36, 2.25× fewer multiply-adds than any direct kernel.
 //!
-//! `y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A` per tile: the filters are transformed once per call
+//! `y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` per tile: the filters are transformed once per call
 //! ([`transformed_filters`]: `U[ξ][c][o]`, sixteen points `ξ` of each 4×4 transform); a
 //! sample's input is transposed into a vector of channels per position (zero-padded to whole
 //! tiles); then, a row of tiles at a time, its tiles are transformed (`V[ξ][t][c]`), the
 //! sixteen products `M[ξ][t][o] = Σ_c V[ξ][t][c] · U[ξ][c][o]` run on register tiles of up to
 //! twelve tiles by two vectors of output channels (each `V` a broadcast, as in
 //! [`crate::channels`]), and each tile's `M` is transformed back into its 2×2 outputs, the
-//! bias, residual branch and ReLU added ([`Store`]), and transposed into the planes a row at a
-//! time.
+//! bias, residual branch and ReLU added ([`Store`]), and transposed into the planes two rows
+//! at a time. The transforms and the products are functions of their own
+//! ([`simd::run_apart`]).
 //!
 //! The same kernel gives a 3×3 convolution's input gradient: the output gradient's planes,
 //! padded by `2 − pad`, correlated with the filters flipped and with `o` and `c` exchanged
-//! ([`Filters::Flipped`]).
+//! ([`Filters::Flipped`]). [`filter`] gives its filter gradient by the algorithm transposed.
 //!
 //! Every output's arithmetic is the same on every vector unit and for every split into parts
 //! (the products sum over `c` in order, the transforms add in a fixed order), so the result
