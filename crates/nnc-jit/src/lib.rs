@@ -15,7 +15,7 @@
 //! nor does a [`CompiledModel`] step (tests/no_allocation.rs; gemm's packing buffers are kept per
 //! thread by the vendored gemm-common, vendor/gemm-common/PATCH.md); a
 //! program computes what the reference interpreter computes, up to floating-point
-//! reassociation in GEMMs.
+//! reassociation in GEMMs and the rounding of Winograd's transforms.
 
 mod arena;
 pub mod bench;
