@@ -1454,8 +1454,9 @@ impl LibKernel {
         }
     }
 
-    /// [`LibKernel::convolution`] on [`winograd`]: the forward product, or the input
-    /// gradient as the forward product of the output gradient with the filters flipped.
+    /// [`LibKernel::convolution`] on [`winograd`]: the forward product, the input gradient
+    /// (the forward product of the output gradient with the filters flipped) or the filter
+    /// gradient.
     ///
     /// # Safety
     /// As [`LibKernel::gemm_conv`]; the scratch space holds what `scratch_bytes` reserved for
@@ -1479,8 +1480,8 @@ impl LibKernel {
         // part's alone.
         let buffer =
             unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
-        // SAFETY (both): the filters (the output gradient, for the filter gradient) are an
-        // f32 operand no one writes while the kernel runs.
+        // SAFETY: the filters (the output gradient, for the filter gradient) are an f32
+        // operand no one writes while the kernel runs.
         let arg = unsafe { self.f32_arg(base, 1) };
         let (layout, store) = match op {
             WideOp::Filter => {
