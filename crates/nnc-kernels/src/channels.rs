@@ -513,10 +513,7 @@ fn forward_tiled(
 ) {
     assert_plain(isa, g, samples, &x, 1);
     assert!(wt.len() >= filter_floats(g), "weights too short");
-    let bias = match store {
-        Store::Plain => None,
-        Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
-    };
+    let bias = store.bias();
     assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
     let sample_y = g.o * g.oh * g.ow;
     assert!(
@@ -583,10 +580,7 @@ impl Kernel for Forward<'_> {
         let mut stage = [0.0f32; 2 * STAGE];
         // The residual branch's row in the same layout, for the tiles to add.
         let mut branch = [0.0f32; 2 * STAGE];
-        let bias = match store {
-            Store::Plain => None,
-            Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
-        };
+        let bias = store.bias();
         for b in 0..samples {
             let (x, y) = (
                 x.planes(V::ISA, g, b, 1),

@@ -14,6 +14,16 @@ pub enum Store<'a> {
     BiasResidualRelu(&'a [f32], Skip<'a>),
 }
 
+impl<'a> Store<'a> {
+    /// The bias it adds, if any.
+    pub fn bias(self) -> Option<&'a [f32]> {
+        match self {
+            Store::Plain => None,
+            Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
+        }
+    }
+}
+
 /// Where a residual's other branch is.
 #[derive(Clone, Copy, Debug)]
 pub enum Skip<'a> {

@@ -256,9 +256,10 @@ fn forward_tiled(
     assert!(scratch.len() >= scratch_floats(g), "scratch too short");
     let sample_y = g.o * g.oh * g.ow;
     assert!(y.len() >= samples * sample_y, "output too short");
-    if let Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) = store {
-        assert!(b.len() >= g.o, "bias too short");
-    }
+    assert!(
+        store.bias().is_none_or(|b| b.len() >= g.o),
+        "bias too short"
+    );
     if let Store::BiasResidualRelu(_, Skip::Operand(s)) = store {
         assert!(s.len() >= samples * sample_y, "residual branch too short");
     }
@@ -317,10 +318,7 @@ impl Kernel for Forward<'_> {
         let chunks = tw.div_ceil(if wide { MAX_TILES } else { MAX_TILES / 2 });
         let per_chunk = tw.div_ceil(chunks);
         let (sample_x, sample_y) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
-        let bias = match store {
-            Store::Plain => None,
-            Store::BiasRelu(b) | Store::BiasResidualRelu(b, _) => Some(b),
-        };
+        let bias = store.bias();
         for b in 0..samples {
             let x = &x[b * sample_x..][..sample_x];
             let y = &mut y[b * sample_y..][..sample_y];
