@@ -233,7 +233,9 @@ fn decisions<T: Real>(
         }
     };
     match op {
-        Op::Unary(Unary::Relu | Unary::Step | Unary::Abs | Unary::Sign) => {
+        Op::Unary(Unary::Relu | Unary::Step | Unary::Abs | Unary::Sign)
+        | Op::LeakyRelu { .. }
+        | Op::Elu { .. } => {
             args[0].as_f()?.iter().for_each(|&x| hash.add(sign(x)));
         }
         Op::Binary(Binary::Max | Binary::Min) => {
@@ -530,6 +532,21 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
                 }
             }
             out
+        }
+        // As `passes::decompose` writes them.
+        Op::LeakyRelu { alpha } => {
+            let a = T::from_f64(*alpha);
+            f(0)?.mapv(|x| if x > T::zero() { x } else { x * a })
+        }
+        Op::Elu { alpha } => {
+            let a = T::from_f64(*alpha);
+            f(0)?.mapv(|x| {
+                if x > T::zero() {
+                    x
+                } else {
+                    (x.exp() - T::one()) * a
+                }
+            })
         }
         Op::Softmax => softmax(f(0)?),
         Op::CrossEntropy => {

@@ -603,24 +603,8 @@ fn activation(b: &mut Builder<'_>, a: Activation, x: ValueId) -> ValueId {
             if scale != 1.0 { b.scale(y, scale) } else { y }
         }
         Activation::Relu => b.unary(Unary::Relu, x),
-        Activation::LeakyRelu { alpha } => {
-            let zero = b.scalar(0.0);
-            let pos = b.compare(Compare::Gt, x, zero);
-            let neg = b.scale(x, alpha);
-            b.op(Op::Select, &[pos, x, neg])
-        }
-        Activation::Elu { alpha } => {
-            // α(e^min(x,0) − 1) for x ≤ 0: the min keeps eˣ finite on the branch not taken,
-            // so its gradient (multiplied by zero) cannot become NaN.
-            let zero = b.scalar(0.0);
-            let pos = b.compare(Compare::Gt, x, zero);
-            let clipped = b.binary(crate::op::Binary::Min, x, zero);
-            let e = b.unary(Unary::Exp, clipped);
-            let one = b.scalar(1.0);
-            let em1 = b.sub(e, one);
-            let neg = b.scale(em1, alpha);
-            b.op(Op::Select, &[pos, x, neg])
-        }
+        Activation::LeakyRelu { alpha } => b.op(Op::LeakyRelu { alpha }, &[x]),
+        Activation::Elu { alpha } => b.op(Op::Elu { alpha }, &[x]),
         Activation::Softplus => b.unary(Unary::Softplus, x),
         Activation::Abs => b.unary(Unary::Abs, x),
         Activation::Identity => x,

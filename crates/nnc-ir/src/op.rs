@@ -172,6 +172,17 @@ pub enum Op {
     OneHot {
         classes: usize,
     },
+    /// x where x > 0, else αx. An op of its own for its derivative, taken from the result
+    /// (1 where y > 0, else α, for α ≥ 0): the backward pass keeps the activation only.
+    /// [`crate::passes::decompose`] writes it as primitives after differentiation.
+    LeakyRelu {
+        alpha: f64,
+    },
+    /// x where x > 0, else α(eˣ − 1); its derivative below zero is αeˣ = y + α, from the
+    /// result. Decomposed like [`Op::LeakyRelu`].
+    Elu {
+        alpha: f64,
+    },
     /// Softmax over the last axis, with the maximum subtracted.
     Softmax,
     /// (probabilities `[B,K]`, labels i32 `[B]`) → mean of −ln p\[label\], f32 `[]`.
@@ -286,6 +297,8 @@ impl Op {
             Op::Broadcast { .. } => "broadcast",
             Op::ToF32 { .. } => "to_f32",
             Op::OneHot { .. } => "one_hot",
+            Op::LeakyRelu { .. } => "leaky_relu",
+            Op::Elu { .. } => "elu",
             Op::Softmax => "softmax",
             Op::CrossEntropy => "cross_entropy",
             Op::SoftmaxXent => "softmax_xent",
@@ -313,6 +326,8 @@ impl Op {
             | Op::Broadcast { .. }
             | Op::ToF32 { .. }
             | Op::OneHot { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Elu { .. }
             | Op::Softmax
             | Op::RandomUniform { .. } => 1,
             Op::Binary(_)
@@ -344,6 +359,12 @@ impl Op {
     /// True for ops whose result depends only on their attributes.
     pub fn is_const(&self) -> bool {
         matches!(self, Op::Const { .. } | Op::ConstData { .. })
+    }
+
+    /// True for ops that exist for their derivative and that [`crate::passes::decompose`]
+    /// writes as primitives: compiled code never sees them.
+    pub fn is_composite(&self) -> bool {
+        matches!(self, Op::LeakyRelu { .. } | Op::Elu { .. })
     }
 
     /// The attributes, in the order the text form prints them.
@@ -401,6 +422,7 @@ impl Op {
                 ("end", Attr::Ints(end.clone())),
             ],
             Op::ToF32 { scale } => vec![("scale", Attr::Float(*scale))],
+            Op::LeakyRelu { alpha } | Op::Elu { alpha } => vec![("alpha", Attr::Float(*alpha))],
             Op::OneHot { classes } => vec![("classes", Attr::Int(*classes))],
             Op::RandomUniform {
                 stream,
@@ -565,6 +587,12 @@ impl Op {
             }),
             "one_hot" => Ok(Op::OneHot {
                 classes: int(get("classes")?, "classes")?,
+            }),
+            "leaky_relu" => Ok(Op::LeakyRelu {
+                alpha: float(get("alpha")?, "alpha")?,
+            }),
+            "elu" => Ok(Op::Elu {
+                alpha: float(get("alpha")?, "alpha")?,
             }),
             "softmax" => Ok(Op::Softmax),
             "cross_entropy" => Ok(Op::CrossEntropy),

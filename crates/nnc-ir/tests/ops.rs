@@ -91,6 +91,17 @@ fn unary_ops() {
     }
 }
 
+/// Their derivative reads the result where α ≥ 0 and the operand where it is negative (the
+/// negative side is then positive); both sides of zero are sampled.
+#[test]
+fn activations_with_a_derivative_of_their_own() {
+    for alpha in ["0.1", "0.0", "-0.5", "1.0", "2.5"] {
+        for op in ["leaky_relu", "elu"] {
+            gradcheck(&unary(&format!("{op} %x, alpha={alpha}"), "x").replace(" %x\n", "\n"));
+        }
+    }
+}
+
 #[test]
 fn piecewise_constant_ops_have_zero_gradient() {
     for op in ["step", "sign"] {

@@ -173,6 +173,9 @@ pub enum CompileError {
     /// its op does not give, ...): the verifier's findings. The JIT trusts types to size its
     /// buffers and loops, so it compiles only verified functions.
     IllFormed(Vec<VerifyError>),
+    /// An op that exists for its derivative ([`Op::is_composite`]) and that
+    /// `nnc_ir::passes::decompose` (part of `optimize`) writes as primitives first.
+    NotDecomposed(&'static str),
     /// A tensor of a rank higher than the JIT's kernels handle.
     RankTooHigh { rank: usize },
     /// The step's tensors, or its arena, are too large for this machine.
@@ -191,6 +194,11 @@ impl fmt::Display for CompileError {
                 }
                 Ok(())
             }
+            CompileError::NotDecomposed(op) => write!(
+                f,
+                "`{op}` is compiled as primitives: decompose the function first \
+                 (nnc_ir::passes::decompose)"
+            ),
             CompileError::RankTooHigh { rank } => write!(
                 f,
                 "a tensor of rank {rank} (the JIT handles rank {MAX_RANK} at most)"
@@ -213,10 +221,13 @@ impl From<CompileError> for String {
 /// after it sizes buffers and loops from the declared types), a tensor of too high a rank, or
 /// tensors too large to plan (a huge `--batch`), before any size is computed in `usize`.
 ///
-/// Every op of a verified function has a kernel (a loop, a library routine or a view), so there
-/// is no unsupported op to refuse: `schedule` and `LibKernel::run` match on all of them.
+/// Every op of a verified and decomposed function has a kernel (a loop, a library routine or a
+/// view), so there is no other unsupported op to refuse.
 fn check_function(f: &Function) -> Result<(), CompileError> {
     verify::verify(f).map_err(CompileError::IllFormed)?;
+    if let Some(i) = f.insts.iter().find(|i| i.op.is_composite()) {
+        return Err(CompileError::NotDecomposed(i.op.name()));
+    }
     if let Some(t) = f.types.iter().find(|t| t.shape.len() > MAX_RANK) {
         return Err(CompileError::RankTooHigh {
             rank: t.shape.len(),

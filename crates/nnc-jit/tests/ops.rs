@@ -91,6 +91,8 @@ fn kind(op: &Op) -> &'static str {
         Op::Broadcast { .. } => "broadcast",
         Op::ToF32 { .. } => "to_f32",
         Op::OneHot { .. } => "one_hot",
+        Op::LeakyRelu { .. } => "leaky_relu",
+        Op::Elu { .. } => "elu",
         Op::Softmax => "softmax",
         Op::CrossEntropy => "cross_entropy",
         Op::SoftmaxXent => "softmax_xent",
@@ -100,7 +102,7 @@ fn kind(op: &Op) -> &'static str {
 }
 
 /// The number of names [`kind`] gives.
-const KINDS: usize = 50;
+const KINDS: usize = 52;
 
 /// Whether the JIT computes `op` with the interpreter's IEEE operations in the same order, or
 /// only moves, chooses or counts: its results must then be equal.
@@ -126,6 +128,7 @@ fn exact(op: &Op) -> bool {
         | Op::Broadcast { .. }
         | Op::ToF32 { .. }
         | Op::OneHot { .. }
+        | Op::LeakyRelu { .. }
         | Op::RandomUniform { .. } => true,
         _ => false,
     }
@@ -229,6 +232,14 @@ fn elementwise_cases() -> Vec<Case> {
     ] {
         for shape in ["5,7", "3"] {
             cases.push(case(unary_fn(op, x, shape)));
+        }
+    }
+    // Composite ops: the JIT runs their decomposition.
+    for (op, x) in [("leaky_relu", "tie"), ("elu", "wide"), ("elu", "tie")] {
+        for shape in ["5,7", "3"] {
+            let text =
+                unary_fn(op, x, shape).replace(&format!("%{x}\n"), &format!("%{x}, alpha=0.3\n"));
+            cases.push(case(text));
         }
     }
     for (op, a, b) in [
@@ -602,6 +613,19 @@ const FOLDED_SLICE: &str = "func @f(%dy: f32[3,5,5,5], %w: f32[5,2,3,3]) -> (f32
        %dx: f32[3,2,8,7] = slice %dp, start=[0,0,1,0], end=[3,2,9,7]
        return %dx
      }";
+
+#[test]
+fn composite_ops_are_refused_until_decomposed() {
+    let text = unary_fn("elu", "x", "4").replace("%x\n", "%x, alpha=1.0\n");
+    let f = parse_function(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    match Program::compile(&f, Options::default()) {
+        Err(e) => assert!(
+            e.to_string().contains("`elu` is compiled as primitives"),
+            "{e}"
+        ),
+        Ok(_) => panic!("`elu` compiled without its decomposition"),
+    }
+}
 
 /// The `pad` and the `slice` of [`FOLDED_PAD`] and [`FOLDED_SLICE`] run as no kernel of their
 /// own (their values are checked in `convolutions`); LeNet-5's, before a direct kernel, do.
@@ -1020,9 +1044,10 @@ fn check(c: &Case) {
             })
             .collect())
     });
+    let decomposed = nnc_ir::passes::decompose::run(&f);
     for options in variants() {
-        let mut p =
-            Program::compile(&f, options).unwrap_or_else(|e| panic!("{options:?}: {e}\n{text}"));
+        let mut p = Program::compile(&decomposed, options)
+            .unwrap_or_else(|e| panic!("{options:?}: {e}\n{text}"));
         // Twice: a kernel must not depend on what its previous run left (sums start at 0).
         // The inputs are loaded before each, as a result may be written over its operand.
         for _ in 0..2 {

@@ -4,6 +4,7 @@
 //! fit); `vjp` emits the IR computing the gradients of an op's operands from the gradient of its
 //! result. Autodiff (`crate::autodiff`) only walks the graph and calls `vjp`.
 
+pub(crate) mod activation;
 mod contract;
 mod conv;
 mod elementwise;
@@ -51,6 +52,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
         | Op::Pad { .. }
         | Op::Slice { .. }
         | Op::Concat { .. } => layout::infer(op, args),
+        Op::LeakyRelu { .. } | Op::Elu { .. } => activation::infer(args),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy
@@ -95,6 +97,7 @@ pub fn vjp(
         | Op::Pad { .. }
         | Op::Slice { .. }
         | Op::Concat { .. } => layout::vjp(b, op, args, dout, wants),
+        Op::LeakyRelu { .. } | Op::Elu { .. } => activation::vjp(b, op, args, out, dout),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy

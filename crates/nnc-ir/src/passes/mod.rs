@@ -1,12 +1,14 @@
 //! Passes over a function, each a small module with its own text-IR tests.
 //!
-//! The order (see [`optimize`]): `simplify` canonicalises (fusing softmax + cross-entropy,
+//! The order (see [`optimize`]): `decompose` writes the ops that exist for their derivative
+//! as primitives (once, first: the function has been differentiated); then `simplify` canonicalises (fusing softmax + cross-entropy,
 //! removing identities), `fold` evaluates constant subexpressions, `cse` merges duplicates,
 //! `dce` drops what no result needs. The sequence is repeated until nothing changes. The
 //! verifier runs after each pass, in every build.
 
 pub mod cse;
 pub mod dce;
+pub mod decompose;
 pub mod fold;
 pub mod simplify;
 
@@ -15,7 +17,8 @@ use crate::verify::verify_after;
 
 /// Runs the pass pipeline to a fixed point.
 pub fn optimize(f: &Function) -> Function {
-    let mut f = f.clone();
+    let mut f = decompose::run(f);
+    verify_after(&f, "decompose");
     // The text of the function before each round: one print per round.
     let mut before = crate::print::print(&f);
     for _ in 0..8 {
