@@ -10,6 +10,7 @@
 //! on AVX2 too (both run on 16-lane tiles there as well).
 
 use nnc_kernels::gemm_conv::Geometry;
+use nnc_kernels::phases::Phases;
 use nnc_kernels::winograd::Winograd;
 
 /// What the lanes of a direct convolution kernel's vectors hold.
@@ -161,4 +162,16 @@ pub fn winograd_seconds(g: &Winograd, samples: usize) -> f64 {
     let per_sample =
         g.product_macs() as f64 / WINOGRAD_MACS + g.moved_floats() as f64 * WINOGRAD_FLOAT_SECONDS;
     samples as f64 * per_sample
+}
+
+/// The estimated seconds of `samples` samples' strided input gradient on
+/// [`nnc_kernels::phases`]: the channels forward product's rate on every phase's
+/// multiply-adds (input channels in the lanes), each phase's result transposed out of the
+/// lanes and spread into the input gradient, and the output gradient padded once per phase.
+pub fn phases_seconds(g: &Phases, samples: usize) -> f64 {
+    let macs = (samples * g.macs()) as f64;
+    let fill = g.c() as f64 / g.c().next_multiple_of(16) as f64;
+    let transposed = (samples * g.c().next_multiple_of(16) * g.positions()) as f64;
+    let copies = (samples * (g.c() * g.positions() + g.stride_area() * g.gradient_floats())) as f64;
+    macs / (DIRECT_MACS * fill) + transposed * TRANSPOSE_SECONDS + copies * COPY_SECONDS
 }

@@ -18,9 +18,10 @@ use nnc_ir::{DType, Function, Inst, Op, ValueId};
 use crate::kernel::used_only_by;
 
 /// Whether a convolution of `f`, unfolded, runs on a kernel that takes the fold (for a
-/// `pad`: [`nnc_kernels::gemm_conv`] or the channels kernels; for a `slice`: `gemm_conv`):
-/// the cost model's choice, which the library kernels make (`LibKernel::unfolded_pads_inside`,
-/// `LibKernel::unfolded_on_gemm`).
+/// `pad`: [`nnc_kernels::gemm_conv`], the channels kernels or Winograd's; for a `slice`:
+/// `gemm_conv` or a strided input gradient's [`nnc_kernels::phases`]): the cost model's
+/// choice, which the library kernels make (`LibKernel::unfolded_pads_inside`,
+/// `LibKernel::unfolded_crops_inside`).
 pub type PadsInside = fn(&Function, &Inst) -> bool;
 
 /// The instruction that defines `v`, if any.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nnc_ir::{DType, Function, Inst, Op};
 use nnc_kernels::copy::MAX_RANK;
 use nnc_kernels::matmul::matmul;
+use nnc_kernels::phases::{self, Phases};
 use nnc_kernels::store::{Skip, Store};
 use nnc_kernels::winograd::{self, Filters, Winograd};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, loss, pool, reduce, samples, sparse};
@@ -162,7 +163,12 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
             .max(wino(WideOp::Filter)),
         Op::Conv2dGradInput { .. } => gemm(out, shape(1), shape(0))
             .max(direct(out, shape(1), WideOp::Input))
-            .max(wino(WideOp::Input)),
+            .max(wino(WideOp::Input))
+            .max(
+                LibKernel::shapes_only(f, inst)
+                    .phases()
+                    .map_or(0, |p| 4 * p.scratch_floats(out[0])),
+            ),
         // The gather of the sparse path, for all of op(A)'s rows; when A is read from bytes,
         // or all of A as floats for the GEMM (after the gather gave up).
         Op::MatMul { ta, .. } if sparse_candidate(f, inst) => {
@@ -267,7 +273,9 @@ impl LibKernel {
             self.conv_pad = low;
             self.folded = true;
         }
-        if let Some((cropped, start)) = conv_fold::output_fold(f, i, LibKernel::unfolded_on_gemm) {
+        if let Some((cropped, start)) =
+            conv_fold::output_fold(f, i, LibKernel::unfolded_crops_inside)
+        {
             self.out.1 = f.ty(cropped).shape.clone();
             self.conv_pad = start;
             self.folded = true;
@@ -276,10 +284,11 @@ impl LibKernel {
     }
 
     /// Whether the convolution `inst` of `f`, with no `pad` or `slice` folded into it, runs on
-    /// [`gemm_conv`] by the cost model: what a `slice`'s fold is decided on
+    /// a kernel that writes a cropped input gradient by the cost model: [`gemm_conv`], or a
+    /// strided input gradient's [`phases`]. What a `slice`'s fold is decided on
     /// ([`conv_fold::PadsInside`]).
-    pub fn unfolded_on_gemm(f: &Function, inst: &Inst) -> bool {
-        LibKernel::unfolded(f, inst).runs_on_gemm()
+    pub fn unfolded_crops_inside(f: &Function, inst: &Inst) -> bool {
+        LibKernel::unfolded(f, inst).crops_inside()
     }
 
     /// Whether the convolution `inst` of `f`, with no `pad` folded into it, runs on a kernel
@@ -297,12 +306,15 @@ impl LibKernel {
         })
     }
 
-    /// Whether this convolution runs on [`gemm_conv`] by the cost model (whatever the CPU:
-    /// what folds depend on).
-    pub fn runs_on_gemm(&self) -> bool {
+    /// Whether this convolution runs on a kernel that writes a cropped input gradient by the
+    /// cost model (whatever the CPU: what folds depend on).
+    fn crops_inside(&self) -> bool {
         self.conv_product().is_some_and(|op| {
             let samples = self.part_samples(op)[0];
-            self.conv_estimates(op, samples).best == ConvKernel::Gemm
+            matches!(
+                self.conv_estimates(op, samples).best,
+                ConvKernel::Gemm | ConvKernel::Phases
+            )
         })
     }
 
@@ -933,6 +945,9 @@ pub enum ConvKernel {
     Gemm,
     /// Winograd's F(2×2, 3×3) ([`winograd`]).
     Winograd,
+    /// A strided input gradient as a stride-1 product per phase of the stride, on the
+    /// channels kernel ([`phases`]).
+    Phases,
 }
 
 impl ConvKernel {
@@ -942,6 +957,7 @@ impl ConvKernel {
             ConvKernel::Direct(lanes) => format!("{} in lanes", lanes.name()),
             ConvKernel::Gemm => "im2col + gemm".to_string(),
             ConvKernel::Winograd => "winograd F(2x2, 3x3)".to_string(),
+            ConvKernel::Phases => "stride phases on channels in lanes".to_string(),
         }
     }
 }
@@ -952,6 +968,7 @@ struct Estimates {
     gemm: f64,
     direct: Option<(Lanes, f64)>,
     winograd: Option<f64>,
+    phases: Option<f64>,
 }
 
 /// Which product a wide convolution computes.
@@ -988,6 +1005,17 @@ impl LibKernel {
         // SAFETY: forwarded.
         unsafe {
             match (self.isa, self.conv_kernel(op, hi - lo)) {
+                (Some(isa), ConvKernel::Phases) => {
+                    let g = self.phases().expect("chosen only where the phases apply");
+                    let floats = g.scratch_floats(hi - lo);
+                    // SAFETY: `scratch_bytes` reserved the phases' scratch for the whole
+                    // batch (which bounds a part's) at `scratch`, this part's alone.
+                    let scratch =
+                        std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
+                    // The filters: an f32 operand no one writes while the kernel runs.
+                    let w = self.f32_arg(base, 1);
+                    phases::input_gradient(isa, &g, hi - lo, (x, w), scratch, out);
+                }
                 (Some(isa), ConvKernel::Direct(lanes)) => {
                     self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
                 }
@@ -1161,6 +1189,10 @@ impl LibKernel {
             .then(|| self.winograd_geometry(op))
             .flatten()
             .map(|w| conv_cost::winograd_seconds(&w, samples));
+        let phases = (samples > 0)
+            .then(|| self.phases())
+            .flatten()
+            .map(|p| conv_cost::phases_seconds(&p, samples));
         let mut best = (ConvKernel::Gemm, gemm);
         if let Some((lanes, t)) = direct
             && t < best.1
@@ -1172,11 +1204,17 @@ impl LibKernel {
         {
             best = (ConvKernel::Winograd, t);
         }
+        if let Some(t) = phases
+            && t < best.1
+        {
+            best = (ConvKernel::Phases, t);
+        }
         Estimates {
             best: best.0,
             gemm,
             direct,
             winograd,
+            phases,
         }
     }
 
@@ -1199,6 +1237,24 @@ impl LibKernel {
             }
             _ => None,
         }
+    }
+
+    /// The geometry of this convolution's input gradient for [`phases`], where it is strided
+    /// and that kernel takes it (a folded `slice`'s start as padding included).
+    fn phases(&self) -> Option<Phases> {
+        if self.conv_product()? != WideOp::Input || stride_of(&self.op) == [1, 1] {
+            return None;
+        }
+        let g = self.gemm_geometry(WideOp::Input);
+        Phases::new(
+            g.c,
+            [g.h, g.w],
+            g.o,
+            [g.oh, g.ow],
+            [g.kh, g.kw],
+            g.stride,
+            g.pad,
+        )
     }
 
     /// Which product this kernel computes, if a convolution.
@@ -1251,6 +1307,7 @@ impl LibKernel {
             gemm,
             direct,
             winograd,
+            phases,
         } = self.conv_estimates(op, samples);
         let mut list = vec![format!("{} {:.3} ms", ConvKernel::Gemm.name(), gemm * 1e3)];
         if let Some((lanes, t)) = direct {
@@ -1262,6 +1319,9 @@ impl LibKernel {
         }
         if let Some(t) = winograd {
             list.push(format!("{} {:.3} ms", ConvKernel::Winograd.name(), t * 1e3));
+        }
+        if let Some(t) = phases {
+            list.push(format!("{} {:.3} ms", ConvKernel::Phases.name(), t * 1e3));
         }
         let (best, why) = match self.isa {
             Some(_) if self.folded => (best, "a pad or slice folded in; estimated"),

@@ -95,7 +95,7 @@ pub fn schedule(f: &Function) -> Schedule {
         let folded = match inst.op {
             Op::Reshape { .. } => true,
             Op::Pad { .. } => conv_fold::pad_folds(f, i, LibKernel::unfolded_pads_inside),
-            Op::Slice { .. } => conv_fold::slice_folds(f, i, LibKernel::unfolded_on_gemm),
+            Op::Slice { .. } => conv_fold::slice_folds(f, i, LibKernel::unfolded_crops_inside),
             _ => false,
         };
         if folded {

@@ -489,6 +489,15 @@ fn convolution_cases() -> Vec<Case> {
     // Strides and padding (square and not): im2col + GEMM.
     cases.extend(conv_fns([3, 2, 9, 7], [5, 3, 3], [2, 2], [1, 1]).map(case));
     cases.extend(conv_fns([2, 3, 7, 9], [4, 2, 3], [1, 2], [0, 1]).map(case));
+    // A strided input gradient with channels to fill the lanes: a stride-1 product per phase
+    // of the stride (strides 2 and 3, padded, square and not).
+    for (x, w, stride, padding) in [
+        ([4, 16, 15, 15], [32, 3, 3], [2, 2], [1, 1]),
+        ([4, 16, 13, 16], [24, 3, 5], [2, 3], [0, 2]),
+    ] {
+        let [_, input, _] = conv_fns(x, w, stride, padding);
+        cases.push(case(input).label("[stride phases on channels in lanes]"));
+    }
     // Stride 1 on wide im2col + GEMM: the filter gradient of a filter wider than the direct
     // one takes (5; its forward product and input gradient stay direct), and all three on a
     // plane larger than the direct kernels hold (8,192 positions).

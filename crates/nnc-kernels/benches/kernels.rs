@@ -3,11 +3,11 @@
 //! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
 //! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
 
-use nnc_kernels::{Isa, channels, direct, pool, samples, sparse, winograd};
+use nnc_kernels::{Isa, channels, direct, phases, pool, samples, sparse, winograd};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 9] = [
+const TIMINGS: [(&str, Timing); 10] = [
     ("channels", channels::time_c3),
     ("same3", channels::time_same3),
     ("direct", direct::time_lenet_shapes),
@@ -17,6 +17,7 @@ const TIMINGS: [(&str, Timing); 9] = [
     ("samples-same3", samples::time_same3),
     ("sparse", sparse::time_mlp_shapes),
     ("winograd", winograd::time_same3),
+    ("phases", phases::time_stride2),
 ];
 
 fn main() {

@@ -30,6 +30,7 @@ pub mod direct;
 pub mod gemm_conv;
 pub mod loss;
 pub mod matmul;
+pub mod phases;
 pub mod pool;
 pub mod reduce;
 pub mod rmsprop;
