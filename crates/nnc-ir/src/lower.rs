@@ -466,12 +466,11 @@ fn batchnorm(
 }
 
 /// The input of a window layer (convolution or pooling) as the IR's ops take it, and the
-/// symmetric padding left for the convolution itself. A convolution's windows must tile its
-/// padded input exactly: the rows and columns no window reads (the output size is rounded
-/// down) are cropped with a `slice`; pooling rounds down itself and reads its input whole.
-/// Uneven padding (`same` with an even kernel or a stride) is a `pad` before the window,
-/// which then pads nothing. Layers that tile their input exactly with even padding, and
-/// pooling in floor mode, lower to the window op alone.
+/// symmetric padding left for the convolution itself. The window ops round their output down
+/// (the rows and columns past the last whole window are not read), so the input is never
+/// cropped: padding that no window reads is dropped, and what is left pads in the op where
+/// one symmetric amount gives the layer's output (a padding below or right that no window
+/// would read), else in a `pad` before the window, which then pads nothing.
 fn window_input(
     b: &mut Builder<'_>,
     x: ValueId,
@@ -487,26 +486,28 @@ fn window_input(
     let overhang = layer_overhang(layer);
     let shape = b.shape(x);
     let rank = shape.len();
-    // Per spatial axis: the rows kept of the input, and the padding before and after.
-    let mut keep = [shape[rank - 2], shape[rank - 1]];
+    let input = [shape[rank - 2], shape[rank - 1]];
     let mut sides = window.padding;
+    let mut symmetric = [None; 2];
     for axis in 0..2 {
-        let [_, after] = &mut sides[axis];
-        let crop = unread[axis].saturating_sub(*after);
-        *after -= unread[axis] - crop;
-        keep[axis] -= crop;
+        let [before, after] = &mut sides[axis];
+        // Padding past the last window is never read.
+        *after -= unread[axis].min(*after);
         // Ceil mode: the last window's rows past the input, padded (and masked by the caller).
         *after += overhang[axis];
+        // The output size, and whether padding `before` on both sides gives it (the extra
+        // rows below then lie past the last window).
+        let (k, s) = (window.size[axis], window.stride[axis]);
+        let out = (input[axis] + *before + *after).saturating_sub(k) / s + 1;
+        let even = input[axis] + 2 * *before >= k && (input[axis] + 2 * *before - k) / s + 1 == out;
+        symmetric[axis] = even.then_some(*before);
     }
-    let mut x = x;
-    if keep != [shape[rank - 2], shape[rank - 1]] {
-        let start = vec![0; rank];
-        let mut end = shape.clone();
-        end[rank - 2..].copy_from_slice(&keep);
-        x = b.op(Op::Slice { start, end }, &[x]);
-    }
-    if sides.iter().all(|[before, after]| before == after) {
-        return (x, [sides[0][0], sides[1][0]]);
+    // Pooling ops pad nothing themselves.
+    let pads_itself = matches!(layer.kind, LayerKind::Conv2d { .. });
+    match symmetric {
+        [Some(0), Some(0)] => return (x, [0, 0]),
+        [Some(ph), Some(pw)] if pads_itself => return (x, [ph, pw]),
+        _ => {}
     }
     let mut pads = vec![0; 2 * rank];
     pads[2 * (rank - 2)..].copy_from_slice(&[sides[0][0], sides[0][1], sides[1][0], sides[1][1]]);

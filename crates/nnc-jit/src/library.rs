@@ -1604,13 +1604,13 @@ impl LibKernel {
 
     /// The rows and columns of `op`'s input planes with their padding (the op's, and a
     /// folded `pad`'s): what its windows cover, `(oh − 1)·sh + kh` down and likewise
-    /// across.
+    /// across, and the input's rows and columns past the last window, which none reads.
     fn padded_planes(&self, op: WideOp) -> [usize; 2] {
         let g = self.gemm_geometry(op);
         let cover = |n: usize, s: usize, k: usize| n.saturating_sub(1) * s + k;
         [
-            cover(g.oh, g.stride[0], g.kh),
-            cover(g.ow, g.stride[1], g.kw),
+            cover(g.oh, g.stride[0], g.kh).max(g.pad[0] + g.h),
+            cover(g.ow, g.stride[1], g.kw).max(g.pad[1] + g.w),
         ]
     }
 }

@@ -489,6 +489,18 @@ fn convolution_cases() -> Vec<Case> {
     // Strides and padding (square and not): im2col + GEMM.
     cases.extend(conv_fns([3, 2, 9, 7], [5, 3, 3], [2, 2], [1, 1]).map(case));
     cases.extend(conv_fns([2, 3, 7, 9], [4, 2, 3], [1, 2], [0, 1]).map(case));
+    // Windows that do not tile the input: the rows and columns past the last one are not read
+    // (their gradient is zero), on each kernel family that takes strides.
+    for (x, w, stride, padding) in [
+        ([3, 2, 10, 8], [5, 3, 3], [2, 2], [0, 0]),
+        ([4, 16, 8, 8], [32, 1, 1], [2, 2], [0, 0]),
+        ([4, 16, 14, 14], [32, 3, 3], [2, 2], [0, 0]),
+        ([4, 16, 16, 17], [24, 3, 5], [3, 2], [1, 1]),
+        ([32, 16, 30, 30], [32, 3, 3], [2, 2], [0, 0]),
+        ([16, 32, 14, 14], [64, 1, 1], [2, 2], [0, 0]),
+    ] {
+        cases.extend(conv_fns(x, w, stride, padding).map(case));
+    }
     // A strided input gradient with channels to fill the lanes: a stride-1 product per phase
     // of the stride (strides 2 and 3, padded, square and not).
     for (x, w, stride, padding) in [

@@ -5,8 +5,9 @@ use crate::function::{Builder, ValueId};
 use crate::op::Op;
 use crate::types::{DType, Type};
 
-/// Output size of a window sliding over `n` padded by `p` on each side, or an error when the
-/// window does not fit or does not tile the input exactly.
+/// Output size of a window sliding over `n` padded by `p` on each side, rounded down: rows
+/// (or columns) past the last whole window, input or padding, are not read (and their
+/// gradient is zero). An error when the window does not fit.
 pub fn window_out(n: usize, k: usize, s: usize, p: usize) -> Result<usize, String> {
     let padded = n + 2 * p;
     if k == 0 || s == 0 {
@@ -14,11 +15,6 @@ pub fn window_out(n: usize, k: usize, s: usize, p: usize) -> Result<usize, Strin
     }
     if k > padded {
         return Err(format!("window {k} does not fit input {n} padded by {p}"));
-    }
-    if !(padded - k).is_multiple_of(s) {
-        return Err(format!(
-            "window {k} with stride {s} does not tile input {n} padded by {p}"
-        ));
     }
     Ok((padded - k) / s + 1)
 }
