@@ -1006,15 +1006,7 @@ impl LibKernel {
         unsafe {
             match (self.isa, self.conv_kernel(op, hi - lo)) {
                 (Some(isa), ConvKernel::Phases) => {
-                    let g = self.phases().expect("chosen only where the phases apply");
-                    let floats = g.scratch_floats(hi - lo);
-                    // SAFETY: `scratch_bytes` reserved the phases' scratch for the whole
-                    // batch (which bounds a part's) at `scratch`, this part's alone.
-                    let scratch =
-                        std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
-                    // The filters: an f32 operand no one writes while the kernel runs.
-                    let w = self.f32_arg(base, 1);
-                    phases::input_gradient(isa, &g, hi - lo, (x, w), scratch, out);
+                    self.phases_conv(isa, base, scratch, hi - lo, x, out)
                 }
                 (Some(isa), ConvKernel::Direct(lanes)) => {
                     self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
@@ -1512,6 +1504,33 @@ impl LibKernel {
         if let Some(dx) = crop {
             copy::slice(Some(isa), out, &padded_planes, dx, &planes, &low);
         }
+    }
+
+    /// [`LibKernel::convolution`] on [`phases`]: a strided input gradient of `samples` samples,
+    /// `dy` their output gradient, `dx` their input gradient.
+    ///
+    /// # Safety
+    /// As [`LibKernel::gemm_conv`]; the scratch space holds what `scratch_bytes` reserved for
+    /// [`phases`], and the CPU supports `isa`.
+    unsafe fn phases_conv(
+        &self,
+        isa: Isa,
+        base: *mut u8,
+        scratch: usize,
+        samples: usize,
+        dy: &[f32],
+        dx: &mut [f32],
+    ) {
+        let g = self.phases().expect("chosen only where the phases apply");
+        // SAFETY: `scratch_bytes` reserved the phases' scratch for the whole batch (which
+        // bounds a part's) at `scratch`, this part's alone; the filters are an f32 operand
+        // that no one writes while the kernel runs. Creating the slices cannot panic.
+        let (scratch, w) = unsafe {
+            let floats = g.scratch_floats(samples);
+            let scratch = std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
+            (scratch, self.f32_arg(base, 1))
+        };
+        phases::input_gradient(isa, &g, samples, (dy, w), scratch, dx);
     }
 
     /// [`LibKernel::convolution`] on [`winograd`]: the forward product, the input gradient
