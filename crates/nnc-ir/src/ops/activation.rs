@@ -9,13 +9,11 @@
 
 use crate::function::{Builder, ValueId};
 use crate::op::{Binary, Compare, Op};
-use crate::types::{DType, Type};
+use crate::types::Type;
 
-use super::expect_dtype;
-
+/// Elementwise: the shape rule of every unary op.
 pub fn infer(args: &[&Type]) -> Result<Type, String> {
-    expect_dtype(args[0], DType::F32, "the operand")?;
-    Ok(args[0].clone())
+    super::elementwise::same_f32(args[0])
 }
 
 pub fn vjp(

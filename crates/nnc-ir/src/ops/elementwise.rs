@@ -6,12 +6,15 @@ use crate::function::{Builder, ValueId};
 use crate::op::{Binary, Compare, Op, Unary};
 use crate::types::{DType, Type};
 
+/// The shape rule of a unary elementwise op: an f32 operand, a result of its type.
+pub(super) fn same_f32(x: &Type) -> Result<Type, String> {
+    expect_dtype(x, DType::F32, "the operand")?;
+    Ok(x.clone())
+}
+
 pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
     match op {
-        Op::Unary(_) => {
-            expect_dtype(args[0], DType::F32, "the operand")?;
-            Ok(args[0].clone())
-        }
+        Op::Unary(_) => same_f32(args[0]),
         Op::Binary(_) => {
             expect_dtype(args[0], DType::F32, "the first operand")?;
             expect_dtype(args[1], DType::F32, "the second operand")?;
