@@ -61,7 +61,13 @@ fn side(d: usize, half: f64) -> f64 {
 /// The estimated seconds of `samples` samples' product on [`nnc_kernels::gemm_conv`].
 pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
     let macs = (samples * g.macs_per_sample()) as f64;
-    let np = g.chunk_rows(samples) * g.ow;
+    // A 1×1 convolution's GEMMs run per sample, as long as a plane.
+    let per_sample = g.per_sample(samples);
+    let np = if per_sample {
+        g.positions()
+    } else {
+        g.chunk_rows(samples) * g.ow
+    };
     let (k, o) = (g.taps(), g.o);
     // The GEMM's (rows, columns, depth), as `gemm_conv` calls it.
     let (m, n, depth) = match product {
@@ -72,11 +78,16 @@ pub fn gemm_seconds(g: &Geometry, product: Product, samples: usize) -> f64 {
     let rate = GEMM_MACS * side(m, 8.0) * side(n, 8.0) * side(depth, 12.0);
     // Columns written and read, output rows gathered or scattered; the input gradient's
     // col2im reads, adds and writes.
-    let per_sample = match product {
-        Product::Forward | Product::Filter => 2 * k + o,
-        Product::Input => 3 * k + o,
+    // Per sample: no rows; at stride 1 no columns either.
+    let columns = !per_sample || g.stride != [1, 1];
+    let floats = match (product, per_sample) {
+        (_, true) if !columns => 0,
+        (Product::Forward | Product::Filter, true) => 2 * k,
+        (Product::Input, true) => 3 * k,
+        (Product::Forward | Product::Filter, false) => 2 * k + o,
+        (Product::Input, false) => 3 * k + o,
     };
-    let copies = (samples * per_sample * g.positions()) as f64;
+    let copies = (samples * floats * g.positions()) as f64;
     macs / rate + copies * COPY_SECONDS
 }
 

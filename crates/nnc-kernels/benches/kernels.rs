@@ -3,11 +3,11 @@
 //! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
 //! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
 
-use nnc_kernels::{Isa, channels, direct, phases, pool, samples, sparse, winograd};
+use nnc_kernels::{Isa, channels, direct, gemm_conv, phases, pool, samples, sparse, winograd};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 10] = [
+const TIMINGS: [(&str, Timing); 11] = [
     ("channels", channels::time_c3),
     ("same3", channels::time_same3),
     ("direct", direct::time_lenet_shapes),
@@ -18,6 +18,7 @@ const TIMINGS: [(&str, Timing); 10] = [
     ("sparse", sparse::time_mlp_shapes),
     ("winograd", winograd::time_same3),
     ("phases", phases::time_stride2),
+    ("pointwise", gemm_conv::time_pointwise),
 ];
 
 fn main() {
