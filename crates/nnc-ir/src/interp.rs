@@ -8,9 +8,10 @@ use std::fmt::Debug;
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn, Zip};
 
-use crate::function::Function;
+use crate::function::{Builder, Function, ValueId};
 use crate::op::{Binary, Compare, Op, Unary};
 use crate::ops::broadcast_shapes;
+use crate::types::Type;
 
 /// The float type the interpreter computes in.
 pub trait Real: ndarray::LinalgScalar + PartialOrd + Debug + Send + Sync + 'static {
@@ -548,6 +549,7 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
                 }
             })
         }
+        Op::BatchNorm { .. } => batchnorm(op, args)?,
         Op::Softmax => softmax(f(0)?),
         Op::CrossEntropy => {
             let p = matrix(f(0)?)?;
@@ -602,6 +604,24 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
         }
     };
     Ok(Tensor::F(out))
+}
+
+/// `batchnorm` as [`crate::passes::decompose`] writes it, run here: the same operations in the
+/// same order as the decomposed function the compiled code runs.
+fn batchnorm<T: Real>(op: &Op, args: &[&Tensor<T>]) -> Result<ArrayD<T>, String> {
+    let mut g = Function::new("batchnorm");
+    let params: Vec<ValueId> = ["x", "gamma", "beta"]
+        .iter()
+        .zip(args)
+        .map(|(name, a)| g.add_param(*name, Type::f32(a.shape().to_vec())))
+        .collect();
+    let infer: Vec<&Type> = params.iter().map(|&p| g.ty(p)).collect();
+    crate::ops::normalize::infer(&infer)?;
+    let y = crate::ops::normalize::decompose(&mut Builder { f: &mut g }, op, &params);
+    g.results = vec![y];
+    let inputs = args.iter().map(|&a| a.clone()).collect();
+    let mut out = run(&g, inputs)?;
+    Ok(out.remove(0).as_f()?.clone())
 }
 
 fn label_index(l: i32, k: usize) -> Result<usize, String> {

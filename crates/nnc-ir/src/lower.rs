@@ -13,6 +13,7 @@ use nnc_check::{Activation, Data, LayerKind, Loss, Model, Score, Source};
 
 use crate::function::{Builder, Function, ValueId};
 use crate::op::{Compare, Op, Unary};
+use crate::ops::normalize;
 use crate::types::{DType, Type};
 
 /// How a batch of inputs arrives from the data layer.
@@ -414,11 +415,11 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
     })
 }
 
-/// Batch normalisation of `x` (`[B, C, H, W]` per channel, `[B, F]` per feature) from
-/// primitive ops, so that autodiff derives its backward pass through the batch statistics:
-/// in training the batch's mean and biased variance over every axis but the channel's (and
-/// the running statistics' new values, `momentum·running + (1 − momentum)·batch`); in
-/// evaluation the running statistics. Both give `(x − mean)·(γ/√(var + ε)) + β`.
+/// Batch normalisation of `x` (`[B, C, H, W]` per channel, `[B, F]` per feature): in
+/// training the `batchnorm` op (the batch's mean and biased variance over every axis but the
+/// channel's; its derivative is the textbook one, `ops::normalize`) and the running
+/// statistics' new values; in evaluation the running statistics, from primitive ops. Both
+/// give `(x − mean)·(γ/√(var + ε)) + β`.
 fn batchnorm(
     b: &mut Builder<'_>,
     x: ValueId,
@@ -427,42 +428,36 @@ fn batchnorm(
     eps: f64,
     training: bool,
 ) -> (ValueId, Vec<(ValueId, ValueId)>) {
+    if training {
+        // The statistics the op computes too (`cse` merges them once it is decomposed), for
+        // the running statistics' new values: `momentum·running + (1 − momentum)·batch`.
+        let s = normalize::statistics(b, x);
+        let mut updates = Vec::new();
+        for (stat, batch) in [(running_mean, s.mean), (running_var, s.var)] {
+            let kept = b.scale(stat, momentum);
+            let fresh = b.scale(batch, 1.0 - momentum);
+            updates.push((stat, b.add(kept, fresh)));
+        }
+        let y = b.op(Op::BatchNorm { eps }, &[x, gamma, beta]);
+        return (y, updates);
+    }
     let shape = b.shape(x);
     let c = shape[1];
     // The per-channel vector's shape against x: [C, 1, 1] for maps, [C] for vectors.
     let per_channel: Vec<usize> = std::iter::once(c)
         .chain(std::iter::repeat_n(1, shape.len() - 2))
         .collect();
-    let axes: Vec<usize> = (0..shape.len()).filter(|&a| a != 1).collect();
-    let count = shape.iter().product::<usize>() / c;
-    let mut updates = Vec::new();
-    let (centred, var) = if training {
-        let sum = b.op(Op::ReduceSum { axes: axes.clone() }, &[x]);
-        let mean = b.scale(sum, 1.0 / count as f64);
-        let mean_b = b.reshape(mean, per_channel.clone());
-        let centred = b.sub(x, mean_b);
-        let squares = b.mul(centred, centred);
-        let sum_sq = b.op(Op::ReduceSum { axes }, &[squares]);
-        let var = b.scale(sum_sq, 1.0 / count as f64);
-        for (stat, batch) in [(running_mean, mean), (running_var, var)] {
-            let kept = b.scale(stat, momentum);
-            let fresh = b.scale(batch, 1.0 - momentum);
-            updates.push((stat, b.add(kept, fresh)));
-        }
-        (centred, var)
-    } else {
-        let mean_b = b.reshape(running_mean, per_channel.clone());
-        (b.sub(x, mean_b), running_var)
-    };
+    let mean_b = b.reshape(running_mean, per_channel.clone());
+    let centred = b.sub(x, mean_b);
     let e = b.scalar(eps);
-    let var_eps = b.add(var, e);
+    let var_eps = b.add(running_var, e);
     let root = b.unary(Unary::Sqrt, var_eps);
     let inv = b.unary(Unary::Recip, root);
     let scale = b.mul(gamma, inv);
     let scale = b.reshape(scale, per_channel.clone());
     let scaled = b.mul(centred, scale);
     let shift = b.reshape(beta, per_channel);
-    (b.add(scaled, shift), updates)
+    (b.add(scaled, shift), Vec::new())
 }
 
 /// The input of a window layer (convolution or pooling) as the IR's ops take it, and the

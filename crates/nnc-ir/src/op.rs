@@ -183,6 +183,12 @@ pub enum Op {
     Elu {
         alpha: f64,
     },
+    /// (x, γ `[C]`, β `[C]`) → `(x − mean)·γ/√(var + ε) + β` with the batch's mean and biased
+    /// variance per channel (axis 1, over every other axis). An op of its own for its
+    /// derivative (`ops::normalize`); decomposed like [`Op::LeakyRelu`].
+    BatchNorm {
+        eps: f64,
+    },
     /// Softmax over the last axis, with the maximum subtracted.
     Softmax,
     /// (probabilities `[B,K]`, labels i32 `[B]`) → mean of −ln p\[label\], f32 `[]`.
@@ -299,6 +305,7 @@ impl Op {
             Op::OneHot { .. } => "one_hot",
             Op::LeakyRelu { .. } => "leaky_relu",
             Op::Elu { .. } => "elu",
+            Op::BatchNorm { .. } => "batchnorm",
             Op::Softmax => "softmax",
             Op::CrossEntropy => "cross_entropy",
             Op::SoftmaxXent => "softmax_xent",
@@ -339,7 +346,7 @@ impl Op {
             | Op::MaxPoolGrad { .. }
             | Op::CrossEntropy
             | Op::SoftmaxXent => 2,
-            Op::Select | Op::SoftmaxXentGrad => 3,
+            Op::Select | Op::SoftmaxXentGrad | Op::BatchNorm { .. } => 3,
         })
     }
 
@@ -364,7 +371,10 @@ impl Op {
     /// True for ops that exist for their derivative and that [`crate::passes::decompose`]
     /// writes as primitives: compiled code never sees them.
     pub fn is_composite(&self) -> bool {
-        matches!(self, Op::LeakyRelu { .. } | Op::Elu { .. })
+        matches!(
+            self,
+            Op::LeakyRelu { .. } | Op::Elu { .. } | Op::BatchNorm { .. }
+        )
     }
 
     /// The attributes, in the order the text form prints them.
@@ -423,6 +433,7 @@ impl Op {
             ],
             Op::ToF32 { scale } => vec![("scale", Attr::Float(*scale))],
             Op::LeakyRelu { alpha } | Op::Elu { alpha } => vec![("alpha", Attr::Float(*alpha))],
+            Op::BatchNorm { eps } => vec![("eps", Attr::Float(*eps))],
             Op::OneHot { classes } => vec![("classes", Attr::Int(*classes))],
             Op::RandomUniform {
                 stream,
@@ -593,6 +604,9 @@ impl Op {
             }),
             "elu" => Ok(Op::Elu {
                 alpha: float(get("alpha")?, "alpha")?,
+            }),
+            "batchnorm" => Ok(Op::BatchNorm {
+                eps: float(get("eps")?, "eps")?,
             }),
             "softmax" => Ok(Op::Softmax),
             "cross_entropy" => Ok(Op::CrossEntropy),

@@ -102,6 +102,20 @@ fn activations_with_a_derivative_of_their_own() {
     }
 }
 
+/// Batch normalisation's textbook derivative, for x, γ and β, per channel of maps and per
+/// feature of vectors.
+#[test]
+fn batchnorm() {
+    for (x, c) in [("3,2,3,4", "2"), ("6,4", "4")] {
+        gradcheck(&format!(
+            "func @f(%x: f32[{x}], %g: f32[{c}], %b: f32[{c}]) -> (f32[{x}]) {{
+               %y: f32[{x}] = batchnorm %x, %g, %b, eps=0.001
+               return %y
+             }}"
+        ));
+    }
+}
+
 #[test]
 fn piecewise_constant_ops_have_zero_gradient() {
     for op in ["step", "sign"] {

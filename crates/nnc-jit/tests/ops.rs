@@ -93,6 +93,7 @@ fn kind(op: &Op) -> &'static str {
         Op::OneHot { .. } => "one_hot",
         Op::LeakyRelu { .. } => "leaky_relu",
         Op::Elu { .. } => "elu",
+        Op::BatchNorm { .. } => "batchnorm",
         Op::Softmax => "softmax",
         Op::CrossEntropy => "cross_entropy",
         Op::SoftmaxXent => "softmax_xent",
@@ -102,7 +103,7 @@ fn kind(op: &Op) -> &'static str {
 }
 
 /// The number of names [`kind`] gives.
-const KINDS: usize = 52;
+const KINDS: usize = 53;
 
 /// Whether the JIT computes `op` with the interpreter's IEEE operations in the same order, or
 /// only moves, chooses or counts: its results must then be equal.
@@ -241,6 +242,15 @@ fn elementwise_cases() -> Vec<Case> {
                 unary_fn(op, x, shape).replace(&format!("%{x}\n"), &format!("%{x}, alpha=0.3\n"));
             cases.push(case(text));
         }
+    }
+    // Batch normalisation of maps (per channel) and of vectors (per feature).
+    for (x, c) in [("4,3,5,6", "3"), ("9,5", "5")] {
+        cases.push(case(format!(
+            "func @f(%x: f32[{x}], %g: f32[{c}], %b: f32[{c}]) -> (f32[{x}]) {{
+               %y: f32[{x}] = batchnorm %x, %g, %b, eps=0.001
+               return %y
+             }}"
+        )));
     }
     for (op, a, b) in [
         ("add", "a", "b"),

@@ -10,6 +10,7 @@ mod conv;
 mod elementwise;
 mod layout;
 mod loss;
+pub(crate) mod normalize;
 mod pool;
 mod reduce;
 
@@ -53,6 +54,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
         | Op::Slice { .. }
         | Op::Concat { .. } => layout::infer(op, args),
         Op::LeakyRelu { .. } | Op::Elu { .. } => activation::infer(args),
+        Op::BatchNorm { .. } => normalize::infer(args),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy
@@ -98,6 +100,7 @@ pub fn vjp(
         | Op::Slice { .. }
         | Op::Concat { .. } => layout::vjp(b, op, args, dout, wants),
         Op::LeakyRelu { .. } | Op::Elu { .. } => activation::vjp(b, op, args, out, dout),
+        Op::BatchNorm { .. } => normalize::vjp(b, op, args, dout, wants),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy

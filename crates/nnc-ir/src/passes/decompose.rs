@@ -1,12 +1,14 @@
-//! Decomposition: the ops that exist for their derivative ([`crate::op::Op::is_composite`]: leaky ReLU,
-//! ELU) become the primitives that every backend runs. It runs after differentiation, so the
-//! backward pass keeps the derivative the op's rule wrote (read from the activation), while
-//! the forward pass computes the activation with ops the JIT fuses into one loop.
+//! Decomposition: the ops that exist for their derivative ([`crate::op::Op::is_composite`]: leaky
+//! ReLU, ELU, batch normalisation) become the primitives that every backend runs. It runs after
+//! differentiation, so the backward pass keeps the derivative the op's rule wrote (an
+//! activation's read from its result, batch normalisation's from its sums), while the forward
+//! pass computes the op with ops the JIT fuses.
 
 use std::collections::HashMap;
 
 use crate::function::{Builder, Function, ValueId};
-use crate::ops::activation;
+use crate::op::Op;
+use crate::ops::{activation, normalize};
 
 pub fn run(f: &Function) -> Function {
     if !f.insts.iter().any(|i| i.op.is_composite()) {
@@ -20,8 +22,11 @@ pub fn run(f: &Function) -> Function {
     }
     for inst in &f.insts {
         let args: Vec<ValueId> = inst.args.iter().map(|a| map[a]).collect();
-        let v = if inst.op.is_composite() {
-            activation::decompose(&mut Builder { f: &mut g }, &inst.op, args[0])
+        let b = &mut Builder { f: &mut g };
+        let v = if let Op::BatchNorm { .. } = inst.op {
+            normalize::decompose(b, &inst.op, &args)
+        } else if inst.op.is_composite() {
+            activation::decompose(b, &inst.op, args[0])
         } else {
             g.push_typed(inst.op.clone(), args, f.ty(inst.result).clone())
         };
