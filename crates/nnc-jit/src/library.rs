@@ -86,10 +86,13 @@ pub struct Parts {
     pub columns: Option<Vec<(usize, usize)>>,
 }
 
-/// Scratch bytes a kernel needs: a convolution's the most of what its kernel families need
-/// (whichever the cost model picks), a sparse contraction's its gather.
-pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
-    // `gemm_conv`'s chunk buffers for the whole batch (a part's need no more).
+/// Scratch bytes a part of a kernel needs: a convolution's the most of what its kernel
+/// families need (whichever the cost model picks) for `part_samples` samples (the most a part
+/// has: the buffers that grow with the samples are a part's, so the scratch of all parts
+/// together stays about the whole batch's, whatever the threads), a sparse contraction's its
+/// gather.
+pub fn scratch_bytes(f: &Function, inst: &Inst, part_samples: usize) -> usize {
+    // `gemm_conv`'s chunk buffers.
     let gemm = |x: &[usize], w: &[usize], y: &[usize]| {
         let g = gemm_conv::Geometry {
             c: w[1],
@@ -103,12 +106,13 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
             oh: y[2],
             ow: y[3],
         };
-        4 * g.scratch_floats(x[0])
+        4 * g.scratch_floats(part_samples.min(x[0]))
     };
-    // The direct kernels' buffers (see `direct_conv`), for the whole batch: after the input
-    // planes padded by the op's padding, or the input gradient's padded planes.
+    // The direct kernels' buffers (see `direct_conv`): after the input planes padded by the
+    // op's padding, or the input gradient's padded planes.
     let [ph, pw] = direct_padding(&inst.op);
     let direct = |x: &[usize], w: &[usize], op: WideOp| {
+        let n = part_samples.min(x[0]);
         let (hp, wp) = (x[2] + 2 * ph, x[3] + 2 * pw);
         let g =
             direct::Conv::forward_strided(x[1], [hp, wp], w[0], [w[2], w[3]], stride_of(&inst.op));
@@ -116,32 +120,32 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
         // The filter gradient may read shifted copies of the input, and on AVX2 the forward
         // product too (reserved whatever the CPU, so that plans do not depend on it).
         let (s, copies) = g.filter_layout();
-        let padded = padded_floats(x[0] * x[1], [hp, wp], [ph, pw]);
+        let padded = padded_floats(n * x[1], [hp, wp], [ph, pw]);
         // Channels in the lanes where that kernel suits, else positions in the lanes; both
         // with one input channel, where the cost model chooses between them.
         let channels = channels::suits(&g);
         let positions = g.fits() && (!channels || x[1] == 1);
-        // Positions in the lanes read the whole batch's padded planes; the channels kernels
-        // pad a chunk of samples at a time themselves (a folded `pad` too, whose result's
+        // Positions in the lanes read the part's padded planes; the channels kernels pad a
+        // chunk of samples at a time themselves (a folded `pad` too, whose result's
         // shape is what `x` is here).
         let positions_arm = |floats: usize| if positions { 4 * (padded + floats) } else { 0 };
         let channels_arm = |floats: usize| {
             if channels {
-                4 * (channels::padded_floats(&g, x[0]) + floats)
+                4 * (channels::padded_floats(&g, n) + floats)
             } else {
                 0
             }
         };
         match op {
-            WideOp::Forward => positions_arm(g.o_pad() * g.taps() + x[0] * copies)
+            WideOp::Forward => positions_arm(g.o_pad() * g.taps() + n * copies)
                 .max(channels_arm(channels::filter_floats(&g))),
             WideOp::Filter => {
-                positions_arm(x[0] * (direct::filter_rows(&s) * s.wide_plane() + copies))
+                positions_arm(n * (direct::filter_rows(&s) * s.wide_plane() + copies))
                     .max(channels_arm(channels::scratch_floats(&g)))
             }
             WideOp::Input => {
                 4 * padded
-                    + 4 * (x[0] * g.o() * t.plane() + t.o_pad() * t.taps())
+                    + 4 * (n * g.o() * t.plane() + t.o_pad() * t.taps())
                         .max(samples::scratch_floats(&g, [ph, pw]))
             }
         }
@@ -167,7 +171,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst) -> usize {
             .max(
                 LibKernel::shapes_only(f, inst)
                     .phases()
-                    .map_or(0, |p| 4 * p.scratch_floats(out[0])),
+                    .map_or(0, |p| 4 * p.scratch_floats(part_samples.min(out[0]))),
             ),
         // The gather of the sparse path, for all of op(A)'s rows; when A is read from bytes,
         // or all of A as floats for the GEMM (after the gather gave up).
@@ -1072,8 +1076,10 @@ impl LibKernel {
         let arg = |k: usize| unsafe { self.f32_arg(base, k) };
         let g = self.gemm_geometry(op);
         let nb = hi - lo;
-        // SAFETY: `scratch_bytes` reserved `gemm_conv`'s scratch for the whole batch (which
-        // bounds a part's) at `scratch`, this part's alone.
+        // SAFETY: `scratch_bytes` reserved `gemm_conv`'s scratch for the most samples a part
+        // of this kernel has (`most_part_samples`, at the part count it runs with), which
+        // bounds `nb` (the scratch grows with the samples), at `scratch`, this part's alone.
+        self.check_scratch(g.scratch_floats(nb));
         let scratch = unsafe {
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, g.scratch_floats(nb))
         };
@@ -1273,6 +1279,31 @@ impl LibKernel {
             .collect()
     }
 
+    /// Panics unless `floats` fit a part's scratch: checked before a kernel forms a slice of
+    /// them there, so that a scratch sized wrongly stops the step instead of reaching into
+    /// the next part's.
+    fn check_scratch(&self, floats: usize) {
+        assert!(
+            4 * floats <= self.scratch_part,
+            "{}: {} bytes of scratch for a part's {} reserved",
+            self.op.name(),
+            4 * floats,
+            self.scratch_part
+        );
+    }
+
+    /// The most samples a part of this convolution has (its batch over its parts, rounded
+    /// up); for other kernels their first operand's leading extent (unused).
+    pub fn most_part_samples(&self) -> usize {
+        let n = self
+            .args
+            .first()
+            .and_then(|a| a.1.first())
+            .copied()
+            .unwrap_or(1);
+        n.div_ceil(self.part_count())
+    }
+
     /// The kernel this convolution runs on in each part (one entry when the parts agree), for
     /// `nnc bench`'s profile; empty for other kernels.
     pub fn conv_kernels(&self) -> Vec<ConvKernel> {
@@ -1392,14 +1423,17 @@ impl LibKernel {
             _ => padded_floats(nb * c, [padded_planes[1], padded_planes[2]], pad),
         };
         // SAFETY: `scratch_bytes` reserved the padded planes (or the channels kernels' space
-        // to pad in) and then the direct kernels' buffers for the whole batch (which bounds a
-        // part's) at `scratch`, in floats from there, this part's alone: the padded planes
-        // and each arm's one buffer are disjoint.
+        // to pad in) and then the direct kernels' buffers for the most samples a part has
+        // (`most_part_samples`, which bounds `nb`; both grow with the samples) at `scratch`,
+        // in floats from there, this part's alone: the padded planes and each arm's one
+        // buffer are disjoint.
+        self.check_scratch(floats);
         let padded =
             unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
-        let scratch = scratch + 4 * floats;
+        let (scratch, padded_floats) = (scratch + 4 * floats, floats);
         // SAFETY: as above.
         let buffer = |floats: usize| unsafe {
+            self.check_scratch(padded_floats + floats);
             std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
         };
         let low = [0, pad[0], pad[1]];
@@ -1522,9 +1556,11 @@ impl LibKernel {
         dx: &mut [f32],
     ) {
         let g = self.phases().expect("chosen only where the phases apply");
-        // SAFETY: `scratch_bytes` reserved the phases' scratch for the whole batch (which
-        // bounds a part's) at `scratch`, this part's alone; the filters are an f32 operand
+        // SAFETY: `scratch_bytes` reserved the phases' scratch for the most samples a part has
+        // (`most_part_samples`, which bounds `samples`; it grows with them) at `scratch`,
+        // this part's alone; the filters are an f32 operand
         // that no one writes while the kernel runs. Creating the slices cannot panic.
+        self.check_scratch(g.scratch_floats(samples));
         let (scratch, w) = unsafe {
             let floats = g.scratch_floats(samples);
             let scratch = std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);

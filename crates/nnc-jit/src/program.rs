@@ -280,13 +280,19 @@ struct Layout {
 }
 
 impl Layout {
-    fn of(f: &Function, schedule: &Schedule, plan: &Plan, threads: usize) -> Layout {
+    fn of(f: &Function, schedule: &Schedule, plan: &Plan, opts: Options) -> Layout {
+        let threads = opts.thread_count();
         let scratch_size = schedule
             .kernels
             .iter()
             .map(|k| match k {
                 Kernel::Op { inst } | Kernel::Fused { inst, .. } => {
-                    scratch_bytes(f, &f.insts[*inst])
+                    let inst = &f.insts[*inst];
+                    // Parts as the program will run them (see `compile_on`).
+                    let mut lib = LibKernel::shapes_only(f, inst);
+                    lib.threads = threads;
+                    lib.split_small = opts.split_small;
+                    scratch_bytes(f, inst, lib.most_part_samples())
                 }
                 Kernel::Loop(_) | Kernel::Head(_) => 0,
             })
@@ -362,7 +368,7 @@ impl ArenaSize {
     pub fn of(f: &Function, opts: Options) -> Result<ArenaSize, CompileError> {
         check_function(f)?;
         let (schedule, plan) = schedule_and_plan(f, opts);
-        let layout = Layout::of(f, &schedule, &plan, opts.thread_count());
+        let layout = Layout::of(f, &schedule, &plan, opts);
         Ok(ArenaSize::from_parts(&plan, &layout))
     }
 
@@ -420,7 +426,7 @@ impl Program {
         check_function(f)?;
         let threads = opts.thread_count();
         let (schedule, plan) = schedule_and_plan(f, opts);
-        let layout = Layout::of(f, &schedule, &plan, threads);
+        let layout = Layout::of(f, &schedule, &plan, opts);
         let size = ArenaSize::from_parts(&plan, &layout);
         let Layout {
             scratch,
