@@ -604,6 +604,7 @@ fn check_model(
         });
     }
     apply_inits(&mut layers, &inits);
+    redundant_biases(&layers, diags);
 
     if let Some(t) = train {
         for l in &layers {
@@ -632,6 +633,53 @@ fn check_model(
         layers,
         train: None,
     })
+}
+
+/// Warns of a dense or convolution layer's bias whose only reader is a `batchnorm`: the
+/// batchnorm subtracts each channel's batch mean, so the bias changes nothing and its gradient
+/// is zero (in exact arithmetic; computed, it is rounding noise).
+fn redundant_biases(layers: &[Layer], diags: &mut Vec<Diagnostic>) {
+    let readers = |j: usize| {
+        layers
+            .iter()
+            .filter(|l| l.inputs.contains(&Source::Layer(j)))
+            .count()
+    };
+    for norm in layers {
+        let (LayerKind::BatchNorm { .. }, [Source::Layer(j)]) = (&norm.kind, &norm.inputs[..])
+        else {
+            continue;
+        };
+        let biased = &layers[*j];
+        let has_bias = matches!(
+            biased.kind,
+            LayerKind::Dense { bias: true, .. } | LayerKind::Conv2d { bias: true, .. }
+        );
+        if has_bias && readers(*j) == 1 {
+            let unit = match biased.kind {
+                LayerKind::Dense { .. } => "feature",
+                _ => "channel",
+            };
+            diags.push(
+                Diagnostic::warning(
+                    "nnc::layer::redundant_bias",
+                    format!(
+                        "the bias of `{}` has no effect before a batchnorm",
+                        biased.name
+                    ),
+                )
+                .label(
+                    biased.span,
+                    format!("this layer adds a bias to each {unit}"),
+                )
+                .label(
+                    norm.span,
+                    format!("this batchnorm then subtracts each {unit}'s batch mean"),
+                )
+                .help("write `bias: false`: the batchnorm's β takes its place"),
+            );
+        }
+    }
 }
 
 /// Default initialisers: He for layers followed by a ReLU-family activation, Glorot
