@@ -57,8 +57,8 @@ pub(super) fn forward_per_sample(
         };
         // Y_b [O, P] = W [O, K] · cols [K, P]
         // SAFETY: `dst` holds `o · p` floats, `w` `o · k` (asserted by the caller), `cols`
-        // `k · p`, with these strides; `dst` is the sample's output planes or scratch, and
-        // overlaps neither operand (the output does not alias the input or the weights).
+        // `k · p`, with these strides; `dst` is part of `y` or of `rows`, both borrowed
+        // mutably, and so overlaps neither `w`, `x` (`cols` at stride 1) nor `col`.
         unsafe {
             gemm_call(
                 (dst.as_mut_ptr(), 1, p as isize),
