@@ -394,6 +394,11 @@ fn malformed_text_gives_located_errors() {
             2,
             "other axes differ",
         ),
+        (
+            "func @f(%x: f32[4,3], %g: f32[4], %b: f32[3]) -> (f32[4,3]) {\n  %y: f32[4,3] = batchnorm %x, %g, %b, eps=0.001\n  return %y\n}",
+            2,
+            "x's channels",
+        ),
         ("", 1, "expected"),
     ];
     for (text, line, phrase) in cases {

@@ -7,8 +7,8 @@
 //! gradients of γ and β. The textbook derivative needs only those sums:
 //! `dx = γ·inv · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂))`, `x̂ = (x − mean)·inv`,
 //! `inv = 1/√(var + ε)`, one elementwise pass that the next kernel can take as its prologue.
-//! Autodiff sees the op; [`decompose`] then writes it as the primitives the lowering wrote
-//! before, and `cse` merges its statistics with the ones the lowering emits for the running
+//! Autodiff sees the op; [`decompose`] then writes it as primitives, `(x − mean)·(γ·inv) + β`,
+//! and `cse` merges its statistics with the ones the lowering emits for the running
 //! statistics (the same instructions, in the same order: [`statistics`]).
 
 use crate::function::{Builder, ValueId};
