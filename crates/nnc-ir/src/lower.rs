@@ -449,15 +449,8 @@ fn batchnorm(
         .collect();
     let mean_b = b.reshape(running_mean, per_channel.clone());
     let centred = b.sub(x, mean_b);
-    let e = b.scalar(eps);
-    let var_eps = b.add(running_var, e);
-    let root = b.unary(Unary::Sqrt, var_eps);
-    let inv = b.unary(Unary::Recip, root);
-    let scale = b.mul(gamma, inv);
-    let scale = b.reshape(scale, per_channel.clone());
-    let scaled = b.mul(centred, scale);
-    let shift = b.reshape(beta, per_channel);
-    (b.add(scaled, shift), Vec::new())
+    let y = normalize::normalise(b, (centred, running_var), [gamma, beta], eps, per_channel);
+    (y, Vec::new())
 }
 
 /// The input of a window layer (convolution or pooling) as the IR's ops take it, and the

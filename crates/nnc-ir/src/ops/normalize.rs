@@ -93,11 +93,24 @@ pub fn decompose(b: &mut Builder<'_>, op: &Op, args: &[ValueId]) -> ValueId {
     };
     let [x, gamma, beta] = [args[0], args[1], args[2]];
     let s = statistics(b, x);
-    let inv = inverse_deviation(b, s.var, eps);
+    normalise(b, (s.centred, s.var), [gamma, beta], eps, s.per_channel)
+}
+
+/// `centred·(γ/√(var + ε)) + β`, the per-channel `var`, `γ` and `β` reshaped to
+/// `per_channel` against `centred`: the batch's statistics in training ([`decompose`]), the
+/// running ones in evaluation (the lowering).
+pub fn normalise(
+    b: &mut Builder<'_>,
+    (centred, var): (ValueId, ValueId),
+    [gamma, beta]: [ValueId; 2],
+    eps: f64,
+    per_channel: Vec<usize>,
+) -> ValueId {
+    let inv = inverse_deviation(b, var, eps);
     let scale = b.mul(gamma, inv);
-    let scale = b.reshape(scale, s.per_channel.clone());
-    let scaled = b.mul(s.centred, scale);
-    let shift = b.reshape(beta, s.per_channel);
+    let scale = b.reshape(scale, per_channel.clone());
+    let scaled = b.mul(centred, scale);
+    let shift = b.reshape(beta, per_channel);
     b.add(scaled, shift)
 }
 
