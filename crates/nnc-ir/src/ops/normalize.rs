@@ -159,7 +159,7 @@ pub fn vjp(
     Ok(vec![
         dx,
         wants[1].then_some(dgamma),
-        wants.get(2).copied().unwrap_or(false).then_some(dbeta),
+        wants[2].then_some(dbeta),
     ])
 }
 
