@@ -3,16 +3,17 @@
 //!
 //! - The train block's `batch` stays the global batch B. Rank r takes the samples
 //!   [`shard`]`(B, r, N)` of it, contiguous: ⌊B/N⌋ each, and one more for the first B mod N
-//!   ranks (a rank whose shard is empty, in a last batch shorter than N, contributes zeros).
-//!   Each shard's loss and gradients are its mean times shard/B, so their sum over the ranks
-//!   is the global batch's mean, whatever N is (`nnc_ir::data_parallel`).
-//! - A step: every rank computes its shard's gradients, they are summed with one
-//!   `MPI_Allreduce` over one flat buffer of all the parameters' gradients followed by the
-//!   shard's metrics (loss share, correct count: exact in f32 below 2²⁴) and an end flag, and
-//!   every rank applies the optimizer to the same sum: the weights stay identical on every
-//!   rank. One collective a step: on a busy machine each costs a scheduling delay. When rank
-//!   0 stops (last epoch, early stop, an error or Ctrl-C on its side), it joins the others'
-//!   next sum with the end flag set, and they stop without applying it.
+//!   ranks (a rank whose shard is empty, in a last batch shorter than N, runs one sample
+//!   weighted zero). Each shard's loss and gradients are its mean times shard/B, so their sum
+//!   over the ranks is the global batch's mean, whatever N is (`nnc_ir::data_parallel`).
+//! - A step is one compiled program per rank: its shard's forward and backward passes, the
+//!   sums over the ranks (`MPI_Allreduce`, called by the program where the gradients are
+//!   complete: each large gradient alone, the small ones, the loss share and the correct
+//!   count, exact in f32 below 2²⁴, together), and the optimizer's update of the same sums, so
+//!   the weights stay identical on every rank without being copied anywhere. Before it, one
+//!   float is summed: rank 0's end flag. When rank 0 stops (last epoch, early stop, an error
+//!   or Ctrl-C on its side), it sends the flag instead of starting the step, and the others
+//!   stop before theirs.
 //! - Rank 0 broadcasts its weights and optimizer state once at the start ([`Cluster::join`]),
 //!   so every rank starts from the same (initial or resumed) state.
 //! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
@@ -32,7 +33,8 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 use nnc_check::Model;
-use nnc_jit::{BatchData, DataParallelModel, InputData, ShardOutput, TargetData};
+use nnc_ir::data_parallel::Shard;
+use nnc_jit::{BatchData, CompiledModel, InputData, TargetData};
 
 use crate::backend::{
     Backend, Batch, BatchInputs, BatchTargets, NamedTensor, StepResult, TrainResult,
@@ -45,11 +47,6 @@ use crate::trainer::Trainer;
 /// and MPICH's (Hydra) `mpiexec`. Without one above 1, `nnc train` is a plain run and MPI is
 /// not initialised at all.
 const WORLD_SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
-
-/// The values after the gradients in the buffer that a step sums: this rank's share of the
-/// loss, its correct count, and the end flag (1 from rank 0 when the run ended: rank 0 then
-/// joins the others' next sum with zero gradients and the flag, and they stop).
-const TRAILING: usize = 3;
 
 /// The samples of a global batch of `batch` that rank `rank` of `size` trains on.
 pub fn shard(batch: usize, rank: usize, size: usize) -> Range<usize> {
@@ -70,8 +67,6 @@ pub struct Cluster {
     size: usize,
     /// Set by the backend when rank 0 sent the end.
     ended: Rc<Cell<bool>>,
-    /// The length of the buffer a step sums (gradients and [`TRAILING`]).
-    buffer_len: Cell<usize>,
     /// Time in training steps, and the part of it in the collectives.
     timing: Rc<Cell<Timing>>,
 }
@@ -117,7 +112,6 @@ impl Cluster {
             rank,
             size,
             ended: Rc::new(Cell::new(false)),
-            buffer_len: Cell::new(0),
             timing: Rc::new(Cell::new(Timing::default())),
         }))
     }
@@ -162,14 +156,8 @@ impl Cluster {
         threads: usize,
     ) -> Result<(), String> {
         let data = trainer.data();
-        let mut jit = DataParallelModel::with_threads(
-            model,
-            data.input.clone(),
-            data.targets,
-            seed,
-            threads,
-            TRAILING,
-        )?;
+        let mut jit =
+            CompiledModel::data_parallel(model, data.input.clone(), data.targets, seed, threads)?;
         let mut params: Vec<Vec<f32>> = trainer.params().into_iter().map(|t| t.data).collect();
         let mut states: Vec<Vec<f32>> = trainer.states().into_iter().map(|t| t.data).collect();
         let world = self.universe.world();
@@ -177,15 +165,12 @@ impl Cluster {
         for t in params.iter_mut().chain(states.iter_mut()) {
             root.broadcast_into(&mut t[..]);
         }
-        jit.restore(&params, &states)?;
-        let summed = vec![0.0; jit.buffer().len()];
-        self.buffer_len.set(summed.len());
+        jit.restore(params, states)?;
         trainer.set_backend(Box::new(Distributed {
             jit,
             world,
             rank: self.rank,
             size: self.size,
-            summed,
             ended: self.ended.clone(),
             timing: self.timing.clone(),
             broken: false,
@@ -219,18 +204,13 @@ impl Cluster {
         self.wait_for_end().map_err(FollowError::Failed)
     }
 
-    /// After its last epoch (or a divergence), a rank joins rank 0's final sum, which must
-    /// carry the end flag.
+    /// After its last epoch (or a divergence), a rank joins rank 0's next end flag, which
+    /// must be set.
     fn wait_for_end(&self) -> Result<(), String> {
         if self.ended.get() {
             return Ok(());
         }
-        let zeros = vec![0.0f32; self.buffer_len.get()];
-        let mut summed = zeros.clone();
-        self.universe
-            .world()
-            .all_reduce_into(&zeros[..], &mut summed[..], SystemOperation::sum());
-        if summed.last().is_some_and(|&flag| flag > 0.0) {
+        if end_flag(&self.universe.world(), false) {
             self.ended.set(true);
             Ok(())
         } else {
@@ -280,15 +260,24 @@ pub fn checksum(tensors: &[NamedTensor]) -> u64 {
     h
 }
 
-/// The data-parallel backend: this rank's shard through the gradients program, the sum over
-/// the ranks, the update.
+/// Whether the run ended, by the flag summed over the ranks before each step: rank 0 sets it
+/// (`end`) when it stops, the others never.
+fn end_flag(world: &SimpleCommunicator, end: bool) -> bool {
+    let mut sum = [0.0f32];
+    world.all_reduce_into(
+        &[f32::from(u8::from(end))][..],
+        &mut sum[..],
+        SystemOperation::sum(),
+    );
+    sum[0] > 0.0
+}
+
+/// The data-parallel backend: this rank's shard through its step, which sums over the ranks.
 struct Distributed {
-    jit: DataParallelModel,
+    jit: CompiledModel,
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
-    /// The gradients summed over the ranks.
-    summed: Vec<f32>,
     ended: Rc<Cell<bool>>,
     timing: Rc<Cell<Timing>>,
     /// A step failed between collectives: the ranks are out of step, only an abort ends them.
@@ -296,12 +285,16 @@ struct Distributed {
 }
 
 impl Distributed {
-    /// This rank's shard of `batch` and its first sample, or `None` when it is empty.
-    fn shard<'a>(&self, batch: &Batch<'a>) -> Option<(usize, BatchData<'a>)> {
+    /// This rank's shard of `batch` and its samples' data: the first sample's when it is
+    /// empty (its step weighs it zero).
+    fn shard<'a>(&self, batch: &Batch<'a>) -> (Shard, BatchData<'a>) {
         let r = shard(batch.size, self.rank, self.size);
-        if r.is_empty() {
-            return None;
-        }
+        let step = Shard {
+            first: r.start,
+            len: r.len(),
+            global: batch.size,
+        };
+        let r = if r.is_empty() { 0..1 } else { r };
         let part = |len: usize| {
             let per = len / batch.size.max(1);
             r.start * per..r.end * per
@@ -321,7 +314,7 @@ impl Distributed {
             key: batch.key,
             lr: batch.lr,
         };
-        Some((r.start, data))
+        (step, data)
     }
 
     fn whole<'a>(batch: &Batch<'a>) -> BatchData<'a> {
@@ -347,35 +340,20 @@ impl Backend for Distributed {
             return Err("the distributed run has ended".into());
         }
         let start = Instant::now();
-        let out = match self.shard(batch) {
-            Some((first, part)) => match self.jit.run_gradients(&part, first, batch.size) {
-                Ok(out) => out,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            },
-            None => {
-                self.jit.zero_shares();
-                ShardOutput::default()
-            }
-        };
-        let n = self.jit.shares_len();
-        self.jit.buffer_mut()[n..].copy_from_slice(&[out.loss as f32, out.correct as f32, 0.0]);
-        let sums = Instant::now();
-        self.world.all_reduce_into(
-            self.jit.buffer(),
-            &mut self.summed[..],
-            SystemOperation::sum(),
-        );
-        let communication = sums.elapsed();
-        let [loss, correct, end] = [n, n + 1, n + 2].map(|i| f64::from(self.summed[i]));
-        if end > 0.0 {
+        if end_flag(&self.world, false) {
             self.ended.set(true);
             return Err("rank 0 ended the run".into());
         }
-        let grad_norms2 = match self.jit.update(&self.summed, batch.lr) {
-            Ok(n) => n,
+        let mut communication = start.elapsed();
+        let (shard, part) = self.shard(batch);
+        let world = &self.world;
+        let out = self.jit.train_shard(&part, shard, &mut |send, recv| {
+            let sums = Instant::now();
+            world.all_reduce_into(send, recv, SystemOperation::sum());
+            communication += sums.elapsed();
+        });
+        let out = match out {
+            Ok(out) => out,
             Err(e) => {
                 self.broken = true;
                 return Err(e);
@@ -386,9 +364,9 @@ impl Backend for Distributed {
         t.communication += communication;
         self.timing.set(t);
         Ok(TrainResult {
-            loss_sum: loss * batch.size as f64,
-            correct,
-            grad_norms2,
+            loss_sum: out.loss * batch.size as f64,
+            correct: out.correct,
+            grad_norms2: out.grad_norms2,
         })
     }
 
@@ -424,30 +402,21 @@ impl Backend for Distributed {
         }
         let p: Vec<Vec<f32>> = params.iter().map(|t| t.data.clone()).collect();
         let s: Vec<Vec<f32>> = states.iter().map(|t| t.data.clone()).collect();
-        self.jit.restore(&p, &s)
+        self.jit.restore(p, s)
     }
 }
 
 impl Drop for Distributed {
-    /// Rank 0 tells the others that the run ended: it joins their next sum with zero
-    /// gradients and the end flag. After a failure between collectives only an abort ends the
-    /// ranks waiting in one.
+    /// Rank 0 tells the others that the run ended: it sends the end flag where they wait for
+    /// the next step's. After a failure between collectives only an abort ends the ranks
+    /// waiting in one.
     fn drop(&mut self) {
         if self.broken {
             self.world.abort(2);
         }
         if self.rank == 0 && !self.ended.get() {
             self.ended.set(true);
-            let buffer = self.jit.buffer_mut();
-            buffer.fill(0.0);
-            if let Some(flag) = buffer.last_mut() {
-                *flag = 1.0;
-            }
-            self.world.all_reduce_into(
-                self.jit.buffer(),
-                &mut self.summed[..],
-                SystemOperation::sum(),
-            );
+            end_flag(&self.world, true);
         }
     }
 }

@@ -110,8 +110,20 @@ fn as_i32<T>(t: &Tensor<T>) -> Result<&ArrayD<i32>, String> {
 }
 
 /// Runs `f` on `inputs` (one per parameter, in order) and returns its results.
+/// Each `allreduce_sum` is the identity: the sum over one process.
 pub fn run<T: Real>(f: &Function, inputs: Vec<Tensor<T>>) -> Result<Vec<Tensor<T>>, String> {
-    run_impl(f, inputs, false).map(|(r, _)| r)
+    run_impl(f, inputs, false, &mut |_| {}).map(|(r, _)| r)
+}
+
+/// [`run`] with each `allreduce_sum` done by `sum`, which replaces the values it is given
+/// (the operand's, in row-major order) by their sum over the job's processes: how a test
+/// runs several shards of a data-parallel step side by side, a thread each.
+pub fn run_summing<T: Real>(
+    f: &Function,
+    inputs: Vec<Tensor<T>>,
+    sum: &mut dyn FnMut(&mut [T]),
+) -> Result<Vec<Tensor<T>>, String> {
+    run_impl(f, inputs, false, sum).map(|(r, _)| r)
 }
 
 /// [`run`] in f32, instantiated here so that callers get this crate's optimisation level
@@ -134,13 +146,14 @@ pub fn run_traced<T: Real>(
     f: &Function,
     inputs: Vec<Tensor<T>>,
 ) -> Result<(Vec<Tensor<T>>, u64), String> {
-    run_impl(f, inputs, true)
+    run_impl(f, inputs, true, &mut |_| {})
 }
 
 fn run_impl<T: Real>(
     f: &Function,
     inputs: Vec<Tensor<T>>,
     trace: bool,
+    sum: &mut dyn FnMut(&mut [T]),
 ) -> Result<(Vec<Tensor<T>>, u64), String> {
     if inputs.len() != f.params.len() {
         return Err(format!(
@@ -179,7 +192,12 @@ fn run_impl<T: Real>(
             .map(|a| env[a.index()].as_ref().ok_or("operand not computed"))
             .collect::<Result<_, _>>()?;
         let shape = &f.ty(inst.result).shape;
-        let out = eval(&inst.op, &args, shape).map_err(|e| format!("`{}`: {e}", inst.op.name()))?;
+        let mut out =
+            eval(&inst.op, &args, shape).map_err(|e| format!("`{}`: {e}", inst.op.name()))?;
+        if let (Op::AllReduceSum, Tensor::F(a)) = (&inst.op, &mut out) {
+            let a = a.as_slice_mut().ok_or("`allreduce_sum`: not contiguous")?;
+            sum(a);
+        }
         if trace {
             decisions(&inst.op, &args, &out, &mut hash)?;
         }
@@ -550,6 +568,8 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
             })
         }
         Op::BatchNorm { .. } => batchnorm(op, args)?,
+        // The sum over one process; `run_summing` sums over several.
+        Op::AllReduceSum => f(0)?.clone(),
         Op::Softmax => softmax(f(0)?),
         Op::CrossEntropy => {
             let p = matrix(f(0)?)?;

@@ -189,6 +189,10 @@ pub enum Op {
     BatchNorm {
         eps: f64,
     },
+    /// The operand summed over the processes of a data-parallel job (an allreduce; in one
+    /// process, the operand). Where a shard's gradients become the global batch's
+    /// (`crate::data_parallel`); the compiled step calls out to the job's communication here.
+    AllReduceSum,
     /// Softmax over the last axis, with the maximum subtracted.
     Softmax,
     /// (probabilities `[B,K]`, labels i32 `[B]`) → mean of −ln p\[label\], f32 `[]`.
@@ -306,6 +310,7 @@ impl Op {
             Op::LeakyRelu { .. } => "leaky_relu",
             Op::Elu { .. } => "elu",
             Op::BatchNorm { .. } => "batchnorm",
+            Op::AllReduceSum => "allreduce_sum",
             Op::Softmax => "softmax",
             Op::CrossEntropy => "cross_entropy",
             Op::SoftmaxXent => "softmax_xent",
@@ -336,6 +341,7 @@ impl Op {
             | Op::LeakyRelu { .. }
             | Op::Elu { .. }
             | Op::Softmax
+            | Op::AllReduceSum
             | Op::RandomUniform { .. } => 1,
             Op::Binary(_)
             | Op::Compare(_)
@@ -608,6 +614,7 @@ impl Op {
             "batchnorm" => Ok(Op::BatchNorm {
                 eps: float(get("eps")?, "eps")?,
             }),
+            "allreduce_sum" => Ok(Op::AllReduceSum),
             "softmax" => Ok(Op::Softmax),
             "cross_entropy" => Ok(Op::CrossEntropy),
             "softmax_xent" => Ok(Op::SoftmaxXent),

@@ -116,6 +116,18 @@ fn batchnorm() {
     }
 }
 
+/// A sum over the processes of a job: in one process the identity, and so its derivative.
+#[test]
+fn allreduce_sum() {
+    gradcheck(
+        "func @f(%x: f32[3,4]) -> (f32[3,4]) {
+           %t: f32[3,4] = tanh %x
+           %y: f32[3,4] = allreduce_sum %t
+           return %y
+         }",
+    );
+}
+
 #[test]
 fn piecewise_constant_ops_have_zero_gradient() {
     for op in ["step", "sign"] {

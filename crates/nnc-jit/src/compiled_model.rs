@@ -1,7 +1,8 @@
 //! Training and evaluation with compiled steps: the JIT behind the CLI's `Backend`.
 //!
 //! One program per batch size (the last batch of an epoch may be smaller), compiled on first
-//! use. The parameters and optimizer state live in the arena of the program that ran the
+//! use; in a data-parallel job ([`CompiledModel::data_parallel`]), one per shard of a global
+//! batch, each a whole step whose sums over the job the caller's communication does. The parameters and optimizer state live in the arena of the program that ran the
 //! latest training step, and move (a copy, arena to arena) only when a step of another batch
 //! size runs or an evaluation program needs fresh weights. Once every program is compiled, a
 //! training step allocates nothing (tests/no_allocation.rs). The programs share one pool of
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use nnc_check::Model;
 use nnc_ir::compile::compile;
+use nnc_ir::data_parallel::{Shard, compile_data_parallel};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::optim::TrainStep;
 
@@ -82,11 +84,14 @@ pub struct CompiledModel {
     model: Model,
     input: InputSpec,
     targets: TargetSpec,
-    train: HashMap<usize, TrainProgram>,
+    /// Training programs by the shard they train on (the whole batch, in one process).
+    train: HashMap<Shard, TrainProgram>,
     eval: HashMap<usize, EvalProgram>,
+    /// Whether the training steps are data-parallel ones, summing over a job.
+    data_parallel: bool,
     /// Incremented by every training step; `owner` holds the newest parameters.
     version: u64,
-    owner: Option<usize>,
+    owner: Option<Shard>,
     /// Parameters and states to start from, until a program holds newer ones.
     initial: Vec<Vec<f32>>,
     initial_states: Vec<Vec<f32>>,
@@ -142,6 +147,7 @@ impl CompiledModel {
             targets,
             train: HashMap::new(),
             eval: HashMap::new(),
+            data_parallel: false,
             version: 0,
             owner: None,
             param_names: init.iter().map(|t| t.name.clone()).collect(),
@@ -161,16 +167,38 @@ impl CompiledModel {
         })
     }
 
-    fn ensure_train(&mut self, batch: usize) -> Result<(), String> {
-        if self.train.contains_key(&batch) {
+    /// The same model trained by one process of a data-parallel job: its steps
+    /// ([`CompiledModel::train_shard`]) take a shard of each global batch and sum their
+    /// gradients over the job before the update.
+    pub fn data_parallel(
+        model: &Model,
+        input: InputSpec,
+        targets: TargetSpec,
+        seed: u64,
+        threads: usize,
+    ) -> Result<CompiledModel, String> {
+        let mut m = CompiledModel::with_threads(model, input, targets, seed, threads)?;
+        m.data_parallel = true;
+        Ok(m)
+    }
+
+    fn ensure_train(&mut self, shard: Shard) -> Result<(), String> {
+        if self.train.contains_key(&shard) {
             return Ok(());
         }
-        let c = compile(&self.model, batch, self.input.clone(), self.targets)?;
-        let program = Program::compile_on(&c.train_step.func, self.options, self.pool.clone())?;
+        let (input, targets) = (self.input.clone(), self.targets);
+        let step = if self.data_parallel {
+            compile_data_parallel(&self.model, shard, input, targets)?
+        } else if shard == Shard::whole(shard.len) {
+            compile(&self.model, shard.len, input, targets)?.train_step
+        } else {
+            return Err("a shard of a batch trained by one process".into());
+        };
+        let program = Program::compile_on(&step.func, self.options, self.pool.clone())?;
         self.train.insert(
-            batch,
+            shard,
             TrainProgram {
-                step: c.train_step,
+                step,
                 program,
                 version: u64::MAX,
             },
@@ -180,7 +208,7 @@ impl CompiledModel {
 
     /// Copies the newest parameters and states into the training program for `batch`,
     /// arena to arena (no allocation).
-    fn sync_train(&mut self, batch: usize) -> Result<(), String> {
+    fn sync_train(&mut self, batch: Shard) -> Result<(), String> {
         self.ensure_train(batch)?;
         let target_version = self.train[&batch].version;
         if target_version == self.version && self.owner.is_some() {
@@ -192,7 +220,7 @@ impl CompiledModel {
             Some(b) if b == batch => {}
             Some(b) => {
                 let [Some(from), Some(to)] = self.train.get_disjoint_mut([&b, &batch]) else {
-                    return Err(format!("no program for batch {b} or {batch}"));
+                    return Err(format!("no program for {b:?} or {batch:?}"));
                 };
                 let (dp, dq) = (from.step.data_params, to.step.data_params);
                 let n = from.step.params.len() + from.step.states.len();
@@ -252,14 +280,35 @@ impl CompiledModel {
     /// One training step on `batch`. Once a program for its size exists, nothing is
     /// allocated.
     pub fn train_step(&mut self, batch: &BatchData<'_>) -> Result<TrainOutput<'_>, String> {
-        self.sync_train(batch.size)?;
-        let t = self.train.get_mut(&batch.size).expect("synced");
+        let shard = Shard::whole(batch.size);
+        self.train_shard(batch, shard, &mut |send, recv| recv.copy_from_slice(send))
+    }
+
+    /// One training step of a data-parallel job on `batch`, this process's samples `shard`
+    /// of the global batch (one sample, weighted zero, when the shard is empty); `sum` sums
+    /// over the job (see [`Program::run_summing`]). The loss, count and gradient norms are the
+    /// global batch's. Once a program for the shard exists, nothing is allocated.
+    pub fn train_shard(
+        &mut self,
+        batch: &BatchData<'_>,
+        shard: Shard,
+        sum: &mut dyn FnMut(&[f32], &mut [f32]),
+    ) -> Result<TrainOutput<'_>, String> {
+        if batch.size != shard.step_samples() {
+            return Err(format!(
+                "{} samples for a step of {}",
+                batch.size,
+                shard.step_samples()
+            ));
+        }
+        self.sync_train(shard)?;
+        let t = self.train.get_mut(&shard).expect("synced");
         let dp = t.step.data_params;
         Self::load_data(&mut t.program, batch, dp == 3)?;
         if let Some(i) = t.step.learning_rate {
             t.program.f32_param(i)?[0] = batch.lr;
         }
-        t.program.run();
+        t.program.run_summing(sum);
         let np = t.step.params.len();
         let ns = t.step.states.len();
         let loss = t.program.result(0)[0] as f64;
@@ -272,7 +321,7 @@ impl CompiledModel {
         }
         self.version += 1;
         t.version = self.version;
-        self.owner = Some(batch.size);
+        self.owner = Some(shard);
         Ok(TrainOutput {
             loss,
             correct,
@@ -358,7 +407,8 @@ impl CompiledModel {
 
     /// The training program for `batch`, compiled if needed (for `nnc bench` and dumps).
     pub fn train_program(&mut self, batch: usize) -> Result<&mut Program, String> {
-        self.ensure_train(batch)?;
-        Ok(&mut self.train.get_mut(&batch).expect("compiled").program)
+        let shard = Shard::whole(batch);
+        self.ensure_train(shard)?;
+        Ok(&mut self.train.get_mut(&shard).expect("compiled").program)
     }
 }

@@ -23,7 +23,6 @@ mod codegen;
 mod compiled_model;
 mod conv_cost;
 mod conv_fold;
-mod data_parallel;
 mod epilogue;
 mod fuse;
 mod head;
@@ -45,6 +44,5 @@ pub use nnc_kernels::testing;
 pub use compiled_model::{
     BatchData, CompiledModel, EvalOutput, InputData, TargetData, TrainOutput,
 };
-pub use data_parallel::{DataParallelModel, ShardOutput};
 pub use nnc_kernels::Isa;
 pub use program::{ArenaSize, CompileError, MAX_THREADS, Options, Program};

@@ -45,6 +45,14 @@ enum KernelCode {
     },
     /// The loss head (see `head`), on one thread: its work is a few rows of a few classes.
     Head(HeadKernel),
+    /// An `allreduce_sum`: the `len` floats at byte `send` summed over the job into those at
+    /// byte `recv` by the caller's communication ([`Program::run_summing`]); in one process,
+    /// a copy. Disjoint and aligned for f32 (checked when compiled).
+    Collective {
+        send: usize,
+        recv: usize,
+        len: usize,
+    },
     /// A split pool gradient fused with its ReLU mask and bias gradient, recognised and run
     /// on the vector unit (see `epilogue::MaskedGrad`).
     MaskedPoolGrad {
@@ -507,6 +515,17 @@ impl Program {
                         sums,
                     })
                 }
+                Kernel::Op { inst } if f.insts[*inst].op == Op::AllReduceSum => {
+                    let i = &f.insts[*inst];
+                    let (send, recv) = (plan.at(i.args[0]), plan.at(i.result));
+                    let len = f.ty(i.result).numel();
+                    if send % 4 != 0 || recv % 4 != 0 || send.abs_diff(recv) < 4 * len {
+                        return Err(CompileError::Codegen(format!(
+                            "a sum's buffers at {send} and {recv} overlap or are unaligned"
+                        )));
+                    }
+                    Ok(KernelCode::Collective { send, recv, len })
+                }
                 Kernel::Op { inst } => {
                     let mut lib = lib(*inst);
                     lib.split_small = opts.split_small;
@@ -695,16 +714,38 @@ impl Program {
         self.size
     }
 
-    /// Runs every kernel once.
+    /// Runs every kernel once, as one process: each `allreduce_sum` is a copy.
     pub fn run(&mut self) {
+        self.run_summing(&mut |send, recv| recv.copy_from_slice(send));
+    }
+
+    /// Runs every kernel once, as one process of a data-parallel job: `sum(send, recv)`
+    /// does each `allreduce_sum`, writing into `recv` the sum of `send` over the job's
+    /// processes (MPI's allreduce), on the calling thread, in the function's order.
+    pub fn run_summing(&mut self, sum: &mut dyn FnMut(&[f32], &mut [f32])) {
         let base = Base(self.arena.as_mut_ptr());
         for k in &self.kernels {
-            run_kernel(k, base, &self.pool, self.partial);
+            match *k {
+                KernelCode::Collective { send, recv, len } => {
+                    // SAFETY: both ranges are inside the arena (the plan's layout), f32-aligned
+                    // and disjoint (checked when compiled), and no kernel runs meanwhile: the
+                    // previous one returned, its parts joined.
+                    let (send, recv) = unsafe {
+                        (
+                            std::slice::from_raw_parts(base.get().add(send) as *const f32, len),
+                            std::slice::from_raw_parts_mut(base.get().add(recv) as *mut f32, len),
+                        )
+                    };
+                    sum(send, recv);
+                }
+                _ => run_kernel(k, base, &self.pool, self.partial),
+            }
         }
         self.keep_gemm_buffers();
     }
 
-    /// Runs every kernel once, adding each kernel's time to `times` (one entry per kernel).
+    /// Runs every kernel once as [`Program::run`] does, adding each kernel's time to `times`
+    /// (one entry per kernel).
     pub fn run_timed(&mut self, times: &mut [Duration]) {
         let base = Base(self.arena.as_mut_ptr());
         for (k, t) in self.kernels.iter().zip(times.iter_mut()) {
@@ -792,7 +833,7 @@ impl Program {
             KernelCode::Loop { f, .. } => routine(f),
             KernelCode::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
             KernelCode::Lib(lib) => lib_note(lib),
-            KernelCode::Head(_) => String::new(),
+            KernelCode::Head(_) | KernelCode::Collective { .. } => String::new(),
             KernelCode::Fused { lib, epilogue, .. } => {
                 lib_note(lib) + &epilogue.as_ref().map_or(String::new(), |l| routine(&l.f))
             }
@@ -842,7 +883,7 @@ impl Program {
         match &self.kernels[k] {
             KernelCode::Lib(l) | KernelCode::Fused { lib: l, .. } => l.macs(),
             KernelCode::MaskedPoolGrad { macs, .. } => *macs,
-            KernelCode::Loop { .. } | KernelCode::Head(_) => 0,
+            KernelCode::Loop { .. } | KernelCode::Head(_) | KernelCode::Collective { .. } => 0,
         }
     }
 
@@ -1098,6 +1139,10 @@ fn run_kernel(k: &KernelCode, base: Base, pool: &Pool, partial: Partial) {
             }
         },
         KernelCode::Head(h) => unsafe { h.run(base.get()) },
+        // A sum over one process (the ranges are disjoint: checked when compiled).
+        &KernelCode::Collective { send, recv, len } => unsafe {
+            std::ptr::copy_nonoverlapping(base.get().add(send), base.get().add(recv), 4 * len)
+        },
         KernelCode::Fused {
             lib,
             prologue,

@@ -94,6 +94,7 @@ fn kind(op: &Op) -> &'static str {
         Op::LeakyRelu { .. } => "leaky_relu",
         Op::Elu { .. } => "elu",
         Op::BatchNorm { .. } => "batchnorm",
+        Op::AllReduceSum => "allreduce_sum",
         Op::Softmax => "softmax",
         Op::CrossEntropy => "cross_entropy",
         Op::SoftmaxXent => "softmax_xent",
@@ -103,7 +104,7 @@ fn kind(op: &Op) -> &'static str {
 }
 
 /// The number of names [`kind`] gives.
-const KINDS: usize = 53;
+const KINDS: usize = 54;
 
 /// Whether the JIT computes `op` with the interpreter's IEEE operations in the same order, or
 /// only moves, chooses or counts: its results must then be equal.
@@ -130,6 +131,7 @@ fn exact(op: &Op) -> bool {
         | Op::ToF32 { .. }
         | Op::OneHot { .. }
         | Op::LeakyRelu { .. }
+        | Op::AllReduceSum
         | Op::RandomUniform { .. } => true,
         _ => false,
     }
@@ -754,6 +756,17 @@ fn pooling_cases() -> Vec<Case> {
 
 fn layout_cases() -> Vec<Case> {
     let mut cases = vec![
+        // A sum over one process (a copy) of a parameter, and of a loop's result read by a
+        // loop.
+        case(
+            "func @f(%x: f32[5,7]) -> (f32[5,7], f32[5,7]) {
+               %s: f32[5,7] = allreduce_sum %x
+               %n: f32[5,7] = neg %x
+               %t: f32[5,7] = allreduce_sum %n
+               %y: f32[5,7] = mul %t, %x
+               return %s, %y
+             }",
+        ),
         // A view of a parameter, and of a loop's result.
         case(op_fn("reshape", "x: f32[5,7]", "f32[35]", "shape=[35]")),
         case(

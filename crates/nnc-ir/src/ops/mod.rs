@@ -5,6 +5,7 @@
 //! result. Autodiff (`crate::autodiff`) only walks the graph and calls `vjp`.
 
 pub(crate) mod activation;
+mod collective;
 mod contract;
 mod conv;
 mod elementwise;
@@ -55,6 +56,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, String> {
         | Op::Concat { .. } => layout::infer(op, args),
         Op::LeakyRelu { .. } | Op::Elu { .. } => activation::infer(args),
         Op::BatchNorm { .. } => normalize::infer(args),
+        Op::AllReduceSum => collective::infer(args),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy
@@ -101,6 +103,7 @@ pub fn vjp(
         | Op::Concat { .. } => layout::vjp(b, op, args, dout, wants),
         Op::LeakyRelu { .. } | Op::Elu { .. } => activation::vjp(b, op, args, out, dout),
         Op::BatchNorm { .. } => normalize::vjp(b, op, args, dout, wants),
+        Op::AllReduceSum => Ok(collective::vjp(b, dout)),
         Op::OneHot { .. }
         | Op::Softmax
         | Op::CrossEntropy
