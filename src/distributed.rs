@@ -10,10 +10,11 @@
 //!   sums over the ranks (`MPI_Allreduce`, called by the program where the gradients are
 //!   complete: each large gradient alone, the small ones, the loss share and the correct
 //!   count, exact in f32 below 2²⁴, together), and the optimizer's update of the same sums, so
-//!   the weights stay identical on every rank without being copied anywhere. Before it, one
-//!   float is summed: rank 0's end flag. When rank 0 stops (last epoch, early stop, an error
-//!   or Ctrl-C on its side), it sends the flag instead of starting the step, and the others
-//!   stop before theirs.
+//!   the weights stay identical on every rank without being copied anywhere. Rank 0's end
+//!   flag rides on the step's last sum (one float more): when rank 0 stops (last epoch, early
+//!   stop, an error or Ctrl-C on its side), it joins the others' next step's sums with zeros
+//!   and the flag set, and they stop there, before their update (the compiled step writes no
+//!   weight before its last sum).
 //! - Rank 0 broadcasts its weights and optimizer state once at the start ([`Cluster::join`]),
 //!   so every rank starts from the same (initial or resumed) state.
 //! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
@@ -23,7 +24,7 @@
 //!
 //! The library never prints or exits: the CLI reports and calls [`Cluster::abort`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::{ControlFlow, Range};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,8 @@ pub struct Cluster {
     size: usize,
     /// Set by the backend when rank 0 sent the end.
     ended: Rc<Cell<bool>>,
+    /// The lengths of a step's sums, in order (set when joining).
+    sum_lengths: Rc<RefCell<Vec<usize>>>,
     /// Time in training steps, and the part of it in the collectives.
     timing: Rc<Cell<Timing>>,
 }
@@ -112,6 +115,7 @@ impl Cluster {
             rank,
             size,
             ended: Rc::new(Cell::new(false)),
+            sum_lengths: Rc::default(),
             timing: Rc::new(Cell::new(Timing::default())),
         }))
     }
@@ -166,8 +170,19 @@ impl Cluster {
             root.broadcast_into(&mut t[..]);
         }
         jit.restore(params, states)?;
+        // Every shard's step sums the same lengths (those of the parameters).
+        let global = model.train.as_ref().map_or(1, |t| t.batch.max(1));
+        let first = shard(global, self.rank, self.size);
+        let lengths = jit.sum_lengths(Shard {
+            first: first.start,
+            len: first.len(),
+            global,
+        })?;
+        *self.sum_lengths.borrow_mut() = lengths.clone();
         trainer.set_backend(Box::new(Distributed {
             jit,
+            flagged: Flagged::default(),
+            sum_lengths: lengths,
             world,
             rank: self.rank,
             size: self.size,
@@ -204,13 +219,14 @@ impl Cluster {
         self.wait_for_end().map_err(FollowError::Failed)
     }
 
-    /// After its last epoch (or a divergence), a rank joins rank 0's next end flag, which
-    /// must be set.
+    /// After its last epoch (or a divergence), a rank joins rank 0's next sums, whose end
+    /// flag must be set.
     fn wait_for_end(&self) -> Result<(), String> {
         if self.ended.get() {
             return Ok(());
         }
-        if end_flag(&self.universe.world(), false) {
+        let world = self.universe.world();
+        if end_sums(&world, &self.sum_lengths.borrow(), false) {
             self.ended.set(true);
             Ok(())
         } else {
@@ -260,21 +276,57 @@ pub fn checksum(tensors: &[NamedTensor]) -> u64 {
     h
 }
 
-/// Whether the run ended, by the flag summed over the ranks before each step: rank 0 sets it
-/// (`end`) when it stops, the others never.
-fn end_flag(world: &SimpleCommunicator, end: bool) -> bool {
-    let mut sum = [0.0f32];
-    world.all_reduce_into(
-        &[f32::from(u8::from(end))][..],
-        &mut sum[..],
-        SystemOperation::sum(),
-    );
-    sum[0] > 0.0
+/// The last sum of a step with rank 0's end flag after its values (kept: a step allocates
+/// nothing).
+#[derive(Default)]
+struct Flagged {
+    send: Vec<f32>,
+    recv: Vec<f32>,
+}
+
+impl Flagged {
+    /// Writes into `recv` the sum of `send` over the ranks, with the flag `end` (rank 0's;
+    /// the others send 0); whether the summed flag is set.
+    fn sum(
+        &mut self,
+        world: &SimpleCommunicator,
+        send: &[f32],
+        recv: &mut [f32],
+        end: bool,
+    ) -> bool {
+        let n = send.len();
+        self.send.clear();
+        self.send.extend_from_slice(send);
+        self.send.push(f32::from(u8::from(end)));
+        self.recv.resize(n + 1, 0.0);
+        world.all_reduce_into(&self.send[..], &mut self.recv[..], SystemOperation::sum());
+        recv.copy_from_slice(&self.recv[..n]);
+        self.recv[n] > 0.0
+    }
+}
+
+/// A step's sums with zeros (rank 0 ending the run, the others waiting for that), the
+/// flag on the last; whether the summed flag is set.
+fn end_sums(world: &SimpleCommunicator, lengths: &[usize], end: bool) -> bool {
+    let Some((&last, rest)) = lengths.split_last() else {
+        return end;
+    };
+    for &n in rest {
+        let zeros = vec![0.0f32; n];
+        let mut sum = vec![0.0f32; n];
+        world.all_reduce_into(&zeros[..], &mut sum[..], SystemOperation::sum());
+    }
+    let zeros = vec![0.0f32; last];
+    let mut sum = vec![0.0f32; last];
+    Flagged::default().sum(world, &zeros, &mut sum, end)
 }
 
 /// The data-parallel backend: this rank's shard through its step, which sums over the ranks.
 struct Distributed {
     jit: CompiledModel,
+    flagged: Flagged,
+    /// The lengths of a step's sums, in order.
+    sum_lengths: Vec<usize>,
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
@@ -340,20 +392,30 @@ impl Backend for Distributed {
             return Err("the distributed run has ended".into());
         }
         let start = Instant::now();
-        if end_flag(&self.world, false) {
-            self.ended.set(true);
-            return Err("rank 0 ended the run".into());
-        }
-        let mut communication = start.elapsed();
+        let mut communication = Duration::ZERO;
         let (shard, part) = self.shard(batch);
-        let world = &self.world;
-        let out = self.jit.train_shard(&part, shard, &mut |send, recv| {
+        let (world, flagged) = (&self.world, &mut self.flagged);
+        let out = self.jit.train_shard(&part, shard, &mut |send, recv, last| {
             let sums = Instant::now();
-            world.all_reduce_into(send, recv, SystemOperation::sum());
+            let ended = if last {
+                flagged.sum(world, send, recv, false)
+            } else {
+                world.all_reduce_into(send, recv, SystemOperation::sum());
+                false
+            };
             communication += sums.elapsed();
+            if ended {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
         let out = match out {
-            Ok(out) => out,
+            Ok(Some(out)) => out,
+            Ok(None) => {
+                self.ended.set(true);
+                return Err("rank 0 ended the run".into());
+            }
             Err(e) => {
                 self.broken = true;
                 return Err(e);
@@ -407,16 +469,16 @@ impl Backend for Distributed {
 }
 
 impl Drop for Distributed {
-    /// Rank 0 tells the others that the run ended: it sends the end flag where they wait for
-    /// the next step's. After a failure between collectives only an abort ends the ranks
-    /// waiting in one.
+    /// Rank 0 tells the others that the run ended: it joins their next step's sums with
+    /// zeros and the end flag. After a failure between collectives only an abort ends the
+    /// ranks waiting in one.
     fn drop(&mut self) {
         if self.broken {
             self.world.abort(2);
         }
         if self.rank == 0 && !self.ended.get() {
             self.ended.set(true);
-            end_flag(&self.world, true);
+            end_sums(&self.world, &self.sum_lengths, true);
         }
     }
 }

@@ -34,8 +34,10 @@ use crate::op::Op;
 use crate::optim::{self, TrainStep};
 use crate::passes;
 
-/// Gradients with more values than this are summed alone; the others together.
-pub const SUMMED_ALONE: usize = 1 << 14;
+/// Gradients with more values than this (512 KB) are summed alone; the others together,
+/// copied into one buffer first: below this, a copy costs less than one more collective,
+/// each of which waits for the slowest process.
+pub const SUMMED_ALONE: usize = 1 << 17;
 
 /// The samples of a global batch that one process trains on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

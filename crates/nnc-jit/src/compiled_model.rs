@@ -9,6 +9,7 @@
 //! threads (they run one at a time).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use nnc_check::Model;
@@ -17,7 +18,7 @@ use nnc_ir::data_parallel::{Shard, compile_data_parallel};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_ir::optim::TrainStep;
 
-use crate::program::{Options, Program};
+use crate::program::{Options, Program, Summing};
 use crate::threads::Pool;
 
 /// A batch's data, as the data layer gathered it.
@@ -281,19 +282,25 @@ impl CompiledModel {
     /// allocated.
     pub fn train_step(&mut self, batch: &BatchData<'_>) -> Result<TrainOutput<'_>, String> {
         let shard = Shard::whole(batch.size);
-        self.train_shard(batch, shard, &mut |send, recv| recv.copy_from_slice(send))
+        let mut copy = |send: &[f32], recv: &mut [f32], _| {
+            recv.copy_from_slice(send);
+            ControlFlow::Continue(())
+        };
+        let out = self.train_shard(batch, shard, &mut copy)?;
+        out.ok_or_else(|| "a step of one process stopped at a sum".to_string())
     }
 
     /// One training step of a data-parallel job on `batch`, this process's samples `shard`
     /// of the global batch (one sample, weighted zero, when the shard is empty); `sum` sums
     /// over the job (see [`Program::run_summing`]). The loss, count and gradient norms are the
-    /// global batch's. Once a program for the shard exists, nothing is allocated.
+    /// global batch's; `None` if `sum` stopped the step, which then changed nothing. Once a
+    /// program for the shard exists, nothing is allocated.
     pub fn train_shard(
         &mut self,
         batch: &BatchData<'_>,
         shard: Shard,
-        sum: &mut dyn FnMut(&[f32], &mut [f32]),
-    ) -> Result<TrainOutput<'_>, String> {
+        sum: &mut Summing<'_>,
+    ) -> Result<Option<TrainOutput<'_>>, String> {
         if batch.size != shard.step_samples() {
             return Err(format!(
                 "{} samples for a step of {}",
@@ -308,7 +315,9 @@ impl CompiledModel {
         if let Some(i) = t.step.learning_rate {
             t.program.f32_param(i)?[0] = batch.lr;
         }
-        t.program.run_summing(sum);
+        if t.program.run_summing(sum).is_break() {
+            return Ok(None);
+        }
         let np = t.step.params.len();
         let ns = t.step.states.len();
         let loss = t.program.result(0)[0] as f64;
@@ -322,11 +331,18 @@ impl CompiledModel {
         self.version += 1;
         t.version = self.version;
         self.owner = Some(shard);
-        Ok(TrainOutput {
+        Ok(Some(TrainOutput {
             loss,
             correct,
             grad_norms2: &self.grad_norms2,
-        })
+        }))
+    }
+
+    /// The lengths of the sums over the job that a step on `shard` does, in order (the same
+    /// for every shard of a model), compiling its program if needed.
+    pub fn sum_lengths(&mut self, shard: Shard) -> Result<Vec<usize>, String> {
+        self.ensure_train(shard)?;
+        Ok(self.train[&shard].program.sum_lengths())
     }
 
     /// One evaluation step (forward only, dropout off) on `batch`.

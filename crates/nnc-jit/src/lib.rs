@@ -45,4 +45,4 @@ pub use compiled_model::{
     BatchData, CompiledModel, EvalOutput, InputData, TargetData, TrainOutput,
 };
 pub use nnc_kernels::Isa;
-pub use program::{ArenaSize, CompileError, MAX_THREADS, Options, Program};
+pub use program::{ArenaSize, CompileError, MAX_THREADS, Options, Program, Summing};

@@ -1,6 +1,7 @@
 //! A compiled step function: kernels in order over one arena.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -640,6 +641,7 @@ impl Program {
                 }
             })
             .collect::<Result<_, CompileError>>()?;
+        sums_before_parameter_writes(f, &schedule, &plan)?;
         // A size the machine cannot hold is an error, not an abort.
         let arena = Arena::zeroed(total).ok_or_else(|| {
             CompileError::TooLarge(format!(
@@ -716,15 +718,25 @@ impl Program {
 
     /// Runs every kernel once, as one process: each `allreduce_sum` is a copy.
     pub fn run(&mut self) {
-        self.run_summing(&mut |send, recv| recv.copy_from_slice(send));
+        let _ = self.run_summing(&mut |send, recv, _| {
+            recv.copy_from_slice(send);
+            ControlFlow::Continue(())
+        });
     }
 
-    /// Runs every kernel once, as one process of a data-parallel job: `sum(send, recv)`
-    /// does each `allreduce_sum`, writing into `recv` the sum of `send` over the job's
-    /// processes (MPI's allreduce), on the calling thread, in the function's order.
-    pub fn run_summing(&mut self, sum: &mut dyn FnMut(&[f32], &mut [f32])) {
+    /// Runs every kernel once, as one process of a data-parallel job: `sum(send, recv,
+    /// last)` does each `allreduce_sum`, writing into `recv` the sum of `send` over the job's
+    /// processes (MPI's allreduce), on the calling thread, in the function's order; `last`
+    /// for the last of them. If it breaks, the run stops there: no parameter has been
+    /// written yet (checked when compiled), so the step is as if not started, its data and
+    /// sums aside.
+    pub fn run_summing(&mut self, sum: &mut Summing<'_>) -> ControlFlow<()> {
         let base = Base(self.arena.as_mut_ptr());
-        for k in &self.kernels {
+        let last = self
+            .kernels
+            .iter()
+            .rposition(|k| matches!(k, KernelCode::Collective { .. }));
+        for (i, k) in self.kernels.iter().enumerate() {
             match *k {
                 KernelCode::Collective { send, recv, len } => {
                     // SAFETY: both ranges are inside the arena (the plan's layout), f32-aligned
@@ -736,12 +748,24 @@ impl Program {
                             std::slice::from_raw_parts_mut(base.get().add(recv) as *mut f32, len),
                         )
                     };
-                    sum(send, recv);
+                    sum(send, recv, Some(i) == last)?;
                 }
                 _ => run_kernel(k, base, &self.pool, self.partial),
             }
         }
         self.keep_gemm_buffers();
+        ControlFlow::Continue(())
+    }
+
+    /// The lengths of the function's sums over the job, in the order a run does them.
+    pub fn sum_lengths(&self) -> Vec<usize> {
+        self.kernels
+            .iter()
+            .filter_map(|k| match *k {
+                KernelCode::Collective { len, .. } => Some(len),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Runs every kernel once as [`Program::run`] does, adding each kernel's time to `times`
@@ -1086,6 +1110,40 @@ impl Program {
         let n = self.func.ty(self.func.results[k]).numel() * 4;
         self.bytes().copy_within(from..from + n, to);
     }
+}
+
+/// What does a step's sums over a data-parallel job ([`Program::run_summing`]).
+pub type Summing<'a> = dyn FnMut(&[f32], &mut [f32], bool) -> ControlFlow<()> + 'a;
+
+/// A run may stop at any of its sums (the job ended): that leaves the weights and optimizer
+/// state as they were only if no kernel before the last sum writes a parameter's buffer.
+fn sums_before_parameter_writes(
+    f: &Function,
+    s: &Schedule,
+    plan: &Plan,
+) -> Result<(), CompileError> {
+    let is_sum =
+        |k: &Kernel| matches!(k, Kernel::Op { inst } if f.insts[*inst].op == Op::AllReduceSum);
+    let Some(last) = s.kernels.iter().rposition(is_sum) else {
+        return Ok(());
+    };
+    // Parameters (and constants) have the persistent region to themselves: a write there is
+    // a result placed in its parameter's buffer.
+    for k in &s.kernels[..last] {
+        let writes = match k {
+            Kernel::Head(h) => h.writes(f),
+            k => kernel::writes(f, k),
+        };
+        if let Some(v) = writes.iter().find(|&&v| {
+            plan.offset[kernel::root(s, v).index()].is_some_and(|o| o < plan.persistent)
+        }) {
+            return Err(CompileError::Codegen(format!(
+                "%{} is written over a parameter before the step's last sum",
+                v.0
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Where the partial sums of split kernels go: part `p` ≥ 1 accumulates its sums from byte

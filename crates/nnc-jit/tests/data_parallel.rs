@@ -3,6 +3,8 @@
 //! and runs it on its own thread; together they train as one process does on the whole
 //! batch, and end every step with bitwise equal weights.
 
+use std::ops::ControlFlow;
+
 use nnc_ir::DType;
 use nnc_ir::data_parallel::{LocalSum, Shard};
 use nnc_ir::lower::{InputSpec, TargetSpec};
@@ -104,16 +106,17 @@ fn job(steps: usize, global: usize, shards: &[(usize, usize)], norm: bool) -> Ve
                             let (images, labels) = batch(global);
                             let images = &images[samples.start * PIXELS..samples.end * PIXELS];
                             let labels = &labels[samples.clone()];
-                            let mut sum = |send: &[f32], recv: &mut [f32]| {
+                            let mut sum = |send: &[f32], recv: &mut [f32], _| {
                                 recv.copy_from_slice(send);
                                 sums.sum(recv);
+                                ControlFlow::Continue(())
                             };
                             let out = trainer.train_shard(
                                 &data(images, labels, s as i32),
                                 shard,
                                 &mut sum,
                             );
-                            out.expect("step").loss
+                            out.expect("step").expect("not stopped").loss
                         })
                         .collect();
                     (losses, trainer.snapshot().expect("weights").0)
@@ -171,4 +174,36 @@ fn an_empty_shard_adds_nothing() {
     let one = one_process(4, 1);
     let members = job(4, 1, &[(0, 1), (0, 0)], false);
     agree(&one, &members);
+}
+
+/// A step stopped at its last sum (the job ended while it ran) changes no weight or
+/// optimizer state; the next one that runs through does.
+#[test]
+fn a_step_stopped_at_its_last_sum_changes_nothing() {
+    let (m, input, targets) = model(true);
+    let mut trainer = CompiledModel::data_parallel(&m, input, targets, 5, 2).expect("compiles");
+    let shard = Shard::whole(13);
+    let (images, labels) = batch(13);
+    let mut sums = 0;
+    let mut stop_at_last = |send: &[f32], recv: &mut [f32], last: bool| {
+        recv.copy_from_slice(send);
+        sums += 1;
+        if last {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let before = trainer.snapshot().expect("weights");
+    let out = trainer.train_shard(&data(&images, &labels, 1), shard, &mut stop_at_last);
+    assert!(out.expect("runs").is_none());
+    assert_eq!(sums, trainer.sum_lengths(shard).expect("lengths").len());
+    assert_eq!(trainer.snapshot().expect("weights"), before);
+    let mut go_on = |send: &[f32], recv: &mut [f32], _| {
+        recv.copy_from_slice(send);
+        ControlFlow::Continue(())
+    };
+    let out = trainer.train_shard(&data(&images, &labels, 1), shard, &mut go_on);
+    assert!(out.expect("runs").is_some());
+    assert_ne!(trainer.snapshot().expect("weights"), before);
 }
