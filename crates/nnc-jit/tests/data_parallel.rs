@@ -3,12 +3,15 @@
 //! and runs it on its own thread; together they train as one process does on the whole
 //! batch, and end every step with bitwise equal weights.
 
+mod support;
+
 use std::ops::ControlFlow;
 
 use nnc_ir::DType;
 use nnc_ir::data_parallel::{LocalSum, Shard};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use nnc_jit::{BatchData, CompiledModel, InputData, TargetData};
+use support::{model_file, model_files};
 
 /// Convolution, dropout and a dense head, trained by Adam with weight decay; `NORM` is a
 /// batchnorm or nothing.
@@ -206,4 +209,52 @@ fn a_step_stopped_at_its_last_sum_changes_nothing() {
     let out = trainer.train_shard(&data(&images, &labels, 1), shard, &mut go_on);
     assert!(out.expect("runs").is_some());
     assert_ne!(trainer.snapshot().expect("weights"), before);
+}
+
+/// Every model of `models/` and `bench/zoo/` compiles for a job of three (its batch split
+/// unevenly, and a shard that is empty), every shard's step doing the same sums in the same
+/// order: a rank would otherwise wait for a sum that the others do not do, or add up
+/// different values. (Compiling also checks that no weight is written before the last sum.)
+#[test]
+fn every_model_sums_the_same_on_every_shard() {
+    let zoo = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/zoo/");
+    let mut files = model_files();
+    files.extend(
+        std::fs::read_dir(zoo)
+            .expect("bench/zoo")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "nn")),
+    );
+    let mut compiled = 0;
+    for path in files {
+        let m = model_file(&path);
+        let Some(train) = m.train.clone() else {
+            continue;
+        };
+        let Some(input) = InputSpec::of(&train.data, &m) else {
+            continue;
+        };
+        let targets = TargetSpec::of(&train.data, &m);
+        let mut trainer = CompiledModel::data_parallel(&m, input, targets, 1, 1).expect("compiles");
+        let global = train.batch.min(7);
+        let half = global.div_ceil(2);
+        let shards = [(0, half), (half, global - half), (0, 0)];
+        let lengths: Vec<Vec<usize>> = shards
+            .iter()
+            .map(|&(first, len)| {
+                let shard = Shard { first, len, global };
+                trainer
+                    .sum_lengths(shard)
+                    .unwrap_or_else(|e| panic!("{}: {shard:?}: {e}", path.display()))
+            })
+            .collect();
+        assert!(!lengths[0].is_empty(), "{}", path.display());
+        assert!(
+            lengths.iter().all(|l| *l == lengths[0]),
+            "{}: {lengths:?}",
+            path.display()
+        );
+        compiled += 1;
+    }
+    assert!(compiled >= 20, "{compiled} models compiled");
 }
