@@ -178,11 +178,11 @@ impl Cluster {
             len: first.len(),
             global,
         })?;
-        *self.sum_lengths.borrow_mut() = lengths.clone();
+        *self.sum_lengths.borrow_mut() = lengths;
         trainer.set_backend(Box::new(Distributed {
             jit,
             flagged: Flagged::default(),
-            sum_lengths: lengths,
+            sum_lengths: self.sum_lengths.clone(),
             world,
             rank: self.rank,
             size: self.size,
@@ -325,8 +325,8 @@ fn end_sums(world: &SimpleCommunicator, lengths: &[usize], end: bool) -> bool {
 struct Distributed {
     jit: CompiledModel,
     flagged: Flagged,
-    /// The lengths of a step's sums, in order.
-    sum_lengths: Vec<usize>,
+    /// The lengths of a step's sums, in order (the cluster's).
+    sum_lengths: Rc<RefCell<Vec<usize>>>,
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
@@ -478,7 +478,7 @@ impl Drop for Distributed {
         }
         if self.rank == 0 && !self.ended.get() {
             self.ended.set(true);
-            end_sums(&self.world, &self.sum_lengths, true);
+            end_sums(&self.world, &self.sum_lengths.borrow(), true);
         }
     }
 }

@@ -568,8 +568,8 @@ fn eval<T: Real>(op: &Op, args: &[&Tensor<T>], shape: &[usize]) -> Result<Tensor
             })
         }
         Op::BatchNorm { .. } => batchnorm(op, args)?,
-        // The sum over one process; `run_summing` sums over several.
-        Op::AllReduceSum => f(0)?.clone(),
+        // The sum over one process (row-major, for `run_summing` to sum over several).
+        Op::AllReduceSum => f(0)?.as_standard_layout().into_owned(),
         Op::Softmax => softmax(f(0)?),
         Op::CrossEntropy => {
             let p = matrix(f(0)?)?;

@@ -2,9 +2,10 @@
 //!
 //! One program per batch size (the last batch of an epoch may be smaller), compiled on first
 //! use; in a data-parallel job ([`CompiledModel::data_parallel`]), one per shard of a global
-//! batch, each a whole step whose sums over the job the caller's communication does. The parameters and optimizer state live in the arena of the program that ran the
-//! latest training step, and move (a copy, arena to arena) only when a step of another batch
-//! size runs or an evaluation program needs fresh weights. Once every program is compiled, a
+//! batch, each a whole step whose sums over the job the caller's communication does. The
+//! parameters and optimizer state live in the arena of the program that ran the latest
+//! training step, and move (a copy, arena to arena) only when a step of another batch size
+//! (or shard) runs or an evaluation program needs fresh weights. Once every program is compiled, a
 //! training step allocates nothing (tests/no_allocation.rs). The programs share one pool of
 //! threads (they run one at a time).
 

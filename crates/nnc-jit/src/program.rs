@@ -1112,7 +1112,8 @@ impl Program {
     }
 }
 
-/// What does a step's sums over a data-parallel job ([`Program::run_summing`]).
+/// The function that does a step's sums over a data-parallel job ([`Program::run_summing`]):
+/// `(send, recv, last)`, breaking to stop the step.
 pub type Summing<'a> = dyn FnMut(&[f32], &mut [f32], bool) -> ControlFlow<()> + 'a;
 
 /// A run may stop at any of its sums (the job ended): that leaves the weights and optimizer
