@@ -277,6 +277,12 @@ enum Command {
         /// training step: latency per batch (p50, p99) and images/s.
         #[arg(long)]
         eval: bool,
+        /// Time the training step of rank 0 of a data-parallel job of this many processes
+        /// (`nnc train` under `mpirun -np N`): its shard of the batch, with its sums over the
+        /// ranks run as copies (without the communication).
+        #[arg(long, default_value_t = 1, conflicts_with = "eval",
+              value_parser = clap::value_parser!(u64).range(1..=1 << 16))]
+        ranks: u64,
     },
     /// Compare derived gradients with finite differences, in f64.
     Gradcheck {
@@ -488,6 +494,7 @@ fn main() -> ExitCode {
             threads,
             json,
             eval,
+            ranks,
         } => ir::bench(
             &file,
             model.as_deref(),
@@ -495,6 +502,7 @@ fn main() -> ExitCode {
                 batch: batch.map(saturating_usize),
                 iterations: saturating_usize(iterations),
                 threads: threads.map_or_else(nnc::default_threads, saturating_usize),
+                ranks: saturating_usize(ranks),
                 json,
                 eval,
             },

@@ -466,3 +466,48 @@ fn concat_is_one_kernel_and_its_operands_and_gradients_are_windows() {
     assert_eq!(placed, [3, 1], "{kernels}");
     assert_eq!(ops("slice"), 1, "{kernels}");
 }
+
+/// `nnc bench --ranks N` times rank 0's step of a data-parallel job: its shard of the batch
+/// (⌈B/N⌉ samples), its sums over the ranks among the kernels; 0 ranks, or ranks with
+/// `--eval`, are usage errors.
+#[test]
+fn bench_times_a_ranks_step() {
+    let (json, stderr, code) = nnc(&[
+        "bench",
+        "models/mlp.nn",
+        "--ranks",
+        "3",
+        "--iterations",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(report["ranks"], 3);
+    assert_eq!(report["batch"], 128);
+    assert_eq!(report["samples"], 43);
+    let labels: Vec<&str> = report["profile"]
+        .as_array()
+        .expect("profile")
+        .iter()
+        .filter_map(|k| k["label"].as_str())
+        .collect();
+    assert!(
+        labels.iter().any(|l| l.starts_with("allreduce_sum")),
+        "{labels:?}"
+    );
+    let (text, stderr, code) = nnc(&["bench", "models/mlp.nn", "--iterations", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !text.contains("allreduce_sum") && !text.contains("rank 0"),
+        "{text}"
+    );
+    for args in [
+        &["bench", "models/mlp.nn", "--ranks", "0"][..],
+        &["bench", "models/mlp.nn", "--ranks", "2", "--eval"],
+    ] {
+        let (_, stderr, code) = nnc(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("--ranks"), "{args:?}: {stderr}");
+    }
+}

@@ -106,6 +106,8 @@ pub struct BenchRun {
     pub batch: Option<usize>,
     pub iterations: usize,
     pub threads: usize,
+    /// Above 1: rank 0's step of a data-parallel job of that many processes.
+    pub ranks: usize,
     pub json: bool,
     /// The evaluation step instead of the training step.
     pub eval: bool,
@@ -159,7 +161,7 @@ pub fn bench(file: &Path, model: Option<&str>, run: BenchRun, ui: &Ui) -> Outcom
             io,
             images.as_deref(),
             steps,
-            run.threads,
+            (run.threads, run.ranks),
         )
         .map(|mut report| {
             // Parse → JIT ready, as the issue counts it.

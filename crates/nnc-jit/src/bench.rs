@@ -1,11 +1,15 @@
 //! `nnc bench`: compile time, step time and a per-kernel profile of a model's training step
 //! (like `caffe time`), on a batch of the model's own images when the caller has them (the
 //! contractions that read images skip their zeros, see `sparse`), else on synthetic data of
-//! the right shape (for everything else the arithmetic does not depend on the values).
+//! the right shape (for everything else the arithmetic does not depend on the values). With
+//! `ranks` above 1, the step of rank 0 of a data-parallel job of that many processes: its
+//! shard of each batch, its sums over the ranks run as copies (the communication is not in
+//! the figures, the rest of the rank's step is).
 
 use std::time::{Duration, Instant};
 
 use nnc_check::Model;
+use nnc_ir::data_parallel::{Shard, compile_data_parallel};
 use nnc_ir::lower::{InputSpec, TargetSpec};
 use serde::Serialize;
 
@@ -30,6 +34,10 @@ pub struct KernelTime {
 pub struct Report {
     pub model: String,
     pub batch: usize,
+    /// The processes of the data-parallel job whose rank 0 ran (1: one process).
+    pub ranks: usize,
+    /// The samples of each batch the step ran on: rank 0's shard.
+    pub samples: usize,
     /// The threads the step ran on.
     pub threads: usize,
     /// Parse and check are done by the caller; this is lowering, autodiff, passes and the JIT.
@@ -49,18 +57,30 @@ pub struct Report {
 
 /// Measures the training step of `model` for `iterations` steps after `warmup`, on `images`
 /// (u8 samples, repeated to fill the batch) if given and the model's input is u8, on
-/// `threads` threads.
+/// `threads` threads; with `ranks` above 1, rank 0's step of a job of that many (see the
+/// module's documentation).
 pub fn run(
     model: &Model,
     batch: usize,
     (input, targets): (InputSpec, TargetSpec),
     images: Option<&[u8]>,
     (warmup, iterations): (usize, usize),
-    threads: usize,
+    (threads, ranks): (usize, usize),
 ) -> Result<Report, String> {
     let start = Instant::now();
-    let (c, options) = compiled(model, batch, (input, targets), threads)?;
-    let step = c.train_step;
+    let options = options(threads)?;
+    // Rank 0's shard: ⌈batch / ranks⌉ samples, as `nnc train` under mpirun takes them.
+    let samples = batch.div_ceil(ranks.max(1));
+    let step = if ranks > 1 {
+        let shard = Shard {
+            first: 0,
+            len: samples,
+            global: batch,
+        };
+        compile_data_parallel(model, shard, input, targets)?
+    } else {
+        nnc_ir::compile::compile(model, batch, input, targets)?.train_step
+    };
     let mut p = Program::compile(&step.func, options)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
 
@@ -132,16 +152,18 @@ pub fn run(
         })
         .collect();
     profile.sort_by(|a, b| b.micros.total_cmp(&a.micros));
-    let flops = 3.0 * model.flops_per_sample() as f64 * batch as f64;
+    let flops = 3.0 * model.flops_per_sample() as f64 * samples as f64;
     Ok(Report {
         model: model.name.clone(),
         batch,
+        ranks: ranks.max(1),
+        samples,
         threads,
         compile_ms,
         kernels: p.kernel_count(),
         arena_bytes: p.arena_bytes(),
         step_micros: step_s * 1e6,
-        images_per_second: batch as f64 / step_s,
+        images_per_second: samples as f64 / step_s,
         gflops: flops / step_s / 1e9,
         epoch_seconds_estimate: step_s * (60_000f64 / batch as f64).ceil(),
         data,
@@ -149,25 +171,18 @@ pub fn run(
     })
 }
 
-/// The model's compiled stages at `batch`, and the JIT's options for `threads` (checked).
-fn compiled(
-    model: &Model,
-    batch: usize,
-    (input, targets): (InputSpec, TargetSpec),
-    threads: usize,
-) -> Result<(nnc_ir::compile::Compiled, Options), String> {
+/// The JIT's options for `threads` (checked).
+fn options(threads: usize) -> Result<Options, String> {
     if !(1..=crate::MAX_THREADS).contains(&threads) {
         return Err(format!(
             "{threads} threads: the JIT runs on 1 to {} threads",
             crate::MAX_THREADS
         ));
     }
-    let c = nnc_ir::compile::compile(model, batch, input, targets)?;
-    let options = Options {
+    Ok(Options {
         threads,
         ..Options::default()
-    };
-    Ok((c, options))
+    })
 }
 
 /// Fills a step's data parameters: the images (repeated to fill the batch) when given and the
@@ -239,7 +254,8 @@ pub fn run_eval(
     threads: usize,
 ) -> Result<EvalReport, String> {
     let start = Instant::now();
-    let (c, options) = compiled(model, batch, (input, targets), threads)?;
+    let options = options(threads)?;
+    let c = nnc_ir::compile::compile(model, batch, input, targets)?;
     let mut p = Program::compile(&c.eval_step, options)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     // The evaluation step's parameters follow its inputs and targets.
@@ -306,8 +322,17 @@ impl EvalReport {
 impl Report {
     /// The report as a table; `top` kernels are listed.
     pub fn render(&self, top: usize) -> String {
+        let rank = if self.ranks > 1 {
+            format!(
+                " on rank 0 of {} (its {} samples; its sums over the ranks run as copies: no \
+                 communication in these figures)",
+                self.ranks, self.samples
+            )
+        } else {
+            String::new()
+        };
         let mut out = format!(
-            "{}: batch {} ({} data), {} threads, {} kernels, arena {:.1} KiB\n\
+            "{}: batch {}{rank} ({} data), {} threads, {} kernels, arena {:.1} KiB\n\
              compile (lower, autodiff, passes, JIT): {:.1} ms\n\
              step: {:.1} µs  ({:.0} images/s, {:.1} GFLOP/s at 3× forward FLOPs; ≈ {:.3} s per 60,000-image epoch)\n\n\
              {:>10}  {:>6}  {:>12}  {:>8}  kernel\n",
