@@ -44,11 +44,6 @@ use crate::error::TrainError;
 use crate::metrics::EpochSums;
 use crate::trainer::Trainer;
 
-/// The environment variables in which MPI launchers give the job's size: OpenMPI's `mpirun`
-/// and MPICH's (Hydra) `mpiexec`. Without one above 1, `nnc train` is a plain run and MPI is
-/// not initialised at all.
-const WORLD_SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
-
 /// The samples of a global batch of `batch` that rank `rank` of `size` trains on.
 pub fn shard(batch: usize, rank: usize, size: usize) -> Range<usize> {
     let (base, extra) = (batch / size, batch % size);
@@ -97,11 +92,7 @@ impl Cluster {
     /// MPI, when this process is one of several that an MPI launcher started; `None` for a
     /// plain run.
     pub fn from_env() -> Result<Option<Cluster>, String> {
-        let launched = WORLD_SIZE_VARIABLES
-            .iter()
-            .filter_map(|v| std::env::var(v).ok())
-            .any(|n| n.trim().parse::<usize>().is_ok_and(|n| n > 1));
-        if !launched {
+        if crate::launch::launched_world_size().is_none() {
             return Ok(None);
         }
         let universe = mpi::initialize().ok_or("MPI was initialised twice")?;

@@ -33,6 +33,7 @@ pub mod error;
 pub mod files;
 pub mod graph_picture;
 pub mod image;
+pub mod launch;
 pub mod metrics;
 pub mod plot;
 pub mod predictor;

@@ -1547,3 +1547,37 @@ fn batchnorm_statistics_are_checkpointed_resumed_and_used_by_eval() {
         "{reset_loss} vs {eval_loss}"
     );
 }
+
+/// A build without the `distributed` feature started by an MPI launcher as one of several
+/// processes refuses to train (each would train the whole model into the same run
+/// directory) and says how to build the one that trains data-parallel; one process (`-np 1`)
+/// trains as usual.
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn mpi_without_the_distributed_build_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.nn");
+    let train = |variable: &str, size: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .current_dir(tmp.path())
+            .env(variable, size)
+            .args(["--color", "never", "train"])
+            .arg(&model)
+            .args(["--out", "run"])
+            .output()
+            .expect("nnc runs")
+    };
+    for variable in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] {
+        let out = train(variable, "2");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("one of 2") && stderr.contains("--features nnc/distributed"),
+            "{stderr}"
+        );
+        assert!(!tmp.path().join("run").exists());
+    }
+    let out = train("OMPI_COMM_WORLD_SIZE", "1");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(tmp.path().join("run").exists());
+}

@@ -124,6 +124,19 @@ fn fail(outcome: Outcome, message: impl std::fmt::Display) -> Outcome {
 
 /// Runs `nnc train`: loads the model and data, trains, and writes the run directory.
 pub fn run(opts: &TrainCommand, ui: &Ui) -> Outcome {
+    // Without the `distributed` feature, the processes of an MPI job would each train the
+    // whole model and write the same run directory.
+    #[cfg(not(feature = "distributed"))]
+    if let Some(n) = nnc::launch::launched_world_size() {
+        return fail(
+            Outcome::Failed,
+            format!(
+                "this process is one of {n} that an MPI launcher started, but this nnc was \
+                 built without data-parallel training: build it with `cargo build --release \
+                 --features nnc/distributed` (README: \"On several machines (MPI)\")"
+            ),
+        );
+    }
     let project = match super::load(&opts.file, opts.model.as_deref(), true, ui) {
         Ok(p) => p,
         Err(outcome) => return outcome,
