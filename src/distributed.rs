@@ -20,7 +20,7 @@
 //! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
 //!   the checkpoints. The other ranks only train ([`Cluster::follow`]).
 //! - Dropout draws the masks a single process would draw: every rank takes the step's key,
-//!   and its gradients program starts the random stream at its shard's first sample.
+//!   and its step starts the random stream at its shard's first sample.
 //!
 //! The library never prints or exits: the CLI reports and calls [`Cluster::abort`].
 
@@ -353,7 +353,7 @@ impl Distributed {
                 BatchTargets::Values(t) => TargetData::Values(&t[part(t.len())]),
             },
             // The whole batch's key: each rank draws its samples' part of the masks one
-            // process would draw (the gradients program starts at sample `r.start`).
+            // process would draw (the step starts at sample `r.start`).
             key: batch.key,
             lr: batch.lr,
         };
