@@ -414,6 +414,8 @@ pub struct Program {
     along_rows: Vec<(Vec<transcendental::Function>, Option<Isa>)>,
     /// Seconds spent compiling (scheduling, planning, code generation).
     pub compile_seconds: f64,
+    /// The index of the last `allreduce_sum` kernel, if any.
+    last_sum: Option<usize>,
 }
 
 impl Program {
@@ -495,7 +497,7 @@ impl Program {
             (Some(r), Some(isa)) if r.n as u64 == outer => Body::RmsProp(Box::new(r), isa),
             _ => Body::Jit(func),
         };
-        let kernels = schedule
+        let kernels: Vec<KernelCode> = schedule
             .kernels
             .iter()
             .map(|k| match k {
@@ -649,7 +651,11 @@ impl Program {
                 total >> 20
             ))
         })?;
+        let last_sum = kernels
+            .iter()
+            .rposition(|k| matches!(k, KernelCode::Collective { .. }));
         let mut program = Program {
+            last_sum,
             func: f.clone(),
             schedule,
             plan,
@@ -732,10 +738,6 @@ impl Program {
     /// sums aside.
     pub fn run_summing(&mut self, sum: &mut Summing<'_>) -> ControlFlow<()> {
         let base = Base(self.arena.as_mut_ptr());
-        let last = self
-            .kernels
-            .iter()
-            .rposition(|k| matches!(k, KernelCode::Collective { .. }));
         for (i, k) in self.kernels.iter().enumerate() {
             match *k {
                 KernelCode::Collective { send, recv, len } => {
@@ -748,7 +750,7 @@ impl Program {
                             std::slice::from_raw_parts_mut(base.get().add(recv) as *mut f32, len),
                         )
                     };
-                    sum(send, recv, Some(i) == last)?;
+                    sum(send, recv, Some(i) == self.last_sum)?;
                 }
                 _ => run_kernel(k, base, &self.pool, self.partial),
             }
