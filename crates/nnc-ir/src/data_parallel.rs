@@ -78,7 +78,7 @@ pub fn compile_data_parallel(
     input: InputSpec,
     targets: TargetSpec,
 ) -> Result<TrainStep, String> {
-    if shard.first + shard.len > shard.global {
+    if shard.global == 0 || shard.first + shard.len > shard.global {
         return Err(format!(
             "samples {}..{} of a batch of {}",
             shard.first,
