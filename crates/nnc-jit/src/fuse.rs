@@ -291,6 +291,29 @@ mod tests {
         assert_eq!(loops(text, &kernels[1]), (Vec::new(), vec!["add".into()]));
     }
 
+    /// A bias-corrected update reads a scalar of the step count, which the function computes
+    /// after the gradient: the scheduler runs it first, so the update can still be the
+    /// gradient's epilogue.
+    #[test]
+    fn a_step_count_update_joins_the_gradient_it_follows() {
+        let text = "func @f(%x: f32[512,64], %g: f32[512,32], %w: f32[64,32], %t: f32[]) -> (f32[64,32], f32[]) {
+  %0: f32[64,32] = matmul_tn %x, %g
+  %1: f32[] = const value=1.0
+  %t.new: f32[] = add %t, %1
+  %2: f32[] = sqrt %t.new
+  %3: f32[64,32] = mul %0, %2
+  %w.new: f32[64,32] = sub %w, %3
+  return %w.new, %t.new
+}";
+        let kernels = fused(text);
+        assert_eq!(kernels.len(), 2, "{kernels:?}");
+        assert!(matches!(&kernels[0], Kernel::Loop(l) if l.shape.is_empty()));
+        assert_eq!(
+            loops(text, &kernels[1]),
+            (Vec::new(), vec!["mul".into(), "sub".into()])
+        );
+    }
+
     #[test]
     fn a_loop_waiting_for_a_later_kernel_stays_where_it_is() {
         // The epilogue candidate also reads the second contraction's result, which the first

@@ -98,6 +98,13 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
         .filter_map(|&r| f.name_of(r)?.strip_suffix(".new"))
         .collect();
     let replaced = |p: ValueId| f.name_of(p).is_some_and(|n| updated.contains(&n));
+    // A data-parallel step may stop at its last sum and must then leave its parameters as
+    // they were: a kernel before it (the scheduler's prelude: a step count) writes its own
+    // buffer, copied over the parameter after the run.
+    let last_sum = s.kernels.iter().rposition(
+        |k| matches!(k, Kernel::Op { inst } if f.insts[*inst].op == nnc_ir::Op::AllReduceSum),
+    );
+    let may_replace = |p: ValueId, ki: usize| replaced(p) && last_sum.is_none_or(|l| ki > l);
 
     let windowed: Vec<ValueId> = s
         .storage
@@ -163,7 +170,7 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
                             && f.ty(i).shape == l.shape
                             && match s.storage[i.index()] {
                                 Storage::Buffer => true,
-                                Storage::Param => replaced(i),
+                                Storage::Param => may_replace(i, ki),
                                 _ => false,
                             }
                     })

@@ -55,7 +55,20 @@ pub fn schedule(f: &Function) -> Schedule {
         }
     };
 
-    for (i, inst) in f.insts.iter().enumerate() {
+    let prelude = prelude(f);
+    let order = (0..f.insts.len())
+        .filter(|&i| prelude[i])
+        .chain((0..f.insts.len()).filter(|&i| !prelude[i]));
+    for (at, i) in order.enumerate() {
+        // The prelude's loop is emitted before everything else.
+        if at == prelude.iter().filter(|&&p| p).count() {
+            let mut first: Vec<usize> = open.values().copied().collect();
+            first.sort_unstable();
+            for g in first {
+                close(g, &mut open, &groups, &mut kernels, &mut emitted);
+            }
+        }
+        let inst = &f.insts[i];
         let v = inst.result;
         match &inst.op {
             Op::Const { .. } => {
@@ -162,4 +175,30 @@ pub fn schedule(f: &Function) -> Schedule {
         }
     }
     Schedule { kernels, storage }
+}
+
+/// The instructions that compute a scalar from the parameters and constants alone (the
+/// optimizer's step count and bias corrections, a learning-rate schedule's rate), and the
+/// constants: they run first, as one loop, so that an update reading them is ready as soon as
+/// its gradient is and can be that gradient's kernel's epilogue ([`crate::fuse`]).
+fn prelude(f: &Function) -> Vec<bool> {
+    let mut early = vec![false; f.types.len()];
+    for &p in &f.params {
+        early[p.index()] = true;
+    }
+    f.insts
+        .iter()
+        .map(|inst| {
+            let here = match inst.op {
+                Op::Const { .. } | Op::ConstData { .. } => true,
+                ref op => {
+                    is_elementwise(op)
+                        && f.ty(inst.result).numel() == 1
+                        && inst.args.iter().all(|a| early[a.index()])
+                }
+            };
+            early[inst.result.index()] = here;
+            here
+        })
+        .collect()
 }
