@@ -217,6 +217,11 @@ pub trait Backend {
     fn states(&self) -> Vec<NamedTensor>;
     /// Replaces parameters and state (resuming from a checkpoint). Names and shapes must match.
     fn load(&mut self, params: &[NamedTensor], states: &[NamedTensor]) -> Result<(), String>;
+    /// Whether the evaluation steps from here on are the job's (every rank of a
+    /// data-parallel job evaluates its shard of each batch, and each gets the whole batch's
+    /// results) or this process's alone. Every rank turns it on and off at the same points.
+    /// A single process has nothing to share.
+    fn share_evaluation(&mut self, _on: bool) {}
 }
 
 /// The reference interpreter as a backend: slow, simple, exact.

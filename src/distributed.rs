@@ -17,8 +17,12 @@
 //!   weight before its last sum).
 //! - Rank 0 broadcasts its weights and optimizer state once at the start ([`Cluster::join`]),
 //!   so every rank starts from the same (initial or resumed) state.
-//! - Only rank 0 runs the CLI's driver: it prints, evaluates, writes the run directory and
-//!   the checkpoints. The other ranks only train ([`Cluster::follow`]).
+//! - Only rank 0 runs the CLI's driver: it prints, writes the run directory and the
+//!   checkpoints. The other ranks train ([`Cluster::follow`]) and share the evaluation after
+//!   every epoch: each rank evaluates its shard of every batch, and the loss, the correct
+//!   count and the outputs (for the confusion matrix) are summed over the ranks, so an
+//!   epoch's evaluation shrinks with the ranks as its training does. Any other evaluation
+//!   (the best epoch's weights restored at the end) is rank 0's alone.
 //! - Dropout draws the masks a single process would draw: every rank takes the step's key,
 //!   and its step starts the random stream at its shard's first sample.
 //!
@@ -76,6 +80,8 @@ pub struct Timing {
     pub steps: Duration,
     /// The allreduce: the transfer, and the wait for the slowest rank.
     pub communication: Duration,
+    /// The samples this rank evaluated for the job's shared evaluations.
+    pub evaluated: usize,
 }
 
 /// How a rank other than 0 stopped short.
@@ -180,6 +186,8 @@ impl Cluster {
             ended: self.ended.clone(),
             timing: self.timing.clone(),
             broken: false,
+            sharing: false,
+            outputs: Default::default(),
         }));
         Ok(())
     }
@@ -195,7 +203,13 @@ impl Cluster {
     ) -> Result<(), FollowError> {
         for epoch in first..=epochs {
             match trainer.train_epoch(epoch, &mut sums, |_| ControlFlow::Continue(())) {
-                Ok(_) => {}
+                // Rank 0 evaluates a complete epoch: this rank's shares of it.
+                Ok(true) => {
+                    trainer
+                        .evaluate_epoch()
+                        .map_err(|e| FollowError::Failed(e.to_string()))?;
+                }
+                Ok(false) => {}
                 Err(_) if self.ended.get() => return Ok(()),
                 Err(e @ TrainError::Diverged { .. }) => {
                     // Rank 0 saw the same and ends the run: wait for it.
@@ -236,13 +250,14 @@ impl Cluster {
         let t = self.timing.get();
         format!(
             "rank {} of {}: step {}, weights checksum {:016x}, communication {:.1} % of {:.3} s \
-             in training steps",
+             in training steps, {} samples evaluated",
             self.rank,
             self.size,
             trainer.step,
             checksum(&trainer.params()),
             100.0 * t.communication.as_secs_f64() / t.steps.as_secs_f64().max(1e-9),
-            t.steps.as_secs_f64()
+            t.steps.as_secs_f64(),
+            t.evaluated
         )
     }
 }
@@ -325,6 +340,10 @@ struct Distributed {
     timing: Rc<Cell<Timing>>,
     /// A step failed between collectives: the ranks are out of step, only an abort ends them.
     broken: bool,
+    /// Evaluation steps are the job's (see [`Backend::share_evaluation`]).
+    sharing: bool,
+    /// A shared evaluation step's outputs, this rank's rows and the sum (kept: reused).
+    outputs: (Vec<f32>, Vec<f32>),
 }
 
 impl Distributed {
@@ -424,12 +443,55 @@ impl Backend for Distributed {
     }
 
     fn eval_step(&mut self, batch: &Batch<'_>) -> Result<StepResult, String> {
-        let out = self.jit.eval_step(&Distributed::whole(batch))?;
+        if !self.sharing {
+            let out = self.jit.eval_step(&Distributed::whole(batch))?;
+            return Ok(StepResult {
+                loss_sum: out.loss * batch.size as f64,
+                correct: out.correct,
+                outputs: out.outputs,
+            });
+        }
+        if self.ended.get() || self.broken {
+            return Err("the distributed run has ended".into());
+        }
+        // This rank's shard (an empty one evaluates the first sample and counts nothing), its
+        // rows of the outputs among zeros, summed with the loss and the correct count.
+        let rows = shard(batch.size, self.rank, self.size);
+        let (_, part) = self.shard(batch);
+        let out = self
+            .jit
+            .eval_step(&part)
+            .inspect_err(|_| self.broken = true)?;
+        let width = out.outputs.len() / part.size.max(1);
+        let counted = if rows.is_empty() { 0.0 } else { 1.0 };
+        let send = [
+            counted * out.loss * rows.len() as f64,
+            counted * out.correct,
+        ];
+        let mut sums = [0.0f64; 2];
+        let (mine, all) = &mut self.outputs;
+        mine.clear();
+        mine.resize(batch.size * width, 0.0);
+        if !rows.is_empty() {
+            mine[rows.start * width..rows.end * width].copy_from_slice(&out.outputs);
+        }
+        all.resize(mine.len(), 0.0);
+        self.world
+            .all_reduce_into(&send[..], &mut sums[..], SystemOperation::sum());
+        self.world
+            .all_reduce_into(&mine[..], &mut all[..], SystemOperation::sum());
+        let mut t = self.timing.get();
+        t.evaluated += rows.len();
+        self.timing.set(t);
         Ok(StepResult {
-            loss_sum: out.loss * batch.size as f64,
-            correct: out.correct,
-            outputs: out.outputs,
+            loss_sum: sums[0],
+            correct: sums[1],
+            outputs: all.clone(),
         })
+    }
+
+    fn share_evaluation(&mut self, on: bool) {
+        self.sharing = on;
     }
 
     fn params(&self) -> Vec<NamedTensor> {
@@ -464,7 +526,9 @@ impl Drop for Distributed {
     /// zeros and the end flag. After a failure between collectives only an abort ends the
     /// ranks waiting in one.
     fn drop(&mut self) {
-        if self.broken {
+        // A shared evaluation broken off (an error on this rank) leaves the others in its
+        // collectives.
+        if self.broken || self.sharing {
             self.world.abort(2);
         }
         if self.rank == 0 && !self.ended.get() {

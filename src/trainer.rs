@@ -367,6 +367,20 @@ impl Trainer {
         .map_err(|e| Error::Train(TrainError::Backend(e)))
     }
 
+    /// The evaluations after a complete epoch: the validation part (if any), then the test
+    /// part. Shared by the ranks of a data-parallel job, each of which calls it after the
+    /// same epochs (rank 0's driver, and the others' `distributed::Cluster::follow`); on an
+    /// error the sharing stays on, which makes the job's backend abort rather than leave the
+    /// other ranks waiting.
+    pub fn evaluate_epoch(&mut self) -> Result<(Option<Evaluation>, Evaluation), Error> {
+        self.backend.share_evaluation(true);
+        let val = self.evaluate(Part::Validation)?;
+        let test = self.evaluate(Part::Test)?;
+        self.backend.share_evaluation(false);
+        let test = test.ok_or_else(|| Error::Train(TrainError::Backend("no test data".into())))?;
+        Ok((val, test))
+    }
+
     /// Per layer, the root mean square over the epoch's steps of the norm of its gradient
     /// (weight and bias together): √(mean over steps of ‖g_w‖² + ‖g_b‖²). The gradient is the
     /// data loss's, without weight decay.

@@ -199,6 +199,81 @@ fn two_ranks_hold_identical_weights_over_tcp() {
 }
 
 /// The training loss of every epoch of a `--json` run.
+/// The ranks share each epoch's evaluation: rank 1 evaluates its shard of every test batch,
+/// and the test loss and accuracy rank 0 reports are what one process computes with the
+/// weights it saved.
+#[test]
+fn the_ranks_share_the_evaluation() {
+    // 300 digits at batch 32, tested on the same 300: 9 batches of 32 and one of 12, of which
+    // rank 1 evaluates 16 and 6: 150 an epoch.
+    let (tmp, file) = model_dir(
+        300,
+        "    optimizer momentum(lr: 0.05)\n    batch 32\n    epochs 2",
+    );
+    let (path, out) = (file.to_str().expect("utf-8"), tmp.path().join("run"));
+    let out = out.to_str().expect("utf-8");
+    let args = [path, "--threads", "1", "--json", "--out", out];
+    let run = mpirun(2, "vader,self", tmp.path(), &args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let evaluated = |rank: usize| {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("rank {rank} of 2:")))
+            .unwrap_or_else(|| panic!("no line from rank {rank}:\n{}", run.stderr));
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let at = words
+            .iter()
+            .position(|&w| w == "samples")
+            .expect("samples evaluated");
+        words[at - 1].parse::<usize>().expect("a count")
+    };
+    assert_eq!((evaluated(0), evaluated(1)), (300, 300), "{}", run.stderr);
+    let json = |text: &str, key: &str| -> Vec<f64> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get(key).and_then(serde_json::Value::as_f64))
+            .collect()
+    };
+    let (losses, accuracies) = (
+        json(&run.stdout, "test_loss"),
+        json(&run.stdout, "test_acc"),
+    );
+    assert_eq!(
+        losses.len(),
+        3,
+        "two epochs and the summary:\n{}",
+        run.stdout
+    );
+    let weights = format!("{out}/checkpoint.safetensors");
+    let alone = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args([
+            "--color",
+            "never",
+            "eval",
+            path,
+            "--weights",
+            &weights,
+            "--json",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .expect("nnc runs");
+    let stdout = String::from_utf8_lossy(&alone.stdout);
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+    let (loss, accuracy) = (json(&stdout, "test_loss")[0], json(&stdout, "test_acc")[0]);
+    assert_eq!(accuracies[1], accuracy, "{}\n{stdout}", run.stdout);
+    assert!(
+        (losses[1] - loss).abs() <= 1e-5 * loss.abs(),
+        "two ranks {}, one process {loss}",
+        losses[1]
+    );
+}
+
 fn losses(run: &Run) -> Vec<f64> {
     run.stdout
         .lines()

@@ -608,15 +608,7 @@ impl Driver<'_> {
         train_seconds: f64,
         last_test: &mut Option<Evaluation>,
     ) -> Result<EpochReport, String> {
-        let val = self
-            .trainer
-            .evaluate(Part::Validation)
-            .map_err(|e| e.to_string())?;
-        let test = self
-            .trainer
-            .evaluate(Part::Test)
-            .map_err(|e| e.to_string())?
-            .ok_or("no test data")?;
+        let (val, test) = self.trainer.evaluate_epoch().map_err(|e| e.to_string())?;
         let sums = std::mem::take(&mut self.state.sums);
         let before = self.state.partial_seconds;
         let report = EpochReport {
