@@ -847,17 +847,22 @@ pub fn time_c3(isa: Isa) {
 
 /// Times the forward product and filter gradient of bench/zoo's `same` convolutions
 /// (padded planes): cnn3-same's 3×3 of 16 and 32 channels on 28×28 and 14×14, nonsquare's
-/// 5×1 on 28×28; 32 samples on one thread, best of 20 runs.
+/// 5×1 on 28×28; and strided ones: k7-stride2-pool3's 7×7 stem on one channel, the 1×1
+/// projections of residual and resnet-mnist (which `gemm_conv` runs a sample at a time:
+/// `-- pointwise`); 32 samples on one thread, best of 20 runs.
 #[doc(hidden)]
 pub fn time_same3(isa: Isa) {
     let samples = 32;
     let shapes = [
-        (16, 30, 30, 32, 3, 3),
-        (32, 16, 16, 32, 3, 3),
-        (16, 32, 28, 16, 5, 1),
+        (16, 30, 30, 32, 3, 3, 1),
+        (32, 16, 16, 32, 3, 3, 1),
+        (16, 32, 28, 16, 5, 1, 1),
+        (1, 33, 33, 32, 7, 7, 2),
+        (16, 28, 28, 32, 1, 1, 2),
+        (32, 14, 14, 64, 1, 1, 2),
     ];
-    for (c, h, w, o, kh, kw) in shapes {
-        let g = Conv::forward(c, h, w, o, kh, kw);
+    for (c, h, w, o, kh, kw, s) in shapes {
+        let g = Conv::forward_strided(c, [h, w], o, [kh, kw], [s, s]);
         let (forward, filter) = time_shape(isa, &g, samples, 20);
         let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
         println!(
