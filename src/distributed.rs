@@ -463,11 +463,8 @@ impl Backend for Distributed {
             .eval_step(&part)
             .inspect_err(|_| self.broken = true)?;
         let width = out.outputs.len() / part.size.max(1);
-        let counted = if rows.is_empty() { 0.0 } else { 1.0 };
-        let send = [
-            counted * out.loss * rows.len() as f64,
-            counted * out.correct,
-        ];
+        let correct = if rows.is_empty() { 0.0 } else { out.correct };
+        let send = [out.loss * rows.len() as f64, correct];
         let mut sums = [0.0f64; 2];
         let (mine, all) = &mut self.outputs;
         mine.clear();

@@ -56,12 +56,13 @@ pub fn schedule(f: &Function) -> Schedule {
     };
 
     let prelude = prelude(f);
+    let prelude_len = prelude.iter().filter(|&&p| p).count();
     let order = (0..f.insts.len())
         .filter(|&i| prelude[i])
         .chain((0..f.insts.len()).filter(|&i| !prelude[i]));
     for (at, i) in order.enumerate() {
         // The prelude's loop is emitted before everything else.
-        if at == prelude.iter().filter(|&&p| p).count() {
+        if at == prelude_len {
             let mut first: Vec<usize> = open.values().copied().collect();
             first.sort_unstable();
             for g in first {
