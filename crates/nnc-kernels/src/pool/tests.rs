@@ -234,3 +234,87 @@ fn masked_gradient_matches_the_two_passes() {
     }
     assert!(ran > 0, "no geometry ran");
 }
+
+/// Max pooling that keeps its choices, on every unit (and the portable path), in parts: the
+/// pooled values are [`forward`]'s, and the gradients from the choices alone (plain and
+/// masked) are [`max_gradient`]'s and [`max_gradient_masked`]'s, bit for bit (the masked
+/// sums to rounding: another order).
+#[test]
+fn gradients_from_kept_choices_match_those_that_read_the_input() {
+    let units = crate::testing::vector_units(
+        "pool::gradients_from_kept_choices_match_those_that_read_the_input",
+    );
+    let (channels, mut ran) = (5, 0);
+    for win in geometries().into_iter().filter(choices::applies) {
+        let (p, q) = (win.plane(), win.pooled());
+        for (planes, harsh) in [(1, false), (17, true), (37, false)] {
+            let x = inputs(planes * p, p + 2 * q, harsh);
+            let dy = gradients(planes * q);
+            let mut want_y = vec![0.0; planes * q];
+            scalar::forward(true, &x, &mut want_y, planes, &win);
+            let mut want_dx = vec![0.0; planes * p];
+            scalar::max_gradient(&x, &dy, &mut want_dx, planes, &win);
+            let mut scratch = vec![f32::NAN; scratch_floats(&win, true)];
+            let portable = std::iter::once(None).chain(units.iter().map(|&i| Some(i)));
+            for (isa, parts) in portable.flat_map(|i| [1, 3].map(move |n| (i, n))) {
+                let what = |op: &str| format!("{isa:?} {op} {planes}×{win:?} in {parts} parts");
+                let (mut y, mut chosen) = (vec![f32::NAN; planes * q], vec![0xff; planes * q]);
+                in_parts(planes, parts, |lo, hi| {
+                    let out = (&mut y[lo * q..hi * q], &mut chosen[lo * q..hi * q]);
+                    forward_choosing(isa, &x[lo * p..hi * p], out, hi - lo, &win, &mut scratch);
+                });
+                same_bits(&what("maxpool"), &y, &want_y);
+                let mut dx = vec![f32::NAN; planes * p];
+                in_parts(planes, parts, |lo, hi| {
+                    let dx = &mut dx[lo * p..hi * p];
+                    let (c, g) = (&chosen[lo * q..hi * q], &dy[lo * q..hi * q]);
+                    choices::max_gradient(c, g, dx, hi - lo, &win);
+                });
+                same_bits(&what("maxpool_grad"), &dx, &want_dx);
+                let Some(isa) = isa.filter(|_| masked_applies(&win)) else {
+                    ran += 1;
+                    continue;
+                };
+                let masked = |chosen: Option<&[u8]>| {
+                    let (mut dz, mut sums) = (vec![f32::NAN; planes * p], Vec::new());
+                    in_parts(planes, parts, |lo, hi| {
+                        let mut part_sums = vec![0.0f32; channels];
+                        let (g, dz) = (&dy[lo * q..hi * q], &mut dz[lo * p..hi * p]);
+                        match chosen {
+                            Some(c) => choices::max_gradient_masked(
+                                &c[lo * q..hi * q],
+                                g,
+                                dz,
+                                (&mut part_sums, lo, channels),
+                                hi - lo,
+                                &win,
+                            ),
+                            None => max_gradient_masked(
+                                isa,
+                                &x[lo * p..hi * p],
+                                g,
+                                dz,
+                                &mut part_sums,
+                                [lo, hi - lo, channels],
+                                &win,
+                                &mut scratch.clone(),
+                            ),
+                        }
+                        sums.extend(part_sums);
+                    });
+                    (dz, sums)
+                };
+                let (want_dz, want_sums) = masked(None);
+                let (dz, sums) = masked(Some(&chosen));
+                same_bits(&what("masked maxpool_grad"), &dz, &want_dz);
+                for (k, (a, b)) in sums.iter().zip(&want_sums).enumerate() {
+                    let close =
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()) || (a.is_nan() && b.is_nan());
+                    assert!(close, "{}: sum {k}: {a} vs {b}", what("masked sums"));
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 0, "no geometry ran");
+}
