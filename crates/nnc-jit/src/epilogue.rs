@@ -146,9 +146,6 @@ pub struct MaskedGrad {
     /// The pool kernel's scratch: its offset, and its bytes per part (what the
     /// `maxpool_grad` kernel reserved, [`pool::scratch_floats`] of a gradient).
     pub scratch: (usize, usize),
-    /// Where the forward pass kept the windows' choices, read instead of `x`
-    /// (`Plan::choices`).
-    pub choices: Option<usize>,
 }
 
 impl MaskedGrad {
@@ -224,7 +221,6 @@ impl MaskedGrad {
             shape,
             window,
             scratch,
-            choices: plan.choices.get(&inst).copied(),
         })
     }
 
@@ -265,22 +261,7 @@ impl MaskedGrad {
             let scratch = at(scratch + part * per);
             let scratch = std::slice::from_raw_parts_mut(scratch, scratch_floats);
             let planes = [lo, hi - lo, c];
-            match self.choices {
-                // The plan's byte per pooled element, this part's planes' written by the
-                // forward pass (an earlier kernel), read here alone.
-                Some(at) => {
-                    let pooled_planes = (hi - lo) * pooled;
-                    let choices =
-                        std::slice::from_raw_parts(base.add(at + lo * pooled), pooled_planes);
-                    sums.fill(0.0);
-                    let masked = (sums, lo, c);
-                    let window = &self.window;
-                    pool::choices::max_gradient_masked(choices, dy, dz, masked, hi - lo, window);
-                }
-                None => {
-                    pool::max_gradient_masked(isa, x, dy, dz, sums, planes, &self.window, scratch)
-                }
-            }
+            pool::max_gradient_masked(isa, x, dy, dz, sums, planes, &self.window, scratch);
         }
     }
 }

@@ -72,9 +72,6 @@ pub struct LibKernel {
     /// Per operand of a `concat`: written in its place in the result by its loop (a window
     /// of the result, [`crate::window::write_in_place`]), so not copied.
     pub placed: Vec<bool>,
-    /// A `maxpool` that keeps its windows' choices at this byte offset, or the
-    /// `maxpool_grad` that reads them there instead of its input (`Plan::choices`).
-    pub choices: Option<usize>,
 }
 
 /// How the parts of a library kernel divide their operand and result: flat element ranges,
@@ -187,13 +184,10 @@ pub fn scratch_bytes(f: &Function, inst: &Inst, part_samples: usize) -> usize {
             };
             sparse::scratch_bytes(m, k).max(floats)
         }
-        // Sixteen planes transposed (see `pool`); with the windows' choices in lanes beside
-        // them where a training step keeps those, as much as a gradient.
+        // Sixteen planes transposed (see `pool`).
         Op::MaxPool { size, stride } | Op::SumPool { size, stride } => {
             let (_, h, w) = planes(shape(0));
-            let win = pool::Window::new([h, w], size, stride);
-            let choosing = matches!(inst.op, Op::MaxPool { .. }) && pool::keeps_choices(&win);
-            4 * pool::scratch_floats(&win, choosing)
+            4 * pool::scratch_floats(&pool::Window::new([h, w], size, stride), false)
         }
         Op::MaxPoolGrad { size, stride } | Op::SumPoolGrad { size, stride, .. } => {
             let (_, h, w) = planes(if matches!(inst.op, Op::MaxPoolGrad { .. }) {
@@ -238,11 +232,6 @@ impl LibKernel {
         k.scratch = scratch;
         k.scratch_part = scratch_part;
         k.extra = extra;
-        k.choices = f
-            .insts
-            .iter()
-            .position(|j| j.result == inst.result)
-            .and_then(|i| plan.choices.get(&i).copied());
         k.with_folds(f, inst)
     }
 
@@ -273,7 +262,6 @@ impl LibKernel {
             conv_pad: [0, 0],
             folded: false,
             placed: vec![false; inst.args.len()],
-            choices: None,
         }
     }
 
@@ -767,8 +755,7 @@ impl LibKernel {
                 let win = pool::Window::new([h, w], *size, *stride);
                 let (lo, hi) = range(lead);
                 let (p, q) = (win.plane(), win.pooled());
-                // Keeping choices, the forward pass takes a gradient's scratch.
-                let floats = pool::scratch_floats(&win, gradient || self.choices.is_some());
+                let floats = pool::scratch_floats(&win, gradient);
                 // SAFETY: the program reserved `scratch_bytes` per part at `scratch` (at least
                 // this kernel's `pool::scratch_floats`, 64-byte aligned), after every tensor of
                 // the plan, so disjoint from the operands and the output; no other part or
@@ -777,31 +764,13 @@ impl LibKernel {
                     std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
                 };
                 let planes = hi - lo;
-                // SAFETY (each call): the plan reserved a byte per pooled element at
-                // `choices`, beyond every tensor and scratch of the arena; this part's planes'
-                // bytes are written by the pool's part alone and read by the gradient's
-                // (another kernel, later). Creating a slice cannot panic.
-                let choices = |at: usize| unsafe { base.add(at + lo * q) };
-                match (&self.op, self.choices) {
-                    (Op::MaxPool { .. }, Some(at)) => {
-                        let (x, y) = (first(lo * p, hi * p), out_part(lo * q, hi * q));
-                        // SAFETY: as above.
-                        let c = unsafe { std::slice::from_raw_parts_mut(choices(at), planes * q) };
-                        pool::forward_choosing(self.isa, x, (y, c), planes, &win, scratch);
-                    }
-                    (Op::MaxPoolGrad { .. }, Some(at)) => {
-                        let dy = &f32s(1)[lo * q..hi * q];
-                        // SAFETY: as above.
-                        let c = unsafe { std::slice::from_raw_parts(choices(at), planes * q) };
-                        let dx = out_part(lo * p, hi * p);
-                        pool::choices::max_gradient(c, dy, dx, planes, &win);
-                    }
-                    (Op::MaxPool { .. } | Op::SumPool { .. }, _) => {
+                match &self.op {
+                    Op::MaxPool { .. } | Op::SumPool { .. } => {
                         let max = matches!(self.op, Op::MaxPool { .. });
                         let (x, y) = (first(lo * p, hi * p), out_part(lo * q, hi * q));
                         pool::forward(self.isa, max, x, y, planes, &win, scratch);
                     }
-                    (Op::MaxPoolGrad { .. }, _) => {
+                    Op::MaxPoolGrad { .. } => {
                         let (x, dy) = (first(lo * p, hi * p), &f32s(1)[lo * q..hi * q]);
                         let dx = out_part(lo * p, hi * p);
                         pool::max_gradient(self.isa, x, dy, dx, planes, &win, scratch);

@@ -8,10 +8,7 @@
 //! its new value, `w.new`: an evaluation's weights persist between runs). Nothing is allocated while a step runs, and
 //! the arena size is known at compile time.
 
-use std::collections::HashMap;
-
-use nnc_ir::{DType, Function, Op, ValueId};
-use nnc_kernels::pool;
+use nnc_ir::{DType, Function, ValueId};
 
 use crate::kernel::{Kernel, Schedule, Storage, reads, root, writes};
 use crate::window;
@@ -42,10 +39,6 @@ pub struct Plan {
     /// Element strides of the values that are not row-major in their buffer: windows
     /// ([`crate::window`]), by value index.
     pub strides: Vec<Option<Vec<usize>>>,
-    /// Where a `maxpool` and the `maxpool_grad` of the same input and window keep the
-    /// windows' choices (a byte per pooled element, after the intermediates): by instruction
-    /// index, both of the pair ([`nnc_kernels::pool::forward_choosing`]).
-    pub choices: HashMap<usize, usize>,
 }
 
 impl Plan {
@@ -261,80 +254,10 @@ pub fn plan(f: &Function, s: &Schedule) -> Plan {
             _ => {}
         }
     }
-    let mut top = align(top);
-    let mut choices = HashMap::new();
-    for (fwd, bwd, bytes) in choice_pairs(f) {
-        choices.insert(fwd, top);
-        choices.insert(bwd, top);
-        top += align(bytes);
-    }
     Plan {
         offset,
         persistent,
-        arena_size: top,
+        arena_size: align(top),
         strides,
-        choices,
-    }
-}
-
-/// The `maxpool`s whose gradient is also in `f` (the same input and window), where keeping
-/// their windows' choices pays ([`nnc_kernels::pool::keeps_choices`]): (the pool, its
-/// gradient, bytes of choices).
-fn choice_pairs(f: &Function) -> Vec<(usize, usize, usize)> {
-    f.insts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, inst)| {
-            let Op::MaxPool { size, stride } = inst.op else {
-                return None;
-            };
-            let shape = &f.ty(inst.args[0]).shape;
-            let [.., h, w] = shape[..] else {
-                return None;
-            };
-            let fits = size[0] <= h && size[1] <= w && !size.contains(&0) && !stride.contains(&0);
-            if !fits || !pool::keeps_choices(&pool::Window::new([h, w], size, stride)) {
-                return None;
-            }
-            let grad = f.insts.iter().position(|g| {
-                g.op == Op::MaxPoolGrad { size, stride } && g.args.first() == inst.args.first()
-            })?;
-            Some((i, grad, f.ty(inst.result).numel()))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use nnc_ir::parse::parse_function;
-
-    use super::*;
-    use crate::schedule::schedule;
-
-    /// A max pool with its gradient in the function keeps its windows' choices after the
-    /// intermediates, shared by the pair; a 2×2 pool at stride 2 (one pass that reads its
-    /// input anyway) and a pool without its gradient keep none.
-    #[test]
-    fn a_max_pool_and_its_gradient_share_the_choices() {
-        let f = parse_function(
-            "func @f(%x: f32[2,3,14,14], %g: f32[2,3,6,6], %h: f32[2,3,7,7]) -> (f32[2,3,6,6], f32[2,3,14,14], f32[2,3,7,7], f32[2,3,14,14], f32[2,3,4,4]) {
-               %y: f32[2,3,6,6] = maxpool %x, size=[3,3], stride=[2,2]
-               %dx: f32[2,3,14,14] = maxpool_grad %x, %g, size=[3,3], stride=[2,2]
-               %z: f32[2,3,7,7] = maxpool %x, size=[2,2], stride=[2,2]
-               %dz: f32[2,3,14,14] = maxpool_grad %x, %h, size=[2,2], stride=[2,2]
-               %u: f32[2,3,4,4] = maxpool %x, size=[5,5], stride=[3,3]
-               return %y, %dx, %z, %dz, %u
-             }",
-        )
-        .expect("valid IR");
-        let p = plan(&f, &schedule(&f));
-        let mut keys: Vec<usize> = p.choices.keys().copied().collect();
-        keys.sort_unstable();
-        assert_eq!(keys, [0, 1]);
-        let at = p.choices[&0];
-        assert_eq!(p.choices[&1], at);
-        // After every buffer, 36 bytes per plane for 6 planes.
-        assert!(p.offset.iter().flatten().all(|&o| o < at));
-        assert!(p.arena_size >= at + 6 * 36);
     }
 }

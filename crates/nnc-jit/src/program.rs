@@ -853,17 +853,11 @@ impl Program {
                 // (Decided per call: only said of kernels that did.)
                 note.push_str(" [skips the data's zeros]");
             }
-            if lib.choices.is_some() {
-                note.push_str(choices_note(matches!(lib.op, Op::MaxPool { .. })));
-            }
             note
         };
         let note = match &self.kernels[k] {
             KernelCode::Loop { f, .. } => routine(f),
-            KernelCode::MaskedPoolGrad { isa, routine, .. } => match routine.choices {
-                Some(_) => format!(" [one pass{}]", choices_note(false)),
-                None => format!(" [one pass on {}]", isa.name()),
-            },
+            KernelCode::MaskedPoolGrad { isa, .. } => format!(" [one pass on {}]", isa.name()),
             KernelCode::Lib(lib) => lib_note(lib),
             KernelCode::Head(_) | KernelCode::Collective { .. } => String::new(),
             KernelCode::Fused { lib, epilogue, .. } => {
@@ -1247,15 +1241,6 @@ fn run_kernel(k: &KernelCode, base: Base, pool: &Pool, partial: Partial) {
             });
             add_partial_sums(base, partial, *parts, &[(r.sums, r.shape[1])]);
         }
-    }
-}
-
-/// How a max pool (`forward`) and its gradient share the windows' choices, for reports.
-fn choices_note(forward: bool) -> &'static str {
-    if forward {
-        " [keeps each window's choice]"
-    } else {
-        " [from the forward pass's choices, not reading its input]"
     }
 }
 

@@ -286,8 +286,6 @@ pub trait F32x16: Copy {
     unsafe fn not(a: Self::Mask) -> Self::Mask;
     /// The lanes of `m`, +0 in the others.
     unsafe fn select(self, m: Self::Mask) -> Self;
-    /// `self`'s lanes where `m`, `b`'s in the others.
-    unsafe fn blend(self, m: Self::Mask, b: Self) -> Self;
     /// The sum of the lanes: halves added pairwise down to one lane.
     unsafe fn sum(self) -> f32;
     /// Subnormal lanes (exponent zero, mantissa not) set to +0.
@@ -596,10 +594,6 @@ impl F32x16 for Avx512 {
         unsafe { Avx512(_mm512_maskz_mov_ps(m, self.0)) }
     }
     #[inline(always)]
-    unsafe fn blend(self, m: u16, b: Self) -> Self {
-        unsafe { Avx512(_mm512_mask_blend_ps(m, b.0, self.0)) }
-    }
-    #[inline(always)]
     unsafe fn sum(self) -> f32 {
         // Halves, quarters, then pairs: the tree of `Avx2::sum`.
         unsafe { _mm512_reduce_add_ps(self.0) }
@@ -906,15 +900,6 @@ impl F32x16 for Avx2 {
     #[inline(always)]
     unsafe fn select(self, m: Avx2) -> Self {
         unsafe { Avx2(_mm256_and_ps(self.0, m.0), _mm256_and_ps(self.1, m.1)) }
-    }
-    #[inline(always)]
-    unsafe fn blend(self, m: Avx2, b: Self) -> Self {
-        unsafe {
-            Avx2(
-                _mm256_blendv_ps(b.0, self.0, m.0),
-                _mm256_blendv_ps(b.1, self.1, m.1),
-            )
-        }
     }
     #[inline(always)]
     unsafe fn sum(self) -> f32 {

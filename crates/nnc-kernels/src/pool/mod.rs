@@ -15,7 +15,6 @@
 //! first one counts). The max gradient goes to that element. Sums add the window in row-major
 //! order from +0, gradients each window's share in window order, also from +0.
 
-pub mod choices;
 pub mod pairs;
 mod planes;
 pub mod scalar;
@@ -127,29 +126,6 @@ pub fn forward(
     }
 }
 
-/// Max pooling as [`forward`] computes it, each window's choice kept in `choices` (a byte
-/// per pooled element, [`choices`]) for [`choices::max_gradient`] and
-/// [`choices::max_gradient_masked`], which then need not read `x`. On the vector unit where
-/// `scratch` holds [`scratch_floats`] of a gradient.
-///
-/// # Panics
-/// If the slices do not hold `planes` planes, or the windows do not fit a choice.
-pub fn forward_choosing(
-    isa: Option<Isa>,
-    x: &[f32],
-    (y, choices): (&mut [f32], &mut [u8]),
-    planes: usize,
-    win: &Window,
-    scratch: &mut [f32],
-) {
-    match isa {
-        Some(isa) if fits(win, true, scratch) => {
-            planes::forward_choosing(isa, x, (y, choices), planes, win, scratch)
-        }
-        _ => choices::forward(x, y, choices, planes, win),
-    }
-}
-
 /// The gradient of max pooling: `dx` gets each window's `dy` at the window's maximum in `x`
 /// (added in window order from +0), +0 where no window's maximum is. Runs as [`forward`] does.
 ///
@@ -205,13 +181,6 @@ pub fn max_gradient_masked(
     sums[..channels].fill(0.0);
     let masked = (sums, first, channels);
     planes::max_gradient_masked(isa, x, dy, dz, masked, planes, win, scratch);
-}
-
-/// Whether a training step should keep the choices of max pooling's windows of this shape
-/// for its gradient ([`forward_choosing`]): they fit a byte, and the windows are not the 2×2
-/// at stride 2 that [`pairs`] runs in one pass reading the input anyway.
-pub fn keeps_choices(win: &Window) -> bool {
-    choices::applies(win) && !pairs_suit(win)
 }
 
 /// Whether [`max_gradient_masked`] takes this window (given the scratch it asks for).
@@ -318,31 +287,6 @@ pub fn time_shapes(isa: Isa) {
                 times[0], times[1], times[2]
             );
         }
-        if pairs || !choices::applies(&win) {
-            continue;
-        }
-        // Keeping the choices: the forward pass on the vector unit, the gradients from them.
-        let mut chosen = vec![0u8; planes * q];
-        let (mut sums, channels) = (vec![0.0f32; 16], 16);
-        let times = [
-            best(&mut || {
-                planes::forward_choosing(isa, &x, (&mut y, &mut chosen), planes, &win, &mut scratch)
-            }),
-            best(&mut || choices::max_gradient(&chosen, &dy, &mut dx, planes, &win)),
-            best(&mut || {
-                let masked = (&mut sums[..], 0, channels);
-                choices::max_gradient_masked(&chosen, &dy, &mut dx, masked, planes, &win)
-            }),
-            best(&mut || {
-                let at = [0, planes, channels];
-                max_gradient_masked(isa, &x, &dy, &mut dx, &mut sums, at, &win, &mut scratch)
-            }),
-        ];
-        println!(
-            "{planes} × {plane:?} by {size:?} at {stride:?}, choices kept: maxpool {:.0} µs, \
-             maxpool_grad from them {:.0} µs, masked {:.0} µs (from the input: {:.0} µs)",
-            times[0], times[1], times[2], times[3]
-        );
     }
 }
 

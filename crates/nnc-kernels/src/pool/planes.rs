@@ -47,33 +47,6 @@ pub fn forward(
     run(isa, pass, (x, &[]), (y, None), planes, win, scratch);
 }
 
-/// Max pooling of `planes` planes `x` into `y`, each window's choice into `choices`
-/// ([`super::choices`]); `scratch` holds [`scratch_floats`] of a gradient (the choices wait
-/// in lanes beside the pooled planes).
-///
-/// # Panics
-/// As [`forward`], or if `choices` does not hold a byte per pooled element, the windows
-/// do not fit a choice or the scratch is shorter.
-pub fn forward_choosing(
-    isa: Isa,
-    x: &[f32],
-    (y, choices): (&mut [f32], &mut [u8]),
-    planes: usize,
-    win: &Window,
-    scratch: &mut [f32],
-) {
-    assert!(
-        super::choices::applies(win),
-        "windows too large for a choice"
-    );
-    assert!(choices.len() >= planes * win.pooled(), "choices too short");
-    assert!(
-        scratch.len() >= scratch_floats(win, true),
-        "scratch too short"
-    );
-    run_choosing(isa, x, (y, Some(choices)), planes, win, scratch);
-}
-
 /// The gradient of max pooling (see the module's comment).
 ///
 /// # Panics
@@ -172,46 +145,6 @@ fn run(
     win: &Window,
     scratch: &mut [f32],
 ) {
-    run_with(
-        isa,
-        pass,
-        (x, dy),
-        (out, masked, None),
-        planes,
-        win,
-        scratch,
-    );
-}
-
-/// Max pooling, with each window's choice where `choices` is given.
-fn run_choosing(
-    isa: Isa,
-    x: &[f32],
-    (y, choices): (&mut [f32], Option<&mut [u8]>),
-    planes: usize,
-    win: &Window,
-    scratch: &mut [f32],
-) {
-    run_with(
-        isa,
-        Pass::Max,
-        (x, &[]),
-        (y, None, choices),
-        planes,
-        win,
-        scratch,
-    );
-}
-
-fn run_with(
-    isa: Isa,
-    pass: Pass,
-    (x, dy): (&[f32], &[f32]),
-    (out, masked, choices): (&mut [f32], Masked<'_>, Option<&mut [u8]>),
-    planes: usize,
-    win: &Window,
-    scratch: &mut [f32],
-) {
     assert!(isa.supported(), "needs {}", isa.name());
     let Window {
         h,
@@ -250,7 +183,6 @@ fn run_with(
                 dy,
                 out,
                 masked,
-                choices,
                 planes,
                 win: *win,
                 scratch,
@@ -265,8 +197,6 @@ struct Planes<'a> {
     dy: &'a [f32],
     out: &'a mut [f32],
     masked: Masked<'a>,
-    /// Max pooling's choices, a byte per pooled element, if kept.
-    choices: Option<&'a mut [u8]>,
     planes: usize,
     win: Window,
     scratch: &'a mut [f32],
@@ -283,7 +213,6 @@ impl Kernel for Planes<'_> {
             dy,
             out,
             mut masked,
-            mut choices,
             planes,
             win,
             scratch,
@@ -307,21 +236,8 @@ impl Kernel for Planes<'_> {
                 match pass {
                     Pass::Max | Pass::Sum => {
                         let (xt, rest) = scratch.split_at_mut(LANES * p);
-                        to_lanes::<V>(&x[l0 * p..(l0 + n) * p], n, p, xt);
-                        if let Some(choices) = choices.as_deref_mut() {
-                            // The choices in lanes after the pooled group, then out of the
-                            // lanes into the input's place (read by then), then to bytes.
-                            let (yt, it) = rest.split_at_mut(LANES * q);
-                            pool_lanes_choosing::<V>(xt, yt, &mut it[..LANES * q], &win);
-                            from_lanes::<V>(yt, n, q, &mut out[l0 * q..(l0 + n) * q]);
-                            from_lanes::<V>(it, n, q, &mut xt[..n * q]);
-                            let group = &mut choices[l0 * q..(l0 + n) * q];
-                            for (c, &k) in group.iter_mut().zip(&xt[..n * q]) {
-                                *c = k as u8;
-                            }
-                            continue;
-                        }
                         let yt = &mut rest[..LANES * q];
+                        to_lanes::<V>(&x[l0 * p..(l0 + n) * p], n, p, xt);
                         if pass == Pass::Max {
                             pool_lanes::<V, true>(xt, yt, &win);
                         } else {
@@ -400,56 +316,6 @@ unsafe fn pool_lanes<V: F32x16, const MAX: bool>(xt: &[f32], yt: &mut [f32], win
                     }
                 }
                 acc.store(yt.as_mut_ptr().add(LANES * (i * ow + j)));
-            }
-        }
-    }
-}
-
-/// [`pool_lanes`] of maxima, and each window's choice (its element's place by the same fold,
-/// plus [`super::choices::POSITIVE`] where the maximum is above 0) in `it`, laid out as `yt`.
-///
-/// # Safety
-/// As [`pool_lanes`]; every window has at most [`super::choices::MAX_WINDOW`] elements.
-#[inline(always)]
-unsafe fn pool_lanes_choosing<V: F32x16>(xt: &[f32], yt: &mut [f32], it: &mut [f32], win: &Window) {
-    let Window {
-        w,
-        kh,
-        kw,
-        sh,
-        sw,
-        oh,
-        ow,
-        ..
-    } = *win;
-    let q = oh * ow;
-    assert!(yt.len() >= LANES * q && it.len() >= LANES * q);
-    // SAFETY: as in `pool_lanes`; `it` is as long as `yt`.
-    unsafe {
-        let zero = V::zero();
-        let positive = V::splat(f32::from(super::choices::POSITIVE));
-        for i in 0..oh {
-            for j in 0..ow {
-                let at = xt.as_ptr().add(LANES * (i * sh * w + j * sw));
-                // The definition's fold, and the place where it last moved.
-                let (mut m, mut k) = (V::load(at), zero);
-                let mut e = 0;
-                for ki in 0..kh {
-                    let row = at.add(LANES * ki * w);
-                    for kj in 0..kw {
-                        if e > 0 {
-                            let v = V::load(row.add(LANES * kj));
-                            let greater = v.greater(m);
-                            m = v.max(m);
-                            k = V::splat(e as f32).blend(greater, k);
-                        }
-                        e += 1;
-                    }
-                }
-                let o = LANES * (i * ow + j);
-                m.store(yt.as_mut_ptr().add(o));
-                k.add(positive.select(m.greater(zero)))
-                    .store(it.as_mut_ptr().add(o));
             }
         }
     }
