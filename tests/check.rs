@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{nnc, relative};
+use support::{nnc, nnc_json, relative};
 
 #[test]
 fn every_model_checks() {
@@ -113,11 +113,7 @@ fn every_diagnostic_has_a_help_line() {
 
 #[test]
 fn reference_parameter_counts() {
-    let total = |file: &str| -> serde_json::Value {
-        let (stdout, stderr, code) = nnc(&["check", file, "--json"]);
-        assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str(&stdout).expect("JSON")
-    };
+    let total = |file: &str| -> serde_json::Value { nnc_json(&["check", file, "--json"]) };
     assert_eq!(total("models/lenet5.nn")["total_params"], 61706);
     assert_eq!(total("models/lenet5.nn")["flops_per_sample"], 833040);
     assert_eq!(total("models/mlp.nn")["total_params"], 407050);
@@ -148,9 +144,7 @@ fn reference_parameter_counts() {
 /// model.parameters())`).
 #[test]
 fn torch_mnist_has_pytorchs_parameter_count() {
-    let (stdout, stderr, code) = nnc(&["check", "models/torch-mnist.nn", "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let json: serde_json::Value = nnc_json(&["check", "models/torch-mnist.nn", "--json"]);
     assert_eq!(json["total_params"], 1_199_882);
 }
 
@@ -179,11 +173,7 @@ fn json_describes_the_model_and_its_training() {
         }
         insta::assert_snapshot!(format!("json@{}", file.replace('/', "_")), lines.join("\n"));
     }
-    let json = |file: &str| -> serde_json::Value {
-        let (stdout, stderr, code) = nnc(&["check", file, "--json"]);
-        assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str(&stdout).expect("JSON")
-    };
+    let json = |file: &str| -> serde_json::Value { nnc_json(&["check", file, "--json"]) };
     // A 7x7 stride-2 `same` convolution of 28 rows pads 5 in all: 2 above, 3 below.
     let k7 = json("bench/zoo/k7-stride2-pool3.nn");
     let stem = &k7["layers"][0];
@@ -309,9 +299,7 @@ fn ten_thousand_layers() {
 #[test]
 fn the_arena_is_the_compiled_steps() {
     for model in ["models/xor.nn", "models/lenet5.nn", "models/lenet5-1998.nn"] {
-        let (stdout, stderr, code) = nnc(&["check", model, "--json"]);
-        assert_eq!(code, 0, "{stderr}");
-        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        let v: serde_json::Value = nnc_json(&["check", model, "--json"]);
         let arena = &v["arena"];
         let train = arena["train_step_bytes"]
             .as_u64()
@@ -327,7 +315,7 @@ fn the_arena_is_the_compiled_steps() {
             "{model}: {train} vs {kernels:.80}"
         );
     }
-    let (bench, stderr, code) = nnc(&[
+    let bench: serde_json::Value = nnc_json(&[
         "bench",
         "models/xor.nn",
         "--iterations",
@@ -336,8 +324,6 @@ fn the_arena_is_the_compiled_steps() {
         "2",
         "--json",
     ]);
-    assert_eq!(code, 0, "{stderr}");
-    let bench: serde_json::Value = serde_json::from_str(&bench).expect("JSON");
     let (check, _, _) = nnc(&["check", "models/xor.nn", "--json"]);
     let check: serde_json::Value = serde_json::from_str(&check).expect("JSON");
     assert_eq!(bench["arena_bytes"], check["arena"]["train_step_bytes"]);

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{nnc, relative};
+use support::{nnc, nnc_json, relative};
 
 const STAGES: [&str; 5] = ["forward", "backward", "train", "optimized", "eval"];
 
@@ -352,9 +352,7 @@ fn interpreter_trains_the_mnist_mlp() {
 #[test]
 fn bench_reports_its_data_and_profile() {
     let report = |model: &str| -> serde_json::Value {
-        let (out, err, code) = nnc(&["bench", model, "--iterations", "3", "--json"]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).expect("one JSON report")
+        nnc_json(&["bench", model, "--iterations", "3", "--json"])
     };
     let mlp = report("models/mlp.nn");
     assert_eq!(mlp["data"], "images");
@@ -407,7 +405,7 @@ fn bench_eval_reports_latency_percentiles() {
         assert_eq!(r["iterations"], 20);
         assert_eq!(r["data"], "images");
     }
-    let (train, stderr, code) = nnc(&[
+    let train: serde_json::Value = nnc_json(&[
         "bench",
         "models/lenet5.nn",
         "--batch",
@@ -416,8 +414,6 @@ fn bench_eval_reports_latency_percentiles() {
         "1",
         "--json",
     ]);
-    assert_eq!(code, 0, "{stderr}");
-    let train: serde_json::Value = serde_json::from_str(&train).expect("JSON");
     let eval_arena = eval("64")["arena_bytes"].as_u64().expect("arena");
     assert!(eval_arena < train["arena_bytes"].as_u64().expect("arena"));
     let (text, stderr, code) = nnc(&["bench", "models/mlp.nn", "--eval", "--iterations", "5"]);
@@ -472,7 +468,7 @@ fn concat_is_one_kernel_and_its_operands_and_gradients_are_windows() {
 /// `--eval`, are usage errors.
 #[test]
 fn bench_times_a_ranks_step() {
-    let (json, stderr, code) = nnc(&[
+    let report: serde_json::Value = nnc_json(&[
         "bench",
         "models/mlp.nn",
         "--ranks",
@@ -481,8 +477,6 @@ fn bench_times_a_ranks_step() {
         "1",
         "--json",
     ]);
-    assert_eq!(code, 0, "{stderr}");
-    let report: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(report["ranks"], 3);
     assert_eq!(report["batch"], 128);
     assert_eq!(report["samples"], 43);

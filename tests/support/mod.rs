@@ -31,6 +31,15 @@ pub fn nnc(args: &[&str]) -> (String, String, i32) {
     nnc_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
+/// Runs `nnc args…` from the repository root, asserts that it succeeded, and parses its
+/// standard output as one JSON document (a `--json` report).
+pub fn nnc_json(args: &[&str]) -> serde_json::Value {
+    let (stdout, stderr, code) = nnc(args);
+    assert_eq!(code, 0, "nnc {args:?}: {stderr}");
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("nnc {args:?}: not JSON ({e}): {stdout}"))
+}
+
 /// The path relative to the repository root, with `/` separators, as the snapshots show it.
 pub fn relative(path: &Path) -> String {
     path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
