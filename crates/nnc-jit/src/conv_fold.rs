@@ -19,7 +19,8 @@ use crate::kernel::used_only_by;
 
 /// Whether a convolution of `f`, unfolded, runs on a kernel that takes the fold (for a
 /// `pad`: [`nnc_kernels::gemm_conv`], the channels kernels or Winograd's; for a `slice`:
-/// `gemm_conv` or a strided input gradient's [`nnc_kernels::phases`]): the cost model's
+/// `gemm_conv`, [`nnc_kernels::samples`] or a strided input gradient's
+/// [`nnc_kernels::phases`]): the cost model's
 /// choice, which the library kernels make (`LibKernel::unfolded_pads_inside`,
 /// `LibKernel::unfolded_crops_inside`).
 pub type PadsInside = fn(&Function, &Inst) -> bool;

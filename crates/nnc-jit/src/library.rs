@@ -143,11 +143,7 @@ pub fn scratch_bytes(f: &Function, inst: &Inst, part_samples: usize) -> usize {
                 positions_arm(n * (direct::filter_rows(&s) * s.wide_plane() + copies))
                     .max(channels_arm(channels::scratch_floats(&g)))
             }
-            WideOp::Input => {
-                4 * padded
-                    + 4 * (n * g.o() * t.plane() + t.o_pad() * t.taps())
-                        .max(samples::scratch_floats(&g, [ph, pw]))
-            }
+            WideOp::Input => 4 * (padded + n * g.o() * t.plane() + t.o_pad() * t.taps()),
         }
     };
     let shape = |k: usize| &f.ty(inst.args[k]).shape;
@@ -168,6 +164,17 @@ pub fn scratch_bytes(f: &Function, inst: &Inst, part_samples: usize) -> usize {
         Op::Conv2dGradInput { .. } => gemm(out, shape(1), shape(0))
             .max(direct(out, shape(1), WideOp::Input))
             .max(wino(WideOp::Input))
+            .max(
+                // A group of sixteen samples' planes in lanes, whatever the part's samples:
+                // only where a part (of the most samples, or one fewer) fills the lanes.
+                LibKernel::shapes_only(f, inst)
+                    .samples_geometry()
+                    .filter(|_| {
+                        let n = part_samples.min(out[0]);
+                        samples::suits(n) || samples::suits(n.saturating_sub(1))
+                    })
+                    .map_or(0, |g| 4 * g.scratch_floats()),
+            )
             .max(
                 LibKernel::shapes_only(f, inst)
                     .phases()
@@ -288,8 +295,8 @@ impl LibKernel {
     }
 
     /// Whether the convolution `inst` of `f`, with no `pad` or `slice` folded into it, runs on
-    /// a kernel that writes a cropped input gradient by the cost model: [`gemm_conv`], or a
-    /// strided input gradient's [`phases`]. What a `slice`'s fold is decided on
+    /// a kernel that writes a cropped input gradient by the cost model: [`gemm_conv`],
+    /// [`samples`], or a strided input gradient's [`phases`]. What a `slice`'s fold is decided on
     /// ([`conv_fold::PadsInside`]).
     pub fn unfolded_crops_inside(f: &Function, inst: &Inst) -> bool {
         LibKernel::unfolded(f, inst).crops_inside()
@@ -317,7 +324,7 @@ impl LibKernel {
             let samples = self.part_samples(op)[0];
             matches!(
                 self.conv_estimates(op, samples).best,
-                ConvKernel::Gemm | ConvKernel::Phases
+                ConvKernel::Gemm | ConvKernel::Phases | ConvKernel::Direct(Lanes::Samples)
             )
         })
     }
@@ -1012,6 +1019,9 @@ impl LibKernel {
                 (Some(isa), ConvKernel::Phases) => {
                     self.phases_conv(isa, base, scratch, hi - lo, x, out)
                 }
+                (Some(isa), ConvKernel::Direct(Lanes::Samples)) => {
+                    self.samples_conv(isa, base, scratch, hi - lo, x, out)
+                }
                 (Some(isa), ConvKernel::Direct(lanes)) => {
                     self.direct_conv(isa, lanes, base, scratch, (lo, hi), op, x, out)
                 }
@@ -1116,13 +1126,10 @@ impl LibKernel {
         if matches!(op, WideOp::Forward | WideOp::Filter) && channels::suits(&g) && within {
             return Some(Lanes::Channels);
         }
-        if !self.positions_apply(op) {
-            return None;
+        if op == WideOp::Input && samples::suits(samples) && self.samples_geometry().is_some() {
+            return Some(Lanes::Samples);
         }
-        Some(match op {
-            WideOp::Input if samples::suits(&g, samples) => Lanes::Samples,
-            _ => Lanes::Positions,
-        })
+        self.positions_apply(op).then_some(Lanes::Positions)
     }
 
     /// Whether [`direct`]'s kernels (positions in the lanes; samples for the input gradient)
@@ -1245,6 +1252,24 @@ impl LibKernel {
         }
         let g = self.gemm_geometry(WideOp::Input);
         Phases::new(
+            g.c,
+            [g.h, g.w],
+            g.o,
+            [g.oh, g.ow],
+            [g.kh, g.kw],
+            g.stride,
+            g.pad,
+        )
+    }
+
+    /// The geometry of this convolution's input gradient for [`samples`] (any stride, a
+    /// folded `slice`'s start as padding included).
+    fn samples_geometry(&self) -> Option<samples::Geometry> {
+        if self.conv_product()? != WideOp::Input {
+            return None;
+        }
+        let g = self.gemm_geometry(WideOp::Input);
+        samples::Geometry::new(
             g.c,
             [g.h, g.w],
             g.o,
@@ -1520,10 +1545,7 @@ impl LibKernel {
                     direct::filter(isa, &g, nb, x, wide, out);
                 }
             }
-            (WideOp::Input, Lanes::Samples) => {
-                let scratch = buffer(samples::scratch_floats(&g, pad));
-                samples::input_gradient(isa, &g, nb, (x, arg(1)), pad, scratch, out);
-            }
+            (WideOp::Input, Lanes::Samples) => unreachable!("run by `samples_conv`"),
             (WideOp::Input, _) => {
                 let t = g.input_gradient();
                 let per = o * t.plane();
@@ -1567,6 +1589,37 @@ impl LibKernel {
             (scratch, self.f32_arg(base, 1))
         };
         phases::input_gradient(isa, &g, samples, (dy, w), scratch, dx);
+    }
+
+    /// [`LibKernel::convolution`] on [`samples`]: an input gradient of `samples` samples, `dy`
+    /// their output gradient, `dx` their input gradient.
+    ///
+    /// # Safety
+    /// As [`LibKernel::gemm_conv`]; the scratch space holds what `scratch_bytes` reserved for
+    /// [`samples`], and the CPU supports `isa`.
+    unsafe fn samples_conv(
+        &self,
+        isa: Isa,
+        base: *mut u8,
+        scratch: usize,
+        samples: usize,
+        dy: &[f32],
+        dx: &mut [f32],
+    ) {
+        let g = self
+            .samples_geometry()
+            .expect("chosen only where the samples kernel applies");
+        // SAFETY: `scratch_bytes` reserved the kernel's scratch (a group of sixteen samples
+        // at a time, whatever the part's) at `scratch`, this part's alone; the filters are an
+        // f32 operand that no one writes while the kernel runs. Creating the slices cannot
+        // panic.
+        self.check_scratch(g.scratch_floats());
+        let (scratch, w) = unsafe {
+            let floats = g.scratch_floats();
+            let scratch = std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
+            (scratch, self.f32_arg(base, 1))
+        };
+        samples::input_gradient(isa, &g, samples, (dy, w), scratch, dx);
     }
 
     /// [`LibKernel::convolution`] on [`winograd`]: the forward product, the input gradient

@@ -6,6 +6,8 @@
 //! [`crate::channels::forward`] (its input channels in the lanes), and its planes are then
 //! spread into every `sh`-th row and `sw`-th column of the result. Every product is real: no
 //! zeros inserted between the gradient's positions, no im2col columns scattered back.
+//! ([`crate::samples`] computes the same gradient about 1.5× faster where a part has enough
+//! samples to fill its lanes; this kernel is for the parts that do not.)
 //!
 //! Each input-gradient element sums its phase's taps in the channels kernel's order (output
 //! channel, tap row, tap column), the same on every unit and for every split into parts.
@@ -266,8 +268,9 @@ pub fn input_gradient(
 }
 
 /// Times the strided input gradients of resnet-mnist's and residual's stride-2 3×3
-/// convolutions (`same`: no padding above and left) here and on [`crate::gemm_conv`], 32
-/// samples on one thread, best of 20 runs.
+/// convolutions (`same`: no padding above and left) here, with the samples in the lanes
+/// ([`crate::samples`]) and on [`crate::gemm_conv`], 32 samples on one thread, best of 20
+/// runs.
 #[doc(hidden)]
 pub fn time_stride2(isa: Isa) {
     use crate::gemm_conv::{self, Geometry};
@@ -290,12 +293,19 @@ pub fn time_stride2(isa: Isa) {
         let dy = crate::testing::values(samples * o * ohw * ohw, 1);
         let w = crate::testing::values(o * c * 9, 2);
         let mut dx = vec![0.0f32; samples * c * hw * hw];
-        let mut scratch = vec![0.0f32; g.scratch_floats(samples).max(gg.scratch_floats(samples))];
-        let (mut here, mut there) = (f64::MAX, f64::MAX);
+        let lanes =
+            crate::samples::Geometry::new(c, [hw, hw], o, [ohw, ohw], [3, 3], [2, 2], [0, 0])
+                .expect("a geometry");
+        let floats = g.scratch_floats(samples).max(gg.scratch_floats(samples));
+        let mut scratch = vec![0.0f32; floats.max(lanes.scratch_floats())];
+        let (mut here, mut there, mut in_lanes) = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..20 {
             let t = std::time::Instant::now();
             input_gradient(isa, &g, samples, (&dy, &w), &mut scratch, &mut dx);
             here = here.min(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            crate::samples::input_gradient(isa, &lanes, samples, (&dy, &w), &mut scratch, &mut dx);
+            in_lanes = in_lanes.min(t.elapsed().as_secs_f64());
             let t = std::time::Instant::now();
             gemm_conv::input_gradient(&gg, samples, &dy, &w, &mut dx, &mut scratch);
             there = there.min(t.elapsed().as_secs_f64());
@@ -303,10 +313,13 @@ pub fn time_stride2(isa: Isa) {
         let flops = 2.0 * (samples * o * c * 9 * ohw * ohw) as f64;
         println!(
             "[{o},{c},3,3] stride 2, {hw}x{hw} from {ohw}x{ohw} ({samples} samples, one thread, {}): \
-             phases {:.1} µs, {:.1} GFLOP/s; im2col + gemm {:.1} µs, {:.1} GFLOP/s",
+             phases {:.1} µs, {:.1} GFLOP/s; samples in lanes {:.1} µs, {:.1} GFLOP/s; \
+             im2col + gemm {:.1} µs, {:.1} GFLOP/s",
             isa.name(),
             here * 1e6,
             flops / here * 1e-9,
+            in_lanes * 1e6,
+            flops / in_lanes * 1e-9,
             there * 1e6,
             flops / there * 1e-9
         );

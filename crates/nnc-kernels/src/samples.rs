@@ -1,15 +1,21 @@
-//! A stride-1 convolution's input gradient with the samples in the lanes, sixteen at a time.
+//! A convolution's input gradient with the samples in the lanes, sixteen at a time, at any
+//! stride and padding.
 //!
-//! `dx[b][c][i][j] = Σ_o Σ_(ki,kj) dy[b][o][i − ki][j − kj] · w[o][c][ki][kj]`, over the taps
-//! that land inside the output gradient. [`crate::direct`] computes it as a forward product of
-//! the output gradient padded by `k − 1` ([`Conv::input_gradient`]), sixteen positions per
-//! vector: near the borders most of its products are with the padding's zeros (LeNet-5's C3:
-//! 14×14 positions, each with 25 taps, of which a 10×10 gradient leaves 16 real on average).
-//! Here a vector holds one position of sixteen samples, so every product is real and every
-//! lane a sample: the output gradient is transposed to that layout first ([`to_lanes`]), the
-//! filters to `[o][ki][kj][c]`, and the result back ([`from_lanes`]). A register tile is six
-//! input channels of one position, or on AVX-512 of four positions of a row whose taps all
-//! land in the gradient, each filter weight broadcast once per tap.
+//! `dx[b][c][i][j] = Σ_o Σ_(r,s) dy[b][o][r][s] · w[o][c][i + low₀ − r·sh][j + low₁ − s·sw]`,
+//! over the output positions whose window holds `(i, j)`. [`crate::direct`] computes it at
+//! stride 1 as a forward product of the output gradient padded by `k − 1`
+//! ([`Conv::input_gradient`]), sixteen positions per vector: near the borders most of its
+//! products are with the padding's zeros (LeNet-5's C3: 14×14 positions, each with 25 taps,
+//! of which a 10×10 gradient leaves 16 real on average); at stride 2 the phases kernel
+//! ([`crate::phases`]) splits it into a stride-1 product per phase, each with a quarter of the
+//! taps, input channels in the lanes. Here a vector holds one position of sixteen samples, so
+//! every product is real and every lane a sample: the output gradient is transposed to that
+//! layout first ([`to_lanes`]), the filters to `[o][ki][kj][c]`, and the result back
+//! ([`from_lanes`]). A register tile is six input channels of one position, or on AVX-512 of
+//! four positions of a row (every `sw`-th, so that their taps are the same) whose reaches
+//! are whole, each filter weight broadcast once per tap. (resnet-mnist's stride-2 3×3 input
+//! gradients, 32 samples on one Zen 4 core: 81–88 GFLOP/s here, 43–62 on the phases,
+//! `cargo bench -p nnc-kernels --bench kernels -- phases`.)
 //!
 //! Each input position adds its products in [`crate::direct`]'s order (output channel, then
 //! the output gradient's rows and columns ascending, one rounding each), and the products it
@@ -28,41 +34,109 @@ const LANES: usize = 16;
 /// output-gradient vector.
 const CHANNELS: usize = 6;
 
-/// Whether [`input_gradient`] handles `g` (a plain forward geometry, [`Conv::forward`]) for a
-/// part of `samples` samples and fills at least three quarters of its lanes with them.
-pub fn suits(g: &Conv, samples: usize) -> bool {
-    plain(g) && samples > 0 && 4 * samples >= 3 * groups(samples) * LANES
+/// The input gradient [`input_gradient`] computes: of a forward convolution of `c` planes
+/// `h × w` (as the op reads them: `low` rows of padding above and columns left, any below and
+/// right) by `o` filters `kh × kw` at `stride`, from output-gradient planes `oh × ow`.
+/// Input position `(i, j)` receives from the output positions `(r, s)` whose window holds it:
+/// `i + low₀ = r·sh + ki`, `j + low₁ = s·sw + kj`; the padding's positions are not computed
+/// (nobody reads their gradient), and positions no window holds receive zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    low: [usize; 2],
 }
 
-/// Whether `g` is [`Conv::forward`]'s layout: compact planes, taps within a row.
-fn plain(g: &Conv) -> bool {
-    g.kj_stride == 1
-        && g.stride == [1, 1]
-        && g.plane == (g.oh + g.kh - 1) * g.w
-        && g.ow + g.kw - 1 == g.w
+impl Geometry {
+    /// The geometry, if every size and stride is positive.
+    pub fn new(
+        c: usize,
+        [h, w]: [usize; 2],
+        o: usize,
+        [oh, ow]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+        low: [usize; 2],
+    ) -> Option<Geometry> {
+        let sizes = [c, h, w, o, oh, ow, kh, kw, stride[0], stride[1]];
+        sizes.iter().all(|&d| d > 0).then_some(Geometry {
+            c,
+            h,
+            w,
+            o,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride,
+            low,
+        })
+    }
+
+    /// The input gradient of `g` (a plain forward geometry, [`Conv::forward`]) with `crop[0]`
+    /// rows and `crop[1]` columns cut from each side of its planes: a convolution with
+    /// `padding` runs over padded planes, whose padding's gradient nobody reads. `None` if
+    /// `g` is not plain or the crop leaves nothing.
+    pub fn cropped(g: &Conv, crop: [usize; 2]) -> Option<Geometry> {
+        let h = g.oh + g.kh - 1;
+        let plain =
+            g.kj_stride == 1 && g.stride == [1, 1] && g.plane == h * g.w && g.ow + g.kw - 1 == g.w;
+        if !plain || 2 * crop[0] >= h || 2 * crop[1] >= g.w {
+            return None;
+        }
+        let planes = [h - 2 * crop[0], g.w - 2 * crop[1]];
+        Geometry::new(g.c, planes, g.o, [g.oh, g.ow], [g.kh, g.kw], [1, 1], crop)
+    }
+
+    /// Floats of the scratch [`input_gradient`] takes: a group's output gradient and input
+    /// gradient in lanes, and the transposed filters.
+    pub fn scratch_floats(&self) -> usize {
+        LANES * (self.gradient_floats() + self.input_floats()) + self.o * self.taps()
+    }
+
+    /// Floats of a sample's output gradient.
+    pub fn gradient_floats(&self) -> usize {
+        self.o * self.oh * self.ow
+    }
+
+    /// Floats of a sample's input gradient.
+    pub fn input_floats(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Taps of a filter over all its input channels.
+    fn taps(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// The output-gradient rows (`axis` 0) or columns (1) that input row or column `i`
+    /// receives from, through filter rows `i + low − r·s` in `0..k`.
+    fn reach(&self, axis: usize, i: usize) -> std::ops::Range<usize> {
+        let (k, s, n) = match axis {
+            0 => (self.kh, self.stride[0], self.oh),
+            _ => (self.kw, self.stride[1], self.ow),
+        };
+        let p = i + self.low[axis];
+        (p + 1).saturating_sub(k).div_ceil(s)..(p / s + 1).min(n)
+    }
+}
+
+/// Whether a part of `samples` samples fills at least three quarters of the lanes of
+/// [`input_gradient`]'s groups.
+pub fn suits(samples: usize) -> bool {
+    samples > 0 && 4 * samples >= 3 * groups(samples) * LANES
 }
 
 /// Groups of sixteen samples.
 fn groups(samples: usize) -> usize {
     samples.div_ceil(LANES)
-}
-
-/// Floats of scratch [`input_gradient`] needs for `crop`: a group's output gradient and
-/// (cropped) input gradient in lanes, and the transposed filters.
-pub fn scratch_floats(g: &Conv, crop: [usize; 2]) -> usize {
-    LANES * (g.o * g.oh * g.ow + g.c * cropped_plane(g, crop)) + g.o * g.taps()
-}
-
-/// The rows and columns of an input plane left after `crop` rows and columns are cut from
-/// each side.
-fn cropped(g: &Conv, crop: [usize; 2]) -> [usize; 2] {
-    [g.oh + g.kh - 1 - 2 * crop[0], g.w - 2 * crop[1]]
-}
-
-/// Floats of a cropped input plane.
-fn cropped_plane(g: &Conv, crop: [usize; 2]) -> usize {
-    let [h, w] = cropped(g, crop);
-    h * w
 }
 
 /// `src` holds `samples` rows of `per` floats; `out[(group·per + e)·16 + l]` receives
@@ -182,7 +256,7 @@ impl Kernel for Transpose {
 
 /// The filters `w` (`o × c × kh × kw`) as `out[((o·kh + ki)·kw + kj)·c + ci]`: a tap's input
 /// channels side by side.
-pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
+fn transposed_filters(g: &Geometry, w: &[f32], out: &mut [f32]) {
     let k = g.kh * g.kw;
     for o in 0..g.o {
         for ci in 0..g.c {
@@ -193,54 +267,40 @@ pub fn transposed_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The input gradient `dx` (`samples × c × h × w`, compact) of the forward convolution `g`
-/// from its output gradient `dy` (`samples × o × oh × ow`) and filters `w` (`o × c × kh ×
-/// kw`), with `scratch` of [`scratch_floats`] floats; `crop[0]` rows and `crop[1]` columns
-/// cut from each side of every plane, neither computed nor stored (a convolution with
-/// `padding` runs over padded planes, whose padding's gradient nobody reads).
+/// The input gradient `dx` (`samples × c × h × w`, compact) of the convolution `g` from its
+/// output gradient `dy` (`samples × o × oh × ow`) and filters `w` (`o × c × kh × kw`), with
+/// `scratch` of [`Geometry::scratch_floats`] floats.
 ///
 /// # Panics
-/// If `g` is not a plain forward geometry, the crop leaves nothing, the slices are short, or
-/// the CPU does not support `isa`.
+/// If the slices are short or the CPU does not support `isa`.
 pub fn input_gradient(
     isa: Isa,
-    g: &Conv,
+    g: &Geometry,
     samples: usize,
     (dy, w): (&[f32], &[f32]),
-    crop: [usize; 2],
     scratch: &mut [f32],
     dx: &mut [f32],
 ) {
-    input_gradient_tiled(isa, g, samples, (dy, w), crop, scratch, dx, false);
+    input_gradient_tiled(isa, g, samples, (dy, w), scratch, dx, false);
 }
 
 /// [`input_gradient`], with AVX-512's tiles on any unit where `wide` (so that AVX2 machines
 /// test them too).
-#[allow(clippy::too_many_arguments)]
 fn input_gradient_tiled(
     isa: Isa,
-    g: &Conv,
+    g: &Geometry,
     samples: usize,
     (dy, w): (&[f32], &[f32]),
-    crop: [usize; 2],
     scratch: &mut [f32],
     dx: &mut [f32],
     wide: bool,
 ) {
     assert!(isa.supported(), "vector kernels need {}", isa.name());
-    assert!(plain(g), "not a plain forward geometry");
-    assert!(
-        2 * crop[0] < g.oh + g.kh - 1 && 2 * crop[1] < g.w,
-        "cropped to nothing"
-    );
-    let (per_in, per_out) = (g.c * cropped_plane(g, crop), g.o * g.oh * g.ow);
+    let (per_in, per_out) = (g.input_floats(), g.gradient_floats());
     assert!(dy.len() >= samples * per_out, "output gradient too short");
     assert!(w.len() >= g.o * g.taps(), "filters too short");
     assert!(dx.len() >= samples * per_in, "input gradient too short");
-    assert!(
-        scratch.len() >= scratch_floats(g, crop),
-        "scratch too short"
-    );
+    assert!(scratch.len() >= g.scratch_floats(), "scratch too short");
     let (dyt, rest) = scratch.split_at_mut(LANES * per_out);
     let (dxt, wt) = rest.split_at_mut(LANES * per_in);
     transposed_filters(g, w, wt);
@@ -254,7 +314,6 @@ fn input_gradient_tiled(
             dyt,
             wt,
             dxt: &mut *dxt,
-            crop,
             wide,
         };
         // SAFETY: the unit is supported, and the buffers hold what the geometry needs
@@ -268,19 +327,19 @@ fn input_gradient_tiled(
 
 /// [`input_gradient`]'s product in lanes, for [`simd::run`].
 struct Gradient<'a> {
-    g: &'a Conv,
+    g: &'a Geometry,
     dyt: &'a [f32],
     wt: &'a [f32],
     dxt: &'a mut [f32],
-    crop: [usize; 2],
     wide: bool,
 }
 
-/// Positions of a row per register tile on AVX-512, where every tap of each lands in the
-/// output gradient: with six channels, 24 of its 32 registers accumulate and six hold the
-/// tap's weights, so that a tap costs four loads and six broadcasts for 24 products (one
-/// position: seven for six). cnn3-same's 28×28 input gradient on one Zen 4 core: 70 GFLOP/s
-/// one position at a time, 81 with three, 98 with four (`time_same3`).
+/// Positions of a row per register tile on AVX-512 (every `sw`-th: those of one column
+/// phase, whose taps are the same and read consecutive output-gradient columns), where their
+/// column reaches are whole: with six channels, 24 of its 32 registers accumulate and six
+/// hold the tap's weights, so that a tap costs four loads and six broadcasts for 24 products
+/// (one position: seven for six). cnn3-same's 28×28 input gradient on one Zen 4 core: 70
+/// GFLOP/s one position at a time, 81 with three, 98 with four (`time_same3`).
 const POSITIONS: usize = 4;
 
 impl Kernel for Gradient<'_> {
@@ -293,89 +352,99 @@ impl Kernel for Gradient<'_> {
             dyt,
             wt,
             dxt,
-            crop,
             wide,
         } = self;
-        let h = g.oh + g.kh - 1;
         let wide = simd::wide_tiles::<V>(wide);
-        let (per_in, per_out) = (g.c * cropped_plane(g, crop), g.o * g.oh * g.ow);
-        let dyt = dyt[..per_out * LANES].as_ptr();
-        let dxt = dxt[..per_in * LANES].as_mut_ptr();
-        for i in crop[0]..h - crop[0] {
-            let mut j = crop[1];
-            while j < g.w - crop[1] {
-                // Positions whose every column tap lands in the gradient's row, several at a
-                // time; the others one by one.
-                let n = if wide && j + 1 >= g.kw && j + POSITIONS <= g.ow.min(g.w - crop[1]) {
-                    POSITIONS
-                } else {
-                    1
-                };
-                // SAFETY: the CPU has `V`'s unit; the pointers hold a group's planes, which
-                // every tap of a position in them stays inside; positions `j..j + n` are
-                // whole-reach columns where `n > 1`.
-                unsafe {
-                    if n == 1 {
-                        channels::<V, 1>(g, dyt, wt, (i, j, crop), dxt);
+        let sw = g.stride[1];
+        let dyt = dyt[..g.gradient_floats() * LANES].as_ptr();
+        let dxt = dxt[..g.input_floats() * LANES].as_mut_ptr();
+        for i in 0..g.h {
+            let rows = g.reach(0, i);
+            // A column phase at a time: positions `b, b + sw, …`.
+            for b in 0..sw.min(g.w) {
+                let mut j = b;
+                while j < g.w {
+                    // Positions whose column reaches are the first's moved by one each,
+                    // several at a time; the others one by one.
+                    let last = j + (POSITIONS - 1) * sw;
+                    let n = if wide && last < g.w && {
+                        let (first, end) = (g.reach(1, j), g.reach(1, last));
+                        let moved = POSITIONS - 1;
+                        end.start == first.start + moved && end.end == first.end + moved
+                    } {
+                        POSITIONS
                     } else {
-                        channels::<V, POSITIONS>(g, dyt, wt, (i, j, crop), dxt);
+                        1
+                    };
+                    // SAFETY: the CPU has `V`'s unit; the pointers hold a group's planes,
+                    // which every tap of a position in them stays inside; positions `j, j +
+                    // sw, …` (`n` of them) are in the plane with reaches moved by one each.
+                    unsafe {
+                        if n == 1 {
+                            channels::<V, 1>(g, dyt, wt, (i, j, rows.clone()), dxt);
+                        } else {
+                            channels::<V, POSITIONS>(g, dyt, wt, (i, j, rows.clone()), dxt);
+                        }
                     }
+                    j += n * sw;
                 }
-                j += n;
             }
         }
     }
 }
 
-/// Input positions `(i, j..j + P)` of every input channel, [`CHANNELS`] at a time.
+/// Input positions `(i, j + t·sw)` (`t < P`) of every input channel, [`CHANNELS`] at a time.
 ///
 /// # Safety
 /// As [`positions`].
 #[inline(always)]
 unsafe fn channels<V: F32x16, const P: usize>(
-    g: &Conv,
+    g: &Geometry,
     dyt: *const f32,
     wt: &[f32],
-    (i, j, crop): (usize, usize, [usize; 2]),
+    (i, j, rows): (usize, usize, std::ops::Range<usize>),
     dxt: *mut f32,
 ) {
     let mut c0 = 0;
     // SAFETY (all calls): forwarded, channels `c0..c0 + CB` lie in the planes.
     unsafe {
         while c0 + CHANNELS <= g.c {
-            positions::<V, P, CHANNELS>(g, dyt, wt, (i, j, c0, crop), dxt);
+            positions::<V, P, CHANNELS>(g, dyt, wt, (i, j, c0, rows.clone()), dxt);
             c0 += CHANNELS;
         }
         match g.c - c0 {
-            1 => positions::<V, P, 1>(g, dyt, wt, (i, j, c0, crop), dxt),
-            2 => positions::<V, P, 2>(g, dyt, wt, (i, j, c0, crop), dxt),
-            3 => positions::<V, P, 3>(g, dyt, wt, (i, j, c0, crop), dxt),
-            4 => positions::<V, P, 4>(g, dyt, wt, (i, j, c0, crop), dxt),
-            5 => positions::<V, P, 5>(g, dyt, wt, (i, j, c0, crop), dxt),
+            1 => positions::<V, P, 1>(g, dyt, wt, (i, j, c0, rows), dxt),
+            2 => positions::<V, P, 2>(g, dyt, wt, (i, j, c0, rows), dxt),
+            3 => positions::<V, P, 3>(g, dyt, wt, (i, j, c0, rows), dxt),
+            4 => positions::<V, P, 4>(g, dyt, wt, (i, j, c0, rows), dxt),
+            5 => positions::<V, P, 5>(g, dyt, wt, (i, j, c0, rows), dxt),
             _ => {}
         }
     }
 }
 
-/// Input positions `(i, j..j + P)` of input channels `c0..c0 + CB` for one group: the sum
-/// over every output channel and every output-gradient position `(r, s)` the taps reach,
-/// `r = i − ki` and `s = j + t − kj` ascending, stored in `dxt`'s planes cropped by `crop`.
+/// Input positions `(i, j + t·sw)` (`t < P`) of input channels `c0..c0 + CB` for one group:
+/// the sum over every output channel and every output-gradient position `(r, s + t)` whose
+/// window holds them (`r` in `rows`, `s` in column `j`'s reach), ascending, stored in `dxt`'s
+/// planes.
 ///
 /// # Safety
-/// The CPU has `V`'s unit; `dyt` and `dxt` hold a group's planes in lanes (`dxt` cropped),
-/// `(i, j..j + P)` are positions of the input plane inside the crop and `c0..c0 + CB` input
-/// channels; where `P > 1`, every
-/// column tap of every position lands in the output gradient (`kw − 1 ≤ j`, `j + P ≤ ow`).
+/// The CPU has `V`'s unit; `dyt` and `dxt` hold a group's planes in lanes, `(i, j + t·sw)`
+/// are positions of the input plane for every `t < P`, `rows` is row `i`'s reach, and
+/// `c0..c0 + CB` are input channels; where `P > 1`, column `j + t·sw`'s reach is column
+/// `j`'s moved by `t`.
 #[inline(always)]
 unsafe fn positions<V: F32x16, const P: usize, const CB: usize>(
-    g: &Conv,
+    g: &Geometry,
     dyt: *const f32,
     wt: &[f32],
-    (i, j, c0, crop): (usize, usize, usize, [usize; 2]),
+    (i, j, c0, rows): (usize, usize, usize, std::ops::Range<usize>),
     dxt: *mut f32,
 ) {
-    let (rows, cols) = (reach(i, g.kh, g.oh), reach(j, g.kw, g.ow));
-    debug_assert!(P == 1 || (cols.len() == g.kw && j + P <= g.ow));
+    let cols = g.reach(1, j);
+    let [sh, sw] = g.stride;
+    let (pi, pj) = (i + g.low[0], j + g.low[1]);
+    debug_assert!(P == 1 || g.reach(1, j + (P - 1) * sw).start == cols.start + P - 1);
     // SAFETY (throughout): the CPU has `V`'s unit (the caller's contract).
     let mut acc = [[unsafe { V::zero() }; CB]; P];
     let wt = wt.as_ptr();
@@ -383,10 +452,10 @@ unsafe fn positions<V: F32x16, const P: usize, const CB: usize>(
         for r in rows.clone() {
             for s in cols.clone() {
                 // SAFETY: `(o, r, s + t)` is an output-gradient position of the group for
-                // every `t < P` (the caller's contract), and the tap `(i − r, j − s)` lies in
-                // the filter: its `c` weights start at `w`.
+                // every `t < P` (the caller's contract), and the tap `(pi − r·sh, pj − s·sw)`
+                // lies in the filter (the reaches'): its `c` weights start at `w`.
                 unsafe {
-                    let w = wt.add(((o * g.kh + i - r) * g.kw + j - s) * g.c + c0);
+                    let w = wt.add(((o * g.kh + pi - r * sh) * g.kw + pj - s * sw) * g.c + c0);
                     let mut wv = [V::zero(); CB];
                     for (k, wv) in wv.iter_mut().enumerate() {
                         *wv = V::splat(*w.add(k));
@@ -402,20 +471,13 @@ unsafe fn positions<V: F32x16, const P: usize, const CB: usize>(
             }
         }
     }
-    let [h, w] = cropped(g, crop);
-    let plane = |k: usize| (((c0 + k) * h + i - crop[0]) * w + j - crop[1]) * LANES;
+    let plane = |k: usize| (((c0 + k) * g.h + i) * g.w + j) * LANES;
     for (t, acc) in acc.iter().enumerate() {
         for (k, a) in acc.iter().enumerate() {
             // SAFETY: input channel `c0 + k` < `c` at positions of the plane.
-            unsafe { a.store(dxt.add(plane(k) + t * LANES)) };
+            unsafe { a.store(dxt.add(plane(k) + t * sw * LANES)) };
         }
     }
-}
-
-/// The output-gradient rows (or columns) `r` that input row `i` receives from, through filter
-/// rows `i − r` in `0..k`, of `n` rows.
-fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
-    i.saturating_sub(k - 1)..(i + 1).min(n)
 }
 
 /// Times C3's input gradient, samples in lanes, against `direct`'s, on one thread, printing the
@@ -424,15 +486,16 @@ fn reach(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
 pub fn time_c3(isa: Isa) {
     let samples = 16;
     let g = Conv::forward(6, 14, 14, 16, 5, 5);
+    let lanes = Geometry::cropped(&g, [0, 0]).expect("a plain geometry");
     let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
     let w = crate::testing::values(g.o * g.taps(), 2);
-    let mut scratch = vec![0.0f32; scratch_floats(&g, [0, 0])];
+    let mut scratch = vec![0.0f32; lanes.scratch_floats()];
     let mut dx = vec![0.0f32; samples * g.c * g.plane];
     let (per_in, per_out) = (g.c * g.plane, g.o * g.oh * g.ow);
     let mut best = [f64::MAX; 4];
     for _ in 0..50 {
         let t = std::time::Instant::now();
-        input_gradient(isa, &g, samples, (&dy, &w), [0, 0], &mut scratch, &mut dx);
+        input_gradient(isa, &lanes, samples, (&dy, &w), &mut scratch, &mut dx);
         best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e6);
         let (dyt, rest) = scratch.split_at_mut(samples * per_out);
         let t = std::time::Instant::now();
@@ -466,15 +529,15 @@ pub fn time_same3(isa: Isa) {
     ];
     for (c, h, w, o, kh, kw, ph, pw) in shapes {
         let g = Conv::forward(c, h, w, o, kh, kw);
-        let crop = [ph, pw];
+        let lanes = Geometry::cropped(&g, [ph, pw]).expect("a plain geometry");
         let dy = crate::testing::values(samples * g.o * g.oh * g.ow, 1);
         let w = crate::testing::values(g.o * g.taps(), 2);
-        let mut scratch = vec![0.0f32; scratch_floats(&g, crop)];
+        let mut scratch = vec![0.0f32; lanes.scratch_floats()];
         let mut dx = vec![0.0f32; samples * g.c * g.plane];
         let mut best = f64::MAX;
         for _ in 0..20 {
             let t = std::time::Instant::now();
-            input_gradient(isa, &g, samples, (&dy, &w), crop, &mut scratch, &mut dx);
+            input_gradient(isa, &lanes, samples, (&dy, &w), &mut scratch, &mut dx);
             best = best.min(t.elapsed().as_secs_f64());
         }
         let flops = 2.0 * (samples * g.o * g.taps() * g.oh * g.ow) as f64;
@@ -549,9 +612,17 @@ mod tests {
     #[test]
     fn the_rule_wants_full_lanes() {
         let c3 = Conv::forward(6, 14, 14, 16, 5, 5);
-        assert!(suits(&c3, 16) && suits(&c3, 12) && suits(&c3, 32));
-        assert!(!suits(&c3, 11) && !suits(&c3, 17) && !suits(&c3, 0));
-        assert!(!suits(&c3.shifted(), 16), "not a plain layout");
+        assert!(suits(16) && suits(12) && suits(32));
+        assert!(!suits(11) && !suits(17) && !suits(0));
+        assert!(Geometry::cropped(&c3, [0, 0]).is_some());
+        assert!(
+            Geometry::cropped(&c3.shifted(), [0, 0]).is_none(),
+            "not a plain layout"
+        );
+        assert!(
+            Geometry::cropped(&c3, [7, 0]).is_none(),
+            "cropped to nothing"
+        );
     }
 
     #[test]
@@ -572,19 +643,11 @@ mod tests {
                 .into_iter()
                 .flat_map(|isa| [(isa, false), (isa, true)]);
                 for (isa, wide) in runs {
-                    let mut scratch = vec![f32::NAN; scratch_floats(&g, [0, 0])];
+                    let lanes = Geometry::cropped(&g, [0, 0]).expect("a plain geometry");
+                    let mut scratch = vec![f32::NAN; lanes.scratch_floats()];
                     let mut dx = vec![f32::NAN; samples * c * g.plane];
                     let args = (&dy[..], &w[..]);
-                    input_gradient_tiled(
-                        isa,
-                        &g,
-                        samples,
-                        args,
-                        [0, 0],
-                        &mut scratch,
-                        &mut dx,
-                        wide,
-                    );
+                    input_gradient_tiled(isa, &lanes, samples, args, &mut scratch, &mut dx, wide);
                     for (e, (&got, &want)) in dx.iter().zip(&want).enumerate() {
                         assert!(
                             (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
@@ -601,18 +664,11 @@ mod tests {
                             continue;
                         }
                         let [hc, wc] = [h - 2 * crop[0], wd - 2 * crop[1]];
-                        let mut scratch = vec![f32::NAN; scratch_floats(&g, crop)];
+                        let lanes = Geometry::cropped(&g, crop).expect("a crop that leaves some");
+                        let mut scratch = vec![f32::NAN; lanes.scratch_floats()];
                         let mut got = vec![f32::NAN; samples * c * hc * wc];
-                        input_gradient_tiled(
-                            isa,
-                            &g,
-                            samples,
-                            args,
-                            crop,
-                            &mut scratch,
-                            &mut got,
-                            wide,
-                        );
+                        let dx = &mut got;
+                        input_gradient_tiled(isa, &lanes, samples, args, &mut scratch, dx, wide);
                         let kept: Vec<f32> = (0..samples * c * hc * wc)
                             .map(|e| {
                                 let (plane, i, j) = (e / (hc * wc), e / wc % hc, e % wc);
@@ -628,5 +684,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The input gradient of `g` by its definition, in f64.
+    fn strided_definition(g: &Geometry, samples: usize, dy: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut dx = vec![0.0f64; samples * g.input_floats()];
+        for b in 0..samples {
+            for o in 0..g.o {
+                for ci in 0..g.c {
+                    for r in 0..g.oh {
+                        for s in 0..g.ow {
+                            let d = dy[((b * g.o + o) * g.oh + r) * g.ow + s] as f64;
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let i = (r * g.stride[0] + ki).checked_sub(g.low[0]);
+                                    let j = (s * g.stride[1] + kj).checked_sub(g.low[1]);
+                                    let (Some(i), Some(j)) = (i, j) else { continue };
+                                    if i >= g.h || j >= g.w {
+                                        continue;
+                                    }
+                                    let wv = w[((o * g.c + ci) * g.kh + ki) * g.kw + kj] as f64;
+                                    dx[((b * g.c + ci) * g.h + i) * g.w + j] += d * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Strides 2 and 3 (and 1 along one axis), square and not, 1×1 (positions no window
+    /// holds), `same` pads even and uneven, rows and columns past the last window, channels
+    /// past a tile and each remainder, one group and a partial second.
+    #[test]
+    fn strided_input_gradient_matches_the_definition() {
+        // (c, [h, w], o, [oh, ow], [kh, kw], stride, low)
+        let shapes = [
+            (16, [28, 28], 32, [14, 14], [3, 3], [2, 2], [0, 0]),
+            (7, [14, 14], 9, [7, 7], [3, 3], [2, 2], [1, 1]),
+            (3, [9, 7], 5, [5, 4], [3, 3], [2, 2], [1, 1]),
+            (5, [11, 10], 17, [4, 5], [5, 3], [3, 2], [2, 1]),
+            (4, [8, 8], 6, [4, 4], [1, 1], [2, 2], [0, 0]),
+            (2, [7, 9], 3, [4, 8], [3, 2], [2, 1], [1, 0]),
+            (13, [9, 9], 2, [3, 3], [3, 3], [2, 2], [0, 0]),
+            (8, [30, 30], 4, [14, 14], [3, 3], [2, 2], [0, 0]),
+        ];
+        let mut ran = 0;
+        for (c, hw, o, ohw, k, stride, low) in shapes {
+            let g = Geometry::new(c, hw, o, ohw, k, stride, low).expect("a geometry");
+            for samples in [16, 29] {
+                let dy = values(samples * g.gradient_floats(), samples as u64);
+                let w = values(o * g.taps(), 7);
+                let want = strided_definition(&g, samples, &dy, &w);
+                let runs = crate::testing::vector_units(
+                    "samples::strided_input_gradient_matches_the_definition",
+                )
+                .into_iter()
+                .flat_map(|isa| [(isa, false), (isa, true)]);
+                for (isa, wide) in runs {
+                    let mut scratch = vec![f32::NAN; g.scratch_floats()];
+                    let mut dx = vec![f32::NAN; samples * g.input_floats()];
+                    let args = (&dy[..], &w[..]);
+                    input_gradient_tiled(isa, &g, samples, args, &mut scratch, &mut dx, wide);
+                    for (e, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{g:?} on {isa:?} wide {wide}: dx[{e}] {got} vs {want}"
+                        );
+                    }
+                    ran += 1;
+                }
+            }
+        }
+        assert!(ran > 0, "no vector unit ran");
     }
 }
