@@ -364,8 +364,11 @@ pub fn lower(model: &Model, opts: &LowerOptions) -> Result<Forward, String> {
                     },
                     &[h],
                 );
-                let mean = b.scale(sum, 1.0 / (hw[0] * hw[1]) as f64);
-                b.reshape(mean, vec![b_size, c])
+                // Scaled after the reshape: the loop that scales writes the `[B, C]` result
+                // itself (a `concat` operand is then written in place, not copied), and the
+                // gradient's scale reads the `[B, C]` gradient (in place, when a concat's).
+                let flat = b.reshape(sum, vec![b_size, c]);
+                b.scale(flat, 1.0 / (hw[0] * hw[1]) as f64)
             }
             LayerKind::BatchNorm { momentum, eps } => {
                 let (gamma, beta, mean, var) = (take(), take(), take(), take());

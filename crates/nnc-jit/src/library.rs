@@ -72,6 +72,13 @@ pub struct LibKernel {
     /// Per operand of a `concat`: written in its place in the result by its loop (a window
     /// of the result, [`crate::window::write_in_place`]), so not copied.
     pub placed: Vec<bool>,
+    /// Floats from one sample to the next of a convolution's input that is such a window
+    /// (its samples apart in the concat's result): it runs on positions in the lanes, which
+    /// read samples apart ([`direct::Conv::samples_apart`]).
+    pub input_apart: Option<usize>,
+    /// Floats from one sample to the next of a pooling's result that is such a window: it
+    /// writes each sample's planes in place.
+    pub output_apart: Option<usize>,
 }
 
 /// How the parts of a library kernel divide their operand and result: flat element ranges,
@@ -228,13 +235,15 @@ impl LibKernel {
             .zip(&inst.args)
             .for_each(|(a, &v)| a.0 = plan.at(v));
         k.out.0 = plan.at(inst.result);
-        if matches!(inst.op, Op::Concat { .. }) {
-            // A concat's operand with strides of its own is a window of the result.
-            k.placed = inst
-                .args
-                .iter()
-                .map(|v| plan.strides[v.index()].is_some())
-                .collect();
+        // A value with strides of its own is a window of another (a concat's operand).
+        let apart = |v: nnc_ir::ValueId| plan.strides[v.index()].as_ref().map(|s| s[0]);
+        match inst.op {
+            Op::Concat { .. } => {
+                k.placed = inst.args.iter().map(|&v| apart(v).is_some()).collect();
+            }
+            Op::Conv2d { .. } | Op::Conv2dGradFilter { .. } => k.input_apart = apart(inst.args[0]),
+            Op::MaxPool { .. } | Op::SumPool { .. } => k.output_apart = apart(inst.result),
+            _ => {}
         }
         k.scratch = scratch;
         k.scratch_part = scratch_part;
@@ -269,6 +278,8 @@ impl LibKernel {
             conv_pad: [0, 0],
             folded: false,
             placed: vec![false; inst.args.len()],
+            input_apart: None,
+            output_apart: None,
         }
     }
 
@@ -315,6 +326,23 @@ impl LibKernel {
                 ConvKernel::Gemm | ConvKernel::Direct(Lanes::Channels) | ConvKernel::Winograd
             )
         })
+    }
+
+    /// Whether the convolution `inst` of `f` (a forward product or filter gradient), with no
+    /// `pad` folded into it, runs on positions in the lanes by the cost model, which read
+    /// samples apart: whether its input may be a window of a concat's result
+    /// ([`crate::window::ReadsApart`]). (A convolution so placed runs on positions whatever
+    /// the threads, like a fold.)
+    pub fn unfolded_reads_apart(f: &Function, inst: &Inst) -> bool {
+        let k = LibKernel::unfolded(f, inst);
+        let Some(op @ (WideOp::Forward | WideOp::Filter)) = k.conv_product() else {
+            return false;
+        };
+        let positions = ConvKernel::Direct(Lanes::Positions);
+        k.positions_apply(op)
+            && k.part_samples(op)
+                .into_iter()
+                .all(|n| k.conv_estimates(op, n).best == positions)
     }
 
     /// Whether this convolution runs on a kernel that writes a cropped input gradient by the
@@ -566,14 +594,19 @@ impl LibKernel {
         // SAFETY (each call): the first operand is an f32 tensor at its aligned offset, and
         // `lo..hi` is within it and this part's range of it (its rows, samples or planes, as
         // `range` divides them: the other part's range is disjoint), which no one writes while
-        // this part runs (a fused prologue writes this range before, on this thread).
+        // this part runs (a fused prologue writes this range before, on this thread). An
+        // input whose samples lie apart in a concat's result (`input_apart`) spans what lies
+        // between this part's samples too: other operands' places, which only this part's own
+        // epilogue may write, on this thread after the routine returned.
         let first = |lo: usize, hi: usize| unsafe { floats(base, self.args[0].0, lo, hi) };
         // The output, only through this part's range (or raw pointers from `out_at`).
         let out_at = base.wrapping_add(self.out.0) as *mut f32;
         // SAFETY (each call): the output is an f32 tensor at its aligned offset, `lo..hi` is
         // within it and this part's range of it (the other part's is disjoint, as `range`
-        // divides them; a kernel not split is one part with the whole), and each arm makes
-        // one such slice. Nothing else references the output while the part runs: the plan
+        // divides them; a kernel not split is one part with the whole; a pooling into a
+        // concat's result, `output_apart`, makes one per sample in its range, each that
+        // sample's planes of its window, which no other kernel writes), and each arm makes
+        // one such slice at a time. Nothing else references the output while the part runs: the plan
         // never aliases it with an operand or scratch, and a fused epilogue on the other
         // thread touches only that part's range. Creating a slice cannot panic.
         let out_part = |lo: usize, hi: usize| unsafe { floats_mut(base, self.out.0, lo, hi) };
@@ -717,15 +750,17 @@ impl LibKernel {
             }
             Op::Conv2d { .. } => {
                 let (lo, hi) = range(shape(0)[0]);
-                let (xs, ys) = (n(&shape(0)[1..]), n(&oshape[1..]));
-                let (x, y) = (first(lo * xs, hi * xs), out_part(lo * ys, hi * ys));
+                let ys = n(&oshape[1..]);
+                let (x, y) = (
+                    self.input_samples(first, lo, hi),
+                    out_part(lo * ys, hi * ys),
+                );
                 // SAFETY: operands past the first and this part's scratch as the plan laid
                 // them out; the part's samples of the input and the output passed as slices.
                 unsafe { self.convolution(base, scratch, lo, hi, WideOp::Forward, x, y) };
             }
             Op::Conv2dGradFilter { .. } => {
                 let (lo, hi) = range(shape(0)[0]);
-                let xs = n(&shape(0)[1..]);
                 let dw = filter_target();
                 // SAFETY: as above.
                 unsafe {
@@ -735,7 +770,7 @@ impl LibKernel {
                         lo,
                         hi,
                         WideOp::Filter,
-                        first(lo * xs, hi * xs),
+                        self.input_samples(first, lo, hi),
                         dw,
                     )
                 };
@@ -771,11 +806,23 @@ impl LibKernel {
                     std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats)
                 };
                 let planes = hi - lo;
+                debug_assert!(self.output_apart.is_none() || !gradient);
                 match &self.op {
                     Op::MaxPool { .. } | Op::SumPool { .. } => {
                         let max = matches!(self.op, Op::MaxPool { .. });
-                        let (x, y) = (first(lo * p, hi * p), out_part(lo * q, hi * q));
-                        pool::forward(self.isa, max, x, y, planes, &win, scratch);
+                        // Into a window: the planes of each sample in the part, in place.
+                        let (apart, c) = (self.output_apart, oshape[1]);
+                        let mut k = lo;
+                        while k < hi {
+                            let (end, at) = match apart {
+                                Some(apart) => (hi.min((k / c + 1) * c), k / c * apart + k % c * q),
+                                None => (hi, k * q),
+                            };
+                            let y = out_part(at, at + (end - k) * q);
+                            let x = first(k * p, end * p);
+                            pool::forward(self.isa, max, x, y, end - k, &win, scratch);
+                            k = end;
+                        }
                     }
                     Op::MaxPoolGrad { .. } => {
                         let (x, dy) = (first(lo * p, hi * p), &f32s(1)[lo * q..hi * q]);
@@ -1154,6 +1201,7 @@ impl LibKernel {
     /// Without a vector unit (or with the portable kernels asked for), [`gemm_conv`].
     fn conv_kernel(&self, op: WideOp, samples: usize) -> ConvKernel {
         match self.isa {
+            Some(_) if self.input_apart.is_some() => ConvKernel::Direct(Lanes::Positions),
             Some(_) => self.conv_estimates(op, samples).best,
             None => ConvKernel::Gemm,
         }
@@ -1280,6 +1328,23 @@ impl LibKernel {
         )
     }
 
+    /// A convolution's input for samples `lo..hi` (from `first`, the first operand's floats
+    /// in a range): adjacent, or [`LibKernel::input_apart`] apart, from the first sample's
+    /// start to the last one's end.
+    fn input_samples<'a>(
+        &self,
+        first: impl Fn(usize, usize) -> &'a [f32],
+        lo: usize,
+        hi: usize,
+    ) -> &'a [f32] {
+        let per: usize = self.args[0].1[1..].iter().product();
+        match self.input_apart {
+            Some(apart) if hi > lo => first(lo * apart, (hi - 1) * apart + per),
+            Some(_) => first(0, 0),
+            None => first(lo * per, hi * per),
+        }
+    }
+
     /// Which product this kernel computes, if a convolution.
     fn conv_product(&self) -> Option<WideOp> {
         Some(match &self.op {
@@ -1372,6 +1437,10 @@ impl LibKernel {
             list.push(format!("{} {:.3} ms", ConvKernel::Phases.name(), t * 1e3));
         }
         let (best, why) = match self.isa {
+            Some(_) if self.input_apart.is_some() => (
+                ConvKernel::Direct(Lanes::Positions),
+                "its input in place in a concat; estimated",
+            ),
             Some(_) if self.folded => (best, "a pad or slice folded in; estimated"),
             Some(_) => (best, "estimated"),
             None => (ConvKernel::Gemm, "no vector unit; estimated"),
@@ -1473,9 +1542,26 @@ impl LibKernel {
             WideOp::Input if lanes == Lanes::Samples => (x, out, None),
             WideOp::Input => (x, &mut padded[..], Some(out)),
             WideOp::Forward | WideOp::Filter => {
-                copy::pad(Some(isa), x, &planes, padded, &padded_planes, &low);
+                match self.input_apart {
+                    None => copy::pad(Some(isa), x, &planes, padded, &padded_planes, &low),
+                    // A sample at a time: the input's lie apart.
+                    Some(apart) => {
+                        let (small, big) = ([c, h, w], [c, padded_planes[1], padded_planes[2]]);
+                        let per = big.iter().product::<usize>();
+                        for (b, padded) in padded.chunks_exact_mut(per).take(nb).enumerate() {
+                            let x = &x[b * apart..][..c * h * w];
+                            copy::pad(Some(isa), x, &small, padded, &big, &low);
+                        }
+                    }
+                }
                 (&padded[..], out, None)
             }
+        };
+        // The geometry the input is read with: its samples apart where they are (not
+        // copied).
+        let gx = match self.input_apart {
+            Some(apart) if floats == 0 => g.samples_apart(apart),
+            _ => g,
         };
         let input = match pad_space {
             Some(scratch) => channels::Input::Padded {
@@ -1519,10 +1605,10 @@ impl LibKernel {
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
                 if copies > 0 {
-                    direct::shift_columns(isa, &g, nb, x, xs);
+                    direct::shift_columns(isa, &gx, nb, x, xs);
                     direct::forward(isa, &s, nb, xs, weights, bias, out);
                 } else {
-                    direct::forward(isa, &g, nb, x, weights, bias, out);
+                    direct::forward(isa, &gx, nb, x, weights, bias, out);
                 }
             }
             (WideOp::Filter, Lanes::Channels) => {
@@ -1539,10 +1625,10 @@ impl LibKernel {
                     direct::wide_gradient(&s, &dy[(lo + b) * out_sample..][..out_sample], wide);
                 }
                 if copies > 0 {
-                    direct::shift_columns(isa, &g, nb, x, xs);
+                    direct::shift_columns(isa, &gx, nb, x, xs);
                     direct::filter(isa, &s, nb, xs, wide, out);
                 } else {
-                    direct::filter(isa, &g, nb, x, wide, out);
+                    direct::filter(isa, &gx, nb, x, wide, out);
                 }
             }
             (WideOp::Input, Lanes::Samples) => unreachable!("run by `samples_conv`"),

@@ -267,7 +267,11 @@ fn schedule_and_plan(f: &Function, opts: Options) -> (Schedule, Plan) {
     fuse::fuse(f, &mut schedule, opts.split_small, opts.thread_count());
     head::fuse_heads(f, &mut schedule);
     window::read_in_place(f, &mut schedule);
-    window::write_in_place(f, &mut schedule);
+    // Convolutions read a window's samples apart on the vector units' direct kernels only.
+    let apart = opts
+        .vector_unit()
+        .map(|_| LibKernel::unfolded_reads_apart as fn(&Function, &nnc_ir::Inst) -> bool);
+    window::write_in_place(f, &mut schedule, apart);
     let plan = plan::plan(f, &schedule);
     (schedule, plan)
 }

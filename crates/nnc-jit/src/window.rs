@@ -8,13 +8,20 @@
 //!   returned, stays a copy.
 //! - Concat operands written in place ([`write_in_place`]): an operand that a loop writes
 //!   (a loop kernel, or a library kernel's fused epilogue: a branch's bias and activation)
-//!   and that only the `concat` and loops read is written by that loop straight into its
-//!   place in the concat's result. The concat copies only the other operands (a library
-//!   kernel's result), and is no kernel when none is left.
+//!   or a pooling writes (each sample's planes at the result's sample stride), and that only
+//!   the `concat`, loops and convolutions that read samples apart ([`ReadsApart`]: an
+//!   Inception block's branches reading its pooled input) read, is written straight into
+//!   its place in the concat's result. The concat copies only the other operands, and is no
+//!   kernel when none is left.
 
 use nnc_ir::{DType, Function, Inst, Op, ValueId};
 
 use crate::kernel::{Kernel, LoopKernel, Schedule, Storage, is_elementwise};
+
+/// Whether the library kernel of an instruction reads its first operand at a sample stride
+/// of its own (the library's choice: `LibKernel::unfolded_reads_apart`); `None` where no
+/// kernel does (the portable kernels).
+pub type ReadsApart = Option<fn(&Function, &Inst) -> bool>;
 
 /// Turns the slices of `s` that only loops read into windows of their operands, after
 /// fusion (so that a loop read by the loss head or a fused routine is known).
@@ -39,7 +46,7 @@ pub fn read_in_place(f: &Function, s: &mut Schedule) {
             && f.ty(x).dtype == DType::F32
             && s.storage[x.index()] == Storage::Buffer
             && !f.results.contains(&v)
-            && read_by_loops_only(f, s, v, None);
+            && read_by_loops_only(f, s, v, &[]);
         if windowed {
             s.storage[v.index()] = Storage::Window(x);
             s.kernels.remove(k);
@@ -49,10 +56,11 @@ pub fn read_in_place(f: &Function, s: &mut Schedule) {
     }
 }
 
-/// Makes the operands of each `concat` (along an axis after the samples) that a loop writes
-/// and only loops read besides the concat windows of its result, after [`read_in_place`];
-/// removes the concats left with nothing to copy.
-pub fn write_in_place(f: &Function, s: &mut Schedule) {
+/// Makes the operands of each `concat` (along an axis after the samples) that a loop or a
+/// pooling writes and only loops (and convolutions that read samples apart) read besides
+/// the concat windows of its result, after [`read_in_place`]; removes the concats left with
+/// nothing to copy.
+pub fn write_in_place(f: &Function, s: &mut Schedule, apart: ReadsApart) {
     let mut k = 0;
     while k < s.kernels.len() {
         let Kernel::Op { inst } = s.kernels[k] else {
@@ -68,7 +76,7 @@ pub fn write_in_place(f: &Function, s: &mut Schedule) {
         if *axis > 0 && f.ty(x).dtype == DType::F32 && s.storage[x.index()] == Storage::Buffer {
             for &v in &concat.args {
                 let once = concat.args.iter().filter(|&&a| a == v).count() == 1;
-                if once && placeable(f, s, v, inst) {
+                if once && placeable(f, s, v, inst, apart) {
                     s.storage[v.index()] = Storage::Window(x);
                     left -= 1;
                 }
@@ -84,8 +92,9 @@ pub fn write_in_place(f: &Function, s: &mut Schedule) {
 
 /// Whether concat operand `v` (of instruction `concat`) can be written in its place: an f32
 /// buffer of its own, not returned, that no view or window is of, written at its own index
-/// by a loop (not as a sum), and read by nothing but the concat and loops.
-fn placeable(f: &Function, s: &Schedule, v: ValueId, concat: usize) -> bool {
+/// by a loop (not as a sum) or by a pooling of its own (not fused with loops), and read by
+/// nothing but the concat, loops and (with `apart`) convolutions reading samples apart.
+fn placeable(f: &Function, s: &Schedule, v: ValueId, concat: usize, apart: ReadsApart) -> bool {
     let own_buffer = s.storage[v.index()] == Storage::Buffer
         && f.ty(v).dtype == DType::F32
         && !f.results.contains(&v)
@@ -95,23 +104,65 @@ fn placeable(f: &Function, s: &Schedule, v: ValueId, concat: usize) -> bool {
     let writer = |l: &LoopKernel| {
         l.outputs.contains(&v) && !l.reductions.contains(&v) && l.shape == f.ty(v).shape
     };
-    let written_by_loop = s.kernels.iter().any(|k| match k {
+    let pooling = |inst: usize| {
+        let i = &f.insts[inst];
+        i.result == v && matches!(i.op, Op::MaxPool { .. } | Op::SumPool { .. })
+    };
+    let written = s.kernels.iter().any(|k| match k {
         Kernel::Loop(l) => writer(l),
         Kernel::Fused { epilogue, .. } => epilogue.as_ref().is_some_and(writer),
-        _ => false,
+        Kernel::Op { inst } => apart.is_some() && pooling(*inst),
+        Kernel::Head(_) => false,
     });
-    own_buffer && written_by_loop && read_by_loops_only(f, s, v, Some(concat))
+    own_buffer && written && read_in_windows(f, s, v, concat, apart)
+}
+
+/// Whether every reader of `v` but the instruction `concat` reads it through a window: loop
+/// members (as [`read_by_loops_only`]), or with `apart` a convolution's forward product or
+/// filter gradient reading it as its input (only) on a kernel that reads samples apart.
+fn read_in_windows(
+    f: &Function,
+    s: &Schedule,
+    v: ValueId,
+    concat: usize,
+    apart: ReadsApart,
+) -> bool {
+    let reads_apart = |inst: usize| {
+        let i = &f.insts[inst];
+        let input_only = i.args.first() == Some(&v) && !i.args[1..].contains(&v);
+        matches!(i.op, Op::Conv2d { .. } | Op::Conv2dGradFilter { .. })
+            && input_only
+            && apart.is_some_and(|reads| reads(f, i))
+    };
+    let readers: Vec<usize> = s
+        .kernels
+        .iter()
+        .filter_map(|k| match k {
+            Kernel::Op { inst } | Kernel::Fused { inst, .. }
+                if *inst != concat && f.insts[*inst].args.contains(&v) =>
+            {
+                Some(*inst)
+            }
+            _ => None,
+        })
+        .collect();
+    if !readers.iter().all(|&i| reads_apart(i)) {
+        return false;
+    }
+    // The loops: every other reader.
+    let others: Vec<usize> = std::iter::once(concat).chain(readers).collect();
+    read_by_loops_only(f, s, v, &others)
 }
 
 /// Whether every instruction reading `v` (but `except`) is a loop member (elementwise or a
 /// sum), and no kernel other than a loop (or `except`'s own) reads it (a sum the loss head
 /// took, say).
-fn read_by_loops_only(f: &Function, s: &Schedule, v: ValueId, except: Option<usize>) -> bool {
+fn read_by_loops_only(f: &Function, s: &Schedule, v: ValueId, except: &[usize]) -> bool {
     let members = f
         .insts
         .iter()
         .enumerate()
-        .filter(|&(i, inst)| Some(i) != except && inst.args.contains(&v))
+        .filter(|&(i, inst)| !except.contains(&i) && inst.args.contains(&v))
         .all(|(_, i)| is_elementwise(&i.op) || matches!(i.op, Op::ReduceSum { .. }));
     // A loop reads it along its own axes (not broadcast to more), so that the loop's
     // leading axis is the window's.
@@ -119,12 +170,15 @@ fn read_by_loops_only(f: &Function, s: &Schedule, v: ValueId, except: Option<usi
     let by_loop = |l: &LoopKernel| !l.inputs.contains(&v) || l.shape.len() == rank;
     let kernels = s.kernels.iter().all(|k| match k {
         Kernel::Loop(l) => by_loop(l),
-        Kernel::Op { inst } => Some(*inst) == except || !f.insts[*inst].args.contains(&v),
+        Kernel::Op { inst } => except.contains(inst) || !f.insts[*inst].args.contains(&v),
         Kernel::Fused {
             prologue,
             inst,
             epilogue,
-        } => !f.insts[*inst].args.contains(&v) && prologue.iter().chain(epilogue).all(&by_loop),
+        } => {
+            (except.contains(inst) || !f.insts[*inst].args.contains(&v))
+                && prologue.iter().chain(epilogue).all(&by_loop)
+        }
         Kernel::Head(h) => !h.reads(f).contains(&v),
     });
     members && kernels
@@ -255,7 +309,7 @@ mod tests {
         .expect("valid IR");
         let mut s = schedule(&f);
         read_in_place(&f, &mut s);
-        write_in_place(&f, &mut s);
+        write_in_place(&f, &mut s, None);
         let id = |name: &str| {
             (0..f.types.len())
                 .map(|i| ValueId(i as u32))
@@ -282,5 +336,44 @@ mod tests {
             })
             .collect();
         assert_eq!(concats, [id("z"), id("q")]);
+    }
+
+    /// A pooling's result that a concat and a convolution read is written in place where the
+    /// convolution reads samples apart, and copied where it does not (the portable kernels)
+    /// or where another library kernel reads it too.
+    #[test]
+    fn a_pooled_operand_goes_in_place_where_its_readers_read_samples_apart() {
+        let f = parse_function(
+            "func @f(%x: f32[2,3,4,4], %w: f32[5,3,1,1], %b: f32[2,2,2,2]) -> (f32[2,5,2,2], f32[2,5,2,2], f32[2,3,1,1]) {
+               %p: f32[2,3,2,2] = maxpool %x, size=[2,2], stride=[2,2]
+               %y: f32[2,5,2,2] = conv2d %p, %w, stride=[1,1], padding=[0,0]
+               %z: f32[2,5,2,2] = concat %p, %b, axis=1
+               %q: f32[2,3,2,2] = maxpool %x, size=[2,2], stride=[2,2]
+               %r: f32[2,3,1,1] = maxpool %q, size=[2,2], stride=[2,2]
+               %u: f32[2,5,2,2] = concat %q, %b, axis=1
+               return %y, %z, %r
+             }",
+        )
+        .expect("valid IR");
+        let id = |name: &str| {
+            (0..f.types.len())
+                .map(|i| ValueId(i as u32))
+                .find(|&v| f.name_of(v) == Some(name))
+                .expect("named")
+        };
+        let placed = |apart: ReadsApart| {
+            let mut s = schedule(&f);
+            read_in_place(&f, &mut s);
+            write_in_place(&f, &mut s, apart);
+            (s.storage[id("p").index()], s.storage[id("q").index()])
+        };
+        let every: fn(&Function, &Inst) -> bool = |_, _| true;
+        assert_eq!(
+            placed(Some(every)),
+            (Storage::Window(id("z")), Storage::Buffer)
+        );
+        assert_eq!(placed(None), (Storage::Buffer, Storage::Buffer));
+        let none: fn(&Function, &Inst) -> bool = |_, _| false;
+        assert_eq!(placed(Some(none)), (Storage::Buffer, Storage::Buffer));
     }
 }

@@ -222,6 +222,8 @@ fn assert_plain(isa: Isa, g: &Conv, samples: usize, input: &Input<'_>, at_once: 
         ((g.oh - 1) * sh + g.kh) * g.w <= g.plane,
         "planes too small"
     );
+    // Samples read as one block: adjacent ones.
+    assert!(g.compact(), "samples not adjacent");
     assert!(input.holds(g, samples, at_once), "input too short");
 }
 

@@ -62,6 +62,10 @@ pub struct Conv {
     /// The rows and columns between output positions' first taps in the input. Only
     /// [`crate::channels`] takes strides other than 1 ([`Conv::fits`] is false for them).
     pub(crate) stride: [usize; 2],
+    /// Floats from one sample's input planes to the next's: `c·plane`, or more where the
+    /// input is a window of a larger tensor ([`Conv::samples_apart`]; [`forward`], [`filter`]
+    /// and [`shift_columns`] read such inputs, the other kernels compact ones).
+    pub(crate) x_sample: usize,
 }
 
 impl Conv {
@@ -113,6 +117,33 @@ impl Conv {
             live: (0, h),
             kj_stride: 1,
             stride,
+            x_sample: c * h * w,
+        }
+    }
+
+    /// This convolution reading inputs `floats` apart (at least `c·plane`): each sample's
+    /// planes in place in a larger tensor, such as a `concat`'s result.
+    ///
+    /// # Panics
+    /// If `floats` is less than a sample's planes.
+    pub fn samples_apart(self, floats: usize) -> Conv {
+        assert!(floats >= self.c * self.plane, "samples overlap");
+        Conv {
+            x_sample: floats,
+            ..self
+        }
+    }
+
+    /// Whether consecutive samples' inputs are adjacent (`c·plane` apart).
+    pub(crate) fn compact(&self) -> bool {
+        self.x_sample == self.c * self.plane
+    }
+
+    /// Floats of `samples` samples' input, from the first's start to the last's end.
+    fn input_floats(&self, samples: usize) -> usize {
+        match samples {
+            0 => 0,
+            n => (n - 1) * self.x_sample + self.c * self.plane,
         }
     }
 
@@ -127,10 +158,12 @@ impl Conv {
     /// `p + ki·ow`. It trades the copies for the wide layout's idle lanes (LeNet-5's C3: 7
     /// vectors a plane instead of 9).
     pub fn shifted(&self) -> Conv {
+        let plane = self.kw * self.rows() * self.ow;
         Conv {
-            plane: self.kw * self.rows() * self.ow,
+            plane,
             w: self.ow,
             kj_stride: self.rows() * self.ow,
+            x_sample: self.c * plane,
             ..*self
         }
     }
@@ -173,6 +206,7 @@ impl Conv {
             live: (self.kh - 1, self.kh - 1 + self.oh),
             kj_stride: 1,
             stride: [1, 1],
+            x_sample: self.o * ((h + self.kh - 1) * self.w + self.kw - 1),
         }
     }
 
@@ -351,8 +385,8 @@ fn forward_rows_of(
     wide: bool,
 ) {
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
-    let (sample, out) = (g.c * g.plane, g.o * g.oh * g.ow);
-    assert!(x.len() >= samples * sample, "input too short");
+    let out = g.o * g.oh * g.ow;
+    assert!(x.len() >= g.input_floats(samples), "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
     assert!(y.len() >= samples * out, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
@@ -360,7 +394,7 @@ fn forward_rows_of(
     let masks = g.masks();
     let starts = g.starts(&masks);
     for b in 0..samples {
-        let (x, y) = (&x[b * sample..], &mut y[b * out..(b + 1) * out]);
+        let (x, y) = (&x[b * g.x_sample..], &mut y[b * out..(b + 1) * out]);
         let s = if data_rows {
             &Conv {
                 live: g.live_in(x),
@@ -571,7 +605,7 @@ fn filter_rows_of(
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
     assert!(g.filter_supported(), "filter too wide");
     assert!(g.fits(), "planes too large, or strided");
-    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert!(x.len() >= g.input_floats(samples), "input too short");
     assert!(
         dy.len() >= samples * filter_rows(g) * g.wide_plane(),
         "gradient too short"
@@ -582,7 +616,7 @@ fn filter_rows_of(
     let mut live = [g.live; LIVE_SAMPLES];
     if data_rows {
         for (b, live) in live.iter_mut().enumerate().take(samples) {
-            *live = g.live_in(&x[b * g.c * g.plane..]);
+            *live = g.live_in(&x[b * g.x_sample..]);
         }
     }
     // A loop over a range of vectors that changes from sample to sample costs C3's filter
@@ -707,7 +741,7 @@ unsafe fn filter_tiles<V: F32x16, const KW: usize, const ROWS: usize, const NARR
     ((masks, live), block): (LiveMasks, usize),
 ) {
     let (stride, vectors) = (g.wide_plane(), g.vectors());
-    let (sample_x, sample_dy) = (g.c * g.plane, filter_rows(g) * stride);
+    let (sample_x, sample_dy) = (g.x_sample, filter_rows(g) * stride);
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
     for c in 0..g.c {
         for ki in 0..g.kh {
@@ -825,14 +859,14 @@ pub fn flipped_filters(g: &Conv, w: &[f32], out: &mut [f32]) {
 pub fn shift_columns(isa: Isa, g: &Conv, samples: usize, x: &[f32], out: &mut [f32]) {
     assert!(isa.supported(), "direct convolutions need {}", isa.name());
     let h = g.rows();
-    assert!(x.len() >= samples * g.c * g.plane, "input too short");
+    assert!(x.len() >= g.input_floats(samples), "input too short");
     assert!(
         out.len() >= samples * g.c * g.shifted().plane,
         "output too short"
     );
     let k = ShiftRows {
         g,
-        planes: samples * g.c,
+        samples,
         h,
         x,
         out,
@@ -845,7 +879,7 @@ pub fn shift_columns(isa: Isa, g: &Conv, samples: usize, x: &[f32], out: &mut [f
 
 struct ShiftRows<'a> {
     g: &'a Conv,
-    planes: usize,
+    samples: usize,
     h: usize,
     x: &'a [f32],
     out: &'a mut [f32],
@@ -858,11 +892,12 @@ impl Kernel for ShiftRows<'_> {
     unsafe fn run<V: F32x16>(self) {
         let ShiftRows {
             g,
-            planes,
+            samples,
             h,
             x,
             out,
         } = self;
+        let planes = samples * g.c;
         let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
         let total = planes * g.kw * h * g.ow;
         // Whole vectors, stored in increasing order: each one's lanes past its row are
@@ -875,7 +910,7 @@ impl Kernel for ShiftRows<'_> {
         for plane in 0..planes {
             for kj in 0..g.kw {
                 for i in 0..h {
-                    let from = plane * g.plane + i * g.w + kj;
+                    let from = plane / g.c * g.x_sample + plane % g.c * g.plane + i * g.w + kj;
                     let to = ((plane * g.kw + kj) * h + i) * g.ow;
                     for v in 0..vectors {
                         let m = if v + 1 == vectors { tail } else { u16::MAX };
@@ -1225,5 +1260,58 @@ mod tests {
                 assert_eq!(bits(&skipped), bits(&every), "{s:?} filter");
             }
         }
+    }
+
+    /// Inputs in place in a larger tensor (a concat's operand: each sample's planes followed
+    /// by other channels, NaN here, which no kernel may read) give the bits of the same
+    /// inputs side by side: the forward product (with its bias and ReLU), the filter
+    /// gradient, and both on shifted copies.
+    #[test]
+    fn samples_apart_give_the_bits_of_adjacent_ones() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut ran = 0;
+        for isa in
+            crate::testing::vector_units("direct::samples_apart_give_the_bits_of_adjacent_ones")
+        {
+            let samples = 3;
+            for (k, &s) in SHAPES.iter().enumerate() {
+                let (c, h, wd, o, kh, kw) = s;
+                let g = Conv::forward(c, h, wd, o, kh, kw);
+                let per = c * h * wd;
+                let apart = per + 2 * h * wd + 5;
+                let x = values(samples * per, 900 + k as u64);
+                let mut spread = vec![f32::NAN; (samples - 1) * apart + per];
+                for (b, sample) in x.chunks_exact(per).enumerate() {
+                    spread[b * apart..][..per].copy_from_slice(sample);
+                }
+                let ga = g.samples_apart(apart);
+                let w = values(g.o_pad() * g.taps(), 910 + k as u64);
+                let bias = values(o, 920 + k as u64);
+                let out = samples * o * g.oh * g.ow;
+                let (mut near, mut far) = (vec![f32::NAN; out], vec![f32::NAN; out]);
+                forward(isa, &g, samples, &x, &w, Some(&bias), &mut near);
+                forward(isa, &ga, samples, &spread, &w, Some(&bias), &mut far);
+                assert_eq!(bits(&near), bits(&far), "{s:?} forward");
+                // The shifted copies of both are the same floats.
+                let shifted = g.shifted();
+                let copies = samples * c * shifted.plane;
+                let (mut near_xs, mut far_xs) = (vec![f32::NAN; copies], vec![f32::NAN; copies]);
+                shift_columns(isa, &g, samples, &x, &mut near_xs);
+                shift_columns(isa, &ga, samples, &spread, &mut far_xs);
+                assert_eq!(bits(&near_xs), bits(&far_xs), "{s:?} shifted copies");
+                let rows = filter_rows(&g);
+                let mut wide = vec![f32::NAN; samples * rows * g.wide_plane()];
+                let dy = values(samples * o * g.oh * g.ow, 930 + k as u64);
+                for (b, wide) in wide.chunks_exact_mut(rows * g.wide_plane()).enumerate() {
+                    wide_gradient(&g, &dy[b * o * g.oh * g.ow..][..o * g.oh * g.ow], wide);
+                }
+                let (mut near, mut far) = (vec![f32::NAN; o * g.taps()], vec![0.0; o * g.taps()]);
+                filter(isa, &g, samples, &x, &wide, &mut near);
+                filter(isa, &ga, samples, &spread, &wide, &mut far);
+                assert_eq!(bits(&near), bits(&far), "{s:?} filter");
+                ran += 1;
+            }
+        }
+        assert!(ran > 0, "no vector unit ran");
     }
 }

@@ -86,8 +86,11 @@ impl Geometry {
     /// `g` is not plain or the crop leaves nothing.
     pub fn cropped(g: &Conv, crop: [usize; 2]) -> Option<Geometry> {
         let h = g.oh + g.kh - 1;
-        let plain =
-            g.kj_stride == 1 && g.stride == [1, 1] && g.plane == h * g.w && g.ow + g.kw - 1 == g.w;
+        let plain = g.kj_stride == 1
+            && g.stride == [1, 1]
+            && g.compact()
+            && g.plane == h * g.w
+            && g.ow + g.kw - 1 == g.w;
         if !plain || 2 * crop[0] >= h || 2 * crop[1] >= g.w {
             return None;
         }
