@@ -689,58 +689,17 @@ mod tests {
         }
     }
 
-    /// The input gradient of `g` by its definition, in f64.
-    fn strided_definition(g: &Geometry, samples: usize, dy: &[f32], w: &[f32]) -> Vec<f64> {
-        let mut dx = vec![0.0f64; samples * g.input_floats()];
-        for b in 0..samples {
-            for o in 0..g.o {
-                for ci in 0..g.c {
-                    for r in 0..g.oh {
-                        for s in 0..g.ow {
-                            let d = dy[((b * g.o + o) * g.oh + r) * g.ow + s] as f64;
-                            for ki in 0..g.kh {
-                                for kj in 0..g.kw {
-                                    let i = (r * g.stride[0] + ki).checked_sub(g.low[0]);
-                                    let j = (s * g.stride[1] + kj).checked_sub(g.low[1]);
-                                    let (Some(i), Some(j)) = (i, j) else { continue };
-                                    if i >= g.h || j >= g.w {
-                                        continue;
-                                    }
-                                    let wv = w[((o * g.c + ci) * g.kh + ki) * g.kw + kj] as f64;
-                                    dx[((b * g.c + ci) * g.h + i) * g.w + j] += d * wv;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        dx
-    }
-
-    /// Strides 2 and 3 (and 1 along one axis), square and not, 1×1 (positions no window
-    /// holds), `same` pads even and uneven, rows and columns past the last window, channels
-    /// past a tile and each remainder, one group and a partial second.
+    /// [`crate::testing::STRIDED`]'s shapes, one group of samples and a partial second.
     #[test]
     fn strided_input_gradient_matches_the_definition() {
-        // (c, [h, w], o, [oh, ow], [kh, kw], stride, low)
-        let shapes = [
-            (16, [28, 28], 32, [14, 14], [3, 3], [2, 2], [0, 0]),
-            (7, [14, 14], 9, [7, 7], [3, 3], [2, 2], [1, 1]),
-            (3, [9, 7], 5, [5, 4], [3, 3], [2, 2], [1, 1]),
-            (5, [11, 10], 17, [4, 5], [5, 3], [3, 2], [2, 1]),
-            (4, [8, 8], 6, [4, 4], [1, 1], [2, 2], [0, 0]),
-            (2, [7, 9], 3, [4, 8], [3, 2], [2, 1], [1, 0]),
-            (13, [9, 9], 2, [3, 3], [3, 3], [2, 2], [0, 0]),
-            (8, [30, 30], 4, [14, 14], [3, 3], [2, 2], [0, 0]),
-        ];
         let mut ran = 0;
-        for (c, hw, o, ohw, k, stride, low) in shapes {
+        for shape in crate::testing::STRIDED {
+            let (c, hw, o, ohw, k, stride, low) = shape;
             let g = Geometry::new(c, hw, o, ohw, k, stride, low).expect("a geometry");
             for samples in [16, 29] {
                 let dy = values(samples * g.gradient_floats(), samples as u64);
                 let w = values(o * g.taps(), 7);
-                let want = strided_definition(&g, samples, &dy, &w);
+                let want = crate::testing::strided_input_gradient(&dy, &w, shape, samples);
                 let runs = crate::testing::vector_units(
                     "samples::strided_input_gradient_matches_the_definition",
                 )

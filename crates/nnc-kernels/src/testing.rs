@@ -81,7 +81,57 @@ pub fn input_gradient(
     (c, h, wd, o, kh, kw): (usize, usize, usize, usize, usize, usize),
     samples: usize,
 ) -> Vec<f64> {
-    let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
+    let shape = (
+        c,
+        [h, wd],
+        o,
+        [h + 1 - kh, wd + 1 - kw],
+        [kh, kw],
+        [1, 1],
+        [0, 0],
+    );
+    strided_input_gradient(dy, w, shape, samples)
+}
+
+/// A strided convolution's shape, `(c, [h, w], o, [oh, ow], [kh, kw], stride, low)`: what
+/// [`strided_input_gradient`] takes.
+pub type Strided = (
+    usize,
+    [usize; 2],
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+);
+
+/// The strided input gradients both of their kernels are tested on (`phases`, `samples`):
+/// strides 2 and 3 (and 1 along one axis), square and not, 1×1 (positions no window holds),
+/// `same` pads even and uneven, a low pad as large as the filter's reach, rows and columns
+/// past the last window, channels past a tile and each remainder.
+pub const STRIDED: [Strided; 10] = [
+    (16, [28, 28], 32, [14, 14], [3, 3], [2, 2], [0, 0]),
+    (16, [28, 28], 32, [14, 14], [3, 3], [2, 2], [1, 1]),
+    (7, [14, 14], 9, [7, 7], [3, 3], [2, 2], [1, 1]),
+    (3, [9, 7], 5, [5, 4], [3, 3], [2, 2], [1, 1]),
+    (5, [11, 10], 17, [4, 5], [5, 3], [3, 2], [2, 1]),
+    (4, [8, 8], 6, [4, 4], [1, 1], [2, 2], [0, 0]),
+    (2, [7, 9], 3, [4, 8], [3, 2], [2, 1], [1, 0]),
+    (33, [5, 6], 2, [3, 3], [7, 7], [2, 2], [3, 3]),
+    (13, [9, 9], 2, [3, 3], [3, 3], [2, 2], [0, 0]),
+    (8, [30, 30], 4, [14, 14], [3, 3], [2, 2], [0, 0]),
+];
+
+/// A convolution's input gradient at any stride by its definition, in f64: `dx[b][c][i][j]
+/// += dy[b][o][r][s] · w[o][c][ki][kj]` wherever `i + low₀ = r·sh + ki` and `j + low₁ = s·sw +
+/// kj` land in the `h × w` input, for `samples` samples (shape `(c, [h, w], o, [oh, ow], [kh,
+/// kw], stride, low)`).
+pub fn strided_input_gradient(
+    dy: &[f32],
+    w: &[f32],
+    (c, [h, wd], o, [oh, ow], [kh, kw], [sh, sw], low): Strided,
+    samples: usize,
+) -> Vec<f64> {
     let mut dx = vec![0.0f64; samples * c * h * wd];
     for b in 0..samples {
         for oc in 0..o {
@@ -91,8 +141,14 @@ pub fn input_gradient(
                         let d = dy[((b * o + oc) * oh + r) * ow + s] as f64;
                         for ki in 0..kh {
                             for kj in 0..kw {
+                                let i = (r * sh + ki).checked_sub(low[0]);
+                                let j = (s * sw + kj).checked_sub(low[1]);
+                                let (Some(i), Some(j)) = (i, j) else { continue };
+                                if i >= h || j >= wd {
+                                    continue;
+                                }
                                 let wv = w[((oc * c + ci) * kh + ki) * kw + kj] as f64;
-                                dx[((b * c + ci) * h + r + ki) * wd + s + kj] += d * wv;
+                                dx[((b * c + ci) * h + i) * wd + j] += d * wv;
                             }
                         }
                     }
