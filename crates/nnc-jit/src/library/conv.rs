@@ -242,7 +242,14 @@ impl LibKernel {
         if matches!(op, WideOp::Forward | WideOp::Filter) && channels::suits(&g) && within {
             return Some(Lanes::Channels);
         }
-        if op == WideOp::Input && samples::suits(samples) && self.samples_geometry().is_some() {
+        // Samples in the lanes for an input gradient whose part fills them; at a stride also
+        // for fewer samples, where the cost model weighs the idle lanes against the phases'
+        // and gemm's overheads (stride2's batch of 16: eight samples a part).
+        let strided = stride_of(&self.op) != [1, 1];
+        if op == WideOp::Input
+            && (samples::suits(samples) || strided)
+            && self.samples_geometry().is_some()
+        {
             return Some(Lanes::Samples);
         }
         self.positions_apply(op).then_some(Lanes::Positions)

@@ -92,7 +92,8 @@ pub fn scratch_bytes(f: &Function, inst: &Inst, part_samples: usize) -> usize {
                     .samples_geometry()
                     .filter(|_| {
                         let n = part_samples.min(out[0]);
-                        samples::suits(n) || samples::suits(n.saturating_sub(1))
+                        let strided = stride_of(&inst.op) != [1, 1];
+                        strided || samples::suits(n) || samples::suits(n.saturating_sub(1))
                     })
                     .map_or(0, |g| 4 * g.scratch_floats()),
             )
