@@ -14,24 +14,21 @@
 
 use crate::channels::{self, Input};
 use crate::direct::Conv;
+use crate::samples::Geometry;
 use crate::simd::Isa;
 use crate::store::Store;
 
-/// The input gradient of a forward convolution of `c` planes `h × w` (as the op reads them:
-/// `low` rows and columns of padding above and left, any below and right) by `o` filters
-/// `kh × kw` at `stride`, from output-gradient planes `oh × ow`.
+/// A strided input gradient ([`Geometry`]: the same one [`crate::samples`] takes) whose phases
+/// this kernel runs; its sizes are the geometry's (`Deref`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Phases {
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    stride: [usize; 2],
-    low: [usize; 2],
+pub struct Phases(Geometry);
+
+impl std::ops::Deref for Phases {
+    type Target = Geometry;
+
+    fn deref(&self) -> &Geometry {
+        &self.0
+    }
 }
 
 /// One phase along one axis: its positions `r + s·I` (`I < n`), taps `k0 + s·m` (`m <
@@ -47,37 +44,11 @@ struct Axis {
 }
 
 impl Phases {
-    /// The geometry, if the sizes are positive, every phase with positions reads the output
-    /// gradient from zero padding or its first row (none starts inside it), and its rows fit
+    /// The phases of `g`, if every phase with positions reads the output gradient from zero
+    /// padding or its first row (none starts inside it), and its rows fit
     /// [`channels::forward`]'s.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        c: usize,
-        [h, w]: [usize; 2],
-        o: usize,
-        [oh, ow]: [usize; 2],
-        [kh, kw]: [usize; 2],
-        stride: [usize; 2],
-        low: [usize; 2],
-    ) -> Option<Phases> {
-        let positive = [c, h, w, o, oh, ow, kh, kw, stride[0], stride[1]]
-            .iter()
-            .all(|&d| d > 0);
-        let g = Phases {
-            c,
-            h,
-            w,
-            o,
-            oh,
-            ow,
-            kh,
-            kw,
-            stride,
-            low,
-        };
-        if !positive {
-            return None;
-        }
+    pub fn of(g: Geometry) -> Option<Phases> {
+        let (g, stride) = (Phases(g), g.stride);
         let axes_fit = (0..stride[0]).all(|a| g.axis(0, a).is_some())
             && (0..stride[1]).all(|b| g.axis(1, b).is_some());
         // Rows the channels kernel stages whole.
@@ -175,11 +146,6 @@ impl Phases {
         self.stride[0] * self.stride[1]
     }
 
-    /// Floats of a sample's output gradient.
-    pub fn gradient_floats(&self) -> usize {
-        self.o * self.oh * self.ow
-    }
-
     /// Multiply-adds per sample: the forward product's, the taps that read padding included.
     pub fn macs(&self) -> usize {
         self.products()
@@ -273,12 +239,13 @@ pub fn input_gradient(
 /// runs.
 #[doc(hidden)]
 pub fn time_stride2(isa: Isa) {
-    use crate::gemm_conv::{self, Geometry};
+    use crate::gemm_conv;
     let samples = 32;
     for (c, hw, o, ohw) in [(16, 28, 32, 14), (32, 14, 64, 7), (16, 14, 32, 7)] {
-        let g =
-            Phases::new(c, [hw, hw], o, [ohw, ohw], [3, 3], [2, 2], [0, 0]).expect("a geometry");
-        let gg = Geometry {
+        let lanes =
+            Geometry::new(c, [hw, hw], o, [ohw, ohw], [3, 3], [2, 2], [0, 0]).expect("a geometry");
+        let g = Phases::of(lanes).expect("phases");
+        let gg = gemm_conv::Geometry {
             c,
             h: hw,
             w: hw,
@@ -340,7 +307,8 @@ mod tests {
         for isa in vector_units("phases::is_the_input_gradient") {
             for shape in crate::testing::STRIDED {
                 let (c, hw, o, ohw, k, stride, low) = shape;
-                let Some(g) = Phases::new(c, hw, o, ohw, k, stride, low) else {
+                let g = Geometry::new(c, hw, o, ohw, k, stride, low).expect("a geometry");
+                let Some(g) = Phases::of(g) else {
                     continue;
                 };
                 let samples = 3;

@@ -39,19 +39,20 @@ const CHANNELS: usize = 6;
 /// right) by `o` filters `kh × kw` at `stride`, from output-gradient planes `oh × ow`.
 /// Input position `(i, j)` receives from the output positions `(r, s)` whose window holds it:
 /// `i + low₀ = r·sh + ki`, `j + low₁ = s·sw + kj`; the padding's positions are not computed
-/// (nobody reads their gradient), and positions no window holds receive zero.
+/// (nobody reads their gradient), and positions no window holds receive zero. The phases
+/// kernel ([`crate::phases`]) takes the same geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    stride: [usize; 2],
-    low: [usize; 2],
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) low: [usize; 2],
 }
 
 impl Geometry {

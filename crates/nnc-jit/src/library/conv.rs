@@ -205,10 +205,7 @@ impl LibKernel {
         // SAFETY: `scratch_bytes` reserved `gemm_conv`'s scratch for the most samples a part
         // of this kernel has (`most_part_samples`, at the part count it runs with), which
         // bounds `nb` (the scratch grows with the samples), at `scratch`, this part's alone.
-        self.check_scratch(g.scratch_floats(nb));
-        let scratch = unsafe {
-            std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, g.scratch_floats(nb))
-        };
+        let scratch = unsafe { self.part_scratch(base, scratch, g.scratch_floats(nb)) };
         match op {
             WideOp::Forward => {
                 // SAFETY: forwarded.
@@ -371,19 +368,10 @@ impl LibKernel {
     /// The geometry of this convolution's input gradient for [`phases`], where it is strided
     /// and that kernel takes it (a folded `slice`'s start as padding included).
     pub(super) fn phases(&self) -> Option<Phases> {
-        if self.conv_product()? != WideOp::Input || stride_of(&self.op) == [1, 1] {
+        if stride_of(&self.op) == [1, 1] {
             return None;
         }
-        let g = self.gemm_geometry(WideOp::Input);
-        Phases::new(
-            g.c,
-            [g.h, g.w],
-            g.o,
-            [g.oh, g.ow],
-            [g.kh, g.kw],
-            g.stride,
-            g.pad,
-        )
+        Phases::of(self.samples_geometry()?)
     }
 
     /// The geometry of this convolution's input gradient for [`samples`] (any stride, a
@@ -443,6 +431,25 @@ impl LibKernel {
         (0..parts)
             .map(|p| n * (p + 1) / parts - n * p / parts)
             .collect()
+    }
+
+    /// `floats` of this part's scratch at byte offset `scratch` of the arena at `base`, after
+    /// [`LibKernel::check_scratch`].
+    ///
+    /// # Safety
+    /// `scratch` is the part's scratch region (as `run_part` passes it, 64-byte aligned),
+    /// which no one else uses while the part runs, and the returned slice is the only
+    /// reference into it while it lives.
+    unsafe fn part_scratch<'a>(
+        &self,
+        base: *mut u8,
+        scratch: usize,
+        floats: usize,
+    ) -> &'a mut [f32] {
+        self.check_scratch(floats);
+        // SAFETY: the caller's contract; the region holds `floats` (checked above, so a
+        // wrongly sized reservation stops here instead of reaching into the next part's).
+        unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) }
     }
 
     /// Panics unless `floats` fit a part's scratch: checked before a kernel forms a slice of
@@ -743,12 +750,13 @@ impl LibKernel {
         // SAFETY: `scratch_bytes` reserved the phases' scratch for the most samples a part has
         // (`most_part_samples`, which bounds `samples`; it grows with them) at `scratch`,
         // this part's alone; the filters are an f32 operand
-        // that no one writes while the kernel runs. Creating the slices cannot panic.
-        self.check_scratch(g.scratch_floats(samples));
+        // that no one writes while the kernel runs.
         let (scratch, w) = unsafe {
             let floats = g.scratch_floats(samples);
-            let scratch = std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
-            (scratch, self.f32_arg(base, 1))
+            (
+                self.part_scratch(base, scratch, floats),
+                self.f32_arg(base, 1),
+            )
         };
         phases::input_gradient(isa, &g, samples, (dy, w), scratch, dx);
     }
@@ -773,13 +781,13 @@ impl LibKernel {
             .expect("chosen only where the samples kernel applies");
         // SAFETY: `scratch_bytes` reserved the kernel's scratch (a group of sixteen samples
         // at a time, whatever the part's) at `scratch`, this part's alone; the filters are an
-        // f32 operand that no one writes while the kernel runs. Creating the slices cannot
-        // panic.
-        self.check_scratch(g.scratch_floats());
+        // f32 operand that no one writes while the kernel runs.
         let (scratch, w) = unsafe {
             let floats = g.scratch_floats();
-            let scratch = std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats);
-            (scratch, self.f32_arg(base, 1))
+            (
+                self.part_scratch(base, scratch, floats),
+                self.f32_arg(base, 1),
+            )
         };
         samples::input_gradient(isa, &g, samples, (dy, w), scratch, dx);
     }
@@ -808,8 +816,7 @@ impl LibKernel {
         let floats = winograd_floats(&g, op);
         // SAFETY: `scratch_bytes` reserved `floats` for this geometry at `scratch`, this
         // part's alone.
-        let buffer =
-            unsafe { std::slice::from_raw_parts_mut(base.add(scratch) as *mut f32, floats) };
+        let buffer = unsafe { self.part_scratch(base, scratch, floats) };
         // SAFETY: the filters (the output gradient, for the filter gradient) are an f32
         // operand no one writes while the kernel runs.
         let arg = unsafe { self.f32_arg(base, 1) };
