@@ -192,7 +192,7 @@ pub const ROW_CALLS_FROM: usize = 16;
 const ROW_CHUNK: i64 = 512;
 
 /// The library function computing a unary op, if it is a transcendental one.
-fn transcendental(op: &Op) -> Option<library::Function> {
+pub(crate) fn transcendental(op: &Op) -> Option<library::Function> {
     match op {
         Op::Unary(Unary::Exp) => Some(library::Function::Exp),
         Op::Unary(Unary::Log) => Some(library::Function::Log),

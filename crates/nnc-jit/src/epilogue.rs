@@ -4,7 +4,8 @@
 //! gives the byte offsets the kernel reads and writes in the arena.
 //!
 //! - [`bias_relu_epilogue`]: a convolution's `relu(y + b)`, added and rectified by every
-//!   kernel family of the forward product.
+//!   kernel family of the forward product; [`bias_function_epilogue`]: its `tanh(y + b)`
+//!   (or another transcendental function), by the positions-in-lanes kernel.
 //! - [`residual_relu_epilogue`]: a residual connection in the convolution before it:
 //!   `relu((conv(x, w) + b) + skip)`, where a fused epilogue would read the convolution's
 //!   result back to add its bias, the other branch and rectify, is stored by
@@ -18,8 +19,8 @@
 //! [`gemm_conv`]: nnc_kernels::gemm_conv
 
 use nnc_ir::{Binary, DType, Function, Op, Unary, ValueId};
-use nnc_kernels::Isa;
 use nnc_kernels::pool::{self, Window};
+use nnc_kernels::{Isa, transcendental};
 
 use crate::kernel::{LoopKernel, used_only_by};
 use crate::plan::Plan;
@@ -34,16 +35,122 @@ pub fn bias_relu_epilogue(
     epilogue: &LoopKernel,
     plan: &Plan,
 ) -> Option<(usize, usize)> {
+    let (bias, sum, rest) = bias_sum(f, inst, epilogue, plan)?;
+    let &[i_relu] = rest else {
+        return None;
+    };
+    let relu = &f.insts[i_relu];
+    let relu_ok = matches!(relu.op, Op::Unary(Unary::Relu)) && relu.args == [sum];
+    // `y` and the sum live only in the kernel; the ReLU's result is what it stores.
+    let stores_only_relu = epilogue.outputs == [relu.result] && epilogue.reductions.is_empty();
+    (relu_ok && stores_only_relu && dense(plan, &[relu.result]) && used_only_by(f, sum, i_relu))
+        .then_some(())?;
+    Some((bias, plan.offset[relu.result.index()]?))
+}
+
+/// An activation after a convolution's bias that the positions-in-lanes kernel applies
+/// itself ([`bias_function_epilogue`]): `t = f((y + b)·slope)`, and `scale·t`; the byte
+/// offsets of what it reads and stores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Activation {
+    /// The bias, `[O]` floats.
+    pub bias: usize,
+    pub slope: Option<f32>,
+    pub f: transcendental::Function,
+    pub scale: Option<f32>,
+    /// Where `t` is stored, if something reads it (a derivative does: `1 − t²`).
+    pub t: Option<usize>,
+    /// Where `scale·t` is stored, if something reads it.
+    pub scaled: Option<usize>,
+}
+
+/// For a `conv2d` (instruction `inst`) whose fused epilogue is exactly `f((y + b)·a)` and
+/// `s·f(…)`, the multiplications by constants each optional, `f` a transcendental function
+/// the compiled loops apply along rows ([`nnc_kernels::transcendental`]), `b` a `[O, 1, 1]`
+/// view of `O` floats, and nothing else read outside the loop but `t = f(…)` and `s·t`:
+/// where the positions-in-lanes kernel can store them itself (`direct::forward_then`, the
+/// loop's bits).
+pub fn bias_function_epilogue(
+    f: &Function,
+    inst: usize,
+    epilogue: &LoopKernel,
+    plan: &Plan,
+) -> Option<Activation> {
+    let (bias, sum, rest) = bias_sum(f, inst, epilogue, plan)?;
+    // The product by a constant of `v` at `insts[0]`, if it is one: (the constant, the
+    // product, its instruction).
+    let times_constant = |insts: &[usize], v: ValueId| -> Option<(f32, ValueId, usize)> {
+        let &k = insts.first()?;
+        let i = &f.insts[k];
+        let c = match (&i.op, &i.args[..]) {
+            (Op::Binary(Binary::Mul), &[p, c] | &[c, p]) if p == v => c,
+            _ => return None,
+        };
+        let def = f.insts.iter().find(|d| d.result == c)?;
+        match def.op {
+            Op::Const { value } if f.ty(c).numel() == 1 => Some((value as f32, i.result, k)),
+            _ => None,
+        }
+    };
+    let (&first, _) = rest.split_first()?;
+    let (slope, arg, rest, sum_reader) = match times_constant(rest, sum) {
+        Some((a, arg, k)) => (Some(a), arg, &rest[1..], k),
+        None => (None, sum, rest, first),
+    };
+    let (&i_f, rest) = rest.split_first()?;
+    let fi = &f.insts[i_f];
+    let function = crate::codegen::transcendental(&fi.op).filter(|_| fi.args == [arg])?;
+    let t = fi.result;
+    let (scale, st, rest) = match times_constant(rest, t) {
+        Some((s, st, _)) => (Some(s), Some(st), &rest[1..]),
+        None => (None, None, rest),
+    };
+    // Nothing else in the loop; it stores `t` or `s·t` or both, and the values before `t`
+    // are read by nothing outside it.
+    let outputs = &epilogue.outputs;
+    let stored = |v: Option<ValueId>| v.filter(|v| outputs.contains(v));
+    let (t_out, st_out) = (stored(Some(t)), stored(st));
+    let only_these = outputs.iter().all(|&v| v == t || Some(v) == st);
+    let inner_only = used_only_by(f, sum, sum_reader) && used_only_by(f, arg, i_f);
+    (rest.is_empty()
+        && epilogue.reductions.is_empty()
+        && only_these
+        && (t_out.is_some() || st_out.is_some())
+        && (st_out.is_some() || scale.is_none() || t_out.is_some())
+        && inner_only
+        && dense(plan, outputs))
+    .then_some(())?;
+    // `None` for a value not stored; `Some(None)` (no activation) for one without an offset.
+    let offset = |v: Option<ValueId>| match v {
+        None => Some(None),
+        Some(v) => plan.offset[v.index()].map(Some),
+    };
+    Some(Activation {
+        bias,
+        slope,
+        f: function,
+        scale,
+        t: offset(t_out)?,
+        scaled: offset(st_out)?,
+    })
+}
+
+/// For a `conv2d` (instruction `inst`) whose fused epilogue starts with `y + b`, `b` a
+/// `[O, 1, 1]` view of `O` floats and `y` read by nothing else: the bias's byte offset, the
+/// sum and the epilogue's later instructions.
+fn bias_sum<'e>(
+    f: &Function,
+    inst: usize,
+    epilogue: &'e LoopKernel,
+    plan: &Plan,
+) -> Option<(usize, ValueId, &'e [usize])> {
     let conv = &f.insts[inst];
     let y = conv.result;
-    // Every kernel family of the forward product adds the bias and rectifies as it stores.
     if !matches!(&conv.op, Op::Conv2d { .. }) {
         return None;
     }
-    let &[i_add, i_relu] = epilogue.insts.as_slice() else {
-        return None;
-    };
-    let (add, relu) = (&f.insts[i_add], &f.insts[i_relu]);
+    let (&i_add, rest) = epilogue.insts.split_first()?;
+    let add = &f.insts[i_add];
     let b = match (&add.op, &add.args[..]) {
         (Op::Binary(Binary::Add), &[p, q]) if p == y => q,
         (Op::Binary(Binary::Add), &[p, q]) if q == y => p,
@@ -51,17 +158,8 @@ pub fn bias_relu_epilogue(
     };
     let o = f.ty(y).shape.get(1).copied()?;
     let shape_ok = f.ty(b).shape == [o, 1, 1] && f.ty(b).dtype == DType::F32;
-    let relu_ok = matches!(relu.op, Op::Unary(Unary::Relu)) && relu.args == [add.result];
-    // `y` and the sum live only in the kernel; the ReLU's result is what it stores.
-    let stores_only_relu = epilogue.outputs == [relu.result] && epilogue.reductions.is_empty();
-    (shape_ok
-        && relu_ok
-        && stores_only_relu
-        && dense(plan, &[relu.result])
-        && used_only_by(f, y, i_add)
-        && used_only_by(f, add.result, i_relu))
-    .then_some(())?;
-    Some((plan.offset[b.index()]?, plan.offset[relu.result.index()]?))
+    (shape_ok && used_only_by(f, y, i_add)).then_some(())?;
+    Some((plan.offset[b.index()]?, add.result, rest))
 }
 
 /// Whether the values are each row-major in a buffer of their own (no window of another

@@ -612,6 +612,31 @@ impl Program {
                         }
                         e => e,
                     };
+                    // On positions in the lanes, also `tanh(y + b)` (and the other functions
+                    // the loops apply along rows), each sample's planes while in cache.
+                    let epilogue = match epilogue {
+                        Some(e)
+                            if isa.is_some()
+                                && plain(e)
+                                && lib.conv_kernels() == [ConvKernel::Direct(Lanes::Positions)] =>
+                        {
+                            match epilogue::bias_function_epilogue(f, *inst, e, &plan) {
+                                Some(a) => {
+                                    next();
+                                    lib.bias_relu = Some(a.bias);
+                                    // `t` where it is read, else `s·t` in its place.
+                                    lib.out.0 = a.t.or(a.scaled).expect("one is stored");
+                                    lib.then = Some(epilogue::Activation {
+                                        scaled: a.t.and(a.scaled),
+                                        ..a
+                                    });
+                                    None
+                                }
+                                None => Some(e),
+                            }
+                        }
+                        e => e,
+                    };
                     // On gemm_conv, the channels kernel and winograd, also a residual branch's sum
                     // before the ReLU.
                     let epilogue = match epilogue {
@@ -847,10 +872,10 @@ impl Program {
                     [ConvKernel::Winograd] => "winograd",
                     _ => "convolution",
                 };
-                let what = if lib.residual.is_some() {
-                    "bias, residual sum and relu"
-                } else {
-                    "bias and relu"
+                let what = match (lib.residual, lib.then) {
+                    (Some(_), _) => "bias, residual sum and relu".to_string(),
+                    (None, Some(then)) => format!("bias and {}", then.f.name()),
+                    (None, None) => "bias and relu".to_string(),
                 };
                 note.push_str(&format!(" [{what} in the {family} kernel]"));
             } else if lib.sparse_runs.load(std::sync::atomic::Ordering::Relaxed) > 0 {
@@ -897,10 +922,7 @@ impl Program {
         };
         let rows = match &self.along_rows[k] {
             (functions, Some(isa)) if !functions.is_empty() => {
-                let names: Vec<String> = functions
-                    .iter()
-                    .map(|f| format!("{f:?}").to_lowercase())
-                    .collect();
+                let names: Vec<&str> = functions.iter().map(|f| f.name()).collect();
                 format!(" [{} along rows on {}]", names.join(", "), isa.name())
             }
             _ => String::new(),

@@ -541,6 +541,45 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
+    // On positions in the lanes (one input channel), also `tanh(y + b)` and LeCun's scaled
+    // tanh with both its values read (`t` for the derivative, `1.7159·t` by the next layer),
+    // or the scaled one alone; sigmoid likewise.
+    for (ops, results) in [
+        ("%y: f32[8,6,24,24] = tanh %s", "%y"),
+        ("%y: f32[8,6,24,24] = sigmoid %s", "%y"),
+        (
+            "%a: f32[8,6,24,24] = mul %s, %k
+               %t: f32[8,6,24,24] = tanh %a
+               %y: f32[8,6,24,24] = mul %t, %q",
+            "%t, %y",
+        ),
+        (
+            "%a: f32[8,6,24,24] = mul %s, %k
+               %t: f32[8,6,24,24] = tanh %a
+               %y: f32[8,6,24,24] = mul %t, %q",
+            "%y",
+        ),
+    ] {
+        let outs = vec!["f32[8,6,24,24]"; results.split(", ").count()].join(", ");
+        cases.push(
+            case(format!(
+                "func @f(%x: f32[8,1,28,28], %w: f32[6,1,5,5], %b: f32[6]) -> ({outs}) {{
+               %c: f32[8,6,24,24] = conv2d %x, %w, stride=[1,1], padding=[0,0]
+               %r: f32[6,1,1] = reshape %b, shape=[6,1,1]
+               %s: f32[8,6,24,24] = add %c, %r
+               %k: f32[] = const value=0.6666666666666666
+               %q: f32[] = const value=1.7159
+               {ops}
+               return {results}
+             }}"
+            ))
+            .label(if ops.contains("sigmoid") {
+                "[bias and sigmoid in the direct kernel]"
+            } else {
+                "[bias and tanh in the direct kernel]"
+            }),
+        );
+    }
     // A residual block's sum: a padded, strided convolution (on the kernel the cost model
     // picks: im2col + GEMM or the channels kernel) adds its bias and the other branch and
     // rectifies as it stores. The branch read again after it (its

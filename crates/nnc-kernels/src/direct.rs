@@ -32,6 +32,7 @@
 use std::mem::MaybeUninit;
 
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
+use crate::transcendental;
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -370,7 +371,83 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    forward_rows_of(isa, g, samples, (x, w, bias), y, true, false);
+    let stored = Stored::relu(bias);
+    forward_rows_of(isa, g, samples, (x, w, stored), y, true, false);
+}
+
+/// An activation after the bias that [`forward_then`] applies: `t = f((y + bias[o])·slope)`
+/// and `scale·t`, the bits of the loops `add`, `mul`, `f` and `mul` (LeCun's `1.7159 ·
+/// tanh(2/3 · x)`, or a plain `tanh(x)` without the slope and scale).
+#[derive(Clone, Copy, Debug)]
+pub struct Then<'a> {
+    pub bias: &'a [f32],
+    pub slope: Option<f32>,
+    pub f: transcendental::Function,
+    pub scale: Option<f32>,
+}
+
+/// [`forward`]'s product `y` with [`Then`]'s activation: the bias (and slope) applied as it
+/// stores, each one rounding as in the loops, then `f` along each sample's output planes
+/// while they are in cache, as the compiled loops apply it ([`transcendental::apply`]), so
+/// the bits are those of the product and the loops run one after the other. `y` receives
+/// `t`, and `scaled` `scale·t`; without `scaled`, `y` receives `scale·t`.
+///
+/// # Panics
+/// As [`forward`]; if `scaled` is given without a scale, or is shorter than the output.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_then(
+    isa: Isa,
+    g: &Conv,
+    samples: usize,
+    x: &[f32],
+    w: &[f32],
+    then: Then<'_>,
+    y: &mut [f32],
+    scaled: Option<&mut [f32]>,
+) {
+    let out = samples * g.o * g.oh * g.ow;
+    assert!(
+        scaled
+            .as_ref()
+            .is_none_or(|s| then.scale.is_some() && s.len() >= out),
+        "a scaled output needs a scale and room"
+    );
+    forward_rows_of(isa, g, samples, (x, w, Stored::Then(then)), y, true, false);
+    let y = &mut y[..out];
+    match (then.scale, scaled) {
+        (Some(s), Some(scaled)) => {
+            for (d, &t) in scaled[..out].iter_mut().zip(&*y) {
+                *d = t * s;
+            }
+        }
+        (Some(s), None) => y.iter_mut().for_each(|t| *t *= s),
+        (None, _) => {}
+    }
+}
+
+/// What [`forward`] adds to each output as it stores.
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    /// The product alone.
+    Product,
+    /// `relu(y + b)`.
+    BiasRelu(&'a [f32]),
+    /// `(y + b)·slope`, the function then applied to each sample's planes.
+    Then(Then<'a>),
+}
+
+impl<'a> Stored<'a> {
+    /// `relu(y + b)` with a bias, else the product.
+    fn relu(bias: Option<&'a [f32]>) -> Stored<'a> {
+        bias.map_or(Stored::Product, Stored::BiasRelu)
+    }
+
+    fn bias(self) -> Option<&'a [f32]> {
+        match self {
+            Stored::Product => None,
+            Stored::BiasRelu(b) | Stored::Then(Then { bias: b, .. }) => Some(b),
+        }
+    }
 }
 
 /// [`forward`], skipping each sample's zero rows ([`Conv::live_in`]) where `data_rows`, with
@@ -379,7 +456,7 @@ fn forward_rows_of(
     isa: Isa,
     g: &Conv,
     samples: usize,
-    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
+    (x, w, stored): (&[f32], &[f32], Stored<'_>),
     y: &mut [f32],
     data_rows: bool,
     wide: bool,
@@ -389,7 +466,10 @@ fn forward_rows_of(
     assert!(x.len() >= g.input_floats(samples), "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
     assert!(y.len() >= samples * out, "output too short");
-    assert!(bias.is_none_or(|b| b.len() >= g.o), "bias too short");
+    assert!(
+        stored.bias().is_none_or(|b| b.len() >= g.o),
+        "bias too short"
+    );
     assert!(g.fits(), "planes too large");
     let masks = g.masks();
     let starts = g.starts(&masks);
@@ -406,8 +486,8 @@ fn forward_rows_of(
         let planes = Planes {
             g: s,
             x,
-            w: (w, bias),
-            y,
+            w: (w, stored),
+            y: &mut *y,
             masks: (&masks, &starts),
             wide,
         };
@@ -416,6 +496,9 @@ fn forward_rows_of(
         // pointers come from these slices, borrowed for the call (`y` as `&mut`), so no one
         // else accesses what it writes meanwhile, and the asserts panic before any is used.
         unsafe { simd::run(isa, planes) };
+        if let Stored::Then(then) = stored {
+            transcendental::apply(then.f, isa, y);
+        }
     }
 }
 
@@ -424,7 +507,7 @@ fn forward_rows_of(
 struct Planes<'a> {
     g: &'a Conv,
     x: &'a [f32],
-    w: (&'a [f32], Option<&'a [f32]>),
+    w: (&'a [f32], Stored<'a>),
     y: &'a mut [f32],
     masks: (&'a [u16], &'a [usize]),
     wide: bool,
@@ -477,7 +560,7 @@ impl Kernel for Planes<'_> {
 unsafe fn forward_planes<V: F32x16, const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
-    w: (&[f32], Option<&[f32]>),
+    w: (&[f32], Stored<'_>),
     y: &mut [f32],
     masks: (&[u16], &[usize]),
 ) {
@@ -504,7 +587,7 @@ unsafe fn forward_planes<V: F32x16, const OB: usize, const NV: usize>(
 unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
     g: &Conv,
     x: &[f32],
-    (w, bias): (&[f32], Option<&[f32]>),
+    (w, stored): (&[f32], Stored<'_>),
     y: &mut [f32],
     (masks, starts): (&[u16], &[usize]),
     ob: usize,
@@ -561,12 +644,19 @@ unsafe fn forward_tile<V: F32x16, const OB: usize, const NV: usize>(
             // SAFETY: plane `ob + o < o` of `y` holds `oh·ow` floats, and the real lanes of
             // vector `v0 + n` are positions `start..start + count` of it.
             unsafe {
-                let a = match bias {
-                    Some(b) => {
+                let a = match stored {
+                    Stored::BiasRelu(b) => {
                         let z = a.add(V::splat(b[ob + o]));
                         z.select(z.greater(V::zero()))
                     }
-                    None => a,
+                    Stored::Then(t) => {
+                        let z = a.add(V::splat(t.bias[ob + o]));
+                        match t.slope {
+                            Some(slope) => z.mul(V::splat(slope)),
+                            None => z,
+                        }
+                    }
+                    Stored::Product => a,
                 };
                 // The real lanes, packed, to their compact positions.
                 a.store_compressed(m[n], y.add((ob + o) * plane + starts[v0 + n]));
@@ -1075,7 +1165,8 @@ mod tests {
                 // One float more than the output: nothing may be written past it.
                 let mut y = vec![f32::NAN; want.len() + 1];
                 let n = want.len();
-                forward_rows_of(isa, &g, samples, (&x, &w, None), &mut y[..n], true, tiles);
+                let plain = Stored::Product;
+                forward_rows_of(isa, &g, samples, (&x, &w, plain), &mut y[..n], true, tiles);
                 for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     close(got, want, &format!("{s:?} y[{k}]"));
                 }
@@ -1086,7 +1177,8 @@ mod tests {
                 bias[0] = f32::NAN;
                 let mut z = vec![f32::NAN; want.len() + 1];
                 let b = Some(&bias[..]);
-                forward_rows_of(isa, &g, samples, (&x, &w, b), &mut z[..n], true, tiles);
+                let stored = Stored::relu(b);
+                forward_rows_of(isa, &g, samples, (&x, &w, stored), &mut z[..n], true, tiles);
                 let plane = g.oh * g.ow;
                 for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
                     let sum = y + bias[(k / plane) % o];
@@ -1094,6 +1186,50 @@ mod tests {
                     assert_eq!(got.to_bits(), want.to_bits(), "{s:?} relu(y + b)[{k}]");
                 }
                 assert!(z[want.len()].is_nan());
+                // With an activation after the bias: bit for bit the loops' `f((y + b)·a)`
+                // and `s·f(…)` of the plain result, `f` along rows as the compiled loops
+                // apply it; `t` and `s·t` in two outputs, or `s·t` alone.
+                let plane = g.oh * g.ow;
+                let functions = [
+                    transcendental::Function::Tanh,
+                    transcendental::Function::Sigmoid,
+                ];
+                for (f, (slope, scale)) in functions.into_iter().flat_map(|f| {
+                    [(None, None), (Some(2.0f32 / 3.0), Some(1.7159f32))].map(|a| (f, a))
+                }) {
+                    let mut t: Vec<f32> = (0..n)
+                        .map(|k| {
+                            let sum = y[k] + bias[(k / plane) % o];
+                            slope.map_or(sum, |a| sum * a)
+                        })
+                        .collect();
+                    transcendental::apply(f, isa, &mut t);
+                    let st: Vec<f32> = t.iter().map(|&t| scale.map_or(t, |s| t * s)).collect();
+                    let same = |got: &[f32], want: &[f32], what: &str| {
+                        for (k, (&a, &b)) in got.iter().zip(want).enumerate() {
+                            let same = a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+                            assert!(same, "{s:?} {f:?} {what}[{k}]: {a} against {b}");
+                        }
+                    };
+                    let then = Then {
+                        bias: &bias,
+                        slope,
+                        f,
+                        scale,
+                    };
+                    let (mut got, mut scaled) = (vec![f32::NAN; n + 1], vec![f32::NAN; n + 1]);
+                    let both = scale.map(|_| &mut scaled[..n]);
+                    forward_then(isa, &g, samples, &x, &w, then, &mut got[..n], both);
+                    same(&got, &t, "t");
+                    if scale.is_some() {
+                        same(&scaled, &st, "s·t");
+                        assert!(scaled[n].is_nan());
+                        let mut alone = vec![f32::NAN; n + 1];
+                        forward_then(isa, &g, samples, &x, &w, then, &mut alone[..n], None);
+                        same(&alone, &st, "s·t alone");
+                    }
+                    assert!(got[n].is_nan());
+                }
                 // From shifted copies of the columns: the same taps in the same order, so the
                 // same bits.
                 let shifted = g.shifted();
@@ -1102,7 +1238,8 @@ mod tests {
                 for bias in [None, Some(&bias[..])] {
                     let mut ys = vec![f32::NAN; want.len()];
                     let (s, samples) = (&shifted, samples);
-                    forward_rows_of(isa, s, samples, (&xs, &w, bias), &mut ys, true, tiles);
+                    let stored = Stored::relu(bias);
+                    forward_rows_of(isa, s, samples, (&xs, &w, stored), &mut ys, true, tiles);
                     let wide = if bias.is_some() { &z } else { &y };
                     for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
                         assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
@@ -1243,8 +1380,17 @@ mod tests {
                 for bias in [None, Some(&bias[..])] {
                     let out = samples * o * g.oh * g.ow;
                     let (mut skipped, mut every) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut skipped, true, false);
-                    forward_rows_of(isa, &g, samples, (&x, &w, bias), &mut every, false, false);
+                    let stored = Stored::relu(bias);
+                    forward_rows_of(
+                        isa,
+                        &g,
+                        samples,
+                        (&x, &w, stored),
+                        &mut skipped,
+                        true,
+                        false,
+                    );
+                    forward_rows_of(isa, &g, samples, (&x, &w, stored), &mut every, false, false);
                     assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
                 }
                 let rows = filter_rows(&g);

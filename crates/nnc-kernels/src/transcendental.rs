@@ -42,6 +42,17 @@ impl Function {
         Function::Softplus,
     ];
 
+    /// Its name, as the compiler's op: `tanh`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Exp => "exp",
+            Function::Log => "log",
+            Function::Tanh => "tanh",
+            Function::Sigmoid => "sigmoid",
+            Function::Softplus => "softplus",
+        }
+    }
+
     /// Its value at `x`.
     pub fn at(self, x: f32) -> f32 {
         match self {

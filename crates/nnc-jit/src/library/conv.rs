@@ -8,7 +8,7 @@ use nnc_kernels::store::{Skip, Store};
 use nnc_kernels::winograd::{self, Filters, Winograd};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, samples};
 
-use super::{LibKernel, dims4, floats};
+use super::{LibKernel, dims4, floats, floats_mut};
 use crate::conv_cost::{self, Lanes};
 
 /// The kernel family a convolution runs on.
@@ -687,11 +687,30 @@ impl LibKernel {
                 let bias = self
                     .bias_relu
                     .map(|at| unsafe { std::slice::from_raw_parts(base.add(at) as *const f32, o) });
-                if copies > 0 {
+                let (g, x) = if copies > 0 {
                     direct::shift_columns(isa, &gx, nb, x, xs);
-                    direct::forward(isa, &s, nb, xs, weights, bias, out);
+                    (&s, &*xs)
                 } else {
-                    direct::forward(isa, &gx, nb, x, weights, bias, out);
+                    (&gx, x)
+                };
+                match (bias, self.then) {
+                    (Some(bias), Some(a)) => {
+                        let then = direct::Then {
+                            bias,
+                            slope: a.slope,
+                            f: a.f,
+                            scale: a.scale,
+                        };
+                        // SAFETY: `s·t`, where stored apart from `t`, is an f32 tensor of
+                        // the output's shape at its planned offset (recognised with the
+                        // epilogue), which this part alone writes in its samples' range, as
+                        // the epilogue it replaces did.
+                        let scaled = a.scaled.map(|at| unsafe {
+                            floats_mut(base, at, lo * out_sample, hi * out_sample)
+                        });
+                        direct::forward_then(isa, g, nb, x, weights, then, out, scaled)
+                    }
+                    _ => direct::forward(isa, g, nb, x, weights, bias, out),
                 }
             }
             (WideOp::Filter, Lanes::Channels) => {
