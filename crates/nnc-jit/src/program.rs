@@ -612,18 +612,14 @@ impl Program {
                         }
                         e => e,
                     };
-                    // On positions in the lanes, also `tanh(y + b)` (and the other functions
-                    // the loops apply along rows), each sample's planes while in cache.
+                    // Also `tanh(y + b)` (and the other functions the loops apply along rows),
+                    // each sample's planes while in cache: the bias added as the positions
+                    // kernel stores, after the others' product.
                     let epilogue = match epilogue {
-                        Some(e)
-                            if isa.is_some()
-                                && plain(e)
-                                && lib.conv_kernels() == [ConvKernel::Direct(Lanes::Positions)] =>
-                        {
+                        Some(e) if isa.is_some() && plain(e) => {
                             match epilogue::bias_function_epilogue(f, *inst, e, &plan) {
                                 Some(a) => {
                                     next();
-                                    lib.bias_relu = Some(a.bias);
                                     // `t` where it is read, else `s·t` in its place.
                                     lib.out.0 = a.t.or(a.scaled).expect("one is stored");
                                     lib.then = Some(epilogue::Activation {
@@ -866,7 +862,7 @@ impl Program {
             } else {
                 format!(" [{}]", kernels.join(", then "))
             };
-            if lib.bias_relu.is_some() {
+            if lib.bias_relu.is_some() || lib.then.is_some() {
                 let family = match lib.conv_kernels().as_slice() {
                     [ConvKernel::Direct(_)] => "direct",
                     [ConvKernel::Winograd] => "winograd",

@@ -541,6 +541,46 @@ fn convolution_cases() -> Vec<Case> {
         )
         .label("[bias and relu in the direct kernel]"),
     );
+    // The other families apply the activation after their product, part by part: LeCun's
+    // scaled tanh with both its values read, on the channels kernel (LeNet-5's C3) and on
+    // Winograd's (16 channels, 3×3).
+    for (x, w, y, padding, family) in [
+        (
+            "f32[8,6,14,14]",
+            "f32[16,6,5,5]",
+            "f32[8,16,10,10]",
+            0,
+            "direct",
+        ),
+        (
+            "f32[8,16,12,12]",
+            "f32[16,16,3,3]",
+            "f32[8,16,12,12]",
+            1,
+            "winograd",
+        ),
+    ] {
+        let label = match family {
+            "direct" => "[bias and tanh in the direct kernel]",
+            _ => "[bias and tanh in the winograd kernel]",
+        };
+        cases.push(
+            case(format!(
+                "func @f(%x: {x}, %w: {w}, %b: f32[16]) -> ({y}, {y}) {{
+               %c: {y} = conv2d %x, %w, stride=[1,1], padding=[{padding},{padding}]
+               %r: f32[16,1,1] = reshape %b, shape=[16,1,1]
+               %s: {y} = add %c, %r
+               %k: f32[] = const value=0.6666666666666666
+               %q: f32[] = const value=1.7159
+               %a: {y} = mul %s, %k
+               %t: {y} = tanh %a
+               %z: {y} = mul %t, %q
+               return %t, %z
+             }}"
+            ))
+            .label(label),
+        );
+    }
     // On positions in the lanes (one input channel), also `tanh(y + b)` and LeCun's scaled
     // tanh with both its values read (`t` for the derivative, `1.7159·t` by the next layer),
     // or the scaled one alone; sigmoid likewise.

@@ -32,7 +32,7 @@
 use std::mem::MaybeUninit;
 
 use crate::simd::{self, F32x16, Isa, Kernel, low_bits};
-use crate::transcendental;
+use crate::store::Then;
 
 /// Floats per vector.
 const LANES: usize = 16;
@@ -372,18 +372,7 @@ pub fn forward(
     y: &mut [f32],
 ) {
     let stored = Stored::relu(bias);
-    forward_rows_of(isa, g, samples, (x, w, stored), y, true, false);
-}
-
-/// An activation after the bias that [`forward_then`] applies: `t = f((y + bias[o])·slope)`
-/// and `scale·t`, the bits of the loops `add`, `mul`, `f` and `mul` (LeCun's `1.7159 ·
-/// tanh(2/3 · x)`, or a plain `tanh(x)` without the slope and scale).
-#[derive(Clone, Copy, Debug)]
-pub struct Then<'a> {
-    pub bias: &'a [f32],
-    pub slope: Option<f32>,
-    pub f: transcendental::Function,
-    pub scale: Option<f32>,
+    forward_rows_of(isa, g, samples, (x, w, stored), (y, None), true, false);
 }
 
 /// [`forward`]'s product `y` with [`Then`]'s activation: the bias (and slope) applied as it
@@ -405,24 +394,8 @@ pub fn forward_then(
     y: &mut [f32],
     scaled: Option<&mut [f32]>,
 ) {
-    let out = samples * g.o * g.oh * g.ow;
-    assert!(
-        scaled
-            .as_ref()
-            .is_none_or(|s| then.scale.is_some() && s.len() >= out),
-        "a scaled output needs a scale and room"
-    );
-    forward_rows_of(isa, g, samples, (x, w, Stored::Then(then)), y, true, false);
-    let y = &mut y[..out];
-    match (then.scale, scaled) {
-        (Some(s), Some(scaled)) => {
-            for (d, &t) in scaled[..out].iter_mut().zip(&*y) {
-                *d = t * s;
-            }
-        }
-        (Some(s), None) => y.iter_mut().for_each(|t| *t *= s),
-        (None, _) => {}
-    }
+    let stored = Stored::Then(then);
+    forward_rows_of(isa, g, samples, (x, w, stored), (y, scaled), true, false);
 }
 
 /// What [`forward`] adds to each output as it stores.
@@ -432,7 +405,7 @@ enum Stored<'a> {
     Product,
     /// `relu(y + b)`.
     BiasRelu(&'a [f32]),
-    /// `(y + b)·slope`, the function then applied to each sample's planes.
+    /// `(y + b)·slope`, the rest of the activation then applied to each sample's planes.
     Then(Then<'a>),
 }
 
@@ -457,7 +430,7 @@ fn forward_rows_of(
     g: &Conv,
     samples: usize,
     (x, w, stored): (&[f32], &[f32], Stored<'_>),
-    y: &mut [f32],
+    (y, mut scaled): (&mut [f32], Option<&mut [f32]>),
     data_rows: bool,
     wide: bool,
 ) {
@@ -466,6 +439,10 @@ fn forward_rows_of(
     assert!(x.len() >= g.input_floats(samples), "input too short");
     assert!(w.len() >= g.o_pad() * g.taps(), "weights too short");
     assert!(y.len() >= samples * out, "output too short");
+    assert!(
+        scaled.as_ref().is_none_or(|s| s.len() >= samples * out),
+        "scaled output too short"
+    );
     assert!(
         stored.bias().is_none_or(|b| b.len() >= g.o),
         "bias too short"
@@ -497,7 +474,8 @@ fn forward_rows_of(
         // else accesses what it writes meanwhile, and the asserts panic before any is used.
         unsafe { simd::run(isa, planes) };
         if let Stored::Then(then) = stored {
-            transcendental::apply(then.f, isa, y);
+            let scaled = scaled.as_deref_mut().map(|s| &mut s[b * out..][..out]);
+            then.finish(isa, y, scaled);
         }
     }
 }
@@ -1100,6 +1078,7 @@ pub fn time_lenet_shapes(isa: Isa) {
 mod tests {
     use super::*;
     use crate::testing::{self, filter_gradient, values};
+    use crate::transcendental;
 
     /// (c, h, w, o, kh, kw): LeNet-5's C1 and C3, and odd shapes.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
@@ -1166,7 +1145,15 @@ mod tests {
                 let mut y = vec![f32::NAN; want.len() + 1];
                 let n = want.len();
                 let plain = Stored::Product;
-                forward_rows_of(isa, &g, samples, (&x, &w, plain), &mut y[..n], true, tiles);
+                forward_rows_of(
+                    isa,
+                    &g,
+                    samples,
+                    (&x, &w, plain),
+                    (&mut y[..n], None),
+                    true,
+                    tiles,
+                );
                 for (k, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     close(got, want, &format!("{s:?} y[{k}]"));
                 }
@@ -1178,7 +1165,15 @@ mod tests {
                 let mut z = vec![f32::NAN; want.len() + 1];
                 let b = Some(&bias[..]);
                 let stored = Stored::relu(b);
-                forward_rows_of(isa, &g, samples, (&x, &w, stored), &mut z[..n], true, tiles);
+                forward_rows_of(
+                    isa,
+                    &g,
+                    samples,
+                    (&x, &w, stored),
+                    (&mut z[..n], None),
+                    true,
+                    tiles,
+                );
                 let plane = g.oh * g.ow;
                 for (k, (&got, &y)) in z.iter().zip(&y[..want.len()]).enumerate() {
                     let sum = y + bias[(k / plane) % o];
@@ -1239,7 +1234,15 @@ mod tests {
                     let mut ys = vec![f32::NAN; want.len()];
                     let (s, samples) = (&shifted, samples);
                     let stored = Stored::relu(bias);
-                    forward_rows_of(isa, s, samples, (&xs, &w, stored), &mut ys, true, tiles);
+                    forward_rows_of(
+                        isa,
+                        s,
+                        samples,
+                        (&xs, &w, stored),
+                        (&mut ys, None),
+                        true,
+                        tiles,
+                    );
                     let wide = if bias.is_some() { &z } else { &y };
                     for (k, (&got, &want)) in ys.iter().zip(wide).enumerate() {
                         assert_eq!(got.to_bits(), want.to_bits(), "{s:?} shifted y[{k}]");
@@ -1386,11 +1389,19 @@ mod tests {
                         &g,
                         samples,
                         (&x, &w, stored),
-                        &mut skipped,
+                        (&mut skipped, None),
                         true,
                         false,
                     );
-                    forward_rows_of(isa, &g, samples, (&x, &w, stored), &mut every, false, false);
+                    forward_rows_of(
+                        isa,
+                        &g,
+                        samples,
+                        (&x, &w, stored),
+                        (&mut every, None),
+                        false,
+                        false,
+                    );
                     assert_eq!(bits(&skipped), bits(&every), "{s:?} forward");
                 }
                 let rows = filter_rows(&g);

@@ -4,12 +4,14 @@
 
 use nnc_ir::{Function, Inst, Op};
 use nnc_kernels::phases::{self, Phases};
+use nnc_kernels::store::Then;
 use nnc_kernels::store::{Skip, Store};
 use nnc_kernels::winograd::{self, Filters, Winograd};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, samples};
 
 use super::{LibKernel, dims4, floats, floats_mut};
 use crate::conv_cost::{self, Lanes};
+use crate::epilogue::Activation;
 
 /// The kernel family a convolution runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +131,10 @@ impl LibKernel {
         x: &[f32],
         out: &mut [f32],
     ) {
+        let kernel = self.conv_kernel(op, hi - lo);
         // SAFETY: forwarded.
         unsafe {
-            match (self.isa, self.conv_kernel(op, hi - lo)) {
+            match (self.isa, kernel) {
                 (Some(isa), ConvKernel::Phases) => {
                     self.phases_conv(isa, base, scratch, hi - lo, x, out)
                 }
@@ -146,6 +149,46 @@ impl LibKernel {
                 }
                 _ => self.gemm_conv(base, scratch, (lo, hi), op, x, out),
             }
+        }
+        // The activation after the bias, where the kernel did not apply it as it stored.
+        if let (Some(a), Some(isa), WideOp::Forward) = (self.then, self.isa, op)
+            && kernel != ConvKernel::Direct(Lanes::Positions)
+        {
+            // SAFETY: forwarded.
+            let (then, scaled) = unsafe { self.activation(base, a, (lo, hi)) };
+            let [_, o, oh, ow] = dims4(&self.out.1);
+            then.apply(isa, out, (hi - lo, o, oh * ow), scaled);
+        }
+    }
+
+    /// The activation `a` for samples `lo..hi`: its bias, and the part's range of `scale·t`
+    /// where that is stored apart from `t`.
+    ///
+    /// # Safety
+    /// As [`LibKernel::run_part`]: `base` is the arena the kernel was planned in; `scale·t`,
+    /// where stored apart, is an f32 tensor of the output's shape at its planned offset
+    /// (recognised with the epilogue), which this part alone writes in its samples' range (as
+    /// the epilogue loop it replaces did), and the slice is the only reference into it.
+    unsafe fn activation<'a>(
+        &self,
+        base: *mut u8,
+        a: Activation,
+        (lo, hi): (usize, usize),
+    ) -> (Then<'a>, Option<&'a mut [f32]>) {
+        let o = self.out.1[1];
+        let per = self.out.1[1..].iter().product::<usize>();
+        // SAFETY: the bias is an operand of `o` floats (checked when it was recognised) no
+        // one writes while the kernel runs; `scale·t` as the contract says.
+        unsafe {
+            let bias = std::slice::from_raw_parts(base.add(a.bias) as *const f32, o);
+            let scaled = a.scaled.map(|at| floats_mut(base, at, lo * per, hi * per));
+            let then = Then {
+                bias,
+                slope: a.slope,
+                f: a.f,
+                scale: a.scale,
+            };
+            (then, scaled)
         }
     }
 
@@ -693,24 +736,13 @@ impl LibKernel {
                 } else {
                     (&gx, x)
                 };
-                match (bias, self.then) {
-                    (Some(bias), Some(a)) => {
-                        let then = direct::Then {
-                            bias,
-                            slope: a.slope,
-                            f: a.f,
-                            scale: a.scale,
-                        };
-                        // SAFETY: `s·t`, where stored apart from `t`, is an f32 tensor of
-                        // the output's shape at its planned offset (recognised with the
-                        // epilogue), which this part alone writes in its samples' range, as
-                        // the epilogue it replaces did.
-                        let scaled = a.scaled.map(|at| unsafe {
-                            floats_mut(base, at, lo * out_sample, hi * out_sample)
-                        });
+                match self.then {
+                    Some(a) => {
+                        // SAFETY: forwarded.
+                        let (then, scaled) = unsafe { self.activation(base, a, (lo, hi)) };
                         direct::forward_then(isa, g, nb, x, weights, then, out, scaled)
                     }
-                    _ => direct::forward(isa, g, nb, x, weights, bias, out),
+                    None => direct::forward(isa, g, nb, x, weights, bias, out),
                 }
             }
             (WideOp::Filter, Lanes::Channels) => {

@@ -55,9 +55,10 @@ pub struct LibKernel {
     /// offset of `[O]` floats) and applies ReLU as it stores: its `add`/`relu` epilogue,
     /// recognised by [`crate::epilogue::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
-    /// With `bias_relu` (its bias), on the positions-in-lanes kernel: this activation of
-    /// `y + b` instead of the ReLU (`tanh(y + b)`, [`crate::epilogue::bias_function_epilogue`]),
-    /// `t` stored at the output's offset and `scale·t` at its own where both are read.
+    /// A forward convolution that applies this activation after its bias (`tanh(y + b)`,
+    /// [`crate::epilogue::bias_function_epilogue`]): `t` at the output's offset, and `scale·t`
+    /// at its own where both are read. The positions-in-lanes kernel adds the bias as it
+    /// stores; the other families' planes take it after their product, part by part.
     pub then: Option<crate::epilogue::Activation>,
     /// With `bias_relu`, on [`gemm_conv`] or the channels kernel: the byte offset of a residual branch added
     /// before the ReLU (`relu((y + b) + skip)`, [`crate::epilogue::residual_relu_epilogue`]);
