@@ -4,8 +4,7 @@
 
 use nnc_ir::{Function, Inst, Op};
 use nnc_kernels::phases::{self, Phases};
-use nnc_kernels::store::Then;
-use nnc_kernels::store::{Skip, Store};
+use nnc_kernels::store::{Skip, Store, Then};
 use nnc_kernels::winograd::{self, Filters, Winograd};
 use nnc_kernels::{Isa, channels, copy, direct, gemm_conv, samples};
 
