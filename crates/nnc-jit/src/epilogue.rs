@@ -5,7 +5,8 @@
 //!
 //! - [`bias_relu_epilogue`]: a convolution's `relu(y + b)`, added and rectified by every
 //!   kernel family of the forward product; [`bias_function_epilogue`]: its `tanh(y + b)`
-//!   (or another transcendental function), by the positions-in-lanes kernel.
+//!   (or another transcendental function, with LeCun's slope and scale), applied by every
+//!   family to its part's planes (the positions kernel adds the bias as it stores).
 //! - [`residual_relu_epilogue`]: a residual connection in the convolution before it:
 //!   `relu((conv(x, w) + b) + skip)`, where a fused epilogue would read the convolution's
 //!   result back to add its bias, the other branch and rectify, is stored by
@@ -48,9 +49,9 @@ pub fn bias_relu_epilogue(
     Some((bias, plan.offset[relu.result.index()]?))
 }
 
-/// An activation after a convolution's bias that the positions-in-lanes kernel applies
-/// itself ([`bias_function_epilogue`]): `t = f((y + b)·slope)`, and `scale·t`; the byte
-/// offsets of what it reads and stores.
+/// An activation after a convolution's bias that the convolution applies itself
+/// ([`bias_function_epilogue`]): `t = f((y + b)·slope)`, and `scale·t`; the byte offsets of
+/// what it reads and stores.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Activation {
     /// The bias, `[O]` floats.
@@ -68,8 +69,8 @@ pub struct Activation {
 /// `s·f(…)`, the multiplications by constants each optional, `f` a transcendental function
 /// the compiled loops apply along rows ([`nnc_kernels::transcendental`]), `b` a `[O, 1, 1]`
 /// view of `O` floats, and nothing else read outside the loop but `t = f(…)` and `s·t`:
-/// where the positions-in-lanes kernel can store them itself (`direct::forward_then`, the
-/// loop's bits).
+/// where the convolution can store them itself (`nnc_kernels::store::Then`, the loop's
+/// bits).
 pub fn bias_function_epilogue(
     f: &Function,
     inst: usize,
@@ -120,7 +121,7 @@ pub fn bias_function_epilogue(
         && inner_only
         && dense(plan, outputs))
     .then_some(())?;
-    // `None` for a value not stored; `Some(None)` (no activation) for one without an offset.
+    // `Some(None)` for a value not stored; `None` (not recognised) for one without an offset.
     let offset = |v: Option<ValueId>| match v {
         None => Some(None),
         Some(v) => plan.offset[v.index()].map(Some),
