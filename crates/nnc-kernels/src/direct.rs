@@ -377,7 +377,7 @@ pub fn forward(
 
 /// [`forward`]'s product `y` with [`Then`]'s activation: the bias (and slope) applied as it
 /// stores, each one rounding as in the loops, then `f` along each sample's output planes
-/// while they are in cache, as the compiled loops apply it ([`transcendental::apply`]), so
+/// while they are in cache, as the compiled loops apply it ([`crate::transcendental::apply`]), so
 /// the bits are those of the product and the loops run one after the other. `y` receives
 /// `t`, and `scaled` `scale·t`; without `scaled`, `y` receives `scale·t`.
 ///
