@@ -622,10 +622,7 @@ impl Program {
                                     next();
                                     // `t` where it is read, else `s·t` in its place.
                                     lib.out.0 = a.t.or(a.scaled).expect("one is stored");
-                                    lib.then = Some(epilogue::Activation {
-                                        scaled: a.t.and(a.scaled),
-                                        ..a
-                                    });
+                                    lib.then = Some(a);
                                     None
                                 }
                                 None => Some(e),

@@ -180,7 +180,9 @@ impl LibKernel {
         // one writes while the kernel runs; `scale·t` as the contract says.
         unsafe {
             let bias = std::slice::from_raw_parts(base.add(a.bias) as *const f32, o);
-            let scaled = a.scaled.map(|at| floats_mut(base, at, lo * per, hi * per));
+            // `s·t` apart only where `t` is stored too (else it is the output itself).
+            let apart = a.t.and(a.scaled);
+            let scaled = apart.map(|at| floats_mut(base, at, lo * per, hi * per));
             let then = Then {
                 bias,
                 slope: a.slope,

@@ -56,8 +56,8 @@ pub struct LibKernel {
     /// recognised by [`crate::epilogue::bias_relu_epilogue`], is not run.
     pub bias_relu: Option<usize>,
     /// A forward convolution that applies this activation after its bias (`tanh(y + b)`,
-    /// [`crate::epilogue::bias_function_epilogue`]): `t` at the output's offset, and `scale·t`
-    /// at its own where both are read. The positions-in-lanes kernel adds the bias as it
+    /// [`crate::epilogue::bias_function_epilogue`]): the output's offset is `t`'s where it is
+    /// read (`scale·t` then at its own), else `scale·t`'s. The positions-in-lanes kernel adds the bias as it
     /// stores; the other families' planes take it after their product, part by part.
     pub then: Option<crate::epilogue::Activation>,
     /// With `bias_relu`, on [`gemm_conv`] or the channels kernel: the byte offset of a residual branch added
