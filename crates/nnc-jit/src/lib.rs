@@ -35,6 +35,7 @@ mod schedule;
 mod threads;
 mod transcendental;
 mod updates;
+mod vector_loop;
 mod window;
 
 /// Test helpers shared by the unit and integration tests (not API).

@@ -24,6 +24,7 @@ use crate::plan::{self, ALIGN, Plan, elem_size};
 use crate::schedule;
 use crate::threads::Pool;
 use crate::updates::{self, RmsProp};
+use crate::vector_loop::{self, VectorLoop};
 use crate::window;
 
 enum KernelCode {
@@ -75,6 +76,7 @@ struct PartLoop {
 enum Body {
     Jit(LoopFn),
     RmsProp(Box<RmsProp>, Isa),
+    Vector(Box<VectorLoop>, Isa),
 }
 
 impl Body {
@@ -90,6 +92,7 @@ impl Body {
             match self {
                 Body::Jit(f) => f(base, start, end, partial),
                 Body::RmsProp(r, isa) => r.run(*isa, base, start as usize, end as usize, partial),
+                Body::Vector(v, isa) => v.run(*isa, base, start as usize, end as usize, partial),
             }
         }
     }
@@ -488,18 +491,23 @@ impl Program {
         };
         let lib =
             |inst: usize| LibKernel::new(f, &f.insts[inst], &plan, scratch, scratch_part, extra);
-        // A loop runs as a recognised optimizer update where the CPU has a vector unit (see
-        // `updates`), else as generated.
+        // A loop runs as a recognised RMSProp update (`updates`) or an elementwise program
+        // (`vector_loop`) where the CPU has a vector unit, else as generated.
         let isa = opts.vector_unit();
         // The recognised routines read their operands row-major: not a loop reading a
         // window (generated loops read its strides).
         let plain = |l: &LoopKernel| l.inputs.iter().all(|v| plan.strides[v.index()].is_none());
-        let body = |l: &LoopKernel, func: LoopFn, outer: u64| match (
-            updates::recognise(f, l, &plan).filter(|_| plain(l)),
-            isa,
-        ) {
-            (Some(r), Some(isa)) if r.n as u64 == outer => Body::RmsProp(Box::new(r), isa),
-            _ => Body::Jit(func),
+        let body = |l: &LoopKernel, func: LoopFn, outer: u64| {
+            let Some(isa) = isa.filter(|_| plain(l)) else {
+                return Body::Jit(func);
+            };
+            if let Some(r) = updates::recognise(f, l, &plan).filter(|r| r.n as u64 == outer) {
+                return Body::RmsProp(Box::new(r), isa);
+            }
+            match vector_loop::recognise(f, l, &plan).filter(|v| v.n as u64 == outer) {
+                Some(v) => Body::Vector(Box::new(v), isa),
+                None => Body::Jit(func),
+            }
         };
         let kernels: Vec<KernelCode> = schedule
             .kernels
@@ -850,6 +858,7 @@ impl Program {
         // Where a loop runs as a recognised update rather than its Cranelift function.
         let routine = |f: &Body| match f {
             Body::RmsProp(_, isa) => format!(" [rmsprop on {}]", isa.name()),
+            Body::Vector(_, isa) => format!(" [vector loop on {}]", isa.name()),
             Body::Jit(_) => String::new(),
         };
         let lib_note = |lib: &LibKernel| {

@@ -198,3 +198,119 @@ fn bias_correction_is_accurate_at_every_step() {
         }
     }
 }
+
+/// Every optimizer's update loops, where they divide or take a root and so run on the
+/// vector unit as an elementwise program (`vector_loop`, or RMSProp's routine), store the
+/// bits of the generated loops (the portable build's), step after step, on each unit this
+/// CPU has; the others stay generated loops.
+#[test]
+fn vector_loops_store_the_generated_loops_bits() {
+    let units = nnc_jit::testing::vector_units("vector_loops_store_the_generated_loops_bits");
+    for &(optimizer, ..) in OPTIMIZERS {
+        for scheduled in [false, true] {
+            for &isa in &units {
+                bits_match(optimizer, scheduled, isa);
+            }
+        }
+    }
+}
+
+fn bits_match(optimizer: &str, scheduled: bool, isa: nnc_jit::Isa) {
+    let schedule = if scheduled {
+        "    schedule step(gamma: 0.5)\n"
+    } else {
+        ""
+    };
+    // Dense layers only: their products are the same code in both builds.
+    let text = format!(
+        "model m {{\n    input x: f32[40]\n    dense(24) -> tanh\n    dense({CLASSES})\n}}\n\n\
+         train m {{\n    data idx(images: \"x\", labels: \"y\", classes: {CLASSES})\n    \
+         loss softmax_cross_entropy\n    optimizer {optimizer}\n{schedule}    batch 8\n}}\n"
+    );
+    let checked = nnc_check::check_source(&text);
+    assert!(!checked.has_errors(), "{text}\n{:?}", checked.diagnostics);
+    let model = checked.models.into_iter().next().expect("a model");
+    let input = InputSpec {
+        dtype: DType::F32,
+        sample: model.input.shape.0.clone(),
+        scale: 1.0,
+        shift: 0.0,
+        pad: 0,
+        flatten: false,
+    };
+    let c = compile(&model, 8, input, TargetSpec::Classes(CLASSES)).expect("compiles");
+    let step = &c.train_step;
+    let state: Vec<Tensor<f32>> = init_params(&model, 3)
+        .into_iter()
+        .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
+        .chain(
+            step.states
+                .iter()
+                .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32))),
+        )
+        .collect();
+    let mut programs: Vec<Program> = [true, false]
+        .into_iter()
+        .map(|portable| {
+            let options = Options {
+                portable,
+                isa: Some(isa),
+                ..Options::default()
+            };
+            let mut p = Program::compile(&step.func, options).expect("compiles");
+            for (i, t) in state.iter().enumerate() {
+                load(&mut p, step.data_params + i, t);
+            }
+            p
+        })
+        .collect();
+    let on_unit = |p: &Program| {
+        (0..p.kernel_count())
+            .filter(|&k| {
+                let label = p.kernel_label(k);
+                label.contains(&format!("vector loop on {}", isa.name()))
+                    || label.contains(&format!("rmsprop on {}", isa.name()))
+            })
+            .count()
+    };
+    // SGD's, momentum's and Nesterov's updates neither divide nor take a root.
+    let divides = !["sgd", "momentum", "nesterov"]
+        .iter()
+        .any(|o| optimizer.starts_with(o));
+    assert_eq!(on_unit(&programs[0]), 0, "{optimizer}: the portable build");
+    assert_eq!(
+        on_unit(&programs[1]) > 0,
+        divides,
+        "{optimizer}: loops on the vector unit"
+    );
+    let mut rng = Rng::new(23);
+    for s in 0..3 {
+        let data = inputs(&step.func, step.data_params, CLASSES, 5, &mut rng);
+        for p in programs.iter_mut() {
+            for (i, t) in data.iter().enumerate() {
+                load(p, i, t);
+            }
+            if let Some(i) = step.learning_rate {
+                p.f32_param(i).unwrap()[0] = 0.01 / (1 + s) as f32;
+            }
+            p.run();
+        }
+        for k in 2..2 + state.len() {
+            let a = programs[0].result(k).to_vec();
+            let b = programs[1].result(k);
+            for (j, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "{optimizer} (scheduled: {scheduled}) {isa:?} step {s} result {k} [{j}]: \
+                     {x} (generated) vs {y} (vector unit)"
+                );
+            }
+        }
+        for p in programs.iter_mut() {
+            for k in 2..2 + state.len() {
+                p.commit(k, step.data_params + k - 2);
+            }
+        }
+    }
+}

@@ -18,7 +18,8 @@
 //! - [`pool`]: max and sum pooling and their gradients;
 //! - [`copy`]: pad, slice and concatenation; [`reduce`]: sums and maxima over axes;
 //! - [`loss`]: softmax rows and the classifier's fused loss head; [`rmsprop`]: the RMSProp
-//!   update;
+//!   update; [`elementwise`]: a compiler's loop of IEEE operations (an optimizer's update)
+//!   run sixteen lanes wide;
 //! - [`transcendental`]: `exp`, `log`, `tanh`, sigmoid and softplus along a row, for the
 //!   compiler's loops that apply them.
 //!
@@ -27,6 +28,7 @@
 pub mod channels;
 pub mod copy;
 pub mod direct;
+pub mod elementwise;
 pub mod gemm_conv;
 pub mod loss;
 pub mod matmul;

@@ -267,6 +267,10 @@ pub trait F32x16: Copy {
     unsafe fn mul(self, b: Self) -> Self;
     unsafe fn div(self, b: Self) -> Self;
     unsafe fn sqrt(self) -> Self;
+    /// The sign bit flipped (−0 for +0, NaN kept).
+    unsafe fn neg(self) -> Self;
+    /// The sign bit cleared.
+    unsafe fn abs(self) -> Self;
     /// `b < self ? self : b` per lane, as x86's `max` (the second operand on NaN or ties).
     unsafe fn max(self, b: Self) -> Self;
     /// Lanes where `self ≠ 0` (unordered: true on NaN; -0 is 0).
@@ -564,6 +568,20 @@ impl F32x16 for Avx512 {
         unsafe { Avx512(_mm512_sqrt_ps(self.0)) }
     }
     #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        unsafe {
+            let sign = _mm512_set1_epi32(i32::MIN);
+            Avx512(_mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(self.0),
+                sign,
+            )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        unsafe { Avx512(_mm512_abs_ps(self.0)) }
+    }
+    #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
         unsafe { Avx512(_mm512_max_ps(self.0, b.0)) }
     }
@@ -856,6 +874,23 @@ impl F32x16 for Avx2 {
     #[inline(always)]
     unsafe fn sqrt(self) -> Self {
         unsafe { Avx2(_mm256_sqrt_ps(self.0), _mm256_sqrt_ps(self.1)) }
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            Avx2(_mm256_xor_ps(self.0, sign), _mm256_xor_ps(self.1, sign))
+        }
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            Avx2(
+                _mm256_andnot_ps(sign, self.0),
+                _mm256_andnot_ps(sign, self.1),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
