@@ -3,11 +3,13 @@
 //! contains one of the NAMEs (all without), printing what each measured. (Numbers to compare
 //! against each other in one session, on a quiet machine; BENCHMARKS.md quotes them.)
 
-use nnc_kernels::{Isa, channels, direct, gemm_conv, phases, pool, samples, sparse, winograd};
+use nnc_kernels::{
+    Isa, channels, direct, elementwise, gemm_conv, phases, pool, samples, sparse, winograd,
+};
 
 type Timing = fn(Isa);
 
-const TIMINGS: [(&str, Timing); 11] = [
+const TIMINGS: [(&str, Timing); 12] = [
     ("channels", channels::time_c3),
     ("same3", channels::time_same3),
     ("direct", direct::time_lenet_shapes),
@@ -19,6 +21,7 @@ const TIMINGS: [(&str, Timing); 11] = [
     ("winograd", winograd::time_same3),
     ("phases", phases::time_stride2),
     ("pointwise", gemm_conv::time_pointwise),
+    ("elementwise", elementwise::time_adam),
 ];
 
 fn main() {
