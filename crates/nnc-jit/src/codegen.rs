@@ -27,7 +27,7 @@ use nnc_ir::{Binary, Compare, DType, Function, Op, Unary, ValueId};
 use nnc_kernels::Isa;
 use nnc_kernels::transcendental::{self as library, RowFn};
 
-use crate::kernel::LoopKernel;
+use crate::kernel::{self, LoopKernel};
 use crate::plan::{Plan, elem_size};
 use crate::transcendental::Emit;
 
@@ -354,14 +354,7 @@ impl<'a> LoopGen<'a> {
             && l.insts
                 .iter()
                 .all(|&i| f.ty(f.insts[i].result).dtype == DType::F32);
-        let splats = f
-            .insts
-            .iter()
-            .filter_map(|i| match i.op {
-                Op::Const { value } => Some((i.result, value)),
-                _ => None,
-            })
-            .collect();
+        let splats = kernel::splats(f);
         let row_calls = match rows.filter(|isa| isa.supported()) {
             Some(isa) if vector && dims[last] >= ROW_CALLS_FROM => l
                 .insts

@@ -77,6 +77,17 @@ pub struct Schedule {
     pub storage: Vec<Storage>,
 }
 
+/// The value of each `const` of `f` (one value repeated: what loops inline as a splat).
+pub fn splats(f: &Function) -> std::collections::HashMap<ValueId, f64> {
+    f.insts
+        .iter()
+        .filter_map(|i| match i.op {
+            Op::Const { value } => Some((i.result, value)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether an instruction can be a member of a fused loop.
 pub fn is_elementwise(op: &Op) -> bool {
     matches!(

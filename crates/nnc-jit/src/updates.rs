@@ -224,15 +224,19 @@ impl RmsProp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use nnc_ir::parse::parse_function;
 
     use super::*;
     use crate::kernel::Kernel;
     use crate::schedule::schedule;
 
-    /// The update loops of `text` that are recognised.
-    fn recognised(text: &str) -> Vec<RmsProp> {
+    /// What `recognise` makes of the loops of `text`, scheduled and planned, where it
+    /// recognises them.
+    pub(crate) fn recognised_by<T>(
+        text: &str,
+        recognise: fn(&Function, &LoopKernel, &Plan) -> Option<T>,
+    ) -> Vec<T> {
         let f = parse_function(text).expect("valid IR");
         let s = schedule(&f);
         let plan = crate::plan::plan(&f, &s);
@@ -243,6 +247,11 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The update loops of `text` that are recognised.
+    fn recognised(text: &str) -> Vec<RmsProp> {
+        recognised_by(text, recognise)
     }
 
     const RMSPROP: &str =

@@ -18,7 +18,7 @@ use nnc_kernels::elementwise::{
     self, MAX_ARRAYS, MAX_SCALARS, MAX_STORES, MAX_SUMS, Operand, Operation, Program,
 };
 
-use crate::kernel::LoopKernel;
+use crate::kernel::{LoopKernel, splats};
 use crate::plan::Plan;
 
 /// A scalar operand: a constant, or a one-element value read from the arena when the loop
@@ -58,14 +58,7 @@ pub fn recognise(f: &Function, l: &LoopKernel, plan: &Plan) -> Option<VectorLoop
     let n: usize = l.shape.iter().product();
     let f32_of = |v: ValueId| f.ty(v).dtype == DType::F32;
     let whole = |v: ValueId| f32_of(v) && f.ty(v).shape == l.shape;
-    let consts: HashMap<ValueId, f64> = f
-        .insts
-        .iter()
-        .filter_map(|i| match i.op {
-            Op::Const { value } => Some((i.result, value)),
-            _ => None,
-        })
-        .collect();
+    let consts = splats(f);
     let mut b = Builder {
         results: HashMap::new(),
         arrays: Vec::new(),
@@ -251,24 +244,11 @@ impl VectorLoop {
 
 #[cfg(test)]
 mod tests {
-    use nnc_ir::parse::parse_function;
-
     use super::*;
-    use crate::kernel::Kernel;
-    use crate::schedule::schedule;
 
     /// The loops of `text` that are recognised.
     fn recognised(text: &str) -> Vec<VectorLoop> {
-        let f = parse_function(text).expect("valid IR");
-        let s = schedule(&f);
-        let plan = crate::plan::plan(&f, &s);
-        s.kernels
-            .iter()
-            .filter_map(|k| match k {
-                Kernel::Loop(l) => recognise(&f, l, &plan),
-                _ => None,
-            })
-            .collect()
+        crate::updates::tests::recognised_by(text, recognise)
     }
 
     /// Adamax's update: `m' = m·β₁ + g·(1 − β₁)`, `u' = max(u·β₂, |g|)`,

@@ -8,7 +8,7 @@ mod support;
 
 use ndarray::{ArrayD, IxDyn};
 use nnc_ir::DType;
-use nnc_ir::compile::compile;
+use nnc_ir::compile::{Compiled, compile};
 use nnc_ir::init::{Rng, init_params};
 use nnc_ir::interp::{self, Tensor};
 use nnc_ir::lower::{InputSpec, TargetSpec};
@@ -60,16 +60,9 @@ fn model_text(optimizer: &str, schedule: &str) -> String {
     )
 }
 
-/// Trains the model under `optimizer` for `steps` steps on both engines; returns how many
-/// optimizer state tensors the step carries.
-fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
-    let schedule = if scheduled {
-        "    schedule step(gamma: 0.5)\n"
-    } else {
-        ""
-    };
-    let text = model_text(optimizer, schedule);
-    let checked = nnc_check::check_source(&text);
+/// The model of `text`, checked, and its step functions at batch 8 (float inputs).
+fn compiled(text: &str) -> (nnc_check::Model, Compiled) {
+    let checked = nnc_check::check_source(text);
     assert!(!checked.has_errors(), "{text}\n{:?}", checked.diagnostics);
     let model = checked.models.into_iter().next().expect("a model");
     let input = InputSpec {
@@ -81,12 +74,13 @@ fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
         flatten: false,
     };
     let c = compile(&model, 8, input, TargetSpec::Classes(CLASSES))
-        .unwrap_or_else(|e| panic!("{optimizer}: {e}"));
-    let step = &c.train_step;
-    assert_eq!(step.learning_rate.is_some(), scheduled, "{optimizer}");
-    let mut p = Program::compile(&step.func, Options::default())
-        .unwrap_or_else(|e| panic!("{optimizer}: {e}"));
-    let mut state: Vec<Tensor<f32>> = init_params(&model, 3)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    (model, c)
+}
+
+/// The model's initial parameters (seed 3), then the step's optimizer state.
+fn initial_state(model: &nnc_check::Model, step: &nnc_ir::optim::TrainStep) -> Vec<Tensor<f32>> {
+    init_params(model, 3)
         .into_iter()
         .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
         .chain(
@@ -94,7 +88,23 @@ fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
                 .iter()
                 .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32))),
         )
-        .collect();
+        .collect()
+}
+
+/// Trains the model under `optimizer` for `steps` steps on both engines; returns how many
+/// optimizer state tensors the step carries.
+fn check(optimizer: &str, scheduled: bool, steps: usize) -> usize {
+    let schedule = if scheduled {
+        "    schedule step(gamma: 0.5)\n"
+    } else {
+        ""
+    };
+    let (model, c) = compiled(&model_text(optimizer, schedule));
+    let step = &c.train_step;
+    assert_eq!(step.learning_rate.is_some(), scheduled, "{optimizer}");
+    let mut p = Program::compile(&step.func, Options::default())
+        .unwrap_or_else(|e| panic!("{optimizer}: {e}"));
+    let mut state = initial_state(&model, step);
     for (i, t) in state.iter().enumerate() {
         load(&mut p, step.data_params + i, t);
     }
@@ -227,28 +237,9 @@ fn bits_match(optimizer: &str, scheduled: bool, isa: nnc_jit::Isa) {
          train m {{\n    data idx(images: \"x\", labels: \"y\", classes: {CLASSES})\n    \
          loss softmax_cross_entropy\n    optimizer {optimizer}\n{schedule}    batch 8\n}}\n"
     );
-    let checked = nnc_check::check_source(&text);
-    assert!(!checked.has_errors(), "{text}\n{:?}", checked.diagnostics);
-    let model = checked.models.into_iter().next().expect("a model");
-    let input = InputSpec {
-        dtype: DType::F32,
-        sample: model.input.shape.0.clone(),
-        scale: 1.0,
-        shift: 0.0,
-        pad: 0,
-        flatten: false,
-    };
-    let c = compile(&model, 8, input, TargetSpec::Classes(CLASSES)).expect("compiles");
+    let (model, c) = compiled(&text);
     let step = &c.train_step;
-    let state: Vec<Tensor<f32>> = init_params(&model, 3)
-        .into_iter()
-        .map(|t| Tensor::F(ArrayD::from_shape_vec(IxDyn(&t.shape), t.data).unwrap()))
-        .chain(
-            step.states
-                .iter()
-                .map(|s| Tensor::F(ArrayD::from_elem(IxDyn(&s.ty.shape), s.init as f32))),
-        )
-        .collect();
+    let state = initial_state(&model, step);
     let mut programs: Vec<Program> = [true, false]
         .into_iter()
         .map(|portable| {
