@@ -147,15 +147,15 @@ pub fn recognise(f: &Function, l: &LoopKernel, plan: &Plan) -> Option<VectorLoop
     };
     let fits = program.stores.len() <= MAX_STORES && program.sums.len() <= MAX_SUMS;
     let fits = fits && b.arrays.len() <= MAX_ARRAYS && b.scalars.len() <= MAX_SCALARS;
-    (fits && summed.len() == l.reductions.len() && program.valid(b.arrays.len(), b.scalars.len()))
-        .then_some(VectorLoop {
-            n,
-            program,
-            arrays: b.arrays,
-            scalars: b.scalars,
-            stores: store_at,
-            sums: sum_at,
-        })
+    let every_sum = summed.len() == l.reductions.len() && sum_at.len() == summed.len();
+    (fits && every_sum && program.valid(b.arrays.len(), b.scalars.len())).then_some(VectorLoop {
+        n,
+        program,
+        arrays: b.arrays,
+        scalars: b.scalars,
+        stores: store_at,
+        sums: sum_at,
+    })
 }
 
 /// The program under construction: each loop value's operation, the arrays and scalars read.
