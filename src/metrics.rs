@@ -24,7 +24,7 @@ pub struct EpochSums {
     pub loss_sum: f64,
     /// Correct predictions.
     pub correct: f64,
-    /// Per parameter tensor (in [`Backend::params`] order), the sum over steps of ‖g‖².
+    /// Per parameter tensor (in [`Backend::params`](crate::backend::Backend::params) order), the sum over steps of ‖g‖².
     pub grad_norm2_sums: Vec<f64>,
 }
 

@@ -81,7 +81,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The SVG document of `picture`, laid out by [`layout`].
+/// The SVG document of `picture`, laid out by [`layout()`].
 pub fn render(picture: &Picture) -> String {
     let l = layout(picture);
     let (w, h) = (l.width.ceil(), l.height.ceil());

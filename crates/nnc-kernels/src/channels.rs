@@ -8,7 +8,7 @@
 //! vectors (LeNet-5's C3: 7) runs for every sample, tap row and output plane, with an
 //! input load per product. Here one accumulator per tap (and vector of channels) runs down a
 //! block of a sample's positions, block after block and sample after sample, the output
-//! gradient one load per position (each sample's transposed first, [`transpose_gradient`])
+//! gradient one load per position (each sample's transposed first, `transpose_gradient`)
 //! and the input a broadcast that feeds two vectors of channels on AVX-512. Measured on
 //! LeNet-5's C3 on a Zen 3
 //! (AVX2), 16 samples on one thread: 258 µs from shifted copies in `direct`, 82–113 µs here
@@ -128,7 +128,7 @@ fn gradient_floats(g: &Conv) -> usize {
 }
 
 /// Floats of the scratch space [`filter`] takes: a chunk's transposed output gradients
-/// ([`transpose_gradient`], [`chunk_samples`]) and the accumulators, a vector of output
+/// (`transpose_gradient`, `chunk_samples`) and the accumulators, a vector of output
 /// channels per tap.
 pub fn scratch_floats(g: &Conv) -> usize {
     chunk_samples(g) * gradient_floats(g) + g.taps() * lanes(g)

@@ -372,7 +372,7 @@ unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_
 
 /// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a matrix
 /// transposed in 8 × 8 blocks ([`F32x16::transpose8`]), its edges as partial blocks
-/// ([`transpose_partial`]).
+/// (`transpose_partial`).
 ///
 /// # Safety
 /// The CPU has `V`'s unit.

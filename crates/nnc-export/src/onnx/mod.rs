@@ -3,7 +3,7 @@
 //! The graph, in order: the model's input as the data source stores it (`[batch, 1, 28, 28]`
 //! u8 pixels for MNIST and IDX images, f32 values for CSV and inline tables), the source's
 //! preprocessing (`Cast`, `· scale`, `Pad` with stored zeros, `+ shift`, `Flatten`: exactly
-//! the first ops of `nnc_ir::lower`), each layer's nodes ([`layers`]), and the outputs:
+//! the first ops of `nnc_ir::lower`), each layer's nodes (`layers`), and the outputs:
 //! `output`, the last layer's values (what nnc's evaluation step computes its loss and
 //! accuracy from: logits under `softmax_cross_entropy`), and for a classifier whose loss
 //! applies or follows a softmax, `probabilities` (what `nnc predict` prints). The batch axis
