@@ -21,7 +21,8 @@
 //! undefined behaviour.)
 //!
 //! A loop that differs in any way (weight decay, another optimizer, broadcast operands) is
-//! not recognised and stays on Cranelift.
+//! not recognised here: `vector_loop` runs it as an elementwise program where it divides over
+//! whole arrays and scalars (without the flush), else it stays on Cranelift.
 
 use std::collections::HashMap;
 
